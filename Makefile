@@ -1,0 +1,39 @@
+# The README's two commands are `make run` and `make test`; both set up .venv themselves.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(STAMP): setup.cfg setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev,test,lint]'
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install the project with its dev and test tools
+
+run: $(STAMP)  ## run the whole system locally (embedded PostgreSQL unless DATABASE_URL is set)
+	$(BIN)/scheduler dev
+
+test: $(STAMP)  ## run the whole test suite
+	$(BIN)/python -m pytest -n 2 --dist loadfile
+
+lint: $(STAMP)  ## ruff, formatting, mypy and the import layering contracts
+	$(BIN)/ruff check scheduler tests
+	$(BIN)/ruff format --check scheduler tests
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+fmt: $(STAMP)  ## format the code
+	$(BIN)/ruff format scheduler tests
+	$(BIN)/ruff check --fix scheduler tests
+
+migrate: $(STAMP)  ## apply migrations to DATABASE_URL
+	$(BIN)/scheduler migrate
+
+.PHONY: help install run test lint fmt migrate

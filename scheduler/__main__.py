@@ -1,0 +1,7 @@
+"""`python -m scheduler` runs the CLI."""
+
+from __future__ import annotations
+
+from scheduler import cli
+
+cli.main()

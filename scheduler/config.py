@@ -1,0 +1,171 @@
+"""Settings read once from the environment; the only reader of os.environ."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Mapping
+from urllib.parse import urlsplit
+
+from scheduler import errors
+
+DEFAULT_PORT = 8080
+DEFAULT_CONNECT_TIMEOUT = 5.0
+DEFAULT_READ_TIMEOUT = 30.0
+DEFAULT_DELIVERY_THREADS = 16
+DEFAULT_MAX_ATTEMPTS = 8
+DEFAULT_RETRY_BASE = 1.0
+DEFAULT_RETRY_CAP = 3600.0
+DEFAULT_HORIZON = 300.0
+DEFAULT_RECONCILE_INTERVAL = 30.0
+DEFAULT_POLL_INTERVAL = 2.0
+DEFAULT_SHUTDOWN_GRACE = 30.0
+DEFAULT_DB_POOL_SIZE = 8
+DEFAULT_WEB_WORKERS = 2
+DEFAULT_LOG_LEVEL = "INFO"
+MAX_ATTEMPTS_LIMIT = 100
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    database_url: str
+    secrets: tuple[str, ...]
+    endpoint: str
+    port: int = DEFAULT_PORT
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    read_timeout: float = DEFAULT_READ_TIMEOUT
+    delivery_threads: int = DEFAULT_DELIVERY_THREADS
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    retry_base: float = DEFAULT_RETRY_BASE
+    retry_cap: float = DEFAULT_RETRY_CAP
+    horizon: float = DEFAULT_HORIZON
+    reconcile_interval: float = DEFAULT_RECONCILE_INTERVAL
+    poll_interval: float = DEFAULT_POLL_INTERVAL
+    shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE
+    db_pool_size: int = DEFAULT_DB_POOL_SIZE
+    web_workers: int = DEFAULT_WEB_WORKERS
+    log_level: str = DEFAULT_LOG_LEVEL
+
+    @property
+    def secret(self) -> str:
+        """The secret sent on deliveries; the first of SECRET's comma-separated values."""
+        return self.secrets[0]
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """DATABASE_URL in the form SQLAlchemy's psycopg 3 dialect expects."""
+        return to_sqlalchemy_url(self.database_url)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read every variable; raise ConfigError naming the first one that is missing or bad."""
+        env = os.environ if environ is None else environ
+        return cls(
+            database_url=read_database_url(env),
+            secrets=_secrets(env),
+            endpoint=_endpoint(env),
+            port=_int(env, "PORT", DEFAULT_PORT, 1, 65535),
+            connect_timeout=_float(env, "SCHEDULER_CONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT),
+            read_timeout=_float(env, "SCHEDULER_READ_TIMEOUT", DEFAULT_READ_TIMEOUT),
+            delivery_threads=_int(
+                env, "SCHEDULER_DELIVERY_THREADS", DEFAULT_DELIVERY_THREADS, 1, 1024
+            ),
+            max_attempts=_int(
+                env, "SCHEDULER_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS, 1, MAX_ATTEMPTS_LIMIT
+            ),
+            retry_base=_float(env, "SCHEDULER_RETRY_BASE", DEFAULT_RETRY_BASE),
+            retry_cap=_float(env, "SCHEDULER_RETRY_CAP", DEFAULT_RETRY_CAP),
+            horizon=_float(env, "SCHEDULER_HORIZON", DEFAULT_HORIZON, minimum=10.0),
+            reconcile_interval=_float(
+                env, "SCHEDULER_RECONCILE_INTERVAL", DEFAULT_RECONCILE_INTERVAL, minimum=1.0
+            ),
+            poll_interval=_float(env, "SCHEDULER_POLL_INTERVAL", DEFAULT_POLL_INTERVAL),
+            shutdown_grace=_float(env, "SCHEDULER_SHUTDOWN_GRACE", DEFAULT_SHUTDOWN_GRACE, 0.0),
+            db_pool_size=_int(env, "SCHEDULER_DB_POOL_SIZE", DEFAULT_DB_POOL_SIZE, 1, 256),
+            web_workers=_int(env, "WEB_CONCURRENCY", DEFAULT_WEB_WORKERS, 1, 64),
+            log_level=_choice(env, "SCHEDULER_LOG_LEVEL", DEFAULT_LOG_LEVEL, LOG_LEVELS),
+        ).checked()
+
+    def checked(self) -> Settings:
+        """Cross-field checks that no single variable can express."""
+        if self.horizon <= 2 * self.reconcile_interval:
+            raise errors.ConfigError(
+                "SCHEDULER_HORIZON", "must exceed twice SCHEDULER_RECONCILE_INTERVAL"
+            )
+        if self.retry_cap < self.retry_base:
+            raise errors.ConfigError("SCHEDULER_RETRY_CAP", "must be at least SCHEDULER_RETRY_BASE")
+        return self
+
+
+def read_database_url(env: Mapping[str, str]) -> str:
+    """DATABASE_URL, checked to be a PostgreSQL URL."""
+    url = _required(env, "DATABASE_URL")
+    scheme = urlsplit(url).scheme
+    if scheme not in ("postgres", "postgresql"):
+        raise errors.ConfigError("DATABASE_URL", "must be a postgresql:// URL")
+    return url
+
+
+def to_sqlalchemy_url(database_url: str) -> str:
+    return re.sub(r"^postgres(ql)?://", "postgresql+psycopg://", database_url)
+
+
+def _required(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name, "").strip()
+    if not value:
+        raise errors.ConfigError(name, "is not set")
+    return value
+
+
+def _secrets(env: Mapping[str, str]) -> tuple[str, ...]:
+    values = tuple(part.strip() for part in _required(env, "SECRET").split(","))
+    if any(not value for value in values):
+        raise errors.ConfigError("SECRET", "has an empty value in its comma-separated list")
+    if any(len(value) < 8 for value in values):
+        raise errors.ConfigError("SECRET", "must be at least 8 characters long")
+    if any(not value.isprintable() or " " in value for value in values):
+        raise errors.ConfigError("SECRET", "must be printable characters without spaces")
+    return values
+
+
+def _endpoint(env: Mapping[str, str]) -> str:
+    url = _required(env, "ENDPOINT")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise errors.ConfigError("ENDPOINT", "must be an http:// or https:// URL with a host")
+    return url
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise errors.ConfigError(name, f"must be an integer, got {raw!r}") from None
+    if not low <= value <= high:
+        raise errors.ConfigError(name, f"must be between {low} and {high}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.001) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise errors.ConfigError(name, f"must be a number of seconds, got {raw!r}") from None
+    if not minimum <= value < 10**9:
+        raise errors.ConfigError(name, f"must be at least {minimum:g} seconds, got {raw}")
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = env.get(name, "").strip().upper() or default
+    if value not in choices:
+        raise errors.ConfigError(name, f"must be one of {', '.join(choices)}")
+    return value

@@ -1,0 +1,97 @@
+"""Send one delivery over HTTP and describe what happened; never raises for a failed send."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import threading
+import time
+
+import requests
+
+from scheduler import config, jobs
+
+EXCERPT_LENGTH = 512
+USER_AGENT = "scheduler-dispatch"
+_local = threading.local()
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    started_at: dt.datetime
+    duration_ms: int
+    status_code: int | None
+    error: str | None
+    response_excerpt: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+def build_payload(delivery: jobs.Delivery) -> bytes:
+    """The seed's message: a job carries its id and body, a cron fire its cron id and no body."""
+    if delivery.cron_id is not None:
+        head = '{"id": "", "cron_id": ' + json.dumps(delivery.cron_id) + ', "body": null}'
+        return head.encode("utf-8")
+    # The body is the database's JSON text already; splicing it avoids a parse and re-dump.
+    body = delivery.body if delivery.body is not None else "null"
+    return ('{"id": ' + json.dumps(delivery.id) + ', "cron_id": "", "body": ' + body + "}").encode(
+        "utf-8"
+    )
+
+
+def build_headers(settings: config.Settings, delivery: jobs.Delivery) -> dict[str, str]:
+    return {
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        "Scheduler-Secret": settings.secret,
+        "Scheduler-Delivery-Id": delivery.id,
+        "Scheduler-Attempt": str(delivery.attempts),
+        "Scheduler-Scheduled-At": delivery.run_at.astimezone(dt.UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z"),
+    }
+
+
+def _session() -> requests.Session:
+    # One pooled session per sending thread: requests.Session is not thread-safe to share.
+    session: requests.Session | None = getattr(_local, "session", None)
+    if session is None:
+        session = requests.Session()
+        _local.session = session
+    return session
+
+
+def deliver(settings: config.Settings, delivery: jobs.Delivery) -> Outcome:
+    """POST the delivery to ENDPOINT with connect and read timeouts."""
+    started_at = dt.datetime.now(dt.UTC)
+    start = time.monotonic()
+    status_code: int | None = None
+    excerpt: str | None = None
+    error: str | None = None
+    try:
+        response = _session().post(
+            settings.endpoint,
+            data=build_payload(delivery),
+            headers=build_headers(settings, delivery),
+            timeout=(settings.connect_timeout, settings.read_timeout),
+            allow_redirects=False,
+        )
+        status_code = response.status_code
+        excerpt = response.text[:EXCERPT_LENGTH] if response.content else None
+        if not 200 <= status_code < 300:
+            error = f"HTTP {status_code}"
+    except requests.Timeout as exc:
+        error = f"timeout: {type(exc).__name__}"
+    except requests.ConnectionError as exc:
+        error = f"connection failed: {_short(exc)}"
+    except requests.RequestException as exc:
+        error = f"request failed: {_short(exc)}"
+    duration_ms = int((time.monotonic() - start) * 1000)
+    return Outcome(started_at, duration_ms, status_code, error, excerpt)
+
+
+def _short(exc: Exception) -> str:
+    return str(exc)[:EXCERPT_LENGTH]

@@ -1,0 +1,455 @@
+"""The worker process: one elected leader runs APScheduler timers and sends due deliveries.
+
+Our `jobs` and `crons` tables are the truth; APScheduler's jobstore only holds timers for what
+is due within the horizon. A timer firing never sends anything itself: for a job it wakes the
+delivery loop (the job row already exists), for a cron it first records the tick as a job row,
+unique on (cron, tick), before APScheduler advances its timer. Deliveries are claimed from the
+table, so a timer lost in a crash costs a little latency, never a job.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import datetime as dt
+import logging
+import random
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+import psycopg
+from apscheduler.executors.base import BaseExecutor
+from apscheduler.job import Job
+from apscheduler.jobstores.base import JobLookupError
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.date import DateTrigger
+
+from scheduler import config, cron, delivery, errors, jobs, logs, store
+
+logger = logging.getLogger(__name__)
+
+FIRE_REF = "scheduler.dispatcher:fire"
+LEADER_LOCK = "scheduler.dispatcher"
+STANDBY_RETRY_SECONDS = 1.0
+LOCK_PROBE_SECONDS = 2.0
+LEASE_MARGIN_SECONDS = 30.0
+RECORD_RETRIES = 5
+TIMER_BATCH = 10_000
+LOOP_RETRY_SECONDS = 1.0
+UTC = dt.UTC
+
+
+def fire(kind: str, ref: str) -> None:
+    """Target of every stored APScheduler timer; OutboxExecutor acts on submit and never runs it.
+
+    Stored timers name this function by its import path: moving or renaming it makes
+    APScheduler delete every stored timer it can no longer unpickle.
+    """
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(UTC)
+
+
+def retry_delay(attempt: int, base: float, cap: float) -> float:
+    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2^(attempt-1))]."""
+    return random.uniform(0, min(cap, base * 2 ** min(attempt - 1, 62)))
+
+
+class OutboxExecutor(BaseExecutor):
+    """Acts on a timer synchronously on the scheduler thread, before APScheduler moves it on."""
+
+    def __init__(self, on_fire: Callable[[Job, list[dt.datetime]], None]) -> None:
+        super().__init__()
+        self._on_fire = on_fire
+
+    def submit_job(self, job: Job, run_times: list[dt.datetime]) -> None:
+        self._on_fire(job, run_times)
+
+    def _do_submit_job(self, job: Job, run_times: list[dt.datetime]) -> None:
+        raise NotImplementedError("submit_job does the work")
+
+
+class GuardedScheduler(BackgroundScheduler):
+    """APScheduler's loop dies on an exception outside get_due_jobs (a DB blip in update_job);
+    this keeps it alive and retries, and reconcile repairs whatever the failed pass left."""
+
+    def _process_jobs(self) -> float | None:
+        try:
+            wait: float | None = super()._process_jobs()
+        except Exception:
+            logger.exception("timer pass failed; retrying", extra={"action": "timer_pass_failed"})
+            return LOOP_RETRY_SECONDS
+        return wait
+
+
+class LeaderSession:
+    """Everything the active dispatcher runs, from winning the lock until stop or loss."""
+
+    def __init__(self, settings: config.Settings, lock_conn: psycopg.Connection[Any]) -> None:
+        self.settings = settings
+        self.lock_conn = lock_conn
+        self.stopping = threading.Event()
+        self.wake = threading.Event()
+        self.pool = store.open_pool(
+            settings.database_url, settings.delivery_threads + 4, name="dispatcher"
+        )
+        self.store = store.Store(self.pool)
+        self.senders = concurrent.futures.ThreadPoolExecutor(
+            settings.delivery_threads, thread_name_prefix="deliver"
+        )
+        self._slots_lock = threading.Lock()
+        self._free_slots = settings.delivery_threads
+        self._backlog = False
+        self.scheduler = GuardedScheduler(
+            timezone=UTC,
+            jobstores={
+                "default": SQLAlchemyJobStore(
+                    url=settings.sqlalchemy_url,
+                    engine_options={"pool_pre_ping": True, "pool_size": 2, "max_overflow": 2},
+                )
+            },
+            executors={"default": OutboxExecutor(self._on_timer)},
+            job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 1},
+            jobstore_retry_interval=2,
+        )
+        self.threads = [
+            threading.Thread(target=self._listen_loop, name="listen", daemon=True),
+            threading.Thread(target=self._delivery_loop, name="claim", daemon=True),
+        ]
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def run(self, stop_requested: threading.Event) -> None:
+        """Run until asked to stop or until the leader lock can no longer be confirmed."""
+        released = self.store.release_orphaned_deliveries(utcnow())
+        if released:
+            logger.info("re-queued %d deliveries left in flight by a previous dispatcher", released)
+        self.scheduler.start()
+        for thread in self.threads:
+            thread.start()
+        logger.info("dispatcher active", extra={"action": "leader_elected"})
+        while not stop_requested.wait(LOCK_PROBE_SECONDS):
+            if not self._still_leader():
+                logger.error("lost the leader lock; stopping", extra={"action": "leader_lost"})
+                break
+
+    def _still_leader(self) -> bool:
+        try:
+            row = self.lock_conn.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                " AND pid = pg_backend_pid() AND granted"
+            ).fetchone()
+        except psycopg.Error:
+            return False
+        return bool(row and row[0])
+
+    def stop(self, grace: float) -> bool:
+        """Stop firing, let in-flight deliveries finish within `grace`; True if all did."""
+        self.stopping.set()
+        self.wake.set()
+        try:
+            self.scheduler.shutdown(wait=False)
+        except Exception:
+            logger.exception("scheduler shutdown failed")
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and self._in_flight() > 0:
+            time.sleep(0.05)
+        finished = self._in_flight() == 0
+        self.senders.shutdown(wait=finished, cancel_futures=True)
+        for thread in self.threads:
+            thread.join(timeout=2)
+        self.pool.close(timeout=2)
+        return finished
+
+    def _in_flight(self) -> int:
+        with self._slots_lock:
+            return self.settings.delivery_threads - self._free_slots
+
+    # --- timers ----------------------------------------------------------------------------
+
+    def _on_timer(self, job: Job, run_times: list[dt.datetime]) -> None:
+        kind, ref = job.args
+        if kind == "cron":
+            for run_time in run_times:
+                self._record_cron_tick(int(ref), run_time)
+        self.wake.set()
+
+    def _record_cron_tick(self, revision: int, run_time: dt.datetime) -> None:
+        new = self.store.record_cron_fire(
+            revision, jobs.new_job_id(), run_time, self.settings.max_attempts
+        )
+        if new:
+            logger.debug("cron tick recorded", extra={"action": "cron_fire", "revision": revision})
+
+    def _set_job_timer(self, job_id: str, due: dt.datetime) -> None:
+        self.scheduler.add_job(
+            FIRE_REF,
+            trigger=DateTrigger(run_date=due, timezone=UTC),
+            args=("job", job_id),
+            id=job_id,
+            replace_existing=True,
+        )
+
+    def _remove_timer(self, timer_id: str) -> None:
+        try:
+            self.scheduler.remove_job(timer_id)
+        except JobLookupError:
+            pass
+
+    def _set_cron_timer(self, job: jobs.CronJob) -> None:
+        spec = cron.parse_spec(job.spec)
+        self.scheduler.add_job(
+            FIRE_REF,
+            trigger=spec.trigger,
+            args=("cron", str(job.revision)),
+            id=job.timer_id,
+            replace_existing=True,
+        )
+
+    # --- reconcile -------------------------------------------------------------------------
+
+    def reconcile(self) -> None:
+        """Make timers match the tables and catch up anything missed; cheap enough to repeat."""
+        now = utcnow()
+        expired = self.store.release_expired_leases(now)
+        if expired:
+            logger.warning("re-queued %d deliveries whose lease expired", expired)
+        for timer_id in self.store.stale_job_timers():
+            self._remove_timer(timer_id)
+        self.sync_crons(now)
+        added = TIMER_BATCH
+        while added == TIMER_BATCH and not self.stopping.is_set():
+            missing = self.store.jobs_missing_timers(
+                utcnow(), utcnow() + dt.timedelta(seconds=self.settings.horizon), TIMER_BATCH
+            )
+            for job_id, due in missing:
+                self._set_job_timer(job_id, due)
+            added = len(missing)
+        self.wake.set()
+
+    def sync_crons(self, now: dt.datetime) -> None:
+        for timer_id in self.store.stale_cron_timers():
+            self._remove_timer(timer_id)
+        for job in self.store.list_crons():
+            self._catch_up(job, now)
+        for job in self.store.crons_missing_timers():
+            self._set_cron_timer(job)
+
+    def _catch_up(self, job: jobs.CronJob, now: dt.datetime) -> None:
+        """Record the latest tick missed since the last recorded one (once, coalesced)."""
+        since = job.last_fire_at or job.updated_at
+        missed = cron.latest_fire_time(cron.parse_spec(job.spec), since, now)
+        if missed is not None and self.store.record_cron_fire(
+            job.revision, jobs.new_job_id(), missed, self.settings.max_attempts
+        ):
+            logger.info(
+                "cron %s caught up on its tick of %s", job.id, missed.isoformat(),
+                extra={"action": "cron_catch_up", "cron_id": job.id},
+            )
+
+    # --- notifications ---------------------------------------------------------------------
+
+    def _listen_loop(self) -> None:
+        backoff = LOOP_RETRY_SECONDS
+        while not self.stopping.is_set():
+            try:
+                with store.connect(self.settings.database_url, autocommit=True) as conn:
+                    conn.execute(f"LISTEN {store.NOTIFY_CHANNEL}")
+                    # Notifications sent while we were not listening are gone: reconcile.
+                    self.reconcile()
+                    backoff = LOOP_RETRY_SECONDS
+                    self._consume(conn)
+            except (errors.StoreUnavailable, psycopg.Error):
+                logger.warning(
+                    "listener lost the database; reconnecting in %.0fs", backoff,
+                    exc_info=True, extra={"action": "listen_reconnect"},
+                )
+                self.stopping.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+            except Exception:
+                logger.exception("listener failed; restarting it")
+                self.stopping.wait(backoff)
+
+    def _consume(self, conn: psycopg.Connection[Any]) -> None:
+        next_reconcile = time.monotonic() + self.settings.reconcile_interval
+        while not self.stopping.is_set():
+            timeout = max(0.0, min(1.0, next_reconcile - time.monotonic()))
+            for notice in conn.notifies(timeout=timeout):
+                self._apply(notice.payload)
+            if time.monotonic() >= next_reconcile:
+                self.reconcile()
+                next_reconcile = time.monotonic() + self.settings.reconcile_interval
+
+    def _apply(self, payload: str) -> None:
+        kind, _, rest = payload.partition(" ")
+        if kind == "j":
+            job_id, _, epoch = rest.partition(" ")
+            due = float(epoch)
+            if due <= time.time():
+                self.wake.set()
+            elif due <= time.time() + self.settings.horizon:
+                self._set_job_timer(job_id, dt.datetime.fromtimestamp(due, UTC))
+        elif kind == "d":
+            self._remove_timer(rest)
+        elif kind == "c":
+            self.sync_crons(utcnow())
+
+    # --- deliveries ------------------------------------------------------------------------
+
+    def _delivery_loop(self) -> None:
+        while not self.stopping.is_set():
+            self.wake.wait(self.settings.poll_interval)
+            self.wake.clear()
+            try:
+                self._claim_and_send()
+            except errors.StoreUnavailable:
+                logger.warning("cannot claim deliveries: database unavailable")
+                self.stopping.wait(LOOP_RETRY_SECONDS)
+            except Exception:
+                logger.exception("claim loop failed")
+                self.stopping.wait(LOOP_RETRY_SECONDS)
+
+    def _claim_and_send(self) -> None:
+        lease = self.settings.connect_timeout + self.settings.read_timeout + LEASE_MARGIN_SECONDS
+        while not self.stopping.is_set():
+            with self._slots_lock:
+                free = self._free_slots
+                self._backlog = free == 0
+            if free == 0:
+                return
+            now = utcnow()
+            claimed = self.store.claim_due_jobs(now, now + dt.timedelta(seconds=lease), free)
+            with self._slots_lock:
+                self._free_slots -= len(claimed)
+            for item in claimed:
+                self.senders.submit(self._send, item)
+            if len(claimed) < free:
+                return
+
+    def _send(self, item: jobs.Delivery) -> None:
+        try:
+            outcome = delivery.deliver(self.settings, item)
+            self._record_outcome(item, outcome)
+        except Exception:
+            logger.exception("delivery of %s failed unexpectedly", item.id)
+        finally:
+            with self._slots_lock:
+                self._free_slots += 1
+                wake = self._backlog
+                self._backlog = False
+            if wake:
+                self.wake.set()
+
+    def _record_outcome(self, item: jobs.Delivery, outcome: delivery.Outcome) -> None:
+        record = store.AttemptRecord(
+            job_id=item.id,
+            attempt=item.attempts,
+            started_at=outcome.started_at,
+            duration_ms=outcome.duration_ms,
+            status_code=outcome.status_code,
+            error=outcome.error,
+            response_excerpt=outcome.response_excerpt,
+        )
+        extra = {
+            "action": "deliver",
+            "job_id": item.id,
+            "cron_id": item.cron_id,
+            "attempt": item.attempts,
+            "status": outcome.status_code,
+            "duration_ms": outcome.duration_ms,
+        }
+        for attempt in range(RECORD_RETRIES):
+            try:
+                if outcome.ok:
+                    self.store.finish_delivery(record, "delivered")
+                    logger.info("delivered %s", item.id, extra=extra)
+                elif item.attempts >= item.max_attempts:
+                    self.store.finish_delivery(record, "failed")
+                    logger.warning("%s failed for good: %s", item.id, outcome.error, extra=extra)
+                else:
+                    self._schedule_retry(item, record)
+                    logger.info("%s will be retried: %s", item.id, outcome.error, extra=extra)
+                return
+            except errors.StoreUnavailable:
+                # The lease makes the job due again later if this never succeeds.
+                time.sleep(min(2**attempt, 10))
+        logger.error("could not record the outcome of %s; it will be re-sent", item.id)
+
+    def _schedule_retry(self, item: jobs.Delivery, record: store.AttemptRecord) -> None:
+        delay = retry_delay(item.attempts, self.settings.retry_base, self.settings.retry_cap)
+        due = utcnow() + dt.timedelta(seconds=delay)
+        self.store.schedule_retry(record, due)
+        if due <= utcnow():
+            self.wake.set()
+        elif delay <= self.settings.horizon:
+            self._set_job_timer(item.id, due)
+
+
+class Dispatcher:
+    """Waits as a standby until it holds the leader lock, then runs a LeaderSession."""
+
+    def __init__(self, settings: config.Settings) -> None:
+        self.settings = settings
+        self.stop_requested = threading.Event()
+
+    def request_stop(self, signum: int, frame: FrameType | None) -> None:
+        logger.info("received signal %d; stopping", signum)
+        self.stop_requested.set()
+
+    def run(self) -> int:
+        clean = True
+        while not self.stop_requested.is_set():
+            lock_conn = self._wait_for_leadership()
+            if lock_conn is None:
+                break
+            with lock_conn:
+                session = LeaderSession(self.settings, lock_conn)
+                try:
+                    session.run(self.stop_requested)
+                finally:
+                    clean = session.stop(self.settings.shutdown_grace)
+        return 0 if clean else 1
+
+    def _wait_for_leadership(self) -> psycopg.Connection[Any] | None:
+        announced = False
+        while not self.stop_requested.is_set():
+            try:
+                conn = store.connect(self.settings.database_url, autocommit=True)
+            except errors.StoreUnavailable as exc:
+                logger.warning("database unavailable (%s); retrying", exc)
+                self.stop_requested.wait(STANDBY_RETRY_SECONDS)
+                continue
+            try:
+                row = conn.execute(
+                    "SELECT pg_try_advisory_lock(hashtext(%s))", (LEADER_LOCK,)
+                ).fetchone()
+                if row and row[0]:
+                    return conn
+            except psycopg.Error:
+                logger.warning("could not try the leader lock", exc_info=True)
+            conn.close()
+            if not announced:
+                logger.info("another dispatcher is active; standing by")
+                announced = True
+            self.stop_requested.wait(STANDBY_RETRY_SECONDS)
+        return None
+
+
+def main(settings: config.Settings | None = None) -> None:
+    """Entry point of `scheduler-dispatch`."""
+    try:
+        settings = settings or config.Settings.from_env()
+    except errors.ConfigError as exc:
+        print(f"scheduler-dispatch: configuration error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    logs.configure_logging(settings.log_level)
+    dispatcher = Dispatcher(settings)
+    signal.signal(signal.SIGTERM, dispatcher.request_stop)
+    signal.signal(signal.SIGINT, dispatcher.request_stop)
+    sys.exit(dispatcher.run())

@@ -1,0 +1,44 @@
+"""Domain errors; the class docstring is the default message."""
+
+from __future__ import annotations
+
+
+class SchedulerError(Exception):
+    """Scheduler error."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+
+class ConfigError(SchedulerError):
+    """Invalid configuration."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        self.variable = variable
+        self.problem = problem
+        super().__init__(f"{variable}: {problem}")
+
+
+class InvalidCronSpec(SchedulerError):
+    """Invalid cron spec."""
+
+    def __init__(self, spec: str, reason: str) -> None:
+        self.spec = spec
+        self.reason = reason
+        super().__init__(f"invalid cron spec {spec!r}: {reason}")
+
+
+class JobNotFound(SchedulerError):
+    """No such job."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        super().__init__(f"no job with id {job_id!r}")
+
+
+class StoreUnavailable(SchedulerError):
+    """The database is unreachable."""
+
+
+class MigrationError(SchedulerError):
+    """The schema cannot be migrated."""

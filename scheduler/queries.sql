@@ -1,0 +1,149 @@
+-- insert_job --
+-- Store a one-shot job and wake the dispatcher in the same transaction.
+WITH inserted AS (
+    INSERT INTO jobs (id, body, run_at, next_attempt_at, max_attempts)
+    VALUES (%(id)s, %(body)s, %(run_at)s, %(run_at)s, %(max_attempts)s)
+    RETURNING id, next_attempt_at
+)
+SELECT pg_notify('scheduler', 'j ' || id || ' ' || extract(epoch FROM next_attempt_at))
+FROM inserted;
+
+-- cancel_job --
+-- Cancel a job that has not been delivered yet; an unknown or finished job is left alone.
+WITH cancelled AS (
+    UPDATE jobs SET state = 'cancelled', finished_at = now(), updated_at = now()
+    WHERE id = %(id)s AND state = 'scheduled'
+    RETURNING id
+)
+SELECT pg_notify('scheduler', 'd ' || id) FROM cancelled;
+
+-- lock_crons --
+-- Serialise replacements of the cron set so two concurrent ones cannot interleave.
+SELECT pg_advisory_xact_lock(hashtext('scheduler.crons'));
+
+-- delete_crons_except --
+-- Remove the crons that the new set no longer names.
+DELETE FROM crons WHERE NOT (id = ANY(%(ids)s)) RETURNING id;
+
+-- cancel_pending_fires --
+-- Fires of removed crons that are still waiting for a (re)try are not sent any more.
+UPDATE jobs SET state = 'cancelled', finished_at = now(), updated_at = now()
+WHERE cron_id = ANY(%(cron_ids)s) AND state = 'scheduled';
+
+-- upsert_cron --
+-- Create a cron, or give it a new revision when its spec changed; an unchanged one keeps its timer.
+INSERT INTO crons (id, spec, timezone) VALUES (%(id)s, %(spec)s, %(timezone)s)
+ON CONFLICT (id) DO UPDATE
+SET spec = EXCLUDED.spec, timezone = EXCLUDED.timezone,
+    revision = nextval('cron_revisions'), last_fire_at = NULL, updated_at = now()
+WHERE crons.spec IS DISTINCT FROM EXCLUDED.spec;
+
+-- notify_crons_changed --
+-- Tell the dispatcher to resynchronise its cron timers.
+SELECT pg_notify('scheduler', 'c');
+
+-- list_crons --
+-- Every cron with what the dispatcher needs to schedule it.
+SELECT id, spec, timezone, revision, last_fire_at, created_at, updated_at
+FROM crons ORDER BY id;
+
+-- claim_due_jobs --
+-- SKIP LOCKED: a row another transaction is claiming is left to it instead of waited for.
+UPDATE jobs
+SET state = 'delivering', attempts = attempts + 1, leased_until = %(leased_until)s,
+    updated_at = now()
+WHERE id IN (
+    SELECT id FROM jobs
+    WHERE state = 'scheduled' AND next_attempt_at <= %(now)s
+    ORDER BY next_attempt_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING id, cron_id, body::text AS body, run_at, attempts, max_attempts;
+
+-- record_attempt --
+-- History of one delivery attempt.
+INSERT INTO delivery_attempts
+    (job_id, attempt, started_at, duration_ms, status_code, error, response_excerpt)
+VALUES (%(job_id)s, %(attempt)s, %(started_at)s, %(duration_ms)s, %(status_code)s, %(error)s,
+        %(response_excerpt)s)
+ON CONFLICT (job_id, attempt) DO NOTHING;
+
+-- finish_delivery --
+-- Close a delivery as delivered or failed; a job cancelled meanwhile keeps its state.
+UPDATE jobs
+SET state = %(state)s, leased_until = NULL, last_status = %(status_code)s, last_error = %(error)s,
+    finished_at = now(), updated_at = now()
+WHERE id = %(job_id)s AND state = 'delivering';
+
+-- schedule_retry --
+-- Put a failed attempt back in line for its next try.
+UPDATE jobs
+SET state = 'scheduled', leased_until = NULL, next_attempt_at = %(next_attempt_at)s,
+    last_status = %(status_code)s, last_error = %(error)s, updated_at = now()
+WHERE id = %(job_id)s AND state = 'delivering';
+
+-- record_cron_fire --
+-- One job per cron tick; the unique (cron_id, run_at) index absorbs repeats. A cron removed or
+-- redefined since the timer was set (another revision) records nothing.
+WITH cron AS (
+    SELECT id FROM crons WHERE revision = %(revision)s
+),
+fired AS (
+    INSERT INTO jobs (id, cron_id, run_at, next_attempt_at, max_attempts)
+    SELECT %(job_id)s, cron.id, %(run_at)s, %(run_at)s, %(max_attempts)s FROM cron
+    ON CONFLICT (cron_id, run_at) WHERE cron_id IS NOT NULL DO NOTHING
+    RETURNING id
+)
+UPDATE crons SET last_fire_at = greatest(last_fire_at, %(run_at)s)
+WHERE revision = %(revision)s
+RETURNING (SELECT count(*) FROM fired) AS inserted;
+
+-- release_orphaned_deliveries --
+-- Deliveries a previous dispatcher left in flight are due again (it no longer holds the lock).
+UPDATE jobs
+SET state = 'scheduled', leased_until = NULL, next_attempt_at = %(now)s, updated_at = now()
+WHERE state = 'delivering'
+RETURNING id;
+
+-- release_expired_leases --
+-- A delivery whose lease ran out without an outcome is tried again.
+UPDATE jobs
+SET state = 'scheduled', leased_until = NULL, next_attempt_at = %(now)s, updated_at = now()
+WHERE state = 'delivering' AND leased_until < %(now)s
+RETURNING id;
+
+-- jobs_missing_timers --
+-- Undelivered jobs due within the horizon that have no APScheduler timer yet.
+SELECT id, next_attempt_at FROM jobs
+WHERE state = 'scheduled' AND next_attempt_at > %(now)s AND next_attempt_at <= %(until)s
+  AND NOT EXISTS (SELECT 1 FROM apscheduler_jobs WHERE apscheduler_jobs.id = jobs.id)
+ORDER BY next_attempt_at
+LIMIT %(limit)s;
+
+-- stale_job_timers --
+-- APScheduler timers of jobs that were delivered, cancelled or are gone.
+SELECT id FROM apscheduler_jobs
+WHERE id NOT LIKE 'cron:%%'
+  AND NOT EXISTS (
+      SELECT 1 FROM jobs WHERE jobs.id = apscheduler_jobs.id AND jobs.state = 'scheduled'
+  );
+
+-- crons_missing_timers --
+-- Crons whose current revision has no APScheduler timer.
+SELECT id, spec, revision, last_fire_at, updated_at FROM crons
+WHERE NOT EXISTS (
+    SELECT 1 FROM apscheduler_jobs WHERE apscheduler_jobs.id = 'cron:' || crons.revision
+);
+
+-- stale_cron_timers --
+-- APScheduler timers of cron revisions that were replaced or removed.
+SELECT id FROM apscheduler_jobs
+WHERE id LIKE 'cron:%%'
+  AND NOT EXISTS (
+      SELECT 1 FROM crons WHERE 'cron:' || crons.revision = apscheduler_jobs.id
+  );
+
+-- count_pending --
+-- Jobs not yet delivered, for start-up logs.
+SELECT count(*) AS pending FROM jobs WHERE state IN ('scheduled', 'delivering');

@@ -1,0 +1,50 @@
+"""Fixtures shared by every test: a real PostgreSQL and a real HTTP receiver."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from tests import support
+
+# Captured before the environment is cleaned, so the suite can target a given server.
+_DATABASE_URL = os.environ.pop("DATABASE_URL", "")
+for _name in list(os.environ):
+    if _name.startswith("SCHEDULER_") or _name in ("SECRET", "ENDPOINT", "PORT"):
+        del os.environ[_name]
+
+
+def pytest_report_header() -> str:
+    return "database: " + ("DATABASE_URL" if _DATABASE_URL else "embedded PostgreSQL")
+
+
+@pytest.fixture(scope="session")
+def server_url() -> str:
+    return _DATABASE_URL or support.embedded_server_url()
+
+
+@pytest.fixture(scope="session")
+def template_db(server_url: str) -> str:
+    return support.ensure_template(server_url)
+
+
+@pytest.fixture
+def db_url(server_url: str, template_db: str) -> Iterator[str]:
+    with support.fresh_database(server_url, template_db) as url:
+        yield url
+
+
+@pytest.fixture
+def db(db_url: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture
+def receiver() -> Iterator[support.Receiver]:
+    server = support.Receiver()
+    yield server
+    server.close()

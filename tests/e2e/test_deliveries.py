@@ -1,0 +1,142 @@
+"""End to end: the Procfile's web and worker as subprocesses, a real receiver, real PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import signal
+import time
+
+import psycopg
+import pytest
+
+from tests import support
+from tests.e2e.conftest import System
+
+pytestmark = pytest.mark.e2e
+
+
+def at(seconds: float) -> str:
+    moment = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def test_job_arrives_on_time_with_the_seed_payload(system: System) -> None:
+    system.start("web")
+    system.start("worker")
+    due = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=2)
+    job_id = system.insert(due.isoformat(timespec="milliseconds"), {"foo": "bar", "n": [1, 2]})
+
+    (request,) = system.receiver.wait_for(1, timeout=15)
+    assert request.method == "POST"
+    assert request.path == "/hook"
+    assert request.headers["Content-Type"] == "application/json"
+    assert request.headers["Scheduler-Secret"] == support.SECRET
+    assert request.headers["Scheduler-Delivery-Id"] == job_id
+    assert request.headers["Scheduler-Attempt"] == "1"
+    assert request.json == {"id": job_id, "cron_id": "", "body": {"foo": "bar", "n": [1, 2]}}
+    lateness = request.arrived_at - due.timestamp()
+    print(f"lateness of a job inserted 2 s ahead: {lateness * 1000:.1f} ms")
+    assert lateness >= 0
+    with psycopg.connect(system.db_url) as conn:
+        state = wait_for_state(conn, job_id, "delivered")
+        attempts = conn.execute(
+            "SELECT attempt, status_code FROM delivery_attempts WHERE job_id = %s", (job_id,)
+        ).fetchall()
+    assert state == "delivered"
+    assert attempts == [(1, 200)]
+
+
+def wait_for_state(conn: psycopg.Connection, job_id: str, state: str) -> str:
+    def current() -> str | None:
+        row = conn.execute("SELECT state FROM jobs WHERE id = %s", (job_id,)).fetchone()
+        conn.commit()
+        return row[0] if row and row[0] == state else None
+
+    found: str = support.wait_until(current, timeout=10)
+    return found
+
+
+def test_past_timestamp_fires_at_once_and_deleted_job_never(system: System) -> None:
+    system.start("web")
+    system.start("worker")
+    doomed = system.insert(at(1.5), {"doomed": True})
+    assert system.call("POST", "/delete", {"id": doomed}).status_code == 200
+    past = system.insert("2020-01-01T00:00:00+02:00", {"late": True})
+    marker = system.insert(at(2.5), {"marker": True})
+
+    system.receiver.wait_for(2, timeout=15)
+    time.sleep(0.5)
+    bodies = [r.json for r in system.receiver.received()]
+    assert {"id": past, "cron_id": "", "body": {"late": True}} in bodies
+    assert {"id": marker, "cron_id": "", "body": {"marker": True}} in bodies
+    assert all(b["id"] != doomed for b in bodies)
+
+
+def test_every_second_cron_fires_and_stops_when_replaced(system: System) -> None:
+    system.start("web")
+    system.start("worker")
+    response = system.call("POST", "/cron", {"jobs": [{"id": "tick", "spec": "* * * * * *"}]})
+    assert response.status_code == 200
+    system.receiver.wait_for(4, timeout=15)
+    assert system.call("POST", "/cron", {"jobs": []}).status_code == 200
+    stopped_at = time.time()
+    time.sleep(2.5)
+
+    fires = system.receiver.received()
+    assert all(r.json == {"id": "", "cron_id": "tick", "body": None} for r in fires)
+    scheduled = [r.headers["Scheduler-Scheduled-At"] for r in fires]
+    assert len(scheduled) == len(set(scheduled)), "a tick was delivered twice"
+    ticks = sorted(dt.datetime.fromisoformat(s).timestamp() for s in scheduled)
+    assert all(t == int(t) for t in ticks), "cron ticks fall on whole seconds"
+    gaps = [b - a for a, b in zip(ticks, ticks[1:], strict=False)]
+    assert all(g == 1 for g in gaps), gaps
+    late = [r for r in fires if r.arrived_at > stopped_at + 0.5]
+    assert late == [], "the cron kept firing after it was replaced by []"
+
+
+def test_job_due_while_dispatcher_was_down_arrives_after_restart(system: System) -> None:
+    system.start("web")
+    worker = system.start("worker")
+    assert worker.stop() == 0
+    job_id = system.insert(at(0.5), {"while": "down"})
+    time.sleep(1.5)
+    assert system.receiver.received() == []
+
+    system.start("worker")
+    (request,) = system.receiver.wait_for(1, timeout=15)
+    assert request.json["id"] == job_id
+
+
+def test_sigterm_lets_in_flight_delivery_finish(system: System) -> None:
+    system.receiver.respond = lambda request: (200, 2.0)
+    system.start("web")
+    worker = system.start("worker")
+    job_id = system.insert(at(0.2), {"slow": True})
+    system.receiver.wait_for(1, timeout=10)
+    worker.signal(signal.SIGTERM)
+    assert worker.proc is not None
+    assert worker.proc.wait(15) == 0
+    with psycopg.connect(system.db_url) as conn:
+        row = conn.execute("SELECT state FROM jobs WHERE id = %s", (job_id,)).fetchone()
+    assert row == ("delivered",)
+
+
+@pytest.mark.parametrize("name", ["web", "worker"])
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("DATABASE_URL", ""), ("SECRET", ""), ("ENDPOINT", ""), ("ENDPOINT", "ftp://x"),
+     ("DATABASE_URL", "mysql://x")],
+)
+def test_processes_refuse_to_start_without_configuration(
+    system: System, name: str, variable: str, value: str
+) -> None:
+    process = support.Process(name, dict(system.env, **{variable: value}), system.logs).start()
+    assert process.proc is not None
+    code = process.proc.wait(30)
+    process.log.close()
+    assert code != 0
+    lines = [line for line in process.output().splitlines() if variable in line]
+    assert lines, process.output()
+    assert "Traceback" not in process.output()
+    print(json.dumps(lines))

