@@ -56,7 +56,9 @@ def require_secret() -> None:
     if not matched:
         problem = "missing" if not given else "wrong"
         logger.warning(
-            "rejected request with %s secret from %s", problem, request.remote_addr,
+            "rejected request with %s secret from %s",
+            problem,
+            request.remote_addr,
             extra={"action": "auth_failed"},
         )
         raise RequestRejected(401, "unauthorized", f"The {SECRET_HEADER} header is {problem}.")
@@ -71,7 +73,9 @@ def _json_body() -> Any:
     try:
         return json.loads(raw, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:
-        raise RequestRejected(400, "invalid_json", f"The request body is not valid JSON: {exc}")
+        raise RequestRejected(
+            400, "invalid_json", f"The request body is not valid JSON: {exc}"
+        ) from None
 
 
 def _load(schema: Schema, data: Any) -> dict[str, Any]:
@@ -105,7 +109,12 @@ def insert_job() -> Response:
         max_attempts=data["max_attempts"] or _settings().max_attempts,
     )
     _store().insert_job(job)
-    logger.info("job inserted", extra={"action": "insert_job", "job_id": job.id})
+    logger.info(
+        "inserted job %s due %s",
+        job.id,
+        job.run_at.isoformat(),
+        extra={"action": "insert_job", "job_id": job.id},
+    )
     return _json(schemas.InsertJobResponse(), {"id": job.id})
 
 
@@ -113,6 +122,7 @@ def insert_job() -> Response:
 def delete_job() -> Response:
     data = _load(schemas.DeleteJobSchema(), _json_body())
     _store().cancel_job(data["id"])
+    logger.info("deleted job %s", data["id"], extra={"action": "delete_job", "job_id": data["id"]})
     return Response(status=200)
 
 
@@ -147,7 +157,9 @@ def preview_cron() -> Response:
         spec = cron.parse_spec(query["spec"])
     except errors.InvalidCronSpec as exc:
         raise RequestRejected(
-            400, "invalid_request", "The request has invalid fields.",
+            400,
+            "invalid_request",
+            "The request has invalid fields.",
             {"spec": [f"Invalid spec {exc.spec!r}: {exc.reason}"]},
         ) from None
     after = query["after"] or dt.datetime.now(dt.UTC)

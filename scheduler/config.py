@@ -23,6 +23,9 @@ DEFAULT_POLL_INTERVAL = 2.0
 DEFAULT_SHUTDOWN_GRACE = 30.0
 DEFAULT_DB_POOL_SIZE = 8
 DEFAULT_WEB_WORKERS = 2
+DEFAULT_LEADER_TIMEOUT = 10.0
+DEFAULT_RETENTION = 7 * 24 * 3600.0
+CRON_CATCHUP_POLICIES = ("latest", "skip")
 DEFAULT_LOG_LEVEL = "INFO"
 MAX_ATTEMPTS_LIMIT = 100
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -46,6 +49,9 @@ class Settings:
     shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE
     db_pool_size: int = DEFAULT_DB_POOL_SIZE
     web_workers: int = DEFAULT_WEB_WORKERS
+    leader_timeout: float = DEFAULT_LEADER_TIMEOUT
+    retention: float = DEFAULT_RETENTION
+    cron_catchup: str = CRON_CATCHUP_POLICIES[0]
     log_level: str = DEFAULT_LOG_LEVEL
 
     @property
@@ -85,6 +91,13 @@ class Settings:
             shutdown_grace=_float(env, "SCHEDULER_SHUTDOWN_GRACE", DEFAULT_SHUTDOWN_GRACE, 0.0),
             db_pool_size=_int(env, "SCHEDULER_DB_POOL_SIZE", DEFAULT_DB_POOL_SIZE, 1, 256),
             web_workers=_int(env, "WEB_CONCURRENCY", DEFAULT_WEB_WORKERS, 1, 64),
+            leader_timeout=_float(
+                env, "SCHEDULER_LEADER_TIMEOUT", DEFAULT_LEADER_TIMEOUT, minimum=3.0
+            ),
+            retention=_float(env, "SCHEDULER_RETENTION", DEFAULT_RETENTION, minimum=60.0),
+            cron_catchup=_choice(
+                env, "SCHEDULER_CRON_CATCHUP", CRON_CATCHUP_POLICIES[0], CRON_CATCHUP_POLICIES
+            ),
             log_level=_choice(env, "SCHEDULER_LOG_LEVEL", DEFAULT_LOG_LEVEL, LOG_LEVELS),
         ).checked()
 
@@ -165,7 +178,8 @@ def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0
 
 
 def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
-    value = env.get(name, "").strip().upper() or default
+    value = env.get(name, "").strip() or default
+    value = value.upper() if default.isupper() else value.lower()
     if value not in choices:
         raise errors.ConfigError(name, f"must be one of {', '.join(choices)}")
     return value

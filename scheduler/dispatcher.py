@@ -10,10 +10,13 @@ table, so a timer lost in a crash costs a little latency, never a job.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import datetime as dt
 import logging
+import os
 import random
 import signal
+import socket
 import sys
 import threading
 import time
@@ -41,6 +44,9 @@ LEASE_MARGIN_SECONDS = 30.0
 RECORD_RETRIES = 5
 TIMER_BATCH = 10_000
 LOOP_RETRY_SECONDS = 1.0
+SKIP_MISSED_AFTER_SECONDS = 5.0
+PRUNE_BATCH = 1000
+PRUNE_BATCHES = 20
 UTC = dt.UTC
 
 
@@ -91,9 +97,11 @@ class GuardedScheduler(BackgroundScheduler):
 class LeaderSession:
     """Everything the active dispatcher runs, from winning the lock until stop or loss."""
 
-    def __init__(self, settings: config.Settings, lock_conn: psycopg.Connection[Any]) -> None:
+    def __init__(self, settings: config.Settings, lock: store.LeaderLock, epoch: int) -> None:
         self.settings = settings
-        self.lock_conn = lock_conn
+        self.lock = lock
+        self.epoch = epoch
+        self._confirmed_at = time.monotonic()
         self.stopping = threading.Event()
         self.wake = threading.Event()
         self.pool = store.open_pool(
@@ -126,28 +134,37 @@ class LeaderSession:
     # --- lifecycle -------------------------------------------------------------------------
 
     def run(self, stop_requested: threading.Event) -> None:
-        """Run until asked to stop or until the leader lock can no longer be confirmed."""
-        released = self.store.release_orphaned_deliveries(utcnow())
+        """Run until asked to stop or until leadership can no longer be confirmed."""
+        released = self.store.release_orphaned_deliveries(self.epoch, utcnow())
         if released:
             logger.info("re-queued %d deliveries left in flight by a previous dispatcher", released)
         self.scheduler.start()
         for thread in self.threads:
             thread.start()
-        logger.info("dispatcher active", extra={"action": "leader_elected"})
-        while not stop_requested.wait(LOCK_PROBE_SECONDS):
-            if not self._still_leader():
-                logger.error("lost the leader lock; stopping", extra={"action": "leader_lost"})
+        logger.info(
+            "dispatcher active (epoch %d)",
+            self.epoch,
+            extra={"action": "leader_elected", "epoch": self.epoch},
+        )
+        probe = min(LOCK_PROBE_SECONDS, self.settings.leader_timeout / 5)
+        while not stop_requested.wait(probe):
+            try:
+                confirmed = self.lock.confirm(self.epoch)
+            except errors.StoreUnavailable:
+                confirmed = False
+            if not confirmed:
+                logger.error("cannot confirm leadership; stopping", extra={"action": "leader_lost"})
                 break
+            self._confirmed_at = time.monotonic()
 
-    def _still_leader(self) -> bool:
-        try:
-            row = self.lock_conn.execute(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
-                " AND pid = pg_backend_pid() AND granted"
-            ).fetchone()
-        except psycopg.Error:
-            return False
-        return bool(row and row[0])
+    def is_leader(self) -> bool:
+        """Whether leadership was confirmed recently enough to act on; when in doubt, don't.
+
+        Half the leader timeout: the server frees a vanished leader's lock only after about the
+        whole timeout, so this process stops firing before a standby can start.
+        """
+        fresh = time.monotonic() - self._confirmed_at < self.settings.leader_timeout / 2
+        return fresh and not self.stopping.is_set()
 
     def stop(self, grace: float) -> bool:
         """Stop firing, let in-flight deliveries finish within `grace`; True if all did."""
@@ -174,6 +191,10 @@ class LeaderSession:
     # --- timers ----------------------------------------------------------------------------
 
     def _on_timer(self, job: Job, run_times: list[dt.datetime]) -> None:
+        if not self.is_leader():
+            # A successor catches the tick up; recording it here could not be fenced in time.
+            logger.warning("timer %s fired while leadership is unconfirmed; skipped", job.id)
+            return
         kind, ref = job.args
         if kind == "cron":
             for run_time in run_times:
@@ -181,11 +202,13 @@ class LeaderSession:
         self.wake.set()
 
     def _record_cron_tick(self, revision: int, run_time: dt.datetime) -> None:
-        new = self.store.record_cron_fire(
-            revision, jobs.new_job_id(), run_time, self.settings.max_attempts
+        late = (utcnow() - run_time).total_seconds()
+        if self.settings.cron_catchup == "skip" and late > SKIP_MISSED_AFTER_SECONDS:
+            logger.info("skipped a missed tick of cron revision %d (%.0fs late)", revision, late)
+            return
+        self.store.record_cron_fire(
+            self.epoch, revision, jobs.new_job_id(), run_time, self.settings.max_attempts
         )
-        if new:
-            logger.debug("cron tick recorded", extra={"action": "cron_fire", "revision": revision})
 
     def _set_job_timer(self, job_id: str, due: dt.datetime) -> None:
         self.scheduler.add_job(
@@ -197,10 +220,8 @@ class LeaderSession:
         )
 
     def _remove_timer(self, timer_id: str) -> None:
-        try:
+        with contextlib.suppress(JobLookupError):
             self.scheduler.remove_job(timer_id)
-        except JobLookupError:
-            pass
 
     def _set_cron_timer(self, job: jobs.CronJob) -> None:
         spec = cron.parse_spec(job.spec)
@@ -217,9 +238,10 @@ class LeaderSession:
     def reconcile(self) -> None:
         """Make timers match the tables and catch up anything missed; cheap enough to repeat."""
         now = utcnow()
-        expired = self.store.release_expired_leases(now)
+        expired = self.store.release_expired_leases(self.epoch, now)
         if expired:
             logger.warning("re-queued %d deliveries whose lease expired", expired)
+        self._prune(now)
         for timer_id in self.store.stale_job_timers():
             self._remove_timer(timer_id)
         self.sync_crons(now)
@@ -233,6 +255,12 @@ class LeaderSession:
             added = len(missing)
         self.wake.set()
 
+    def _prune(self, now: dt.datetime) -> None:
+        before = now - dt.timedelta(seconds=self.settings.retention)
+        for _ in range(PRUNE_BATCHES):
+            if self.store.prune_finished_jobs(before, PRUNE_BATCH) < PRUNE_BATCH:
+                return
+
     def sync_crons(self, now: dt.datetime) -> None:
         for timer_id in self.store.stale_cron_timers():
             self._remove_timer(timer_id)
@@ -243,13 +271,17 @@ class LeaderSession:
 
     def _catch_up(self, job: jobs.CronJob, now: dt.datetime) -> None:
         """Record the latest tick missed since the last recorded one (once, coalesced)."""
+        if self.settings.cron_catchup == "skip":
+            return
         since = job.last_fire_at or job.updated_at
         missed = cron.latest_fire_time(cron.parse_spec(job.spec), since, now)
         if missed is not None and self.store.record_cron_fire(
-            job.revision, jobs.new_job_id(), missed, self.settings.max_attempts
+            self.epoch, job.revision, jobs.new_job_id(), missed, self.settings.max_attempts
         ):
             logger.info(
-                "cron %s caught up on its tick of %s", job.id, missed.isoformat(),
+                "cron %s caught up on its tick of %s",
+                job.id,
+                missed.isoformat(),
                 extra={"action": "cron_catch_up", "cron_id": job.id},
             )
 
@@ -267,8 +299,10 @@ class LeaderSession:
                     self._consume(conn)
             except (errors.StoreUnavailable, psycopg.Error):
                 logger.warning(
-                    "listener lost the database; reconnecting in %.0fs", backoff,
-                    exc_info=True, extra={"action": "listen_reconnect"},
+                    "listener lost the database; reconnecting in %.0fs",
+                    backoff,
+                    exc_info=True,
+                    extra={"action": "listen_reconnect"},
                 )
                 self.stopping.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
@@ -324,7 +358,11 @@ class LeaderSession:
             if free == 0:
                 return
             now = utcnow()
-            claimed = self.store.claim_due_jobs(now, now + dt.timedelta(seconds=lease), free)
+            if not self.is_leader():
+                return
+            claimed = self.store.claim_due_jobs(
+                self.epoch, now, now + dt.timedelta(seconds=lease), free
+            )
             with self._slots_lock:
                 self._free_slots -= len(claimed)
             for item in claimed:
@@ -368,13 +406,32 @@ class LeaderSession:
             try:
                 if outcome.ok:
                     self.store.finish_delivery(record, "delivered")
-                    logger.info("delivered %s", item.id, extra=extra)
+                    logger.info(
+                        "delivered %s (attempt %d, HTTP %s, %d ms)",
+                        item.id,
+                        item.attempts,
+                        outcome.status_code,
+                        outcome.duration_ms,
+                        extra=extra,
+                    )
                 elif item.attempts >= item.max_attempts:
                     self.store.finish_delivery(record, "failed")
-                    logger.warning("%s failed for good: %s", item.id, outcome.error, extra=extra)
+                    logger.warning(
+                        "%s failed after %d attempts: %s",
+                        item.id,
+                        item.attempts,
+                        outcome.error,
+                        extra=extra,
+                    )
                 else:
                     self._schedule_retry(item, record)
-                    logger.info("%s will be retried: %s", item.id, outcome.error, extra=extra)
+                    logger.info(
+                        "attempt %d of %s failed (%s); will retry",
+                        item.attempts,
+                        item.id,
+                        outcome.error,
+                        extra=extra,
+                    )
                 return
             except errors.StoreUnavailable:
                 # The lease makes the job due again later if this never succeeds.
@@ -397,6 +454,7 @@ class Dispatcher:
     def __init__(self, settings: config.Settings) -> None:
         self.settings = settings
         self.stop_requested = threading.Event()
+        self.identity = f"{socket.gethostname()}:{os.getpid()}"
 
     def request_stop(self, signum: int, frame: FrameType | None) -> None:
         logger.info("received signal %d; stopping", signum)
@@ -405,39 +463,37 @@ class Dispatcher:
     def run(self) -> int:
         clean = True
         while not self.stop_requested.is_set():
-            lock_conn = self._wait_for_leadership()
-            if lock_conn is None:
-                break
-            with lock_conn:
-                session = LeaderSession(self.settings, lock_conn)
+            lock = store.LeaderLock(self.settings.database_url, self.settings.leader_timeout)
+            try:
+                epoch = self._wait_for_leadership(lock)
+                if epoch is None:
+                    break
+                session = LeaderSession(self.settings, lock, epoch)
                 try:
                     session.run(self.stop_requested)
                 finally:
                     clean = session.stop(self.settings.shutdown_grace)
+            finally:
+                lock.close()
         return 0 if clean else 1
 
-    def _wait_for_leadership(self) -> psycopg.Connection[Any] | None:
+    def _wait_for_leadership(self, lock: store.LeaderLock) -> int | None:
         announced = False
+        retry = min(STANDBY_RETRY_SECONDS, self.settings.leader_timeout / 10)
         while not self.stop_requested.is_set():
             try:
-                conn = store.connect(self.settings.database_url, autocommit=True)
+                epoch = lock.try_acquire(self.identity)
             except errors.StoreUnavailable as exc:
                 logger.warning("database unavailable (%s); retrying", exc)
+                lock.close()
                 self.stop_requested.wait(STANDBY_RETRY_SECONDS)
                 continue
-            try:
-                row = conn.execute(
-                    "SELECT pg_try_advisory_lock(hashtext(%s))", (LEADER_LOCK,)
-                ).fetchone()
-                if row and row[0]:
-                    return conn
-            except psycopg.Error:
-                logger.warning("could not try the leader lock", exc_info=True)
-            conn.close()
+            if epoch is not None:
+                return epoch
             if not announced:
                 logger.info("another dispatcher is active; standing by")
                 announced = True
-            self.stop_requested.wait(STANDBY_RETRY_SECONDS)
+            self.stop_requested.wait(retry)
         return None
 
 

@@ -55,6 +55,7 @@ SET state = 'delivering', attempts = attempts + 1, leased_until = %(leased_until
 WHERE id IN (
     SELECT id FROM jobs
     WHERE state = 'scheduled' AND next_attempt_at <= %(now)s
+      AND EXISTS (SELECT 1 FROM dispatcher_leader WHERE epoch = %(epoch)s)
     ORDER BY next_attempt_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -70,24 +71,26 @@ VALUES (%(job_id)s, %(attempt)s, %(started_at)s, %(duration_ms)s, %(status_code)
 ON CONFLICT (job_id, attempt) DO NOTHING;
 
 -- finish_delivery --
--- Close a delivery as delivered or failed; a job cancelled meanwhile keeps its state.
+-- Close a delivery as delivered or failed; a job cancelled or re-claimed meanwhile is left alone.
 UPDATE jobs
 SET state = %(state)s, leased_until = NULL, last_status = %(status_code)s, last_error = %(error)s,
     finished_at = now(), updated_at = now()
-WHERE id = %(job_id)s AND state = 'delivering';
+WHERE id = %(job_id)s AND state = 'delivering' AND attempts = %(attempt)s;
 
 -- schedule_retry --
 -- Put a failed attempt back in line for its next try.
 UPDATE jobs
 SET state = 'scheduled', leased_until = NULL, next_attempt_at = %(next_attempt_at)s,
     last_status = %(status_code)s, last_error = %(error)s, updated_at = now()
-WHERE id = %(job_id)s AND state = 'delivering';
+WHERE id = %(job_id)s AND state = 'delivering' AND attempts = %(attempt)s;
 
 -- record_cron_fire --
 -- One job per cron tick; the unique (cron_id, run_at) index absorbs repeats. A cron removed or
 -- redefined since the timer was set (another revision) records nothing.
 WITH cron AS (
-    SELECT id FROM crons WHERE revision = %(revision)s
+    SELECT id FROM crons
+    WHERE revision = %(revision)s
+      AND EXISTS (SELECT 1 FROM dispatcher_leader WHERE epoch = %(epoch)s)
 ),
 fired AS (
     INSERT INTO jobs (id, cron_id, run_at, next_attempt_at, max_attempts)
@@ -96,14 +99,14 @@ fired AS (
     RETURNING id
 )
 UPDATE crons SET last_fire_at = greatest(last_fire_at, %(run_at)s)
-WHERE revision = %(revision)s
+WHERE revision = %(revision)s AND id IN (SELECT id FROM cron)
 RETURNING (SELECT count(*) FROM fired) AS inserted;
 
 -- release_orphaned_deliveries --
 -- Deliveries a previous dispatcher left in flight are due again (it no longer holds the lock).
 UPDATE jobs
 SET state = 'scheduled', leased_until = NULL, next_attempt_at = %(now)s, updated_at = now()
-WHERE state = 'delivering'
+WHERE state = 'delivering' AND EXISTS (SELECT 1 FROM dispatcher_leader WHERE epoch = %(epoch)s)
 RETURNING id;
 
 -- release_expired_leases --
@@ -111,6 +114,7 @@ RETURNING id;
 UPDATE jobs
 SET state = 'scheduled', leased_until = NULL, next_attempt_at = %(now)s, updated_at = now()
 WHERE state = 'delivering' AND leased_until < %(now)s
+  AND EXISTS (SELECT 1 FROM dispatcher_leader WHERE epoch = %(epoch)s)
 RETURNING id;
 
 -- jobs_missing_timers --
@@ -147,3 +151,35 @@ WHERE id LIKE 'cron:%%'
 -- count_pending --
 -- Jobs not yet delivered, for start-up logs.
 SELECT count(*) AS pending FROM jobs WHERE state IN ('scheduled', 'delivering');
+
+-- prune_finished_jobs --
+-- SKIP LOCKED: pruning never waits on, or blocks, a row the hot path is using.
+WITH doomed AS (
+    SELECT id FROM jobs
+    WHERE state IN ('delivered', 'cancelled') AND finished_at < %(before)s
+    ORDER BY finished_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM jobs WHERE id IN (SELECT id FROM doomed)
+RETURNING id;
+
+-- try_leader_lock --
+-- Session-level: held until unlocked or until this connection ends.
+SELECT pg_try_advisory_lock(hashtext('scheduler.dispatcher')) AS acquired;
+
+-- begin_epoch --
+-- A new leader fences out every write its predecessors may still attempt.
+UPDATE dispatcher_leader
+SET epoch = epoch + 1, holder = %(holder)s, elected_at = now(), heartbeat_at = now()
+RETURNING epoch;
+
+-- confirm_leadership --
+-- Still holding the lock and still the current epoch; also the heartbeat readiness checks read.
+UPDATE dispatcher_leader SET heartbeat_at = now()
+WHERE epoch = %(epoch)s
+  AND EXISTS (
+      SELECT 1 FROM pg_locks
+      WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted
+  )
+RETURNING epoch;

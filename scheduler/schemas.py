@@ -45,7 +45,7 @@ def parse_rfc3339(value: str) -> dt.datetime:
 class Timestamp(fields.Field):
     """RFC 3339 with an offset; loads to an aware UTC datetime."""
 
-    default_error_messages = {"invalid": "Not a string."}
+    default_error_messages = {"invalid": "Not a string."}  # noqa: RUF012 (marshmallow API)
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> dt.datetime:
         if not isinstance(value, str):

@@ -13,6 +13,7 @@ from typing import Any
 
 import psycopg
 import psycopg_pool
+from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
@@ -22,7 +23,7 @@ logger = logging.getLogger(__name__)
 
 NOTIFY_CHANNEL = "scheduler"
 # libpq keepalives so a silently dropped connection fails in seconds, not hours.
-KEEPALIVES = {
+KEEPALIVES: dict[str, Any] = {
     "keepalives": 1,
     "keepalives_idle": 10,
     "keepalives_interval": 5,
@@ -136,10 +137,11 @@ class Store:
         return [jobs.CronJob(**row) for row in self._execute("list_crons")]
 
     def claim_due_jobs(
-        self, now: dt.datetime, leased_until: dt.datetime, limit: int
+        self, epoch: int, now: dt.datetime, leased_until: dt.datetime, limit: int
     ) -> list[jobs.Delivery]:
         rows = self._execute(
-            "claim_due_jobs", {"now": now, "leased_until": leased_until, "limit": limit}
+            "claim_due_jobs",
+            {"epoch": epoch, "now": now, "leased_until": leased_until, "limit": limit},
         )
         return [jobs.Delivery(**row) for row in rows]
 
@@ -150,6 +152,7 @@ class Store:
                 QUERIES["finish_delivery"],
                 {
                     "job_id": record.job_id,
+                    "attempt": record.attempt,
                     "state": state,
                     "status_code": record.status_code,
                     "error": record.error,
@@ -163,6 +166,7 @@ class Store:
                 QUERIES["schedule_retry"],
                 {
                     "job_id": record.job_id,
+                    "attempt": record.attempt,
                     "next_attempt_at": next_attempt_at,
                     "status_code": record.status_code,
                     "error": record.error,
@@ -170,20 +174,29 @@ class Store:
             )
 
     def record_cron_fire(
-        self, revision: int, job_id: str, run_at: dt.datetime, max_attempts: int
+        self, epoch: int, revision: int, job_id: str, run_at: dt.datetime, max_attempts: int
     ) -> bool:
         """Record one tick of a cron revision; True when it was new."""
         rows = self._execute(
             "record_cron_fire",
-            {"revision": revision, "job_id": job_id, "run_at": run_at, "max_attempts": max_attempts},
+            {
+                "epoch": epoch,
+                "revision": revision,
+                "job_id": job_id,
+                "run_at": run_at,
+                "max_attempts": max_attempts,
+            },
         )
         return bool(rows and rows[0]["inserted"])
 
-    def release_orphaned_deliveries(self, now: dt.datetime) -> int:
-        return len(self._execute("release_orphaned_deliveries", {"now": now}))
+    def release_orphaned_deliveries(self, epoch: int, now: dt.datetime) -> int:
+        return len(self._execute("release_orphaned_deliveries", {"epoch": epoch, "now": now}))
 
-    def release_expired_leases(self, now: dt.datetime) -> int:
-        return len(self._execute("release_expired_leases", {"now": now}))
+    def release_expired_leases(self, epoch: int, now: dt.datetime) -> int:
+        return len(self._execute("release_expired_leases", {"epoch": epoch, "now": now}))
+
+    def prune_finished_jobs(self, before: dt.datetime, limit: int) -> int:
+        return len(self._execute("prune_finished_jobs", {"before": before, "limit": limit}))
 
     def jobs_missing_timers(
         self, now: dt.datetime, until: dt.datetime, limit: int
@@ -205,3 +218,62 @@ class Store:
 
     def count_pending(self) -> int:
         return int(self._execute("count_pending")[0]["pending"])
+
+
+class LeaderLock:
+    """The dispatcher's election: a session advisory lock on a dedicated connection, fenced by an
+    epoch. Keepalives on both ends bound how long a holder that vanished keeps the lock."""
+
+    def __init__(self, database_url: str, timeout: float) -> None:
+        self.database_url = database_url
+        self.timeout = timeout
+        self.conn: psycopg.Connection[Any] | None = None
+
+    def try_acquire(self, holder: str) -> int | None:
+        """The new epoch if this process is now the leader, None if another one is."""
+        conn = self._connection()
+        with wrap_errors():
+            row = conn.execute(QUERIES["try_leader_lock"]).fetchone()
+            if not (row and row[0]):
+                return None
+            epoch_row = conn.execute(QUERIES["begin_epoch"], {"holder": holder}).fetchone()
+        assert epoch_row is not None
+        return int(epoch_row[0])
+
+    def confirm(self, epoch: int) -> bool:
+        """True while this connection still holds the lock and `epoch` is current."""
+        if self.conn is None:
+            return False
+        with wrap_errors():
+            row = self.conn.execute(QUERIES["confirm_leadership"], {"epoch": epoch}).fetchone()
+        return row is not None
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self.conn is None or self.conn.closed:
+            seconds = max(1, int(self.timeout))
+            options = dict(
+                KEEPALIVES,
+                keepalives_idle=1,
+                keepalives_interval=1,
+                keepalives_count=2,
+                tcp_user_timeout=seconds * 1000 // 3,
+            )
+            with wrap_errors():
+                self.conn = psycopg.connect(self.database_url, autocommit=True, **options)
+                # The server's side of the same bound: a leader that vanished without closing its
+                # socket loses the lock after about `timeout` seconds.
+                for name, value in (
+                    ("tcp_keepalives_idle", max(1, seconds // 2)),
+                    ("tcp_keepalives_interval", 1),
+                    ("tcp_keepalives_count", max(1, seconds // 4)),
+                    ("tcp_user_timeout", seconds * 1000),
+                ):
+                    self.conn.execute(
+                        sql.SQL("SET {} = {}").format(sql.Identifier(name), sql.Literal(value))
+                    )
+        return self.conn

@@ -21,8 +21,12 @@ class System:
         self.logs = logs
         self.port = support.free_port()
         self.env = support.base_env(
-            db_url, receiver.url, PORT=str(self.port), WEB_CONCURRENCY="1",
-            SCHEDULER_POLL_INTERVAL="0.5", SCHEDULER_SHUTDOWN_GRACE="10",
+            db_url,
+            receiver.url,
+            PORT=str(self.port),
+            WEB_CONCURRENCY="1",
+            SCHEDULER_POLL_INTERVAL="0.5",
+            SCHEDULER_SHUTDOWN_GRACE="10",
         )
         self.processes: list[support.Process] = []
         self.url = f"http://127.0.0.1:{self.port}"
@@ -45,8 +49,11 @@ class System:
 
     def call(self, method: str, path: str, payload: Any = None) -> requests.Response:
         return requests.request(
-            method, self.url + path, json=payload,
-            headers={"Scheduler-Secret": support.SECRET}, timeout=10,
+            method,
+            self.url + path,
+            json=payload,
+            headers={"Scheduler-Secret": support.SECRET},
+            timeout=10,
         )
 
     def insert(self, timestamp: str, body: Any) -> str:
@@ -62,10 +69,7 @@ class System:
 
 
 @pytest.fixture
-def system(
-    db_url: str, receiver: support.Receiver, tmp_path: pathlib.Path
-) -> Iterator[System]:
+def system(db_url: str, receiver: support.Receiver, tmp_path: pathlib.Path) -> Iterator[System]:
     running = System(db_url, receiver, tmp_path)
     yield running
     running.stop_all()
-

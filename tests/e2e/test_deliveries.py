@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import signal
 import time
@@ -89,7 +90,7 @@ def test_every_second_cron_fires_and_stops_when_replaced(system: System) -> None
     assert len(scheduled) == len(set(scheduled)), "a tick was delivered twice"
     ticks = sorted(dt.datetime.fromisoformat(s).timestamp() for s in scheduled)
     assert all(t == int(t) for t in ticks), "cron ticks fall on whole seconds"
-    gaps = [b - a for a, b in zip(ticks, ticks[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(ticks)]
     assert all(g == 1 for g in gaps), gaps
     late = [r for r in fires if r.arrived_at > stopped_at + 0.5]
     assert late == [], "the cron kept firing after it was replaced by []"
@@ -125,8 +126,13 @@ def test_sigterm_lets_in_flight_delivery_finish(system: System) -> None:
 @pytest.mark.parametrize("name", ["web", "worker"])
 @pytest.mark.parametrize(
     ("variable", "value"),
-    [("DATABASE_URL", ""), ("SECRET", ""), ("ENDPOINT", ""), ("ENDPOINT", "ftp://x"),
-     ("DATABASE_URL", "mysql://x")],
+    [
+        ("DATABASE_URL", ""),
+        ("SECRET", ""),
+        ("ENDPOINT", ""),
+        ("ENDPOINT", "ftp://x"),
+        ("DATABASE_URL", "mysql://x"),
+    ],
 )
 def test_processes_refuse_to_start_without_configuration(
     system: System, name: str, variable: str, value: str
