@@ -84,7 +84,9 @@ def dev_command(
     if not endpoint:
         command = f"{shlex.quote(sys.executable)} -m scheduler receiver --port {receiver_port}"
         manager.add_process("receiver", command, env=env)
-    click.echo(f"SECRET={secret}\nAPI: http://127.0.0.1:{port}/  deliveries go to {env['ENDPOINT']}")
+    click.echo(
+        f"SECRET={secret}\nAPI: http://127.0.0.1:{port}/  deliveries go to {env['ENDPOINT']}"
+    )
     threading.Thread(target=_schedule_demo_job, args=(port, secret), daemon=True).start()
     manager.loop()
     sys.exit(manager.returncode)

@@ -102,7 +102,9 @@ def ensure_template(server_url: str) -> str:
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(hashtext('scheduler-tests-template'))")
         try:
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+            exists = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (name,)
+            ).fetchone()
             if not exists:
                 building = name + "_building"
                 conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(building)))
@@ -174,8 +176,11 @@ class Receiver:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 item = Received(
-                    self.command, self.path, dict(self.headers.items()),
-                    self.rfile.read(length), time.time(),
+                    self.command,
+                    self.path,
+                    dict(self.headers.items()),
+                    self.rfile.read(length),
+                    time.time(),
                 )
                 with owner.lock:
                     owner.requests.append(item)
@@ -239,7 +244,10 @@ class Process:
         self.log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             ["/bin/sh", "-c", "exec " + procfile_command(self.name)],
-            env=env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
+            env=env,
+            cwd=ROOT,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         return self

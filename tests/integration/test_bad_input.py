@@ -32,7 +32,9 @@ def test_malformed_bodies(
     response = client.post(path, data=raw, headers=auth, content_type="application/json")
     assert response.status_code == 400
     assert response.get_json()["error"]["code"] == code
-    assert db.execute("SELECT (SELECT count(*) FROM jobs) + (SELECT count(*) FROM crons)").fetchone() == (0,)
+    assert db.execute(
+        "SELECT (SELECT count(*) FROM jobs) + (SELECT count(*) FROM crons)"
+    ).fetchone() == (0,)
 
 
 INSERTS = [
@@ -48,7 +50,11 @@ INSERTS = [
     ({"timestamp": "2021-04-15T14:17:00+25:00", "body": {}}, "timestamp", "Not a valid"),
     ({"timestamp": "1969-12-31T23:59:59Z", "body": {}}, "timestamp", "1970"),
     ({"timestamp": "9999-12-31T23:59:59-01:00", "body": {}}, "timestamp", "9999"),
-    ({"timestamp": "2030-01-01T00:00:00Z", "max_attempts": 0}, "max_attempts", "greater than or equal to 1"),
+    (
+        {"timestamp": "2030-01-01T00:00:00Z", "max_attempts": 0},
+        "max_attempts",
+        "greater than or equal to 1",
+    ),
     ({"timestamp": "2030-01-01T00:00:00Z", "max_attempts": "3"}, "max_attempts", "integer"),
     ({"timestamp": "2030-01-01T00:00:00Z", "max_attempts": 1.5}, "max_attempts", "integer"),
     ({"timestamp": "2030-01-01T00:00:00Z", "bodyy": {}}, "bodyy", "Unknown field"),
