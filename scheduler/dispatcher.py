@@ -44,6 +44,7 @@ LEASE_MARGIN_SECONDS = 30.0
 RECORD_RETRIES = 5
 TIMER_BATCH = 10_000
 LOOP_RETRY_SECONDS = 1.0
+MAX_RECONNECT_SECONDS = 5.0
 SKIP_MISSED_AFTER_SECONDS = 5.0
 PRUNE_BATCH = 1000
 PRUNE_BATCHES = 20
@@ -305,7 +306,7 @@ class LeaderSession:
                     extra={"action": "listen_reconnect"},
                 )
                 self.stopping.wait(backoff)
-                backoff = min(backoff * 2, 30.0)
+                backoff = min(backoff * 2, MAX_RECONNECT_SECONDS)
             except Exception:
                 logger.exception("listener failed; restarting it")
                 self.stopping.wait(backoff)
