@@ -28,6 +28,7 @@ DEFAULT_RETENTION = 7 * 24 * 3600.0
 CRON_CATCHUP_POLICIES = ("latest", "skip")
 DEFAULT_LOG_LEVEL = "INFO"
 MAX_ATTEMPTS_LIMIT = 100
+MAX_SECONDS = 10.0**9
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
@@ -122,7 +123,7 @@ def read_database_url(env: Mapping[str, str]) -> str:
 
 
 def to_sqlalchemy_url(database_url: str) -> str:
-    return re.sub(r"^postgres(ql)?://", "postgresql+psycopg://", database_url)
+    return re.sub(r"^postgres(ql)?://", "postgresql+psycopg://", database_url, flags=re.IGNORECASE)
 
 
 def _required(env: Mapping[str, str], name: str) -> str:
@@ -172,8 +173,10 @@ def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0
         value = float(raw)
     except ValueError:
         raise errors.ConfigError(name, f"must be a number of seconds, got {raw!r}") from None
-    if not minimum <= value < 10**9:
-        raise errors.ConfigError(name, f"must be at least {minimum:g} seconds, got {raw}")
+    if not minimum <= value < MAX_SECONDS:
+        raise errors.ConfigError(
+            name, f"must be between {minimum:g} and {MAX_SECONDS:g} seconds, got {raw}"
+        )
     return value
 
 

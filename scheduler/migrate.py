@@ -34,9 +34,14 @@ def load_migrations() -> list[Migration]:
     """The migrations shipped with the package (the top-level sql/ folder), in order."""
     folder = _migrations_folder()
     found = sorted(
-        (entry for entry in folder.iterdir() if _FILENAME.match(entry.name)),
+        (entry for entry in folder.iterdir() if entry.name.endswith(".sql")),
         key=lambda entry: entry.name,
     )
+    misnamed = [entry.name for entry in found if not _FILENAME.match(entry.name)]
+    if misnamed:
+        raise errors.MigrationError(
+            f"migration file names must look like 0001_short_name.sql: {', '.join(misnamed)}"
+        )
     if not found:
         raise errors.MigrationError("no migration files found in the package")
     return [Migration(entry.name, entry.read_text("utf-8")) for entry in found]

@@ -16,17 +16,21 @@ MAX_CRONS = 10_000
 MAX_PREVIEW = 100
 MAX_SPEC_LENGTH = 200
 _RFC3339 = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?"
+    r"(?P<offset>[Zz]|[+-](?P<hours>[0-9]{2}):(?P<minutes>[0-9]{2}))"
 )
 EARLIEST = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 def parse_rfc3339(value: str) -> dt.datetime:
     """An RFC 3339 timestamp with an explicit offset, as an aware datetime; ValueError otherwise."""
-    if not _RFC3339.match(value):
+    match = _RFC3339.fullmatch(value)
+    if not match:
         raise ValueError(
             "Not an RFC 3339 timestamp with an offset (e.g. 2021-04-15T14:17:00-07:00)."
         )
+    if match["hours"] and (int(match["hours"]) > 23 or int(match["minutes"]) > 59):
+        raise ValueError("Not a valid date or time (the UTC offset is out of range).")
     # Python's parser keeps microseconds only.
     value = re.sub(r"(\.\d{6})\d+", r"\1", value)
     try:

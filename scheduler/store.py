@@ -102,7 +102,8 @@ class Store:
 
     def _execute(self, name: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         with self.transaction() as conn, conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(QUERIES[name], params)
+            # Always pass parameters so `%%` in a query means `%` whether or not it has any.
+            cur.execute(QUERIES[name], params or {})
             return cur.fetchall() if cur.description else []
 
     def insert_job(self, job: jobs.NewJob) -> None:

@@ -1,0 +1,311 @@
+"""Settings.from_env: typed values and defaults, and a ConfigError naming each bad variable."""
+
+from __future__ import annotations
+
+import pytest
+
+from scheduler import config, errors
+
+VALID: dict[str, str] = {
+    "DATABASE_URL": "postgresql://app:pw@db.internal:5432/scheduler",
+    "SECRET": "s3cret-value-0123",
+    "ENDPOINT": "https://app.example.com/hooks/scheduler",
+}
+
+
+def env(**changes: str | None) -> dict[str, str]:
+    """VALID with some variables set (a string) or removed (None)."""
+    result = dict(VALID)
+    for name, value in changes.items():
+        if value is None:
+            result.pop(name, None)
+        else:
+            result[name] = value
+    return result
+
+
+def test_required_variables_alone_give_the_defaults() -> None:
+    settings = config.Settings.from_env(env())
+
+    assert settings.database_url == VALID["DATABASE_URL"]
+    assert settings.secrets == ("s3cret-value-0123",)
+    assert settings.secret == "s3cret-value-0123"
+    assert settings.endpoint == VALID["ENDPOINT"]
+    assert settings.port == 8080
+    assert settings.connect_timeout == 5.0
+    assert settings.read_timeout == 30.0
+    assert settings.delivery_threads == 16
+    assert settings.max_attempts == 8
+    assert settings.retry_base == 1.0
+    assert settings.retry_cap == 3600.0
+    assert settings.horizon == 300.0
+    assert settings.reconcile_interval == 30.0
+    assert settings.poll_interval == 2.0
+    assert settings.shutdown_grace == 30.0
+    assert settings.db_pool_size == 8
+    assert settings.web_workers == 2
+    assert settings.log_level == "INFO"
+
+
+def test_every_variable_is_read_with_its_type() -> None:
+    settings = config.Settings.from_env(
+        env(
+            PORT="9090",
+            SCHEDULER_CONNECT_TIMEOUT="2.5",
+            SCHEDULER_READ_TIMEOUT="10",
+            SCHEDULER_DELIVERY_THREADS="4",
+            SCHEDULER_MAX_ATTEMPTS="3",
+            SCHEDULER_RETRY_BASE="0.5",
+            SCHEDULER_RETRY_CAP="60",
+            SCHEDULER_HORIZON="120",
+            SCHEDULER_RECONCILE_INTERVAL="15",
+            SCHEDULER_POLL_INTERVAL="0.25",
+            SCHEDULER_SHUTDOWN_GRACE="0",
+            SCHEDULER_DB_POOL_SIZE="20",
+            WEB_CONCURRENCY="5",
+            SCHEDULER_LOG_LEVEL=" debug ",
+        )
+    )
+
+    assert settings == config.Settings(
+        database_url=VALID["DATABASE_URL"],
+        secrets=("s3cret-value-0123",),
+        endpoint=VALID["ENDPOINT"],
+        port=9090,
+        connect_timeout=2.5,
+        read_timeout=10.0,
+        delivery_threads=4,
+        max_attempts=3,
+        retry_base=0.5,
+        retry_cap=60.0,
+        horizon=120.0,
+        reconcile_interval=15.0,
+        poll_interval=0.25,
+        shutdown_grace=0.0,
+        db_pool_size=20,
+        web_workers=5,
+        log_level="DEBUG",
+    )
+    assert type(settings.port) is int
+    assert type(settings.read_timeout) is float
+
+
+def test_blank_optional_variables_mean_the_default() -> None:
+    settings = config.Settings.from_env(
+        env(PORT="", SCHEDULER_HORIZON="  ", SCHEDULER_LOG_LEVEL="", WEB_CONCURRENCY=" ")
+    )
+
+    assert (settings.port, settings.horizon, settings.log_level, settings.web_workers) == (
+        8080,
+        300.0,
+        "INFO",
+        2,
+    )
+
+
+BAD_ENVIRONMENTS = [
+    # Required variables missing or blank.
+    ("no DATABASE_URL", env(DATABASE_URL=None), "DATABASE_URL", "not set"),
+    ("blank DATABASE_URL", env(DATABASE_URL="   "), "DATABASE_URL", "not set"),
+    ("no SECRET", env(SECRET=None), "SECRET", "not set"),
+    ("blank SECRET", env(SECRET=""), "SECRET", "not set"),
+    ("no ENDPOINT", env(ENDPOINT=None), "ENDPOINT", "not set"),
+    ("blank ENDPOINT", env(ENDPOINT=" \t"), "ENDPOINT", "not set"),
+    # DATABASE_URL
+    ("mysql URL", env(DATABASE_URL="mysql://u:p@h/db"), "DATABASE_URL", "postgresql://"),
+    ("sqlite URL", env(DATABASE_URL="sqlite:///x.db"), "DATABASE_URL", "postgresql://"),
+    ("conninfo string", env(DATABASE_URL="host=db dbname=x"), "DATABASE_URL", "postgresql://"),
+    (
+        "SQLAlchemy-style URL",
+        env(DATABASE_URL="postgresql+psycopg://u@h/db"),
+        "DATABASE_URL",
+        "postgresql://",
+    ),
+    # ENDPOINT
+    ("ftp endpoint", env(ENDPOINT="ftp://example.com/x"), "ENDPOINT", "http"),
+    ("endpoint without scheme", env(ENDPOINT="example.com/hook"), "ENDPOINT", "http"),
+    ("endpoint host:port only", env(ENDPOINT="localhost:8080"), "ENDPOINT", "http"),
+    ("endpoint without host", env(ENDPOINT="http:///hook"), "ENDPOINT", "host"),
+    ("endpoint scheme only", env(ENDPOINT="https://"), "ENDPOINT", "host"),
+    # SECRET
+    ("short secret", env(SECRET="1234567"), "SECRET", "at least 8"),
+    ("short second secret", env(SECRET="long-enough-1,short"), "SECRET", "at least 8"),
+    ("trailing comma", env(SECRET="long-enough-1,"), "SECRET", "empty"),
+    ("empty middle item", env(SECRET="long-enough-1, ,long-enough-2"), "SECRET", "empty"),
+    ("leading comma", env(SECRET=",long-enough-1"), "SECRET", "empty"),
+    ("secret with a space", env(SECRET="long enough secret"), "SECRET", "without spaces"),
+    ("secret with a tab", env(SECRET="long\tenough"), "SECRET", "printable"),
+    # PORT
+    ("port not a number", env(PORT="http"), "PORT", "integer"),
+    ("port with a fraction", env(PORT="8080.0"), "PORT", "integer"),
+    ("port zero", env(PORT="0"), "PORT", "between 1 and 65535"),
+    ("port too high", env(PORT="65536"), "PORT", "between 1 and 65535"),
+    ("port negative", env(PORT="-1"), "PORT", "between 1 and 65535"),
+    # SCHEDULER_* numbers
+    (
+        "threads not a number",
+        env(SCHEDULER_DELIVERY_THREADS="many"),
+        "SCHEDULER_DELIVERY_THREADS",
+        "integer",
+    ),
+    ("threads zero", env(SCHEDULER_DELIVERY_THREADS="0"), "SCHEDULER_DELIVERY_THREADS", "between"),
+    (
+        "attempts over the limit",
+        env(SCHEDULER_MAX_ATTEMPTS="101"),
+        "SCHEDULER_MAX_ATTEMPTS",
+        "between 1 and 100",
+    ),
+    (
+        "attempts zero",
+        env(SCHEDULER_MAX_ATTEMPTS="0"),
+        "SCHEDULER_MAX_ATTEMPTS",
+        "between 1 and 100",
+    ),
+    ("pool size zero", env(SCHEDULER_DB_POOL_SIZE="0"), "SCHEDULER_DB_POOL_SIZE", "between"),
+    ("web workers zero", env(WEB_CONCURRENCY="0"), "WEB_CONCURRENCY", "between"),
+    (
+        "timeout not a number",
+        env(SCHEDULER_CONNECT_TIMEOUT="5s"),
+        "SCHEDULER_CONNECT_TIMEOUT",
+        "number",
+    ),
+    ("timeout zero", env(SCHEDULER_READ_TIMEOUT="0"), "SCHEDULER_READ_TIMEOUT", "must be between"),
+    (
+        "timeout negative",
+        env(SCHEDULER_CONNECT_TIMEOUT="-1"),
+        "SCHEDULER_CONNECT_TIMEOUT",
+        "must be between",
+    ),
+    ("timeout NaN", env(SCHEDULER_READ_TIMEOUT="nan"), "SCHEDULER_READ_TIMEOUT", "must be between"),
+    (
+        "timeout infinite",
+        env(SCHEDULER_READ_TIMEOUT="inf"),
+        "SCHEDULER_READ_TIMEOUT",
+        "must be between",
+    ),
+    (
+        "poll interval zero",
+        env(SCHEDULER_POLL_INTERVAL="0"),
+        "SCHEDULER_POLL_INTERVAL",
+        "must be between",
+    ),
+    ("retry base zero", env(SCHEDULER_RETRY_BASE="0"), "SCHEDULER_RETRY_BASE", "must be between"),
+    (
+        "grace negative",
+        env(SCHEDULER_SHUTDOWN_GRACE="-0.5"),
+        "SCHEDULER_SHUTDOWN_GRACE",
+        "between 0 and",
+    ),
+    (
+        "horizon below 10 s",
+        env(SCHEDULER_HORIZON="9.5", SCHEDULER_RECONCILE_INTERVAL="1"),
+        "SCHEDULER_HORIZON",
+        "between 10 and",
+    ),
+    (
+        "reconcile below 1 s",
+        env(SCHEDULER_RECONCILE_INTERVAL="0.5"),
+        "SCHEDULER_RECONCILE_INTERVAL",
+        "between 1 and",
+    ),
+    ("horizon not a number", env(SCHEDULER_HORIZON="five minutes"), "SCHEDULER_HORIZON", "number"),
+    # SCHEDULER_LOG_LEVEL
+    ("unknown log level", env(SCHEDULER_LOG_LEVEL="verbose"), "SCHEDULER_LOG_LEVEL", "DEBUG, INFO"),
+    ("critical log level", env(SCHEDULER_LOG_LEVEL="CRITICAL"), "SCHEDULER_LOG_LEVEL", "one of"),
+    # Cross-field checks.
+    (
+        "horizon exactly twice reconcile",
+        env(SCHEDULER_HORIZON="60", SCHEDULER_RECONCILE_INTERVAL="30"),
+        "SCHEDULER_HORIZON",
+        "twice SCHEDULER_RECONCILE_INTERVAL",
+    ),
+    (
+        "horizon below twice the default reconcile",
+        env(SCHEDULER_HORIZON="45"),
+        "SCHEDULER_HORIZON",
+        "twice SCHEDULER_RECONCILE_INTERVAL",
+    ),
+    (
+        "retry cap below retry base",
+        env(SCHEDULER_RETRY_BASE="10", SCHEDULER_RETRY_CAP="5"),
+        "SCHEDULER_RETRY_CAP",
+        "SCHEDULER_RETRY_BASE",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("environ", "variable", "problem"),
+    [pytest.param(e, v, p, id=case) for case, e, v, p in BAD_ENVIRONMENTS],
+)
+def test_bad_environment_names_the_variable(
+    environ: dict[str, str], variable: str, problem: str
+) -> None:
+    with pytest.raises(errors.ConfigError) as caught:
+        config.Settings.from_env(environ)
+
+    assert caught.value.variable == variable
+    assert problem in caught.value.problem
+    assert str(caught.value).startswith(f"{variable}: ")
+
+
+def test_empty_environment_names_database_url_first() -> None:
+    with pytest.raises(errors.ConfigError) as caught:
+        config.Settings.from_env({})
+
+    assert caught.value.variable == "DATABASE_URL"
+
+
+def test_horizon_just_over_twice_reconcile_is_accepted() -> None:
+    settings = config.Settings.from_env(
+        env(SCHEDULER_HORIZON="60.5", SCHEDULER_RECONCILE_INTERVAL="30")
+    )
+
+    assert (settings.horizon, settings.reconcile_interval) == (60.5, 30.0)
+
+
+def test_range_limits_themselves_are_accepted() -> None:
+    settings = config.Settings.from_env(
+        env(
+            PORT="65535",
+            SCHEDULER_MAX_ATTEMPTS="100",
+            SCHEDULER_RECONCILE_INTERVAL="1",
+            SCHEDULER_HORIZON="10",
+            SCHEDULER_SHUTDOWN_GRACE="0",
+        )
+    )
+
+    assert (settings.port, settings.max_attempts, settings.horizon) == (65535, 100, 10.0)
+    assert (settings.reconcile_interval, settings.shutdown_grace) == (1.0, 0.0)
+
+
+def test_comma_separated_secret_gives_several_secrets_the_first_one_sent() -> None:
+    settings = config.Settings.from_env(
+        env(SECRET=" new-secret-2024 , old-secret-2023,third-one-x ")
+    )
+
+    assert settings.secrets == ("new-secret-2024", "old-secret-2023", "third-one-x")
+    assert settings.secret == "new-secret-2024"
+
+
+@pytest.mark.parametrize(
+    ("database_url", "sqlalchemy_url"),
+    [
+        ("postgres://u:p@db:5432/app", "postgresql+psycopg://u:p@db:5432/app"),
+        ("postgresql://u:p@db:5432/app", "postgresql+psycopg://u:p@db:5432/app"),
+        (
+            "postgresql://u@/app?host=/run/postgresql&sslmode=disable",
+            "postgresql+psycopg://u@/app?host=/run/postgresql&sslmode=disable",
+        ),
+        # Only the scheme is rewritten, not a "postgres://" later in the URL.
+        (
+            "postgres://u@db/app?application_name=postgres://x",
+            "postgresql+psycopg://u@db/app?application_name=postgres://x",
+        ),
+    ],
+)
+def test_sqlalchemy_url_uses_the_psycopg_dialect(database_url: str, sqlalchemy_url: str) -> None:
+    settings = config.Settings.from_env(env(DATABASE_URL=database_url))
+
+    assert settings.database_url == database_url
+    assert settings.sqlalchemy_url == sqlalchemy_url
