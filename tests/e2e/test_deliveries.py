@@ -6,10 +6,12 @@ import datetime as dt
 import itertools
 import json
 import signal
+import threading
 import time
 
 import psycopg
 import pytest
+import requests
 
 from tests import support
 from tests.e2e.conftest import System
@@ -146,3 +148,42 @@ def test_processes_refuse_to_start_without_configuration(
     assert lines, process.output()
     assert "Traceback" not in process.output()
     print(json.dumps(lines))
+
+
+def test_web_sigterm_drops_no_accepted_insert(system: System) -> None:
+    web = system.start("web")
+    accepted: list[str] = []
+    refused: list[str] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        with requests.Session() as session:
+            while not stop.is_set():
+                try:
+                    response = session.post(
+                        system.url + "/insert",
+                        json={"timestamp": "2031-01-01T00:00:00Z", "body": {}},
+                        headers={"Scheduler-Secret": support.SECRET},
+                        timeout=5,
+                    )
+                except requests.RequestException as exc:
+                    refused.append(type(exc).__name__)
+                    time.sleep(0.01)
+                    continue
+                assert response.status_code == 200, response.text
+                accepted.append(response.json()["id"])
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    support.wait_until(lambda: len(accepted) >= 50, timeout=10)
+    web.signal(signal.SIGTERM)
+    assert web.proc is not None
+    assert web.proc.wait(30) == 0
+    stop.set()
+    for thread in threads:
+        thread.join()
+    with psycopg.connect(system.db_url) as conn:
+        stored = {row[0] for row in conn.execute("SELECT id FROM jobs")}
+    print(f"{len(accepted)} inserts accepted, {len(refused)} refused after SIGTERM")
+    assert stored == set(accepted)
