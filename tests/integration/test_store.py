@@ -1,0 +1,149 @@
+"""The store's fencing, leasing and pruning rules, against a real database."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from scheduler import jobs, store
+
+NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def db_store(db_url: str) -> Iterator[store.Store]:
+    pool = store.open_pool(db_url, 2, name="test")
+    yield store.Store(pool)
+    pool.close()
+
+
+@pytest.fixture
+def epoch(db_url: str) -> Iterator[int]:
+    lock = store.LeaderLock(db_url, timeout=10)
+    value = lock.try_acquire("test")
+    assert value is not None
+    yield value
+    lock.close()
+
+
+def insert(db_store: store.Store, run_at: dt.datetime, max_attempts: int = 3) -> str:
+    job_id = jobs.new_job_id()
+    db_store.insert_job(jobs.NewJob(job_id, {"k": 1}, run_at, max_attempts))
+    return job_id
+
+
+def attempt(job_id: str, number: int, status: int | None) -> store.AttemptRecord:
+    return store.AttemptRecord(job_id, number, NOW, 5, status, None, None)
+
+
+def test_claims_need_the_current_epoch(db_store: store.Store, epoch: int, db_url: str) -> None:
+    job_id = insert(db_store, NOW - dt.timedelta(seconds=1))
+    assert db_store.claim_due_jobs(epoch - 1, NOW, NOW, 10) == []
+    (claimed,) = db_store.claim_due_jobs(epoch, NOW, NOW + dt.timedelta(seconds=60), 10)
+    assert (claimed.id, claimed.attempts, claimed.body) == (job_id, 1, '{"k": 1}')
+    assert db_store.claim_due_jobs(epoch, NOW, NOW, 10) == [], "a claimed job is not claimed twice"
+
+
+def test_only_due_jobs_are_claimed_in_due_order(db_store: store.Store, epoch: int) -> None:
+    later = insert(db_store, NOW - dt.timedelta(seconds=1))
+    earlier = insert(db_store, NOW - dt.timedelta(seconds=5))
+    insert(db_store, NOW + dt.timedelta(seconds=1))
+    claimed = db_store.claim_due_jobs(epoch, NOW, NOW, 10)
+    assert [c.id for c in claimed] == [earlier, later]
+
+
+def test_an_outcome_only_closes_its_own_attempt(
+    db_store: store.Store, epoch: int, db_url: str
+) -> None:
+    job_id = insert(db_store, NOW)
+    db_store.claim_due_jobs(epoch, NOW, NOW, 1)
+    db_store.finish_delivery(attempt(job_id, 2, 200), "delivered")
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT state FROM jobs").fetchone() == ("delivering",)
+    db_store.finish_delivery(attempt(job_id, 1, 200), "delivered")
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT state FROM jobs").fetchone() == ("delivered",)
+
+
+def test_a_job_cancelled_in_flight_stays_cancelled(
+    db_store: store.Store, epoch: int, db_url: str
+) -> None:
+    job_id = insert(db_store, NOW)
+    db_store.claim_due_jobs(epoch, NOW, NOW, 1)
+    with psycopg.connect(db_url) as conn:
+        conn.execute("UPDATE jobs SET state = 'cancelled'")
+    db_store.schedule_retry(attempt(job_id, 1, 500), NOW)
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT state FROM jobs").fetchone() == ("cancelled",)
+
+
+def test_expired_leases_and_orphans_are_released(
+    db_store: store.Store, epoch: int, db_url: str
+) -> None:
+    first = insert(db_store, NOW)
+    second = insert(db_store, NOW)
+    db_store.claim_due_jobs(epoch, NOW, NOW + dt.timedelta(seconds=10), 1)
+    db_store.claim_due_jobs(epoch, NOW, NOW + dt.timedelta(seconds=100), 1)
+    assert db_store.release_expired_leases(epoch, NOW + dt.timedelta(seconds=50)) == 1
+    assert db_store.release_expired_leases(epoch - 1, NOW + dt.timedelta(seconds=500)) == 0
+    assert db_store.release_orphaned_deliveries(epoch, NOW) == 1
+    with psycopg.connect(db_url) as conn:
+        states = conn.execute("SELECT id, state FROM jobs ORDER BY id").fetchall()
+    assert sorted(states) == sorted([(first, "scheduled"), (second, "scheduled")])
+
+
+def test_cron_ticks_are_unique_and_fenced(db_store: store.Store, epoch: int, db_url: str) -> None:
+    db_store.replace_crons([jobs.CronDefinition("c", "* * * * * *", "UTC")])
+    revision = db_store.list_crons()[0].revision
+    assert db_store.record_cron_fire(epoch, revision, jobs.new_job_id(), NOW, 3)
+    assert not db_store.record_cron_fire(epoch, revision, jobs.new_job_id(), NOW, 3)
+    assert not db_store.record_cron_fire(epoch - 1, revision, jobs.new_job_id(), NOW, 3)
+    later = NOW + dt.timedelta(seconds=1)
+    assert not db_store.record_cron_fire(epoch, revision + 1, jobs.new_job_id(), later, 3)
+    with psycopg.connect(db_url) as conn:
+        ticks = conn.execute("SELECT cron_id, run_at FROM jobs").fetchall()
+    assert ticks == [("c", NOW)]
+    assert db_store.list_crons()[0].last_fire_at == NOW
+
+
+def test_a_second_leader_cannot_take_the_lock(db_url: str, epoch: int) -> None:
+    other = store.LeaderLock(db_url, timeout=10)
+    try:
+        assert other.try_acquire("other") is None
+        assert not other.confirm(epoch)
+    finally:
+        other.close()
+
+
+def test_pruning_removes_old_delivered_and_cancelled_jobs_only(
+    db_store: store.Store, db_url: str
+) -> None:
+    ids = {state: insert(db_store, NOW) for state in ("delivered", "cancelled", "failed")}
+    recent = insert(db_store, NOW)
+    pending = insert(db_store, NOW)
+    with psycopg.connect(db_url) as conn:
+        for state, job_id in ids.items():
+            conn.execute(
+                "UPDATE jobs SET state = %s, finished_at = now() - interval '8 days' WHERE id = %s",
+                (state, job_id),
+            )
+            conn.execute(
+                "INSERT INTO delivery_attempts (job_id, attempt, started_at, duration_ms)"
+                " VALUES (%s, 1, now(), 1)",
+                (job_id,),
+            )
+        conn.execute(
+            "UPDATE jobs SET state = 'delivered', finished_at = now() WHERE id = %s", (recent,)
+        )
+    before = dt.datetime.now(dt.UTC) - dt.timedelta(days=7)
+    assert db_store.prune_finished_jobs(before, 1) == 1
+    assert db_store.prune_finished_jobs(before, 10) == 1
+    assert db_store.prune_finished_jobs(before, 10) == 0
+    with psycopg.connect(db_url) as conn:
+        left = {row[0] for row in conn.execute("SELECT id FROM jobs")}
+        attempts = {row[0] for row in conn.execute("SELECT job_id FROM delivery_attempts")}
+    assert left == {ids["failed"], recent, pending}
+    assert attempts == {ids["failed"]}
