@@ -10,7 +10,7 @@ from typing import Any
 from flask import Flask, Response
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from scheduler import api, config, errors, logs, store
+from scheduler import api, config, db, errors, logs, store
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ def create_app(settings: config.Settings | None = None) -> Flask:
     logs.configure_logging(settings.log_level)
     app = Flask(__name__)
     app.config["SETTINGS"] = settings
-    pool = store.open_pool(settings.database_url, settings.db_pool_size, name="web")
+    pool = db.open_pool(settings.database_url, settings.db_pool_size, name="web")
     atexit.register(pool.close)
     app.extensions["scheduler.store"] = store.Store(pool)
     app.register_blueprint(api.bp)

@@ -26,6 +26,11 @@ DEFAULT_WEB_WORKERS = 2
 DEFAULT_LEADER_TIMEOUT = 10.0
 DEFAULT_RETENTION = 7 * 24 * 3600.0
 CRON_CATCHUP_POLICIES = ("latest", "skip")
+DEFAULT_IDEMPOTENCY_TTL = 24 * 3600.0
+DEFAULT_BATCH_LIMIT = 1000
+DEFAULT_HEARTBEAT_MAX_AGE = 30.0
+DEFAULT_METRICS_PORT = 9100
+LOG_FORMATS = ("text", "json")
 DEFAULT_LOG_LEVEL = "INFO"
 MAX_ATTEMPTS_LIMIT = 100
 MAX_SECONDS = 10.0**9
@@ -53,6 +58,11 @@ class Settings:
     leader_timeout: float = DEFAULT_LEADER_TIMEOUT
     retention: float = DEFAULT_RETENTION
     cron_catchup: str = CRON_CATCHUP_POLICIES[0]
+    idempotency_ttl: float = DEFAULT_IDEMPOTENCY_TTL
+    batch_limit: int = DEFAULT_BATCH_LIMIT
+    heartbeat_max_age: float = DEFAULT_HEARTBEAT_MAX_AGE
+    metrics_port: int = DEFAULT_METRICS_PORT
+    log_format: str = LOG_FORMATS[0]
     log_level: str = DEFAULT_LOG_LEVEL
 
     @property
@@ -99,7 +109,16 @@ class Settings:
             cron_catchup=_choice(
                 env, "SCHEDULER_CRON_CATCHUP", CRON_CATCHUP_POLICIES[0], CRON_CATCHUP_POLICIES
             ),
+            idempotency_ttl=_float(
+                env, "SCHEDULER_IDEMPOTENCY_TTL", DEFAULT_IDEMPOTENCY_TTL, minimum=86400.0
+            ),
+            batch_limit=_int(env, "SCHEDULER_BATCH_LIMIT", DEFAULT_BATCH_LIMIT, 1, 100_000),
+            heartbeat_max_age=_float(
+                env, "SCHEDULER_HEARTBEAT_MAX_AGE", DEFAULT_HEARTBEAT_MAX_AGE, minimum=1.0
+            ),
             log_level=_choice(env, "SCHEDULER_LOG_LEVEL", DEFAULT_LOG_LEVEL, LOG_LEVELS),
+            log_format=_choice(env, "SCHEDULER_LOG_FORMAT", LOG_FORMATS[0], LOG_FORMATS),
+            metrics_port=_int(env, "SCHEDULER_METRICS_PORT", DEFAULT_METRICS_PORT, 0, 65535),
         ).checked()
 
     def checked(self) -> Settings:

@@ -32,7 +32,7 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.date import DateTrigger
 
-from scheduler import config, cron, delivery, errors, jobs, logs, store
+from scheduler import config, cron, db, delivery, errors, jobs, logs, store
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ class LeaderSession:
         self._confirmed_at = time.monotonic()
         self.stopping = threading.Event()
         self.wake = threading.Event()
-        self.pool = store.open_pool(
+        self.pool = db.open_pool(
             settings.database_url, settings.delivery_threads + 4, name="dispatcher"
         )
         self.store = store.Store(self.pool)
@@ -246,6 +246,10 @@ class LeaderSession:
         for timer_id in self.store.stale_job_timers():
             self._remove_timer(timer_id)
         self.sync_crons(now)
+        self.add_missing_timers()
+
+    def add_missing_timers(self) -> None:
+        """Timers for every job due within the horizon that lacks one; then look for due work."""
         added = TIMER_BATCH
         while added == TIMER_BATCH and not self.stopping.is_set():
             missing = self.store.jobs_missing_timers(
@@ -257,16 +261,22 @@ class LeaderSession:
         self.wake.set()
 
     def _prune(self, now: dt.datetime) -> None:
-        before = now - dt.timedelta(seconds=self.settings.retention)
-        for _ in range(PRUNE_BATCHES):
-            if self.store.prune_finished_jobs(before, PRUNE_BATCH) < PRUNE_BATCH:
-                return
+        finished_before = now - dt.timedelta(seconds=self.settings.retention)
+        keys_before = now - dt.timedelta(seconds=self.settings.idempotency_ttl)
+        for prune, before in (
+            (self.store.prune_finished_jobs, finished_before),
+            (self.store.prune_idempotency_keys, keys_before),
+        ):
+            for _ in range(PRUNE_BATCHES):
+                if prune(before, PRUNE_BATCH) < PRUNE_BATCH:
+                    break
 
     def sync_crons(self, now: dt.datetime) -> None:
         for timer_id in self.store.stale_cron_timers():
             self._remove_timer(timer_id)
         for job in self.store.list_crons():
-            self._catch_up(job, now)
+            if not job.paused:
+                self._catch_up(job, now)
         for job in self.store.crons_missing_timers():
             self._set_cron_timer(job)
 
@@ -274,7 +284,8 @@ class LeaderSession:
         """Record the latest tick missed since the last recorded one (once, coalesced)."""
         if self.settings.cron_catchup == "skip":
             return
-        since = job.last_fire_at or job.updated_at
+        # A redefined or resumed cron starts afresh: nothing before updated_at is owed.
+        since = max(job.last_fire_at or job.updated_at, job.updated_at)
         missed = cron.latest_fire_time(cron.parse_spec(job.spec), since, now)
         if missed is not None and self.store.record_cron_fire(
             self.epoch, job.revision, jobs.new_job_id(), missed, self.settings.max_attempts
@@ -292,7 +303,7 @@ class LeaderSession:
         backoff = LOOP_RETRY_SECONDS
         while not self.stopping.is_set():
             try:
-                with store.connect(self.settings.database_url, autocommit=True) as conn:
+                with db.connect(self.settings.database_url, autocommit=True) as conn:
                     conn.execute(f"LISTEN {store.NOTIFY_CHANNEL}")
                     # Notifications sent while we were not listening are gone: reconcile.
                     self.reconcile()
@@ -334,6 +345,8 @@ class LeaderSession:
             self._remove_timer(rest)
         elif kind == "c":
             self.sync_crons(utcnow())
+        elif kind == "b":
+            self.add_missing_timers()
 
     # --- deliveries ------------------------------------------------------------------------
 

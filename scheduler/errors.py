@@ -36,6 +36,26 @@ class JobNotFound(SchedulerError):
         super().__init__(f"no job with id {job_id!r}")
 
 
+class CronNotFound(SchedulerError):
+    """No such cron."""
+
+    def __init__(self, cron_id: str) -> None:
+        self.cron_id = cron_id
+        super().__init__(f"no cron with id {cron_id!r}")
+
+
+class Conflict(SchedulerError):
+    """The request conflicts with the current state."""
+
+
+class IdempotencyConflict(Conflict):
+    """An idempotency key was reused for a different request."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(f"idempotency key {key!r} was already used for a different request")
+
+
 class StoreUnavailable(SchedulerError):
     """The database is unreachable."""
 

@@ -45,6 +45,7 @@ class CronJob:
     last_fire_at: dt.datetime | None
     created_at: dt.datetime | None
     updated_at: dt.datetime
+    paused: bool = False
 
     @property
     def timer_id(self) -> str:
@@ -66,3 +67,44 @@ class Delivery:
     run_at: dt.datetime
     attempts: int
     max_attempts: int
+
+
+@dataclasses.dataclass(frozen=True)
+class JobRecord:
+    """A job as stored, for reading back."""
+
+    id: str
+    cron_id: str | None
+    body: Any
+    run_at: dt.datetime
+    state: str
+    attempts: int
+    max_attempts: int
+    next_attempt_at: dt.datetime
+    last_status: int | None
+    last_error: str | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    finished_at: dt.datetime | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Attempt:
+    attempt: int
+    started_at: dt.datetime
+    duration_ms: int
+    status_code: int | None
+    error: str | None
+    response_excerpt: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class CronStatus:
+    """A cron with the outcome of its latest run, for listings."""
+
+    cron: CronJob
+    last_state: str | None
+    last_status: int | None
+
+
+JOB_STATES = ("scheduled", "delivering", "delivered", "failed", "cancelled")

@@ -12,7 +12,7 @@ from importlib.resources.abc import Traversable
 
 import psycopg
 
-from scheduler import errors, store
+from scheduler import db, errors
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def _migrations_folder() -> Traversable:
 def migrate(database_url: str) -> list[str]:
     """Apply pending migrations; return the names applied. Safe to run from two places at once."""
     migrations = load_migrations()
-    with store.wrap_errors(), store.connect(database_url, autocommit=True) as conn:
+    with db.wrap_errors(), db.connect(database_url, autocommit=True) as conn:
         # Session-level lock: a second release step waits here instead of racing.
         conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (_LOCK_KEY,))
         try:

@@ -44,8 +44,20 @@ SELECT pg_notify('scheduler', 'c');
 
 -- list_crons --
 -- Every cron with what the dispatcher needs to schedule it.
-SELECT id, spec, timezone, revision, last_fire_at, created_at, updated_at
+SELECT id, spec, timezone, revision, paused, last_fire_at, created_at, updated_at
 FROM crons ORDER BY id;
+
+-- list_crons_with_outcomes --
+-- Every cron with its latest run's state and HTTP status, for listings.
+SELECT c.id, c.spec, c.timezone, c.revision, c.paused, c.last_fire_at, c.created_at,
+       c.updated_at, last_run.state AS last_state, last_run.last_status AS last_status
+FROM crons c
+LEFT JOIN LATERAL (
+    SELECT state, last_status FROM jobs
+    WHERE jobs.cron_id = c.id ORDER BY id DESC LIMIT 1
+) AS last_run ON true
+WHERE %(id)s::text IS NULL OR c.id = %(id)s
+ORDER BY c.id;
 
 -- claim_due_jobs --
 -- SKIP LOCKED: a row another transaction is claiming is left to it instead of waited for.
@@ -134,18 +146,19 @@ WHERE id NOT LIKE 'cron:%%'
   );
 
 -- crons_missing_timers --
--- Crons whose current revision has no APScheduler timer.
-SELECT id, spec, revision, last_fire_at, updated_at FROM crons
-WHERE NOT EXISTS (
+-- Running crons whose current revision has no APScheduler timer.
+SELECT id, spec, timezone, revision, paused, last_fire_at, created_at, updated_at FROM crons
+WHERE NOT paused AND NOT EXISTS (
     SELECT 1 FROM apscheduler_jobs WHERE apscheduler_jobs.id = 'cron:' || crons.revision
 );
 
 -- stale_cron_timers --
--- APScheduler timers of cron revisions that were replaced or removed.
+-- APScheduler timers of cron revisions that were replaced, removed or paused.
 SELECT id FROM apscheduler_jobs
 WHERE id LIKE 'cron:%%'
   AND NOT EXISTS (
-      SELECT 1 FROM crons WHERE 'cron:' || crons.revision = apscheduler_jobs.id
+      SELECT 1 FROM crons
+      WHERE 'cron:' || crons.revision = apscheduler_jobs.id AND NOT crons.paused
   );
 
 -- count_pending --
@@ -183,3 +196,108 @@ WHERE epoch = %(epoch)s
       WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted
   )
 RETURNING epoch;
+
+-- prune_idempotency_keys --
+-- Keys older than their time to live free their name for reuse.
+DELETE FROM idempotency_keys
+WHERE key IN (
+    SELECT key FROM idempotency_keys WHERE created_at < %(before)s LIMIT %(limit)s
+)
+RETURNING key;
+
+-- claim_idempotency_key --
+-- The first request with a key owns it; ON CONFLICT waits for a concurrent owner to commit.
+INSERT INTO idempotency_keys (key, job_ids, request_hash)
+VALUES (%(key)s, %(job_ids)s, %(request_hash)s)
+ON CONFLICT (key) DO NOTHING
+RETURNING key;
+
+-- find_idempotency_key --
+-- What an earlier request with this key scheduled.
+SELECT job_ids, request_hash FROM idempotency_keys WHERE key = %(key)s;
+
+-- insert_job_quietly --
+-- One job of a batch; the batch sends a single notification.
+INSERT INTO jobs (id, body, run_at, next_attempt_at, max_attempts)
+VALUES (%(id)s, %(body)s, %(run_at)s, %(run_at)s, %(max_attempts)s);
+
+-- notify_jobs_added --
+-- Tell the dispatcher that several jobs were added at once.
+SELECT pg_notify('scheduler', 'b');
+
+-- get_job --
+-- One job with everything a user may ask about it.
+SELECT id, cron_id, body, run_at, state, attempts, max_attempts, next_attempt_at, last_status,
+       last_error, created_at, updated_at, finished_at
+FROM jobs WHERE id = %(id)s;
+
+-- list_attempts --
+-- A job's delivery attempts, oldest first.
+SELECT attempt, started_at, duration_ms, status_code, error, response_excerpt
+FROM delivery_attempts WHERE job_id = %(job_id)s ORDER BY attempt;
+
+-- list_jobs --
+-- Keyset pagination, newest first: ids sort by creation time and are unique, so pages never
+-- repeat or skip a job whatever is inserted meanwhile.
+SELECT id, cron_id, body, run_at, state, attempts, max_attempts, next_attempt_at, last_status,
+       last_error, created_at, updated_at, finished_at
+FROM jobs
+WHERE (%(state)s::text IS NULL OR state = %(state)s)
+  AND (%(cron_id)s::text IS NULL OR cron_id = %(cron_id)s)
+  AND (%(before)s::timestamptz IS NULL OR run_at < %(before)s)
+  AND (%(after)s::timestamptz IS NULL OR run_at >= %(after)s)
+  AND (%(cursor)s::text IS NULL OR id < %(cursor)s)
+ORDER BY id DESC
+LIMIT %(limit)s;
+
+-- run_job_now --
+-- Make a waiting job due now and wake the dispatcher.
+WITH due AS (
+    UPDATE jobs SET next_attempt_at = now(), updated_at = now()
+    WHERE id = %(id)s AND state = 'scheduled'
+    RETURNING id, next_attempt_at
+)
+SELECT pg_notify('scheduler', 'j ' || id || ' ' || extract(epoch FROM next_attempt_at))
+FROM due;
+
+-- retry_failed_job --
+-- Give a failed job a fresh budget of attempts, starting now.
+WITH retried AS (
+    UPDATE jobs
+    SET state = 'scheduled', max_attempts = attempts + max_attempts, next_attempt_at = now(),
+        finished_at = NULL, updated_at = now()
+    WHERE id = %(id)s AND state = 'failed'
+    RETURNING id, next_attempt_at
+)
+SELECT pg_notify('scheduler', 'j ' || id || ' ' || extract(epoch FROM next_attempt_at))
+FROM retried;
+
+-- job_state --
+-- The state of one job, to explain why an action did not apply.
+SELECT state FROM jobs WHERE id = %(id)s;
+
+-- set_cron_paused --
+-- Pause or resume a cron; resuming counts as a new start, so ticks missed while paused are not
+-- caught up.
+UPDATE crons
+SET paused = %(paused)s, updated_at = CASE WHEN %(paused)s THEN updated_at ELSE now() END
+WHERE id = %(id)s
+RETURNING id;
+
+-- run_cron_now --
+-- One extra run of a cron, due now.
+INSERT INTO jobs (id, cron_id, run_at, next_attempt_at, max_attempts)
+SELECT %(job_id)s, id, now(), now(), %(max_attempts)s FROM crons WHERE id = %(id)s
+RETURNING id, extract(epoch FROM next_attempt_at) AS due;
+
+-- notify_job_due --
+-- Wake the dispatcher for one job.
+SELECT pg_notify('scheduler', 'j ' || %(id)s || ' ' || %(due)s);
+
+-- read_leader --
+-- The dispatcher's heartbeat, for readiness checks.
+SELECT epoch, heartbeat_at, now() - heartbeat_at AS age FROM dispatcher_leader;
+
+-- delete_crons_by_id --
+-- Remove one cron by id.
+DELETE FROM crons WHERE id = %(id)s RETURNING id;

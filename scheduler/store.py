@@ -17,20 +17,11 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from scheduler import errors, jobs
+from scheduler import db, errors, jobs, migrate
 
 logger = logging.getLogger(__name__)
 
 NOTIFY_CHANNEL = "scheduler"
-# libpq keepalives so a silently dropped connection fails in seconds, not hours.
-KEEPALIVES: dict[str, Any] = {
-    "keepalives": 1,
-    "keepalives_idle": 10,
-    "keepalives_interval": 5,
-    "keepalives_count": 3,
-    "tcp_user_timeout": 20000,
-    "connect_timeout": 5,
-}
 _QUERY_HEADER = re.compile(r"^-- (\w+) --$", re.MULTILINE)
 
 
@@ -49,34 +40,31 @@ QUERIES = parse_queries(
 )
 
 
-@contextlib.contextmanager
-def wrap_errors() -> Iterator[None]:
-    """The one place driver errors become domain errors."""
-    try:
-        yield
-    except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
-        raise errors.StoreUnavailable(str(exc).strip() or "database unavailable") from exc
+def _job_params(job: jobs.NewJob) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "body": Jsonb(job.body),
+        "run_at": job.run_at,
+        "max_attempts": job.max_attempts,
+    }
 
 
-def connect(database_url: str, **kwargs: Any) -> psycopg.Connection[Any]:
-    """A dedicated connection (LISTEN, advisory locks), outside any pool."""
-    with wrap_errors():
-        return psycopg.connect(database_url, **KEEPALIVES, **kwargs)
+@dataclasses.dataclass(frozen=True)
+class Idempotency:
+    """An idempotency key and a digest of the request it was first used with."""
+
+    key: str
+    digest: str
 
 
-def open_pool(database_url: str, max_size: int, name: str) -> psycopg_pool.ConnectionPool:
-    """A pool opened now; call it after fork, never before."""
-    return psycopg_pool.ConnectionPool(
-        database_url,
-        min_size=1,
-        max_size=max_size,
-        kwargs=KEEPALIVES,
-        check=psycopg_pool.ConnectionPool.check_connection,
-        timeout=5,
-        max_lifetime=1800,
-        name=name,
-        open=True,
-    )
+@dataclasses.dataclass(frozen=True)
+class JobFilters:
+    limit: int
+    state: str | None = None
+    cron_id: str | None = None
+    before: dt.datetime | None = None
+    after: dt.datetime | None = None
+    cursor: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,7 +85,7 @@ class Store:
     @contextlib.contextmanager
     def transaction(self) -> Iterator[psycopg.Connection[Any]]:
         """One connection, one transaction, committed on success."""
-        with wrap_errors(), self.pool.connection() as conn:
+        with db.wrap_errors(), self.pool.connection() as conn:
             yield conn
 
     def _execute(self, name: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -107,18 +95,77 @@ class Store:
             return cur.fetchall() if cur.description else []
 
     def insert_job(self, job: jobs.NewJob) -> None:
-        self._execute(
-            "insert_job",
-            {
-                "id": job.id,
-                "body": Jsonb(job.body),
-                "run_at": job.run_at,
-                "max_attempts": job.max_attempts,
-            },
-        )
+        self._execute("insert_job", _job_params(job))
+
+    def insert_jobs(
+        self, new_jobs: Sequence[jobs.NewJob], key: Idempotency | None = None
+    ) -> list[str]:
+        """Insert jobs in one transaction, or return what an earlier request with `key` made.
+
+        :raise errors.IdempotencyConflict: `key` was used for a different request.
+        """
+        with self.transaction() as conn, conn.cursor() as cur:
+            if key is not None:
+                cur.execute(
+                    QUERIES["claim_idempotency_key"],
+                    {
+                        "key": key.key,
+                        "job_ids": [j.id for j in new_jobs],
+                        "request_hash": key.digest,
+                    },
+                )
+                if cur.fetchone() is None:
+                    return self._earlier_result(cur, key)
+            if len(new_jobs) == 1:
+                cur.execute(QUERIES["insert_job"], _job_params(new_jobs[0]))
+            else:
+                cur.executemany(QUERIES["insert_job_quietly"], [_job_params(j) for j in new_jobs])
+                cur.execute(QUERIES["notify_jobs_added"])
+        return [j.id for j in new_jobs]
+
+    @staticmethod
+    def _earlier_result(cur: psycopg.Cursor[Any], key: Idempotency) -> list[str]:
+        cur.execute(QUERIES["find_idempotency_key"], {"key": key.key})
+        row = cur.fetchone()
+        assert row is not None, "a key that conflicted exists once its owner committed"
+        job_ids, digest = row
+        if digest != key.digest:
+            raise errors.IdempotencyConflict(key.key)
+        return list(job_ids)
 
     def cancel_job(self, job_id: str) -> None:
         self._execute("cancel_job", {"id": job_id})
+
+    def get_job(self, job_id: str) -> tuple[jobs.JobRecord, list[jobs.Attempt]]:
+        """:raise errors.JobNotFound: no job has this id."""
+        with self.transaction() as conn, conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(QUERIES["get_job"], {"id": job_id})
+            row = cur.fetchone()
+            if row is None:
+                raise errors.JobNotFound(job_id)
+            cur.execute(QUERIES["list_attempts"], {"job_id": job_id})
+            attempts = [jobs.Attempt(**a) for a in cur.fetchall()]
+        return jobs.JobRecord(**row), attempts
+
+    def list_jobs(self, filters: JobFilters) -> list[jobs.JobRecord]:
+        rows = self._execute("list_jobs", dataclasses.asdict(filters))
+        return [jobs.JobRecord(**row) for row in rows]
+
+    def run_job_now(self, job_id: str) -> None:
+        """:raise errors.JobNotFound, errors.Conflict: unknown, or not waiting to be sent."""
+        if not self._execute("run_job_now", {"id": job_id}):
+            self._explain(job_id, "only a scheduled job can be run now")
+
+    def retry_job(self, job_id: str) -> None:
+        """:raise errors.JobNotFound, errors.Conflict: unknown, or not failed."""
+        if not self._execute("retry_failed_job", {"id": job_id}):
+            self._explain(job_id, "only a failed job can be retried")
+
+    def _explain(self, job_id: str, rule: str) -> None:
+        rows = self._execute("job_state", {"id": job_id})
+        if not rows:
+            raise errors.JobNotFound(job_id)
+        raise errors.Conflict(f"job {job_id} is {rows[0]['state']}: {rule}")
 
     def replace_crons(self, crons: Sequence[jobs.CronDefinition]) -> None:
         """Make the cron set exactly `crons`, atomically; unchanged crons keep their timers."""
@@ -136,6 +183,64 @@ class Store:
 
     def list_crons(self) -> list[jobs.CronJob]:
         return [jobs.CronJob(**row) for row in self._execute("list_crons")]
+
+    def cron_statuses(self, cron_id: str | None = None) -> list[jobs.CronStatus]:
+        """Crons (all, or the one named) with their latest run's outcome."""
+        statuses = []
+        for row in self._execute("list_crons_with_outcomes", {"id": cron_id}):
+            last_state, last_status = row.pop("last_state"), row.pop("last_status")
+            statuses.append(jobs.CronStatus(jobs.CronJob(**row), last_state, last_status))
+        return statuses
+
+    def put_cron(self, cron: jobs.CronDefinition) -> None:
+        """Create or redefine one cron, leaving the others alone."""
+        with self.transaction() as conn:
+            conn.execute(
+                QUERIES["upsert_cron"],
+                {"id": cron.id, "spec": cron.spec, "timezone": cron.timezone},
+            )
+            conn.execute(QUERIES["notify_crons_changed"])
+
+    def delete_cron(self, cron_id: str) -> bool:
+        """Remove one cron and cancel its runs still waiting; False if there was none."""
+        with self.transaction() as conn:
+            if conn.execute(QUERIES["delete_crons_by_id"], {"id": cron_id}).fetchone() is None:
+                return False
+            conn.execute(QUERIES["cancel_pending_fires"], {"cron_ids": [cron_id]})
+            conn.execute(QUERIES["notify_crons_changed"])
+        return True
+
+    def set_cron_paused(self, cron_id: str, paused: bool) -> None:
+        """:raise errors.CronNotFound: no cron has this id."""
+        with self.transaction() as conn:
+            row = conn.execute(
+                QUERIES["set_cron_paused"], {"id": cron_id, "paused": paused}
+            ).fetchone()
+            if row is None:
+                raise errors.CronNotFound(cron_id)
+            conn.execute(QUERIES["notify_crons_changed"])
+
+    def run_cron_now(self, cron_id: str, job_id: str, max_attempts: int) -> str:
+        """Schedule one extra run of a cron, due now; its job id.
+
+        :raise errors.CronNotFound: no cron has this id.
+        """
+        with self.transaction() as conn:
+            row = conn.execute(
+                QUERIES["run_cron_now"],
+                {"id": cron_id, "job_id": job_id, "max_attempts": max_attempts},
+            ).fetchone()
+            if row is None:
+                raise errors.CronNotFound(cron_id)
+            conn.execute(QUERIES["notify_job_due"], {"id": row[0], "due": str(row[1])})
+        return str(row[0])
+
+    def read_leader(self) -> dict[str, Any]:
+        return self._execute("read_leader")[0]
+
+    def pending_migrations(self) -> list[str]:
+        with self.transaction() as conn:
+            return migrate.pending(conn)
 
     def claim_due_jobs(
         self, epoch: int, now: dt.datetime, leased_until: dt.datetime, limit: int
@@ -199,6 +304,9 @@ class Store:
     def prune_finished_jobs(self, before: dt.datetime, limit: int) -> int:
         return len(self._execute("prune_finished_jobs", {"before": before, "limit": limit}))
 
+    def prune_idempotency_keys(self, before: dt.datetime, limit: int) -> int:
+        return len(self._execute("prune_idempotency_keys", {"before": before, "limit": limit}))
+
     def jobs_missing_timers(
         self, now: dt.datetime, until: dt.datetime, limit: int
     ) -> list[tuple[str, dt.datetime]]:
@@ -209,10 +317,7 @@ class Store:
         return [row["id"] for row in self._execute("stale_job_timers")]
 
     def crons_missing_timers(self) -> list[jobs.CronJob]:
-        return [
-            jobs.CronJob(timezone="", created_at=None, **row)
-            for row in self._execute("crons_missing_timers")
-        ]
+        return [jobs.CronJob(**row) for row in self._execute("crons_missing_timers")]
 
     def stale_cron_timers(self) -> list[str]:
         return [row["id"] for row in self._execute("stale_cron_timers")]
@@ -233,7 +338,7 @@ class LeaderLock:
     def try_acquire(self, holder: str) -> int | None:
         """The new epoch if this process is now the leader, None if another one is."""
         conn = self._connection()
-        with wrap_errors():
+        with db.wrap_errors():
             row = conn.execute(QUERIES["try_leader_lock"]).fetchone()
             if not (row and row[0]):
                 return None
@@ -245,7 +350,7 @@ class LeaderLock:
         """True while this connection still holds the lock and `epoch` is current."""
         if self.conn is None:
             return False
-        with wrap_errors():
+        with db.wrap_errors():
             row = self.conn.execute(QUERIES["confirm_leadership"], {"epoch": epoch}).fetchone()
         return row is not None
 
@@ -258,13 +363,13 @@ class LeaderLock:
         if self.conn is None or self.conn.closed:
             seconds = max(1, int(self.timeout))
             options = dict(
-                KEEPALIVES,
+                db.KEEPALIVES,
                 keepalives_idle=1,
                 keepalives_interval=1,
                 keepalives_count=2,
                 tcp_user_timeout=seconds * 1000 // 3,
             )
-            with wrap_errors():
+            with db.wrap_errors():
                 self.conn = psycopg.connect(self.database_url, autocommit=True, **options)
                 # The server's side of the same bound: a leader that vanished without closing its
                 # socket loses the lock after about `timeout` seconds.

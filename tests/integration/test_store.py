@@ -8,14 +8,14 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from scheduler import jobs, store
+from scheduler import db, jobs, store
 
 NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
 
 
 @pytest.fixture
 def db_store(db_url: str) -> Iterator[store.Store]:
-    pool = store.open_pool(db_url, 2, name="test")
+    pool = db.open_pool(db_url, 2, name="test")
     yield store.Store(pool)
     pool.close()
 
@@ -51,8 +51,8 @@ def test_only_due_jobs_are_claimed_in_due_order(db_store: store.Store, epoch: in
     later = insert(db_store, NOW - dt.timedelta(seconds=1))
     earlier = insert(db_store, NOW - dt.timedelta(seconds=5))
     insert(db_store, NOW + dt.timedelta(seconds=1))
-    claimed = db_store.claim_due_jobs(epoch, NOW, NOW, 10)
-    assert [c.id for c in claimed] == [earlier, later]
+    assert [c.id for c in db_store.claim_due_jobs(epoch, NOW, NOW, 1)] == [earlier]
+    assert [c.id for c in db_store.claim_due_jobs(epoch, NOW, NOW, 10)] == [later]
 
 
 def test_an_outcome_only_closes_its_own_attempt(
