@@ -1,97 +1,44 @@
-"""HTTP routes: authenticate, load a schema, call the store, dump a schema."""
+"""The API blueprint: the seed's endpoints, health checks, the OpenAPI document, and the
+job and cron route modules nested under it."""
 
 from __future__ import annotations
 
 import datetime as dt
-import hmac
 import json
 import logging
-from typing import Any
 
-from flask import Blueprint, Response, current_app, request
-from marshmallow import Schema, ValidationError
+from flask import Blueprint, Response
 
-from scheduler import config, cron, errors, jobs, schemas, store
+from scheduler import cron, cron_routes, errors, job_routes, jobs, schemas, web
+from scheduler import openapi as openapi_spec
 
 logger = logging.getLogger(__name__)
 
 bp = Blueprint("api", __name__)
+bp.before_request(web.require_secret)
+bp.register_blueprint(job_routes.bp)
+bp.register_blueprint(cron_routes.bp)
+
+# app.py maps it to the error body for routes outside this blueprint (404s and 405s).
+RequestRejected = web.RequestRejected
 
 BANNER = "scheduler: HTTP callbacks at the time you asked for\n"
-SECRET_HEADER = "Scheduler-Secret"
 
 
-class RequestRejected(Exception):
-    """A client error with the shape of our JSON error body."""
-
-    def __init__(
-        self, status: int, code: str, message: str, fields: dict[str, Any] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.fields = fields
+@bp.errorhandler(web.RequestRejected)
+def rejected(exc: web.RequestRejected) -> Response:
+    return web.error_body(exc.status, exc.code, exc.message, exc.fields)
 
 
-def _settings() -> config.Settings:
-    settings: config.Settings = current_app.config["SETTINGS"]
-    return settings
+@bp.errorhandler(errors.JobNotFound)
+@bp.errorhandler(errors.CronNotFound)
+def not_found(exc: errors.SchedulerError) -> Response:
+    return web.error_body(404, "not_found", str(exc))
 
 
-def _store() -> store.Store:
-    db: store.Store = current_app.extensions["scheduler.store"]
-    return db
-
-
-@bp.before_request
-def require_secret() -> None:
-    if request.endpoint == "api.banner":
-        return
-    given = request.headers.get(SECRET_HEADER, "").encode("utf-8")
-    # Compare against every accepted secret, never stopping early, so timing reveals nothing.
-    matched = False
-    for secret in _settings().secrets:
-        matched |= hmac.compare_digest(given, secret.encode("utf-8"))
-    if not matched:
-        problem = "missing" if not given else "wrong"
-        logger.warning(
-            "rejected request with %s secret from %s",
-            problem,
-            request.remote_addr,
-            extra={"action": "auth_failed"},
-        )
-        raise RequestRejected(401, "unauthorized", f"The {SECRET_HEADER} header is {problem}.")
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _json_body() -> Any:
-    raw = request.get_data(cache=False)
-    try:
-        return json.loads(raw, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as exc:
-        raise RequestRejected(
-            400, "invalid_json", f"The request body is not valid JSON: {exc}"
-        ) from None
-
-
-def _load(schema: Schema, data: Any) -> dict[str, Any]:
-    if not isinstance(data, dict):
-        raise RequestRejected(400, "invalid_request", "The request body must be a JSON object.")
-    try:
-        loaded: dict[str, Any] = schema.load(data)
-    except ValidationError as exc:
-        raise RequestRejected(
-            400, "invalid_request", "The request has invalid fields.", exc.normalized_messages()
-        ) from None
-    return loaded
-
-
-def _json(schema: Schema, obj: Any, status: int = 200) -> Response:
-    return Response(json.dumps(schema.dump(obj)), status=status, mimetype="application/json")
+@bp.errorhandler(errors.Conflict)
+def conflict(exc: errors.Conflict) -> Response:
+    return web.error_body(409, "conflict", str(exc))
 
 
 @bp.get("/")
@@ -101,62 +48,48 @@ def banner() -> Response:
 
 @bp.post("/insert")
 def insert_job() -> Response:
-    data = _load(schemas.InsertJobSchema(), _json_body())
-    job = jobs.NewJob(
-        id=jobs.new_job_id(),
-        body=data["body"],
-        run_at=data["timestamp"],
-        max_attempts=data["max_attempts"] or _settings().max_attempts,
-    )
-    _store().insert_job(job)
+    raw = web.json_body()
+    data = web.load(schemas.InsertJobSchema(), raw)
+    (job,) = web.new_jobs([data])
+    (job_id,) = web.db().insert_jobs([job], web.idempotency(raw, data["idempotency_key"]))
     logger.info(
         "inserted job %s due %s",
-        job.id,
+        job_id,
         job.run_at.isoformat(),
-        extra={"action": "insert_job", "job_id": job.id},
+        extra={"action": "insert_job", "job_id": job_id},
     )
-    return _json(schemas.InsertJobResponse(), {"id": job.id})
+    return web.dump(schemas.JobIdResponse(), {"id": job_id})
 
 
 @bp.post("/delete")
 def delete_job() -> Response:
-    data = _load(schemas.DeleteJobSchema(), _json_body())
-    _store().cancel_job(data["id"])
+    data = web.load(schemas.DeleteJobSchema(), web.json_body())
+    web.db().cancel_job(data["id"])
     logger.info("deleted job %s", data["id"], extra={"action": "delete_job", "job_id": data["id"]})
     return Response(status=200)
 
 
 @bp.post("/cron")
 def replace_crons() -> Response:
-    data = _load(schemas.ReplaceCronsSchema(), _json_body())
+    data = web.load(schemas.ReplaceCronsSchema(), web.json_body())
     definitions = [
         jobs.CronDefinition(
             id=entry["id"], spec=entry["spec"], timezone=cron.parse_spec(entry["spec"]).timezone
         )
         for entry in data["jobs"]
     ]
-    _store().replace_crons(definitions)
+    web.db().replace_crons(definitions)
     logger.info("cron set replaced with %d crons", len(definitions), extra={"action": "set_crons"})
     return Response(status=200)
 
 
-@bp.get("/cron")
-def list_crons() -> Response:
-    now = dt.datetime.now(dt.UTC)
-    listed = []
-    for job in _store().list_crons():
-        upcoming = cron.next_fire_times(cron.parse_spec(job.spec), now, 1)
-        listed.append({**vars(job), "next_fire_at": upcoming[0] if upcoming else None})
-    return _json(schemas.CronListResponse(), {"jobs": listed})
-
-
 @bp.get("/cron/next")
 def preview_cron() -> Response:
-    query = _load(schemas.CronPreviewQuery(), request.args.to_dict())
+    query = web.load_query(schemas.CronPreviewQuery())
     try:
         spec = cron.parse_spec(query["spec"])
     except errors.InvalidCronSpec as exc:
-        raise RequestRejected(
+        raise web.RequestRejected(
             400,
             "invalid_request",
             "The request has invalid fields.",
@@ -164,4 +97,41 @@ def preview_cron() -> Response:
         ) from None
     after = query["after"] or dt.datetime.now(dt.UTC)
     upcoming = cron.next_fire_times(spec, after, query["count"])
-    return _json(schemas.CronPreviewResponse(), {"spec": query["spec"], "next": upcoming})
+    return web.dump(schemas.CronPreviewResponse(), {"spec": query["spec"], "next": upcoming})
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    """The process answers; nothing else is checked."""
+    return Response(json.dumps({"status": "ok"}), mimetype="application/json")
+
+
+@bp.get("/readyz")
+def readyz() -> Response:
+    """Ready when the database answers, its schema is current and a dispatcher is alive."""
+    try:
+        pending = web.db().pending_migrations()
+        leader = web.db().read_leader()
+    except errors.StoreUnavailable:
+        return web.error_body(503, "not_ready", "The database is unavailable.")
+    if pending:
+        return web.error_body(
+            503, "not_ready", f"The schema is not current: {', '.join(pending)} not applied."
+        )
+    age = leader["age"].total_seconds()
+    limit = web.settings().heartbeat_max_age
+    if leader["epoch"] == 0 or age > limit:
+        return web.error_body(
+            503,
+            "not_ready",
+            f"No active dispatcher: its last heartbeat is {age:.0f}s old (limit {limit:.0f}s)."
+            if leader["epoch"]
+            else "No dispatcher has ever been active.",
+        )
+    body = {"status": "ready", "dispatcher_heartbeat_age_seconds": round(age, 3)}
+    return Response(json.dumps(body), mimetype="application/json")
+
+
+@bp.get("/openapi.json")
+def openapi() -> Response:
+    return Response(json.dumps(openapi_spec.document()), mimetype="application/json")

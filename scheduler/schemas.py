@@ -9,12 +9,21 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from scheduler import config, cron, errors
+from scheduler import jobs as jobs_module
 
-ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+ID_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,128}\Z")
 ID_MESSAGE = "Must be 1 to 128 characters of letters, digits, '_', '.', ':' or '-'."
 MAX_CRONS = 10_000
 MAX_PREVIEW = 100
 MAX_SPEC_LENGTH = 200
+MAX_KEY_LENGTH = 255
+MAX_DELAY_SECONDS = 10 * 366 * 24 * 3600
+DEFAULT_PAGE = 50
+MAX_PAGE = 500
+_DURATION = re.compile(
+    r"P(?:(?P<weeks>[0-9]+)W)?(?:(?P<days>[0-9]+)D)?"
+    r"(?:T(?:(?P<hours>[0-9]+)H)?(?:(?P<minutes>[0-9]+)M)?(?:(?P<seconds>[0-9]+(?:\.[0-9]+)?)S)?)?"
+)
 _RFC3339 = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?"
     r"(?P<offset>[Zz]|[+-](?P<hours>[0-9]{2}):(?P<minutes>[0-9]{2}))"
@@ -74,14 +83,123 @@ class JobId(fields.String):
         super().__init__(validate=validate.Regexp(ID_PATTERN, error=ID_MESSAGE), **kwargs)
 
 
-class InsertJobSchema(Schema):
-    timestamp = Timestamp(required=True)
+def parse_duration(value: str) -> float:
+    """Seconds in an ISO 8601 duration of weeks, days, hours, minutes and seconds (PT90S)."""
+    match = _DURATION.fullmatch(value)
+    if not match or value in ("P", "PT") or value.endswith("T"):
+        raise ValueError(
+            "Not a number of seconds or an ISO 8601 duration such as PT90S or P1DT2H "
+            "(years and months are not accepted: their length varies)."
+        )
+    parts = {name: float(number) for name, number in match.groupdict(default="0").items()}
+    return (
+        parts["weeks"] * 604800
+        + parts["days"] * 86400
+        + parts["hours"] * 3600
+        + parts["minutes"] * 60
+        + parts["seconds"]
+    )
+
+
+class Delay(fields.Field):
+    """Seconds from now: a non-negative number, or an ISO 8601 duration string."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise ValidationError("Not a number of seconds or an ISO 8601 duration string.")
+        try:
+            seconds = parse_duration(value) if isinstance(value, str) else float(value)
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from None
+        if not 0 <= seconds <= MAX_DELAY_SECONDS:
+            raise ValidationError(f"Must be between 0 and {MAX_DELAY_SECONDS} seconds.")
+        return seconds
+
+
+class JobSpecSchema(Schema):
+    """One job to schedule: when (`timestamp` or `delay`), what, and how hard to try."""
+
+    timestamp = Timestamp(load_default=None)
+    delay = Delay(load_default=None, metadata={"description": "Seconds, or ISO 8601 (PT90S)."})
     body = fields.Raw(load_default=None, allow_none=True)
     max_attempts = fields.Integer(
         load_default=None,
         strict=True,
+        allow_none=True,
         validate=validate.Range(1, config.MAX_ATTEMPTS_LIMIT),
     )
+
+    @validates_schema
+    def check_when(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if (data["timestamp"] is None) == (data["delay"] is None):
+            message = "Give exactly one of timestamp and delay."
+            raise ValidationError({"timestamp": [message], "delay": [message]})
+
+
+class InsertJobSchema(JobSpecSchema):
+    idempotency_key = fields.String(load_default=None, validate=validate.Length(1, MAX_KEY_LENGTH))
+
+
+class BatchSchema(Schema):
+    jobs = fields.List(fields.Nested(JobSpecSchema), required=True)
+
+
+class BatchResponse(Schema):
+    ids = fields.List(fields.String())
+
+
+class AttemptSchema(Schema):
+    attempt = fields.Integer()
+    started_at = Timestamp()
+    duration_ms = fields.Integer()
+    status_code = fields.Integer(allow_none=True)
+    error = fields.String(allow_none=True)
+    response_excerpt = fields.String(allow_none=True)
+
+
+class JobSchema(Schema):
+    id = fields.String()
+    cron_id = fields.String(allow_none=True)
+    state = fields.String(metadata={"enum": list(jobs_module.JOB_STATES)})
+    body = fields.Raw(allow_none=True)
+    timestamp = Timestamp(attribute="run_at")
+    next_attempt_at = Timestamp()
+    attempts = fields.Integer()
+    max_attempts = fields.Integer()
+    last_status = fields.Integer(allow_none=True)
+    last_error = fields.String(allow_none=True)
+    created_at = Timestamp()
+    updated_at = Timestamp()
+    finished_at = Timestamp(allow_none=True)
+
+
+class JobDetailSchema(JobSchema):
+    history = fields.List(fields.Nested(AttemptSchema))
+
+
+class JobListQuery(Schema):
+    state = fields.String(load_default=None, validate=validate.OneOf(jobs_module.JOB_STATES))
+    cron_id = JobId(load_default=None)
+    before = Timestamp(load_default=None)
+    after = Timestamp(load_default=None)
+    limit = fields.Integer(load_default=DEFAULT_PAGE, validate=validate.Range(1, MAX_PAGE))
+    cursor = JobId(load_default=None)
+
+
+class CronRunsQuery(Schema):
+    before = Timestamp(load_default=None)
+    after = Timestamp(load_default=None)
+    limit = fields.Integer(load_default=DEFAULT_PAGE, validate=validate.Range(1, MAX_PAGE))
+    cursor = JobId(load_default=None)
+
+
+class JobListResponse(Schema):
+    jobs = fields.List(fields.Nested(JobSchema))
+    next_cursor = fields.String(allow_none=True)
+
+
+class JobIdResponse(Schema):
+    id = fields.String()
 
 
 class InsertJobResponse(Schema):
@@ -132,12 +250,40 @@ class CronPreviewResponse(Schema):
     next = fields.List(Timestamp())
 
 
+class PutCronSchema(Schema):
+    spec = fields.String(required=True, validate=validate.Length(1, MAX_SPEC_LENGTH))
+    timezone = fields.String(load_default=None, validate=validate.Length(1, 64))
+
+    @validates_schema
+    def check_spec(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if data["timezone"] is not None and data["spec"].lstrip().upper().startswith(
+            ("CRON_TZ=", "TZ=")
+        ):
+            raise ValidationError(
+                "Give the time zone either as timezone or as a CRON_TZ= prefix, not both.",
+                "timezone",
+            )
+        spec = zoned_spec(data["spec"], data["timezone"])
+        try:
+            cron.parse_spec(spec)
+        except errors.InvalidCronSpec as exc:
+            raise ValidationError(f"Invalid spec {spec!r}: {exc.reason}", "spec") from None
+
+
+def zoned_spec(spec: str, timezone: str | None) -> str:
+    """The spec as stored: a separate time zone becomes its CRON_TZ= prefix."""
+    return spec if timezone is None else f"CRON_TZ={timezone} {spec}"
+
+
 class CronJobResponse(Schema):
     id = fields.String()
     spec = fields.String()
     timezone = fields.String()
+    paused = fields.Boolean()
     next_fire_at = Timestamp(allow_none=True)
     last_fire_at = Timestamp(allow_none=True)
+    last_state = fields.String(allow_none=True)
+    last_status = fields.Integer(allow_none=True)
     created_at = Timestamp()
     updated_at = Timestamp()
 

@@ -38,9 +38,14 @@ def test_malformed_bodies(
 
 
 INSERTS = [
-    ({}, "timestamp", "Missing data"),
-    ({"body": {}}, "timestamp", "Missing data"),
-    ({"timestamp": None, "body": {}}, "timestamp", "null"),
+    ({}, "timestamp", "exactly one of timestamp and delay"),
+    ({"body": {}}, "delay", "exactly one of timestamp and delay"),
+    ({"timestamp": None, "body": {}}, "timestamp", "exactly one of timestamp and delay"),
+    ({"timestamp": "2030-01-01T00:00:00Z", "delay": 3}, "delay", "exactly one"),
+    ({"delay": "soon"}, "delay", "ISO 8601"),
+    ({"delay": -5}, "delay", "between 0 and"),
+    ({"delay": 10**12}, "delay", "between 0 and"),
+    ({"delay": 5, "idempotency_key": ""}, "idempotency_key", "Length must be between"),
     ({"timestamp": 1618521420, "body": {}}, "timestamp", "Not a string"),
     ({"timestamp": "2021-04-15T14:17:00", "body": {}}, "timestamp", "offset"),
     ({"timestamp": "2021-04-15 14:17", "body": {}}, "timestamp", "offset"),

@@ -139,7 +139,13 @@ WHEN = "2030-01-01T00:00:00Z"
 def test_insert_job_defaults_body_and_max_attempts_to_none() -> None:
     loaded = schemas.InsertJobSchema().load({"timestamp": WHEN})
 
-    assert loaded == {"timestamp": utc(2030, 1, 1), "body": None, "max_attempts": None}
+    assert loaded == {
+        "timestamp": utc(2030, 1, 1),
+        "delay": None,
+        "body": None,
+        "max_attempts": None,
+        "idempotency_key": None,
+    }
 
 
 @pytest.mark.parametrize(
@@ -194,8 +200,14 @@ def test_insert_job_rejects_max_attempts(max_attempts: object, message: str) -> 
 @pytest.mark.parametrize(
     ("data", "field", "message"),
     [
-        ({}, "timestamp", "Missing data"),
-        ({"timestamp": None}, "timestamp", "null"),
+        ({}, "timestamp,delay", "exactly one of timestamp and delay"),
+        ({"timestamp": None}, "timestamp,delay", "exactly one of timestamp and delay"),
+        ({"timestamp": WHEN, "delay": 5}, "timestamp,delay", "exactly one of timestamp and delay"),
+        ({"delay": -1}, "delay", "between 0 and"),
+        ({"delay": True}, "delay", "Not a number"),
+        ({"delay": "P1M"}, "delay", "ISO 8601"),
+        ({"delay": "PT"}, "delay", "ISO 8601"),
+        ({"delay": "90"}, "delay", "ISO 8601"),
         ({"timestamp": 1618521420}, "timestamp", "Not a string."),
         ({"timestamp": "2021-04-15T14:17:00"}, "timestamp", "offset"),
         ({"timestamp": "1969-12-31T23:59:59Z"}, "timestamp", "1970"),
@@ -207,5 +219,25 @@ def test_insert_job_rejects(data: dict[str, Any], field: str, message: str) -> N
     with pytest.raises(ValidationError) as caught:
         schemas.InsertJobSchema().load(data)
 
-    assert list(caught.value.messages) == [field]
-    assert message in caught.value.messages[field][0]
+    assert list(caught.value.messages) == field.split(",")
+    for name in field.split(","):
+        assert message in caught.value.messages[name][0]
+
+
+@pytest.mark.parametrize(
+    ("delay", "seconds"),
+    [
+        (0, 0.0),
+        (90, 90.0),
+        (1.5, 1.5),
+        ("PT90S", 90.0),
+        ("PT1H30M", 5400.0),
+        ("P1DT2H", 93600.0),
+        ("P2W", 1209600.0),
+        ("PT0.25S", 0.25),
+    ],
+)
+def test_delay_accepts_seconds_and_iso_durations(delay: Any, seconds: float) -> None:
+    loaded = schemas.InsertJobSchema().load({"delay": delay})
+    assert loaded["delay"] == seconds
+    assert loaded["timestamp"] is None

@@ -1,0 +1,110 @@
+"""Routes for single crons: list, create or replace, delete, pause, resume, run now, history."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+from flask import Blueprint, Response
+
+from scheduler import cron, errors, jobs, schemas, store, web
+
+logger = logging.getLogger(__name__)
+
+bp = Blueprint("crons", __name__, url_prefix="/cron")
+
+
+def describe(status: jobs.CronStatus, now: dt.datetime) -> dict[str, Any]:
+    """A cron as the API shows it, with its next fire time computed by the dispatcher's code."""
+    upcoming = cron.next_fire_times(cron.parse_spec(status.cron.spec), now, 1)
+    return {
+        **vars(status.cron),
+        "next_fire_at": upcoming[0] if upcoming and not status.cron.paused else None,
+        "last_state": status.last_state,
+        "last_status": status.last_status,
+    }
+
+
+def one_cron(cron_id: str) -> Response:
+    statuses = web.db().cron_statuses(cron_id)
+    if not statuses:
+        raise errors.CronNotFound(cron_id)
+    return web.dump(schemas.CronJobResponse(), describe(statuses[0], dt.datetime.now(dt.UTC)))
+
+
+def checked_cron_id(cron_id: str) -> str:
+    if not schemas.ID_PATTERN.match(cron_id):
+        raise web.RequestRejected(
+            400, "invalid_request", "The cron id is not valid.", {"id": [schemas.ID_MESSAGE]}
+        )
+    return cron_id
+
+
+@bp.get("")
+def list_crons() -> Response:
+    now = dt.datetime.now(dt.UTC)
+    listed = [describe(status, now) for status in web.db().cron_statuses()]
+    return web.dump(schemas.CronListResponse(), {"jobs": listed})
+
+
+@bp.get("/<cron_id>")
+def get_cron(cron_id: str) -> Response:
+    return one_cron(checked_cron_id(cron_id))
+
+
+@bp.put("/<cron_id>")
+def put_cron(cron_id: str) -> Response:
+    data = web.load(schemas.PutCronSchema(), web.json_body())
+    spec = schemas.zoned_spec(data["spec"], data["timezone"])
+    definition = jobs.CronDefinition(
+        id=checked_cron_id(cron_id), spec=spec, timezone=cron.parse_spec(spec).timezone
+    )
+    web.db().put_cron(definition)
+    logger.info(
+        "cron %s set to %r", cron_id, spec, extra={"action": "put_cron", "cron_id": cron_id}
+    )
+    return one_cron(cron_id)
+
+
+@bp.delete("/<cron_id>")
+def delete_cron(cron_id: str) -> Response:
+    if web.db().delete_cron(checked_cron_id(cron_id)):
+        logger.info("cron %s deleted", cron_id, extra={"action": "delete_cron", "cron_id": cron_id})
+    return web.no_content()
+
+
+@bp.post("/<cron_id>/pause")
+def pause_cron(cron_id: str) -> Response:
+    web.db().set_cron_paused(checked_cron_id(cron_id), paused=True)
+    logger.info("cron %s paused", cron_id, extra={"action": "pause_cron", "cron_id": cron_id})
+    return one_cron(cron_id)
+
+
+@bp.post("/<cron_id>/resume")
+def resume_cron(cron_id: str) -> Response:
+    web.db().set_cron_paused(checked_cron_id(cron_id), paused=False)
+    logger.info("cron %s resumed", cron_id, extra={"action": "resume_cron", "cron_id": cron_id})
+    return one_cron(cron_id)
+
+
+@bp.post("/<cron_id>/run")
+def run_cron(cron_id: str) -> Response:
+    job_id = web.db().run_cron_now(
+        checked_cron_id(cron_id), jobs.new_job_id(), web.settings().max_attempts
+    )
+    logger.info(
+        "cron %s runs now as job %s",
+        cron_id,
+        job_id,
+        extra={"action": "run_cron", "cron_id": cron_id, "job_id": job_id},
+    )
+    return web.dump(schemas.JobIdResponse(), {"id": job_id}, status=202)
+
+
+@bp.get("/<cron_id>/runs")
+def cron_runs(cron_id: str) -> Response:
+    if not web.db().cron_statuses(checked_cron_id(cron_id)):
+        raise errors.CronNotFound(cron_id)
+    query = web.load_query(schemas.CronRunsQuery())
+    return web.page_of_jobs(store.JobFilters(cron_id=cron_id, **query))

@@ -1,0 +1,168 @@
+"""What every route shares: the secret check, JSON in and out, and the error body shape."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import hmac
+import json
+import logging
+from typing import Any
+
+from flask import Response, current_app, request
+from marshmallow import Schema, ValidationError
+
+from scheduler import config, errors, jobs, schemas, store
+
+logger = logging.getLogger(__name__)
+
+SECRET_HEADER = "Scheduler-Secret"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+PUBLIC_ENDPOINTS = frozenset({"api.banner", "api.healthz", "api.readyz", "api.openapi"})
+
+
+class RequestRejected(Exception):
+    """A client error with the shape of our JSON error body."""
+
+    def __init__(
+        self, status: int, code: str, message: str, fields: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.fields = fields
+
+
+def error_body(
+    status: int, code: str, message: str, fields: dict[str, Any] | None = None
+) -> Response:
+    """The one JSON shape of every non-2xx answer."""
+    error: dict[str, Any] = {"code": code, "message": message}
+    if fields is not None:
+        error["fields"] = fields
+    return Response(json.dumps({"error": error}), status=status, mimetype="application/json")
+
+
+def settings() -> config.Settings:
+    current: config.Settings = current_app.config["SETTINGS"]
+    return current
+
+
+def db() -> store.Store:
+    current: store.Store = current_app.extensions["scheduler.store"]
+    return current
+
+
+def require_secret() -> None:
+    """Reject the request unless it carries one of the accepted secrets (public routes aside)."""
+    if request.endpoint in PUBLIC_ENDPOINTS:
+        return
+    given = request.headers.get(SECRET_HEADER, "").encode("utf-8")
+    # Compare against every accepted secret, never stopping early, so timing reveals nothing.
+    matched = False
+    for secret in settings().secrets:
+        matched |= hmac.compare_digest(given, secret.encode("utf-8"))
+    if not matched:
+        problem = "missing" if not given else "wrong"
+        logger.warning(
+            "rejected a request with a %s secret from %s",
+            problem,
+            request.remote_addr,
+            extra={"action": "auth_failed"},
+        )
+        raise RequestRejected(401, "unauthorized", f"The {SECRET_HEADER} header is {problem}.")
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def json_body() -> Any:
+    """The request body parsed as JSON, whatever its Content-Type; NaN and Infinity refused."""
+    raw = request.get_data(cache=False)
+    try:
+        return json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        raise RequestRejected(
+            400, "invalid_json", f"The request body is not valid JSON: {exc}"
+        ) from None
+
+
+def load(schema: Schema, data: Any) -> dict[str, Any]:
+    """Validate with `schema`; a 400 naming every bad field otherwise."""
+    if not isinstance(data, dict):
+        raise RequestRejected(400, "invalid_request", "The request body must be a JSON object.")
+    try:
+        loaded: dict[str, Any] = schema.load(data)
+    except ValidationError as exc:
+        raise RequestRejected(
+            400, "invalid_request", "The request has invalid fields.", exc.normalized_messages()
+        ) from None
+    return loaded
+
+
+def load_query(schema: Schema) -> dict[str, Any]:
+    return load(schema, request.args.to_dict())
+
+
+def dump(schema: Schema, obj: Any, status: int = 200) -> Response:
+    return Response(json.dumps(schema.dump(obj)), status=status, mimetype="application/json")
+
+
+def no_content() -> Response:
+    return Response(status=204)
+
+
+def new_jobs(items: list[dict[str, Any]]) -> list[jobs.NewJob]:
+    """Jobs from validated request items; a delay counts from now."""
+    now = dt.datetime.now(dt.UTC)
+    return [
+        jobs.NewJob(
+            id=jobs.new_job_id(),
+            body=item["body"],
+            run_at=item["timestamp"] or now + dt.timedelta(seconds=item["delay"]),
+            max_attempts=item["max_attempts"] or settings().max_attempts,
+        )
+        for item in items
+    ]
+
+
+def idempotency(raw: dict[str, Any], field_key: str | None) -> store.Idempotency | None:
+    """The request's idempotency key (header or field) with a digest of what it asks for."""
+    header_key = request.headers.get(IDEMPOTENCY_HEADER)
+    if header_key is not None and not 1 <= len(header_key) <= schemas.MAX_KEY_LENGTH:
+        raise RequestRejected(
+            400,
+            "invalid_request",
+            f"The {IDEMPOTENCY_HEADER} header must be 1 to {schemas.MAX_KEY_LENGTH} characters.",
+        )
+    if header_key is not None and field_key is not None and header_key != field_key:
+        raise RequestRejected(
+            400,
+            "invalid_request",
+            "The request has invalid fields.",
+            {"idempotency_key": [f"Differs from the {IDEMPOTENCY_HEADER} header."]},
+        )
+    key = header_key or field_key
+    if key is None:
+        return None
+    asked = {k: v for k, v in raw.items() if k != "idempotency_key"}
+    canonical = json.dumps([request.path, asked], sort_keys=True, separators=(",", ":"))
+    return store.Idempotency(key, hashlib.sha256(canonical.encode("utf-8")).hexdigest())
+
+
+def checked_id(job_id: str) -> str:
+    """A job id from a URL; one that cannot exist is simply not found."""
+    if not schemas.ID_PATTERN.match(job_id):
+        raise errors.JobNotFound(job_id)
+    return job_id
+
+
+def page_of_jobs(filters: store.JobFilters) -> Response:
+    """One page, newest first, with the cursor of the next page (null on the last)."""
+    found = db().list_jobs(dataclasses.replace(filters, limit=filters.limit + 1))
+    page = found[: filters.limit]
+    next_cursor = page[-1].id if len(found) > filters.limit else None
+    return dump(schemas.JobListResponse(), {"jobs": page, "next_cursor": next_cursor})
