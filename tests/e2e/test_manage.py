@@ -68,7 +68,6 @@ def test_paused_cron_stops_and_resumes_without_catching_up(system: System) -> No
         if r.arrived_at > resumed_at
     ]
     stamps = [dt.datetime.fromisoformat(tick).timestamp() for tick in ticks]
-    ]
     assert all(stamp >= int(resumed_at) for stamp in stamps), "a tick from the pause was sent"
 
 
