@@ -30,6 +30,7 @@ DEFAULT_IDEMPOTENCY_TTL = 24 * 3600.0
 DEFAULT_BATCH_LIMIT = 1000
 DEFAULT_HEARTBEAT_MAX_AGE = 30.0
 DEFAULT_METRICS_PORT = 9100
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 LOG_FORMATS = ("text", "json")
 DEFAULT_LOG_LEVEL = "INFO"
 MAX_ATTEMPTS_LIMIT = 100
@@ -62,6 +63,7 @@ class Settings:
     batch_limit: int = DEFAULT_BATCH_LIMIT
     heartbeat_max_age: float = DEFAULT_HEARTBEAT_MAX_AGE
     metrics_port: int = DEFAULT_METRICS_PORT
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     log_format: str = LOG_FORMATS[0]
     log_level: str = DEFAULT_LOG_LEVEL
 
@@ -119,6 +121,9 @@ class Settings:
             log_level=_choice(env, "SCHEDULER_LOG_LEVEL", DEFAULT_LOG_LEVEL, LOG_LEVELS),
             log_format=_choice(env, "SCHEDULER_LOG_FORMAT", LOG_FORMATS[0], LOG_FORMATS),
             metrics_port=_int(env, "SCHEDULER_METRICS_PORT", DEFAULT_METRICS_PORT, 0, 65535),
+            max_body_bytes=_int(
+                env, "SCHEDULER_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, 1024, 64 * 1024 * 1024
+            ),
         ).checked()
 
     def checked(self) -> Settings:

@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 from typing import Any
 
 from flask import Response, current_app, request
@@ -19,6 +20,8 @@ logger = logging.getLogger(__name__)
 
 SECRET_HEADER = "Scheduler-Secret"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+MAX_DEPTH = 64
+_SURROGATE = re.compile("[\ud800-\udfff]")
 PUBLIC_ENDPOINTS = frozenset({"api.banner", "api.healthz", "api.readyz", "api.openapi"})
 
 
@@ -59,11 +62,13 @@ def require_secret() -> None:
     """Reject the request unless it carries one of the accepted secrets (public routes aside)."""
     if request.endpoint in PUBLIC_ENDPOINTS:
         return
-    given = request.headers.get(SECRET_HEADER, "").encode("utf-8")
-    # Compare against every accepted secret, never stopping early, so timing reveals nothing.
+    given = request.headers.get(SECRET_HEADER, "")
+    # Digests have one length whatever was sent, and every secret is compared without stopping
+    # early, so the time taken reveals neither the length nor the closeness of a guess.
+    given_digest = _digest(given)
     matched = False
     for secret in settings().secrets:
-        matched |= hmac.compare_digest(given, secret.encode("utf-8"))
+        matched |= hmac.compare_digest(given_digest, _digest(secret))
     if not matched:
         problem = "missing" if not given else "wrong"
         logger.warning(
@@ -75,19 +80,53 @@ def require_secret() -> None:
         raise RequestRejected(401, "unauthorized", f"The {SECRET_HEADER} header is {problem}.")
 
 
+def _digest(value: str) -> bytes:
+    return hashlib.sha256(value.encode("utf-8", "surrogateescape")).digest()
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
 def json_body() -> Any:
-    """The request body parsed as JSON, whatever its Content-Type; NaN and Infinity refused."""
+    """The request body as JSON that PostgreSQL can store, whatever its Content-Type.
+
+    Bodies over the size limit are refused (413) before they are read; NaN, Infinity, nesting
+    deeper than MAX_DEPTH, NUL characters and lone surrogates are refused (400).
+    """
+    request.max_content_length = settings().max_body_bytes
     raw = request.get_data(cache=False)
     try:
-        return json.loads(raw, parse_constant=_reject_constant)
+        value = json.loads(raw, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:
         raise RequestRejected(
             400, "invalid_json", f"The request body is not valid JSON: {exc}"
         ) from None
+    problem = unstorable(value)
+    if problem:
+        raise RequestRejected(400, "invalid_json", f"The request body cannot be stored: {problem}")
+    return value
+
+
+def unstorable(value: Any) -> str | None:
+    """Why PostgreSQL's jsonb (or sanity) would refuse `value`, or None when it is fine."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return f"nesting deeper than {MAX_DEPTH} levels."
+        if isinstance(item, dict):
+            for key, child in item.items():
+                stack.append((key, depth))
+                stack.append((child, depth + 1))
+        elif isinstance(item, list):
+            stack.extend((child, depth + 1) for child in item)
+        elif isinstance(item, str):
+            if "\x00" in item:
+                return "a string contains \\u0000, which PostgreSQL cannot store."
+            if _SURROGATE.search(item):
+                return "a string contains a lone UTF-16 surrogate (not valid Unicode)."
+    return None
 
 
 def load(schema: Schema, data: Any) -> dict[str, Any]:
