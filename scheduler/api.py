@@ -48,10 +48,9 @@ def banner() -> Response:
 
 @bp.post("/insert")
 def insert_job() -> Response:
-    raw = web.json_body()
-    data = web.load(schemas.InsertJobSchema(), raw)
+    data = web.load(schemas.InsertJobSchema(), web.json_body())
     (job,) = web.new_jobs([data])
-    (job_id,) = web.db().insert_jobs([job], web.idempotency(raw, data["idempotency_key"]))
+    (job_id,) = web.db().insert_jobs([job], web.idempotency(data, data["idempotency_key"]))
     logger.info(
         "inserted job %s due %s",
         job_id,

@@ -34,6 +34,14 @@ def one_cron(cron_id: str) -> Response:
 
 
 def checked_cron_id(cron_id: str) -> str:
+    """A cron id from a URL; one that cannot exist is simply not found."""
+    if not schemas.ID_PATTERN.match(cron_id):
+        raise errors.CronNotFound(cron_id)
+    return cron_id
+
+
+def new_cron_id(cron_id: str) -> str:
+    """A cron id to create: an invalid one is the client's mistake to fix."""
     if not schemas.ID_PATTERN.match(cron_id):
         raise web.RequestRejected(
             400, "invalid_request", "The cron id is not valid.", {"id": [schemas.ID_MESSAGE]}
@@ -58,7 +66,7 @@ def put_cron(cron_id: str) -> Response:
     data = web.load(schemas.PutCronSchema(), web.json_body())
     spec = schemas.zoned_spec(data["spec"], data["timezone"])
     definition = jobs.CronDefinition(
-        id=checked_cron_id(cron_id), spec=spec, timezone=cron.parse_spec(spec).timezone
+        id=new_cron_id(cron_id), spec=spec, timezone=cron.parse_spec(spec).timezone
     )
     web.db().put_cron(definition)
     logger.info(

@@ -15,8 +15,7 @@ bp = Blueprint("jobs", __name__, url_prefix="/jobs")
 
 @bp.post("/batch")
 def insert_batch() -> Response:
-    raw = web.json_body()
-    data = web.load(schemas.BatchSchema(), raw)
+    data = web.load(schemas.BatchSchema(), web.json_body())
     limit = web.settings().batch_limit
     if not 1 <= len(data["jobs"]) <= limit:
         raise web.RequestRejected(
@@ -26,7 +25,7 @@ def insert_batch() -> Response:
             {"jobs": [f"Give between 1 and {limit} jobs."]},
         )
     new = web.new_jobs(data["jobs"])
-    ids = web.db().insert_jobs(new, web.idempotency(raw, None))
+    ids = web.db().insert_jobs(new, web.idempotency(data, None))
     logger.info("inserted a batch of %d jobs", len(ids), extra={"action": "insert_batch"})
     return web.dump(schemas.BatchResponse(), {"ids": ids})
 

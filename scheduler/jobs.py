@@ -5,15 +5,27 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import secrets
+import threading
 import time
 from typing import Any
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
 
 
+_last_id = 0
+_id_lock = threading.Lock()
+
+
 def new_job_id() -> str:
-    """A 26-character id that sorts by creation time (48-bit milliseconds + 80 random bits)."""
-    value = (int(time.time() * 1000) << 80) | secrets.randbits(80)
+    """A 26-character id that sorts by creation time (48-bit milliseconds + 80 random bits).
+
+    Within one process ids strictly increase, even within a millisecond (the random part then
+    counts up), so a batch lists in the order it was given.
+    """
+    global _last_id
+    with _id_lock:
+        value = max((int(time.time() * 1000) << 80) | secrets.randbits(80), _last_id + 1)
+        _last_id = value
     chars = []
     for _ in range(26):
         value, digit = divmod(value, 32)

@@ -11,8 +11,10 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 from scheduler import config, cron, errors
 from scheduler import jobs as jobs_module
 
-ID_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,128}\Z")
-ID_MESSAGE = "Must be 1 to 128 characters of letters, digits, '_', '.', ':' or '-'."
+# Dots alone are refused: clients collapse "." and ".." in URL paths.
+ID_PATTERN = re.compile(r"(?!\.+\Z)[A-Za-z0-9_.:-]{1,128}\Z")
+ID_MESSAGE = "Must be 1 to 128 characters of letters, digits, '_', '.', ':' or '-', not only dots."
+ZONE_PATTERN = re.compile(r"[A-Za-z0-9_+/-]{1,64}\Z")
 MAX_CRONS = 10_000
 MAX_PREVIEW = 100
 MAX_SPEC_LENGTH = 200
@@ -73,8 +75,14 @@ class Timestamp(fields.Field):
 
 
 def format_timestamp(value: dt.datetime) -> str:
-    """RFC 3339, second precision unless there is a fraction, `Z` for UTC."""
-    text = value.isoformat(timespec="seconds" if not value.microsecond else "milliseconds")
+    """RFC 3339 with as many fraction digits as needed (none, 3 or 6), `Z` for UTC."""
+    if not value.microsecond:
+        timespec = "seconds"
+    elif value.microsecond % 1000 == 0:
+        timespec = "milliseconds"
+    else:
+        timespec = "microseconds"
+    text = value.isoformat(timespec=timespec)
     return text.replace("+00:00", "Z")
 
 
@@ -252,7 +260,10 @@ class CronPreviewResponse(Schema):
 
 class PutCronSchema(Schema):
     spec = fields.String(required=True, validate=validate.Length(1, MAX_SPEC_LENGTH))
-    timezone = fields.String(load_default=None, validate=validate.Length(1, 64))
+    timezone = fields.String(
+        load_default=None,
+        validate=validate.Regexp(ZONE_PATTERN, error="Not an IANA time zone name."),
+    )
 
     @validates_schema
     def check_spec(self, data: dict[str, Any], **kwargs: Any) -> None:

@@ -168,8 +168,12 @@ def new_jobs(items: list[dict[str, Any]]) -> list[jobs.NewJob]:
     ]
 
 
-def idempotency(raw: dict[str, Any], field_key: str | None) -> store.Idempotency | None:
-    """The request's idempotency key (header or field) with a digest of what it asks for."""
+def idempotency(loaded: dict[str, Any], field_key: str | None) -> store.Idempotency | None:
+    """The request's idempotency key (header or field) with a digest of what it asks for.
+
+    The digest covers the validated request, so `90` and `90.0`, or `Z` and `+00:00`, are the
+    same request.
+    """
     header_key = request.headers.get(IDEMPOTENCY_HEADER)
     if header_key is not None and not 1 <= len(header_key) <= schemas.MAX_KEY_LENGTH:
         raise RequestRejected(
@@ -187,9 +191,17 @@ def idempotency(raw: dict[str, Any], field_key: str | None) -> store.Idempotency
     key = header_key or field_key
     if key is None:
         return None
-    asked = {k: v for k, v in raw.items() if k != "idempotency_key"}
-    canonical = json.dumps([request.path, asked], sort_keys=True, separators=(",", ":"))
+    asked = {k: v for k, v in loaded.items() if k != "idempotency_key"}
+    canonical = json.dumps(
+        [request.path, asked], sort_keys=True, separators=(",", ":"), default=_canonical
+    )
     return store.Idempotency(key, hashlib.sha256(canonical.encode("utf-8")).hexdigest())
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.UTC).isoformat()
+    raise TypeError(f"cannot digest {type(value).__name__}")
 
 
 def checked_id(job_id: str) -> str:

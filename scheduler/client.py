@@ -1,0 +1,627 @@
+"""A typed Python client for the scheduler's HTTP API, needing nothing but `requests`.
+
+The module imports nothing else from this project, so it can be copied into an application on its
+own. Every call is one HTTP request: the client never retries by itself, because only the caller
+knows whether a request is safe to repeat (see `idempotency_key`). A `requests.Session` is not
+promised to be thread-safe (psf/requests#2766), so give each thread its own `Client`.
+"""
+
+from __future__ import annotations
+
+import builtins
+import dataclasses
+import datetime as dt
+import email.utils
+import json
+import re
+import urllib.parse
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, NoReturn, TypeVar
+
+import requests
+
+SECRET_HEADER = "Scheduler-Secret"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+DEFAULT_TIMEOUT = 10.0
+_EXCERPT = 200
+T = TypeVar("T")
+_JOB_KEYS = frozenset({"body", "at", "delay", "max_attempts"})
+_RFC3339 = re.compile(
+    r"(?P<date>[0-9]{4}-[0-9]{2}-[0-9]{2})[Tt ](?P<time>[0-9]{2}:[0-9]{2}:[0-9]{2})"
+    r"(?:\.(?P<fraction>[0-9]+))?(?P<offset>[Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
+# Failures after which nothing usable came back; whether the server acted is unknown.
+_TRANSPORT_ERRORS = (
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.ContentDecodingError,
+)
+
+
+class SchedulerError(Exception):
+    """The scheduler answered with an error, or did not answer usefully.
+
+    `status` is the HTTP status (None when no answer came), `code` the machine-readable `code` of
+    the JSON error body, `message` its text and `fields` its per-field problems (None if absent).
+    """
+
+    def __init__(
+        self,
+        status: int | None,
+        code: str,
+        message: str,
+        fields: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(f"{status or 'no answer'} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.fields = fields
+
+
+class InvalidRequest(SchedulerError):
+    """400: the request was refused; `fields` names each problem. Nothing was written."""
+
+
+class Unauthorized(SchedulerError):
+    """401: the secret is missing or wrong."""
+
+
+class NotFound(SchedulerError):
+    """404: no such job, cron or route."""
+
+
+class Conflict(SchedulerError):
+    """409: the request conflicts with the current state, or reuses an idempotency key."""
+
+
+class Unavailable(SchedulerError):
+    """503: the scheduler cannot reach its database. Nothing was written; try again later.
+
+    `retry_after` is the server's suggested wait in seconds, or None if it gave none.
+    """
+
+    def __init__(
+        self,
+        status: int | None,
+        code: str,
+        message: str,
+        fields: dict[str, Any] | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(status, code, message, fields)
+        self.retry_after = retry_after
+
+
+class ServerError(SchedulerError):
+    """Another 5xx: a bug or a proxy in trouble; whether anything was written is unknown."""
+
+
+class ConnectionFailed(SchedulerError):
+    """No answer: the connection failed or timed out (`status` is None, `__cause__` says why).
+
+    Deliberately not an `Unavailable`: a 503 guarantees nothing was written, but a request that
+    timed out may have been applied, so only a request with an idempotency key (or a read) is
+    safe to repeat.
+    """
+
+
+_ERRORS_BY_STATUS: dict[int, type[SchedulerError]] = {
+    400: InvalidRequest,
+    401: Unauthorized,
+    404: NotFound,
+    409: Conflict,
+    503: Unavailable,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Attempt:
+    """One delivery attempt of a job."""
+
+    attempt: int
+    started_at: dt.datetime
+    duration_ms: int
+    status_code: int | None
+    error: str | None
+    response_excerpt: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """A job as the scheduler reports it; `timestamp` is when it is (or was) due.
+
+    `history` lists the delivery attempts when the job was fetched with `Client.get`, and is None
+    in listings, which do not carry it.
+    """
+
+    id: str
+    cron_id: str | None
+    state: str
+    body: Any
+    timestamp: dt.datetime
+    next_attempt_at: dt.datetime
+    attempts: int
+    max_attempts: int
+    last_status: int | None
+    last_error: str | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    finished_at: dt.datetime | None
+    history: tuple[Attempt, ...] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Page:
+    """One page of jobs, newest first; `next_cursor` fetches the next one (None on the last)."""
+
+    jobs: tuple[Job, ...]
+    next_cursor: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Cron:
+    """A cron; its times are in its own time zone, `next_fire_at` is None when paused or over."""
+
+    id: str
+    spec: str
+    timezone: str
+    paused: bool
+    next_fire_at: dt.datetime | None
+    last_fire_at: dt.datetime | None
+    last_state: str | None
+    last_status: int | None
+    created_at: dt.datetime | None
+    updated_at: dt.datetime
+
+
+@dataclasses.dataclass(frozen=True)
+class Health:
+    """Readiness as /readyz reports it: `reason` says why not, when not ready."""
+
+    ready: bool
+    reason: str | None
+    dispatcher_heartbeat_age: float | None
+
+
+class Client:
+    """A connection to one scheduler; `timeout` (seconds) bounds each connect and each read.
+
+    A `session` passed in stays the caller's to close; one created here is closed by `close()`
+    or by leaving a `with` block.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        secret: str,
+        timeout: float = DEFAULT_TIMEOUT,
+        session: requests.Session | None = None,
+    ) -> None:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"Not an http(s) URL: {url!r}")
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self._secret = secret
+        self._owns_session = session is None
+        self._session = session if session is not None else requests.Session()
+
+    def __repr__(self) -> str:
+        # Never show the secret.
+        return f"Client({self.url!r})"
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the session if this client created it."""
+        if self._owns_session:
+            self._session.close()
+
+    def insert(
+        self,
+        body: Any = None,
+        *,
+        at: dt.datetime | str | None = None,
+        delay: float | dt.timedelta | None = None,
+        max_attempts: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> str:
+        """Schedule one delivery of `body` at `at` or after `delay` (exactly one); its job id.
+
+        Repeating a call with the same `idempotency_key` and arguments returns the first call's
+        job instead of scheduling another, so a call that raised `ConnectionFailed` can be retried
+        safely; the same key with other arguments raises `Conflict`.
+        """
+        payload = _job_payload(body=body, at=at, delay=delay, max_attempts=max_attempts)
+        if idempotency_key is not None:
+            payload["idempotency_key"] = idempotency_key
+        answer = self._request("POST", "/insert", json_body=payload)
+        return _parse(answer, lambda data: str(data["id"]))
+
+    def insert_batch(
+        self, jobs: Sequence[Mapping[str, Any]], *, idempotency_key: str | None = None
+    ) -> builtins.list[str]:
+        """Schedule several jobs atomically; their ids, in order.
+
+        Each item takes the keys of `insert`'s arguments: `body`, `at` or `delay`, `max_attempts`.
+        """
+        items = []
+        for index, item in enumerate(jobs):
+            unknown = set(item) - _JOB_KEYS
+            if unknown:
+                raise ValueError(f"jobs[{index}]: unknown keys {sorted(unknown)}")
+            items.append(_job_payload(**item))
+        headers = {IDEMPOTENCY_HEADER: idempotency_key} if idempotency_key is not None else {}
+        answer = self._request("POST", "/jobs/batch", json_body={"jobs": items}, headers=headers)
+        return _parse(answer, lambda data: [str(job_id) for job_id in data["ids"]])
+
+    def delete(self, job_id: str) -> None:
+        """Cancel a job that has not been delivered yet; an unknown or finished job is no error."""
+        self._request("POST", "/delete", json_body={"id": job_id})
+
+    def get(self, job_id: str) -> Job:
+        """One job with its delivery history; `NotFound` if there is no such job."""
+        return _parse(self._request("GET", _path("jobs", job_id)), _job)
+
+    def list(
+        self,
+        state: str | None = None,
+        cron_id: str | None = None,
+        before: dt.datetime | str | None = None,
+        after: dt.datetime | str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> Page:
+        """One page of jobs, newest first; `before`/`after` bound their due time."""
+        params = _query(
+            state=state,
+            cron_id=cron_id,
+            before=_time_param(before),
+            after=_time_param(after),
+            limit=limit,
+            cursor=cursor,
+        )
+        return _parse(self._request("GET", "/jobs", params=params), _page)
+
+    def iter_jobs(
+        self,
+        state: str | None = None,
+        cron_id: str | None = None,
+        before: dt.datetime | str | None = None,
+        after: dt.datetime | str | None = None,
+        limit: int | None = None,
+    ) -> Iterator[Job]:
+        """Every matching job, newest first, fetching pages of `limit` as they are consumed.
+
+        Pages follow the id order, so jobs inserted meanwhile are neither repeated nor cause a
+        skip.
+        """
+        cursor: str | None = None
+        while True:
+            page = self.list(state, cron_id, before, after, limit, cursor)
+            yield from page.jobs
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    def run(self, job_id: str) -> None:
+        """Make a scheduled job due now; `Conflict` if it is not waiting to be sent."""
+        self._request("POST", _path("jobs", job_id, "run"))
+
+    def retry(self, job_id: str) -> None:
+        """Give a failed job a fresh budget of attempts, starting now; `Conflict` if not failed."""
+        self._request("POST", _path("jobs", job_id, "retry"))
+
+    def set_crons(self, crons: Mapping[str, str] | Iterable[tuple[str, str]]) -> None:
+        """Replace the whole set of crons with `{id: spec}` (or `(id, spec)` pairs), atomically.
+
+        An empty set removes every cron. If any entry is invalid, nothing changes.
+        """
+        pairs = crons.items() if isinstance(crons, Mapping) else crons
+        entries = [{"id": cron_id, "spec": spec} for cron_id, spec in pairs]
+        self._request("POST", "/cron", json_body={"jobs": entries})
+
+    def list_crons(self) -> builtins.list[Cron]:
+        """Every cron, sorted by id."""
+        answer = self._request("GET", "/cron")
+        return _parse(answer, lambda data: [_cron(item) for item in data["jobs"]])
+
+    def get_cron(self, cron_id: str) -> Cron:
+        return _parse(self._request("GET", _path("cron", cron_id)), _cron)
+
+    def put_cron(self, cron_id: str, spec: str, timezone: str | None = None) -> Cron:
+        """Create or redefine one cron, leaving the others alone.
+
+        `timezone` is an IANA name, the same as a `CRON_TZ=` prefix on `spec` (give one, not
+        both); without either, the spec runs in UTC.
+        """
+        payload: dict[str, Any] = {"spec": spec}
+        if timezone is not None:
+            payload["timezone"] = timezone
+        return _parse(self._request("PUT", _path("cron", cron_id), json_body=payload), _cron)
+
+    def delete_cron(self, cron_id: str) -> None:
+        """Remove a cron and cancel its runs still waiting; an unknown id is no error."""
+        self._request("DELETE", _path("cron", cron_id))
+
+    def pause_cron(self, cron_id: str) -> Cron:
+        return _parse(self._request("POST", _path("cron", cron_id, "pause")), _cron)
+
+    def resume_cron(self, cron_id: str) -> Cron:
+        """Resume a paused cron; ticks missed while it was paused are not caught up."""
+        return _parse(self._request("POST", _path("cron", cron_id, "resume")), _cron)
+
+    def run_cron(self, cron_id: str) -> str:
+        """Schedule one extra run of a cron, due now; the job id of that run."""
+        answer = self._request("POST", _path("cron", cron_id, "run"))
+        return _parse(answer, lambda data: str(data["id"]))
+
+    def cron_runs(
+        self,
+        cron_id: str,
+        before: dt.datetime | str | None = None,
+        after: dt.datetime | str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> Page:
+        """One page of a cron's runs (each tick is a job), newest first."""
+        params = _query(
+            before=_time_param(before), after=_time_param(after), limit=limit, cursor=cursor
+        )
+        answer = self._request("GET", _path("cron", cron_id, "runs"), params=params)
+        return _parse(answer, _page)
+
+    def preview(
+        self, spec: str, after: dt.datetime | str | None = None, count: int = 5
+    ) -> builtins.list[dt.datetime]:
+        """The next `count` fire times of `spec` after `after` (default now), in its time zone.
+
+        Fewer come back when the spec stops firing; an invalid spec raises `InvalidRequest`.
+        """
+        params = _query(spec=spec, after=_time_param(after), count=count)
+        answer = self._request("GET", "/cron/next", params=params)
+        return _parse(answer, lambda data: [_parse_time(text) for text in data["next"]])
+
+    def health(self) -> Health:
+        """Readiness with its reason; raises `ConnectionFailed` if the scheduler does not answer."""
+        try:
+            answer = self._request("GET", "/readyz", authenticated=False)
+        except Unavailable as exc:
+            return Health(ready=False, reason=exc.message, dispatcher_heartbeat_age=None)
+        return _parse(
+            answer,
+            lambda data: Health(
+                ready=True,
+                reason=None,
+                dispatcher_heartbeat_age=float(data["dispatcher_heartbeat_age_seconds"]),
+            ),
+        )
+
+    def ready(self) -> bool:
+        """Whether the scheduler can take work now: its database, schema and dispatcher are fine.
+
+        No answer counts as not ready; other errors (a wrong URL, say) are raised.
+        """
+        try:
+            return self.health().ready
+        except ConnectionFailed:
+            return False
+
+    def alive(self) -> bool:
+        """Whether the web process answers at all (/healthz), whatever the state of the rest."""
+        try:
+            self._request("GET", "/healthz", authenticated=False)
+        except ConnectionFailed:
+            return False
+        return True
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        params: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+        authenticated: bool = True,
+    ) -> requests.Response:
+        """Send one request; the response if it is a 2xx, a `SchedulerError` otherwise."""
+        sent_headers = dict(headers or {})
+        if authenticated:
+            sent_headers[SECRET_HEADER] = self._secret
+        data = None
+        if json_body is not None:
+            # Serialised here so NaN and Infinity fail at once instead of as a 400.
+            data = json.dumps(json_body, allow_nan=False).encode("utf-8")
+            sent_headers["Content-Type"] = "application/json"
+        try:
+            response = self._session.request(
+                method,
+                self.url + path,
+                data=data,
+                params=params,
+                headers=sent_headers,
+                timeout=self.timeout,
+                # A redirect would turn a POST into a GET; a wrong URL should fail loudly instead.
+                allow_redirects=False,
+            )
+        except _TRANSPORT_ERRORS as exc:
+            raise ConnectionFailed(None, "connection_failed", str(exc)) from exc
+        if not 200 <= response.status_code < 300:
+            _raise_for(response)
+        return response
+
+
+def _raise_for(response: requests.Response) -> NoReturn:
+    status = response.status_code
+    code, message, fields = f"http_{status}", response.reason or "HTTP error", None
+    try:
+        error = response.json()["error"]
+        code, message = str(error["code"]), str(error["message"])
+        fields = error.get("fields")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        # Not our error body (a proxy's page, say): keep the start of it for the message.
+        text = response.text.strip()
+        if text:
+            message = f"{message}: {text[:_EXCERPT]}"
+    if status == 503:
+        retry_after = _retry_after(response.headers.get("Retry-After"))
+        raise Unavailable(status, code, message, fields, retry_after=retry_after)
+    cls = _ERRORS_BY_STATUS.get(status, ServerError if status >= 500 else SchedulerError)
+    raise cls(status, code, message, fields)
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header, which is either seconds or an HTTP date."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
+
+
+def _parse(response: requests.Response, build: Callable[[Any], T]) -> T:
+    """`build(json)`, with a body that is not what the API promises raised as a SchedulerError."""
+    try:
+        return build(response.json())
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise SchedulerError(
+            response.status_code,
+            "invalid_response",
+            f"Unexpected response from {response.url}: {exc!r}",
+        ) from exc
+
+
+def _path(*segments: str) -> str:
+    """A URL path of quoted segments, so an id can never reach another route.
+
+    :raise ValueError: an id holds a `/`, which no id can: the server would see it as a
+        separator even when quoted, because WSGI decodes the path before routing.
+    """
+    quoted = []
+    for segment in segments:
+        if "/" in segment:
+            raise ValueError(f"Not a valid id: {segment!r}")
+        part = urllib.parse.quote(segment, safe="")
+        # `.` and `..` would be removed as dot segments by requests and urllib3.
+        if part in (".", ".."):
+            part = part.replace(".", "%2E")
+        quoted.append(part)
+    return "/" + "/".join(quoted)
+
+
+def _query(**params: Any) -> dict[str, str]:
+    return {name: str(value) for name, value in params.items() if value is not None}
+
+
+def _job_payload(
+    body: Any = None,
+    at: dt.datetime | str | None = None,
+    delay: float | dt.timedelta | None = None,
+    max_attempts: int | None = None,
+) -> dict[str, Any]:
+    if (at is None) == (delay is None):
+        raise ValueError("Give exactly one of at and delay.")
+    payload: dict[str, Any] = {"body": body}
+    if at is not None:
+        payload["timestamp"] = format_time(at) if isinstance(at, dt.datetime) else at
+    if delay is not None:
+        seconds = delay.total_seconds() if isinstance(delay, dt.timedelta) else delay
+        # Whole seconds go as integers so that retries with an idempotency key send equal JSON.
+        payload["delay"] = int(seconds) if float(seconds).is_integer() else seconds
+    if max_attempts is not None:
+        payload["max_attempts"] = max_attempts
+    return payload
+
+
+def _time_param(value: dt.datetime | str | None) -> str | None:
+    return format_time(value) if isinstance(value, dt.datetime) else value
+
+
+def format_time(value: dt.datetime) -> str:
+    """RFC 3339 in UTC (`...Z`); a naive datetime is a ValueError, since its zone is a guess."""
+    offset = value.utcoffset()
+    if offset is None:
+        raise ValueError(f"A naive datetime has no time zone: {value!r}; give tzinfo.")
+    try:
+        in_utc = value.astimezone(dt.UTC)
+    except OverflowError:
+        raise ValueError(f"{value!r} cannot be expressed in UTC.") from None
+    return in_utc.replace(tzinfo=None).isoformat() + "Z"
+
+
+def _parse_time(text: str) -> dt.datetime:
+    """An aware datetime from RFC 3339; fractions beyond microseconds are dropped."""
+    match = _RFC3339.fullmatch(text)
+    if not match:
+        raise ValueError(f"Not an RFC 3339 timestamp: {text!r}")
+    fraction = f".{(match['fraction'] + '00000')[:6]}" if match["fraction"] else ""
+    offset = "+00:00" if match["offset"] in ("Z", "z") else match["offset"]
+    return dt.datetime.fromisoformat(f"{match['date']}T{match['time']}{fraction}{offset}")
+
+
+def _optional_time(value: str | None) -> dt.datetime | None:
+    return None if value is None else _parse_time(value)
+
+
+def _attempt(data: dict[str, Any]) -> Attempt:
+    return Attempt(
+        attempt=data["attempt"],
+        started_at=_parse_time(data["started_at"]),
+        duration_ms=data["duration_ms"],
+        status_code=data.get("status_code"),
+        error=data.get("error"),
+        response_excerpt=data.get("response_excerpt"),
+    )
+
+
+def _job(data: dict[str, Any]) -> Job:
+    history = data.get("history")
+    return Job(
+        id=data["id"],
+        cron_id=data.get("cron_id"),
+        state=data["state"],
+        body=data.get("body"),
+        timestamp=_parse_time(data["timestamp"]),
+        next_attempt_at=_parse_time(data["next_attempt_at"]),
+        attempts=data["attempts"],
+        max_attempts=data["max_attempts"],
+        last_status=data.get("last_status"),
+        last_error=data.get("last_error"),
+        created_at=_parse_time(data["created_at"]),
+        updated_at=_parse_time(data["updated_at"]),
+        finished_at=_optional_time(data.get("finished_at")),
+        history=None if history is None else tuple(_attempt(item) for item in history),
+    )
+
+
+def _page(data: dict[str, Any]) -> Page:
+    return Page(jobs=tuple(_job(item) for item in data["jobs"]), next_cursor=data["next_cursor"])
+
+
+def _cron(data: dict[str, Any]) -> Cron:
+    return Cron(
+        id=data["id"],
+        spec=data["spec"],
+        timezone=data["timezone"],
+        paused=bool(data.get("paused", False)),
+        next_fire_at=_optional_time(data.get("next_fire_at")),
+        last_fire_at=_optional_time(data.get("last_fire_at")),
+        last_state=data.get("last_state"),
+        last_status=data.get("last_status"),
+        created_at=_optional_time(data.get("created_at")),
+        updated_at=_parse_time(data["updated_at"]),
+    )

@@ -1,0 +1,408 @@
+"""scheduler.client against the real app served over real HTTP, on a fresh database per test."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import datetime as dt
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+import requests
+from flask import Flask
+from werkzeug.serving import make_server
+
+from scheduler import app as app_module
+from scheduler import client, config
+from tests import support
+
+FUTURE = dt.datetime(2031, 1, 1, tzinfo=dt.UTC)
+
+
+@contextlib.contextmanager
+def serving(flask_app: Flask) -> Iterator[str]:
+    """The app on a real threaded HTTP server on a free port, for the length of the block."""
+    server = make_server("127.0.0.1", 0, flask_app, threaded=True)
+    # A short poll interval so that shutting down takes milliseconds, not half a second.
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@pytest.fixture
+def base_url(app: Flask) -> Iterator[str]:
+    with serving(app) as url:
+        yield url
+
+
+@pytest.fixture
+def api(base_url: str) -> Iterator[client.Client]:
+    with client.Client(base_url, support.SECRET) as scheduler_client:
+        yield scheduler_client
+
+
+def count_jobs(db: psycopg.Connection) -> Any:
+    row = db.execute("SELECT count(*) FROM jobs").fetchone()
+    assert row is not None
+    return row[0]
+
+
+def test_insert_at_an_aware_time_and_get_it_back(api: client.Client) -> None:
+    at = dt.datetime(2031, 1, 1, 2, 0, 0, 250000, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    job_id = api.insert({"order": [1, 2]}, at=at, max_attempts=4)
+    job = api.get(job_id)
+    assert job.id == job_id and len(job_id) == 26
+    assert (job.state, job.body, job.cron_id) == ("scheduled", {"order": [1, 2]}, None)
+    assert job.timestamp == at and job.timestamp.utcoffset() == dt.timedelta(0)
+    assert job.next_attempt_at == at
+    assert (job.attempts, job.max_attempts, job.last_status, job.last_error) == (0, 4, None, None)
+    assert job.history == () and job.finished_at is None
+    assert job.created_at <= job.updated_at <= dt.datetime.now(dt.UTC)
+
+
+def test_insert_passes_a_string_time_through(api: client.Client) -> None:
+    job_id = api.insert(None, at="2031-01-01T03:00:00+03:00")
+    assert api.get(job_id).timestamp == FUTURE
+
+
+def test_insert_with_a_delay(api: client.Client, db: psycopg.Connection) -> None:
+    before = dt.datetime.now(dt.UTC)
+    seconds = api.insert("a", delay=90)
+    hour = api.insert("b", delay=dt.timedelta(hours=1))
+    fraction = api.insert("c", delay=1.5)
+    after = dt.datetime.now(dt.UTC)
+    due: dict[Any, Any] = dict(db.execute("SELECT id, run_at FROM jobs").fetchall())
+    for job_id, delay in [(seconds, 90), (hour, 3600), (fraction, 1.5)]:
+        offset = dt.timedelta(seconds=delay)
+        assert before + offset <= due[job_id] <= after + offset
+
+
+def test_bad_arguments_fail_before_sending(api: client.Client, db: psycopg.Connection) -> None:
+    with pytest.raises(ValueError, match="naive"):
+        api.insert(at=dt.datetime(2031, 1, 1))
+    with pytest.raises(ValueError, match="exactly one"):
+        api.insert(at=FUTURE, delay=5)
+    with pytest.raises(ValueError, match="exactly one"):
+        api.insert({"no": "time"})
+    with pytest.raises(ValueError):
+        api.insert(float("nan"), delay=1)
+    with pytest.raises(ValueError, match="unknown keys"):
+        api.insert_batch([{"timestamp": FUTURE}])
+    with pytest.raises(ValueError, match="naive"):
+        api.list(before=dt.datetime(2031, 1, 1))
+    with pytest.raises(ValueError, match="http"):
+        client.Client("localhost:8080", support.SECRET)
+    assert count_jobs(db) == 0
+
+
+def test_a_bad_timestamp_is_an_invalid_request_with_fields(
+    api: client.Client, db: psycopg.Connection
+) -> None:
+    with pytest.raises(client.InvalidRequest) as caught:
+        api.insert(at="2021-02-30T00:00:00Z", max_attempts=0)
+    error = caught.value
+    assert (error.status, error.code) == (400, "invalid_request")
+    assert error.fields is not None and set(error.fields) == {"timestamp", "max_attempts"}
+    assert "400 invalid_request" in str(error)
+    assert count_jobs(db) == 0
+
+
+def test_a_wrong_secret_is_unauthorized(base_url: str, db: psycopg.Connection) -> None:
+    with client.Client(base_url, "not-the-secret") as intruder:
+        with pytest.raises(client.Unauthorized) as caught:
+            intruder.insert(delay=1)
+        assert "not-the-secret" not in repr(intruder)
+    assert (caught.value.status, caught.value.code) == (401, "unauthorized")
+    assert count_jobs(db) == 0
+
+
+def test_unknown_jobs_are_not_found(api: client.Client) -> None:
+    for call in (api.get, api.run, api.retry):
+        for job_id in ("01m8dd8yqdh7n7gfnsea966a31", "no such id", "x" * 200):
+            with pytest.raises(client.NotFound) as caught:
+                call(job_id)
+            assert (caught.value.status, caught.value.code) == (404, "not_found")
+
+
+def test_a_reused_idempotency_key_returns_the_job_or_conflicts(
+    api: client.Client, db: psycopg.Connection
+) -> None:
+    first = api.insert({"charge": 10}, delay=60, idempotency_key="charge-7")
+    again = api.insert({"charge": 10}, delay=dt.timedelta(minutes=1), idempotency_key="charge-7")
+    assert first == again
+    with pytest.raises(client.Conflict) as caught:
+        api.insert({"charge": 11}, delay=60, idempotency_key="charge-7")
+    assert (caught.value.status, caught.value.code) == (409, "conflict")
+    assert "charge-7" in caught.value.message
+    assert count_jobs(db) == 1
+
+
+def test_idempotent_retries_from_many_threads_make_one_job(
+    base_url: str, db: psycopg.Connection
+) -> None:
+    barrier = threading.Barrier(8)
+
+    def attempt(_: int) -> str:
+        # One client per thread: requests does not promise a shared Session is thread-safe.
+        with client.Client(base_url, support.SECRET) as own:
+            barrier.wait()
+            return own.insert({"order": 42}, at=FUTURE, idempotency_key="order-42")
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        ids = set(pool.map(attempt, range(8)))
+    assert len(ids) == 1
+    assert count_jobs(db) == 1
+
+
+def test_insert_batch(api: client.Client, db: psycopg.Connection) -> None:
+    jobs = [{"body": i, "at": FUTURE} for i in range(3)] + [{"delay": 5, "max_attempts": 2}]
+    ids = api.insert_batch(jobs, idempotency_key="batch-1")
+    assert api.insert_batch(jobs, idempotency_key="batch-1") == ids
+    stored: dict[Any, Any] = dict(db.execute("SELECT id, body FROM jobs").fetchall())
+    assert [stored[job_id] for job_id in ids] == [0, 1, 2, None]
+    assert api.get(ids[3]).max_attempts == 2
+    with pytest.raises(client.InvalidRequest) as caught:
+        api.insert_batch([{"delay": 1}, {"at": "yesterday"}])
+    assert caught.value.fields is not None
+    assert set(caught.value.fields["jobs"]) == {"1"}
+    with pytest.raises(client.Conflict):
+        api.insert_batch(jobs[:1], idempotency_key="batch-1")
+    assert count_jobs(db) == 4
+
+
+def test_delete_cancels(api: client.Client) -> None:
+    job_id = api.insert(delay=600)
+    api.delete(job_id)
+    job = api.get(job_id)
+    assert job.state == "cancelled" and job.finished_at is not None
+    api.delete("01m8dd8yqdh7n7gfnsea966a31")
+    with pytest.raises(client.InvalidRequest) as caught:
+        api.delete("no such id")
+    assert caught.value.fields is not None and "id" in caught.value.fields
+
+
+def test_list_filters_and_pages(api: client.Client, db: psycopg.Connection) -> None:
+    ids = [api.insert(i, at=FUTURE) for i in range(5)]
+    api.delete(ids[0])
+    first = api.list(limit=2)
+    assert [job.id for job in first.jobs] == [ids[4], ids[3]]
+    assert first.next_cursor == ids[3] and first.jobs[0].history is None
+    rest = api.list(limit=10, cursor=first.next_cursor)
+    assert [job.id for job in rest.jobs] == [ids[2], ids[1], ids[0]] and rest.next_cursor is None
+    assert [job.id for job in api.list(state="cancelled").jobs] == [ids[0]]
+    db.execute("UPDATE jobs SET run_at = '2030-06-01Z' WHERE id = %s", (ids[2],))
+    boundary = dt.datetime(2030, 12, 31, tzinfo=dt.UTC)
+    assert [job.id for job in api.list(before=boundary).jobs] == [ids[2]]
+    assert ids[2] not in {job.id for job in api.list(after="2030-12-31T00:00:00Z").jobs}
+    with pytest.raises(client.InvalidRequest) as caught:
+        api.list(state="lost", limit=0)
+    assert caught.value.fields is not None and set(caught.value.fields) == {"state", "limit"}
+
+
+def test_iter_jobs_follows_the_cursor(base_url: str) -> None:
+    session = requests.Session()
+    pages: list[str] = []
+    session.hooks["response"].append(lambda response, **kwargs: pages.append(response.url))
+    with client.Client(base_url, support.SECRET, session=session) as api:
+        ids = api.insert_batch([{"body": i, "at": FUTURE} for i in range(25)])
+        pages.clear()
+        seen = [job.id for job in api.iter_jobs(limit=10)]
+        # Newest first by id; ids made in the same millisecond sort randomly among themselves.
+        assert seen == sorted(ids, reverse=True)
+        assert len(pages) == 3 and all("limit=10" in url for url in pages)
+        assert list(api.iter_jobs(state="failed", limit=10)) == []
+    session.close()
+
+
+def test_run_and_retry(api: client.Client, db: psycopg.Connection) -> None:
+    job_id = api.insert(delay=3600, max_attempts=3)
+    api.run(job_id)
+    assert api.get(job_id).next_attempt_at <= dt.datetime.now(dt.UTC)
+    with pytest.raises(client.Conflict):
+        api.retry(job_id)
+    db.execute(
+        "UPDATE jobs SET state = 'failed', attempts = 3, finished_at = now() WHERE id = %s",
+        (job_id,),
+    )
+    with pytest.raises(client.Conflict) as caught:
+        api.run(job_id)
+    assert "failed" in caught.value.message
+    api.retry(job_id)
+    job = api.get(job_id)
+    assert (job.state, job.attempts, job.max_attempts, job.finished_at) == ("scheduled", 3, 6, None)
+
+
+def test_get_shows_the_delivery_history(api: client.Client, db: psycopg.Connection) -> None:
+    job_id = api.insert(delay=60)
+    db.execute(
+        "INSERT INTO delivery_attempts VALUES (%s, 1, '2030-01-01T00:00:00.123Z', 12, 500,"
+        " 'HTTP 500', 'oops'), (%s, 2, '2030-01-01T00:01:00Z', 7, NULL, 'timed out', NULL)",
+        (job_id, job_id),
+    )
+    history = api.get(job_id).history
+    assert history == (
+        client.Attempt(
+            1, dt.datetime(2030, 1, 1, 0, 0, 0, 123000, dt.UTC), 12, 500, "HTTP 500", "oops"
+        ),
+        client.Attempt(2, dt.datetime(2030, 1, 1, 0, 1, tzinfo=dt.UTC), 7, None, "timed out", None),
+    )
+
+
+def test_set_and_list_crons(api: client.Client, db: psycopg.Connection) -> None:
+    api.set_crons({"b_hourly": "@hourly", "a_tick": "30 * * * * *"})
+    crons = api.list_crons()
+    assert [(c.id, c.spec, c.timezone, c.paused) for c in crons] == [
+        ("a_tick", "30 * * * * *", "UTC", False),
+        ("b_hourly", "@hourly", "UTC", False),
+    ]
+    now = dt.datetime.now(dt.UTC)
+    assert all(c.next_fire_at is not None and c.next_fire_at > now for c in crons)
+    api.set_crons([("c", "CRON_TZ=Europe/Paris 0 0 9 * * *")])
+    (paris,) = api.list_crons()
+    assert paris.id == "c" and paris.timezone == "Europe/Paris"
+    with pytest.raises(client.InvalidRequest) as caught:
+        api.set_crons([("ok", "@daily"), ("bad", "61 * * * * *")])
+    assert caught.value.fields is not None and "1" in caught.value.fields["jobs"]
+    assert [c.id for c in api.list_crons()] == ["c"]
+    api.set_crons({})
+    assert api.list_crons() == []
+    assert db.execute("SELECT count(*) FROM crons").fetchone() == (0,)
+
+
+def test_manage_one_cron(api: client.Client) -> None:
+    created = api.put_cron("report", "0 30 9 * * *", timezone="Europe/Paris")
+    assert (created.id, created.spec) == ("report", "CRON_TZ=Europe/Paris 0 30 9 * * *")
+    assert created.timezone == "Europe/Paris" and created.next_fire_at is not None
+    assert created.next_fire_at.utcoffset() in (dt.timedelta(hours=1), dt.timedelta(hours=2))
+    assert api.get_cron("report") == created
+    with pytest.raises(client.InvalidRequest) as caught:
+        api.put_cron("report", "CRON_TZ=UTC @daily", timezone="UTC")
+    assert caught.value.fields is not None and "timezone" in caught.value.fields
+    paused = api.pause_cron("report")
+    assert paused.paused and paused.next_fire_at is None
+    resumed = api.resume_cron("report")
+    assert not resumed.paused and resumed.next_fire_at is not None
+    first, second = api.run_cron("report"), api.run_cron("report")
+    runs = api.cron_runs("report")
+    assert [job.id for job in runs.jobs] == [second, first] and runs.next_cursor is None
+    assert all(job.cron_id == "report" and job.body is None for job in runs.jobs)
+    one = api.cron_runs("report", limit=1)
+    assert [job.id for job in one.jobs] == [second] and one.next_cursor == second
+    older = api.cron_runs("report", limit=1, cursor=one.next_cursor)
+    assert [job.id for job in older.jobs] == [first]
+    assert api.cron_runs("report", after=FUTURE).jobs == ()
+    api.delete_cron("report")
+    api.delete_cron("report")
+    for call in (api.get_cron, api.pause_cron, api.resume_cron, api.run_cron, api.cron_runs):
+        with pytest.raises(client.NotFound):
+            call("report")
+
+
+def test_ids_that_look_like_paths_stay_ids(api: client.Client) -> None:
+    api.set_crons({".a.": "@daily", "a..b": "@hourly"})
+    assert api.get_cron(".a.").spec == "@daily"
+    assert api.get_cron("a..b").spec == "@hourly"
+    with pytest.raises(client.InvalidRequest):
+        api.set_crons({"..": "@daily"})
+    with pytest.raises(client.NotFound):
+        api.get_cron("a?b")
+    with pytest.raises(client.NotFound):
+        api.get("x#y")
+    for job_id in ("../cron", "a/run"):
+        with pytest.raises(ValueError, match="id"):
+            api.get(job_id)
+
+
+def test_preview(api: client.Client) -> None:
+    after = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+    assert api.preview("0 0 12 * * *", after=after, count=2) == [
+        dt.datetime(2030, 1, 1, 12, tzinfo=dt.UTC),
+        dt.datetime(2030, 1, 2, 12, tzinfo=dt.UTC),
+    ]
+    (zoned,) = api.preview("CRON_TZ=America/New_York 0 0 9 * * *", after=after, count=1)
+    assert zoned.utcoffset() == dt.timedelta(hours=-5)
+    assert zoned == dt.datetime(2030, 1, 1, 14, tzinfo=dt.UTC)
+    assert api.preview("0 0 0 30 Feb ?") == []
+    assert len(api.preview("@every 10s")) == 5
+    with pytest.raises(client.InvalidRequest) as caught:
+        api.preview("61 * * * * *")
+    assert caught.value.fields is not None and "spec" in caught.value.fields
+
+
+def test_health_and_readiness(api: client.Client, db: psycopg.Connection) -> None:
+    assert api.alive()
+    health = api.health()
+    assert not health.ready and health.reason == "No dispatcher has ever been active."
+    assert not api.ready()
+    db.execute("UPDATE dispatcher_leader SET epoch = 1, heartbeat_at = now()")
+    health = api.health()
+    assert health.ready and health.reason is None
+    assert health.dispatcher_heartbeat_age is not None and health.dispatcher_heartbeat_age >= 0
+    assert api.ready()
+
+
+def test_a_closed_port_is_a_connection_failure() -> None:
+    with client.Client(f"http://127.0.0.1:{support.free_port()}", support.SECRET) as nowhere:
+        with pytest.raises(client.ConnectionFailed) as caught:
+            nowhere.insert(delay=1, idempotency_key="k")
+        assert not nowhere.ready() and not nowhere.alive()
+    error = caught.value
+    assert (error.status, error.code) == (None, "connection_failed")
+    assert isinstance(error.__cause__, requests.ConnectionError)
+    assert not isinstance(error, client.Unavailable)
+
+
+def test_a_timeout_is_a_connection_failure(receiver: support.Receiver) -> None:
+    receiver.respond = lambda request: (200, 2.0)
+    base = receiver.url.removesuffix("/hook")
+    with (
+        client.Client(base, support.SECRET, timeout=0.2) as slow,
+        pytest.raises(client.ConnectionFailed) as caught,
+    ):
+        slow.insert(delay=1)
+    assert isinstance(caught.value.__cause__, requests.Timeout)
+
+
+def test_answers_that_are_not_the_api_s(receiver: support.Receiver) -> None:
+    base = receiver.url.removesuffix("/hook")
+    with client.Client(base, support.SECRET) as proxied:
+        receiver.respond = lambda request: (502, 0.0)
+        with pytest.raises(client.ServerError) as server_error:
+            proxied.insert(delay=1)
+        receiver.respond = lambda request: (503, 0.0)
+        with pytest.raises(client.Unavailable) as unavailable:
+            proxied.insert(delay=1)
+        receiver.respond = lambda request: (200, 0.0)
+        with pytest.raises(client.SchedulerError) as garbled:
+            proxied.insert(delay=1)
+    assert (server_error.value.status, server_error.value.code) == (502, "http_502")
+    assert "nope" in server_error.value.message
+    assert unavailable.value.retry_after is None
+    assert (garbled.value.status, garbled.value.code) == (200, "invalid_response")
+    assert receiver.received()[0].headers["Scheduler-Secret"] == support.SECRET
+
+
+def test_a_database_outage_is_unavailable_with_retry_after() -> None:
+    settings = config.Settings(
+        database_url=f"postgresql://postgres@127.0.0.1:{support.free_port()}/nowhere",
+        secrets=(support.SECRET,),
+        endpoint="http://127.0.0.1:9/hook",
+    )
+    flask_app = app_module.create_app(settings)
+    try:
+        with serving(flask_app) as base, client.Client(base, support.SECRET) as api:
+            with pytest.raises(client.Unavailable) as caught:
+                api.insert(delay=1)
+            assert api.alive()
+    finally:
+        flask_app.extensions["scheduler.store"].pool.close()
+    error = caught.value
+    assert (error.status, error.code, error.retry_after) == (503, "unavailable", 5.0)
