@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import requests
 
+from scheduler import client
 from tests import support
 
 
@@ -30,6 +31,7 @@ class System:
         )
         self.processes: list[support.Process] = []
         self.url = f"http://127.0.0.1:{self.port}"
+        self.client = client.Client(self.url, support.SECRET)
 
     def start(self, name: str, ready: str = "dispatcher active", **env: str) -> support.Process:
         """Start a Procfile process and wait until it serves (web) or logs `ready` (worker)."""
@@ -57,12 +59,10 @@ class System:
         )
 
     def insert(self, timestamp: str, body: Any) -> str:
-        response = self.call("POST", "/insert", {"timestamp": timestamp, "body": body})
-        assert response.status_code == 200, response.text
-        job_id: str = response.json()["id"]
-        return job_id
+        return self.client.insert(body, at=timestamp)
 
     def stop_all(self) -> None:
+        self.client.close()
         for process in self.processes:
             if process.proc is not None and process.proc.poll() is None:
                 process.stop()

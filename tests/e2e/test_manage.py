@@ -22,13 +22,13 @@ def test_batch_is_delivered_and_run_now_skips_the_wait(system: System) -> None:
     )
     assert batch.status_code == 200
     ids = batch.json()["ids"]
-    later = system.call("POST", "/insert", {"delay": 3600, "body": "later"}).json()["id"]
-    assert system.call("POST", f"/jobs/{later}/run").status_code == 202
+    later = system.client.insert("later", delay=3600)
+    system.client.run(later)
     support.wait_until(
         lambda: set(ids) | {later} <= {r.json["id"] for r in system.receiver.received()},
         timeout=15,
     )
-    assert system.call("GET", f"/jobs/{later}").json()["state"] == "delivered"
+    assert system.client.get(later).state == "delivered"
 
 
 def test_a_failed_job_is_delivered_after_retry(system: System) -> None:
@@ -36,31 +36,27 @@ def test_a_failed_job_is_delivered_after_retry(system: System) -> None:
     system.receiver.respond = lambda request: (200 if healthy else 500, 0.0)
     system.start("web")
     system.start("worker", SCHEDULER_RETRY_BASE="0.1", SCHEDULER_RETRY_CAP="0.2")
-    job_id = system.call("POST", "/insert", {"delay": 0, "max_attempts": 2}).json()["id"]
-    support.wait_until(
-        lambda: system.call("GET", f"/jobs/{job_id}").json()["state"] == "failed", timeout=10
-    )
+    job_id = system.client.insert(delay=0, max_attempts=2)
+    support.wait_until(lambda: system.client.get(job_id).state == "failed", timeout=10)
     healthy = True
-    assert system.call("POST", f"/jobs/{job_id}/retry").status_code == 202
-    support.wait_until(
-        lambda: system.call("GET", f"/jobs/{job_id}").json()["state"] == "delivered", timeout=10
-    )
-    history = system.call("GET", f"/jobs/{job_id}").json()["history"]
-    assert [(a["attempt"], a["status_code"]) for a in history] == [(1, 500), (2, 500), (3, 200)]
+    system.client.retry(job_id)
+    support.wait_until(lambda: system.client.get(job_id).state == "delivered", timeout=10)
+    history = system.client.get(job_id).history or []
+    assert [(a.attempt, a.status_code) for a in history] == [(1, 500), (2, 500), (3, 200)]
 
 
 def test_paused_cron_stops_and_resumes_without_catching_up(system: System) -> None:
     system.start("web")
     system.start("worker")
-    assert system.call("PUT", "/cron/tick", {"spec": "* * * * * *"}).status_code == 200
+    system.client.put_cron("tick", "* * * * * *")
     system.receiver.wait_for(2, timeout=10)
-    assert system.call("POST", "/cron/tick/pause").json()["paused"] is True
+    assert system.client.pause_cron("tick").paused is True
     paused_at = time.time()
     time.sleep(2.5)
     during = [r for r in system.receiver.received() if r.arrived_at > paused_at + 0.5]
     assert during == []
     resumed_at = time.time()
-    system.call("POST", "/cron/tick/resume")
+    system.client.resume_cron("tick")
     system.receiver.wait_for(len(system.receiver.received()) + 2, timeout=10)
     ticks = [
         r.headers["Scheduler-Scheduled-At"]
@@ -74,8 +70,8 @@ def test_paused_cron_stops_and_resumes_without_catching_up(system: System) -> No
 def test_cron_run_fires_once_now(system: System) -> None:
     system.start("web")
     system.start("worker")
-    assert system.call("PUT", "/cron/yearly", {"spec": "@yearly"}).status_code == 200
-    job_id = system.call("POST", "/cron/yearly/run").json()["id"]
+    system.client.put_cron("yearly", "@yearly")
+    job_id = system.client.run_cron("yearly")
     (request,) = system.receiver.wait_for(1, timeout=10)
     assert request.json == {"id": "", "cron_id": "yearly", "body": None}
     assert request.headers["Scheduler-Delivery-Id"] == job_id
