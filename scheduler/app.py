@@ -10,7 +10,7 @@ from typing import Any
 from flask import Flask, Response
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from scheduler import api, config, db, errors, logs, store
+from scheduler import api, config, db, errors, logs, store, web_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -20,7 +20,7 @@ RETRY_AFTER_SECONDS = 5
 def create_app(settings: config.Settings | None = None) -> Flask:
     """Build the app; opens this process's database pool, so call it after gunicorn forks."""
     settings = settings or config.Settings.from_env()
-    logs.configure_logging(settings.log_level)
+    logs.configure_logging(settings.log_level, settings.log_format)
     app = Flask(__name__)
     app.config["SETTINGS"] = settings
     pool = db.open_pool(settings.database_url, settings.db_pool_size, name="web")
@@ -28,6 +28,7 @@ def create_app(settings: config.Settings | None = None) -> Flask:
     app.extensions["scheduler.store"] = store.Store(pool)
     app.register_blueprint(api.bp)
     _register_error_handlers(app)
+    web_metrics.init_web_metrics(app)
     return app
 
 

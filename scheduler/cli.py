@@ -15,7 +15,7 @@ import warnings
 import click
 import requests
 
-from scheduler import errors, logs, migrate, receiver
+from scheduler import config, errors, logs, migrate, receiver
 
 DEV_DIR = ".scheduler"
 DEMO_DELAY_SECONDS = 5
@@ -28,9 +28,18 @@ def main() -> None:
 
 @main.command("migrate")
 @click.option("--database-url", envvar="DATABASE_URL", required=True, help="PostgreSQL URL.")
-def migrate_command(database_url: str) -> None:
+@click.option(
+    "--log-format",
+    envvar="SCHEDULER_LOG_FORMAT",
+    show_envvar=True,
+    type=click.Choice(config.LOG_FORMATS, case_sensitive=False),
+    default=config.LOG_FORMATS[0],
+    show_default=True,
+    help="text, or json for one JSON object per line.",
+)
+def migrate_command(database_url: str, log_format: str) -> None:
     """Apply pending schema migrations (the Procfile's release step)."""
-    logs.configure_logging()
+    logs.configure_logging(fmt=log_format.lower())
     try:
         applied = migrate.migrate(database_url)
     except errors.SchedulerError as exc:

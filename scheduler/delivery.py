@@ -10,7 +10,7 @@ import time
 
 import requests
 
-from scheduler import config, jobs
+from scheduler import config, dispatch_metrics, jobs
 
 EXCERPT_LENGTH = 512
 USER_AGENT = "scheduler-dispatch"
@@ -68,6 +68,11 @@ def deliver(settings: config.Settings, delivery: jobs.Delivery) -> Outcome:
     """POST the delivery to ENDPOINT with connect and read timeouts."""
     started_at = dt.datetime.now(dt.UTC)
     start = time.monotonic()
+    lateness = (started_at - delivery.run_at).total_seconds()
+    # A retry is late by design (its backoff), and a job run ahead of its time on request is not
+    # late at all: only a first attempt at or after its due time says how late we fire.
+    if delivery.attempts == 1 and lateness >= 0:
+        dispatch_metrics.FIRING_LATENESS.observe(lateness)
     status_code: int | None = None
     excerpt: str | None = None
     error: str | None = None
@@ -89,7 +94,9 @@ def deliver(settings: config.Settings, delivery: jobs.Delivery) -> Outcome:
         error = f"connection failed: {_short(exc)}"
     except requests.RequestException as exc:
         error = f"request failed: {_short(exc)}"
-    duration_ms = int((time.monotonic() - start) * 1000)
+    elapsed = time.monotonic() - start
+    dispatch_metrics.DELIVERY_DURATION.observe(elapsed)
+    duration_ms = int(elapsed * 1000)
     return Outcome(started_at, duration_ms, status_code, error, excerpt)
 
 

@@ -32,7 +32,7 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.date import DateTrigger
 
-from scheduler import config, cron, db, delivery, errors, jobs, logs, store
+from scheduler import config, cron, db, delivery, dispatch_metrics, errors, jobs, logs, store
 
 logger = logging.getLogger(__name__)
 
@@ -142,6 +142,7 @@ class LeaderSession:
         self.scheduler.start()
         for thread in self.threads:
             thread.start()
+        dispatch_metrics.DISPATCHER_ACTIVE.set(1)
         logger.info(
             "dispatcher active (epoch %d)",
             self.epoch,
@@ -170,6 +171,9 @@ class LeaderSession:
     def stop(self, grace: float) -> bool:
         """Stop firing, let in-flight deliveries finish within `grace`; True if all did."""
         self.stopping.set()
+        dispatch_metrics.DISPATCHER_ACTIVE.set(0)
+        # A standby's count would be stale: 0 lets dashboards sum over every dispatcher.
+        dispatch_metrics.DUE_JOBS.set(0)
         self.wake.set()
         try:
             self.scheduler.shutdown(wait=False)
@@ -207,9 +211,10 @@ class LeaderSession:
         if self.settings.cron_catchup == "skip" and late > SKIP_MISSED_AFTER_SECONDS:
             logger.info("skipped a missed tick of cron revision %d (%.0fs late)", revision, late)
             return
-        self.store.record_cron_fire(
+        if self.store.record_cron_fire(
             self.epoch, revision, jobs.new_job_id(), run_time, self.settings.max_attempts
-        )
+        ):
+            dispatch_metrics.CRON_TICKS.inc()
 
     def _set_job_timer(self, job_id: str, due: dt.datetime) -> None:
         self.scheduler.add_job(
@@ -247,6 +252,7 @@ class LeaderSession:
             self._remove_timer(timer_id)
         self.sync_crons(now)
         self.add_missing_timers()
+        dispatch_metrics.DUE_JOBS.set(self.store.count_due_jobs(utcnow()))
 
     def add_missing_timers(self) -> None:
         """Timers for every job due within the horizon that lacks one; then look for due work."""
@@ -290,6 +296,7 @@ class LeaderSession:
         if missed is not None and self.store.record_cron_fire(
             self.epoch, job.revision, jobs.new_job_id(), missed, self.settings.max_attempts
         ):
+            dispatch_metrics.CRON_TICKS.inc()
             logger.info(
                 "cron %s caught up on its tick of %s",
                 job.id,
@@ -420,6 +427,7 @@ class LeaderSession:
             try:
                 if outcome.ok:
                     self.store.finish_delivery(record, "delivered")
+                    dispatch_metrics.DELIVERIES.labels("delivered").inc()
                     logger.info(
                         "delivered %s (attempt %d, HTTP %s, %d ms)",
                         item.id,
@@ -430,6 +438,7 @@ class LeaderSession:
                     )
                 elif item.attempts >= item.max_attempts:
                     self.store.finish_delivery(record, "failed")
+                    dispatch_metrics.DELIVERIES.labels("failed").inc()
                     logger.warning(
                         "%s failed after %d attempts: %s",
                         item.id,
@@ -439,6 +448,7 @@ class LeaderSession:
                     )
                 else:
                     self._schedule_retry(item, record)
+                    dispatch_metrics.DELIVERIES.labels("retry").inc()
                     logger.info(
                         "attempt %d of %s failed (%s); will retry",
                         item.attempts,
@@ -518,7 +528,8 @@ def main(settings: config.Settings | None = None) -> None:
     except errors.ConfigError as exc:
         print(f"scheduler-dispatch: configuration error: {exc}", file=sys.stderr)
         sys.exit(2)
-    logs.configure_logging(settings.log_level)
+    logs.configure_logging(settings.log_level, settings.log_format)
+    dispatch_metrics.serve(settings.metrics_port)
     dispatcher = Dispatcher(settings)
     signal.signal(signal.SIGTERM, dispatcher.request_stop)
     signal.signal(signal.SIGINT, dispatcher.request_stop)

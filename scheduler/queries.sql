@@ -301,3 +301,7 @@ SELECT epoch, heartbeat_at, now() - heartbeat_at AS age FROM dispatcher_leader;
 -- delete_crons_by_id --
 -- Remove one cron by id.
 DELETE FROM crons WHERE id = %(id)s RETURNING id;
+
+-- count_due_jobs --
+-- Jobs due and waiting for a delivery slot, for the scheduler_due_jobs gauge (jobs_due_idx).
+SELECT count(*) AS due FROM jobs WHERE state = 'scheduled' AND next_attempt_at <= %(now)s;

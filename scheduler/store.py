@@ -322,6 +322,9 @@ class Store:
     def stale_cron_timers(self) -> list[str]:
         return [row["id"] for row in self._execute("stale_cron_timers")]
 
+    def count_due_jobs(self, now: dt.datetime) -> int:
+        return int(self._execute("count_due_jobs", {"now": now})[0]["due"])
+
     def count_pending(self) -> int:
         return int(self._execute("count_pending")[0]["pending"])
 
