@@ -53,7 +53,7 @@ def migrate_command(database_url: str, log_format: str) -> None:
 @click.option("--secret", envvar="SECRET", required=True, help="Expected Scheduler-Secret.")
 def receiver_command(host: str, port: int, secret: str) -> None:
     """Print every delivery received (a stand-in for your application's endpoint)."""
-    receiver.serve(host, port, secret.split(",")[0].strip())
+    receiver.serve(host, port, tuple(part.strip() for part in secret.split(",")))
 
 
 @main.command("dev")

@@ -64,6 +64,7 @@ class Settings:
     heartbeat_max_age: float = DEFAULT_HEARTBEAT_MAX_AGE
     metrics_port: int = DEFAULT_METRICS_PORT
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    send_raw_secret: bool = True
     log_format: str = LOG_FORMATS[0]
     log_level: str = DEFAULT_LOG_LEVEL
 
@@ -121,6 +122,7 @@ class Settings:
             log_level=_choice(env, "SCHEDULER_LOG_LEVEL", DEFAULT_LOG_LEVEL, LOG_LEVELS),
             log_format=_choice(env, "SCHEDULER_LOG_FORMAT", LOG_FORMATS[0], LOG_FORMATS),
             metrics_port=_int(env, "SCHEDULER_METRICS_PORT", DEFAULT_METRICS_PORT, 0, 65535),
+            send_raw_secret=_bool(env, "SCHEDULER_SEND_RAW_SECRET", True),
             max_body_bytes=_int(
                 env, "SCHEDULER_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, 1024, 64 * 1024 * 1024
             ),
@@ -202,6 +204,17 @@ def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0
             name, f"must be between {minimum:g} and {MAX_SECONDS:g} seconds, got {raw}"
         )
     return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise errors.ConfigError(name, f"must be true or false, got {raw!r}")
 
 
 def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:

@@ -10,7 +10,7 @@ import time
 
 import requests
 
-from scheduler import config, dispatch_metrics, jobs
+from scheduler import config, dispatch_metrics, jobs, signing
 
 EXCERPT_LENGTH = 512
 USER_AGENT = "scheduler-dispatch"
@@ -42,17 +42,23 @@ def build_payload(delivery: jobs.Delivery) -> bytes:
     )
 
 
-def build_headers(settings: config.Settings, delivery: jobs.Delivery) -> dict[str, str]:
-    return {
+def build_headers(
+    settings: config.Settings, delivery: jobs.Delivery, payload: bytes
+) -> dict[str, str]:
+    """Headers of one attempt; the signature covers `payload` and the moment it is sent."""
+    headers = {
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
-        "Scheduler-Secret": settings.secret,
+        signing.HEADER: signing.sign(payload, settings.secrets),
         "Scheduler-Delivery-Id": delivery.id,
         "Scheduler-Attempt": str(delivery.attempts),
         "Scheduler-Scheduled-At": delivery.run_at.astimezone(dt.UTC)
         .isoformat(timespec="milliseconds")
         .replace("+00:00", "Z"),
     }
+    if settings.send_raw_secret:
+        headers["Scheduler-Secret"] = settings.secret
+    return headers
 
 
 def _session() -> requests.Session:
@@ -76,11 +82,12 @@ def deliver(settings: config.Settings, delivery: jobs.Delivery) -> Outcome:
     status_code: int | None = None
     excerpt: str | None = None
     error: str | None = None
+    payload = build_payload(delivery)
     try:
         response = _session().post(
             settings.endpoint,
-            data=build_payload(delivery),
-            headers=build_headers(settings, delivery),
+            data=payload,
+            headers=build_headers(settings, delivery, payload),
             timeout=(settings.connect_timeout, settings.read_timeout),
             allow_redirects=False,
         )

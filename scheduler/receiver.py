@@ -1,25 +1,29 @@
-"""A demo receiver that prints each delivery it gets, for trying the scheduler out locally."""
+"""A demo receiver that checks each delivery's signature and prints it, for trying the
+scheduler out locally."""
 
 from __future__ import annotations
 
-import hmac
 import http.server
 import json
 import sys
 from typing import Any
 
+from scheduler import signing
+
 
 class _Handler(http.server.BaseHTTPRequestHandler):
-    secret: bytes = b""
+    secrets: tuple[str, ...] = ()
 
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length)
-        given = self.headers.get("Scheduler-Secret", "").encode("utf-8")
-        if not hmac.compare_digest(given, self.secret):
+        try:
+            signing.verify(raw, self.headers.get(signing.HEADER), self.secrets)
+        except signing.SignatureError as exc:
             self.send_response(401)
+            self.send_header("Content-Length", "0")
             self.end_headers()
-            print("rejected a request with a wrong Scheduler-Secret", flush=True)
+            print(f"rejected a delivery: {exc}", flush=True)
             return
         try:
             message: Any = json.loads(raw)
@@ -39,10 +43,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         """Silence the default access log; each delivery prints one line of its own."""
 
 
-def serve(host: str, port: int, secret: str) -> None:
+def make_server(host: str, port: int, secrets: tuple[str, ...]) -> http.server.HTTPServer:
+    """A receiver accepting deliveries signed with any of `secrets` (not yet serving)."""
+    handler = type("Handler", (_Handler,), {"secrets": secrets})
+    return http.server.ThreadingHTTPServer((host, port), handler)
+
+
+def serve(host: str, port: int, secrets: tuple[str, ...]) -> None:
     """Serve until interrupted."""
-    handler = type("Handler", (_Handler,), {"secret": secret.encode("utf-8")})
-    server = http.server.ThreadingHTTPServer((host, port), handler)
+    server = make_server(host, port, secrets)
     print(f"demo receiver listening on http://{host}:{port}/", flush=True)
     try:
         server.serve_forever()
