@@ -19,26 +19,7 @@ bp.before_request(web.require_secret)
 bp.register_blueprint(job_routes.bp)
 bp.register_blueprint(cron_routes.bp)
 
-# app.py maps it to the error body for routes outside this blueprint (404s and 405s).
-RequestRejected = web.RequestRejected
-
 BANNER = "scheduler: HTTP callbacks at the time you asked for\n"
-
-
-@bp.errorhandler(web.RequestRejected)
-def rejected(exc: web.RequestRejected) -> Response:
-    return web.error_body(exc.status, exc.code, exc.message, exc.fields)
-
-
-@bp.errorhandler(errors.JobNotFound)
-@bp.errorhandler(errors.CronNotFound)
-def not_found(exc: errors.SchedulerError) -> Response:
-    return web.error_body(404, "not_found", str(exc))
-
-
-@bp.errorhandler(errors.Conflict)
-def conflict(exc: errors.Conflict) -> Response:
-    return web.error_body(409, "conflict", str(exc))
 
 
 @bp.get("/")

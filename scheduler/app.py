@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import atexit
-import json
 import logging
-from typing import Any
 
 from flask import Flask, Response
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from scheduler import api, config, db, errors, logs, store, web_metrics
+from scheduler import api, config, db, errors, logs, store, web, web_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -32,32 +30,31 @@ def create_app(settings: config.Settings | None = None) -> Flask:
     return app
 
 
-def error_body(
-    status: int, code: str, message: str, fields: dict[str, Any] | None = None
-) -> Response:
-    """The one JSON shape of every non-2xx answer."""
-    error: dict[str, Any] = {"code": code, "message": message}
-    if fields is not None:
-        error["fields"] = fields
-    return Response(json.dumps({"error": error}), status=status, mimetype="application/json")
-
-
 def _register_error_handlers(app: Flask) -> None:
-    @app.errorhandler(api.RequestRejected)
-    def rejected(exc: api.RequestRejected) -> Response:
-        return error_body(exc.status, exc.code, exc.message, exc.fields)
+    @app.errorhandler(web.RequestRejected)
+    def rejected(exc: web.RequestRejected) -> Response:
+        return web.error_body(exc.status, exc.code, exc.message, exc.fields)
+
+    @app.errorhandler(errors.JobNotFound)
+    @app.errorhandler(errors.CronNotFound)
+    def not_found(exc: errors.SchedulerError) -> Response:
+        return web.error_body(404, "not_found", str(exc))
+
+    @app.errorhandler(errors.Conflict)
+    def conflict(exc: errors.Conflict) -> Response:
+        return web.error_body(409, "conflict", str(exc))
 
     @app.errorhandler(errors.StoreUnavailable)
     def unavailable(exc: errors.StoreUnavailable) -> Response:
         logger.warning("database unavailable: %s", exc, extra={"action": "store_unavailable"})
-        response = error_body(503, "unavailable", "The database is unavailable; try again.")
+        response = web.error_body(503, "unavailable", "The database is unavailable; try again.")
         response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return response
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
         code = (exc.name or "error").lower().replace(" ", "_")
-        response = error_body(exc.code or 500, code, exc.description or exc.name)
+        response = web.error_body(exc.code or 500, code, exc.description or exc.name)
         if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
             response.headers["Allow"] = ", ".join(exc.valid_methods)
         return response
@@ -65,4 +62,4 @@ def _register_error_handlers(app: Flask) -> None:
     @app.errorhandler(Exception)
     def internal(exc: Exception) -> Response:
         logger.exception("unhandled error", extra={"action": "internal_error"})
-        return error_body(500, "internal", "Internal error.")
+        return web.error_body(500, "internal", "Internal error.")
