@@ -19,7 +19,7 @@ def create_app(settings: config.Settings | None = None) -> Flask:
     """Build the app; opens this process's database pool, so call it after gunicorn forks."""
     settings = settings or config.Settings.from_env()
     logs.configure_logging(settings.log_level, settings.log_format)
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)
     app.config["SETTINGS"] = settings
     pool = db.open_pool(settings.database_url, settings.db_pool_size, name="web")
     atexit.register(pool.close)

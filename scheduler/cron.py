@@ -281,14 +281,19 @@ def next_fire_times(spec: CronSpec, after: datetime, count: int) -> list[datetim
     Fewer are returned when the schedule ends. Times come from the trigger's own
     ``get_next_fire_time`` called as the dispatcher calls it, so they are what it will fire.
     """
+    _as_utc(after)  # refuse a naive moment before anything can swallow the error
     zone = ZoneInfo(spec.timezone)
     times: list[datetime] = []
     fire_time: datetime | None = None
     for _ in range(count):
-        if fire_time is None:
-            fire_time = _first_fire_after(spec.trigger, after)
-        else:
-            fire_time = spec.trigger.get_next_fire_time(fire_time, fire_time)
+        try:
+            if fire_time is None:
+                fire_time = _first_fire_after(spec.trigger, after)
+            else:
+                fire_time = spec.trigger.get_next_fire_time(fire_time, fire_time)
+        except (OverflowError, ValueError):
+            # Past 9999-12-31 no time can be represented: the schedule ends there.
+            break
         if fire_time is None:
             break
         times.append(fire_time.astimezone(zone))

@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 from flask import Blueprint, Response
+from marshmallow import ValidationError
 
 from scheduler import cron, errors, jobs, schemas, store, web
 
@@ -42,11 +43,12 @@ def checked_cron_id(cron_id: str) -> str:
 
 def new_cron_id(cron_id: str) -> str:
     """A cron id to create: an invalid one is the client's mistake to fix."""
-    if not schemas.ID_PATTERN.match(cron_id):
+    try:
+        return str(schemas.CronId().deserialize(cron_id))
+    except ValidationError as exc:
         raise web.RequestRejected(
-            400, "invalid_request", "The cron id is not valid.", {"id": [schemas.ID_MESSAGE]}
-        )
-    return cron_id
+            400, "invalid_request", "The cron id is not valid.", {"id": exc.messages}
+        ) from None
 
 
 @bp.get("")

@@ -117,6 +117,8 @@ class Delay(fields.Field):
             raise ValidationError("Not a number of seconds or an ISO 8601 duration string.")
         try:
             seconds = parse_duration(value) if isinstance(value, str) else float(value)
+        except OverflowError:
+            raise ValidationError(f"Must be between 0 and {MAX_DELAY_SECONDS} seconds.") from None
         except ValueError as exc:
             raise ValidationError(str(exc)) from None
         if not 0 <= seconds <= MAX_DELAY_SECONDS:
@@ -142,6 +144,19 @@ class JobSpecSchema(Schema):
         if (data["timestamp"] is None) == (data["delay"] is None):
             message = "Give exactly one of timestamp and delay."
             raise ValidationError({"timestamp": [message], "delay": [message]})
+
+
+RESERVED_CRON_IDS = frozenset({"next"})
+
+
+class CronId(JobId):
+    """A cron id; `next` is refused because /cron/next is the preview route."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        cron_id: str = super()._deserialize(value, attr, data, **kwargs)
+        if cron_id in RESERVED_CRON_IDS:
+            raise ValidationError(f"{cron_id!r} is reserved (GET /cron/{cron_id} is the preview).")
+        return cron_id
 
 
 class InsertJobSchema(JobSpecSchema):
@@ -219,7 +234,7 @@ class DeleteJobSchema(Schema):
 
 
 class CronEntrySchema(Schema):
-    id = JobId(required=True)
+    id = CronId(required=True)
     spec = fields.String(required=True, validate=validate.Length(1, MAX_SPEC_LENGTH))
 
 
