@@ -67,15 +67,11 @@ class JobFilters:
     cursor: str | None = None
 
 
-@dataclasses.dataclass(frozen=True)
-class AttemptRecord:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AttemptRecord(jobs.Attempt):
+    """An attempt to store, with the job it belongs to."""
+
     job_id: str
-    attempt: int
-    started_at: dt.datetime
-    duration_ms: int
-    status_code: int | None
-    error: str | None
-    response_excerpt: str | None
 
 
 class Store:

@@ -36,7 +36,15 @@ def insert(db_store: store.Store, run_at: dt.datetime, max_attempts: int = 3) ->
 
 
 def attempt(job_id: str, number: int, status: int | None) -> store.AttemptRecord:
-    return store.AttemptRecord(job_id, number, NOW, 5, status, None, None)
+    return store.AttemptRecord(
+        job_id=job_id,
+        attempt=number,
+        started_at=NOW,
+        duration_ms=5,
+        status_code=status,
+        error=None,
+        response_excerpt=None,
+    )
 
 
 def test_claims_need_the_current_epoch(db_store: store.Store, epoch: int, db_url: str) -> None:
