@@ -29,7 +29,7 @@ def banner() -> Response:
 
 @bp.post("/insert")
 def insert_job() -> Response:
-    data = web.load(schemas.InsertJobSchema(), web.json_body())
+    data = web.load(schemas.InsertJobSchema, web.json_body())
     (job,) = web.new_jobs([data])
     (job_id,) = web.db().insert_jobs([job], web.idempotency(data, data["idempotency_key"]))
     logger.info(
@@ -38,12 +38,12 @@ def insert_job() -> Response:
         job.run_at.isoformat(),
         extra={"action": "insert_job", "job_id": job_id},
     )
-    return web.dump(schemas.JobIdResponse(), {"id": job_id})
+    return web.dump(schemas.JobIdResponse, {"id": job_id})
 
 
 @bp.post("/delete")
 def delete_job() -> Response:
-    data = web.load(schemas.DeleteJobSchema(), web.json_body())
+    data = web.load(schemas.DeleteJobSchema, web.json_body())
     web.db().cancel_job(data["id"])
     logger.info("deleted job %s", data["id"], extra={"action": "delete_job", "job_id": data["id"]})
     return Response(status=200)
@@ -51,7 +51,7 @@ def delete_job() -> Response:
 
 @bp.post("/cron")
 def replace_crons() -> Response:
-    data = web.load(schemas.ReplaceCronsSchema(), web.json_body())
+    data = web.load(schemas.ReplaceCronsSchema, web.json_body())
     definitions = [
         jobs.CronDefinition(
             id=entry["id"], spec=entry["spec"], timezone=cron.parse_spec(entry["spec"]).timezone
@@ -65,7 +65,7 @@ def replace_crons() -> Response:
 
 @bp.get("/cron/next")
 def preview_cron() -> Response:
-    query = web.load_query(schemas.CronPreviewQuery())
+    query = web.load_query(schemas.CronPreviewQuery)
     try:
         spec = cron.parse_spec(query["spec"])
     except errors.InvalidCronSpec as exc:
@@ -77,7 +77,7 @@ def preview_cron() -> Response:
         ) from None
     after = query["after"] or dt.datetime.now(dt.UTC)
     upcoming = cron.next_fire_times(spec, after, query["count"])
-    return web.dump(schemas.CronPreviewResponse(), {"spec": query["spec"], "next": upcoming})
+    return web.dump(schemas.CronPreviewResponse, {"spec": query["spec"], "next": upcoming})
 
 
 @bp.get("/healthz")

@@ -31,7 +31,7 @@ def one_cron(cron_id: str) -> Response:
     statuses = web.db().cron_statuses(cron_id)
     if not statuses:
         raise errors.CronNotFound(cron_id)
-    return web.dump(schemas.CronJobResponse(), describe(statuses[0], dt.datetime.now(dt.UTC)))
+    return web.dump(schemas.CronJobResponse, describe(statuses[0], dt.datetime.now(dt.UTC)))
 
 
 def checked_cron_id(cron_id: str) -> str:
@@ -55,7 +55,7 @@ def new_cron_id(cron_id: str) -> str:
 def list_crons() -> Response:
     now = dt.datetime.now(dt.UTC)
     listed = [describe(status, now) for status in web.db().cron_statuses()]
-    return web.dump(schemas.CronListResponse(), {"jobs": listed})
+    return web.dump(schemas.CronListResponse, {"jobs": listed})
 
 
 @bp.get("/<cron_id>")
@@ -65,7 +65,7 @@ def get_cron(cron_id: str) -> Response:
 
 @bp.put("/<cron_id>")
 def put_cron(cron_id: str) -> Response:
-    data = web.load(schemas.PutCronSchema(), web.json_body())
+    data = web.load(schemas.PutCronSchema, web.json_body())
     spec = schemas.zoned_spec(data["spec"], data["timezone"])
     definition = jobs.CronDefinition(
         id=new_cron_id(cron_id), spec=spec, timezone=cron.parse_spec(spec).timezone
@@ -109,12 +109,12 @@ def run_cron(cron_id: str) -> Response:
         job_id,
         extra={"action": "run_cron", "cron_id": cron_id, "job_id": job_id},
     )
-    return web.dump(schemas.JobIdResponse(), {"id": job_id}, status=202)
+    return web.dump(schemas.JobIdResponse, {"id": job_id}, status=202)
 
 
 @bp.get("/<cron_id>/runs")
 def cron_runs(cron_id: str) -> Response:
     if not web.db().cron_statuses(checked_cron_id(cron_id)):
         raise errors.CronNotFound(cron_id)
-    query = web.load_query(schemas.CronRunsQuery())
+    query = web.load_query(schemas.CronRunsQuery)
     return web.page_of_jobs(store.JobFilters(cron_id=cron_id, **query))

@@ -15,7 +15,7 @@ bp = Blueprint("jobs", __name__, url_prefix="/jobs")
 
 @bp.post("/batch")
 def insert_batch() -> Response:
-    data = web.load(schemas.BatchSchema(), web.json_body())
+    data = web.load(schemas.BatchSchema, web.json_body())
     limit = web.settings().batch_limit
     if not 1 <= len(data["jobs"]) <= limit:
         raise web.RequestRejected(
@@ -27,19 +27,19 @@ def insert_batch() -> Response:
     new = web.new_jobs(data["jobs"])
     ids = web.db().insert_jobs(new, web.idempotency(data, None))
     logger.info("inserted a batch of %d jobs", len(ids), extra={"action": "insert_batch"})
-    return web.dump(schemas.BatchResponse(), {"ids": ids})
+    return web.dump(schemas.BatchResponse, {"ids": ids})
 
 
 @bp.get("")
 def list_jobs() -> Response:
-    query = web.load_query(schemas.JobListQuery())
+    query = web.load_query(schemas.JobListQuery)
     return web.page_of_jobs(store.JobFilters(**query))
 
 
 @bp.get("/<job_id>")
 def get_job(job_id: str) -> Response:
     job, attempts = web.db().get_job(web.checked_id(job_id))
-    return web.dump(schemas.JobDetailSchema(), {**vars(job), "history": attempts})
+    return web.dump(schemas.JobDetailSchema, {**vars(job), "history": attempts})
 
 
 @bp.delete("/<job_id>")
@@ -53,11 +53,11 @@ def delete_job(job_id: str) -> Response:
 def run_job(job_id: str) -> Response:
     web.db().run_job_now(web.checked_id(job_id))
     logger.info("job %s runs now", job_id, extra={"action": "run_job", "job_id": job_id})
-    return web.dump(schemas.JobIdResponse(), {"id": job_id}, status=202)
+    return web.dump(schemas.JobIdResponse, {"id": job_id}, status=202)
 
 
 @bp.post("/<job_id>/retry")
 def retry_job(job_id: str) -> Response:
     web.db().retry_job(web.checked_id(job_id))
     logger.info("job %s re-queued", job_id, extra={"action": "retry_job", "job_id": job_id})
-    return web.dump(schemas.JobIdResponse(), {"id": job_id}, status=202)
+    return web.dump(schemas.JobIdResponse, {"id": job_id}, status=202)
