@@ -17,7 +17,6 @@ DEFAULT_DELIVERY_THREADS = 16
 DEFAULT_MAX_ATTEMPTS = 8
 DEFAULT_RETRY_BASE = 1.0
 DEFAULT_RETRY_CAP = 3600.0
-DEFAULT_HORIZON = 300.0
 DEFAULT_RECONCILE_INTERVAL = 30.0
 DEFAULT_POLL_INTERVAL = 2.0
 DEFAULT_SHUTDOWN_GRACE = 30.0
@@ -50,7 +49,6 @@ class Settings:
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     retry_base: float = DEFAULT_RETRY_BASE
     retry_cap: float = DEFAULT_RETRY_CAP
-    horizon: float = DEFAULT_HORIZON
     reconcile_interval: float = DEFAULT_RECONCILE_INTERVAL
     poll_interval: float = DEFAULT_POLL_INTERVAL
     shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE
@@ -97,7 +95,6 @@ class Settings:
             ),
             retry_base=_float(env, "SCHEDULER_RETRY_BASE", DEFAULT_RETRY_BASE),
             retry_cap=_float(env, "SCHEDULER_RETRY_CAP", DEFAULT_RETRY_CAP),
-            horizon=_float(env, "SCHEDULER_HORIZON", DEFAULT_HORIZON, minimum=10.0),
             reconcile_interval=_float(
                 env, "SCHEDULER_RECONCILE_INTERVAL", DEFAULT_RECONCILE_INTERVAL, minimum=1.0
             ),
@@ -130,10 +127,6 @@ class Settings:
 
     def checked(self) -> Settings:
         """Cross-field checks that no single variable can express."""
-        if self.horizon <= 2 * self.reconcile_interval:
-            raise errors.ConfigError(
-                "SCHEDULER_HORIZON", "must exceed twice SCHEDULER_RECONCILE_INTERVAL"
-            )
         if self.retry_cap < self.retry_base:
             raise errors.ConfigError("SCHEDULER_RETRY_CAP", "must be at least SCHEDULER_RETRY_BASE")
         return self

@@ -1,10 +1,15 @@
 """The worker process: one elected leader runs APScheduler timers and sends due deliveries.
 
-Our `jobs` and `crons` tables are the truth; APScheduler's jobstore only holds timers for what
-is due within the horizon. A timer firing never sends anything itself: for a job it wakes the
-delivery loop (the job row already exists), for a cron it first records the tick as a job row,
-unique on (cron, tick), before APScheduler advances its timer. Deliveries are claimed from the
-table, so a timer lost in a crash costs a little latency, never a job.
+Our `jobs` and `crons` tables are the truth; APScheduler's jobstore holds timers: one cron
+trigger per cron, and one date trigger, `wake`, for the next job due after a quiet spell. A
+timer firing never sends anything itself: for jobs it wakes the delivery loop (the job rows
+already exist), for a cron it first records the tick as a job row, unique on (cron, tick),
+before APScheduler advances its timer. Deliveries are claimed from the table, so a timer lost
+in a crash costs a little latency, never a job.
+
+One timer for the next due job, rather than one per job, keeps APScheduler's jobstore writes
+independent of how many jobs there are; when jobs come due less than LOCAL_WAIT_SECONDS apart,
+the delivery loop waits for the next one itself instead of a jobstore round trip per job.
 """
 
 from __future__ import annotations
@@ -42,10 +47,11 @@ STANDBY_RETRY_SECONDS = 1.0
 LOCK_PROBE_SECONDS = 2.0
 LEASE_MARGIN_SECONDS = 30.0
 RECORD_RETRIES = 5
-TIMER_BATCH = 10_000
 LOOP_RETRY_SECONDS = 1.0
 MAX_RECONNECT_SECONDS = 5.0
 SKIP_MISSED_AFTER_SECONDS = 2.0
+WAKE_TIMER = "wake"
+LOCAL_WAIT_SECONDS = 1.0
 PRUNE_BATCH = 1000
 PRUNE_BATCHES = 20
 UTC = dt.UTC
@@ -103,6 +109,7 @@ class LeaderSession:
         self.lock = lock
         self.epoch = epoch
         self._confirmed_at = time.monotonic()
+        self._wake_at: dt.datetime | None = None
         self.stopping = threading.Event()
         self.wake = threading.Event()
         self.pool = db.open_pool(
@@ -216,14 +223,16 @@ class LeaderSession:
         ):
             dispatch_metrics.CRON_TICKS.inc()
 
-    def _set_job_timer(self, job_id: str, due: dt.datetime) -> None:
+    def _set_wake_timer(self, due: dt.datetime) -> None:
+        """Have APScheduler wake the delivery loop at `due` (the next job's time)."""
         self.scheduler.add_job(
             FIRE_REF,
             trigger=DateTrigger(run_date=due, timezone=UTC),
-            args=("job", job_id),
-            id=job_id,
+            args=("wake", ""),
+            id=WAKE_TIMER,
             replace_existing=True,
         )
+        self._wake_at = due
 
     def _remove_timer(self, timer_id: str) -> None:
         with contextlib.suppress(JobLookupError):
@@ -251,19 +260,8 @@ class LeaderSession:
         for timer_id in self.store.stale_job_timers():
             self._remove_timer(timer_id)
         self.sync_crons(now)
-        self.add_missing_timers()
         dispatch_metrics.DUE_JOBS.set(self.store.count_due_jobs(utcnow()))
-
-    def add_missing_timers(self) -> None:
-        """Timers for every job due within the horizon that lacks one; then look for due work."""
-        added = TIMER_BATCH
-        while added == TIMER_BATCH and not self.stopping.is_set():
-            missing = self.store.jobs_missing_timers(
-                utcnow(), utcnow() + dt.timedelta(seconds=self.settings.horizon), TIMER_BATCH
-            )
-            for job_id, due in missing:
-                self._set_job_timer(job_id, due)
-            added = len(missing)
+        self._wake_at = None  # the loop sets the timer afresh
         self.wake.set()
 
     def _prune(self, now: dt.datetime) -> None:
@@ -342,27 +340,30 @@ class LeaderSession:
     def _apply(self, payload: str) -> None:
         kind, _, rest = payload.partition(" ")
         if kind == "j":
-            job_id, _, epoch = rest.partition(" ")
-            due = float(epoch)
-            if due <= time.time():
-                self.wake.set()
-            elif due <= time.time() + self.settings.horizon:
-                self._set_job_timer(job_id, dt.datetime.fromtimestamp(due, UTC))
-        elif kind == "d":
-            self._remove_timer(rest)
+            _, _, epoch = rest.partition(" ")
+            self._job_due(dt.datetime.fromtimestamp(float(epoch), UTC))
         elif kind == "c":
             self.sync_crons(utcnow())
         elif kind == "b":
-            self.add_missing_timers()
+            self.wake.set()
+
+    def _job_due(self, due: dt.datetime) -> None:
+        """A job became due at `due`: wake the loop if that is sooner than it plans to look."""
+        wake_at = self._wake_at
+        soon = utcnow() + dt.timedelta(seconds=LOCAL_WAIT_SECONDS)
+        if due <= soon or wake_at is None or due < wake_at:
+            self.wake.set()
 
     # --- deliveries ------------------------------------------------------------------------
 
     def _delivery_loop(self) -> None:
+        timeout = 0.0
         while not self.stopping.is_set():
-            self.wake.wait(self.settings.poll_interval)
+            self.wake.wait(timeout)
             self.wake.clear()
             try:
-                self._claim_and_send()
+                drained = self._claim_and_send()
+                timeout = self._plan_next_look() if drained else self.settings.poll_interval
             except errors.StoreUnavailable:
                 logger.warning("cannot claim deliveries: database unavailable")
                 self.stopping.wait(LOOP_RETRY_SECONDS)
@@ -370,17 +371,33 @@ class LeaderSession:
                 logger.exception("claim loop failed")
                 self.stopping.wait(LOOP_RETRY_SECONDS)
 
-    def _claim_and_send(self) -> None:
+    def _plan_next_look(self) -> float:
+        """Seconds until the loop should look again; sets APScheduler's wake timer when the next
+        job is further away than LOCAL_WAIT_SECONDS."""
+        now = utcnow()
+        next_due = self.store.next_due_time()
+        if next_due is None:
+            return self.settings.poll_interval
+        wait = (next_due - now).total_seconds()
+        if wait <= LOCAL_WAIT_SECONDS:
+            return max(0.0, wait)
+        wake_at = self._wake_at
+        if wake_at is None or wake_at <= now or next_due < wake_at:
+            self._set_wake_timer(next_due)
+        return self.settings.poll_interval
+
+    def _claim_and_send(self) -> bool:
+        """Claim and hand out due deliveries; True when none is left (False: no free sender)."""
         lease = self.settings.connect_timeout + self.settings.read_timeout + LEASE_MARGIN_SECONDS
         while not self.stopping.is_set():
             with self._slots_lock:
                 free = self._free_slots
                 self._backlog = free == 0
             if free == 0:
-                return
+                return False
             now = utcnow()
             if not self.is_leader():
-                return
+                return False
             claimed = self.store.claim_due_jobs(
                 self.epoch, now, now + dt.timedelta(seconds=lease), free
             )
@@ -389,7 +406,8 @@ class LeaderSession:
             for item in claimed:
                 self.senders.submit(self._send, item)
             if len(claimed) < free:
-                return
+                return True
+        return False
 
     def _send(self, item: jobs.Delivery) -> None:
         try:
@@ -466,10 +484,7 @@ class LeaderSession:
         delay = retry_delay(item.attempts, self.settings.retry_base, self.settings.retry_cap)
         due = utcnow() + dt.timedelta(seconds=delay)
         self.store.schedule_retry(record, due)
-        if due <= utcnow():
-            self.wake.set()
-        elif delay <= self.settings.horizon:
-            self._set_job_timer(item.id, due)
+        self._job_due(due)
 
 
 class Dispatcher:

@@ -129,21 +129,13 @@ WHERE state = 'delivering' AND leased_until < %(now)s
   AND EXISTS (SELECT 1 FROM dispatcher_leader WHERE epoch = %(epoch)s)
 RETURNING id;
 
--- jobs_missing_timers --
--- Undelivered jobs due within the horizon that have no APScheduler timer yet.
-SELECT id, next_attempt_at FROM jobs
-WHERE state = 'scheduled' AND next_attempt_at > %(now)s AND next_attempt_at <= %(until)s
-  AND NOT EXISTS (SELECT 1 FROM apscheduler_jobs WHERE apscheduler_jobs.id = jobs.id)
-ORDER BY next_attempt_at
-LIMIT %(limit)s;
+-- next_due_time --
+-- When the earliest waiting job is due (jobs_due_idx answers it from its first entry).
+SELECT min(next_attempt_at) AS due FROM jobs WHERE state = 'scheduled';
 
 -- stale_job_timers --
--- APScheduler timers of jobs that were delivered, cancelled or are gone.
-SELECT id FROM apscheduler_jobs
-WHERE id NOT LIKE 'cron:%%'
-  AND NOT EXISTS (
-      SELECT 1 FROM jobs WHERE jobs.id = apscheduler_jobs.id AND jobs.state = 'scheduled'
-  );
+-- Timers other than the crons' and the wake timer: per-job timers left by earlier versions.
+SELECT id FROM apscheduler_jobs WHERE id NOT LIKE 'cron:%%' AND id <> 'wake';
 
 -- crons_missing_timers --
 -- Running crons whose current revision has no APScheduler timer.

@@ -303,11 +303,9 @@ class Store:
     def prune_idempotency_keys(self, before: dt.datetime, limit: int) -> int:
         return len(self._execute("prune_idempotency_keys", {"before": before, "limit": limit}))
 
-    def jobs_missing_timers(
-        self, now: dt.datetime, until: dt.datetime, limit: int
-    ) -> list[tuple[str, dt.datetime]]:
-        rows = self._execute("jobs_missing_timers", {"now": now, "until": until, "limit": limit})
-        return [(row["id"], row["next_attempt_at"]) for row in rows]
+    def next_due_time(self) -> dt.datetime | None:
+        due: dt.datetime | None = self._execute("next_due_time")[0]["due"]
+        return due
 
     def stale_job_timers(self) -> list[str]:
         return [row["id"] for row in self._execute("stale_job_timers")]

@@ -38,7 +38,6 @@ def test_required_variables_alone_give_the_defaults() -> None:
     assert settings.max_attempts == 8
     assert settings.retry_base == 1.0
     assert settings.retry_cap == 3600.0
-    assert settings.horizon == 300.0
     assert settings.reconcile_interval == 30.0
     assert settings.poll_interval == 2.0
     assert settings.shutdown_grace == 30.0
@@ -57,7 +56,6 @@ def test_every_variable_is_read_with_its_type() -> None:
             SCHEDULER_MAX_ATTEMPTS="3",
             SCHEDULER_RETRY_BASE="0.5",
             SCHEDULER_RETRY_CAP="60",
-            SCHEDULER_HORIZON="120",
             SCHEDULER_RECONCILE_INTERVAL="15",
             SCHEDULER_POLL_INTERVAL="0.25",
             SCHEDULER_SHUTDOWN_GRACE="0",
@@ -78,7 +76,6 @@ def test_every_variable_is_read_with_its_type() -> None:
         max_attempts=3,
         retry_base=0.5,
         retry_cap=60.0,
-        horizon=120.0,
         reconcile_interval=15.0,
         poll_interval=0.25,
         shutdown_grace=0.0,
@@ -92,12 +89,12 @@ def test_every_variable_is_read_with_its_type() -> None:
 
 def test_blank_optional_variables_mean_the_default() -> None:
     settings = config.Settings.from_env(
-        env(PORT="", SCHEDULER_HORIZON="  ", SCHEDULER_LOG_LEVEL="", WEB_CONCURRENCY=" ")
+        env(PORT="", SCHEDULER_RETRY_CAP="  ", SCHEDULER_LOG_LEVEL="", WEB_CONCURRENCY=" ")
     )
 
-    assert (settings.port, settings.horizon, settings.log_level, settings.web_workers) == (
+    assert (settings.port, settings.retry_cap, settings.log_level, settings.web_workers) == (
         8080,
-        300.0,
+        3600.0,
         "INFO",
         2,
     )
@@ -197,34 +194,16 @@ BAD_ENVIRONMENTS = [
         "between 0 and",
     ),
     (
-        "horizon below 10 s",
-        env(SCHEDULER_HORIZON="9.5", SCHEDULER_RECONCILE_INTERVAL="1"),
-        "SCHEDULER_HORIZON",
-        "between 10 and",
-    ),
-    (
         "reconcile below 1 s",
         env(SCHEDULER_RECONCILE_INTERVAL="0.5"),
         "SCHEDULER_RECONCILE_INTERVAL",
         "between 1 and",
     ),
-    ("horizon not a number", env(SCHEDULER_HORIZON="five minutes"), "SCHEDULER_HORIZON", "number"),
+    ("cap not a number", env(SCHEDULER_RETRY_CAP="five minutes"), "SCHEDULER_RETRY_CAP", "number"),
     # SCHEDULER_LOG_LEVEL
     ("unknown log level", env(SCHEDULER_LOG_LEVEL="verbose"), "SCHEDULER_LOG_LEVEL", "DEBUG, INFO"),
     ("critical log level", env(SCHEDULER_LOG_LEVEL="CRITICAL"), "SCHEDULER_LOG_LEVEL", "one of"),
     # Cross-field checks.
-    (
-        "horizon exactly twice reconcile",
-        env(SCHEDULER_HORIZON="60", SCHEDULER_RECONCILE_INTERVAL="30"),
-        "SCHEDULER_HORIZON",
-        "twice SCHEDULER_RECONCILE_INTERVAL",
-    ),
-    (
-        "horizon below twice the default reconcile",
-        env(SCHEDULER_HORIZON="45"),
-        "SCHEDULER_HORIZON",
-        "twice SCHEDULER_RECONCILE_INTERVAL",
-    ),
     (
         "retry cap below retry base",
         env(SCHEDULER_RETRY_BASE="10", SCHEDULER_RETRY_CAP="5"),
@@ -256,26 +235,17 @@ def test_empty_environment_names_database_url_first() -> None:
     assert caught.value.variable == "DATABASE_URL"
 
 
-def test_horizon_just_over_twice_reconcile_is_accepted() -> None:
-    settings = config.Settings.from_env(
-        env(SCHEDULER_HORIZON="60.5", SCHEDULER_RECONCILE_INTERVAL="30")
-    )
-
-    assert (settings.horizon, settings.reconcile_interval) == (60.5, 30.0)
-
-
 def test_range_limits_themselves_are_accepted() -> None:
     settings = config.Settings.from_env(
         env(
             PORT="65535",
             SCHEDULER_MAX_ATTEMPTS="100",
             SCHEDULER_RECONCILE_INTERVAL="1",
-            SCHEDULER_HORIZON="10",
             SCHEDULER_SHUTDOWN_GRACE="0",
         )
     )
 
-    assert (settings.port, settings.max_attempts, settings.horizon) == (65535, 100, 10.0)
+    assert (settings.port, settings.max_attempts) == (65535, 100)
     assert (settings.reconcile_interval, settings.shutdown_grace) == (1.0, 0.0)
 
 
