@@ -33,7 +33,11 @@ fmt: $(STAMP)  ## format the code
 	$(BIN)/ruff format scheduler tests
 	$(BIN)/ruff check --fix scheduler tests
 
+bench: $(STAMP)  ## run the benchmark suite (about 20 minutes) and rewrite docs/benchmarks.md
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python -m tests.bench --output docs/benchmarks.md
+
 migrate: $(STAMP)  ## apply migrations to DATABASE_URL
 	$(BIN)/scheduler migrate
 
-.PHONY: help install run test lint fmt migrate
+.PHONY: help install run test lint fmt bench migrate

@@ -1,0 +1,170 @@
+"""A receiver far faster than the dispatcher, in a process of its own: it records when each
+delivery arrives and answers 200 at once.
+
+One asyncio loop with a hand-rolled HTTP/1.1 parser (keep-alive, Content-Length bodies only, which
+is all `requests` sends here) costs a few microseconds per request, so the receiver is never what
+limits a delivery rate; the benchmark measures its ceiling to show it. Run it with
+`python -m tests.bench.receiver`; it prints its port, then serves until stdin closes.
+
+Only `POST /hook` is recorded. `/__bench/count`, `/__bench/dump?since=N` and `/__bench/reset`
+are the benchmark's controls; any other path is answered without being recorded (the load
+generator's own ceiling is measured on one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http.client
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+from tests import support
+
+HOOK_PATH = b"/hook"
+_OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok"
+_FIELDS = {
+    b"scheduler-delivery-id": 1,
+    b"scheduler-scheduled-at": 2,
+    b"scheduler-attempt": 3,
+}
+
+
+class Recorder:
+    """Every recorded delivery: [arrival epoch, delivery id, scheduled-at, attempt, body]."""
+
+    def __init__(self) -> None:
+        self.records: list[list[Any]] = []
+
+    def answer(self, head: bytes, body: bytes, arrived: float) -> bytes:
+        line_end = head.find(b"\r\n")
+        path = head[:line_end].split(b" ", 2)[1]
+        if path == HOOK_PATH:
+            record: list[Any] = [arrived, "", "", "", body.decode("utf-8", "replace")]
+            for line in head[line_end + 2 :].split(b"\r\n"):
+                name, _, value = line.partition(b":")
+                index = _FIELDS.get(name.strip().lower())
+                if index is not None:
+                    record[index] = value.strip().decode("latin-1")
+            self.records.append(record)
+            return _OK
+        if path.startswith(b"/__bench/"):
+            return self._control(path.decode("latin-1"))
+        return _OK
+
+    def _control(self, path: str) -> bytes:
+        if path == "/__bench/count":
+            payload: Any = {"count": len(self.records)}
+        elif path.startswith("/__bench/dump"):
+            since = int(path.partition("since=")[2] or 0)
+            payload = self.records[since:]
+        elif path == "/__bench/reset":
+            self.records = []
+            payload = {"count": 0}
+        else:
+            payload = {"error": "unknown control"}
+        data = json.dumps(payload, separators=(",", ":")).encode()
+        head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(data)}\r\n"
+        return head.encode() + b"Content-Type: application/json\r\n\r\n" + data
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self, recorder: Recorder) -> None:
+        self.recorder = recorder
+        self.buffer = bytearray()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while True:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = bytes(self.buffer[:end])
+            length = _content_length(head)
+            total = end + 4 + length
+            if len(self.buffer) < total:
+                return
+            body = bytes(self.buffer[end + 4 : total])
+            del self.buffer[:total]
+            answer = self.recorder.answer(head, body, time.time())
+            assert self.transport is not None
+            self.transport.write(answer)
+
+
+def _content_length(head: bytes) -> int:
+    at = head.lower().find(b"\r\ncontent-length:")
+    if at < 0:
+        return 0
+    start = at + len(b"\r\ncontent-length:")
+    stop = head.find(b"\r\n", start)
+    return int(head[start : stop if stop >= 0 else len(head)])
+
+
+async def _serve() -> None:
+    loop = asyncio.get_running_loop()
+    recorder = Recorder()
+    server = await loop.create_server(lambda: _Protocol(recorder), "127.0.0.1", 0, backlog=1024)
+    port = server.sockets[0].getsockname()[1]
+    print(port, flush=True)
+    # The parent owns our lifetime: when its end of stdin closes, we stop.
+    await loop.run_in_executor(None, sys.stdin.read)
+    server.close()
+
+
+class ReceiverProcess:
+    """The receiver as a child process, and the benchmark's side of its controls."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.bench.receiver"],
+            cwd=support.ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        assert self.proc.stdout is not None
+        self.port = int(self.proc.stdout.readline())
+        self.url = f"http://127.0.0.1:{self.port}/hook"
+        self.null_url = f"http://127.0.0.1:{self.port}/null"
+
+    def _get(self, path: str) -> Any:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        try:
+            conn.request("GET", "/__bench/" + path)
+            return json.loads(conn.getresponse().read())
+        finally:
+            conn.close()
+
+    def count(self) -> int:
+        return int(self._get("count")["count"])
+
+    def records(self, since: int = 0) -> list[list[Any]]:
+        records: list[list[Any]] = self._get(f"dump?since={since}")
+        return records
+
+    def reset(self) -> None:
+        self._get("reset")
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        with contextlib.suppress(OSError):
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve())
+    os._exit(0)

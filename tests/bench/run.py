@@ -1,0 +1,199 @@
+"""Runs every scenario in order and writes the report; `python -m tests.bench --help`."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import datetime as dt
+import importlib.metadata
+import json
+import os
+import pathlib
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from tests import support
+from tests.bench import loadgen, plot, report, scenarios, spy, system, targets
+from tests.bench.receiver import ReceiverProcess
+
+LIBRARIES = ("gunicorn", "flask", "psycopg", "apscheduler", "sqlalchemy", "requests")
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def machine_facts(server: str, generator: str, settings: dict[str, str]) -> dict[str, Any]:
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.partition(":")[2].strip()
+                break
+    memory_kb = 0
+    with contextlib.suppress(OSError):
+        for line in pathlib.Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                memory_kb = int(line.split()[1])
+    if generator == "wrk":
+        done = subprocess.run(["wrk", "--version"], capture_output=True, text=True, check=False)
+        generator_text = (done.stdout or done.stderr).split("Copyright")[0].strip()
+    else:
+        generator_text = (
+            "python -m tests.bench.loadgen (one process per core, raw keep-alive sockets)"
+        )
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": memory_kb / 1024 / 1024,
+        "kernel": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "postgres": system.server_facts(server),
+        "database": "DATABASE_URL" if os.environ.get("DATABASE_URL") else "embedded PostgreSQL",
+        "generator": generator_text,
+        "libraries": {name: importlib.metadata.version(name) for name in LIBRARIES},
+        "settings": settings,
+        "code": system.code_digest(),
+    }
+
+
+class Run:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.plan = scenarios.QUICK if args.quick else scenarios.FULL
+        self.generator = loadgen.generator_name(args.generator)
+        self.output = pathlib.Path(args.output)
+        self.profiler = spy.Profiler(pathlib.Path(args.profile) if args.profile else None)
+        self.logs = pathlib.Path(tempfile.mkdtemp(prefix="scheduler-bench-"))
+        self.results: dict[str, Any] = {"plan": dataclasses.asdict(self.plan), "errors": {}}
+
+    def attempt(self, name: str, scenario: Callable[[], Any]) -> bool:
+        """Run one scenario; a failure is reported and the others still run."""
+        log(f"{name} ...")
+        started = time.monotonic()
+        try:
+            self.results[name] = scenario()
+        except Exception:
+            self.results["errors"][name] = traceback.format_exc()
+            log(f"{name} failed:\n{traceback.format_exc()}")
+            return False
+        log(f"{name} done in {time.monotonic() - started:.0f} s")
+        return True
+
+    def main(self) -> int:
+        started = time.monotonic()
+        self.results["date"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        server = system.server_url()
+        template = support.ensure_template(server)
+        receiver = ReceiverProcess()
+        collector = scenarios.Collector(receiver)
+
+        def fresh() -> contextlib.AbstractContextManager[system.System]:
+            return system.fresh_system(server, template, receiver.url, self.logs, receiver.proc.pid)
+
+        try:
+            with fresh() as first:
+                self.results["machine"] = machine_facts(
+                    server, self.generator, system.settings_facts(first.settings)
+                )
+                self.accepting(first, receiver)
+            with fresh() as second:
+                self.delivering(second, collector)
+            with fresh() as third:
+                self.attempt(
+                    "steady_backlog",
+                    lambda: scenarios.steady_session(
+                        third,
+                        collector,
+                        self.plan,
+                        self.plan.backlog,
+                        self.generator,
+                        self.profiler,
+                    ),
+                )
+                self.results["exit_codes_backlog"] = third.stop()
+        finally:
+            receiver.close()
+        self.results["elapsed_s"] = time.monotonic() - started
+        return self.write()
+
+    def accepting(self, first: system.System, receiver: ReceiverProcess) -> None:
+        """The instruments' ceilings, then scenarios 1 and 2."""
+        plan, generator = self.plan, self.generator
+        self.attempt("instruments", lambda: scenarios.instruments(receiver, plan, generator))
+        first.start_web()
+        first.start_worker()
+        first.wait_active()
+        self.attempt("accept", lambda: scenarios.accept(first, plan, generator, self.profiler))
+        self.attempt("batch", lambda: scenarios.batch_accept(first, plan, generator))
+
+    def delivering(self, second: system.System, collector: scenarios.Collector) -> None:
+        """Start-up and steady lateness on an empty backlog, then the burst, then the crons."""
+        plan = self.plan
+        if not self.attempt(
+            "steady_empty",
+            lambda: scenarios.steady_session(
+                second, collector, plan, 0, self.generator, self.profiler
+            ),
+        ):
+            return
+        worker = lambda: [second.worker_pid]  # noqa: E731
+        with self.profiler.record("burst", worker):
+            self.attempt("burst", lambda: scenarios.burst(second, collector, plan))
+        with self.profiler.record("cron", worker):
+            self.attempt("cron", lambda: scenarios.cron_load(second, collector, plan))
+        self.results["exit_codes_empty"] = second.stop()
+
+    def write(self) -> int:
+        figure_path = self.output.parent / "lateness.png"
+        figure = None
+        if plot.available() and plot.draw(self.results, figure_path):
+            figure = os.path.relpath(figure_path, self.output.parent)
+        raw = self.logs / "results.json"
+        raw.write_text(json.dumps(self.results, indent=1, default=str))
+        self.output.parent.mkdir(parents=True, exist_ok=True)
+        self.output.write_text(report.render(self.results, figure))
+        for target in targets.evaluate(self.results):
+            log(f"{target.verdict} {target.name}: {target.measured:.2f} {target.unit}")
+        log(f"report: {self.output}; raw results and process logs: {self.logs}")
+        return 1 if self.results["errors"] else 0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__)
+    parser.add_argument(
+        "--quick", action="store_true", help="a few hundred jobs per scenario (under a minute)"
+    )
+    parser.add_argument(
+        "--output",
+        default=str(support.ROOT / "docs" / "benchmarks.md"),
+        help="the Markdown report; the figure goes beside it as lateness.png",
+    )
+    parser.add_argument(
+        "--generator",
+        choices=("auto", "wrk", "python"),
+        default="auto",
+        help="HTTP load generator (auto: wrk when on PATH)",
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="record the worker with py-spy during the burst and the backlog start-up",
+    )
+    args = parser.parse_args(argv)
+    if args.generator == "wrk" and not shutil.which("wrk"):
+        parser.error("wrk is not on PATH")
+    if args.profile and not shutil.which("py-spy"):
+        parser.error("py-spy is not on PATH (pip install py-spy)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    return Run(parse_args(argv)).main()

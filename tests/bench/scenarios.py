@@ -1,0 +1,470 @@
+"""The six scenarios, each measured next to its ceiling in the same run; results are plain dicts."""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import datetime as dt
+import json
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+from tests.bench import loadgen, pool, spy, stats
+from tests.bench.receiver import ReceiverProcess
+from tests.bench.system import (
+    HEADERS,
+    RssSampler,
+    System,
+    bulk_load,
+    children,
+    rfc3339,
+)
+
+FAR_FUTURE = "2100-01-01T00:00:00Z"
+INSERT_BODY = json.dumps({"timestamp": FAR_FUTURE, "body": {"order": 42, "note": "benchmark"}})
+PROBE_DUE_SECONDS = 1.0
+CRON_FIRST_TICK_TIMEOUT = 60.0
+CRON_STALL_SECONDS = 5.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """Sizes and durations; FULL is the documented benchmark, QUICK the smoke test's."""
+
+    name: str
+    clients: tuple[int, ...]
+    load_seconds: float
+    warmup: float
+    batch_clients: int
+    batch_size: int
+    burst_jobs: int
+    burst_lead: float
+    steady_lead: float
+    steady_rate: int
+    steady_seconds: int
+    backlog: int
+    cron_count: int
+    cron_seconds: int
+    settle: float
+    delivery_deadline: float
+
+
+FULL = Plan(
+    name="full",
+    clients=(8, 32),
+    load_seconds=10,
+    warmup=2,
+    batch_clients=4,
+    batch_size=1000,
+    burst_jobs=10_000,
+    # Inserting takes a few seconds; the rest of the lead is the dispatcher's to prepare in.
+    burst_lead=30,
+    steady_lead=30,
+    steady_rate=200,
+    steady_seconds=60,
+    backlog=1_000_000,
+    cron_count=300,
+    cron_seconds=60,
+    settle=2,
+    delivery_deadline=300,
+)
+QUICK = Plan(
+    name="quick",
+    clients=(8, 32),
+    load_seconds=1,
+    warmup=0,
+    batch_clients=2,
+    batch_size=1000,
+    burst_jobs=300,
+    burst_lead=1.5,
+    steady_lead=1.5,
+    steady_rate=200,
+    steady_seconds=1,
+    backlog=10_000,
+    cron_count=20,
+    cron_seconds=2,
+    settle=0.2,
+    delivery_deadline=60,
+)
+
+
+def epoch(rfc: str) -> float:
+    return dt.datetime.fromisoformat(rfc.replace("Z", "+00:00")).timestamp()
+
+
+def utc(moment: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(moment, dt.UTC)
+
+
+def due_after(seconds: float) -> float:
+    """An instant `seconds` from now, on a whole millisecond as Scheduler-Scheduled-At shows it."""
+    return math.ceil((time.time() + seconds) * 1000) / 1000
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.1) -> bool:
+    """Poll until `predicate` is truthy or `timeout` passes; whether it came true."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
+    return True
+
+
+class Collector:
+    """The receiver's records, fetched incrementally."""
+
+    def __init__(self, receiver: ReceiverProcess) -> None:
+        self.receiver = receiver
+        self.records: list[list[Any]] = []
+
+    def reset(self) -> None:
+        self.receiver.reset()
+        self.records = []
+
+    def fetch(self) -> list[list[Any]]:
+        self.records.extend(self.receiver.records(len(self.records)))
+        return self.records
+
+    def arrivals(self, ids: dict[str, float]) -> dict[str, list[float]]:
+        found: dict[str, list[float]] = collections.defaultdict(list)
+        for record in self.fetch():
+            if record[1] in ids:
+                found[record[1]].append(record[0])
+        return found
+
+
+def delivery_summary(ids: dict[str, float], arrivals: dict[str, list[float]]) -> dict[str, Any]:
+    """Lateness of each job's first arrival, and how many were lost or repeated."""
+    lateness = [min(times) - ids[job_id] for job_id, times in arrivals.items()]
+    return {
+        "jobs": len(ids),
+        "delivered": len(arrivals),
+        "lost": len(ids) - len(arrivals),
+        "duplicates": sum(len(times) - 1 for times in arrivals.values()),
+        "lateness_ms": stats.summary_ms(lateness),
+        "lateness_s": sorted(lateness),
+    }
+
+
+def wait_delivered(
+    collector: Collector, ids: dict[str, float], until: float, settle: float
+) -> dict[str, list[float]]:
+    """Poll the receiver until every job arrived (or `until`), then a little longer for repeats."""
+    wait_for(lambda: len(collector.arrivals(ids)) >= len(ids), max(0.0, until - time.time()), 0.2)
+    time.sleep(settle)
+    return collector.arrivals(ids)
+
+
+def job_states(system: System, ids: dict[str, float]) -> dict[str, int]:
+    rows = system.query(
+        "SELECT state || ' / attempts ' || attempts, count(*) FROM jobs WHERE id = ANY(%s) "
+        "GROUP BY 1 ORDER BY 1",
+        (list(ids),),
+    )
+    return {str(name): int(count) for name, count in rows}
+
+
+# --- instruments --------------------------------------------------------------------------
+
+
+def instruments(receiver: ReceiverProcess, plan: Plan, generator: str) -> dict[str, Any]:
+    """The load generator's and the receiver's own ceilings."""
+    generator_ceiling = {
+        str(clients): _load(
+            loadgen.run(
+                loadgen.Load(receiver.null_url), clients, plan.load_seconds, plan.warmup, generator
+            )
+        )
+        for clients in plan.clients
+    }
+    body, headers = pool.delivery_request(0)
+    receiver_ceiling = loadgen.run(
+        loadgen.Load(receiver.url, "POST", body, headers),
+        16,
+        plan.load_seconds,
+        plan.warmup,
+        generator,
+    )
+    receiver.reset()
+    return {
+        "generator": generator_ceiling,
+        "receiver": _load(receiver_ceiling),
+    }
+
+
+def _load(result: loadgen.LoadResult, per_request: int = 1) -> dict[str, Any]:
+    out = dataclasses.asdict(result)
+    out["rate"] = result.rate * per_request
+    return out
+
+
+# --- 1 and 2: accepting jobs --------------------------------------------------------------
+
+
+def accept(system: System, plan: Plan, generator: str, profiler: spy.Profiler) -> dict[str, Any]:
+    """POST /insert next to GET /healthz on the same gunicorn and raw psycopg inserts."""
+    rows: dict[str, Any] = {}
+    meter = system.cpu_meter().read
+    for clients in plan.clients:
+        web_workers = lambda: children(system.web_pid)  # noqa: E731
+        noop = loadgen.run(
+            loadgen.Load(system.url + "/healthz"),
+            clients,
+            plan.load_seconds,
+            plan.warmup,
+            generator,
+            meter,
+        )
+        with profiler.record(f"accept-{clients}-web", web_workers):
+            insert = loadgen.run(
+                loadgen.Load(system.url + "/insert", "POST", INSERT_BODY.encode(), HEADERS),
+                clients,
+                plan.load_seconds,
+                plan.warmup,
+                generator,
+                meter,
+            )
+        raw = loadgen.run_inserts(
+            system.db_url, clients, plan.load_seconds, plan.warmup, meter=meter
+        )
+        rows[str(clients)] = {"noop": _load(noop), "insert": _load(insert), "raw": _load(raw)}
+    return rows
+
+
+def batch_accept(system: System, plan: Plan, generator: str) -> dict[str, Any]:
+    """POST /jobs/batch of `batch_size` jobs, next to raw multi-row transactions of that size."""
+    items = [{"timestamp": FAR_FUTURE, "body": {"n": n}} for n in range(plan.batch_size)]
+    body = json.dumps({"jobs": items}).encode()
+    seconds = plan.load_seconds
+    batch = loadgen.run(
+        loadgen.Load(system.url + "/jobs/batch", "POST", body, HEADERS),
+        plan.batch_clients,
+        seconds,
+        plan.warmup,
+        generator,
+    )
+    raw = loadgen.run_inserts(
+        system.db_url, plan.batch_clients, seconds, plan.warmup, rows=plan.batch_size
+    )
+    return {
+        "clients": plan.batch_clients,
+        "size": plan.batch_size,
+        "api": _load(batch, plan.batch_size),
+        "raw": _load(raw, plan.batch_size),
+    }
+
+
+# --- 3: a burst ---------------------------------------------------------------------------
+
+
+def burst(system: System, collector: Collector, plan: Plan) -> dict[str, Any]:
+    """`burst_jobs` jobs due at one instant, then a requests pool's rate on the same receiver."""
+    collector.reset()
+    instant = due_after(plan.burst_lead)
+    started = time.time()
+    ids = system.insert_due([instant] * plan.burst_jobs)
+    inserted = time.time()
+    meter = system.cpu_meter()
+    time.sleep(max(0.0, instant - time.time()))
+    before = meter.read()
+    arrivals = wait_delivered(collector, ids, instant + plan.delivery_deadline, 0)
+    cpu = stats.cpu_delta(before, meter.read())
+    time.sleep(plan.settle)
+    arrivals = collector.arrivals(ids)
+    result = delivery_summary(ids, arrivals)
+    result["cpu"] = cpu
+    last = max((max(times) for times in arrivals.values()), default=math.nan)
+    first = min((min(times) for times in arrivals.values()), default=math.nan)
+    result.update(
+        insert_seconds=inserted - started,
+        lead_s=instant - inserted,
+        to_last_s=last - instant,
+        to_first_s=first - instant,
+        rate=result["delivered"] / (last - instant) if arrivals else 0.0,
+        states=job_states(system, ids),
+    )
+    collector.reset()
+    result["ceiling"] = pool.run(
+        collector.receiver.url,
+        system.settings.delivery_threads,
+        plan.burst_jobs,
+    )
+    collector.reset()
+    return result
+
+
+# --- 4 and 5: steady lateness, with and without a backlog -----------------------------------
+
+
+def steady_session(
+    system: System,
+    collector: Collector,
+    plan: Plan,
+    backlog: int,
+    generator: str,
+    profiler: spy.Profiler,
+) -> dict[str, Any]:
+    """Load the backlog, start the processes (timing the worker), measure inserts, then steady."""
+    out: dict[str, Any] = {"backlog": backlog}
+    if backlog:
+        out["load_seconds"] = bulk_load(system.db_url, backlog)
+    system.start_web()
+    label = "backlog" if backlog else "empty"
+    out["startup"] = startup(system, collector, profiler, label)
+    sampler = RssSampler(system.worker_pid)
+    out["rss_after_start_kb"] = sampler.read()
+    insert = loadgen.run(
+        loadgen.Load(system.url + "/insert", "POST", INSERT_BODY.encode(), HEADERS),
+        plan.clients[0],
+        plan.load_seconds,
+        plan.warmup,
+        generator,
+    )
+    out["insert"] = _load(insert)
+    with profiler.record(f"steady-{label}", lambda: [system.worker_pid]):
+        out["steady"] = steady(system, collector, plan)
+    out["rss_peak_kb"] = sampler.stop()
+    return out
+
+
+def startup(
+    system: System, collector: Collector, profiler: spy.Profiler, label: str
+) -> dict[str, Any]:
+    """Seconds from the worker's exec to its "dispatcher active" line and to the delivery of a
+    job due one second after it started (no log line marks the end of its first reconcile)."""
+    collector.reset()
+    probe_due = time.time() + PROBE_DUE_SECONDS
+    probe = system.insert(probe_due, {"probe": "startup"})
+    system.start_worker()
+    started = system.worker_started
+    found: dict[str, float] = {}
+
+    def milestones() -> bool:
+        if "active" not in found and "dispatcher active" in system.worker_output():
+            found["active"] = time.time() - started
+        if "probe" not in found:
+            arrivals = collector.arrivals({probe: probe_due})
+            if arrivals:
+                found["probe"] = min(arrivals[probe]) - started
+        return len(found) == 2
+
+    with profiler.record(f"startup-{label}", lambda: [system.worker_pid]):
+        wait_for(milestones, timeout=300, interval=0.02)
+    return {
+        "active_s": found.get("active"),
+        "probe_delivered_s": found.get("probe"),
+        "probe_due_s": probe_due - started,
+    }
+
+
+def steady(system: System, collector: Collector, plan: Plan) -> dict[str, Any]:
+    """Jobs due evenly at `steady_rate` per second for `steady_seconds`, inserted ahead."""
+    collector.reset()
+    first = due_after(plan.steady_lead)
+    count = plan.steady_rate * plan.steady_seconds
+    dues = [first + index / plan.steady_rate for index in range(count)]
+    ids = system.insert_due(dues)
+    inserted = time.time()
+    meter = system.cpu_meter()
+    time.sleep(max(0.0, first - time.time()))
+    before = meter.read()
+    arrivals = wait_delivered(collector, ids, dues[-1] + plan.delivery_deadline, 0)
+    cpu = stats.cpu_delta(before, meter.read())
+    time.sleep(plan.settle)
+    arrivals = collector.arrivals(ids)
+    result = delivery_summary(ids, arrivals)
+    result["cpu"] = cpu
+    result["lead_s"] = first - inserted
+    result["series"] = sorted(
+        (ids[job_id] - first, min(times) - ids[job_id]) for job_id, times in arrivals.items()
+    )
+    return result
+
+
+# --- 6: crons -------------------------------------------------------------------------------
+
+
+def cron_load(system: System, collector: Collector, plan: Plan) -> dict[str, Any]:
+    """`cron_count` every-second crons for `cron_seconds`: ticks fired, missed and repeated."""
+    collector.reset()
+    names = [f"bench{index:03d}" for index in range(plan.cron_count)]
+    created = time.time()
+    system.put_crons([{"id": name, "spec": "* * * * * *"} for name in names])
+
+    def fired() -> int:
+        """How many of the crons recorded a tick since they were created."""
+        rows = system.query(
+            "SELECT count(*) FROM crons WHERE id = ANY(%s) AND last_fire_at >= %s",
+            (names, utc(math.floor(created))),
+        )
+        return int(rows[0][0])
+
+    all_fired = wait_for(lambda: fired() >= len(names), CRON_FIRST_TICK_TIMEOUT, 0.25)
+    first_ticks_s = time.time() - created if all_fired else None
+    start = math.ceil(time.time() + 1)
+    end = start + plan.cron_seconds
+    expected = {(name, float(start + n)) for name in names for n in range(plan.cron_seconds)}
+
+    def ticks() -> dict[tuple[str, float], list[float]]:
+        seen: dict[tuple[str, float], list[float]] = collections.defaultdict(list)
+        for arrived, _, scheduled_at, _, body in collector.fetch():
+            cron_id = json.loads(body).get("cron_id") if body else None
+            if cron_id and start <= (due := epoch(scheduled_at)) < end:
+                seen[(cron_id, due)].append(arrived)
+        return seen
+
+    progress = {"recorded": -1, "changed": time.monotonic()}
+
+    def drained() -> bool:
+        # The crons keep firing past the window, as they would in production. No tick inside it
+        # can still be recorded once every cron recorded one at or after its end, or once none
+        # was recorded for a while (a cron without a timer never will); once no recorded tick
+        # waits to be sent, the receiver has all it will get.
+        behind, recorded, waiting = system.query(
+            """
+            SELECT (SELECT count(*) FROM crons
+                    WHERE id = ANY(%(names)s) AND (last_fire_at IS NULL OR last_fire_at < %(end)s)),
+                   count(*),
+                   count(*) FILTER (WHERE state IN ('scheduled', 'delivering'))
+            FROM jobs WHERE cron_id = ANY(%(names)s) AND run_at >= %(start)s AND run_at < %(end)s
+            """,
+            {"names": names, "start": utc(start), "end": utc(end)},
+        )[0]
+        if recorded != progress["recorded"]:
+            progress.update(recorded=recorded, changed=time.monotonic())
+        stalled = time.monotonic() - progress["changed"] > CRON_STALL_SECONDS
+        return waiting == 0 and (behind == 0 or stalled)
+
+    meter = system.cpu_meter()
+    time.sleep(max(0.0, start - time.time()))
+    before = meter.read()
+    fired_at_start = fired()
+    time.sleep(max(0.0, end - time.time()))
+    cpu = stats.cpu_delta(before, meter.read())
+    wait_for(drained, plan.delivery_deadline, 0.25)
+    time.sleep(plan.settle)
+    seen = ticks()
+    recorded = system.query(
+        "SELECT count(*) FROM jobs WHERE cron_id = ANY(%s) AND run_at >= %s AND run_at < %s",
+        (names, utc(start), utc(end)),
+    )[0][0]
+    system.put_crons([])
+    lateness = [min(times) - due for (_, due), times in seen.items()]
+    return {
+        "crons": plan.cron_count,
+        "seconds": plan.cron_seconds,
+        "window": [rfc3339(start), rfc3339(end)],
+        "expected": len(expected),
+        "recorded": int(recorded),
+        "delivered": len(seen.keys() & expected),
+        "missed": len(expected - seen.keys()),
+        "duplicated": sum(len(times) - 1 for times in seen.values()),
+        "fires_per_s": len(seen.keys() & expected) / plan.cron_seconds,
+        "lateness_ms": stats.summary_ms(lateness),
+        "cpu": cpu,
+        "first_ticks_s": first_ticks_s,
+        "fired_at_start": fired_at_start,
+    }

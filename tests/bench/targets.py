@@ -1,0 +1,193 @@
+"""The targets the benchmark checks, each a comparison within one run."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+from tests.bench import stats
+
+MB = 1024.0
+# Two runs of the same steady load differ by a few milliseconds here; a change under both
+# bounds is noise.
+NOISE_MS = 5.0
+NOISE_FRACTION = 0.5
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    name: str
+    measured: float
+    unit: str
+    threshold: str
+    passed: bool
+    detail: str
+
+    @property
+    def verdict(self) -> str:
+        return "PASS" if self.passed else "MISS"
+
+
+def _get(results: dict[str, Any], *path: str) -> Any:
+    value: Any = results
+    for key in path:
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    return value
+
+
+def within_noise(before: float, after: float) -> bool:
+    """`after` is no worse than `before` by more than the noise between two identical runs."""
+    return after - before <= max(NOISE_MS, NOISE_FRACTION * before)
+
+
+def evaluate(results: dict[str, Any]) -> list[Target]:
+    """Every target, PASS or MISS; a scenario that did not run counts as a MISS."""
+    found: list[Target] = []
+    found += _accept_targets(results)
+    found += _burst_targets(results)
+    found += _steady_targets(results)
+    found += _backlog_targets(results)
+    found += _loss_targets(results)
+    return found
+
+
+def _accept_targets(results: dict[str, Any]) -> list[Target]:
+    found = []
+    for clients, row in sorted((_get(results, "accept") or {}).items(), key=lambda kv: int(kv[0])):
+        ratio = stats.ratio(row["insert"]["rate"], row["noop"]["rate"])
+        found.append(
+            Target(
+                f"Accept rate ≥ 50% of the no-op ceiling ({clients} clients)",
+                ratio * 100,
+                "%",
+                "≥ 50",
+                ratio >= 0.5,
+                f"POST /insert {row['insert']['rate']:,.0f}/s vs GET /healthz "
+                f"{row['noop']['rate']:,.0f}/s",
+            )
+        )
+    return found
+
+
+def _burst_targets(results: dict[str, Any]) -> list[Target]:
+    burst = _get(results, "burst")
+    if not burst:
+        return [
+            Target(
+                "Burst ≥ 70% of the requests-pool ceiling", math.nan, "%", "≥ 70", False, "not run"
+            )
+        ]
+    ratio = stats.ratio(burst["rate"], burst["ceiling"]["rate"])
+    complete = burst["delivered"] == burst["jobs"]
+    return [
+        Target(
+            f"Burst ≥ 70% of the requests-pool ceiling, all {burst['jobs']:,} delivered",
+            ratio * 100,
+            "%",
+            "≥ 70",
+            ratio >= 0.7 and complete,
+            f"{burst['rate']:,.0f} deliveries/s vs {burst['ceiling']['rate']:,.0f}/s; "
+            f"{burst['delivered']:,} of {burst['jobs']:,} delivered",
+        )
+    ]
+
+
+def _lateness_targets(steady: dict[str, Any] | None, label: str) -> list[Target]:
+    late = (steady or {}).get("lateness_ms") or {"p99": math.nan, "max": math.nan}
+    return [
+        Target(
+            f"Steady p99 lateness < 50 ms{label}", late["p99"], "ms", "< 50", late["p99"] < 50, ""
+        ),
+        Target(
+            f"Steady max lateness < 250 ms{label}",
+            late["max"],
+            "ms",
+            "< 250",
+            late["max"] < 250,
+            "",
+        ),
+    ]
+
+
+def _steady_targets(results: dict[str, Any]) -> list[Target]:
+    return _lateness_targets(_get(results, "steady_empty", "steady"), "")
+
+
+def _backlog_targets(results: dict[str, Any]) -> list[Target]:
+    backlog = _get(results, "steady_backlog") or {}
+    pending = f" with {backlog.get('backlog', 0):,} pending"
+    found = _lateness_targets(backlog.get("steady"), pending)
+    empty = _get(results, "steady_empty", "steady", "lateness_ms") or {}
+    full = _get(backlog, "steady", "lateness_ms") or {}
+    if empty and full:
+        same = all(within_noise(empty[p], full[p]) for p in ("p50", "p99"))
+        found.append(
+            Target(
+                f"Steady lateness unchanged within noise{pending} (p99 pending / empty)",
+                stats.ratio(full["p99"], empty["p99"]),
+                "ratio",
+                f"p50, p99 at most max({NOISE_MS:g} ms, {NOISE_FRACTION:.0%}) above empty",
+                same,
+                f"p50 {empty['p50']:.1f} → {full['p50']:.1f} ms, "
+                f"p99 {empty['p99']:.1f} → {full['p99']:.1f} ms",
+            )
+        )
+    rss = (backlog.get("rss_peak_kb") or math.nan) / MB
+    found.append(
+        Target(
+            f"Dispatcher RSS < 300 MB{pending}", rss, "MB", "< 300", rss < 300, "peak VmRSS/VmHWM"
+        )
+    )
+    startup = backlog.get("startup") or {}
+    times = [startup.get("active_s"), startup.get("probe_delivered_s")]
+    slowest = math.nan if None in times else max(times)
+    found.append(
+        Target(
+            f"Dispatcher start-up < 30 s{pending}",
+            slowest,
+            "s",
+            "< 30",
+            slowest < 30,
+            "until a job due 1 s after the start is delivered (no log line marks the end of "
+            "the first reconcile)",
+        )
+    )
+    return found
+
+
+def loss_totals(results: dict[str, Any]) -> tuple[int, int, list[str]]:
+    """Lost and duplicated deliveries over every scenario that delivers, and each one's share."""
+    lost = duplicated = 0
+    parts = []
+    for name, path, lost_key, repeat_key in (
+        ("burst", ("burst",), "lost", "duplicates"),
+        ("steady", ("steady_empty", "steady"), "lost", "duplicates"),
+        ("steady with backlog", ("steady_backlog", "steady"), "lost", "duplicates"),
+        ("cron ticks", ("cron",), "missed", "duplicated"),
+    ):
+        part = _get(results, *path)
+        if part:
+            lost += part[lost_key]
+            duplicated += part[repeat_key]
+            parts.append(f"{name} {part[lost_key]:,}/{part[repeat_key]:,}")
+    return lost, duplicated, parts
+
+
+def _loss_targets(results: dict[str, Any]) -> list[Target]:
+    lost, duplicated, parts = loss_totals(results)
+    complete = len(parts) == 4
+    scope = "lost/duplicated: " + (", ".join(parts) or "nothing ran")
+    return [
+        Target("Zero lost deliveries", lost, "jobs", "= 0", lost == 0 and complete, scope),
+        Target(
+            "Zero duplicated deliveries",
+            duplicated,
+            "jobs",
+            "= 0",
+            duplicated == 0 and complete,
+            scope,
+        ),
+    ]
