@@ -33,9 +33,9 @@ fmt: $(STAMP)  ## format the code
 	$(BIN)/ruff format scheduler tests
 	$(BIN)/ruff check --fix scheduler tests
 
-bench: $(STAMP)  ## run the benchmark suite (about 20 minutes) and rewrite docs/benchmarks.md
+bench: $(STAMP)  ## run the benchmarks (about 20 minutes; NOTE="what changed") into docs/benchmarks.md
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
-	$(BIN)/python -m tests.bench --output docs/benchmarks.md
+	$(BIN)/python -m tests.bench --output docs/benchmarks.md --note "$(NOTE)"
 
 migrate: $(STAMP)  ## apply migrations to DATABASE_URL
 	$(BIN)/scheduler migrate

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import time
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,6 +22,12 @@ KEEPALIVES: dict[str, Any] = {
     "tcp_user_timeout": 20000,
     "connect_timeout": 5,
 }
+# A pooled connection idle longer than this is pinged before use.
+IDLE_CHECK_SECONDS = 1.0
+
+_returned_at: weakref.WeakKeyDictionary[psycopg.Connection[Any], float] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 @contextlib.contextmanager
@@ -38,15 +46,35 @@ def connect(database_url: str, **kwargs: Any) -> psycopg.Connection[Any]:
 
 
 def open_pool(database_url: str, max_size: int, name: str) -> psycopg_pool.ConnectionPool:
-    """A pool opened now; call it after fork, never before."""
+    """A pool opened now; call it after fork, never before.
+
+    Its connections are in autocommit mode: a single statement commits by itself in one round
+    trip, and Store opens a transaction explicitly where several statements must be atomic.
+    """
     return psycopg_pool.ConnectionPool(
         database_url,
         min_size=1,
         max_size=max_size,
-        kwargs=KEEPALIVES,
-        check=psycopg_pool.ConnectionPool.check_connection,
+        kwargs={**KEEPALIVES, "autocommit": True},
+        check=_check_if_idle,
+        reset=_note_return,
         timeout=5,
         max_lifetime=1800,
         name=name,
         open=True,
     )
+
+
+def _note_return(conn: psycopg.Connection[Any]) -> None:
+    _returned_at[conn] = time.monotonic()
+
+
+def _check_if_idle(conn: psycopg.Connection[Any]) -> None:
+    """Ping a connection that sat idle long enough for the server to have gone away meanwhile.
+
+    A connection in steady use has just proved itself, and a ping on every checkout doubled the
+    round trips of a request; one broken while in use fails that request (503) and is discarded.
+    """
+    returned = _returned_at.get(conn)
+    if returned is None or time.monotonic() - returned > IDLE_CHECK_SECONDS:
+        psycopg_pool.ConnectionPool.check_connection(conn)

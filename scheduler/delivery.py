@@ -61,11 +61,17 @@ def build_headers(
     return headers
 
 
-def _session() -> requests.Session:
+def _session(endpoint: str) -> requests.Session:
     # One pooled session per sending thread: requests.Session is not thread-safe to share.
     session: requests.Session | None = getattr(_local, "session", None)
     if session is None:
         session = requests.Session()
+        # requests reads the proxy variables and looks for the CA bundle on disk on every
+        # request; a running dispatcher's environment does not change, so read them once.
+        environment = session.merge_environment_settings(endpoint, {}, None, None, None)
+        session.proxies.update(environment["proxies"])
+        session.verify = environment["verify"]
+        session.trust_env = False
         _local.session = session
     return session
 
@@ -84,7 +90,7 @@ def deliver(settings: config.Settings, delivery: jobs.Delivery) -> Outcome:
     error: str | None = None
     payload = build_payload(delivery)
     try:
-        response = _session().post(
+        response = _session(settings.endpoint).post(
             settings.endpoint,
             data=payload,
             headers=build_headers(settings, delivery, payload),
@@ -92,7 +98,7 @@ def deliver(settings: config.Settings, delivery: jobs.Delivery) -> Outcome:
             allow_redirects=False,
         )
         status_code = response.status_code
-        excerpt = response.text[:EXCERPT_LENGTH] if response.content else None
+        excerpt = _excerpt(response)
         if not 200 <= status_code < 300:
             error = f"HTTP {status_code}"
     except requests.Timeout as exc:
@@ -105,6 +111,20 @@ def deliver(settings: config.Settings, delivery: jobs.Delivery) -> Outcome:
     dispatch_metrics.DELIVERY_DURATION.observe(elapsed)
     duration_ms = int(elapsed * 1000)
     return Outcome(started_at, duration_ms, status_code, error, excerpt)
+
+
+def _excerpt(response: requests.Response) -> str | None:
+    """The start of the response body as text. Not `response.text`: without a charset in the
+    answer's Content-Type it guesses the encoding from the whole body, which costs more than
+    the delivery."""
+    if not response.content:
+        return None
+    head = response.content[: EXCERPT_LENGTH * 4]
+    try:
+        text = head.decode(response.encoding or "utf-8", errors="replace")
+    except LookupError:  # a charset Python does not know
+        text = head.decode("utf-8", errors="replace")
+    return text[:EXCERPT_LENGTH]
 
 
 def _short(exc: Exception) -> str:

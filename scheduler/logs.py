@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
 import sys
 from typing import Any
 
@@ -28,9 +29,12 @@ def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
     return {key: value for key, value in record.__dict__.items() if key not in _STANDARD_ATTRIBUTES}
 
 
+_NEEDS_QUOTES = re.compile(r'[\s"=]')
+
+
 def _text_value(value: Any) -> str:
     text = str(value)
-    if not text or any(char.isspace() or char in '"=' for char in text):
+    if not text or _NEEDS_QUOTES.search(text):
         return json.dumps(text)
     return text
 

@@ -96,6 +96,13 @@ SET state = 'scheduled', leased_until = NULL, next_attempt_at = %(next_attempt_a
     last_status = %(status_code)s, last_error = %(error)s, updated_at = now()
 WHERE id = %(job_id)s AND state = 'delivering' AND attempts = %(attempt)s;
 
+-- give_back_delivery --
+-- A claimed delivery that was never sent (its dispatcher is stopping) is due again at once, and
+-- its claim does not count as an attempt.
+UPDATE jobs
+SET state = 'scheduled', attempts = attempts - 1, leased_until = NULL, updated_at = now()
+WHERE id = %(job_id)s AND state = 'delivering' AND attempts = %(attempt)s;
+
 -- record_cron_fire --
 -- One job per cron tick; the unique (cron_id, run_at) index absorbs repeats. A cron removed or
 -- redefined since the timer was set (another revision) records nothing.

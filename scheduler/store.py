@@ -74,6 +74,25 @@ class AttemptRecord(jobs.Attempt):
     job_id: str
 
 
+@dataclasses.dataclass(frozen=True)
+class Settlement:
+    """An attempt and what becomes of its job: `delivered`, `failed`, or `scheduled` again at
+    `next_attempt_at`."""
+
+    record: AttemptRecord
+    state: str
+    next_attempt_at: dt.datetime | None = None
+
+
+def _outcome_params(record: AttemptRecord) -> dict[str, Any]:
+    return {
+        "job_id": record.job_id,
+        "attempt": record.attempt,
+        "status_code": record.status_code,
+        "error": record.error,
+    }
+
+
 class Store:
     def __init__(self, pool: psycopg_pool.ConnectionPool) -> None:
         self.pool = pool
@@ -81,11 +100,16 @@ class Store:
     @contextlib.contextmanager
     def transaction(self) -> Iterator[psycopg.Connection[Any]]:
         """One connection, one transaction, committed on success."""
-        with db.wrap_errors(), self.pool.connection() as conn:
+        with db.wrap_errors(), self.pool.connection() as conn, conn.transaction():
             yield conn
 
     def _execute(self, name: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        with self.transaction() as conn, conn.cursor(row_factory=dict_row) as cur:
+        """Run one statement, which commits by itself: no BEGIN and COMMIT round trips."""
+        with (
+            db.wrap_errors(),
+            self.pool.connection() as conn,
+            conn.cursor(row_factory=dict_row) as cur,
+        ):
             # Always pass parameters so `%%` in a query means `%` whether or not it has any.
             cur.execute(QUERIES[name], params or {})
             return cur.fetchall() if cur.description else []
@@ -100,6 +124,10 @@ class Store:
 
         :raise errors.IdempotencyConflict: `key` was used for a different request.
         """
+        if key is None and len(new_jobs) == 1:
+            # One statement commits by itself: no BEGIN and COMMIT round trips.
+            self._execute("insert_job", _job_params(new_jobs[0]))
+            return [new_jobs[0].id]
         with self.transaction() as conn, conn.cursor() as cur:
             if key is not None:
                 cur.execute(
@@ -247,33 +275,36 @@ class Store:
         )
         return [jobs.Delivery(**row) for row in rows]
 
-    def finish_delivery(self, record: AttemptRecord, state: str) -> None:
-        with self.transaction() as conn:
-            conn.execute(QUERIES["record_attempt"], dataclasses.asdict(record))
-            conn.execute(
-                QUERIES["finish_delivery"],
-                {
-                    "job_id": record.job_id,
-                    "attempt": record.attempt,
-                    "state": state,
-                    "status_code": record.status_code,
-                    "error": record.error,
-                },
-            )
-
-    def schedule_retry(self, record: AttemptRecord, next_attempt_at: dt.datetime) -> None:
-        with self.transaction() as conn:
-            conn.execute(QUERIES["record_attempt"], dataclasses.asdict(record))
-            conn.execute(
-                QUERIES["schedule_retry"],
-                {
-                    "job_id": record.job_id,
-                    "attempt": record.attempt,
-                    "next_attempt_at": next_attempt_at,
-                    "status_code": record.status_code,
-                    "error": record.error,
-                },
-            )
+    def settle_deliveries(
+        self, settled: Sequence[Settlement], unsent: Sequence[tuple[str, int]] = ()
+    ) -> None:
+        """Record attempts and what becomes of their jobs, and give back claims never sent
+        (job id, attempt), all in one transaction."""
+        finals = [s for s in settled if s.state != "scheduled"]
+        retries = [s for s in settled if s.state == "scheduled"]
+        with self.transaction() as conn, conn.cursor() as cur:
+            if settled:
+                cur.executemany(
+                    QUERIES["record_attempt"], [dataclasses.asdict(s.record) for s in settled]
+                )
+            if finals:
+                cur.executemany(
+                    QUERIES["finish_delivery"],
+                    [{**_outcome_params(s.record), "state": s.state} for s in finals],
+                )
+            if retries:
+                cur.executemany(
+                    QUERIES["schedule_retry"],
+                    [
+                        {**_outcome_params(s.record), "next_attempt_at": s.next_attempt_at}
+                        for s in retries
+                    ],
+                )
+            if unsent:
+                cur.executemany(
+                    QUERIES["give_back_delivery"],
+                    [{"job_id": job_id, "attempt": attempt} for job_id, attempt in unsent],
+                )
 
     def record_cron_fire(
         self, epoch: int, revision: int, job_id: str, run_at: dt.datetime, max_attempts: int

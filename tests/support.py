@@ -191,6 +191,8 @@ class Receiver:
         self.requests: list[Received] = []
         self.lock = threading.Lock()
         self.respond: Callable[[Received], tuple[int, float]] = lambda request: (200, 0.0)
+        # The answer's body and Content-Type header (none when None), when not the default.
+        self.answer: tuple[bytes, str | None] | None = None
         owner = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -210,9 +212,11 @@ class Receiver:
                 status, stall = owner.respond(item)
                 if stall:
                     time.sleep(stall)
-                body = b"ok" if status < 300 else b"nope"
+                body, content_type = owner.answer or (b"ok" if status < 300 else b"nope", None)
                 try:
                     self.send_response(status)
+                    if content_type is not None:
+                        self.send_header("Content-Type", content_type)
                     self.send_header("Content-Length", str(len(body)))
                     self.end_headers()
                     self.wfile.write(body)

@@ -11,12 +11,13 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from tests.bench import stats, targets
+from tests.bench import history, stats, targets
 
 TEXT_COLUMNS = frozenset({"Unit", "Threshold", "Result", "Detail", "Description"})
 SECTIONS = (
     "## Machine",
     "## Targets",
+    "## History",
     "## 1. Accept rate",
     "## 2. Batch accept rate",
     "## 3. Burst delivery",
@@ -47,11 +48,12 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render(results: dict[str, Any], figure: str | None) -> str:
+def render(results: dict[str, Any], figure: str | None, runs: list[dict[str, Any]]) -> str:
     parts = [
         _header(results),
         _machine(results),
         _targets(results),
+        _history(runs),
         _accept(results),
         _batch(results),
         _burst(results),
@@ -130,6 +132,16 @@ def _targets(results: dict[str, Any]) -> str:
         "## Targets\n\n"
         f"{passed} of {len(found)} targets met. Each is a ratio or a bound measured in this run.\n\n"
         + table(["Target", "Measured", "Unit", "Threshold", "Result", "Detail"], rows)
+    )
+
+
+def _history(runs: list[dict[str, Any]]) -> str:
+    return (
+        "## History\n\n"
+        f"The targets' measurements in every run recorded in `{history.FILE_NAME}`, oldest "
+        "first, with what changed before each (`make bench NOTE=...`). Runs on other days or "
+        "machines are only roughly comparable; the ratios travel better than the rates.\n\n"
+        + history.render(runs)
     )
 
 

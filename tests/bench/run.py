@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tests import support
-from tests.bench import loadgen, plot, report, scenarios, spy, system, targets
+from tests.bench import history, loadgen, plot, report, scenarios, spy, system, targets
 from tests.bench.receiver import ReceiverProcess
 
 LIBRARIES = ("gunicorn", "flask", "psycopg", "apscheduler", "sqlalchemy", "requests")
@@ -70,6 +70,7 @@ class Run:
         self.plan = scenarios.QUICK if args.quick else scenarios.FULL
         self.generator = loadgen.generator_name(args.generator)
         self.output = pathlib.Path(args.output)
+        self.note = args.note
         self.profiler = spy.Profiler(pathlib.Path(args.profile) if args.profile else None)
         self.logs = pathlib.Path(tempfile.mkdtemp(prefix="scheduler-bench-"))
         self.results: dict[str, Any] = {"plan": dataclasses.asdict(self.plan), "errors": {}}
@@ -152,14 +153,17 @@ class Run:
         self.results["exit_codes_empty"] = second.stop()
 
     def write(self) -> int:
+        self.output.parent.mkdir(parents=True, exist_ok=True)
         figure_path = self.output.parent / "lateness.png"
         figure = None
         if plot.available() and plot.draw(self.results, figure_path):
             figure = os.path.relpath(figure_path, self.output.parent)
         raw = self.logs / "results.json"
         raw.write_text(json.dumps(self.results, indent=1, default=str))
-        self.output.parent.mkdir(parents=True, exist_ok=True)
-        self.output.write_text(report.render(self.results, figure))
+        runs = history.record(
+            self.output.parent / history.FILE_NAME, history.entry(self.results, self.note)
+        )
+        self.output.write_text(report.render(self.results, figure, runs))
         for target in targets.evaluate(self.results):
             log(f"{target.verdict} {target.name}: {target.measured:.2f} {target.unit}")
         log(f"report: {self.output}; raw results and process logs: {self.logs}")
@@ -181,6 +185,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=("auto", "wrk", "python"),
         default="auto",
         help="HTTP load generator (auto: wrk when on PATH)",
+    )
+    parser.add_argument(
+        "--note",
+        default="",
+        help="what changed since the previous run, for the report's history",
     )
     parser.add_argument(
         "--profile",

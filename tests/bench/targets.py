@@ -17,6 +17,7 @@ NOISE_FRACTION = 0.5
 
 @dataclasses.dataclass(frozen=True)
 class Target:
+    key: str  # a short name, the column of the history table
     name: str
     measured: float
     unit: str
@@ -60,6 +61,7 @@ def _accept_targets(results: dict[str, Any]) -> list[Target]:
         ratio = stats.ratio(row["insert"]["rate"], row["noop"]["rate"])
         found.append(
             Target(
+                f"Accept {clients} (%)",
                 f"Accept rate ≥ 50% of the no-op ceiling ({clients} clients)",
                 ratio * 100,
                 "%",
@@ -77,13 +79,20 @@ def _burst_targets(results: dict[str, Any]) -> list[Target]:
     if not burst:
         return [
             Target(
-                "Burst ≥ 70% of the requests-pool ceiling", math.nan, "%", "≥ 70", False, "not run"
+                "Burst (%)",
+                "Burst ≥ 70% of the requests-pool ceiling",
+                math.nan,
+                "%",
+                "≥ 70",
+                False,
+                "not run",
             )
         ]
     ratio = stats.ratio(burst["rate"], burst["ceiling"]["rate"])
     complete = burst["delivered"] == burst["jobs"]
     return [
         Target(
+            "Burst (%)",
             f"Burst ≥ 70% of the requests-pool ceiling, all {burst['jobs']:,} delivered",
             ratio * 100,
             "%",
@@ -95,13 +104,20 @@ def _burst_targets(results: dict[str, Any]) -> list[Target]:
     ]
 
 
-def _lateness_targets(steady: dict[str, Any] | None, label: str) -> list[Target]:
+def _lateness_targets(steady: dict[str, Any] | None, label: str, key: str) -> list[Target]:
     late = (steady or {}).get("lateness_ms") or {"p99": math.nan, "max": math.nan}
     return [
         Target(
-            f"Steady p99 lateness < 50 ms{label}", late["p99"], "ms", "< 50", late["p99"] < 50, ""
+            f"{key} p99 (ms)",
+            f"Steady p99 lateness < 50 ms{label}",
+            late["p99"],
+            "ms",
+            "< 50",
+            late["p99"] < 50,
+            "",
         ),
         Target(
+            f"{key} max (ms)",
             f"Steady max lateness < 250 ms{label}",
             late["max"],
             "ms",
@@ -113,19 +129,20 @@ def _lateness_targets(steady: dict[str, Any] | None, label: str) -> list[Target]
 
 
 def _steady_targets(results: dict[str, Any]) -> list[Target]:
-    return _lateness_targets(_get(results, "steady_empty", "steady"), "")
+    return _lateness_targets(_get(results, "steady_empty", "steady"), "", "Steady")
 
 
 def _backlog_targets(results: dict[str, Any]) -> list[Target]:
     backlog = _get(results, "steady_backlog") or {}
     pending = f" with {backlog.get('backlog', 0):,} pending"
-    found = _lateness_targets(backlog.get("steady"), pending)
+    found = _lateness_targets(backlog.get("steady"), pending, "Backlog")
     empty = _get(results, "steady_empty", "steady", "lateness_ms") or {}
     full = _get(backlog, "steady", "lateness_ms") or {}
     if empty and full:
         same = all(within_noise(empty[p], full[p]) for p in ("p50", "p99"))
         found.append(
             Target(
+                "Backlog / empty p99",
                 f"Steady lateness unchanged within noise{pending} (p99 pending / empty)",
                 stats.ratio(full["p99"], empty["p99"]),
                 "ratio",
@@ -138,7 +155,13 @@ def _backlog_targets(results: dict[str, Any]) -> list[Target]:
     rss = (backlog.get("rss_peak_kb") or math.nan) / MB
     found.append(
         Target(
-            f"Dispatcher RSS < 300 MB{pending}", rss, "MB", "< 300", rss < 300, "peak VmRSS/VmHWM"
+            "RSS (MB)",
+            f"Dispatcher RSS < 300 MB{pending}",
+            rss,
+            "MB",
+            "< 300",
+            rss < 300,
+            "peak VmRSS/VmHWM",
         )
     )
     startup = backlog.get("startup") or {}
@@ -146,6 +169,7 @@ def _backlog_targets(results: dict[str, Any]) -> list[Target]:
     slowest = math.nan if None in times else max(times)
     found.append(
         Target(
+            "Start-up (s)",
             f"Dispatcher start-up < 30 s{pending}",
             slowest,
             "s",
@@ -181,8 +205,9 @@ def _loss_targets(results: dict[str, Any]) -> list[Target]:
     complete = len(parts) == 4
     scope = "lost/duplicated: " + (", ".join(parts) or "nothing ran")
     return [
-        Target("Zero lost deliveries", lost, "jobs", "= 0", lost == 0 and complete, scope),
+        Target("Lost", "Zero lost deliveries", lost, "jobs", "= 0", lost == 0 and complete, scope),
         Target(
+            "Duplicated",
             "Zero duplicated deliveries",
             duplicated,
             "jobs",

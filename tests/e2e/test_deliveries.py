@@ -125,6 +125,29 @@ def test_sigterm_lets_in_flight_delivery_finish(system: System) -> None:
     assert row == ("delivered",)
 
 
+def test_sigterm_gives_back_claimed_deliveries_not_yet_started(system: System) -> None:
+    system.receiver.respond = lambda request: (200, 2.0)
+    system.start("web")
+    worker = system.start("worker", SCHEDULER_DELIVERY_THREADS="1")
+    first = system.insert(at(0.2), {"n": 1})
+    second = system.insert(at(0.2), {"n": 2})
+    (arrived,) = system.receiver.wait_for(1, timeout=10)
+    worker.signal(signal.SIGTERM)
+    assert worker.proc is not None
+    assert worker.proc.wait(15) == 0
+    sent = arrived.json["id"]
+    held = second if sent == first else first
+    with psycopg.connect(system.db_url) as conn:
+        rows = dict(
+            (row[0], row[1:])
+            for row in conn.execute("SELECT id, state, attempts FROM jobs").fetchall()
+        )
+    assert rows[sent] == ("delivered", 1)
+    # Claimed alongside the first (two slots per thread), never sent: due again, no attempt spent.
+    assert rows[held] == ("scheduled", 0)
+    assert len(system.receiver.received()) == 1
+
+
 @pytest.mark.parametrize("name", ["web", "worker"])
 @pytest.mark.parametrize(
     ("variable", "value"),

@@ -23,6 +23,9 @@ def settings(db_url: str) -> config.Settings:
 @pytest.fixture
 def app(settings: config.Settings) -> Iterator[Flask]:
     flask_app = app_module.create_app(settings)
+    # The pool connects in a background thread, and psycopg_pool draws from `random` as it does;
+    # hypothesis fails a test whose strategies run while the global random state moves.
+    flask_app.extensions["scheduler.store"].pool.wait()
     yield flask_app
     flask_app.extensions["scheduler.store"].pool.close()
 

@@ -68,10 +68,10 @@ def test_an_outcome_only_closes_its_own_attempt(
 ) -> None:
     job_id = insert(db_store, NOW)
     db_store.claim_due_jobs(epoch, NOW, NOW, 1)
-    db_store.finish_delivery(attempt(job_id, 2, 200), "delivered")
+    db_store.settle_deliveries([store.Settlement(attempt(job_id, 2, 200), "delivered")])
     with psycopg.connect(db_url) as conn:
         assert conn.execute("SELECT state FROM jobs").fetchone() == ("delivering",)
-    db_store.finish_delivery(attempt(job_id, 1, 200), "delivered")
+    db_store.settle_deliveries([store.Settlement(attempt(job_id, 1, 200), "delivered")])
     with psycopg.connect(db_url) as conn:
         assert conn.execute("SELECT state FROM jobs").fetchone() == ("delivered",)
 
@@ -83,9 +83,36 @@ def test_a_job_cancelled_in_flight_stays_cancelled(
     db_store.claim_due_jobs(epoch, NOW, NOW, 1)
     with psycopg.connect(db_url) as conn:
         conn.execute("UPDATE jobs SET state = 'cancelled'")
-    db_store.schedule_retry(attempt(job_id, 1, 500), NOW)
+    db_store.settle_deliveries([store.Settlement(attempt(job_id, 1, 500), "scheduled", NOW)])
     with psycopg.connect(db_url) as conn:
         assert conn.execute("SELECT state FROM jobs").fetchone() == ("cancelled",)
+
+
+def test_one_settlement_records_every_outcome_and_gives_back_unsent_claims(
+    db_store: store.Store, epoch: int, db_url: str
+) -> None:
+    delivered, failed, retried, unsent = (insert(db_store, NOW) for _ in range(4))
+    assert len(db_store.claim_due_jobs(epoch, NOW, NOW, 10)) == 4
+    retry_at = NOW + dt.timedelta(seconds=30)
+    db_store.settle_deliveries(
+        [
+            store.Settlement(attempt(delivered, 1, 200), "delivered"),
+            store.Settlement(attempt(failed, 1, 500), "failed"),
+            store.Settlement(attempt(retried, 1, 503), "scheduled", retry_at),
+        ],
+        [(unsent, 1)],
+    )
+    with psycopg.connect(db_url) as conn:
+        rows = dict(
+            (row[0], row[1:])
+            for row in conn.execute("SELECT id, state, attempts, next_attempt_at FROM jobs")
+        )
+        recorded = conn.execute("SELECT job_id FROM delivery_attempts").fetchall()
+    assert rows[delivered][:2] == ("delivered", 1)
+    assert rows[failed][:2] == ("failed", 1)
+    assert rows[retried] == ("scheduled", 1, retry_at)
+    assert rows[unsent] == ("scheduled", 0, NOW), "a claim never sent is not an attempt"
+    assert sorted(r[0] for r in recorded) == sorted([delivered, failed, retried])
 
 
 def test_expired_leases_and_orphans_are_released(

@@ -1,0 +1,234 @@
+"""Sends claimed deliveries from a thread pool and records their outcomes in batches.
+
+A transaction per outcome made PostgreSQL round trips, not HTTP, the limit of a burst: one
+recorder thread writes every outcome that has piled up in a single transaction instead. A claimed
+delivery holds a slot until its outcome is recorded, and there are twice as many slots as
+sending threads, so the next deliveries are already in hand when a thread comes free while the
+claim loop never holds more than it can send within one lease.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import datetime as dt
+import logging
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable
+
+from scheduler import config, delivery, dispatch_metrics, errors, jobs, store
+
+logger = logging.getLogger(__name__)
+
+SLOTS_PER_THREAD = 2
+RECORD_BATCH = 500
+RECORD_RETRIES = 5
+LEASE_MARGIN_SECONDS = 30.0
+
+
+def retry_delay(attempt: int, base: float, cap: float) -> float:
+    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2^(attempt-1))]."""
+    return random.uniform(0, min(cap, base * 2 ** min(attempt - 1, 62)))
+
+
+def lease_seconds(settings: config.Settings) -> float:
+    """How long a claim is held: a delivery may wait for one full attempt before its own."""
+    attempt = settings.connect_timeout + settings.read_timeout
+    return SLOTS_PER_THREAD * attempt + LEASE_MARGIN_SECONDS
+
+
+class Senders:
+    """The sending threads, their slots and the recorder.
+
+    `on_room` is called when slots free up after the claim loop found none; `on_retry` with the
+    due time of each retry scheduled.
+    """
+
+    def __init__(
+        self,
+        settings: config.Settings,
+        job_store: store.Store,
+        on_room: Callable[[], None],
+        on_retry: Callable[[dt.datetime], None],
+    ) -> None:
+        self.settings = settings
+        self.store = job_store
+        self.capacity = settings.delivery_threads * SLOTS_PER_THREAD
+        self._on_room = on_room
+        self._on_retry = on_retry
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            settings.delivery_threads, thread_name_prefix="deliver"
+        )
+        self._results: queue.Queue[tuple[jobs.Delivery, delivery.Outcome | None] | None] = (
+            queue.Queue()
+        )
+        self._lock = threading.Lock()
+        self._held = 0
+        self._starved = False
+        self._closing = threading.Event()
+        self._recorder = threading.Thread(target=self._record_loop, name="record", daemon=True)
+        self._recorder.start()
+
+    def free(self) -> int:
+        """Slots free for new claims; when none is, `on_room` fires once some are."""
+        with self._lock:
+            free = self.capacity - self._held
+            self._starved = free == 0
+            return free
+
+    def in_flight(self) -> int:
+        """Deliveries claimed and not yet recorded."""
+        with self._lock:
+            return self._held
+
+    def submit(self, claimed: list[jobs.Delivery]) -> None:
+        with self._lock:
+            self._held += len(claimed)
+        for item in claimed:
+            self._pool.submit(self._send, item)
+
+    def close(self, grace: float) -> bool:
+        """Send nothing new, give back what was not started, let the rest finish within
+        `grace`; True if every claimed delivery was settled."""
+        self._closing.set()
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and self.in_flight() > 0:
+            time.sleep(0.05)
+        finished = self.in_flight() == 0
+        self._pool.shutdown(wait=finished, cancel_futures=True)
+        self._results.put(None)
+        self._recorder.join(timeout=5)
+        return finished
+
+    def _send(self, item: jobs.Delivery) -> None:
+        if self._closing.is_set():
+            self._results.put((item, None))
+            return
+        try:
+            outcome = delivery.deliver(self.settings, item)
+        except Exception as exc:
+            # A failed attempt like any other, so a delivery that always breaks ends as failed
+            # after its retries instead of looping.
+            logger.exception("delivery of %s failed unexpectedly", item.id)
+            outcome = delivery.Outcome(
+                dt.datetime.now(dt.UTC), 0, None, f"internal error: {type(exc).__name__}", None
+            )
+        self._results.put((item, outcome))
+
+    # --- recording -------------------------------------------------------------------------
+
+    def _record_loop(self) -> None:
+        while True:
+            first = self._results.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < RECORD_BATCH:
+                try:
+                    more = self._results.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._results.put(None)
+                    break
+                batch.append(more)
+            try:
+                self._record(batch)
+            except Exception:
+                logger.exception("recording %d outcomes failed", len(batch))
+            finally:
+                self._release(len(batch))
+
+    def _release(self, count: int) -> None:
+        with self._lock:
+            self._held -= count
+            starved, self._starved = self._starved, False
+        if starved:
+            self._on_room()
+
+    def _record(self, batch: list[tuple[jobs.Delivery, delivery.Outcome | None]]) -> None:
+        unsent = [item for item, outcome in batch if outcome is None]
+        settled = [
+            (item, outcome, self._settle(item, outcome))
+            for item, outcome in batch
+            if outcome is not None
+        ]
+        for attempt in range(RECORD_RETRIES):
+            try:
+                self.store.settle_deliveries(
+                    [settlement for _, _, settlement in settled],
+                    [(item.id, item.attempts) for item in unsent],
+                )
+                break
+            except errors.StoreUnavailable:
+                # The lease makes these due again later if this never succeeds.
+                time.sleep(min(2**attempt, 10))
+        else:
+            logger.error("could not record %d outcomes; they will be re-sent", len(settled))
+            return
+        if unsent:
+            logger.info("gave back %d deliveries not yet started", len(unsent))
+        for item, outcome, settlement in settled:
+            self._report(item, outcome, settlement)
+
+    def _settle(self, item: jobs.Delivery, outcome: delivery.Outcome) -> store.Settlement:
+        record = store.AttemptRecord(
+            job_id=item.id,
+            attempt=item.attempts,
+            started_at=outcome.started_at,
+            duration_ms=outcome.duration_ms,
+            status_code=outcome.status_code,
+            error=outcome.error,
+            response_excerpt=outcome.response_excerpt,
+        )
+        if outcome.ok:
+            return store.Settlement(record, "delivered")
+        if item.attempts >= item.max_attempts:
+            return store.Settlement(record, "failed")
+        delay = retry_delay(item.attempts, self.settings.retry_base, self.settings.retry_cap)
+        due = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=delay)
+        return store.Settlement(record, "scheduled", due)
+
+    def _report(
+        self, item: jobs.Delivery, outcome: delivery.Outcome, settlement: store.Settlement
+    ) -> None:
+        extra = {
+            "action": "deliver",
+            "job_id": item.id,
+            "cron_id": item.cron_id,
+            "attempt": item.attempts,
+            "status": outcome.status_code,
+            "duration_ms": outcome.duration_ms,
+        }
+        if settlement.state == "delivered":
+            dispatch_metrics.DELIVERIES.labels("delivered").inc()
+            logger.info(
+                "delivered %s (attempt %d, HTTP %s, %d ms)",
+                item.id,
+                item.attempts,
+                outcome.status_code,
+                outcome.duration_ms,
+                extra=extra,
+            )
+        elif settlement.state == "failed":
+            dispatch_metrics.DELIVERIES.labels("failed").inc()
+            logger.warning(
+                "%s failed after %d attempts: %s",
+                item.id,
+                item.attempts,
+                outcome.error,
+                extra=extra,
+            )
+        else:
+            assert settlement.next_attempt_at is not None
+            dispatch_metrics.DELIVERIES.labels("retry").inc()
+            logger.info(
+                "attempt %d of %s failed (%s); will retry",
+                item.attempts,
+                item.id,
+                outcome.error,
+                extra=extra,
+            )
+            self._on_retry(settlement.next_attempt_at)
