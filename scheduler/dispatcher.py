@@ -23,19 +23,15 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
 import psycopg
-from apscheduler.executors.base import BaseExecutor
 from apscheduler.job import Job
 from apscheduler.jobstores.base import JobLookupError
-from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
-from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.date import DateTrigger
 
-from scheduler import config, cron, db, dispatch_metrics, errors, jobs, logs, senders, store
+from scheduler import config, cron, db, dispatch_metrics, errors, jobs, logs, senders, store, timers
 
 logger = logging.getLogger(__name__)
 
@@ -51,15 +47,6 @@ LOCAL_WAIT_SECONDS = 1.0
 PRUNE_BATCH = 1000
 PRUNE_BATCHES = 20
 UTC = dt.UTC
-# Every jobstore call is one statement, so autocommit saves the BEGIN and COMMIT round trips of
-# each timer update (one per cron per tick). No ping per checkout either: SQLAlchemy discards
-# its pool on a disconnect error, and GuardedScheduler retries the pass that hit it.
-JOBSTORE_ENGINE_OPTIONS = {
-    "isolation_level": "AUTOCOMMIT",
-    "pool_size": 2,
-    "max_overflow": 2,
-    "pool_recycle": 1800,
-}
 
 
 def fire(kind: str, ref: str) -> None:
@@ -72,33 +59,6 @@ def fire(kind: str, ref: str) -> None:
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(UTC)
-
-
-class OutboxExecutor(BaseExecutor):
-    """Acts on a timer synchronously on the scheduler thread, before APScheduler moves it on."""
-
-    def __init__(self, on_fire: Callable[[Job, list[dt.datetime]], None]) -> None:
-        super().__init__()
-        self._on_fire = on_fire
-
-    def submit_job(self, job: Job, run_times: list[dt.datetime]) -> None:
-        self._on_fire(job, run_times)
-
-    def _do_submit_job(self, job: Job, run_times: list[dt.datetime]) -> None:
-        raise NotImplementedError("submit_job does the work")
-
-
-class GuardedScheduler(BackgroundScheduler):
-    """APScheduler's loop dies on an exception outside get_due_jobs (a DB blip in update_job);
-    this keeps it alive and retries, and reconcile repairs whatever the failed pass left."""
-
-    def _process_jobs(self) -> float | None:
-        try:
-            wait: float | None = super()._process_jobs()
-        except Exception:
-            logger.exception("timer pass failed; retrying", extra={"action": "timer_pass_failed"})
-            return LOOP_RETRY_SECONDS
-        return wait
 
 
 class LeaderSession:
@@ -117,15 +77,12 @@ class LeaderSession:
         )
         self.store = store.Store(self.pool)
         self.senders = senders.Senders(settings, self.store, self.wake.set, self._job_due)
-        self.scheduler = GuardedScheduler(
+        self._held_ticks: list[jobs.CronTick] = []
+        self.scheduler = timers.GuardedScheduler(
+            timers.TimerStore(settings.sqlalchemy_url),
+            self._record_held_ticks,
             timezone=UTC,
-            jobstores={
-                "default": SQLAlchemyJobStore(
-                    url=settings.sqlalchemy_url,
-                    engine_options=JOBSTORE_ENGINE_OPTIONS,
-                )
-            },
-            executors={"default": OutboxExecutor(self._on_timer)},
+            executors={"default": timers.OutboxExecutor(self._on_timer)},
             job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 1},
             jobstore_retry_interval=2,
         )
@@ -195,20 +152,24 @@ class LeaderSession:
             logger.warning("timer %s fired while leadership is unconfirmed; skipped", job.id)
             return
         kind, ref = job.args
-        if kind == "cron":
-            for run_time in run_times:
-                self._record_cron_tick(int(ref), run_time)
-        self.wake.set()
-
-    def _record_cron_tick(self, revision: int, run_time: dt.datetime) -> None:
-        late = (utcnow() - run_time).total_seconds()
-        if self.settings.cron_catchup == "skip" and late > SKIP_MISSED_AFTER_SECONDS:
-            logger.info("skipped a missed tick of cron revision %d (%.0fs late)", revision, late)
+        if kind != "cron":
+            self.wake.set()
             return
-        if self.store.record_cron_fire(
-            self.epoch, revision, jobs.new_job_id(), run_time, self.settings.max_attempts
-        ):
-            dispatch_metrics.CRON_TICKS.inc()
+        for run_time in run_times:
+            late = (utcnow() - run_time).total_seconds()
+            if self.settings.cron_catchup == "skip" and late > SKIP_MISSED_AFTER_SECONDS:
+                logger.info("skipped a missed tick of cron revision %s (%.0fs late)", ref, late)
+            else:
+                self._held_ticks.append(jobs.CronTick(int(ref), jobs.new_job_id(), run_time))
+
+    def _record_held_ticks(self) -> None:
+        """Record the ticks of the timer pass that just ended, before its timers move on."""
+        ticks, self._held_ticks = self._held_ticks, []
+        if not ticks:
+            return
+        recorded = self.store.record_cron_fires(self.epoch, ticks, self.settings.max_attempts)
+        dispatch_metrics.CRON_TICKS.inc(recorded)
+        self.wake.set()
 
     def _set_wake_timer(self, due: dt.datetime) -> None:
         """Have APScheduler wake the delivery loop at `due` (the next job's time)."""
@@ -278,9 +239,10 @@ class LeaderSession:
         # A redefined or resumed cron starts afresh: nothing before updated_at is owed.
         since = max(job.last_fire_at or job.updated_at, job.updated_at)
         missed = cron.latest_fire_time(cron.parse_spec(job.spec), since, now)
-        if missed is not None and self.store.record_cron_fire(
-            self.epoch, job.revision, jobs.new_job_id(), missed, self.settings.max_attempts
-        ):
+        if missed is None:
+            return
+        tick = jobs.CronTick(job.revision, jobs.new_job_id(), missed)
+        if self.store.record_cron_fires(self.epoch, [tick], self.settings.max_attempts):
             dispatch_metrics.CRON_TICKS.inc()
             logger.info(
                 "cron %s caught up on its tick of %s",

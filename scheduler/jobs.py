@@ -42,6 +42,15 @@ class NewJob:
 
 
 @dataclasses.dataclass(frozen=True)
+class CronTick:
+    """One fire of a cron revision, to be recorded as job `job_id` due at `run_at`."""
+
+    revision: int
+    job_id: str
+    run_at: dt.datetime
+
+
+@dataclasses.dataclass(frozen=True)
 class CronDefinition:
     id: str
     spec: str

@@ -103,23 +103,30 @@ UPDATE jobs
 SET state = 'scheduled', attempts = attempts - 1, leased_until = NULL, updated_at = now()
 WHERE id = %(job_id)s AND state = 'delivering' AND attempts = %(attempt)s;
 
--- record_cron_fire --
--- One job per cron tick; the unique (cron_id, run_at) index absorbs repeats. A cron removed or
--- redefined since the timer was set (another revision) records nothing.
-WITH cron AS (
-    SELECT id FROM crons
-    WHERE revision = %(revision)s
-      AND EXISTS (SELECT 1 FROM dispatcher_leader WHERE epoch = %(epoch)s)
+-- record_cron_fires --
+-- One job per cron tick; the unique (cron_id, run_at) index absorbs repeats. A tick of a cron
+-- removed or redefined since its timer was set (another revision) records nothing. CTEs: the
+-- ticks of live crons, the jobs they make, and each cron's latest tick.
+WITH ticks AS (
+    SELECT crons.id AS cron_id, t.revision, t.job_id, t.run_at
+    FROM unnest(%(revisions)s::bigint[], %(job_ids)s::text[], %(run_ats)s::timestamptz[])
+        AS t (revision, job_id, run_at)
+    JOIN crons ON crons.revision = t.revision
+    WHERE EXISTS (SELECT 1 FROM dispatcher_leader WHERE epoch = %(epoch)s)
 ),
 fired AS (
     INSERT INTO jobs (id, cron_id, run_at, next_attempt_at, max_attempts)
-    SELECT %(job_id)s, cron.id, %(run_at)s, %(run_at)s, %(max_attempts)s FROM cron
+    SELECT job_id, cron_id, run_at, run_at, %(max_attempts)s FROM ticks
     ON CONFLICT (cron_id, run_at) WHERE cron_id IS NOT NULL DO NOTHING
     RETURNING id
+),
+advanced AS (
+    UPDATE crons SET last_fire_at = greatest(crons.last_fire_at, latest.run_at)
+    FROM (SELECT revision, max(run_at) AS run_at FROM ticks GROUP BY revision) AS latest
+    WHERE crons.revision = latest.revision
+    RETURNING crons.id
 )
-UPDATE crons SET last_fire_at = greatest(last_fire_at, %(run_at)s)
-WHERE revision = %(revision)s AND id IN (SELECT id FROM cron)
-RETURNING (SELECT count(*) FROM fired) AS inserted;
+SELECT (SELECT count(*) FROM fired) AS inserted, (SELECT count(*) FROM advanced) AS advanced;
 
 -- release_orphaned_deliveries --
 -- Deliveries a previous dispatcher left in flight are due again (it no longer holds the lock).

@@ -306,21 +306,21 @@ class Store:
                     [{"job_id": job_id, "attempt": attempt} for job_id, attempt in unsent],
                 )
 
-    def record_cron_fire(
-        self, epoch: int, revision: int, job_id: str, run_at: dt.datetime, max_attempts: int
-    ) -> bool:
-        """Record one tick of a cron revision; True when it was new."""
+    def record_cron_fires(
+        self, epoch: int, ticks: Sequence[jobs.CronTick], max_attempts: int
+    ) -> int:
+        """Record cron ticks in one statement; how many were new."""
         rows = self._execute(
-            "record_cron_fire",
+            "record_cron_fires",
             {
                 "epoch": epoch,
-                "revision": revision,
-                "job_id": job_id,
-                "run_at": run_at,
+                "revisions": [t.revision for t in ticks],
+                "job_ids": [t.job_id for t in ticks],
+                "run_ats": [t.run_at for t in ticks],
                 "max_attempts": max_attempts,
             },
         )
-        return bool(rows and rows[0]["inserted"])
+        return int(rows[0]["inserted"])
 
     def release_orphaned_deliveries(self, epoch: int, now: dt.datetime) -> int:
         return len(self._execute("release_orphaned_deliveries", {"epoch": epoch, "now": now}))

@@ -162,12 +162,15 @@ def test_due_jobs_gauge_counts_jobs_waiting_for_a_slot(system: System) -> None:
     dispatcher_url = f"http://127.0.0.1:{metrics_port}/metrics"
     system.insert(at(0), {"slow": 1})
     system.receiver.wait_for(1, timeout=10)
-    system.insert(at(0), {"waiting": 2})
+    # One thread has two slots: the slow job holds one, the next job is claimed into the other,
+    # and the third waits in the table, due.
+    system.insert(at(0), {"claimed": 2})
+    system.insert(at(0), {"waiting": 3})
 
     support.wait_until(
         lambda: value(scrape(dispatcher_url), "scheduler_due_jobs") == 1, timeout=5, interval=0.1
     )
-    system.receiver.wait_for(2, timeout=20)
+    system.receiver.wait_for(3, timeout=20)
     support.wait_until(
         lambda: value(scrape(dispatcher_url), "scheduler_due_jobs") == 0, timeout=5, interval=0.1
     )

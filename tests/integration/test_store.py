@@ -130,18 +130,50 @@ def test_expired_leases_and_orphans_are_released(
     assert sorted(states) == sorted([(first, "scheduled"), (second, "scheduled")])
 
 
+def tick(revision: int, at: dt.datetime) -> jobs.CronTick:
+    return jobs.CronTick(revision, jobs.new_job_id(), at)
+
+
 def test_cron_ticks_are_unique_and_fenced(db_store: store.Store, epoch: int, db_url: str) -> None:
     db_store.replace_crons([jobs.CronDefinition("c", "* * * * * *", "UTC")])
     revision = db_store.list_crons()[0].revision
-    assert db_store.record_cron_fire(epoch, revision, jobs.new_job_id(), NOW, 3)
-    assert not db_store.record_cron_fire(epoch, revision, jobs.new_job_id(), NOW, 3)
-    assert not db_store.record_cron_fire(epoch - 1, revision, jobs.new_job_id(), NOW, 3)
+    assert db_store.record_cron_fires(epoch, [tick(revision, NOW)], 3) == 1
+    assert db_store.record_cron_fires(epoch, [tick(revision, NOW)], 3) == 0, "a repeat"
+    assert db_store.record_cron_fires(epoch - 1, [tick(revision, NOW)], 3) == 0, "old leader"
     later = NOW + dt.timedelta(seconds=1)
-    assert not db_store.record_cron_fire(epoch, revision + 1, jobs.new_job_id(), later, 3)
+    assert db_store.record_cron_fires(epoch, [tick(revision + 1, later)], 3) == 0, "no such cron"
     with psycopg.connect(db_url) as conn:
         ticks = conn.execute("SELECT cron_id, run_at FROM jobs").fetchall()
     assert ticks == [("c", NOW)]
     assert db_store.list_crons()[0].last_fire_at == NOW
+
+
+def test_a_pass_of_ticks_is_recorded_at_once(
+    db_store: store.Store, epoch: int, db_url: str
+) -> None:
+    db_store.replace_crons(
+        [jobs.CronDefinition(name, "* * * * * *", "UTC") for name in ("a", "b", "gone")]
+    )
+    revisions = {c.id: c.revision for c in db_store.list_crons()}
+    db_store.replace_crons([jobs.CronDefinition(name, "* * * * * *", "UTC") for name in ("a", "b")])
+    later = NOW + dt.timedelta(seconds=1)
+    recorded = db_store.record_cron_fires(
+        epoch,
+        [
+            tick(revisions["a"], NOW),
+            tick(revisions["a"], later),
+            tick(revisions["a"], later),  # the same tick twice in one pass
+            tick(revisions["b"], NOW),
+            tick(revisions["gone"], NOW),
+        ],
+        3,
+    )
+    assert recorded == 3
+    with psycopg.connect(db_url) as conn:
+        ticks = conn.execute("SELECT cron_id, run_at FROM jobs ORDER BY cron_id, run_at").fetchall()
+    assert ticks == [("a", NOW), ("a", later), ("b", NOW)]
+    last = {c.id: c.last_fire_at for c in db_store.list_crons()}
+    assert last == {"a": later, "b": NOW}
 
 
 def test_a_second_leader_cannot_take_the_lock(db_url: str, epoch: int) -> None:

@@ -1,0 +1,124 @@
+"""APScheduler, adapted to be the dispatcher's clock and nothing more.
+
+A timer that fires must leave a record in our tables before APScheduler moves it on, and a
+failure must not kill APScheduler's loop. Per tick, APScheduler writes each cron's timer with its
+own UPDATE: with hundreds of crons due the same second those round trips, one cron after another,
+made the loop fall behind. Here the timer updates of one pass are held, the pass's ticks are
+recorded in one statement, and the held updates are then written in one more. A crash in
+between leaves timers behind their ticks, so the ticks fire again and the unique (cron, tick)
+row absorbs them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import pickle
+from collections.abc import Callable
+from typing import Any
+
+import sqlalchemy
+from apscheduler.executors.base import BaseExecutor
+from apscheduler.job import Job
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.util import datetime_to_utc_timestamp
+
+logger = logging.getLogger(__name__)
+
+LOOP_RETRY_SECONDS = 1.0
+# Every jobstore call is one statement, so autocommit saves the BEGIN and COMMIT round trips.
+# No ping per checkout either: SQLAlchemy discards its pool on a disconnect error, and
+# GuardedScheduler retries the pass that hit it.
+ENGINE_OPTIONS = {
+    "isolation_level": "AUTOCOMMIT",
+    "pool_size": 2,
+    "max_overflow": 2,
+    "pool_recycle": 1800,
+}
+
+
+class OutboxExecutor(BaseExecutor):
+    """Acts on a timer synchronously on the scheduler thread, before APScheduler moves it on."""
+
+    def __init__(self, on_fire: Callable[[Job, list[dt.datetime]], None]) -> None:
+        super().__init__()
+        self._on_fire = on_fire
+
+    def submit_job(self, job: Job, run_times: list[dt.datetime]) -> None:
+        self._on_fire(job, run_times)
+
+    def _do_submit_job(self, job: Job, run_times: list[dt.datetime]) -> None:
+        raise NotImplementedError("submit_job does the work")
+
+
+class TimerStore(SQLAlchemyJobStore):
+    """SQLAlchemyJobStore whose timer updates can be held during a pass and written together."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url=url, engine_options=ENGINE_OPTIONS)
+        self.holding = False
+        self._held: dict[str, Job] = {}
+
+    def update_job(self, job: Job) -> None:
+        if self.holding:
+            self._held[job.id] = job
+        else:
+            super().update_job(job)
+
+    def write_held(self) -> None:
+        held, self._held = self._held, {}
+        if not held:
+            return
+        rows = [
+            {
+                "timer_id": job.id,
+                "timer_next": datetime_to_utc_timestamp(job.next_run_time),
+                "timer_state": pickle.dumps(job.__getstate__(), self.pickle_protocol),
+            }
+            for job in held.values()
+        ]
+        update = (
+            self.jobs_t.update()
+            .where(self.jobs_t.c.id == sqlalchemy.bindparam("timer_id"))
+            .values(
+                next_run_time=sqlalchemy.bindparam("timer_next"),
+                job_state=sqlalchemy.bindparam("timer_state"),
+            )
+        )
+        with self.engine.begin() as connection:
+            connection.execute(update, rows)
+
+    def drop_held(self) -> None:
+        self._held = {}
+
+
+class GuardedScheduler(BackgroundScheduler):
+    """Runs each pass with its timer updates held until `after_pass` (which records what the
+    pass fired) has succeeded; keeps the loop alive through errors (a database blip), retrying
+    the pass a second later."""
+
+    def __init__(self, store: TimerStore, after_pass: Callable[[], None], **options: Any) -> None:
+        super().__init__(jobstores={"default": store}, **options)
+        self._timer_store = store
+        self._after_pass = after_pass
+
+    def _process_jobs(self) -> float | None:
+        # Every jobstore access holds this (reentrant) lock, so nothing else reads or writes a
+        # timer between the pass and its held updates.
+        with self._jobstores_lock:
+            self._timer_store.holding = True
+            try:
+                wait: float | None = super()._process_jobs()
+                self._timer_store.holding = False
+                self._after_pass()
+                self._timer_store.write_held()
+            except Exception:
+                self._timer_store.drop_held()
+                logger.exception(
+                    "timer pass failed; retrying", extra={"action": "timer_pass_failed"}
+                )
+                return LOOP_RETRY_SECONDS
+            finally:
+                self._timer_store.holding = False
+        return wait
