@@ -37,7 +37,12 @@ bench: $(STAMP)  ## run the benchmarks (about 20 minutes; NOTE="what changed") i
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python -m tests.bench --output docs/benchmarks.md --note "$(NOTE)"
 
+audit: $(STAMP)  ## check the installed dependencies for known vulnerabilities (needs PyPI's JSON API)
+	$(BIN)/python -m pip install --quiet -e '.[audit]'
+	$(BIN)/pip freeze --exclude-editable > $(VENV)/frozen.txt
+	$(BIN)/pip-audit --requirement $(VENV)/frozen.txt --no-deps --disable-pip --strict
+
 migrate: $(STAMP)  ## apply migrations to DATABASE_URL
 	$(BIN)/scheduler migrate
 
-.PHONY: help install run test lint fmt bench migrate
+.PHONY: help install run test lint fmt bench audit migrate

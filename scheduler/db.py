@@ -22,10 +22,10 @@ KEEPALIVES: dict[str, Any] = {
     "tcp_user_timeout": 20000,
     "connect_timeout": 5,
 }
-# A pooled connection idle longer than this is pinged before use.
+# A pooled connection not handed out for longer than this is pinged before use.
 IDLE_CHECK_SECONDS = 1.0
 
-_returned_at: weakref.WeakKeyDictionary[psycopg.Connection[Any], float] = (
+_handed_out_at: weakref.WeakKeyDictionary[psycopg.Connection[Any], float] = (
     weakref.WeakKeyDictionary()
 )
 
@@ -56,8 +56,9 @@ def open_pool(database_url: str, max_size: int, name: str) -> psycopg_pool.Conne
         min_size=1,
         max_size=max_size,
         kwargs={**KEEPALIVES, "autocommit": True},
+        # No `reset` callback: with one, the pool returns every connection through a worker
+        # thread, a handoff per request.
         check=_check_if_idle,
-        reset=_note_return,
         timeout=5,
         max_lifetime=1800,
         name=name,
@@ -65,16 +66,14 @@ def open_pool(database_url: str, max_size: int, name: str) -> psycopg_pool.Conne
     )
 
 
-def _note_return(conn: psycopg.Connection[Any]) -> None:
-    _returned_at[conn] = time.monotonic()
-
-
 def _check_if_idle(conn: psycopg.Connection[Any]) -> None:
-    """Ping a connection that sat idle long enough for the server to have gone away meanwhile.
+    """Ping a connection not handed out for long enough for the server to have gone meanwhile.
 
     A connection in steady use has just proved itself, and a ping on every checkout doubled the
     round trips of a request; one broken while in use fails that request (503) and is discarded.
     """
-    returned = _returned_at.get(conn)
-    if returned is None or time.monotonic() - returned > IDLE_CHECK_SECONDS:
+    now = time.monotonic()
+    last = _handed_out_at.get(conn)
+    if last is None or now - last > IDLE_CHECK_SECONDS:
         psycopg_pool.ConnectionPool.check_connection(conn)
+    _handed_out_at[conn] = now

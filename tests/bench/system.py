@@ -122,10 +122,11 @@ def postmaster_pid(db_url: str) -> int | None:
     """The PostgreSQL server's pid when it runs on this machine (the parent of our backend)."""
     with psycopg.connect(db_url, autocommit=True) as conn:
         row = conn.execute("SELECT pg_backend_pid()").fetchone()
-    try:
-        return int(CpuMeter._stat(int(row[0]))[1]) if row else None
-    except OSError:
-        return None
+        # Read while the backend lives: it exits as soon as the connection closes.
+        try:
+            return int(CpuMeter._stat(int(row[0]))[1]) if row else None
+        except OSError:
+            return None
 
 
 class System:
