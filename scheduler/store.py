@@ -125,8 +125,10 @@ class Store:
         :raise errors.IdempotencyConflict: `key` was used for a different request.
         """
         if key is None and len(new_jobs) == 1:
-            # One statement commits by itself: no BEGIN and COMMIT round trips.
-            self._execute("insert_job", _job_params(new_jobs[0]))
+            # The hot path: one statement that commits by itself, no BEGIN and COMMIT round
+            # trips, and no rows to build.
+            with db.wrap_errors(), self.pool.connection() as conn:
+                conn.execute(QUERIES["insert_job"], _job_params(new_jobs[0]))
             return [new_jobs[0].id]
         with self.transaction() as conn, conn.cursor() as cur:
             if key is not None:
