@@ -8,7 +8,7 @@ import logging
 from flask import Flask, Response
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from scheduler import api, config, db, errors, logs, store, web, web_metrics
+from scheduler import api, config, db, errors, group_commit, logs, store, web, web_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +23,11 @@ def create_app(settings: config.Settings | None = None) -> Flask:
     app.config["SETTINGS"] = settings
     pool = db.open_pool(settings.database_url, settings.db_pool_size, name="web")
     atexit.register(pool.close)
-    app.extensions["scheduler.store"] = store.Store(pool)
+    db_store = store.Store(pool)
+    app.extensions["scheduler.store"] = db_store
+    app.extensions["scheduler.group_commit"] = group_commit.GroupCommit(
+        db_store, settings.announce_within
+    )
     app.register_blueprint(api.bp)
     _register_error_handlers(app)
     web_metrics.init_web_metrics(app)

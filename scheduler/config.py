@@ -19,6 +19,8 @@ DEFAULT_RETRY_BASE = 1.0
 DEFAULT_RETRY_CAP = 3600.0
 DEFAULT_RECONCILE_INTERVAL = 30.0
 DEFAULT_POLL_INTERVAL = 2.0
+# Covers a slow look for due jobs and clock drift between the web and dispatcher hosts.
+ANNOUNCE_MARGIN = 5.0
 DEFAULT_SHUTDOWN_GRACE = 30.0
 DEFAULT_DB_POOL_SIZE = 8
 DEFAULT_WEB_WORKERS = 2
@@ -65,6 +67,16 @@ class Settings:
     send_raw_secret: bool = True
     log_format: str = LOG_FORMATS[0]
     log_level: str = DEFAULT_LOG_LEVEL
+
+    @property
+    def announce_within(self) -> float:
+        """Seconds ahead within which a new job is announced to the dispatcher with NOTIFY.
+
+        The dispatcher looks for due jobs at least every poll_interval, so a job due later than
+        this is found in time without a notification, and neither PostgreSQL nor the dispatcher
+        does work for it at insert time.
+        """
+        return self.poll_interval + ANNOUNCE_MARGIN
 
     @property
     def secret(self) -> str:

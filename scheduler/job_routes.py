@@ -25,7 +25,7 @@ def insert_batch() -> Response:
             {"jobs": [f"Give between 1 and {limit} jobs."]},
         )
     new = web.new_jobs(data["jobs"])
-    ids = web.db().insert_jobs(new, web.idempotency(data, None))
+    ids = web.insert(new, web.idempotency(data, None))
     logger.info("inserted a batch of %d jobs", len(ids), extra={"action": "insert_batch"})
     return web.dump(schemas.BatchResponse, {"ids": ids})
 

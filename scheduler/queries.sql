@@ -223,7 +223,8 @@ RETURNING key;
 SELECT job_ids, request_hash FROM idempotency_keys WHERE key = %(key)s;
 
 -- insert_job_quietly --
--- One job of a batch; the batch sends a single notification.
+-- A job the dispatcher need not hear of now (due beyond its next look), or one of a batch,
+-- which sends a single notification.
 INSERT INTO jobs (id, body, run_at, next_attempt_at, max_attempts)
 VALUES (%(id)s, %(body)s, %(run_at)s, %(run_at)s, %(max_attempts)s);
 

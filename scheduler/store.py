@@ -118,17 +118,25 @@ class Store:
         self._execute("insert_job", _job_params(job))
 
     def insert_jobs(
-        self, new_jobs: Sequence[jobs.NewJob], key: Idempotency | None = None
+        self,
+        new_jobs: Sequence[jobs.NewJob],
+        key: Idempotency | None = None,
+        announce_before: dt.datetime | None = None,
     ) -> list[str]:
         """Insert jobs in one transaction, or return what an earlier request with `key` made.
 
+        Jobs due before `announce_before` (every job when it is None) wake the dispatcher with a
+        notification; it finds later ones on its own periodic look.
+
         :raise errors.IdempotencyConflict: `key` was used for a different request.
         """
+        announce = announce_before is None or any(j.run_at < announce_before for j in new_jobs)
+        single = "insert_job" if announce else "insert_job_quietly"
         if key is None and len(new_jobs) == 1:
             # The hot path: one statement that commits by itself, no BEGIN and COMMIT round
             # trips, and no rows to build.
             with db.wrap_errors(), self.pool.connection() as conn:
-                conn.execute(QUERIES["insert_job"], _job_params(new_jobs[0]))
+                conn.execute(QUERIES[single], _job_params(new_jobs[0]))
             return [new_jobs[0].id]
         with self.transaction() as conn, conn.cursor() as cur:
             if key is not None:
@@ -143,10 +151,11 @@ class Store:
                 if cur.fetchone() is None:
                     return self._earlier_result(cur, key)
             if len(new_jobs) == 1:
-                cur.execute(QUERIES["insert_job"], _job_params(new_jobs[0]))
+                cur.execute(QUERIES[single], _job_params(new_jobs[0]))
             else:
                 cur.executemany(QUERIES["insert_job_quietly"], [_job_params(j) for j in new_jobs])
-                cur.execute(QUERIES["notify_jobs_added"])
+                if announce:
+                    cur.execute(QUERIES["notify_jobs_added"])
         return [j.id for j in new_jobs]
 
     @staticmethod

@@ -16,6 +16,7 @@ from flask import Response, current_app, request
 from marshmallow import Schema, ValidationError
 
 from scheduler import config, errors, jobs, schemas, store
+from scheduler import group_commit as group_commit_module
 
 logger = logging.getLogger(__name__)
 
@@ -68,8 +69,8 @@ def require_secret() -> None:
     # early, so the time taken reveals neither the length nor the closeness of a guess.
     given_digest = _digest(given)
     matched = False
-    for secret in settings().secrets:
-        matched |= hmac.compare_digest(given_digest, _digest(secret))
+    for secret_digest in _secret_digests(settings().secrets):
+        matched |= hmac.compare_digest(given_digest, secret_digest)
     if not matched:
         problem = "missing" if not given else "wrong"
         logger.warning(
@@ -83,6 +84,11 @@ def require_secret() -> None:
 
 def _digest(value: str) -> bytes:
     return hashlib.sha256(value.encode("utf-8", "surrogateescape")).digest()
+
+
+@functools.cache
+def _secret_digests(secrets: tuple[str, ...]) -> tuple[bytes, ...]:
+    return tuple(_digest(secret) for secret in secrets)
 
 
 def _reject_constant(name: str) -> Any:
@@ -175,6 +181,22 @@ def new_jobs(items: list[dict[str, Any]]) -> list[jobs.NewJob]:
         )
         for item in items
     ]
+
+
+def group_commit() -> group_commit_module.GroupCommit:
+    current: group_commit_module.GroupCommit = current_app.extensions["scheduler.group_commit"]
+    return current
+
+
+def insert(new: list[jobs.NewJob], key: store.Idempotency | None) -> list[str]:
+    """Store `new`; only jobs due before the dispatcher's next look for due jobs are announced
+    to it (see Settings.announce_within)."""
+    if key is None and len(new) == 1:
+        # The common request: written together with those of concurrent requests.
+        group_commit().insert(new[0])
+        return [new[0].id]
+    horizon = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=settings().announce_within)
+    return db().insert_jobs(new, key, announce_before=horizon)
 
 
 def idempotency(loaded: dict[str, Any], field_key: str | None) -> store.Idempotency | None:

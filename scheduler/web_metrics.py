@@ -8,6 +8,7 @@ client) the default single-process registry is used.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Iterable
@@ -64,11 +65,23 @@ def _start_timer() -> None:
 def _count_request(response: Response) -> Response:
     method = request.method if request.method in KNOWN_METHODS else "other"
     route = request.url_rule.rule if request.url_rule is not None else UNMATCHED_ROUTE
-    REQUESTS.labels(method, route, str(response.status_code)).inc()
+    _requests(method, route, response.status_code).inc()
     started = g.pop("metrics_started", None)
     if started is not None:
-        REQUEST_DURATION.labels(method, route).observe(time.perf_counter() - started)
+        _duration(method, route).observe(time.perf_counter() - started)
     return response
+
+
+# Finding a labelled child takes a lock and builds its key each time; methods, route patterns
+# and status codes are few, so each child is looked up once.
+@functools.cache
+def _requests(method: str, route: str, status: int) -> prometheus_client.Counter:
+    return REQUESTS.labels(method, route, str(status))
+
+
+@functools.cache
+def _duration(method: str, route: str) -> prometheus_client.Histogram:
+    return REQUEST_DURATION.labels(method, route)
 
 
 class MetricsMount:

@@ -50,6 +50,22 @@ def test_job_arrives_on_time_with_the_seed_payload(system: System) -> None:
     assert attempts == [(1, 200)]
 
 
+def test_job_due_after_the_announce_horizon_is_found_by_the_periodic_look(
+    system: System,
+) -> None:
+    # SCHEDULER_POLL_INTERVAL=0.5 here: jobs due more than 5.5 s ahead send no notification.
+    system.start("web")
+    system.start("worker")
+    due = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=7.5)
+    job_id = system.insert(due.isoformat(timespec="milliseconds"), {"far": True})
+
+    (request,) = system.receiver.wait_for(1, timeout=20)
+    assert request.headers["Scheduler-Delivery-Id"] == job_id
+    lateness = request.arrived_at - due.timestamp()
+    print(f"lateness of a job found by the periodic look: {lateness * 1000:.1f} ms")
+    assert 0 <= lateness < 1.5
+
+
 def wait_for_state(conn: psycopg.Connection, job_id: str, state: str) -> str:
     def current() -> str | None:
         row = conn.execute("SELECT state FROM jobs WHERE id = %s", (job_id,)).fetchone()

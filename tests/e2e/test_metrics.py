@@ -200,7 +200,8 @@ def test_each_dispatcher_has_its_own_port_and_a_taken_one_costs_only_metrics(
 
 
 def test_json_logs_from_both_processes_carry_ids_and_no_secrets(system: System) -> None:
-    web = system.start("web", SCHEDULER_LOG_FORMAT="json")
+    # DEBUG on the web process: each insert is logged at that level.
+    web = system.start("web", SCHEDULER_LOG_FORMAT="json", SCHEDULER_LOG_LEVEL="DEBUG")
     worker = system.start("worker", SCHEDULER_LOG_FORMAT="json", SCHEDULER_METRICS_PORT="0")
     marker = "body-marker-6f1c2a"
     job_id = system.insert(at(0.2), {"marker": marker})

@@ -242,6 +242,20 @@ def test_batch_inserts_in_order_in_one_transaction(
     assert notices == ["b"]
 
 
+def test_batch_of_jobs_due_after_the_next_look_sends_no_notification(
+    client: FlaskClient, auth: dict[str, str], db_url: str
+) -> None:
+    within = client.application.config["SETTINGS"].announce_within
+    with psycopg.connect(db_url, autocommit=True) as listener:
+        listener.execute("LISTEN scheduler")
+        far = [{"timestamp": FUTURE, "body": 1}, {"delay": within + 5, "body": 2}]
+        assert client.post("/jobs/batch", json={"jobs": far}, headers=auth).status_code == 200
+        near = [{"timestamp": FUTURE, "body": 3}, {"delay": within - 2, "body": 4}]
+        assert client.post("/jobs/batch", json={"jobs": near}, headers=auth).status_code == 200
+        notices = [n.payload for n in listener.notifies(timeout=2, stop_after=2)]
+    assert notices == ["b"]
+
+
 def test_batch_with_an_invalid_item_stores_nothing(
     client: FlaskClient, auth: dict[str, str], db: psycopg.Connection
 ) -> None:

@@ -18,19 +18,16 @@ def test_banner_needs_no_secret(client: FlaskClient) -> None:
     assert response.get_data(as_text=True).startswith("scheduler")
 
 
-def test_insert_stores_the_job_and_notifies(
-    client: FlaskClient, auth: dict[str, str], db: psycopg.Connection, db_url: str
+def test_insert_stores_the_job(
+    client: FlaskClient, auth: dict[str, str], db: psycopg.Connection
 ) -> None:
-    with psycopg.connect(db_url, autocommit=True) as listener:
-        listener.execute("LISTEN scheduler")
-        response = client.post(
-            "/insert",
-            json={"timestamp": "2031-04-15T14:17:00-07:00", "body": {"foo": "bar"}},
-            headers=auth,
-        )
-        assert response.status_code == 200
-        job_id = response.get_json()["id"]
-        notices = [n.payload for n in listener.notifies(timeout=2, stop_after=1)]
+    response = client.post(
+        "/insert",
+        json={"timestamp": "2031-04-15T14:17:00-07:00", "body": {"foo": "bar"}},
+        headers=auth,
+    )
+    assert response.status_code == 200
+    job_id = response.get_json()["id"]
     row = db.execute(
         "SELECT state, body, run_at, cron_id FROM jobs WHERE id = %s", (job_id,)
     ).fetchone()
@@ -40,7 +37,34 @@ def test_insert_stores_the_job_and_notifies(
         dt.datetime(2031, 4, 15, 21, 17, tzinfo=dt.UTC),
         None,
     )
-    assert notices and notices[0].startswith(f"j {job_id} ")
+
+
+def test_insert_announces_only_jobs_due_before_the_dispatchers_next_look(
+    client: FlaskClient, auth: dict[str, str], db_url: str
+) -> None:
+    within = client.application.config["SETTINGS"].announce_within
+
+    def insert(seconds_ahead: float) -> tuple[str, float]:
+        due = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds_ahead)
+        response = client.post(
+            "/insert", json={"timestamp": due.isoformat(), "body": {}}, headers=auth
+        )
+        assert response.status_code == 200
+        job_id: str = response.get_json()["id"]
+        return job_id, due.timestamp()
+
+    with psycopg.connect(db_url, autocommit=True) as listener:
+        listener.execute("LISTEN scheduler")
+        insert(within + 2)
+        insert(3600)
+        soon_id, soon_due = insert(within - 2)
+        past_id, past_due = insert(-60)
+        notices = [n.payload for n in listener.notifies(timeout=2, stop_after=2)]
+    # Notifications arrive in commit order: had a later job been announced, it would come first.
+    assert [notice.split()[1] for notice in notices] == [soon_id, past_id]
+    assert [float(notice.split()[2]) for notice in notices] == pytest.approx(
+        [soon_due, past_due], abs=1e-3
+    )
 
 
 def test_insert_ids_are_unique_and_sortable(client: FlaskClient, auth: dict[str, str]) -> None:

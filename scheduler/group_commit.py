@@ -1,0 +1,104 @@
+"""Group commit: single-job inserts from concurrent requests share one transaction.
+
+A web process answers many POST /insert requests at once, one per thread. Each used to pay a
+psycopg round trip and a PostgreSQL commit of its own. Here the first request to arrive writes its
+job at once; requests that arrive while that write is in flight queue up, and when it ends the
+first of them writes the whole queue in one transaction. Nothing waits on a timer, so a lone
+request is written as soon as it comes, and a request is answered only after the transaction
+holding its row has committed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+
+from scheduler import errors, jobs, store
+
+
+class _Waiting:
+    """One request's job, and what became of it."""
+
+    __slots__ = ("done", "error", "job", "turn")
+
+    def __init__(self, job: jobs.NewJob) -> None:
+        self.job = job
+        self.turn = threading.Event()
+        self.done = False
+        self.error: BaseException | None = None
+
+
+class GroupCommit:
+    """Writes single jobs for many threads, in groups that form while a write is in flight."""
+
+    def __init__(self, db: store.Store, announce_within: float) -> None:
+        self._db = db
+        self._announce_within = dt.timedelta(seconds=announce_within)
+        self._lock = threading.Lock()
+        self._queue: list[_Waiting] = []
+        self._writing = False
+
+    @property
+    def queued(self) -> int:
+        """Jobs waiting for the write in flight to end."""
+        with self._lock:
+            return len(self._queue)
+
+    def insert(self, job: jobs.NewJob) -> None:
+        """Store `job`; returns once its transaction committed, raises what that write raised."""
+        waiting = _Waiting(job)
+        with self._lock:
+            self._queue.append(waiting)
+            lead = not self._writing
+            self._writing = True
+        if not lead:
+            waiting.turn.wait()
+        if not waiting.done:
+            # Either nothing was in flight, or the previous writer handed over: this thread's
+            # job heads the queue, and it writes everything queued so far.
+            self._write_queue()
+        if waiting.error is not None:
+            raise waiting.error
+
+    def _write_queue(self) -> None:
+        with self._lock:
+            group, self._queue = self._queue, []
+        written = False
+        try:
+            self._write(group)
+            written = True
+        finally:
+            with self._lock:
+                successor = self._queue[0] if self._queue else None
+                if successor is None:
+                    self._writing = False
+            for waiting in group:
+                if not written and waiting.error is None:
+                    # This thread was interrupted mid-write; the others must not report success.
+                    waiting.error = errors.StoreUnavailable("the write was interrupted")
+                waiting.done = True
+                waiting.turn.set()
+            if successor is not None:
+                successor.turn.set()
+
+    def _write(self, group: list[_Waiting]) -> None:
+        # Jobs due sooner than the dispatcher's next look are announced to it (see
+        # Settings.announce_within).
+        horizon = dt.datetime.now(dt.UTC) + self._announce_within
+        try:
+            self._db.insert_jobs([w.job for w in group], announce_before=horizon)
+        except errors.StoreUnavailable as exc:
+            # An instance per request: one raised in several threads would have its traceback
+            # rewritten by each.
+            for waiting in group:
+                waiting.error = errors.StoreUnavailable(*exc.args)
+        except Exception as exc:
+            if len(group) == 1:
+                group[0].error = exc
+                return
+            # One job the database refuses must not fail the others: write them one by one.
+            for waiting in group:
+                try:
+                    self._db.insert_jobs([waiting.job], announce_before=horizon)
+                except Exception as single:
+                    waiting.error = single
