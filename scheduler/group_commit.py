@@ -1,11 +1,11 @@
 """Group commit: single-job inserts from concurrent requests share one transaction.
 
-A web process answers many POST /insert requests at once, one per thread. Each used to pay a
-psycopg round trip and a PostgreSQL commit of its own. Here the first request to arrive writes its
-job at once; requests that arrive while that write is in flight queue up, and when it ends the
-first of them writes the whole queue in one transaction. Nothing waits on a timer, so a lone
-request is written as soon as it comes, and a request is answered only after the transaction
-holding its row has committed.
+A web process answers many POST /insert requests at once, one per thread. Written one by one, each
+would pay a psycopg round trip and a PostgreSQL commit of its own. Instead the first request to
+arrive writes its job at once; requests that arrive while that write is in flight queue up, and
+when it ends the first of them writes the whole queue in one transaction. Nothing waits on a
+timer, so a lone request is written as soon as it comes, and a request is answered only after the
+transaction holding its row has committed.
 """
 
 from __future__ import annotations
