@@ -23,7 +23,8 @@ class _Waiting:
 
     def __init__(self, job: jobs.NewJob) -> None:
         self.job = job
-        self.turn = threading.Event()
+        # Set when the request must wait (a write was in flight), so a lone one makes none.
+        self.turn: threading.Event | None = None
         self.done = False
         self.error: BaseException | None = None
 
@@ -49,9 +50,10 @@ class GroupCommit:
         waiting = _Waiting(job)
         with self._lock:
             self._queue.append(waiting)
-            lead = not self._writing
+            if self._writing:
+                waiting.turn = threading.Event()
             self._writing = True
-        if not lead:
+        if waiting.turn is not None:
             waiting.turn.wait()
         if not waiting.done:
             # Either nothing was in flight, or the previous writer handed over: this thread's
@@ -77,8 +79,9 @@ class GroupCommit:
                     # This thread was interrupted mid-write; the others must not report success.
                     waiting.error = errors.StoreUnavailable("the write was interrupted")
                 waiting.done = True
-                waiting.turn.set()
-            if successor is not None:
+                if waiting.turn is not None:
+                    waiting.turn.set()
+            if successor is not None and successor.turn is not None:
                 successor.turn.set()
 
     def _write(self, group: list[_Waiting]) -> None:

@@ -160,9 +160,12 @@ def load_query(schema: type[Schema]) -> dict[str, Any]:
 
 
 def dump(schema: type[Schema], obj: Any, status: int = 200) -> Response:
-    return Response(
-        json.dumps(_instance(schema).dump(obj)), status=status, mimetype="application/json"
-    )
+    return json_response(_instance(schema).dump(obj), status)
+
+
+def json_response(value: Any, status: int = 200) -> Response:
+    """`value` as a JSON body, as it is; `dump` for anything a schema should shape."""
+    return Response(json.dumps(value), status=status, mimetype="application/json")
 
 
 def no_content() -> Response:

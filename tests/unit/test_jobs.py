@@ -1,0 +1,35 @@
+"""Job ids: 26 Crockford base32 digits of creation milliseconds and random bits."""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+from scheduler import jobs
+
+ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
+
+
+def decode(job_id: str) -> int:
+    value = 0
+    for char in job_id:
+        value = value * 32 + ALPHABET.index(char)
+    return value
+
+
+def test_an_id_holds_its_creation_time_in_milliseconds() -> None:
+    before = int(time.time() * 1000)
+    job_id = jobs.new_job_id()
+    after = int(time.time() * 1000)
+    assert len(job_id) == 26
+    assert set(job_id) <= set(ALPHABET)
+    assert before <= decode(job_id) >> 80 <= after
+
+
+def test_ids_strictly_increase_as_numbers_and_as_text() -> None:
+    ids = [jobs.new_job_id() for _ in range(2000)]
+    values = [decode(job_id) for job_id in ids]
+    assert values == sorted(values) and len(set(values)) == len(values)
+    assert ids == sorted(ids)
+    # Many share a millisecond; the random part then counts up by one.
+    assert any(b - a == 1 for a, b in itertools.pairwise(values))
