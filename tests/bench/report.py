@@ -564,7 +564,7 @@ def _method(results: dict[str, Any]) -> str:
         "- Dispatcher memory is the worker's `VmRSS`, sampled twice a second from "
         "`/proc/<pid>/status`, and its `VmHWM` at the end (the Procfile command runs as "
         "`/bin/sh -c exec ...`, so the child's pid is the worker's).\n"
-        "- Run it with `make bench` (`python -m tests.bench`; about 15 minutes), or "
+        "- Run it with `make bench` (`python -m tests.bench`; about 10 minutes), or "
         "`python -m tests.bench --quick --output /tmp/bench.md` for a smoke run (under a minute). "
         "It uses `DATABASE_URL` when set, else the embedded PostgreSQL of the test suite; "
         "`--generator python` forces the Python load generator when `wrk` is installed; "
