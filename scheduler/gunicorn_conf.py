@@ -67,6 +67,11 @@ control_socket_disable = True
 logconfig_dict = scheduler_logs.gunicorn_logconfig(_settings.log_level, _settings.log_format)
 
 
+def when_ready(server: Arbiter) -> None:
+    # With reuse_port the master holds no socket, so gunicorn's own "Listening at" names none.
+    server.log.info("Workers listen at http://%s (a socket each, SO_REUSEPORT)", bind)
+
+
 def child_exit(server: Arbiter, worker: Worker) -> None:
     """Drop a dead worker's live-gauge files; its counters stay in the totals, as they should."""
     multiprocess.mark_process_dead(worker.pid)

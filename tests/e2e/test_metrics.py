@@ -223,6 +223,11 @@ def test_json_logs_from_both_processes_carry_ids_and_no_secrets(system: System) 
             entry = json.loads(line)  # every line, gunicorn's own included, is one JSON object
             assert {"ts", "level", "logger", "message"} <= set(entry), line
             entries.append(entry)
+    messages = {(e["logger"], e["message"]) for e in entries}
+    assert (
+        "gunicorn.error",
+        f"Workers listen at http://0.0.0.0:{system.port} (a socket each, SO_REUSEPORT)",
+    ) in messages
     actions = {(e.get("action"), e.get("job_id")) for e in entries}
     assert ("insert_job", job_id) in actions
     assert ("deliver", job_id) in actions
