@@ -15,7 +15,7 @@ import warnings
 import click
 import requests
 
-from scheduler import config, errors, logs, migrate, receiver
+from scheduler import config, errors, jobs, logs, migrate, receiver
 
 DEV_DIR = ".scheduler"
 DEMO_DELAY_SECONDS = 5
@@ -139,7 +139,7 @@ def _schedule_demo_job(port: int, secret: str) -> None:
         except requests.RequestException:
             time.sleep(0.5)
     at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=DEMO_DELAY_SECONDS)
-    timestamp = at.isoformat(timespec="seconds").replace("+00:00", "Z")
+    timestamp = jobs.format_utc(at, "seconds")
     try:
         answer = requests.post(
             base + "/insert",

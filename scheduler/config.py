@@ -8,7 +8,7 @@ import re
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
-from scheduler import errors
+from scheduler import errors, logs
 
 DEFAULT_PORT = 8080
 DEFAULT_CONNECT_TIMEOUT = 5.0
@@ -32,7 +32,7 @@ DEFAULT_BATCH_LIMIT = 1000
 DEFAULT_HEARTBEAT_MAX_AGE = 30.0
 DEFAULT_METRICS_PORT = 9100
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
-LOG_FORMATS = ("text", "json")
+LOG_FORMATS = logs.FORMATS
 DEFAULT_LOG_LEVEL = "INFO"
 MAX_ATTEMPTS_LIMIT = 100
 MAX_SECONDS = 10.0**9
@@ -77,6 +77,11 @@ class Settings:
         does work for it at insert time.
         """
         return self.poll_interval + ANNOUNCE_MARGIN
+
+    @property
+    def attempt_deadline(self) -> float:
+        """Seconds one delivery attempt may take in all: connect, send, headers and body."""
+        return self.connect_timeout + self.read_timeout
 
     @property
     def secret(self) -> str:

@@ -80,7 +80,8 @@ def cron_timer_id(revision: int) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Delivery:
-    """A claimed job, ready to send; `body` is the stored JSON text."""
+    """A claimed job, ready to send; `body` is the stored JSON text, `claim_token` fences the
+    outcome of this claim."""
 
     id: str
     cron_id: str | None
@@ -88,6 +89,7 @@ class Delivery:
     run_at: dt.datetime
     attempts: int
     max_attempts: int
+    claim_token: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,6 +128,11 @@ class CronStatus:
     cron: CronJob
     last_state: str | None
     last_status: int | None
+
+
+def format_utc(moment: dt.datetime, timespec: str = "milliseconds") -> str:
+    """RFC 3339 in UTC with a `Z`, as every time the scheduler sends or logs is written."""
+    return moment.astimezone(dt.UTC).isoformat(timespec=timespec).replace("+00:00", "Z")
 
 
 JOB_STATES = ("scheduled", "delivering", "delivered", "failed", "cancelled")

@@ -14,6 +14,8 @@ import re
 import sys
 from typing import Any
 
+from scheduler import jobs
+
 FORMATS = ("text", "json")
 _TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # Whatever a bare record carries is logging's own; anything else on a record came from `extra=`.
@@ -60,9 +62,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "ts": dt.datetime.fromtimestamp(record.created, dt.UTC)
-            .isoformat(timespec="milliseconds")
-            .replace("+00:00", "Z"),
+            "ts": jobs.format_utc(dt.datetime.fromtimestamp(record.created, dt.UTC)),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),

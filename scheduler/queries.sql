@@ -1,21 +1,18 @@
 -- insert_job --
--- Store a one-shot job and wake the dispatcher in the same transaction.
+-- Store a one-shot job and wake the dispatchers in the same transaction; the notice says in how
+-- many seconds it is due by the database's clock.
 WITH inserted AS (
     INSERT INTO jobs (id, body, run_at, next_attempt_at, max_attempts)
     VALUES (%(id)s, %(body)s, %(run_at)s, %(run_at)s, %(max_attempts)s)
-    RETURNING id, next_attempt_at
+    RETURNING next_attempt_at
 )
-SELECT pg_notify('scheduler', 'j ' || id || ' ' || extract(epoch FROM next_attempt_at))
+SELECT pg_notify('scheduler', 'j ' || extract(epoch FROM next_attempt_at - now()))
 FROM inserted;
 
 -- cancel_job --
 -- Cancel a job that has not been delivered yet; an unknown or finished job is left alone.
-WITH cancelled AS (
-    UPDATE jobs SET state = 'cancelled', finished_at = now(), updated_at = now()
-    WHERE id = %(id)s AND state = 'scheduled'
-    RETURNING id
-)
-SELECT pg_notify('scheduler', 'd ' || id) FROM cancelled;
+UPDATE jobs SET state = 'cancelled', finished_at = now(), updated_at = now()
+WHERE id = %(id)s AND state = 'scheduled';
 
 -- lock_crons --
 -- Serialise replacements of the cron set so two concurrent ones cannot interleave.
@@ -39,7 +36,7 @@ SET spec = EXCLUDED.spec, timezone = EXCLUDED.timezone,
 WHERE crons.spec IS DISTINCT FROM EXCLUDED.spec;
 
 -- notify_crons_changed --
--- Tell the dispatcher to resynchronise its cron timers.
+-- Tell the leader to resynchronise its cron timers.
 SELECT pg_notify('scheduler', 'c');
 
 -- list_crons --
@@ -60,19 +57,20 @@ WHERE %(id)s::text IS NULL OR c.id = %(id)s
 ORDER BY c.id;
 
 -- claim_due_jobs --
--- SKIP LOCKED: a row another transaction is claiming is left to it instead of waited for.
+-- Any dispatcher claims, leader or not; due-ness is judged by the database's clock. SKIP LOCKED:
+-- a row another dispatcher is claiming is left to it instead of waited for.
 UPDATE jobs
-SET state = 'delivering', attempts = attempts + 1, leased_until = %(leased_until)s,
-    updated_at = now()
+SET state = 'delivering', attempts = attempts + 1,
+    leased_until = now() + make_interval(secs => %(lease_seconds)s),
+    claimed_by = %(dispatcher_id)s, claim_token = nextval('claim_tokens'), updated_at = now()
 WHERE id IN (
     SELECT id FROM jobs
-    WHERE state = 'scheduled' AND next_attempt_at <= %(now)s
-      AND EXISTS (SELECT 1 FROM dispatcher_leader WHERE epoch = %(epoch)s)
+    WHERE state = 'scheduled' AND next_attempt_at <= now()
     ORDER BY next_attempt_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 )
-RETURNING id, cron_id, body::text AS body, run_at, attempts, max_attempts;
+RETURNING id, cron_id, body::text AS body, run_at, attempts, max_attempts, claim_token;
 
 -- record_attempt --
 -- History of one delivery attempt.
@@ -85,23 +83,25 @@ ON CONFLICT (job_id, attempt) DO NOTHING;
 -- finish_delivery --
 -- Close a delivery as delivered or failed; a job cancelled or re-claimed meanwhile is left alone.
 UPDATE jobs
-SET state = %(state)s, leased_until = NULL, last_status = %(status_code)s, last_error = %(error)s,
-    finished_at = now(), updated_at = now()
-WHERE id = %(job_id)s AND state = 'delivering' AND attempts = %(attempt)s;
+SET state = %(state)s, leased_until = NULL, claimed_by = NULL, claim_token = NULL,
+    last_status = %(status_code)s, last_error = %(error)s, finished_at = now(), updated_at = now()
+WHERE id = %(job_id)s AND state = 'delivering' AND claim_token = %(claim_token)s;
 
 -- schedule_retry --
--- Put a failed attempt back in line for its next try.
+-- Put a failed attempt back in line for its next try, its backoff counted on the database's clock.
 UPDATE jobs
-SET state = 'scheduled', leased_until = NULL, next_attempt_at = %(next_attempt_at)s,
+SET state = 'scheduled', leased_until = NULL, claimed_by = NULL, claim_token = NULL,
+    next_attempt_at = now() + make_interval(secs => %(retry_in)s),
     last_status = %(status_code)s, last_error = %(error)s, updated_at = now()
-WHERE id = %(job_id)s AND state = 'delivering' AND attempts = %(attempt)s;
+WHERE id = %(job_id)s AND state = 'delivering' AND claim_token = %(claim_token)s;
 
 -- give_back_delivery --
 -- A claimed delivery that was never sent (its dispatcher is stopping) is due again at once, and
 -- its claim does not count as an attempt.
 UPDATE jobs
-SET state = 'scheduled', attempts = attempts - 1, leased_until = NULL, updated_at = now()
-WHERE id = %(job_id)s AND state = 'delivering' AND attempts = %(attempt)s;
+SET state = 'scheduled', attempts = attempts - 1, leased_until = NULL, claimed_by = NULL,
+    claim_token = NULL, updated_at = now()
+WHERE id = %(job_id)s AND state = 'delivering' AND claim_token = %(claim_token)s;
 
 -- record_cron_fires --
 -- One job per cron tick; the unique (cron_id, run_at) index absorbs repeats. A tick of a cron
@@ -128,24 +128,35 @@ advanced AS (
 )
 SELECT (SELECT count(*) FROM fired) AS inserted, (SELECT count(*) FROM advanced) AS advanced;
 
--- release_orphaned_deliveries --
--- Deliveries a previous dispatcher left in flight are due again (it no longer holds the lock).
+-- release_unowned_claims --
+-- At an election: claims that name no dispatcher were made by an earlier version, in which only
+-- the leader claimed; leadership has passed, so they are due again.
 UPDATE jobs
-SET state = 'scheduled', leased_until = NULL, next_attempt_at = %(now)s, updated_at = now()
-WHERE state = 'delivering' AND EXISTS (SELECT 1 FROM dispatcher_leader WHERE epoch = %(epoch)s)
-RETURNING id;
-
--- release_expired_leases --
--- A delivery whose lease ran out without an outcome is tried again.
-UPDATE jobs
-SET state = 'scheduled', leased_until = NULL, next_attempt_at = %(now)s, updated_at = now()
-WHERE state = 'delivering' AND leased_until < %(now)s
+SET state = 'scheduled', leased_until = NULL, claim_token = NULL, updated_at = now()
+WHERE state = 'delivering' AND claimed_by IS NULL
   AND EXISTS (SELECT 1 FROM dispatcher_leader WHERE epoch = %(epoch)s)
 RETURNING id;
 
--- next_due_time --
--- When the earliest waiting job is due (jobs_due_idx answers it from its first entry).
-SELECT min(next_attempt_at) AS due FROM jobs WHERE state = 'scheduled';
+-- release_dead_claims --
+-- Deliveries held by a dispatcher whose heartbeat went stale (killed, cut off), or whose lease
+-- ran out, are due again; live dispatchers keep theirs (jobs_delivering_idx keeps this small).
+UPDATE jobs
+SET state = 'scheduled', leased_until = NULL, claimed_by = NULL, claim_token = NULL,
+    updated_at = now()
+WHERE state = 'delivering'
+  AND (leased_until < now()
+       OR claimed_by IS NOT NULL AND NOT EXISTS (
+           SELECT 1 FROM dispatchers
+           WHERE dispatchers.id = jobs.claimed_by
+             AND dispatchers.heartbeat_at > now() - make_interval(secs => %(live_seconds)s)))
+  AND EXISTS (SELECT 1 FROM dispatcher_leader WHERE epoch = %(epoch)s)
+RETURNING id;
+
+-- next_due_in --
+-- Seconds until the earliest waiting job is due by the database's clock (jobs_due_idx answers it
+-- from its first entry); negative when one is overdue.
+SELECT extract(epoch FROM min(next_attempt_at) - now())::float8 AS due_in
+FROM jobs WHERE state = 'scheduled';
 
 -- stale_job_timers --
 -- Timers other than the crons' and the wake timer: per-job timers left by earlier versions.
@@ -167,10 +178,6 @@ WHERE id LIKE 'cron:%%'
       WHERE 'cron:' || crons.revision = apscheduler_jobs.id AND NOT crons.paused
   );
 
--- count_pending --
--- Jobs not yet delivered, for start-up logs.
-SELECT count(*) AS pending FROM jobs WHERE state IN ('scheduled', 'delivering');
-
 -- prune_finished_jobs --
 -- SKIP LOCKED: pruning never waits on, or blocks, a row the hot path is using.
 WITH doomed AS (
@@ -188,7 +195,7 @@ RETURNING id;
 SELECT pg_try_advisory_lock(hashtext('scheduler.dispatcher')) AS acquired;
 
 -- begin_epoch --
--- A new leader fences out every write its predecessors may still attempt.
+-- A new leader fences out every leader write its predecessors may still attempt.
 UPDATE dispatcher_leader
 SET epoch = epoch + 1, holder = %(holder)s, elected_at = now(), heartbeat_at = now()
 RETURNING epoch;
@@ -223,13 +230,13 @@ RETURNING key;
 SELECT job_ids, request_hash FROM idempotency_keys WHERE key = %(key)s;
 
 -- insert_job_quietly --
--- A job the dispatcher need not hear of now (due beyond its next look), or one of a batch,
+-- A job the dispatchers need not hear of now (due beyond their next look), or one of a batch,
 -- which sends a single notification.
 INSERT INTO jobs (id, body, run_at, next_attempt_at, max_attempts)
 VALUES (%(id)s, %(body)s, %(run_at)s, %(run_at)s, %(max_attempts)s);
 
--- notify_jobs_added --
--- Tell the dispatcher that several jobs were added at once.
+-- notify_jobs_due --
+-- Tell the dispatchers that several jobs were added at once, or that jobs are due now.
 SELECT pg_notify('scheduler', 'b');
 
 -- get_job --
@@ -258,14 +265,13 @@ ORDER BY id DESC
 LIMIT %(limit)s;
 
 -- run_job_now --
--- Make a waiting job due now and wake the dispatcher.
+-- Make a waiting job due now and wake the dispatchers.
 WITH due AS (
     UPDATE jobs SET next_attempt_at = now(), updated_at = now()
     WHERE id = %(id)s AND state = 'scheduled'
-    RETURNING id, next_attempt_at
+    RETURNING id
 )
-SELECT pg_notify('scheduler', 'j ' || id || ' ' || extract(epoch FROM next_attempt_at))
-FROM due;
+SELECT pg_notify('scheduler', 'j 0') FROM due;
 
 -- retry_failed_job --
 -- Give a failed job a fresh budget of attempts, starting now.
@@ -274,10 +280,9 @@ WITH retried AS (
     SET state = 'scheduled', max_attempts = attempts + max_attempts, next_attempt_at = now(),
         finished_at = NULL, updated_at = now()
     WHERE id = %(id)s AND state = 'failed'
-    RETURNING id, next_attempt_at
+    RETURNING id
 )
-SELECT pg_notify('scheduler', 'j ' || id || ' ' || extract(epoch FROM next_attempt_at))
-FROM retried;
+SELECT pg_notify('scheduler', 'j 0') FROM retried;
 
 -- job_state --
 -- The state of one job, to explain why an action did not apply.
@@ -292,14 +297,13 @@ WHERE id = %(id)s
 RETURNING id;
 
 -- run_cron_now --
--- One extra run of a cron, due now.
-INSERT INTO jobs (id, cron_id, run_at, next_attempt_at, max_attempts)
-SELECT %(job_id)s, id, now(), now(), %(max_attempts)s FROM crons WHERE id = %(id)s
-RETURNING id, extract(epoch FROM next_attempt_at) AS due;
-
--- notify_job_due --
--- Wake the dispatcher for one job.
-SELECT pg_notify('scheduler', 'j ' || %(id)s || ' ' || %(due)s);
+-- One extra run of a cron, due now, waking the dispatchers.
+WITH fired AS (
+    INSERT INTO jobs (id, cron_id, run_at, next_attempt_at, max_attempts)
+    SELECT %(job_id)s, id, now(), now(), %(max_attempts)s FROM crons WHERE id = %(id)s
+    RETURNING id
+)
+SELECT id, pg_notify('scheduler', 'j 0') FROM fired;
 
 -- read_leader --
 -- The dispatcher's heartbeat, for readiness checks.
@@ -312,3 +316,36 @@ DELETE FROM crons WHERE id = %(id)s RETURNING id;
 -- count_due_jobs --
 -- Jobs due and waiting for a delivery slot, for the scheduler_due_jobs gauge (jobs_due_idx).
 SELECT count(*) AS due FROM jobs WHERE state = 'scheduled' AND next_attempt_at <= %(now)s;
+
+-- beat_dispatcher --
+-- Register a dispatcher or renew its heartbeat, with what it holds and has delivered; returns the
+-- database's clock so the dispatcher can tell how far its own is off.
+INSERT INTO dispatchers (id, host, pid, in_flight, delivered, metrics_port)
+VALUES (%(id)s, %(host)s, %(pid)s, %(in_flight)s, %(delivered)s, %(metrics_port)s)
+ON CONFLICT (id) DO UPDATE
+SET heartbeat_at = now(), in_flight = EXCLUDED.in_flight, delivered = EXCLUDED.delivered,
+    metrics_port = EXCLUDED.metrics_port
+RETURNING now() AS database_now;
+
+-- remove_dispatcher --
+-- A dispatcher that stopped cleanly leaves the list at once.
+DELETE FROM dispatchers WHERE id = %(id)s;
+
+-- prune_dispatchers --
+-- Rows of dispatchers that vanished without removing themselves, long after anyone needs them.
+DELETE FROM dispatchers WHERE heartbeat_at < now() - make_interval(secs => %(older_than)s)
+RETURNING id;
+
+-- list_dispatchers --
+-- The live dispatchers, the leader first; the leader is the holder of a current epoch.
+SELECT d.id, d.host, d.pid,
+       CASE WHEN d.id = l.holder AND l.heartbeat_at > now() - make_interval(secs => %(live_seconds)s)
+            THEN 'leader' ELSE 'member' END AS role,
+       d.started_at, d.heartbeat_at, d.in_flight, d.delivered, d.metrics_port
+FROM dispatchers d CROSS JOIN dispatcher_leader l
+WHERE d.heartbeat_at > now() - make_interval(secs => %(live_seconds)s)
+ORDER BY role, d.started_at, d.id;
+
+-- database_now --
+-- The database's clock, which judges when jobs and cron ticks are due.
+SELECT now() AS database_now;

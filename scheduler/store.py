@@ -22,6 +22,11 @@ from scheduler import db, errors, jobs, migrate
 logger = logging.getLogger(__name__)
 
 NOTIFY_CHANNEL = "scheduler"
+# The notices queries.sql sends on NOTIFY_CHANNEL, as `<kind>` or `<kind> <argument>`.
+JOB_DUE = "j"  # argument: seconds until the job is due, by the database's clock
+JOBS_DUE = "b"  # several jobs were added, or jobs are due now: every dispatcher looks
+CRONS_CHANGED = "c"  # the leader resynchronises its cron timers
+NOTICE_KINDS = (JOB_DUE, JOBS_DUE, CRONS_CHANGED)
 _QUERY_HEADER = re.compile(r"^-- (\w+) --$", re.MULTILINE)
 
 
@@ -38,6 +43,26 @@ def parse_queries(text: str) -> dict[str, str]:
 QUERIES = parse_queries(
     importlib.resources.files("scheduler").joinpath("queries.sql").read_text("utf-8")
 )
+
+
+@dataclasses.dataclass(frozen=True)
+class Notice:
+    """A parsed notification; `due_in` is set for JOB_DUE."""
+
+    kind: str
+    due_in: float | None = None
+
+
+def parse_notice(payload: str) -> Notice:
+    """Read a notification; anything unexpected (such as an earlier version's `j <id> <epoch>`
+    during a rolling deploy) reads as JOBS_DUE, which costs one look and misses nothing."""
+    kind, _, argument = payload.partition(" ")
+    if kind == JOB_DUE:
+        try:
+            return Notice(JOB_DUE, float(argument))
+        except ValueError:
+            return Notice(JOBS_DUE)
+    return Notice(kind if kind in NOTICE_KINDS else JOBS_DUE)
 
 
 def _job_params(job: jobs.NewJob) -> dict[str, Any]:
@@ -76,20 +101,36 @@ class AttemptRecord(jobs.Attempt):
 
 @dataclasses.dataclass(frozen=True)
 class Settlement:
-    """An attempt and what becomes of its job: `delivered`, `failed`, or `scheduled` again at
-    `next_attempt_at`."""
+    """An attempt made under claim `claim_token` and what becomes of its job: `delivered`,
+    `failed`, or `scheduled` again `retry_in` seconds from now by the database's clock."""
 
     record: AttemptRecord
+    claim_token: int
     state: str
-    next_attempt_at: dt.datetime | None = None
+    retry_in: float | None = None
 
 
-def _outcome_params(record: AttemptRecord) -> dict[str, Any]:
+@dataclasses.dataclass(frozen=True)
+class LiveDispatcher:
+    """A dispatcher whose heartbeat is recent, as GET /dispatchers lists it."""
+
+    id: str
+    host: str
+    pid: int
+    role: str
+    started_at: dt.datetime
+    heartbeat_at: dt.datetime
+    in_flight: int
+    delivered: int
+    metrics_port: int | None
+
+
+def _outcome_params(settlement: Settlement) -> dict[str, Any]:
     return {
-        "job_id": record.job_id,
-        "attempt": record.attempt,
-        "status_code": record.status_code,
-        "error": record.error,
+        "job_id": settlement.record.job_id,
+        "claim_token": settlement.claim_token,
+        "status_code": settlement.record.status_code,
+        "error": settlement.record.error,
     }
 
 
@@ -114,9 +155,6 @@ class Store:
             cur.execute(QUERIES[name], params or {})
             return cur.fetchall() if cur.description else []
 
-    def insert_job(self, job: jobs.NewJob) -> None:
-        self._execute("insert_job", _job_params(job))
-
     def insert_jobs(
         self,
         new_jobs: Sequence[jobs.NewJob],
@@ -131,12 +169,12 @@ class Store:
         :raise errors.IdempotencyConflict: `key` was used for a different request.
         """
         announce = announce_before is None or any(j.run_at < announce_before for j in new_jobs)
-        single = "insert_job" if announce else "insert_job_quietly"
+        single = QUERIES["insert_job"] if announce else QUERIES["insert_job_quietly"]
         if key is None and len(new_jobs) == 1:
             # The hot path: one statement that commits by itself, no BEGIN and COMMIT round
             # trips, and no rows to build.
             with db.wrap_errors(), self.pool.connection() as conn:
-                conn.execute(QUERIES[single], _job_params(new_jobs[0]))
+                conn.execute(single, _job_params(new_jobs[0]))
             return [new_jobs[0].id]
         with self.transaction() as conn, conn.cursor() as cur:
             if key is not None:
@@ -151,11 +189,11 @@ class Store:
                 if cur.fetchone() is None:
                     return self._earlier_result(cur, key)
             if len(new_jobs) == 1:
-                cur.execute(QUERIES[single], _job_params(new_jobs[0]))
+                cur.execute(single, _job_params(new_jobs[0]))
             else:
                 cur.executemany(QUERIES["insert_job_quietly"], [_job_params(j) for j in new_jobs])
                 if announce:
-                    cur.execute(QUERIES["notify_jobs_added"])
+                    cur.execute(QUERIES["notify_jobs_due"])
         return [j.id for j in new_jobs]
 
     @staticmethod
@@ -267,7 +305,6 @@ class Store:
             ).fetchone()
             if row is None:
                 raise errors.CronNotFound(cron_id)
-            conn.execute(QUERIES["notify_job_due"], {"id": row[0], "due": str(row[1])})
         return str(row[0])
 
     def read_leader(self) -> dict[str, Any]:
@@ -278,11 +315,12 @@ class Store:
             return migrate.pending(conn)
 
     def claim_due_jobs(
-        self, epoch: int, now: dt.datetime, leased_until: dt.datetime, limit: int
+        self, dispatcher_id: str, lease_seconds: float, limit: int
     ) -> list[jobs.Delivery]:
+        """Claim up to `limit` deliveries due by the database's clock, each under a new token."""
         rows = self._execute(
             "claim_due_jobs",
-            {"epoch": epoch, "now": now, "leased_until": leased_until, "limit": limit},
+            {"dispatcher_id": dispatcher_id, "lease_seconds": lease_seconds, "limit": limit},
         )
         return [jobs.Delivery(**row) for row in rows]
 
@@ -290,7 +328,9 @@ class Store:
         self, settled: Sequence[Settlement], unsent: Sequence[tuple[str, int]] = ()
     ) -> None:
         """Record attempts and what becomes of their jobs, and give back claims never sent
-        (job id, attempt), all in one transaction."""
+        (job id, claim token), all in one transaction. An outcome whose claim is no longer
+        current (cancelled, or re-claimed after its dispatcher was declared dead) changes no
+        job."""
         finals = [s for s in settled if s.state != "scheduled"]
         retries = [s for s in settled if s.state == "scheduled"]
         with self.transaction() as conn, conn.cursor() as cur:
@@ -301,20 +341,17 @@ class Store:
             if finals:
                 cur.executemany(
                     QUERIES["finish_delivery"],
-                    [{**_outcome_params(s.record), "state": s.state} for s in finals],
+                    [{**_outcome_params(s), "state": s.state} for s in finals],
                 )
             if retries:
                 cur.executemany(
                     QUERIES["schedule_retry"],
-                    [
-                        {**_outcome_params(s.record), "next_attempt_at": s.next_attempt_at}
-                        for s in retries
-                    ],
+                    [{**_outcome_params(s), "retry_in": s.retry_in} for s in retries],
                 )
             if unsent:
                 cur.executemany(
                     QUERIES["give_back_delivery"],
-                    [{"job_id": job_id, "attempt": attempt} for job_id, attempt in unsent],
+                    [{"job_id": job_id, "claim_token": token} for job_id, token in unsent],
                 )
 
     def record_cron_fires(
@@ -333,11 +370,14 @@ class Store:
         )
         return int(rows[0]["inserted"])
 
-    def release_orphaned_deliveries(self, epoch: int, now: dt.datetime) -> int:
-        return len(self._execute("release_orphaned_deliveries", {"epoch": epoch, "now": now}))
+    def release_unowned_claims(self, epoch: int) -> int:
+        return len(self._execute("release_unowned_claims", {"epoch": epoch}))
 
-    def release_expired_leases(self, epoch: int, now: dt.datetime) -> int:
-        return len(self._execute("release_expired_leases", {"epoch": epoch, "now": now}))
+    def release_dead_claims(self, epoch: int, live_seconds: float) -> int:
+        """Re-queue what dispatchers without a heartbeat in `live_seconds` hold, and expired
+        leases; how many."""
+        params = {"epoch": epoch, "live_seconds": live_seconds}
+        return len(self._execute("release_dead_claims", params))
 
     def prune_finished_jobs(self, before: dt.datetime, limit: int) -> int:
         return len(self._execute("prune_finished_jobs", {"before": before, "limit": limit}))
@@ -345,9 +385,49 @@ class Store:
     def prune_idempotency_keys(self, before: dt.datetime, limit: int) -> int:
         return len(self._execute("prune_idempotency_keys", {"before": before, "limit": limit}))
 
-    def next_due_time(self) -> dt.datetime | None:
-        due: dt.datetime | None = self._execute("next_due_time")[0]["due"]
-        return due
+    def next_due_in(self) -> float | None:
+        """Seconds until the next waiting job is due, by the database's clock; None if none."""
+        due_in: float | None = self._execute("next_due_in")[0]["due_in"]
+        return due_in
+
+    def database_now(self) -> dt.datetime:
+        now: dt.datetime = self._execute("database_now")[0]["database_now"]
+        return now
+
+    def beat_dispatcher(
+        self,
+        dispatcher_id: str,
+        host: str,
+        pid: int,
+        in_flight: int,
+        delivered: int,
+        metrics_port: int | None,
+    ) -> dt.datetime:
+        """Register or renew a dispatcher's heartbeat; the database's clock at that moment."""
+        params = {
+            "id": dispatcher_id,
+            "host": host,
+            "pid": pid,
+            "in_flight": in_flight,
+            "delivered": delivered,
+            "metrics_port": metrics_port,
+        }
+        now: dt.datetime = self._execute("beat_dispatcher", params)[0]["database_now"]
+        return now
+
+    def notify_jobs_due(self) -> None:
+        """Have every dispatcher look for due deliveries now."""
+        self._execute("notify_jobs_due")
+
+    def remove_dispatcher(self, dispatcher_id: str) -> None:
+        self._execute("remove_dispatcher", {"id": dispatcher_id})
+
+    def prune_dispatchers(self, older_than: float) -> int:
+        return len(self._execute("prune_dispatchers", {"older_than": older_than}))
+
+    def list_dispatchers(self, live_seconds: float) -> list[LiveDispatcher]:
+        rows = self._execute("list_dispatchers", {"live_seconds": live_seconds})
+        return [LiveDispatcher(**row) for row in rows]
 
     def stale_job_timers(self) -> list[str]:
         return [row["id"] for row in self._execute("stale_job_timers")]
@@ -360,9 +440,6 @@ class Store:
 
     def count_due_jobs(self, now: dt.datetime) -> int:
         return int(self._execute("count_due_jobs", {"now": now})[0]["due"])
-
-    def count_pending(self) -> int:
-        return int(self._execute("count_pending")[0]["pending"])
 
 
 class LeaderLock:

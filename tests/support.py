@@ -319,3 +319,75 @@ def base_env(database_url: str, endpoint: str, **extra: str) -> dict[str, str]:
 
 def command_line(args: list[str]) -> str:
     return " ".join(shlex.quote(a) for a in args)
+
+
+class HostileEndpoint:
+    """An endpoint that misbehaves on purpose, on a raw socket: `huge` answers 200 with a body
+    of `size` bytes, `drip_body` answers 200 then sends its body a byte at a time, `drip_head`
+    sends even its status line a byte at a time. `sent` counts the bytes it got out."""
+
+    def __init__(self, mode: str, size: int = 400 * 1024 * 1024, drip_seconds: float = 1.0) -> None:
+        self.mode = mode
+        self.size = size
+        self.drip_seconds = drip_seconds
+        self.sent = 0
+        self.requests = 0
+        self._stop = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}/hook"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            request = b""
+            while b"\r\n\r\n" not in request:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                request += chunk
+            head, _, body = request.partition(b"\r\n\r\n")
+            length = next(
+                (
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                ),
+                0,
+            )
+            while len(body) < length:
+                body += conn.recv(65536)
+            self.requests += 1
+            status = f"HTTP/1.1 200 OK\r\nContent-Length: {self.size}\r\n\r\n".encode()
+            if self.mode == "drip_head":
+                self._drip(conn, status + b"x" * self.size)
+            elif self.mode == "drip_body":
+                conn.sendall(status)
+                self._drip(conn, b"x" * self.size)
+            else:
+                conn.sendall(status)
+                block = b"x" * 65536
+                remaining = self.size
+                while remaining > 0 and not self._stop.is_set():
+                    piece = block[: min(remaining, len(block))]
+                    conn.sendall(piece)
+                    self.sent += len(piece)
+                    remaining -= len(piece)
+
+    def _drip(self, conn: socket.socket, data: bytes) -> None:
+        for index in range(len(data)):
+            conn.sendall(data[index : index + 1])
+            self.sent += 1
+            if self._stop.wait(self.drip_seconds):
+                return
+
+    def close(self) -> None:
+        self._stop.set()
+        self._listener.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import signal
 import socket
 
@@ -13,6 +14,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from scheduler.worker import metrics
 from tests import support
 from tests.e2e.conftest import System
 
@@ -106,7 +108,8 @@ def test_web_and_dispatcher_metrics_after_one_delivery(system: System) -> None:
     assert lateness is not None
     assert lateness >= 0
     print(f"firing lateness of a job inserted 0.3 s ahead: {lateness * 1000:.1f} ms")
-    assert value(worker, "scheduler_dispatcher_active") == 1
+    assert value(worker, "scheduler_dispatcher_leader") == 1
+    assert value(worker, "scheduler_claim_queries_total") >= 1
     assert value(worker, "scheduler_due_jobs") == 0
     assert value(worker, "scheduler_cron_ticks_total") == 0
 
@@ -176,26 +179,56 @@ def test_due_jobs_gauge_counts_jobs_waiting_for_a_slot(system: System) -> None:
     )
 
 
-def test_each_dispatcher_has_its_own_port_and_a_taken_one_costs_only_metrics(
+def served_port(process: support.Process) -> int:
+    found = support.wait_until(
+        lambda: re.search(r"metrics served on port (\d+)", process.output()), timeout=10
+    )
+    return int(found.group(1))
+
+
+def taken_ports(count: int) -> list[socket.socket]:
+    """`count` listening sockets on consecutive ports."""
+    while True:
+        base = support.free_port()
+        held: list[socket.socket] = []
+        try:
+            for port in range(base, base + count):
+                sock = socket.socket()
+                held.append(sock)
+                sock.bind(("0.0.0.0", port))
+                sock.listen()
+            return held
+        except OSError:
+            for sock in held:
+                sock.close()
+
+
+def test_dispatchers_on_one_host_take_successive_ports_and_none_free_costs_only_metrics(
     system: System,
 ) -> None:
-    leader_port, standby_port = support.free_port(), support.free_port()
-    system.start("worker", SCHEDULER_METRICS_PORT=str(leader_port))
-    system.start("worker", ready="standing by", SCHEDULER_METRICS_PORT=str(standby_port))
-    leader = scrape(f"http://127.0.0.1:{leader_port}/metrics")
-    assert value(leader, "scheduler_dispatcher_active") == 1
-    standby = scrape(f"http://127.0.0.1:{standby_port}/metrics")
-    assert value(standby, "scheduler_dispatcher_active") == 0
-    assert value(standby, "scheduler_due_jobs") == 0
+    port = support.free_port()
+    first = system.start("worker", SCHEDULER_METRICS_PORT=str(port))
+    second = system.start("worker", SCHEDULER_METRICS_PORT=str(port))
+    assert served_port(first) == port
+    assert served_port(second) > port
+    leader = scrape(f"http://127.0.0.1:{served_port(first)}/metrics")
+    assert value(leader, "scheduler_dispatcher_leader") == 1
+    member = scrape(f"http://127.0.0.1:{served_port(second)}/metrics")
+    assert value(member, "scheduler_dispatcher_leader") == 0
+    assert value(member, "scheduler_due_jobs") == 0
 
-    with socket.socket() as taken:
-        taken.bind(("0.0.0.0", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        third = system.start("worker", ready="standing by", SCHEDULER_METRICS_PORT=str(port))
+    held = taken_ports(metrics.PORT_RANGE)
+    try:
+        base = held[0].getsockname()[1]
+        third = system.start("worker", SCHEDULER_METRICS_PORT=str(base))
         assert third.proc is not None
         assert third.proc.poll() is None
-        assert f"cannot serve metrics on port {port}" in third.output()
+        assert f"cannot serve metrics on ports {base} to {base + metrics.PORT_RANGE - 1}" in (
+            third.output()
+        )
+    finally:
+        for sock in held:
+            sock.close()
     assert third.stop() == 0
 
 

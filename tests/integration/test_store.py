@@ -31,7 +31,7 @@ def epoch(db_url: str) -> Iterator[int]:
 
 def insert(db_store: store.Store, run_at: dt.datetime, max_attempts: int = 3) -> str:
     job_id = jobs.new_job_id()
-    db_store.insert_job(jobs.NewJob(job_id, {"k": 1}, run_at, max_attempts))
+    db_store.insert_jobs([jobs.NewJob(job_id, {"k": 1}, run_at, max_attempts)])
     return job_id
 
 
@@ -47,87 +47,145 @@ def attempt(job_id: str, number: int, status: int | None) -> store.AttemptRecord
     )
 
 
-def test_claims_need_the_current_epoch(db_store: store.Store, epoch: int, db_url: str) -> None:
-    job_id = insert(db_store, NOW - dt.timedelta(seconds=1))
-    assert db_store.claim_due_jobs(epoch - 1, NOW, NOW, 10) == []
-    (claimed,) = db_store.claim_due_jobs(epoch, NOW, NOW + dt.timedelta(seconds=60), 10)
+def settle(
+    claimed: jobs.Delivery, status: int, state: str, retry_in: float | None = None
+) -> store.Settlement:
+    record = attempt(claimed.id, claimed.attempts, status)
+    return store.Settlement(record, claimed.claim_token, state, retry_in)
+
+
+def state_of(db_url: str, job_id: str) -> tuple[str, int]:
+    with psycopg.connect(db_url) as conn:
+        row = conn.execute("SELECT state, attempts FROM jobs WHERE id = %s", (job_id,)).fetchone()
+    assert row is not None
+    return row
+
+
+def test_any_dispatcher_claims_and_a_claimed_job_is_not_claimed_twice(
+    db_store: store.Store,
+) -> None:
+    job_id = insert(db_store, NOW)
+    (claimed,) = db_store.claim_due_jobs("one", 60, 10)
     assert (claimed.id, claimed.attempts, claimed.body) == (job_id, 1, '{"k": 1}')
-    assert db_store.claim_due_jobs(epoch, NOW, NOW, 10) == [], "a claimed job is not claimed twice"
+    assert db_store.claim_due_jobs("two", 60, 10) == []
 
 
-def test_only_due_jobs_are_claimed_in_due_order(db_store: store.Store, epoch: int) -> None:
-    later = insert(db_store, NOW - dt.timedelta(seconds=1))
-    earlier = insert(db_store, NOW - dt.timedelta(seconds=5))
-    insert(db_store, NOW + dt.timedelta(seconds=1))
-    assert [c.id for c in db_store.claim_due_jobs(epoch, NOW, NOW, 1)] == [earlier]
-    assert [c.id for c in db_store.claim_due_jobs(epoch, NOW, NOW, 10)] == [later]
+def test_due_is_judged_by_the_database_clock_in_due_order(db_store: store.Store) -> None:
+    now = db_store.database_now()
+    later = insert(db_store, now - dt.timedelta(seconds=1))
+    earlier = insert(db_store, now - dt.timedelta(seconds=5))
+    insert(db_store, now + dt.timedelta(seconds=30))
+    assert [c.id for c in db_store.claim_due_jobs("one", 60, 1)] == [earlier]
+    assert [c.id for c in db_store.claim_due_jobs("one", 60, 10)] == [later]
+    due_in = db_store.next_due_in()
+    assert due_in is not None and 25 < due_in <= 30
 
 
-def test_an_outcome_only_closes_its_own_attempt(
-    db_store: store.Store, epoch: int, db_url: str
+def test_an_outcome_is_fenced_by_its_claim_not_its_attempt_number(
+    db_store: store.Store, db_url: str
 ) -> None:
     job_id = insert(db_store, NOW)
-    db_store.claim_due_jobs(epoch, NOW, NOW, 1)
-    db_store.settle_deliveries([store.Settlement(attempt(job_id, 2, 200), "delivered")])
-    with psycopg.connect(db_url) as conn:
-        assert conn.execute("SELECT state FROM jobs").fetchone() == ("delivering",)
-    db_store.settle_deliveries([store.Settlement(attempt(job_id, 1, 200), "delivered")])
-    with psycopg.connect(db_url) as conn:
-        assert conn.execute("SELECT state FROM jobs").fetchone() == ("delivered",)
+    (first,) = db_store.claim_due_jobs("one", 60, 1)
+    db_store.settle_deliveries([], [(job_id, first.claim_token)])
+    (second,) = db_store.claim_due_jobs("two", 60, 1)
+    assert second.attempts == first.attempts == 1
+    assert second.claim_token != first.claim_token
+
+    db_store.settle_deliveries([settle(first, 200, "delivered")])
+    assert state_of(db_url, job_id) == ("delivering", 1), "a stale claim changed the job"
+    db_store.settle_deliveries([settle(second, 200, "delivered")])
+    assert state_of(db_url, job_id) == ("delivered", 1)
 
 
-def test_a_job_cancelled_in_flight_stays_cancelled(
-    db_store: store.Store, epoch: int, db_url: str
-) -> None:
+def test_a_job_cancelled_in_flight_stays_cancelled(db_store: store.Store, db_url: str) -> None:
     job_id = insert(db_store, NOW)
-    db_store.claim_due_jobs(epoch, NOW, NOW, 1)
+    (claimed,) = db_store.claim_due_jobs("one", 60, 1)
     with psycopg.connect(db_url) as conn:
         conn.execute("UPDATE jobs SET state = 'cancelled'")
-    db_store.settle_deliveries([store.Settlement(attempt(job_id, 1, 500), "scheduled", NOW)])
-    with psycopg.connect(db_url) as conn:
-        assert conn.execute("SELECT state FROM jobs").fetchone() == ("cancelled",)
+    db_store.settle_deliveries([settle(claimed, 500, "scheduled", 1)])
+    assert state_of(db_url, job_id) == ("cancelled", 1)
 
 
 def test_one_settlement_records_every_outcome_and_gives_back_unsent_claims(
-    db_store: store.Store, epoch: int, db_url: str
+    db_store: store.Store, db_url: str
 ) -> None:
     delivered, failed, retried, unsent = (insert(db_store, NOW) for _ in range(4))
-    assert len(db_store.claim_due_jobs(epoch, NOW, NOW, 10)) == 4
-    retry_at = NOW + dt.timedelta(seconds=30)
+    claimed = {c.id: c for c in db_store.claim_due_jobs("one", 60, 10)}
+    assert len(claimed) == 4
     db_store.settle_deliveries(
         [
-            store.Settlement(attempt(delivered, 1, 200), "delivered"),
-            store.Settlement(attempt(failed, 1, 500), "failed"),
-            store.Settlement(attempt(retried, 1, 503), "scheduled", retry_at),
+            settle(claimed[delivered], 200, "delivered"),
+            settle(claimed[failed], 500, "failed"),
+            settle(claimed[retried], 503, "scheduled", 30),
         ],
-        [(unsent, 1)],
+        [(unsent, claimed[unsent].claim_token)],
     )
     with psycopg.connect(db_url) as conn:
         rows = dict(
             (row[0], row[1:])
-            for row in conn.execute("SELECT id, state, attempts, next_attempt_at FROM jobs")
+            for row in conn.execute(
+                "SELECT id, state, attempts, next_attempt_at - now(), claim_token FROM jobs"
+            )
         )
         recorded = conn.execute("SELECT job_id FROM delivery_attempts").fetchall()
     assert rows[delivered][:2] == ("delivered", 1)
     assert rows[failed][:2] == ("failed", 1)
-    assert rows[retried] == ("scheduled", 1, retry_at)
-    assert rows[unsent] == ("scheduled", 0, NOW), "a claim never sent is not an attempt"
+    state, attempts, retry_in, token = rows[retried]
+    assert (state, attempts, token) == ("scheduled", 1, None)
+    assert dt.timedelta(seconds=29) < retry_in <= dt.timedelta(seconds=30), "database clock"
+    assert rows[unsent][:2] == ("scheduled", 0), "a claim never sent is not an attempt"
     assert sorted(r[0] for r in recorded) == sorted([delivered, failed, retried])
 
 
-def test_expired_leases_and_orphans_are_released(
+def beat(db_store: store.Store, dispatcher_id: str, age_seconds: float, db_url: str) -> None:
+    db_store.beat_dispatcher(dispatcher_id, "host", 1, 0, 0, None)
+    with psycopg.connect(db_url) as conn:
+        conn.execute(
+            "UPDATE dispatchers SET heartbeat_at = now() - make_interval(secs => %s) WHERE id = %s",
+            (age_seconds, dispatcher_id),
+        )
+
+
+def test_dead_dispatchers_claims_and_expired_leases_are_released_live_ones_kept(
     db_store: store.Store, epoch: int, db_url: str
 ) -> None:
-    first = insert(db_store, NOW)
-    second = insert(db_store, NOW)
-    db_store.claim_due_jobs(epoch, NOW, NOW + dt.timedelta(seconds=10), 1)
-    db_store.claim_due_jobs(epoch, NOW, NOW + dt.timedelta(seconds=100), 1)
-    assert db_store.release_expired_leases(epoch, NOW + dt.timedelta(seconds=50)) == 1
-    assert db_store.release_expired_leases(epoch - 1, NOW + dt.timedelta(seconds=500)) == 0
-    assert db_store.release_orphaned_deliveries(epoch, NOW) == 1
+    beat(db_store, "live", 1, db_url)
+    beat(db_store, "dead", 11, db_url)
+    held = {name: insert(db_store, NOW) for name in ("live", "dead", "expired", "unowned")}
+    for name in ("live", "dead"):
+        db_store.claim_due_jobs(name, 60, 1)
+    db_store.claim_due_jobs("live", 0, 1)  # a lease that has already run out
+    db_store.claim_due_jobs("vanished", 60, 1)  # a dispatcher with no row at all
+    del held["unowned"]
+    unowned = insert(db_store, NOW)
     with psycopg.connect(db_url) as conn:
-        states = conn.execute("SELECT id, state FROM jobs ORDER BY id").fetchall()
-    assert sorted(states) == sorted([(first, "scheduled"), (second, "scheduled")])
+        conn.execute(
+            "UPDATE jobs SET state = 'delivering', leased_until = now() + interval '1 hour'"
+            " WHERE id = %s",
+            (unowned,),
+        )
+
+    assert db_store.release_dead_claims(epoch - 1, 10) == 0, "only the leader rescues"
+    assert db_store.release_dead_claims(epoch, 10) == 3
+    assert state_of(db_url, held["live"])[0] == "delivering"
+    assert state_of(db_url, held["dead"])[0] == "scheduled"
+    assert state_of(db_url, held["expired"])[0] == "scheduled"
+    assert state_of(db_url, unowned)[0] == "delivering", "an earlier version's live claim"
+    assert db_store.release_unowned_claims(epoch) == 1
+    assert state_of(db_url, unowned)[0] == "scheduled"
+
+
+def test_live_dispatchers_are_listed_with_the_leader_first(
+    db_store: store.Store, epoch: int, db_url: str
+) -> None:
+    beat(db_store, "member", 0, db_url)
+    beat(db_store, "test", 0, db_url)  # the epoch fixture's holder
+    beat(db_store, "gone", 30, db_url)
+    listed = db_store.list_dispatchers(10)
+    assert [(d.id, d.role) for d in listed] == [("test", "leader"), ("member", "member")]
+    db_store.remove_dispatcher("member")
+    assert [d.id for d in db_store.list_dispatchers(10)] == ["test"]
+    assert db_store.prune_dispatchers(20) == 1
 
 
 def tick(revision: int, at: dt.datetime) -> jobs.CronTick:

@@ -57,7 +57,7 @@ def test_store_uses_queries_by_name() -> None:
     used = _names_used_by_store()
 
     # Guards the regexes themselves: store.py uses both forms.
-    assert {"lock_crons", "record_attempt", "insert_job", "count_pending"} <= used
+    assert {"lock_crons", "record_attempt", "insert_job", "list_dispatchers"} <= used
 
 
 def test_every_query_store_uses_is_in_the_file() -> None:
@@ -100,3 +100,29 @@ def test_query_is_one_statement_without_select_star(name: str) -> None:
     assert not re.search(r"SELECT\s+\*", text, re.IGNORECASE), f"{name} uses SELECT *"
     assert not text.endswith(";")
     assert ";" not in text, f"{name} holds more than one statement"
+
+
+def test_every_notification_is_on_the_channel_with_a_kind_the_dispatcher_reads() -> None:
+    sent = re.findall(r"pg_notify\('(\w+)', '(\w)\b", QUERIES_FILE.read_text("utf-8"))
+
+    assert len(sent) == QUERIES_FILE.read_text("utf-8").count("pg_notify(")
+    assert {channel for channel, _ in sent} == {store.NOTIFY_CHANNEL}
+    assert {kind for _, kind in sent} == set(store.NOTICE_KINDS)
+
+
+@pytest.mark.parametrize(
+    ("payload", "notice"),
+    [
+        ("j 1.5", store.Notice(store.JOB_DUE, 1.5)),
+        ("j -0.25", store.Notice(store.JOB_DUE, -0.25)),
+        ("c", store.Notice(store.CRONS_CHANGED)),
+        ("b", store.Notice(store.JOBS_DUE)),
+        # An earlier version's format, during a rolling deploy: look now rather than never.
+        ("j 01jabc 1790000000.5", store.Notice(store.JOBS_DUE)),
+        ("d 01jabc", store.Notice(store.JOBS_DUE)),
+    ],
+)
+def test_notices_parse_and_anything_unknown_means_look_now(
+    payload: str, notice: store.Notice
+) -> None:
+    assert store.parse_notice(payload) == notice

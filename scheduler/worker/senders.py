@@ -5,6 +5,10 @@ recorder thread writes every outcome that has piled up in a single transaction i
 delivery holds a slot until its outcome is recorded, and there are twice as many slots as
 sending threads, so the next deliveries are already in hand when a thread comes free while the
 claim loop never holds more than it can send within one lease.
+
+A delivery whose dispatcher can no longer vouch for its own heartbeat is given back unsent
+rather than started: the leader may already have declared this dispatcher dead and handed the
+delivery to another.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from scheduler import config, delivery, dispatch_metrics, errors, jobs, store
+from scheduler import config, errors, jobs, store
+from scheduler.worker import attempt, metrics, watchdog
 
 logger = logging.getLogger(__name__)
 
@@ -35,15 +40,14 @@ def retry_delay(attempt: int, base: float, cap: float) -> float:
 
 def lease_seconds(settings: config.Settings) -> float:
     """How long a claim is held: a delivery may wait for one full attempt before its own."""
-    attempt = settings.connect_timeout + settings.read_timeout
-    return SLOTS_PER_THREAD * attempt + LEASE_MARGIN_SECONDS
+    return SLOTS_PER_THREAD * settings.attempt_deadline + LEASE_MARGIN_SECONDS
 
 
 class Senders:
     """The sending threads, their slots and the recorder.
 
     `on_room` is called when slots free up after the claim loop found none; `on_retry` with the
-    due time of each retry scheduled.
+    seconds until each retry scheduled is due; `may_send` is asked before each delivery starts.
     """
 
     def __init__(
@@ -51,20 +55,25 @@ class Senders:
         settings: config.Settings,
         job_store: store.Store,
         on_room: Callable[[], None],
-        on_retry: Callable[[dt.datetime], None],
+        on_retry: Callable[[float], None],
+        may_send: Callable[[], bool] = lambda: True,
     ) -> None:
         self.settings = settings
         self.store = job_store
         self.capacity = settings.delivery_threads * SLOTS_PER_THREAD
+        self.delivered = 0
         self._on_room = on_room
         self._on_retry = on_retry
+        self._may_send = may_send
+        self._guard = watchdog.Watchdog()
         self._pool = concurrent.futures.ThreadPoolExecutor(
             settings.delivery_threads, thread_name_prefix="deliver"
         )
-        self._results: queue.Queue[tuple[jobs.Delivery, delivery.Outcome | None] | None] = (
+        self._results: queue.Queue[tuple[jobs.Delivery, attempt.Outcome | None] | None] = (
             queue.Queue()
         )
         self._lock = threading.Lock()
+        self._all_recorded = threading.Condition(self._lock)
         self._held = 0
         self._starved = False
         self._closing = threading.Event()
@@ -86,6 +95,7 @@ class Senders:
     def submit(self, claimed: list[jobs.Delivery]) -> None:
         with self._lock:
             self._held += len(claimed)
+            metrics.IN_FLIGHT.set(self._held)
         for item in claimed:
             self._pool.submit(self._send, item)
 
@@ -93,26 +103,25 @@ class Senders:
         """Send nothing new, give back what was not started, let the rest finish within
         `grace`; True if every claimed delivery was settled."""
         self._closing.set()
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and self.in_flight() > 0:
-            time.sleep(0.05)
-        finished = self.in_flight() == 0
+        with self._all_recorded:
+            finished = self._all_recorded.wait_for(lambda: self._held == 0, timeout=grace)
         self._pool.shutdown(wait=finished, cancel_futures=True)
         self._results.put(None)
         self._recorder.join(timeout=5)
+        self._guard.stop()
         return finished
 
     def _send(self, item: jobs.Delivery) -> None:
-        if self._closing.is_set():
+        if self._closing.is_set() or not self._may_send():
             self._results.put((item, None))
             return
         try:
-            outcome = delivery.deliver(self.settings, item)
+            outcome = attempt.deliver(self.settings, item, self._guard)
         except Exception as exc:
             # A failed attempt like any other, so a delivery that always breaks ends as failed
             # after its retries instead of looping.
             logger.exception("delivery of %s failed unexpectedly", item.id)
-            outcome = delivery.Outcome(
+            outcome = attempt.Outcome(
                 dt.datetime.now(dt.UTC), 0, None, f"internal error: {type(exc).__name__}", None
             )
         self._results.put((item, outcome))
@@ -144,36 +153,39 @@ class Senders:
     def _release(self, count: int) -> None:
         with self._lock:
             self._held -= count
+            metrics.IN_FLIGHT.set(self._held)
             starved, self._starved = self._starved, False
+            self._all_recorded.notify_all()
         if starved:
             self._on_room()
 
-    def _record(self, batch: list[tuple[jobs.Delivery, delivery.Outcome | None]]) -> None:
+    def _record(self, batch: list[tuple[jobs.Delivery, attempt.Outcome | None]]) -> None:
         unsent = [item for item, outcome in batch if outcome is None]
         settled = [
             (item, outcome, self._settle(item, outcome))
             for item, outcome in batch
             if outcome is not None
         ]
-        for attempt in range(RECORD_RETRIES):
+        for tries in range(RECORD_RETRIES):
             try:
                 self.store.settle_deliveries(
                     [settlement for _, _, settlement in settled],
-                    [(item.id, item.attempts) for item in unsent],
+                    [(item.id, item.claim_token) for item in unsent],
                 )
                 break
             except errors.StoreUnavailable:
                 # The lease makes these due again later if this never succeeds.
-                time.sleep(min(2**attempt, 10))
+                time.sleep(min(2**tries, 10))
         else:
             logger.error("could not record %d outcomes; they will be re-sent", len(settled))
             return
         if unsent:
             logger.info("gave back %d deliveries not yet started", len(unsent))
+        self.delivered += sum(1 for *_, settlement in settled if settlement.state == "delivered")
         for item, outcome, settlement in settled:
             self._report(item, outcome, settlement)
 
-    def _settle(self, item: jobs.Delivery, outcome: delivery.Outcome) -> store.Settlement:
+    def _settle(self, item: jobs.Delivery, outcome: attempt.Outcome) -> store.Settlement:
         record = store.AttemptRecord(
             job_id=item.id,
             attempt=item.attempts,
@@ -184,15 +196,14 @@ class Senders:
             response_excerpt=outcome.response_excerpt,
         )
         if outcome.ok:
-            return store.Settlement(record, "delivered")
+            return store.Settlement(record, item.claim_token, "delivered")
         if item.attempts >= item.max_attempts:
-            return store.Settlement(record, "failed")
+            return store.Settlement(record, item.claim_token, "failed")
         delay = retry_delay(item.attempts, self.settings.retry_base, self.settings.retry_cap)
-        due = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=delay)
-        return store.Settlement(record, "scheduled", due)
+        return store.Settlement(record, item.claim_token, "scheduled", delay)
 
     def _report(
-        self, item: jobs.Delivery, outcome: delivery.Outcome, settlement: store.Settlement
+        self, item: jobs.Delivery, outcome: attempt.Outcome, settlement: store.Settlement
     ) -> None:
         extra = {
             "action": "deliver",
@@ -203,7 +214,7 @@ class Senders:
             "duration_ms": outcome.duration_ms,
         }
         if settlement.state == "delivered":
-            dispatch_metrics.DELIVERIES.labels("delivered").inc()
+            metrics.DELIVERIES.labels("delivered").inc()
             logger.info(
                 "delivered %s (attempt %d, HTTP %s, %d ms)",
                 item.id,
@@ -213,7 +224,7 @@ class Senders:
                 extra=extra,
             )
         elif settlement.state == "failed":
-            dispatch_metrics.DELIVERIES.labels("failed").inc()
+            metrics.DELIVERIES.labels("failed").inc()
             logger.warning(
                 "%s failed after %d attempts: %s",
                 item.id,
@@ -222,8 +233,8 @@ class Senders:
                 extra=extra,
             )
         else:
-            assert settlement.next_attempt_at is not None
-            dispatch_metrics.DELIVERIES.labels("retry").inc()
+            assert settlement.retry_in is not None
+            metrics.DELIVERIES.labels("retry").inc()
             logger.info(
                 "attempt %d of %s failed (%s); will retry",
                 item.attempts,
@@ -231,4 +242,4 @@ class Senders:
                 outcome.error,
                 extra=extra,
             )
-            self._on_retry(settlement.next_attempt_at)
+            self._on_retry(settlement.retry_in)

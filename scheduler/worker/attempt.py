@@ -1,4 +1,8 @@
-"""Send one delivery over HTTP and describe what happened; never raises for a failed send."""
+"""Send one delivery over HTTP and describe what happened; never raises for a failed send.
+
+An endpoint cannot hurt the dispatcher: the whole attempt has one deadline (watchdog.py), and
+only an excerpt of the answer is read, so a huge or endless body costs neither memory nor time.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +14,12 @@ import time
 
 import requests
 
-from scheduler import config, dispatch_metrics, jobs, signing
+from scheduler import config, jobs, signing
+from scheduler.worker import metrics, watchdog
 
 EXCERPT_LENGTH = 512
+# Enough bytes for EXCERPT_LENGTH characters of UTF-8; the rest of an answer is never read.
+EXCERPT_BYTES = EXCERPT_LENGTH * 4
 USER_AGENT = "scheduler-dispatch"
 _local = threading.local()
 
@@ -49,12 +56,12 @@ def build_headers(
     headers = {
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
+        # A compressed answer could inflate far beyond the excerpt read of it.
+        "Accept-Encoding": "identity",
         signing.HEADER: signing.sign(payload, settings.secrets),
         "Scheduler-Delivery-Id": delivery.id,
         "Scheduler-Attempt": str(delivery.attempts),
-        "Scheduler-Scheduled-At": delivery.run_at.astimezone(dt.UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z"),
+        "Scheduler-Scheduled-At": jobs.format_utc(delivery.run_at),
     }
     if settings.send_raw_secret:
         headers["Scheduler-Secret"] = settings.secret
@@ -66,6 +73,9 @@ def _session(endpoint: str) -> requests.Session:
     session: requests.Session | None = getattr(_local, "session", None)
     if session is None:
         session = requests.Session()
+        adapter = watchdog.WatchedAdapter()
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
         # requests reads the proxy variables and looks for the CA bundle on disk on every
         # request; a running dispatcher's environment does not change, so read them once.
         environment = session.merge_environment_settings(endpoint, {}, None, None, None)
@@ -76,50 +86,64 @@ def _session(endpoint: str) -> requests.Session:
     return session
 
 
-def deliver(settings: config.Settings, delivery: jobs.Delivery) -> Outcome:
-    """POST the delivery to ENDPOINT with connect and read timeouts."""
+def deliver(
+    settings: config.Settings, delivery: jobs.Delivery, guard: watchdog.Watchdog
+) -> Outcome:
+    """POST the delivery to ENDPOINT; `guard` ends it at settings.attempt_deadline."""
     started_at = dt.datetime.now(dt.UTC)
     start = time.monotonic()
     lateness = (started_at - delivery.run_at).total_seconds()
     # A retry is late by design (its backoff), and a job run ahead of its time on request is not
     # late at all: only a first attempt at or after its due time says how late we fire.
     if delivery.attempts == 1 and lateness >= 0:
-        dispatch_metrics.FIRING_LATENESS.observe(lateness)
+        metrics.FIRING_LATENESS.observe(lateness)
     status_code: int | None = None
     excerpt: str | None = None
     error: str | None = None
     payload = build_payload(delivery)
-    try:
-        response = _session(settings.endpoint).post(
-            settings.endpoint,
-            data=payload,
-            headers=build_headers(settings, delivery, payload),
-            timeout=(settings.connect_timeout, settings.read_timeout),
-            allow_redirects=False,
-        )
-        status_code = response.status_code
-        excerpt = _excerpt(response)
-        if not 200 <= status_code < 300:
-            error = f"HTTP {status_code}"
-    except requests.Timeout as exc:
-        error = f"timeout: {type(exc).__name__}"
-    except requests.ConnectionError as exc:
-        error = f"connection failed: {_short(exc)}"
-    except requests.RequestException as exc:
-        error = f"request failed: {_short(exc)}"
+    with guard.watch(settings.attempt_deadline) as watch:
+        try:
+            with _session(settings.endpoint).post(
+                settings.endpoint,
+                data=payload,
+                headers=build_headers(settings, delivery, payload),
+                timeout=(settings.connect_timeout, settings.read_timeout),
+                allow_redirects=False,
+                stream=True,
+            ) as response:
+                status_code = response.status_code
+                excerpt = _excerpt(response)
+        except requests.Timeout as exc:
+            error = f"timeout: {type(exc).__name__}"
+        except requests.RequestException as exc:
+            error = f"connection failed: {_short(exc)}"
+        if watch.expired and status_code is None:
+            error = f"timeout: no answer within {settings.attempt_deadline:g}s"
+    if status_code is not None and not 200 <= status_code < 300:
+        error = f"HTTP {status_code}"
     elapsed = time.monotonic() - start
-    dispatch_metrics.DELIVERY_DURATION.observe(elapsed)
+    metrics.DELIVERY_DURATION.observe(elapsed)
     duration_ms = int(elapsed * 1000)
     return Outcome(started_at, duration_ms, status_code, error, excerpt)
 
 
 def _excerpt(response: requests.Response) -> str | None:
-    """The start of the response body as text. Not `response.text`: without a charset in the
-    answer's Content-Type it guesses the encoding from the whole body, which costs more than
-    the delivery."""
-    if not response.content:
+    """The start of the answer's body as text; at most EXCERPT_BYTES are read, whatever its
+    size, and a body cut off (or ended by the deadline) keeps what arrived. The status line has
+    already answered for the delivery. Not `response.text`: without a charset in the
+    Content-Type it guesses the encoding from the whole body."""
+    head = b""
+    try:
+        for chunk in response.iter_content(chunk_size=EXCERPT_BYTES):
+            head += chunk
+            if len(head) >= EXCERPT_BYTES:
+                # The rest stays unread: closing the response drops the connection instead.
+                break
+    except (requests.RequestException, OSError, ValueError):
+        pass
+    if not head:
         return None
-    head = response.content[: EXCERPT_LENGTH * 4]
+    head = head[:EXCERPT_BYTES]
     try:
         text = head.decode(response.encoding or "utf-8", errors="replace")
     except LookupError:  # a charset Python does not know

@@ -1,0 +1,98 @@
+"""The claim loop: look for due deliveries when there is room to send them, and plan the next look.
+
+Every dispatcher runs one. Due-ness is the database's to judge (the claim compares with its
+`now()`), and the next look is planned from how many seconds the database says the next job is
+away, counted on this host's monotonic clock: a host whose wall clock is wrong neither sends
+early nor spins.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from scheduler import config, errors, store
+from scheduler.worker import metrics, senders
+
+logger = logging.getLogger(__name__)
+
+LOOP_RETRY_SECONDS = 1.0
+
+
+class ClaimLoop:
+    """Claims for `sending` while `may_claim()`; tells `on_quiet` how far away the next job is
+    when that is beyond the poll interval (the leader sets its wake timer)."""
+
+    def __init__(
+        self,
+        settings: config.Settings,
+        job_store: store.Store,
+        sending: senders.Senders,
+        dispatcher_id: str,
+        may_claim: Callable[[], bool],
+        on_quiet: Callable[[float], None] = lambda due_in: None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.store = job_store
+        self.senders = sending
+        self.dispatcher_id = dispatcher_id
+        self.lease = senders.lease_seconds(settings)
+        self.claims = 0
+        self._may_claim = may_claim
+        self._on_quiet = on_quiet
+        self._clock = clock
+        self._wake = threading.Event()
+        self._next_look = 0.0
+
+    def wake(self) -> None:
+        """Look for due deliveries now."""
+        self._wake.set()
+
+    def job_due_in(self, seconds: float) -> None:
+        """A job becomes due in `seconds`: look then if that is sooner than planned."""
+        if self._clock() + seconds < self._next_look:
+            self._wake.set()
+
+    def run(self, stopping: threading.Event) -> None:
+        while not stopping.is_set():
+            try:
+                drained = self.claim_and_send(stopping)
+                timeout = self.plan_next_look() if drained else self.settings.poll_interval
+            except errors.StoreUnavailable:
+                logger.warning("cannot claim deliveries: database unavailable")
+                timeout = LOOP_RETRY_SECONDS
+            except Exception:
+                logger.exception("claim loop failed")
+                timeout = LOOP_RETRY_SECONDS
+            self._next_look = self._clock() + timeout
+            self._wake.wait(timeout)
+            self._wake.clear()
+
+    def claim_and_send(self, stopping: threading.Event) -> bool:
+        """Claim and hand out due deliveries; True when none is left (False: no room, or this
+        dispatcher may not claim now). With no free slot it does not query at all."""
+        while not stopping.is_set():
+            free = self.senders.free()
+            if free == 0 or not self._may_claim():
+                return False
+            claimed = self.store.claim_due_jobs(self.dispatcher_id, self.lease, free)
+            self.claims += 1
+            metrics.CLAIM_QUERIES.inc()
+            self.senders.submit(claimed)
+            if len(claimed) < free:
+                return True
+        return False
+
+    def plan_next_look(self) -> float:
+        """Seconds until the next look: the next job's due time when it is within the poll
+        interval, else the poll interval (and the leader's wake timer covers the job)."""
+        due_in = self.store.next_due_in()
+        if due_in is None:
+            return self.settings.poll_interval
+        if due_in <= self.settings.poll_interval:
+            return max(0.0, due_in)
+        self._on_quiet(due_in)
+        return self.settings.poll_interval

@@ -1,0 +1,125 @@
+"""One dispatcher process: a member that claims and sends, and a candidate for leader.
+
+Any number run against one database. Each registers a heartbeat, claims due deliveries with
+SKIP LOCKED and sends them; the one elected leader also runs the timers and the maintenance
+(leader.py). Threads: the claim loop, the listener, the heartbeat, the campaign, and while
+leading APScheduler's and the maintenance thread; plus the senders' pool, recorder and watchdog.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from scheduler import config, db, store
+from scheduler.worker import claims, leader, leadership, membership, notifications, senders
+
+logger = logging.getLogger(__name__)
+
+# Connections of the dispatcher's pool: the claim loop, the recorder, the heartbeat and the
+# leader's maintenance each use one at a time; senders use none.
+POOL_SIZE = 4
+JOIN_SECONDS = 5.0
+
+
+class Dispatcher:
+    def __init__(self, settings: config.Settings, metrics_port: int | None = None) -> None:
+        self.settings = settings
+        self.stopping = threading.Event()
+        self.pool = db.open_pool(settings.database_url, POOL_SIZE, name="dispatcher")
+        self.store = store.Store(self.pool)
+        self.senders = senders.Senders(
+            settings,
+            self.store,
+            on_room=self._wake,
+            on_retry=self._job_due_in,
+            may_send=self._may_act,
+        )
+        self.membership = membership.Membership(
+            settings,
+            self.store,
+            lambda: (self.senders.in_flight(), self.senders.delivered),
+            metrics_port,
+        )
+        self.id = self.membership.id
+        self.leadership = leadership.Leadership(settings, self.id, self._make_term)
+        self.claims = claims.ClaimLoop(
+            settings,
+            self.store,
+            self.senders,
+            self.id,
+            may_claim=self._may_act,
+            on_quiet=self._set_wake_timer,
+        )
+        self.listener = notifications.Listener(
+            settings.database_url, self._on_notice, self._on_listening
+        )
+        self.threads = [
+            threading.Thread(target=self.claims.run, args=(self.stopping,), name="claim"),
+            threading.Thread(target=self.listener.run, args=(self.stopping,), name="listen"),
+            threading.Thread(target=self.membership.run, args=(self.stopping,), name="heartbeat"),
+            threading.Thread(target=self.leadership.run, args=(self.stopping,), name="campaign"),
+        ]
+
+    def start(self) -> None:
+        """Register, campaign once (a lone dispatcher leads from its first moment), and start
+        claiming."""
+        self.membership.beat()
+        self.leadership.campaign_once()
+        for thread in self.threads:
+            thread.daemon = True
+            thread.start()
+        logger.info(
+            "dispatcher active (id %s, pid %d)",
+            self.id,
+            self.membership.pid,
+            extra={"action": "dispatcher_started", "dispatcher_id": self.id},
+        )
+
+    def stop(self, grace: float) -> bool:
+        """Stop claiming and leading, let in-flight deliveries finish within `grace`, leave the
+        list; True if every claimed delivery was settled."""
+        self.stopping.set()
+        self.claims.wake()
+        self.leadership.stop()
+        finished = self.senders.close(grace)
+        for thread in self.threads:
+            thread.join(timeout=JOIN_SECONDS)
+        self.membership.leave()
+        self.pool.close(timeout=2)
+        return finished
+
+    def _may_act(self) -> bool:
+        return self.membership.is_live() and not self.stopping.is_set()
+
+    def _wake(self) -> None:
+        self.claims.wake()
+
+    def _job_due_in(self, seconds: float) -> None:
+        self.claims.job_due_in(seconds)
+
+    def _make_term(self, epoch: int, is_current: Callable[[], bool]) -> leader.LeaderTerm:
+        return leader.LeaderTerm(self.settings, self.store, epoch, is_current, self._wake)
+
+    def _set_wake_timer(self, due_in: float) -> None:
+        term = self.leadership.term
+        if term is not None and term.is_current():
+            term.set_wake_timer(due_in)
+
+    def _on_notice(self, notice: store.Notice) -> None:
+        if notice.kind == store.JOB_DUE and notice.due_in is not None:
+            self.claims.job_due_in(notice.due_in)
+        elif notice.kind == store.CRONS_CHANGED:
+            term = self.leadership.term
+            if term is not None:
+                term.sync_crons()
+        else:
+            self.claims.wake()
+
+    def _on_listening(self) -> None:
+        # Notifications sent while we were not listening are gone: look, and resynchronise.
+        self.claims.wake()
+        term = self.leadership.term
+        if term is not None:
+            term.sync_crons()

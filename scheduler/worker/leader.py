@@ -1,0 +1,228 @@
+"""What the elected leader runs for one term: the APScheduler timers and the maintenance.
+
+Our `jobs` and `crons` tables are the truth; APScheduler's jobstore holds timers: one cron
+trigger per cron, and one date trigger, `wake`, for the next job due after a quiet spell. A
+timer firing never sends anything itself: the wake timer has every dispatcher look for due
+deliveries (the job rows already exist); a cron timer records its tick as a job row, unique on
+(cron, tick), before APScheduler advances the timer, and any dispatcher sends it. Every leader
+write carries the term's epoch, so a deposed leader's late writes change nothing.
+
+Maintenance: re-queue what dispatchers that stopped heartbeating hold (every heartbeat
+interval), and at each reconcile expire leases, prune history and resynchronise cron timers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import threading
+from collections.abc import Callable
+
+from apscheduler.job import Job
+from apscheduler.jobstores.base import JobLookupError
+from apscheduler.triggers.date import DateTrigger
+
+from scheduler import config, cron, errors, jobs, store
+from scheduler.worker import maintenance, membership, metrics, timers
+
+logger = logging.getLogger(__name__)
+
+SKIP_MISSED_AFTER_SECONDS = 2.0
+WAKE_TIMER = "wake"
+# A wake timer already set this close to the wanted time is left alone: each claim loop's plan
+# asks for it again, and rewriting it is a jobstore write.
+WAKE_TOLERANCE = dt.timedelta(seconds=0.25)
+UTC = dt.UTC
+
+
+class LeaderTerm:
+    """One term of leadership under `epoch`; `is_current()` says whether it may still act."""
+
+    def __init__(
+        self,
+        settings: config.Settings,
+        job_store: store.Store,
+        epoch: int,
+        is_current: Callable[[], bool],
+        wake_local: Callable[[], None],
+    ) -> None:
+        self.settings = settings
+        self.store = job_store
+        self.epoch = epoch
+        self.is_current = is_current
+        self._wake_local = wake_local
+        self._wake_at: dt.datetime | None = None
+        self._held_ticks: list[jobs.CronTick] = []
+        self._sync_lock = threading.Lock()
+        self.stopping = threading.Event()
+        self._timer_store = timers.TimerStore(settings.sqlalchemy_url)
+        self.scheduler = timers.GuardedScheduler(
+            self._timer_store,
+            self._record_held_ticks,
+            timezone=UTC,
+            executors={"default": timers.OutboxExecutor(self._on_timer)},
+            job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 1},
+            jobstore_retry_interval=2,
+        )
+        self._maintenance = threading.Thread(
+            target=self._maintenance_loop, name="maintenance", daemon=True
+        )
+
+    def start(self) -> None:
+        moved = self._timer_store.adopt_moved_timers()
+        if moved:
+            logger.info("moved %d timers stored by an earlier version", moved)
+        released = self.store.release_unowned_claims(self.epoch)
+        if released:
+            logger.info("re-queued %d deliveries left in flight by an earlier version", released)
+        self.reconcile()
+        self.scheduler.start()
+        self._maintenance.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        try:
+            self.scheduler.shutdown(wait=False)
+        except Exception:
+            logger.exception("scheduler shutdown failed")
+        self._maintenance.join(timeout=5)
+        self._timer_store.engine.dispose()
+        # A member's count would be stale: 0 lets dashboards sum over every dispatcher.
+        metrics.DUE_JOBS.set(0)
+
+    # --- timers ----------------------------------------------------------------------------
+
+    def _on_timer(self, job: Job, run_times: list[dt.datetime]) -> None:
+        if not self.is_current():
+            # A successor catches the tick up; recording it here could not be fenced in time.
+            logger.warning("timer %s fired while leadership is unconfirmed; skipped", job.id)
+            return
+        kind, ref = job.args
+        if kind != "cron":
+            self._wake_at = None
+            self._wake_local()
+            self.store.notify_jobs_due()
+            return
+        for run_time in run_times:
+            late = (dt.datetime.now(UTC) - run_time).total_seconds()
+            if self.settings.cron_catchup == "skip" and late > SKIP_MISSED_AFTER_SECONDS:
+                logger.info("skipped a missed tick of cron revision %s (%.0fs late)", ref, late)
+            else:
+                self._held_ticks.append(jobs.CronTick(int(ref), jobs.new_job_id(), run_time))
+
+    def _record_held_ticks(self) -> None:
+        """Record the ticks of the timer pass that just ended, before its timers move on."""
+        ticks, self._held_ticks = self._held_ticks, []
+        if not ticks:
+            return
+        recorded = self.store.record_cron_fires(self.epoch, ticks, self.settings.max_attempts)
+        metrics.CRON_TICKS.inc(recorded)
+        self.store.notify_jobs_due()
+
+    def set_wake_timer(self, due_in: float) -> None:
+        """Have every dispatcher look again in `due_in` seconds, unless an earlier wake is set."""
+        if self.stopping.is_set():
+            return
+        now = dt.datetime.now(UTC)
+        due = now + dt.timedelta(seconds=due_in)
+        wake_at = self._wake_at
+        if wake_at is not None and now < wake_at <= due + WAKE_TOLERANCE:
+            return
+        self.scheduler.add_job(
+            timers.FIRE_REF,
+            trigger=DateTrigger(run_date=due, timezone=UTC),
+            args=("wake", ""),
+            id=WAKE_TIMER,
+            replace_existing=True,
+        )
+        self._wake_at = due
+
+    def _remove_timer(self, timer_id: str) -> None:
+        with contextlib.suppress(JobLookupError):
+            self.scheduler.remove_job(timer_id)
+
+    def _set_cron_timer(self, job: jobs.CronJob) -> None:
+        spec = cron.parse_spec(job.spec)
+        self.scheduler.add_job(
+            timers.FIRE_REF,
+            trigger=spec.trigger,
+            args=("cron", str(job.revision)),
+            id=job.timer_id,
+            replace_existing=True,
+        )
+
+    # --- maintenance -----------------------------------------------------------------------
+
+    def _maintenance_loop(self) -> None:
+        interval = membership.heartbeat_interval(self.settings)
+        ticks_per_reconcile = max(1, round(self.settings.reconcile_interval / interval))
+        tick = 0
+        while not self.stopping.wait(interval):
+            tick += 1
+            try:
+                if tick % ticks_per_reconcile == 0:
+                    self.reconcile()
+                else:
+                    self.rescue()
+            except errors.StoreUnavailable:
+                logger.warning("maintenance skipped: database unavailable")
+            except Exception:
+                logger.exception("maintenance failed")
+
+    def rescue(self) -> None:
+        """Re-queue what dispatchers without a live heartbeat hold, and expired leases."""
+        if not self.is_current():
+            return
+        rescued = maintenance.rescue_claims(self.store, self.epoch, self.settings)
+        if rescued:
+            metrics.RESCUED.inc(rescued)
+            self._wake_local()
+            self.store.notify_jobs_due()
+
+    def reconcile(self) -> None:
+        """Make timers match the tables and catch up anything missed; cheap enough to repeat."""
+        if not self.is_current():
+            return
+        self.rescue()
+        now = self.store.database_now()
+        maintenance.prune(self.store, self.settings, now)
+        for timer_id in self.store.stale_job_timers():
+            self._remove_timer(timer_id)
+        self.sync_crons()
+        metrics.DUE_JOBS.set(self.store.count_due_jobs(now))
+        self._wake_at = None  # the claim loops set the timer afresh
+
+    def sync_crons(self) -> None:
+        """Timers for exactly the running crons, and the latest missed tick of each recorded."""
+        if not self.is_current():
+            return
+        with self._sync_lock:
+            now = self.store.database_now()
+            for timer_id in self.store.stale_cron_timers():
+                self._remove_timer(timer_id)
+            for job in self.store.list_crons():
+                if not job.paused:
+                    self._catch_up(job, now)
+            for job in self.store.crons_missing_timers():
+                self._set_cron_timer(job)
+
+    def _catch_up(self, job: jobs.CronJob, now: dt.datetime) -> None:
+        """Record the latest tick missed since the last recorded one (once, coalesced)."""
+        if self.settings.cron_catchup == "skip":
+            return
+        # A redefined or resumed cron starts afresh: nothing before updated_at is owed.
+        since = max(job.last_fire_at or job.updated_at, job.updated_at)
+        missed = cron.latest_fire_time(cron.parse_spec(job.spec), since, now)
+        if missed is None:
+            return
+        tick = jobs.CronTick(job.revision, jobs.new_job_id(), missed)
+        if self.store.record_cron_fires(self.epoch, [tick], self.settings.max_attempts):
+            metrics.CRON_TICKS.inc()
+            self.store.notify_jobs_due()
+            logger.info(
+                "cron %s caught up on its tick of %s",
+                job.id,
+                missed.isoformat(),
+                extra={"action": "cron_catch_up", "cron_id": job.id},
+            )

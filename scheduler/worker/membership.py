@@ -1,0 +1,102 @@
+"""This dispatcher's row in `dispatchers`: its heartbeat, and whether it may still act.
+
+A dispatcher is live while its heartbeat is younger than SCHEDULER_LEADER_TIMEOUT; past that
+the leader re-queues what it holds. So a dispatcher that cannot renew its heartbeat for half
+that time stops claiming and starting deliveries on its own, before anyone hands them on.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+from scheduler import config, errors, jobs, store
+from scheduler.worker import metrics
+
+logger = logging.getLogger(__name__)
+
+HEARTBEAT_SECONDS = 2.0
+# A skew beyond this is logged: cron ticks fire on the leader's clock (docs/operations.md).
+SKEW_WARNING_SECONDS = 1.0
+
+
+def heartbeat_interval(settings: config.Settings) -> float:
+    return min(HEARTBEAT_SECONDS, settings.leader_timeout / 5)
+
+
+class Membership:
+    """Registers this dispatcher and renews its heartbeat; `counts` gives (in flight,
+    delivered) for each beat, `clock` is monotonic and injectable."""
+
+    def __init__(
+        self,
+        settings: config.Settings,
+        job_store: store.Store,
+        counts: Callable[[], tuple[int, int]],
+        metrics_port: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.store = job_store
+        self.id = jobs.new_job_id()
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self.metrics_port = metrics_port
+        self._counts = counts
+        self._clock = clock
+        self._confirmed_at: float | None = None
+        self._skew_warned = False
+
+    def beat(self) -> bool:
+        """Renew the heartbeat once; False when the database did not take it."""
+        in_flight, delivered = self._counts()
+        sent_at = dt.datetime.now(dt.UTC)
+        started = self._clock()
+        try:
+            database_now = self.store.beat_dispatcher(
+                self.id, self.host, self.pid, in_flight, delivered, self.metrics_port
+            )
+        except errors.StoreUnavailable as exc:
+            logger.warning("heartbeat failed: %s", exc, extra={"action": "heartbeat_failed"})
+            return False
+        # The database's clock read mid-way through the round trip, against ours.
+        round_trip = self._clock() - started
+        self._measure_skew(sent_at + dt.timedelta(seconds=round_trip / 2), database_now)
+        self._confirmed_at = started
+        return True
+
+    def is_live(self) -> bool:
+        """Whether the last heartbeat the database took is recent enough to act on."""
+        confirmed = self._confirmed_at
+        limit = self.settings.leader_timeout / 2
+        return confirmed is not None and self._clock() - confirmed < limit
+
+    def run(self, stopping: threading.Event) -> None:
+        interval = heartbeat_interval(self.settings)
+        while not stopping.wait(interval):
+            self.beat()
+
+    def leave(self) -> None:
+        """Remove this dispatcher's row, so it leaves the list at once."""
+        try:
+            self.store.remove_dispatcher(self.id)
+        except errors.StoreUnavailable:
+            logger.warning("could not remove this dispatcher's row; it expires on its own")
+
+    def _measure_skew(self, ours: dt.datetime, database_now: dt.datetime) -> None:
+        skew = (ours - database_now).total_seconds()
+        metrics.CLOCK_SKEW.set(skew)
+        off = abs(skew) > SKEW_WARNING_SECONDS
+        if off and not self._skew_warned:
+            logger.warning(
+                "this host's clock is %.1fs %s the database's; cron ticks follow the leader's",
+                abs(skew),
+                "ahead of" if skew > 0 else "behind",
+                extra={"action": "clock_skew", "skew_seconds": round(skew, 3)},
+            )
+        self._skew_warned = off

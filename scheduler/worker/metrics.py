@@ -1,0 +1,99 @@
+"""The dispatcher's Prometheus metrics, served on a port of their own (SCHEDULER_METRICS_PORT).
+
+Kept apart from the web's metrics so that the worker never imports flask and the web never
+imports requests. Each dispatcher is a process of its own, so prometheus_client's default
+registry is enough; several on one host take successive ports.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import prometheus_client
+
+logger = logging.getLogger(__name__)
+
+OUTCOMES = ("delivered", "retry", "failed")
+# Dispatchers started on one host with the same SCHEDULER_METRICS_PORT take the next free port
+# of this many, so a scrape configuration can list a fixed range.
+PORT_RANGE = 16
+# Milliseconds when healthy; the long tail is a dispatcher that was down, saturated or catching up.
+LATENESS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
+# Up to the default connect + read timeouts (35 s) and a little beyond.
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+DELIVERIES = prometheus_client.Counter(
+    "scheduler_deliveries",
+    "Delivery attempts whose outcome was recorded, by outcome (delivered, retry, failed).",
+    ["outcome"],
+)
+DELIVERY_DURATION = prometheus_client.Histogram(
+    "scheduler_delivery_duration_seconds",
+    "HTTP round trip of each delivery attempt, failed ones included.",
+    buckets=DURATION_BUCKETS,
+)
+FIRING_LATENESS = prometheus_client.Histogram(
+    "scheduler_firing_lateness_seconds",
+    "Time from a job's due time to the start of its first delivery attempt.",
+    buckets=LATENESS_BUCKETS,
+)
+DUE_JOBS = prometheus_client.Gauge(
+    "scheduler_due_jobs",
+    "Jobs due and waiting for a delivery slot, counted by the leader at each reconcile; "
+    "0 on the other dispatchers.",
+)
+LEADER = prometheus_client.Gauge(
+    "scheduler_dispatcher_leader", "1 while this dispatcher leads (runs timers and maintenance)."
+)
+IN_FLIGHT = prometheus_client.Gauge(
+    "scheduler_in_flight", "Deliveries this dispatcher has claimed and not yet recorded."
+)
+CLAIM_QUERIES = prometheus_client.Counter(
+    "scheduler_claim_queries", "Claim statements this dispatcher ran (a look for due deliveries)."
+)
+CLOCK_SKEW = prometheus_client.Gauge(
+    "scheduler_clock_skew_seconds",
+    "This host's clock minus the database's, measured at each heartbeat.",
+)
+CRON_TICKS = prometheus_client.Counter(
+    "scheduler_cron_ticks", "Cron ticks recorded as jobs, catch-up ticks included."
+)
+RESCUED = prometheus_client.Counter(
+    "scheduler_rescued_deliveries",
+    "Deliveries re-queued because their dispatcher's heartbeat went stale or their lease ran out.",
+)
+
+# Every outcome is exported from the start, so a rate over it is 0 rather than absent.
+for _outcome in OUTCOMES:
+    DELIVERIES.labels(_outcome)
+
+
+def serve(port: int) -> int | None:
+    """Serve /metrics on 0.0.0.0 at `port`, or the next free one of PORT_RANGE, from a daemon
+    thread; the port, or None when off (0) or impossible.
+
+    No free port costs the metrics, never the dispatcher: it logs a warning and carries on.
+    """
+    if port == 0:
+        return None
+    last_error: OSError | None = None
+    for candidate in range(port, min(port + PORT_RANGE, 65536)):
+        try:
+            prometheus_client.start_http_server(candidate, addr="0.0.0.0")
+        except OSError as exc:
+            last_error = exc
+            continue
+        logger.info(
+            "metrics served on port %d",
+            candidate,
+            extra={"action": "metrics_listen", "port": candidate},
+        )
+        return candidate
+    logger.warning(
+        "cannot serve metrics on ports %d to %d (%s); running without them",
+        port,
+        port + PORT_RANGE - 1,
+        last_error,
+        extra={"action": "metrics_unavailable", "port": port},
+    )
+    return None

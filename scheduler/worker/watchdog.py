@@ -1,0 +1,137 @@
+"""One deadline for a whole HTTP attempt: connect, send, headers and body.
+
+urllib3's timeouts bound each socket operation, so an endpoint that drips a byte a second holds
+a sending thread for as long as it likes. A single watchdog thread (not one per attempt) shuts
+down the socket of any attempt past its deadline, which makes the blocked call fail at once.
+Attempts find their socket through the connection pool: `WatchedAdapter`'s pools hand every
+connection they lend to the watch of the thread that borrows it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from requests.adapters import HTTPAdapter
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+# How often an expired attempt that has no socket yet (still connecting) is looked at again.
+RECHECK_SECONDS = 0.1
+
+_current = threading.local()
+
+
+class Watch:
+    """The deadline of one attempt and the connection it is using."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.expired = False
+        self.connection: Any = None
+
+
+class Watchdog:
+    """Ends attempts that outlive their deadline; `clock` is injectable for tests."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._watches: set[Watch] = set()
+        self._changed = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="watchdog", daemon=True)
+        self._thread.start()
+
+    @contextlib.contextmanager
+    def watch(self, seconds: float) -> Iterator[Watch]:
+        """Arm a deadline `seconds` from now for what this thread sends inside the block."""
+        armed = Watch(self._clock() + seconds)
+        with self._changed:
+            self._watches.add(armed)
+            self._changed.notify()
+        _current.watch = armed
+        try:
+            yield armed
+        finally:
+            _current.watch = None
+            with self._changed:
+                # Under the lock the watchdog shuts sockets down with: once disarmed, the
+                # connection can go back to the pool and never be shut down by this watch.
+                self._watches.discard(armed)
+
+    def poke(self) -> None:
+        """Look at the deadlines now rather than when the next one falls due (after the
+        injected clock moved)."""
+        with self._changed:
+            self._changed.notify()
+
+    def stop(self) -> None:
+        with self._changed:
+            self._stopping = True
+            self._changed.notify()
+        self._thread.join(timeout=2)
+
+    def _run(self) -> None:
+        with self._changed:
+            while not self._stopping:
+                now = self._clock()
+                waiting = False
+                for armed in list(self._watches):
+                    if armed.deadline > now:
+                        continue
+                    armed.expired = True
+                    if _shut_down(armed.connection):
+                        self._watches.discard(armed)
+                    else:
+                        waiting = True
+                pending = [armed.deadline for armed in self._watches if armed.deadline > now]
+                timeout = min(pending, default=now + 3600) - now
+                if waiting:
+                    timeout = min(timeout, RECHECK_SECONDS)
+                self._changed.wait(timeout)
+
+
+def _shut_down(connection: Any) -> bool:
+    """Shut the connection's socket down; False while it has none yet."""
+    sock = getattr(connection, "sock", None)
+    if sock is None:
+        return False
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    return True
+
+
+def _attach(connection: Any) -> Any:
+    armed: Watch | None = getattr(_current, "watch", None)
+    if armed is not None:
+        armed.connection = connection
+    return connection
+
+
+class _WatchedHTTPPool(HTTPConnectionPool):
+    def _get_conn(self, timeout: float | None = None) -> Any:
+        return _attach(super()._get_conn(timeout))
+
+
+class _WatchedHTTPSPool(HTTPSConnectionPool):
+    def _get_conn(self, timeout: float | None = None) -> Any:
+        return _attach(super()._get_conn(timeout))
+
+
+_POOLS = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+
+
+class WatchedAdapter(HTTPAdapter):
+    """requests' adapter whose connections are visible to the watch of the sending thread."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _POOLS
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        manager.pool_classes_by_scheme = _POOLS
+        return manager

@@ -1,0 +1,134 @@
+"""One HTTP attempt against real endpoints, hostile ones included: what it records of the answer,
+and that neither a huge nor an endless answer holds the sending thread or its memory."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+
+import pytest
+
+from scheduler import config, jobs
+from scheduler.worker import attempt, watchdog
+from tests import support
+
+TIMEOUTS = {"SCHEDULER_CONNECT_TIMEOUT": "1", "SCHEDULER_READ_TIMEOUT": "2"}
+
+
+def settings_for(url: str, **extra: str) -> config.Settings:
+    env = {"DATABASE_URL": "postgresql://unused/db", "SECRET": support.SECRET, "ENDPOINT": url}
+    return config.Settings.from_env({**env, **extra})
+
+
+def one_delivery() -> jobs.Delivery:
+    return jobs.Delivery(
+        id=jobs.new_job_id(),
+        cron_id=None,
+        body='{"k": 1}',
+        run_at=dt.datetime.now(dt.UTC),
+        attempts=1,
+        max_attempts=3,
+        claim_token=1,
+    )
+
+
+@pytest.fixture
+def guard() -> Iterator[watchdog.Watchdog]:
+    running = watchdog.Watchdog()
+    yield running
+    running.stop()
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "excerpt"),
+    [
+        ("déjà vu".encode(), "text/plain; charset=utf-8", "déjà vu"),
+        ("déjà vu".encode("latin-1"), "text/plain; charset=latin-1", "déjà vu"),
+        (b'{"ok": true}', "application/json", '{"ok": true}'),
+        (b"\xff\xfe broken", None, "\ufffd\ufffd broken"),
+        ("déjà".encode(), "text/plain; charset=no-such-charset", "déjà"),
+        (b"x" * 5000, "text/plain", "x" * attempt.EXCERPT_LENGTH),
+        (b"", "text/plain", None),
+    ],
+)
+def test_the_answer_is_kept_as_a_short_excerpt_whatever_its_encoding(
+    receiver: support.Receiver,
+    guard: watchdog.Watchdog,
+    body: bytes,
+    content_type: str | None,
+    excerpt: str | None,
+) -> None:
+    receiver.answer = (body, content_type)
+    outcome = attempt.deliver(settings_for(receiver.url), one_delivery(), guard)
+    assert outcome.ok
+    assert outcome.status_code == 200
+    assert outcome.response_excerpt == excerpt
+
+
+def test_a_refused_connection_is_a_failed_attempt_not_an_exception(
+    guard: watchdog.Watchdog,
+) -> None:
+    outcome = attempt.deliver(settings_for("http://127.0.0.1:9/hook"), one_delivery(), guard)
+    assert not outcome.ok
+    assert outcome.status_code is None
+    assert outcome.error is not None and outcome.error.startswith("connection failed")
+
+
+def test_a_400_mb_answer_is_read_only_as_far_as_its_excerpt(guard: watchdog.Watchdog) -> None:
+    endpoint = support.HostileEndpoint("huge")
+    try:
+        outcome = attempt.deliver(settings_for(endpoint.url, **TIMEOUTS), one_delivery(), guard)
+        support.wait_until(lambda: endpoint.requests == 1, timeout=5)
+    finally:
+        endpoint.close()
+    assert outcome.ok
+    assert outcome.response_excerpt == "x" * attempt.EXCERPT_LENGTH
+    # The connection was dropped instead of drained: most of the answer was never even sent.
+    assert endpoint.sent < endpoint.size // 4
+
+
+@pytest.mark.parametrize(
+    ("mode", "ok", "error"),
+    [
+        # The status line arrived: the endpoint has answered, only its body is cut short.
+        ("drip_body", True, None),
+        ("drip_head", False, "timeout: no answer within 3s"),
+    ],
+)
+def test_an_answer_dripped_a_byte_a_second_ends_at_the_attempt_deadline(
+    guard: watchdog.Watchdog, mode: str, ok: bool, error: str | None
+) -> None:
+    endpoint = support.HostileEndpoint(mode, size=1000, drip_seconds=0.5)
+    settings = settings_for(endpoint.url, **TIMEOUTS)
+    try:
+        outcome = attempt.deliver(settings, one_delivery(), guard)
+    finally:
+        endpoint.close()
+    assert outcome.ok is ok
+    assert outcome.error == error
+    # Each byte came well within the read timeout, so only the attempt's deadline ended it;
+    # it must not run much past that deadline (a correctness bound, not a speed goal).
+    assert settings.attempt_deadline * 1000 <= outcome.duration_ms
+    assert outcome.duration_ms < (settings.attempt_deadline + 2) * 1000
+    assert endpoint.sent < 100
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_watchdog_ends_only_attempts_past_their_deadline() -> None:
+    clock = FakeClock()
+    guard = watchdog.Watchdog(clock)
+    try:
+        with guard.watch(5) as early, guard.watch(50) as late:
+            clock.now += 10
+            guard.poke()
+            support.wait_until(lambda: early.expired, timeout=5)
+            assert not late.expired
+    finally:
+        guard.stop()
