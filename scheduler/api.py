@@ -115,6 +115,13 @@ def readyz() -> Response:
     return Response(json.dumps(body), mimetype="application/json")
 
 
+@bp.get("/dispatchers")
+def list_dispatchers() -> Response:
+    """The live dispatchers: those whose heartbeat is younger than the leader timeout."""
+    live = web.db().list_dispatchers(web.settings().leader_timeout)
+    return web.dump(schemas.DispatchersResponse, {"dispatchers": live})
+
+
 @bp.get("/openapi.json")
 def openapi() -> Response:
     return Response(json.dumps(openapi_spec.document()), mimetype="application/json")

@@ -185,6 +185,21 @@ class Health:
     dispatcher_heartbeat_age: float | None
 
 
+@dataclasses.dataclass(frozen=True)
+class Dispatcher:
+    """A live dispatcher; `role` is `leader` or `member`, and every one delivers."""
+
+    id: str
+    host: str
+    pid: int
+    role: str
+    started_at: dt.datetime
+    heartbeat_at: dt.datetime
+    in_flight: int
+    delivered: int
+    metrics_port: int | None
+
+
 class Client:
     """A connection to one scheduler; `timeout` (seconds) bounds each connect and each read.
 
@@ -387,6 +402,23 @@ class Client:
         params = _query(spec=spec, after=_time_param(after), count=count)
         answer = self._request("GET", "/cron/next", params=params)
         return _parse(answer, lambda data: [_parse_time(text) for text in data["next"]])
+
+    def dispatchers(self) -> builtins.list[Dispatcher]:
+        """The live dispatchers, the leader first."""
+        answer = self._request("GET", "/dispatchers")
+        return _parse(
+            answer,
+            lambda data: [
+                Dispatcher(
+                    **{
+                        **item,
+                        "started_at": _parse_time(item["started_at"]),
+                        "heartbeat_at": _parse_time(item["heartbeat_at"]),
+                    }
+                )
+                for item in data["dispatchers"]
+            ],
+        )
 
     def health(self) -> Health:
         """Readiness with its reason; raises `ConnectionFailed` if the scheduler does not answer."""

@@ -273,6 +273,7 @@ COMPONENTS: dict[str, type[Schema]] = {
     "Cron": schemas.CronJobResponse,
     "CronList": schemas.CronListResponse,
     "CronPreview": schemas.CronPreviewResponse,
+    "Dispatchers": schemas.DispatchersResponse,
 }
 # Marshmallow dumps every field of these, so each property is always present in an answer.
 RESPONSE_COMPONENTS = (
@@ -285,6 +286,8 @@ RESPONSE_COMPONENTS = (
     "Cron",
     "CronList",
     "CronPreview",
+    "Dispatchers",
+    "Dispatcher",
 )
 # "Give exactly one of timestamp and delay" (a null counts as absent).
 ONE_OF_WHEN: list[dict[str, Any]] = [
@@ -326,6 +329,15 @@ def _paths() -> dict[str, dict[str, Any]]:
                 {"200": _json(READY, "Ready."), "503": _json("Error", "Not ready, and why.")},
                 tag="health",
                 public=True,
+            )
+        },
+        "/dispatchers": {
+            "get": _operation(
+                "api.list_dispatchers",
+                "The live dispatchers (heartbeat younger than SCHEDULER_LEADER_TIMEOUT), the "
+                "leader first.",
+                {"200": _json("Dispatchers", "Dispatchers."), **_errors()},
+                tag="dispatchers",
             )
         },
         "/openapi.json": {
@@ -567,6 +579,7 @@ def document() -> dict[str, Any]:
         tags=[
             {"name": "jobs", "description": "One-off callbacks."},
             {"name": "crons", "description": "Recurring callbacks."},
+            {"name": "dispatchers", "description": "The processes that send deliveries."},
             {"name": "health", "description": "Probes and this document; no secret needed."},
         ],
     )

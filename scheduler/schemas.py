@@ -225,10 +225,6 @@ class JobIdResponse(Schema):
     id = fields.String()
 
 
-class InsertJobResponse(Schema):
-    id = fields.String()
-
-
 class DeleteJobSchema(Schema):
     id = JobId(required=True)
 
@@ -316,3 +312,26 @@ class CronJobResponse(Schema):
 
 class CronListResponse(Schema):
     jobs = fields.List(fields.Nested(CronJobResponse))
+
+
+class DispatcherSchema(Schema):
+    id = fields.String(metadata={"description": "Chosen by the dispatcher when it starts."})
+    host = fields.String()
+    pid = fields.Integer(metadata={"description": "The dispatcher's own process id."})
+    role = fields.String(
+        metadata={
+            "description": "`leader` (runs timers and maintenance) or "
+            "`member`; every dispatcher delivers."
+        }
+    )
+    started_at = Timestamp()
+    heartbeat_at = Timestamp()
+    in_flight = fields.Integer(metadata={"description": "Deliveries claimed and not yet recorded."})
+    delivered = fields.Integer(metadata={"description": "Deliveries made since it started."})
+    metrics_port = fields.Integer(
+        allow_none=True, metadata={"description": "Port of its Prometheus metrics, if served."}
+    )
+
+
+class DispatchersResponse(Schema):
+    dispatchers = fields.List(fields.Nested(DispatcherSchema))

@@ -391,3 +391,91 @@ class HostileEndpoint:
     def close(self) -> None:
         self._stop.set()
         self._listener.close()
+
+
+class TcpProxy:
+    """A TCP proxy in front of a PostgreSQL server, which a test can cut and restore: while cut,
+    every connection through it is closed and new ones are closed at once."""
+
+    def __init__(self, database_url: str) -> None:
+        params = psycopg.conninfo.conninfo_to_dict(database_url)
+        host, port = str(params.get("host") or "127.0.0.1"), int(params.get("port") or 5432)
+        self._target: tuple[int, Any] = (
+            (socket.AF_UNIX, f"{host}/.s.PGSQL.{port}")
+            if host.startswith("/")
+            else (socket.AF_INET, (host, port))
+        )
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        params.update(host="127.0.0.1", port=str(self.port))
+        self.url = to_uri(psycopg.conninfo.make_conninfo(**params))
+        self._open: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self.is_cut = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def cut(self) -> None:
+        with self._lock:
+            self.is_cut = True
+            for sock in self._open:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+            self._open.clear()
+
+    def restore(self) -> None:
+        with self._lock:
+            self.is_cut = False
+
+    def close(self) -> None:
+        self.cut()
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            with self._lock:
+                if self.is_cut:
+                    client.close()
+                    continue
+                family, address = self._target
+                server = socket.socket(family, socket.SOCK_STREAM)
+                try:
+                    server.connect(address)
+                except OSError:
+                    client.close()
+                    server.close()
+                    continue
+                self._open.update((client, server))
+            for source, sink in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+
+def faketime_library() -> str:
+    """Debian's libfaketime, which `faketime` preloads ("" when not installed): a process started
+    with it in LD_PRELOAD and FAKETIME set sees its clock shifted."""
+    for candidate in (
+        "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
+    ):
+        if os.path.exists(candidate):
+            return candidate
+    return ""
+
+
+def peak_memory_kb(pid: int) -> int:
+    """The process's resident memory high-water mark (VmHWM), in kB."""
+    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise ValueError(f"no VmHWM for {pid}")
