@@ -1,4 +1,4 @@
-"""The lateness figure: distributions of the burst and both steady runs, and the steady runs over
+"""The lateness figure: distributions of the bursts and both steady runs, and the steady runs over
 time. Needs matplotlib, which only the benchmark uses."""
 
 from __future__ import annotations
@@ -21,7 +21,14 @@ def draw(results: dict[str, Any], path: pathlib.Path) -> bool:
 
     backlog = results["plan"]["backlog"]
     series = [
-        ("burst", (results.get("burst") or {}).get("lateness_s")),
+        *(
+            (
+                f"burst, {count} dispatcher{'s' if count > 1 else ''}",
+                [v for run in results[f"burst_{count}"]["runs"] for v in run["lateness_s"]],
+            )
+            for count in (1, 2)
+            if results.get(f"burst_{count}")
+        ),
         ("steady", ((results.get("steady_empty") or {}).get("steady") or {}).get("lateness_s")),
         (
             f"steady, {backlog:,} pending",

@@ -1,7 +1,9 @@
 """The delivery ceiling: a plain `requests` thread pool, as large as the dispatcher's, POSTing
-delivery-shaped requests to the receiver as fast as it can, in a process of its own.
+delivery-shaped requests to the receiver as fast as it can, in a process of its own; one such
+process per dispatcher when several dispatchers are measured.
 
-`python -m tests.bench.pool URL THREADS COUNT` prints {"seconds": ..., "ok": ..., "failed": ...}.
+`python -m tests.bench.pool URL THREADS COUNT [FIRST]` prints "ready", waits for a line on stdin,
+then sends and prints {"started": ..., "finished": ..., "ok": ..., "failed": ...} (epochs).
 """
 
 from __future__ import annotations
@@ -53,30 +55,72 @@ def _post(url: str, index: int) -> bool:
     return 200 <= response.status_code < 300
 
 
-def _child_main(url: str, threads: int, count: int) -> None:
+def _child_main(url: str, threads: int, count: int, first: int) -> None:
     with concurrent.futures.ThreadPoolExecutor(threads) as pool:
-        started = time.perf_counter()
-        results = list(pool.map(lambda index: _post(url, index), range(count)))
-        seconds = time.perf_counter() - started
+        # Started and imported: the parent starts every pool at once.
+        print("ready", flush=True)
+        sys.stdin.readline()
+        started = time.time()
+        results = list(pool.map(lambda index: _post(url, index), range(first, first + count)))
+        finished = time.time()
     ok = sum(results)
-    print(json.dumps({"seconds": seconds, "ok": ok, "failed": count - ok}))
+    print(json.dumps({"started": started, "finished": finished, "ok": ok, "failed": count - ok}))
 
 
-def run(url: str, threads: int, count: int) -> dict[str, Any]:
-    """Send `count` deliveries from `threads` threads; seconds taken and outcomes."""
-    done = subprocess.run(
-        [sys.executable, "-m", "tests.bench.pool", url, str(threads), str(count)],
-        cwd=loadgen.ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=600,
-    )
-    result: dict[str, Any] = json.loads(done.stdout)
-    result["rate"] = result["ok"] / result["seconds"]
-    result["threads"] = threads
-    return result
+def run(url: str, threads: int, count: int, processes: int = 1) -> dict[str, Any]:
+    """Send `count` deliveries, split between `processes` pools of `threads` threads started
+    together; their combined rate, from the first one's start to the last one's end."""
+    shares = [count // processes + (number < count % processes) for number in range(processes)]
+    children = []
+    for number, share in enumerate(shares):
+        first = sum(shares[:number])
+        children.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "tests.bench.pool",
+                    url,
+                    str(threads),
+                    str(share),
+                    str(first),
+                ],
+                cwd=loadgen.ROOT,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+        )
+    try:
+        for child in children:
+            assert child.stdout is not None
+            if child.stdout.readline().strip() != "ready":
+                raise RuntimeError("a requests pool did not start")
+        for child in children:
+            assert child.stdin is not None
+            child.stdin.write("go\n")
+            child.stdin.flush()
+        outputs = [child.communicate(timeout=600)[0] for child in children]
+        if any(child.returncode for child in children):
+            raise RuntimeError("a requests pool failed")
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+    parts = [json.loads(output) for output in outputs]
+    seconds = max(p["finished"] for p in parts) - min(p["started"] for p in parts)
+    ok = sum(p["ok"] for p in parts)
+    return {
+        "seconds": seconds,
+        "ok": ok,
+        "failed": sum(p["failed"] for p in parts),
+        "rate": ok / seconds if seconds > 0 else 0.0,
+        "threads": threads,
+        "processes": processes,
+        "each": parts,
+    }
 
 
 if __name__ == "__main__":
-    _child_main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))
+    _child_main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int((sys.argv[4:] or ["0"])[0]))

@@ -2,7 +2,7 @@
 
 Every table's first column is a label and its columns named in TEXT_COLUMNS hold text; every
 other cell is a number (thousands separators and a trailing % allowed), which the smoke test
-checks.
+checks; a column in MISSING_COLUMNS reads n/a while the dispatcher does not export what it needs.
 """
 
 from __future__ import annotations
@@ -11,16 +11,30 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from tests.bench import history, stats, targets
+from tests.bench import history, postgres, stats, targets
 
-TEXT_COLUMNS = frozenset({"Unit", "Threshold", "Result", "Detail", "Description", "Each round"})
+TEXT_COLUMNS = frozenset(
+    {
+        "Unit",
+        "Threshold",
+        "Result",
+        "Detail",
+        "Description",
+        "Each round",
+        "Each run",
+        "Delivered by each",
+    }
+)
+CLAIMS_COLUMN = "Claim statements per delivery"
+MISSING_COLUMNS = frozenset({CLAIMS_COLUMN})
+BURST_HEADING = "## 3. Burst delivery, 1 and 2 dispatchers"
 SECTIONS = (
     "## Machine",
     "## Targets",
     "## History",
     "## 1. Accept rate",
     "## 2. Batch accept rate",
-    "## 3. Burst delivery",
+    BURST_HEADING,
     "## 4. Steady lateness",
     "## 5. Scale",
     "## 6. Cron load",
@@ -77,6 +91,20 @@ def render(results: dict[str, Any], figure: str | None, runs: list[dict[str, Any
     return "\n".join(parts)
 
 
+def durability(pg: dict[str, str]) -> str:
+    """The durability settings of the PostgreSQL measured, and plainly whether they are safe."""
+    stated = ", ".join(f"{name} {pg.get(name, 'unknown')}" for name in postgres.DURABILITY)
+    off = postgres.not_durable(pg)
+    if off:
+        return (
+            f"{stated}: NOT DURABLE ({' and '.join(off)} off), so a crash can lose committed jobs. "
+            "Commits cost less here than on a PostgreSQL run as users run it: every number that "
+            "involves the database is better than it would be there, and not comparable with "
+            "runs on durable settings."
+        )
+    return f"{stated}: durable, as PostgreSQL's defaults are."
+
+
 def _header(results: dict[str, Any]) -> str:
     plan = results["plan"]
     return (
@@ -87,7 +115,8 @@ def _header(results: dict[str, Any]) -> str:
         "against PostgreSQL and a receiver on loopback. Every ratio compares two measurements "
         "taken in this same run on this machine, which is the only comparison these numbers "
         "support: two cores are shared by the load generator, gunicorn, the dispatcher, "
-        "PostgreSQL and the receiver.\n"
+        "PostgreSQL and the receiver.\n\n"
+        f"PostgreSQL durability: {durability(results['machine']['postgres'])}\n"
     )
 
 
@@ -102,10 +131,10 @@ def _machine(results: dict[str, Any]) -> str:
         ["Python", machine["python"]],
         [
             "PostgreSQL",
-            f"{pg['server_version']} ({machine['database']}; fsync {pg['fsync']}, "
-            f"synchronous_commit {pg['synchronous_commit']}, shared_buffers "
+            f"{pg['server_version']} ({machine['database']}; shared_buffers "
             f"{pg['shared_buffers']}, max_connections {pg['max_connections']})",
         ],
+        ["Durability", durability(pg)],
         ["Load generator", machine["generator"]],
         ["Libraries", ", ".join(f"{k} {v}" for k, v in machine["libraries"].items())],
         ["Settings", ", ".join(f"{k}={v}" for k, v in machine["settings"].items())],
@@ -225,40 +254,188 @@ def _batch(results: dict[str, Any]) -> str:
     )
 
 
+def _burst_series(results: dict[str, Any]) -> list[dict[str, Any]]:
+    return [series for n in targets.BURST_DISPATCHERS if (series := results.get(f"burst_{n}"))]
+
+
+def _dispatcher_cpu(cpu: dict[str, Any]) -> float | None:
+    """CPU seconds of every dispatcher together (parts `worker`, `worker2`, ...)."""
+    parts = [value for part, value in cpu.items() if part.startswith("worker")]
+    return None if not parts or None in parts else sum(parts)
+
+
+def _per_delivery_ms(seconds: float | None, delivered: int) -> str:
+    return num(seconds * 1000 / delivered, 2) if seconds is not None and delivered else "n/a"
+
+
+def _claims_cell(metrics: dict[str, list[float | None]]) -> str:
+    claims = [n for n in metrics["claims"] if n is not None]
+    delivered = [n for n in metrics["delivered"] if n is not None]
+    if len(claims) < len(metrics["claims"]) or len(delivered) < len(metrics["delivered"]):
+        return "n/a"
+    return num(stats.ratio(sum(claims), sum(delivered)), 3)
+
+
 def _burst(results: dict[str, Any]) -> str:
-    burst = results.get("burst")
-    text = "## 3. Burst delivery\n\n"
-    if not burst:
+    found = _burst_series(results)
+    text = BURST_HEADING + "\n\n"
+    if not found:
         return text + "Not run.\n"
-    late = burst["lateness_ms"]
-    ceiling = burst["ceiling"]
-    rows = [
-        ["Jobs due at the same instant", num(burst["jobs"])],
-        ["Delivered", num(burst["delivered"])],
-        ["Lost", num(burst["lost"])],
-        ["Duplicated (repeated Scheduler-Delivery-Id)", num(burst["duplicates"])],
-        ["First delivery after the instant (s)", num(burst["to_first_s"], 2)],
-        ["Last delivery after the instant (s)", num(burst["to_last_s"], 2)],
-        ["Deliveries per second (jobs / time to last)", num(burst["rate"])],
-        ["Lateness p50 (ms)", num(late["p50"])],
-        ["Lateness p99 (ms)", num(late["p99"])],
-        ["Lateness max (ms)", num(late["max"])],
-        [
-            f"Ceiling: plain requests pool, {burst['ceiling']['threads']} threads (/s)",
-            num(ceiling["rate"]),
-        ],
-        ["Burst / ceiling (%)", num(stats.ratio(burst["rate"], ceiling["rate"]) * 100)],
-    ]
-    states = ", ".join(f"{k}: {v:,}" for k, v in burst["states"].items())
+    plan = results["plan"]
+    runs = [run for series in found for run in series["runs"]]
+    summary, costs, each = [], [], []
+    for series in found:
+        label = targets.dispatchers_label(series["dispatchers"])
+        summary.append(
+            [
+                label,
+                num(len(series["runs"])),
+                num(series["rate"]),
+                num(series["ceiling_rate"]),
+                pct(series["ratio"]),
+                pct(series["ratio_min"]),
+                pct(series["ratio_max"]),
+                ", ".join(pct(run["ratio"]) for run in series["runs"]),
+            ]
+        )
+        by_each = series["delivered_by_dispatcher"]
+        cpu = series["cpu"]
+        costs.append(
+            [
+                label,
+                num(series["jobs"]),
+                num(series["delivered"]),
+                num(series["lost"]),
+                num(series["duplicates"]),
+                "n/a" if None in by_each else " / ".join(num(n) for n in by_each),
+                num(series["claims_per_delivery"], 3),
+                _per_delivery_ms(_dispatcher_cpu(cpu), series["delivered"]),
+                _per_delivery_ms(cpu.get("postgres"), series["delivered"]),
+                num(series["active_logged"]),
+            ]
+        )
+        for number, run in enumerate(series["runs"], start=1):
+            each.append(
+                [
+                    f"{label}, run {number}",
+                    num(run["delivered"]),
+                    num(run["lost"]),
+                    num(run["duplicates"]),
+                    num(run["to_first_s"], 2),
+                    num(run["to_last_s"], 2),
+                    num(run["rate"]),
+                    num(run["ceiling"]["rate"]),
+                    pct(run["ratio"]),
+                    num(run["lateness_ms"]["p50"]),
+                    num(run["lateness_ms"]["p99"]),
+                    _claims_cell(run["metrics"]),
+                ]
+            )
+    threads = runs[0]["ceiling"]["threads"]
+    leads = [run["lead_s"] for run in runs]
+    inserts = [run["insert_seconds"] for run in runs]
+    states: dict[str, int] = {}
+    for run in runs:
+        for state, count in run["states"].items():
+            states[state] = states.get(state, 0) + count
+    notes = []
+    if any(series["claims_per_delivery"] is None for series in found):
+        notes.append(
+            "*n/a* claim statements: the dispatcher does not export `scheduler_claim_queries_total`."
+        )
+    for series in found:
+        delivering = sum(1 for n in series["delivered_by_dispatcher"] if n)
+        if series["dispatchers"] > 1 and None not in series["delivered_by_dispatcher"]:
+            notes.append(
+                f"With {series['dispatchers']} dispatchers, {delivering} delivered part of the "
+                f'bursts and {series["active_logged"]} logged "dispatcher active" (one started '
+                f"beside a running one is given {series['active_grace']:g} s to log it)"
+                + ("; the others stood by." if delivering < series["dispatchers"] else ".")
+            )
     return (
         text
-        + table(["Measure", "Value"], rows)
-        + f"\nThe jobs were inserted through `POST /jobs/batch` in {burst['insert_seconds']:.1f} s, "
-        + _lead_sentence(burst)
-        + f" Rows afterwards: {states}. The ceiling is {ceiling['ok']:,} delivery-shaped POSTs "
-        "to the same receiver from a `ThreadPoolExecutor` with one `requests.Session` per "
-        "thread, as the dispatcher's senders do, without the database work.\n"
+        + f"{plan['burst_jobs']:,} jobs due at one instant, inserted through `POST /jobs/batch` "
+        f"in {_span(inserts, 2)} s, {_span(leads, 2)} s before the instant, and delivered by "
+        "1 and then by 2 `scheduler-dispatch` processes (the Procfile's `worker`, started again "
+        "beside the first with a `SCHEDULER_METRICS_PORT` of its own) on the same database and "
+        "receiver. Each burst is followed by its ceiling: as many processes as dispatchers, each "
+        f"running a plain `requests` pool of {threads} threads (a `ThreadPoolExecutor` with one "
+        "`requests.Session` per thread, as the dispatcher's senders do, without the database "
+        "work), started together and sending as many delivery-shaped POSTs between them to the "
+        "same receiver; its rate counts from the first pool's start to the last one's end. A "
+        "burst's rate is its deliveries over the time from the instant to the last of them. "
+        f"{_runs(plan.get('burst_runs', 1))} with each number of dispatchers; each ratio "
+        "compares a burst with the ceiling measured right after it, and the median and range "
+        "are over those ratios.\n\n"
+        + table(
+            [
+                "Dispatchers",
+                "Runs",
+                "Burst median (/s)",
+                "Ceiling median (/s)",
+                "Burst / ceiling (median)",
+                "Lowest",
+                "Highest",
+                "Each run",
+            ],
+            summary,
+        )
+        + "\n"
+        + table(
+            [
+                "Dispatchers",
+                "Jobs",
+                "Delivered",
+                "Lost",
+                "Duplicated",
+                "Delivered by each",
+                CLAIMS_COLUMN,
+                "Dispatcher CPU per delivery (ms)",
+                "PostgreSQL CPU per delivery (ms)",
+                'Logged "dispatcher active"',
+            ],
+            costs,
+        )
+        + "\nDelivered, lost and duplicated (a repeated `Scheduler-Delivery-Id`) count at the "
+        "receiver over all runs. *Delivered by each* is each dispatcher's "
+        '`scheduler_deliveries_total{outcome="delivered"}` over the bursts, the first started '
+        "first; claim statements per delivery are every dispatcher's "
+        "`scheduler_claim_queries_total` over the same windows divided by those deliveries. Both "
+        "are scraped from each dispatcher's metrics port before the insert and after the last "
+        "delivery. CPU time is from `/proc`, from the instant to the last delivery. "
+        + " ".join(notes)
+        + "\n\n"
+        + table(
+            [
+                "Run",
+                "Delivered",
+                "Lost",
+                "Duplicated",
+                "First delivery (s)",
+                "Last delivery (s)",
+                "Burst (/s)",
+                "Ceiling (/s)",
+                "Burst / ceiling",
+                "Lateness p50 (ms)",
+                "Lateness p99 (ms)",
+                CLAIMS_COLUMN,
+            ],
+            each,
+        )
+        + "\nFirst and last delivery count from the instant. Rows afterwards: "
+        + ", ".join(f"{k}: {v:,}" for k, v in sorted(states.items()))
+        + ".\n"
     )
+
+
+def _runs(count: int) -> str:
+    return f"{count} run{'s' if count != 1 else ''}"
+
+
+def _span(values: list[float], digits: int) -> str:
+    """`low` or `low to high`."""
+    low, high = num(min(values), digits), num(max(values), digits)
+    return low if low == high else f"{low} to {high}"
 
 
 def _lead_sentence(run: dict[str, Any]) -> str:
@@ -383,10 +560,11 @@ def _cpu_row(label: str, cpu: dict[str, Any] | None, count: float) -> list[str] 
         value = cpu.get(part)
         return num(value * 1000 / count, 2) if value is not None else "n/a"
 
+    dispatchers = _dispatcher_cpu(cpu)
     return [
         label,
         per("web"),
-        per("worker"),
+        num(dispatchers * 1000 / count, 2) if dispatchers is not None else "n/a",
         per("postgres"),
         per("receiver"),
         per("other"),
@@ -407,9 +585,11 @@ def _cpu(results: dict[str, Any]) -> str:
                     f"{label}, {clients} clients (per request)", row[key].get("cpu"), row[key]["ok"]
                 )
             )
-    burst = results.get("burst")
-    if burst:
-        rows.append(_cpu_row("Burst (per delivery)", burst.get("cpu"), burst["delivered"]))
+    for series in _burst_series(results):
+        label = targets.dispatchers_label(series["dispatchers"])
+        rows.append(
+            _cpu_row(f"Burst, {label} (per delivery)", series.get("cpu"), series["delivered"])
+        )
     for key, label in (
         ("steady_empty", "Steady (per delivery)"),
         ("steady_backlog", "Steady with backlog (per delivery)"),
@@ -428,7 +608,8 @@ def _cpu(results: dict[str, Any]) -> str:
         return text + "Not measured.\n"
     return (
         text + "CPU time per request or delivery, by process, over each measured window (from "
-        "`/proc`: gunicorn's master and workers, the dispatcher, the PostgreSQL server and its "
+        "`/proc`: gunicorn's master and workers, the dispatchers (together where two run), the "
+        "PostgreSQL server and its "
         "backends, the receiver; *other* is the rest of the machine's busy time: the load "
         "generator and the benchmark itself). *Cores busy* is the machine's busy time over the "
         f"window's length, out of {results['machine']['cores']}.\n\n"
@@ -436,7 +617,7 @@ def _cpu(results: dict[str, Any]) -> str:
             [
                 "Window",
                 "Web (ms)",
-                "Dispatcher (ms)",
+                "Dispatchers (ms)",
                 "PostgreSQL (ms)",
                 "Receiver (ms)",
                 "Other (ms)",
@@ -510,12 +691,18 @@ def _instruments(results: dict[str, Any]) -> str:
         (row["noop"]["rate"] for row in (results.get("accept") or {}).values()), default=math.nan
     )
     fastest_gen = max(load["rate"] for load in inst["generator"].values())
-    burst = results.get("burst") or {}
-    fastest_delivery = max(burst.get("rate", 0.0), (burst.get("ceiling") or {}).get("rate", 0.0))
+    fastest_delivery = max(
+        (
+            max(run["rate"], run["ceiling"]["rate"])
+            for series in _burst_series(results)
+            for run in series["runs"]
+        ),
+        default=0.0,
+    )
     checks = [
         ["Generator ceiling / fastest no-op rate", num(stats.ratio(fastest_gen, fastest_noop), 1)],
         [
-            "Receiver ceiling / fastest delivery rate (dispatcher or requests pool)",
+            "Receiver ceiling / fastest delivery rate (dispatchers or requests pools)",
             num(stats.ratio(inst["receiver"]["rate"], fastest_delivery), 1),
         ],
     ]
@@ -539,7 +726,7 @@ def _figure(figure: str | None) -> str:
         return text + "matplotlib is not installed, so no figure was drawn.\n"
     return (
         text
-        + f"![Lateness of the burst, the steady run and the steady run with a backlog]({figure})\n"
+        + f"![Lateness of the bursts, the steady run and the steady run with a backlog]({figure})\n"
     )
 
 
@@ -551,11 +738,12 @@ def _method(results: dict[str, Any]) -> str:
         f"{plan['warmup']:g} s of warm-up; accept in {plan.get('accept_rounds', 1)} alternating "
         f"rounds of {plan.get('accept_round_seconds', plan['load_seconds']):g} s per load; "
         f"clients {', '.join(map(str, plan['clients']))}; "
-        f"burst {plan['burst_jobs']:,} jobs; steady {plan['steady_rate']}/s for "
+        f"burst {plan['burst_jobs']:,} jobs, {_runs(plan.get('burst_runs', 1))} with 1 and "
+        f"with 2 dispatchers; steady {plan['steady_rate']}/s for "
         f"{plan['steady_seconds']} s; backlog {plan['backlog']:,}; {plan['cron_count']} crons for "
         f"{plan['cron_seconds']} s.\n"
         "- Three fresh databases, each copied from the migrated template: one for accept and "
-        "batch (they leave many future jobs behind), one for start-up, steady, burst and crons "
+        "batch (they leave many future jobs behind), one for start-up, steady, bursts and crons "
         "in that order, and one for the backlog run.\n"
         "- Latency percentiles are nearest-rank over every request completed inside the window. "
         "Lateness is the receiver's arrival time minus the job's due time, both read from the "
@@ -564,11 +752,13 @@ def _method(results: dict[str, Any]) -> str:
         "- Dispatcher memory is the worker's `VmRSS`, sampled twice a second from "
         "`/proc/<pid>/status`, and its `VmHWM` at the end (the Procfile command runs as "
         "`/bin/sh -c exec ...`, so the child's pid is the worker's).\n"
-        "- Run it with `make bench` (`python -m tests.bench`; about 10 minutes), or "
-        "`python -m tests.bench --quick --output /tmp/bench.md` for a smoke run (under a minute). "
-        "It uses `DATABASE_URL` when set, else the embedded PostgreSQL of the test suite; "
+        "- Run it with `make bench` (`python -m tests.bench`; the first line says how long this "
+        "run took), or `python -m tests.bench --quick --output /tmp/bench.md` for a smoke run "
+        "(about a minute). It uses `DATABASE_URL` when set, else an embedded PostgreSQL of its "
+        "own (data in `.scheduler/bench-pgdata`) on PostgreSQL's default settings, durable ones "
+        "included, never the test suite's server, which turns them off for speed; "
         "`--generator python` forces the Python load generator when `wrk` is installed; "
-        "`--profile DIR` also records the dispatcher (burst, crons, start-ups, steady runs) and "
+        "`--profile DIR` also records the dispatchers (bursts, crons, start-ups, steady runs) and "
         "the gunicorn workers (the first insert round) with `py-spy`, whose sampling slows them: a profiled "
         "run's numbers are not the report's.\n"
         "- Timings are never asserted by the test suite; "

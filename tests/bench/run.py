@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tests import support
-from tests.bench import history, loadgen, plot, report, scenarios, spy, system, targets
+from tests.bench import history, loadgen, plot, postgres, report, scenarios, spy, system, targets
 from tests.bench.receiver import ReceiverProcess
 
 LIBRARIES = ("gunicorn", "flask", "psycopg", "apscheduler", "sqlalchemy", "requests")
@@ -56,8 +56,8 @@ def machine_facts(server: str, generator: str, settings: dict[str, str]) -> dict
         "memory_gib": memory_kb / 1024 / 1024,
         "kernel": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
-        "postgres": system.server_facts(server),
-        "database": "DATABASE_URL" if os.environ.get("DATABASE_URL") else "embedded PostgreSQL",
+        "postgres": postgres.server_facts(server),
+        "database": postgres.source(),
         "generator": generator_text,
         "libraries": {name: importlib.metadata.version(name) for name in LIBRARIES},
         "settings": settings,
@@ -91,7 +91,7 @@ class Run:
     def main(self) -> int:
         started = time.monotonic()
         self.results["date"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-        server = system.server_url()
+        server = postgres.server_url()
         template = support.ensure_template(server)
         receiver = ReceiverProcess()
         collector = scenarios.Collector(receiver)
@@ -104,6 +104,11 @@ class Run:
                 self.results["machine"] = machine_facts(
                     server, self.generator, system.settings_facts(first.settings)
                 )
+                off = postgres.not_durable(self.results["machine"]["postgres"])
+                if off:
+                    log(
+                        f"PostgreSQL is NOT DURABLE here ({', '.join(off)} off); the report says so"
+                    )
                 self.accepting(first, receiver)
             with fresh() as second:
                 self.delivering(second, collector)
@@ -136,7 +141,8 @@ class Run:
         self.attempt("batch", lambda: scenarios.batch_accept(first, plan, generator))
 
     def delivering(self, second: system.System, collector: scenarios.Collector) -> None:
-        """Start-up and steady lateness on an empty backlog, then the burst, then the crons."""
+        """Start-up and steady lateness on an empty backlog, then the bursts with 1 and with 2
+        dispatchers, then the crons (with the first dispatcher alone again)."""
         plan = self.plan
         if not self.attempt(
             "steady_empty",
@@ -145,9 +151,15 @@ class Run:
             ),
         ):
             return
+        for dispatchers in (1, 2):
+            self.attempt(
+                f"burst_{dispatchers}",
+                lambda n=dispatchers: scenarios.burst_series(
+                    second, collector, plan, n, self.profiler
+                ),
+            )
+        self.results["exit_codes_extra_workers"] = second.stop_extra_workers()
         worker = lambda: [second.worker_pid]  # noqa: E731
-        with self.profiler.record("burst", worker):
-            self.attempt("burst", lambda: scenarios.burst(second, collector, plan))
         with self.profiler.record("cron", worker):
             self.attempt("cron", lambda: scenarios.cron_load(second, collector, plan))
         self.results["exit_codes_empty"] = second.stop()
@@ -194,7 +206,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--profile",
         metavar="DIR",
-        help="record the worker with py-spy during the burst and the backlog start-up",
+        help="record the workers with py-spy during the bursts and the backlog start-up",
     )
     args = parser.parse_args(argv)
     if args.generator == "wrk" and not shutil.which("wrk"):

@@ -1,4 +1,4 @@
-"""The six scenarios, each measured next to its ceiling in the same run; results are plain dicts."""
+"""The scenarios, each measured next to its ceiling in the same run; results are plain dicts."""
 
 from __future__ import annotations
 
@@ -30,6 +30,11 @@ PROBE_DUE_SECONDS = 1.0
 CRON_FIRST_TICK_TIMEOUT = 60.0
 CRON_STALL_SECONDS = 5.0
 ROUND_WARMUP = 0.5
+# How long a dispatcher started beside an active one may take to log that it is active too (the
+# single-leader dispatcher's standby never does).
+ACTIVE_GRACE = 5.0
+# How long the dispatchers' delivered counters may lag the receiver (outcomes are batched).
+METRICS_CATCH_UP = 10.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +51,7 @@ class Plan:
     batch_size: int
     burst_jobs: int
     burst_lead: float
+    burst_runs: int
     steady_lead: float
     steady_rate: int
     steady_seconds: int
@@ -67,9 +73,12 @@ FULL = Plan(
     accept_round_seconds=4,
     batch_clients=4,
     batch_size=1000,
-    burst_jobs=10_000,
-    # Inserting takes a few seconds; the rest of the lead is the dispatcher's to prepare in.
-    burst_lead=30,
+    # Jobs per burst: `burst_runs` bursts with 1 dispatcher and as many with 2, each followed
+    # by its ceiling.
+    burst_jobs=5_000,
+    # Inserting takes a second or two; the rest of the lead is the dispatchers' to prepare in.
+    burst_lead=10,
+    burst_runs=3,
     steady_lead=30,
     steady_rate=200,
     steady_seconds=60,
@@ -90,6 +99,7 @@ QUICK = Plan(
     batch_size=1000,
     burst_jobs=300,
     burst_lead=1.5,
+    burst_runs=1,
     steady_lead=1.5,
     steady_rate=200,
     steady_seconds=1,
@@ -302,12 +312,40 @@ def batch_accept(system: System, plan: Plan, generator: str) -> dict[str, Any]:
     }
 
 
-# --- 3: a burst ---------------------------------------------------------------------------
+# --- 3: a burst, with 1 and with 2 dispatchers -------------------------------------------
 
 
-def burst(system: System, collector: Collector, plan: Plan) -> dict[str, Any]:
-    """`burst_jobs` jobs due at one instant, then a requests pool's rate on the same receiver."""
+def burst_series(
+    system: System, collector: Collector, plan: Plan, dispatchers: int, profiler: spy.Profiler
+) -> dict[str, Any]:
+    """`burst_runs` bursts with `dispatchers` dispatcher processes running (started here when
+    fewer run), each followed by the ceiling of as many requests pools."""
+    while len(system.workers) < dispatchers:
+        system.add_worker()
+    active = system.wait_workers_active(ACTIVE_GRACE)
+    runs = []
+    for number in range(plan.burst_runs):
+        recording = (
+            profiler.record(f"burst-{dispatchers}", system.worker_pids)
+            if number == 0
+            else contextlib.nullcontext()
+        )
+        with recording:
+            runs.append(burst(system, collector, plan, dispatchers))
+    return {
+        "dispatchers": dispatchers,
+        "active_logged": active,
+        "active_grace": ACTIVE_GRACE,
+        "runs": runs,
+        **_series(runs),
+    }
+
+
+def burst(system: System, collector: Collector, plan: Plan, dispatchers: int) -> dict[str, Any]:
+    """`burst_jobs` jobs due at one instant, then as many requests pools as dispatchers, sending
+    as many requests between them, on the same receiver."""
     collector.reset()
+    scraped = system.scrape_metrics()
     instant = due_after(plan.burst_lead)
     started = time.time()
     ids = system.insert_due([instant] * plan.burst_jobs)
@@ -321,9 +359,11 @@ def burst(system: System, collector: Collector, plan: Plan) -> dict[str, Any]:
     arrivals = collector.arrivals(ids)
     result = delivery_summary(ids, arrivals)
     result["cpu"] = cpu
+    result["metrics"] = _metrics_delta(system, scraped, result["delivered"])
     last = max((max(times) for times in arrivals.values()), default=math.nan)
     first = min((min(times) for times in arrivals.values()), default=math.nan)
     result.update(
+        dispatchers=dispatchers,
         insert_seconds=inserted - started,
         lead_s=instant - inserted,
         to_last_s=last - instant,
@@ -333,12 +373,73 @@ def burst(system: System, collector: Collector, plan: Plan) -> dict[str, Any]:
     )
     collector.reset()
     result["ceiling"] = pool.run(
-        collector.receiver.url,
-        system.settings.delivery_threads,
-        plan.burst_jobs,
+        collector.receiver.url, system.settings.delivery_threads, plan.burst_jobs, dispatchers
     )
+    result["ratio"] = stats.ratio(result["rate"], result["ceiling"]["rate"])
     collector.reset()
     return result
+
+
+def _metrics_delta(
+    system: System, before: list[dict[str, float | None]], delivered: int
+) -> dict[str, Any]:
+    """Claim statements and deliveries each dispatcher counted during the burst; None where a
+    dispatcher does not export the counter."""
+
+    def counted() -> list[dict[str, float | None]]:
+        return [
+            {name: _minus(end[name], start[name]) for name in ("claims", "delivered")}
+            for start, end in zip(before, system.scrape_metrics(), strict=True)
+        ]
+
+    # Outcomes are recorded in batches, a moment after the receiver saw the last delivery.
+    def caught_up() -> bool:
+        found = [part["delivered"] for part in counted()]
+        return None in found or sum(found) >= delivered  # type: ignore[arg-type]
+
+    wait_for(caught_up, METRICS_CATCH_UP, 0.1)
+    each = counted()
+    return {
+        "claims": [part["claims"] for part in each],
+        "delivered": [part["delivered"] for part in each],
+    }
+
+
+def _minus(end: float | None, start: float | None) -> float | None:
+    return None if end is None or start is None else end - start
+
+
+def _total(values: list[float | None]) -> float | None:
+    """The sum, or None when any is missing."""
+    return None if not values or None in values else sum(values)  # type: ignore[arg-type]
+
+
+def _series(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians and ranges over the runs, totals of what was delivered, costs per delivery."""
+    ratios = [run["ratio"] for run in runs]
+    claims = _total([_total(run["metrics"]["claims"]) for run in runs])
+    counted = _total([_total(run["metrics"]["delivered"]) for run in runs])
+    cpu: dict[str, float | None] = {}
+    for part in runs[0]["cpu"]:
+        cpu[part] = _total([run["cpu"].get(part) for run in runs])
+    by_dispatcher = [
+        _total([run["metrics"]["delivered"][n] for run in runs])
+        for n in range(len(runs[0]["metrics"]["delivered"]))
+    ]
+    return {
+        "rate": statistics.median(run["rate"] for run in runs),
+        "ceiling_rate": statistics.median(run["ceiling"]["rate"] for run in runs),
+        "ratio": statistics.median(ratios),
+        "ratio_min": min(ratios),
+        "ratio_max": max(ratios),
+        "jobs": sum(run["jobs"] for run in runs),
+        "delivered": sum(run["delivered"] for run in runs),
+        "lost": sum(run["lost"] for run in runs),
+        "duplicates": sum(run["duplicates"] for run in runs),
+        "claims_per_delivery": claims / counted if claims is not None and counted else None,
+        "delivered_by_dispatcher": by_dispatcher,
+        "cpu": cpu,
+    }
 
 
 # --- 4 and 5: steady lateness, with and without a backlog -----------------------------------

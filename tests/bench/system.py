@@ -16,17 +16,17 @@ from typing import Any
 
 import psycopg
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from scheduler import config
 from tests import support
 
 ACTIVE_LINE = "dispatcher active"
 HEADERS = {"Scheduler-Secret": support.SECRET, "Content-Type": "application/json"}
-
-
-def server_url() -> str:
-    """DATABASE_URL when set, else the embedded PostgreSQL the test suite uses."""
-    return os.environ.get("DATABASE_URL") or support.embedded_server_url()
+# Harmless while the metrics endpoint asks for no credential.
+METRICS_HEADERS = {"Authorization": f"Bearer {support.SECRET}"}
+CLAIMS_SAMPLE = "scheduler_claim_queries_total"
+DELIVERIES_SAMPLE = "scheduler_deliveries_total"
 
 
 def rfc3339(moment: float) -> str:
@@ -150,6 +150,9 @@ class System:
         self.web: support.Process | None = None
         self.worker: support.Process | None = None
         self.worker_started = 0.0
+        # Further dispatchers beside `worker`, each with a metrics port of its own.
+        self.extra_workers: list[support.Process] = []
+        self.metrics_ports = [self.settings.metrics_port]
         self.session = requests.Session()
         self.session.headers.update(HEADERS)
 
@@ -170,15 +173,31 @@ class System:
         self.worker_started = time.time()
         self.worker = support.Process("worker", self.env, self.logs).start()
 
+    def add_worker(self) -> None:
+        """Start one more dispatcher: the Procfile's `worker` again, on a metrics port of its own."""
+        port = support.free_port()
+        env = dict(self.env, SCHEDULER_METRICS_PORT=str(port))
+        self.extra_workers.append(support.Process("worker", env, self.logs).start())
+        self.metrics_ports.append(port)
+
+    @property
+    def workers(self) -> list[support.Process]:
+        """Every dispatcher started, the first one first."""
+        return [w for w in (self.worker, *self.extra_workers) if w is not None]
+
+    def worker_pids(self) -> list[int]:
+        return [w.proc.pid for w in self.workers if w.proc is not None]
+
     def cpu_meter(self) -> CpuMeter:
-        return CpuMeter(
-            {
-                "web": self.web_pid if self.web else None,
-                "worker": self.worker_pid if self.worker else None,
-                "postgres": postmaster_pid(self.db_url),
-                "receiver": self.receiver_pid,
-            }
-        )
+        parts: dict[str, int | None] = {
+            "web": self.web_pid if self.web else None,
+            "worker": self.worker_pid if self.worker else None,
+        }
+        for number, pid in enumerate(self.worker_pids()[1:], start=2):
+            parts[f"worker{number}"] = pid
+        parts["postgres"] = postmaster_pid(self.db_url)
+        parts["receiver"] = self.receiver_pid
+        return CpuMeter(parts)
 
     @property
     def web_pid(self) -> int:
@@ -200,6 +219,27 @@ class System:
     def worker_output(self) -> str:
         assert self.worker is not None
         return self.worker.output()
+
+    def wait_workers_active(self, grace: float, timeout: float = 60) -> int:
+        """Wait until a dispatcher logged ACTIVE_LINE, then up to `grace` seconds for all of them;
+        how many logged it. (A standby of the single-leader design never logs it.)"""
+
+        def logged() -> int:
+            for worker in self.workers:
+                assert worker.proc is not None
+                if worker.proc.poll() is not None:
+                    raise RuntimeError("a worker exited:\n" + worker.output()[-2000:])
+            return sum(ACTIVE_LINE in worker.output() for worker in self.workers)
+
+        support.wait_until(logged, timeout, interval=0.05)
+        deadline = time.monotonic() + grace
+        while logged() < len(self.workers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return logged()
+
+    def scrape_metrics(self) -> list[dict[str, float | None]]:
+        """Each dispatcher's claim statements and deliveries so far, from its metrics port."""
+        return [scrape_metrics(port) for port in self.metrics_ports[: len(self.workers)]]
 
     def insert(self, due: float, body: Any) -> str:
         response = self.session.post(
@@ -233,12 +273,13 @@ class System:
             return conn.execute(statement, params).fetchall()
 
     def stop(self) -> dict[str, int | None]:
-        """SIGTERM both processes at once (each takes a second or so to wind down); exit codes."""
+        """SIGTERM every process at once (each takes a second or so to wind down); exit codes."""
         self.session.close()
+        extra = [(f"worker{n}", w) for n, w in enumerate(self.extra_workers, start=2)]
         running = [
             (name, process)
-            for name, process in (("worker", self.worker), ("web", self.web))
-            if process is not None and process.proc is not None
+            for name, process in (("worker", self.worker), *extra, ("web", self.web))
+            if process is not None and process.proc is not None and not process.log.closed
         ]
         for _, process in running:
             assert process.proc is not None
@@ -254,6 +295,34 @@ class System:
                 codes[name] = None
             process.log.close()
         return codes
+
+    def stop_extra_workers(self) -> dict[str, int | None]:
+        """SIGTERM the dispatchers beside the first; their exit codes. The first carries on."""
+        codes: dict[str, int | None] = {}
+        for number, worker in enumerate(self.extra_workers, start=2):
+            if worker.proc is not None and not worker.log.closed:
+                codes[f"worker{number}"] = worker.stop(40)
+        return codes
+
+
+def scrape_metrics(port: int) -> dict[str, float | None]:
+    """`claims` (scheduler_claim_queries_total, summed over its labels) and `delivered`
+    (scheduler_deliveries_total{outcome="delivered"}); None for what is not exported."""
+    found: dict[str, float | None] = {"claims": None, "delivered": None}
+    try:
+        response = requests.get(
+            f"http://127.0.0.1:{port}/metrics", headers=METRICS_HEADERS, timeout=5
+        )
+        response.raise_for_status()
+    except requests.RequestException:
+        return found
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            if sample.name == CLAIMS_SAMPLE:
+                found["claims"] = (found["claims"] or 0.0) + sample.value
+            elif sample.name == DELIVERIES_SAMPLE and sample.labels.get("outcome") == "delivered":
+                found["delivered"] = sample.value
+    return found
 
 
 @contextlib.contextmanager
@@ -288,13 +357,6 @@ def bulk_load(db_url: str, count: int) -> float:
     return time.monotonic() - started
 
 
-def server_facts(db_url: str) -> dict[str, str]:
-    """PostgreSQL's version and the settings that move the numbers."""
-    names = ("server_version", "fsync", "synchronous_commit", "shared_buffers", "max_connections")
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        return {name: str(conn.execute(f"SHOW {name}").fetchone()[0]) for name in names}  # type: ignore[index]
-
-
 SETTINGS = (
     ("WEB_CONCURRENCY", "web_workers"),
     ("SCHEDULER_DB_POOL_SIZE", "db_pool_size"),
@@ -321,7 +383,7 @@ def code_digest() -> str:
     digest = hashlib.sha256()
     package = support.ROOT / "scheduler"
     for path in sorted(
-        [*package.glob("*.py"), *package.glob("*.sql"), *support.ROOT.glob("sql/*.sql")]
+        [*package.rglob("*.py"), *package.rglob("*.sql"), *support.ROOT.glob("sql/*.sql")]
     ):
         digest.update(path.relative_to(support.ROOT).as_posix().encode())
         digest.update(path.read_bytes())

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from tests import support
-from tests.bench import plot, report
+from tests.bench import plot, postgres, report, scenarios, targets
 
 pytestmark = pytest.mark.e2e
 
@@ -32,6 +32,13 @@ def tables(text: str) -> list[list[list[str]]]:
             found.append(current)
             current = []
     return found
+
+
+def section(text: str, heading: str) -> str:
+    """The text under `heading`, up to the next second-level heading."""
+    start = text.index(heading + "\n")
+    end = text.find("\n## ", start + len(heading))
+    return text[start : end if end >= 0 else len(text)]
 
 
 @pytest.mark.timeout(300)
@@ -65,6 +72,8 @@ def test_quick_run_writes_every_section_with_numbers(
             for name, cell in zip(header[1:], row[1:], strict=True):
                 if name in report.TEXT_COLUMNS:
                     continue
+                if name in report.MISSING_COLUMNS and cell == "n/a":
+                    continue
                 # A ratio of two zero counts has no value; every other cell is a number.
                 if name == "Pending / empty" and row[1] == row[2] == "0":
                     assert cell == "n/a", row
@@ -76,8 +85,41 @@ def test_quick_run_writes_every_section_with_numbers(
         if "Result" in header
         for row in body
     ]
-    assert len(verdicts) >= 12
+    assert len(verdicts) >= 13
     assert set(verdicts) <= {"PASS", "MISS"}
+    check_durability_stated(text, server_url)
+    check_burst_section(section(text, report.BURST_HEADING))
     if plot.available():
         assert (tmp_path / "lateness.png").stat().st_size > 0
         assert "](lateness.png)" in text
+
+
+def check_durability_stated(text: str, server_url: str) -> None:
+    """The report names each durability setting of the server it ran on, and says plainly when
+    one is off (the test suite's server turns them off)."""
+    facts = postgres.server_facts(server_url)
+    machine = tables(section(text, "## Machine"))[0]
+    (durability,) = [row[1] for row in machine if row[0] == "Durability"]
+    for name in postgres.DURABILITY:
+        assert f"{name} {facts[name]}" in durability, name
+    header = text[: text.index("## Machine")]
+    for statement in (durability, header):
+        assert ("NOT DURABLE" in statement) == bool(postgres.not_durable(facts)), statement
+
+
+def check_burst_section(text: str) -> None:
+    """A row per number of dispatchers in the summary and cost tables, a row per run in the
+    last; a dispatcher count for each delivery and for "dispatcher active"."""
+    summary, costs, each = tables(text)
+    labels = [targets.dispatchers_label(n) for n in targets.BURST_DISPATCHERS]
+    assert [row[0] for row in summary[1:]] == labels
+    assert [row[0] for row in costs[1:]] == labels
+    runs = scenarios.QUICK.burst_runs
+    assert [row[0] for row in each[1:]] == [
+        f"{label}, run {number}" for label in labels for number in range(1, runs + 1)
+    ]
+    header = costs[0]
+    for count, row in zip(targets.BURST_DISPATCHERS, costs[1:], strict=True):
+        by_each = row[header.index("Delivered by each")]
+        assert by_each == "n/a" or len(by_each.split(" / ")) == count, row
+        assert 1 <= int(row[header.index('Logged "dispatcher active"')]) <= count, row
