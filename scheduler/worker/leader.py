@@ -86,7 +86,8 @@ class LeaderTerm:
             self.scheduler.shutdown(wait=False)
         except Exception:
             logger.exception("scheduler shutdown failed")
-        self._maintenance.join(timeout=5)
+        if self._maintenance.ident is not None:
+            self._maintenance.join(timeout=5)
         self._timer_store.engine.dispose()
         # A member's count would be stale: 0 lets dashboards sum over every dispatcher.
         metrics.DUE_JOBS.set(0)

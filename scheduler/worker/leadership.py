@@ -41,6 +41,9 @@ class Leadership:
         self._confirmed_at: float | None = None
         self.term: leader.LeaderTerm | None = None
         self._announced_standby = False
+        self._stopped = False
+        # The campaign thread and stop() must not start and stop a term at the same time.
+        self._turn = threading.RLock()
 
     def is_current(self) -> bool:
         """Whether leadership was confirmed recently enough to act on; when in doubt, don't."""
@@ -52,8 +55,14 @@ class Leadership:
 
     def campaign_once(self) -> bool:
         """Try for the lock once and start a term if won; True while leading."""
-        if self.term is not None:
-            return True
+        with self._turn:
+            if self._stopped:
+                return False
+            if self.term is not None:
+                return True
+            return self._campaign()
+
+    def _campaign(self) -> bool:
         try:
             epoch = self._lock.try_acquire(self.dispatcher_id)
         except errors.StoreUnavailable as exc:
@@ -81,6 +90,10 @@ class Leadership:
 
     def probe(self) -> bool:
         """Confirm the lock and the epoch; step down when they cannot be. True while leading."""
+        with self._turn:
+            return self._probe()
+
+    def _probe(self) -> bool:
         if self.term is None:
             return False
         try:
@@ -107,8 +120,11 @@ class Leadership:
                 self.probe()
 
     def stop(self) -> None:
-        """Step down (if leading) and close the lock's connection, which frees it at once."""
-        self._step_down()
+        """Step down (if leading) and close the lock's connection, which frees it at once; no
+        campaign after this."""
+        with self._turn:
+            self._stopped = True
+            self._step_down()
 
     def _step_down(self) -> None:
         term, self.term = self.term, None

@@ -1,0 +1,65 @@
+"""Whole dispatchers in-process on one database: they share the work without sharing a row, and
+due-ness is the database's to judge whatever this host's clock says."""
+
+from __future__ import annotations
+
+import collections
+import threading
+from collections.abc import Callable
+
+from scheduler import config, store
+from scheduler.worker import claims, dispatcher, senders
+from tests import support
+from tests.worker.conftest import FakeClock, insert_due
+
+
+def test_two_dispatchers_in_one_process_claim_disjoint_rows(
+    make_settings: Callable[..., config.Settings],
+    job_store: store.Store,
+    receiver: support.Receiver,
+) -> None:
+    receiver.respond = lambda request: (200, 0.002)
+    settings = make_settings(SCHEDULER_POLL_INTERVAL="0.2", SCHEDULER_DELIVERY_THREADS="4")
+    running = [dispatcher.Dispatcher(settings) for _ in range(2)]
+    for each in running:
+        each.start()
+    try:
+        assert [each.leadership.term is not None for each in running] == [True, False]
+        ids = insert_due(job_store, 400, due_in=0.5)
+        received = receiver.wait_for(400, timeout=30)
+    finally:
+        finished = [each.stop(5) for each in running]
+    assert finished == [True, True]
+    counts = collections.Counter(r.json["id"] for r in received)
+    assert set(counts) == set(ids)
+    assert max(counts.values()) == 1
+    delivered = [each.senders.delivered for each in running]
+    assert sum(delivered) == 400 and min(delivered) > 0, delivered
+
+
+def test_a_claim_loop_sure_a_job_is_overdue_claims_it_only_once_the_database_says_so(
+    settings: config.Settings, job_store: store.Store, receiver: support.Receiver
+) -> None:
+    clock = FakeClock()
+    sending = senders.Senders(settings, job_store, lambda: None, lambda seconds: None)
+    loop = claims.ClaimLoop(settings, job_store, sending, "test", lambda: True, clock=clock)
+    (job_id,) = insert_due(job_store, 1, due_in=1.5)
+    due = job_store.database_now().timestamp() + 1.5
+    stopping = threading.Event()
+    # As if this host's clock were an hour ahead: it believes the job long overdue.
+    loop.job_due_in(-3600)
+    assert loop.claim_and_send(stopping)
+    assert sending.in_flight() == 0, "claimed before its time"
+    clock.advance(3600)
+    thread = threading.Thread(target=loop.run, args=(stopping,))
+    thread.start()
+    try:
+        (arrival,) = receiver.wait_for(1, timeout=10)
+    finally:
+        stopping.set()
+        loop.wake()
+        thread.join(5)
+        sending.close(5)
+    assert arrival.json["id"] == job_id
+    # The receiver and the database share this machine's clock.
+    assert arrival.arrived_at >= due

@@ -1,0 +1,217 @@
+"""The leader's parts in-process, on a real database: timers that move only once their ticks
+are recorded, cron catch-up, stepping down when the lock cannot be confirmed, and timers stored
+by an earlier version."""
+
+from __future__ import annotations
+
+import datetime as dt
+import pickle
+import threading
+import types
+from collections.abc import Callable, Iterator
+
+import psycopg
+import pytest
+from apscheduler.triggers.interval import IntervalTrigger
+
+from scheduler import config, jobs, store
+from scheduler.worker import leader, leadership, metrics, timers
+from tests import support
+from tests.worker.conftest import FakeClock
+
+
+def cron_ticks(db_url: str) -> list[dt.datetime]:
+    with psycopg.connect(db_url) as conn:
+        rows = conn.execute("SELECT run_at FROM jobs WHERE cron_id IS NOT NULL ORDER BY run_at")
+        return [row[0] for row in rows]
+
+
+def stored_timers(db_url: str) -> dict[str, tuple[float | None, dict[str, object]]]:
+    with psycopg.connect(db_url) as conn:
+        rows = conn.execute("SELECT id, next_run_time, job_state FROM apscheduler_jobs")
+        return {row[0]: (row[1], pickle.loads(row[2])) for row in rows}
+
+
+def make_term(
+    settings: config.Settings, job_store: store.Store, epoch: int, current: bool = True
+) -> leader.LeaderTerm:
+    return leader.LeaderTerm(settings, job_store, epoch, lambda: current, lambda: None)
+
+
+@pytest.fixture
+def every_second(job_store: store.Store) -> jobs.CronJob:
+    job_store.replace_crons([jobs.CronDefinition("tick", "* * * * * *", "UTC")])
+    (cron,) = job_store.list_crons()
+    return cron
+
+
+def test_a_failing_after_pass_leaves_timers_where_they_were(
+    settings: config.Settings, db_url: str
+) -> None:
+    passes: list[int] = []
+    failing = threading.Event()
+    failing.set()
+
+    def after_pass() -> None:
+        passes.append(1)
+        if failing.is_set():
+            raise RuntimeError("the database refused the ticks")
+
+    scheduler = timers.GuardedScheduler(
+        timers.TimerStore(settings.sqlalchemy_url),
+        after_pass,
+        timezone=dt.UTC,
+        executors={"default": timers.OutboxExecutor(lambda job, run_times: None)},
+        job_defaults={"misfire_grace_time": None, "coalesce": True},
+    )
+    first = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=0.2)
+    scheduler.add_job(
+        timers.FIRE_REF,
+        IntervalTrigger(seconds=1, start_date=first),
+        args=("cron", "1"),
+        id="cron:1",
+    )
+    scheduler.start()
+    try:
+        support.wait_until(lambda: len(passes) >= 2, timeout=10)
+        ((stored_next, _),) = stored_timers(db_url).values()
+        assert stored_next == pytest.approx(first.timestamp(), abs=0.001)
+        failing.clear()
+        support.wait_until(lambda: stored_timers(db_url)["cron:1"][0] > first.timestamp(), 10)
+    finally:
+        scheduler.shutdown(wait=False)
+
+
+def test_catch_up_records_the_latest_missed_tick_once(
+    settings: config.Settings,
+    job_store: store.Store,
+    epoch: int,
+    every_second: jobs.CronJob,
+    db_url: str,
+) -> None:
+    with psycopg.connect(db_url) as conn:
+        conn.execute(
+            "UPDATE crons SET updated_at = now() - interval '10 seconds',"
+            " last_fire_at = now() - interval '10 seconds'"
+        )
+    term = make_term(settings, job_store, epoch)
+    now = job_store.database_now()
+    term.sync_crons()
+    term.sync_crons()
+    (tick,) = cron_ticks(db_url)
+    assert now - dt.timedelta(seconds=1) < tick <= job_store.database_now()
+    assert tick.microsecond == 0
+
+
+def test_catch_up_under_skip_records_nothing(
+    make_settings: Callable[..., config.Settings],
+    job_store: store.Store,
+    epoch: int,
+    every_second: jobs.CronJob,
+    db_url: str,
+) -> None:
+    with psycopg.connect(db_url) as conn:
+        conn.execute("UPDATE crons SET updated_at = now() - interval '10 seconds'")
+    term = make_term(make_settings(SCHEDULER_CRON_CATCHUP="skip"), job_store, epoch)
+    term.sync_crons()
+    assert cron_ticks(db_url) == []
+
+
+def timer_fire(cron: jobs.CronJob) -> types.SimpleNamespace:
+    return types.SimpleNamespace(id=cron.timer_id, args=("cron", str(cron.revision)))
+
+
+@pytest.fixture
+def leading(
+    settings: config.Settings, job_store: store.Store
+) -> Iterator[tuple[leadership.Leadership, FakeClock]]:
+    clock = FakeClock()
+
+    def term_for(epoch: int, is_current: Callable[[], bool]) -> leader.LeaderTerm:
+        return leader.LeaderTerm(settings, job_store, epoch, is_current, lambda: None)
+
+    elected = leadership.Leadership(settings, "me", term_for, clock)
+    assert elected.campaign_once()
+    yield elected, clock
+    elected.stop()
+
+
+def test_a_leader_whose_confirmation_is_stale_stops_firing(
+    leading: tuple[leadership.Leadership, FakeClock],
+    settings: config.Settings,
+    every_second: jobs.CronJob,
+    db_url: str,
+) -> None:
+    elected, clock = leading
+    term = elected.term
+    assert term is not None and elected.is_current()
+    clock.advance(settings.leader_timeout / 2)
+    assert not elected.is_current()
+    run_time = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(seconds=30)
+    term._on_timer(timer_fire(every_second), [run_time])  # type: ignore[arg-type]
+    term._record_held_ticks()
+    assert run_time not in cron_ticks(db_url)
+    assert elected.probe(), "a fresh confirmation makes it current again"
+    term._on_timer(timer_fire(every_second), [run_time])  # type: ignore[arg-type]
+    term._record_held_ticks()
+    assert run_time in cron_ticks(db_url)
+
+
+def test_a_leader_that_loses_its_lock_steps_down_and_a_rival_takes_over(
+    leading: tuple[leadership.Leadership, FakeClock],
+    settings: config.Settings,
+    job_store: store.Store,
+    db_url: str,
+) -> None:
+    elected, _ = leading
+    first = elected.term
+    assert first is not None
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_locks"
+            " WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()"
+        )
+    assert not elected.probe()
+    assert elected.term is None and first.stopping.is_set()
+    assert metrics.LEADER._value.get() == 0
+
+    rival = leadership.Leadership(settings, "rival", lambda e, c: make_term(settings, job_store, e))
+    try:
+        assert rival.campaign_once()
+        assert rival.term is not None and rival.term.epoch == first.epoch + 1
+        assert not elected.campaign_once(), "the lock is the rival's now"
+    finally:
+        rival.stop()
+
+
+def test_timers_stored_by_an_earlier_version_keep_firing_after_an_upgrade(
+    make_settings: Callable[..., config.Settings],
+    job_store: store.Store,
+    every_second: jobs.CronJob,
+    db_url: str,
+) -> None:
+    settings = make_settings(SCHEDULER_CRON_CATCHUP="skip")
+    lock = store.LeaderLock(db_url, timeout=10)
+    try:
+        epoch = lock.try_acquire("old")
+        assert epoch is not None
+        term = make_term(settings, job_store, epoch)
+        term.start()
+        term.stop()
+        # What the earlier version stored: the same timer, naming `fire` where it used to live.
+        with psycopg.connect(db_url) as conn:
+            (state,) = conn.execute("SELECT job_state FROM apscheduler_jobs").fetchone()
+            old = pickle.loads(state)
+            old["func"] = timers.MOVED_FIRE_REFS[0]
+            conn.execute("UPDATE apscheduler_jobs SET job_state = %s", (pickle.dumps(old),))
+
+        upgraded = make_term(settings, job_store, epoch)
+        upgraded.start()
+        try:
+            support.wait_until(lambda: len(cron_ticks(db_url)) >= 2, timeout=10)
+        finally:
+            upgraded.stop()
+    finally:
+        lock.close()
+    ((_, (_, state)),) = stored_timers(db_url).items()
+    assert state["func"] == timers.FIRE_REF

@@ -1,0 +1,119 @@
+"""The senders in-process, against a real database and receiver: outcomes recorded in batches,
+claims given back unsent on close, and the backoff's bounds."""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from scheduler import config, store
+from scheduler.worker import senders
+from tests import support
+from tests.worker.conftest import insert_due
+
+
+def states(db_url: str) -> dict[str, tuple[str, int]]:
+    with psycopg.connect(db_url) as conn:
+        rows = conn.execute("SELECT id, state, attempts FROM jobs").fetchall()
+    return {row[0]: (row[1], row[2]) for row in rows}
+
+
+@pytest.fixture
+def room() -> threading.Event:
+    return threading.Event()
+
+
+def make_senders(
+    settings: config.Settings, job_store: store.Store, room: threading.Event, **kwargs: object
+) -> senders.Senders:
+    return senders.Senders(settings, job_store, room.set, lambda seconds: None, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def held_answers(receiver: support.Receiver) -> Iterator[threading.Event]:
+    """The receiver holds every answer until the test sets the event."""
+    release = threading.Event()
+    receiver.respond = lambda request: (200, 0.0) if release.wait(30) else (500, 0.0)
+    yield release
+    release.set()
+
+
+def test_outcomes_that_pile_up_are_recorded_in_one_transaction(
+    settings: config.Settings,
+    job_store: store.Store,
+    receiver: support.Receiver,
+    room: threading.Event,
+    db_url: str,
+) -> None:
+    ids = insert_due(job_store, 10)
+    sending = make_senders(settings, job_store, room)
+    with psycopg.connect(db_url) as blocker:
+        # Hold the recorder's first write: every other outcome queues up behind it meanwhile.
+        blocker.execute("LOCK TABLE delivery_attempts IN EXCLUSIVE MODE")
+        sending.submit(job_store.claim_due_jobs("test", 60, 10))
+        receiver.wait_for(10)
+        support.wait_until(lambda: sending._results.qsize() >= 9, timeout=10)
+    support.wait_until(lambda: sending.in_flight() == 0, timeout=10)
+    assert sending.close(5)
+    with psycopg.connect(db_url) as conn:
+        writes = conn.execute("SELECT count(DISTINCT xmin::text) FROM jobs").fetchone()
+    assert writes is not None and writes[0] <= 2
+    assert set(states(db_url).values()) == {("delivered", 1)}
+    assert sending.delivered == len(ids)
+
+
+def test_close_gives_back_what_was_not_started_and_lets_the_rest_finish(
+    make_settings: object,
+    job_store: store.Store,
+    receiver: support.Receiver,
+    held_answers: threading.Event,
+    room: threading.Event,
+    db_url: str,
+) -> None:
+    settings = make_settings(SCHEDULER_DELIVERY_THREADS="1")  # type: ignore[operator]
+    insert_due(job_store, 2)
+    sending = make_senders(settings, job_store, room)
+    claimed = job_store.claim_due_jobs("test", 60, sending.free())
+    assert len(claimed) == 2
+    sending.submit(claimed)
+    receiver.wait_for(1)
+    closing = threading.Thread(target=lambda: results.append(sending.close(10)))
+    results: list[bool] = []
+    closing.start()
+    held_answers.set()
+    closing.join(15)
+    assert results == [True]
+    assert sorted(states(db_url).values()) == [("delivered", 1), ("scheduled", 0)]
+    assert len(receiver.received()) == 1
+
+
+def test_a_dispatcher_that_may_not_send_gives_its_claims_back(
+    settings: config.Settings,
+    job_store: store.Store,
+    receiver: support.Receiver,
+    room: threading.Event,
+    db_url: str,
+) -> None:
+    insert_due(job_store, 3)
+    sending = make_senders(settings, job_store, room, may_send=lambda: False)
+    sending.submit(job_store.claim_due_jobs("test", 60, 10))
+    support.wait_until(lambda: sending.in_flight() == 0, timeout=10)
+    assert sending.close(5)
+    assert set(states(db_url).values()) == {("scheduled", 0)}
+    assert receiver.received() == []
+
+
+@pytest.mark.parametrize(("attempt", "bound"), [(1, 1.0), (3, 4.0), (8, 100.0), (70, 100.0)])
+def test_retry_delay_is_uniform_between_zero_and_the_capped_exponential(
+    attempt: int, bound: float
+) -> None:
+    random.seed(attempt)
+    delays = [senders.retry_delay(attempt, base=1.0, cap=100.0) for _ in range(2000)]
+    assert all(0 <= delay <= bound for delay in delays)
+    assert min(delays) < bound * 0.01
+    assert max(delays) > bound * 0.99
+    assert 0.45 * bound < sum(delays) / len(delays) < 0.55 * bound
