@@ -1,12 +1,16 @@
 -- insert_job --
--- Store a one-shot job and wake the dispatchers in the same transaction; the notice says in how
--- many seconds it is due by the database's clock.
+-- Store a one-shot job and wake the dispatchers in the same transaction. The notice says in how
+-- many seconds it is due by the database's clock, then when (the due time as epoch seconds, the
+-- part an earlier version's dispatcher reads during a rolling deploy).
 WITH inserted AS (
     INSERT INTO jobs (id, body, run_at, next_attempt_at, max_attempts)
     VALUES (%(id)s, %(body)s, %(run_at)s, %(run_at)s, %(max_attempts)s)
     RETURNING next_attempt_at
 )
-SELECT pg_notify('scheduler', 'j ' || extract(epoch FROM next_attempt_at - now()))
+SELECT pg_notify(
+    'scheduler',
+    'j ' || extract(epoch FROM next_attempt_at - now()) || ' ' || extract(epoch FROM next_attempt_at)
+)
 FROM inserted;
 
 -- cancel_job --
@@ -271,7 +275,7 @@ WITH due AS (
     WHERE id = %(id)s AND state = 'scheduled'
     RETURNING id
 )
-SELECT pg_notify('scheduler', 'j 0') FROM due;
+SELECT pg_notify('scheduler', 'j 0 ' || extract(epoch FROM now())) FROM due;
 
 -- retry_failed_job --
 -- Give a failed job a fresh budget of attempts, starting now.
@@ -282,7 +286,7 @@ WITH retried AS (
     WHERE id = %(id)s AND state = 'failed'
     RETURNING id
 )
-SELECT pg_notify('scheduler', 'j 0') FROM retried;
+SELECT pg_notify('scheduler', 'j 0 ' || extract(epoch FROM now())) FROM retried;
 
 -- job_state --
 -- The state of one job, to explain why an action did not apply.
@@ -303,7 +307,7 @@ WITH fired AS (
     SELECT %(job_id)s, id, now(), now(), %(max_attempts)s FROM crons WHERE id = %(id)s
     RETURNING id
 )
-SELECT id, pg_notify('scheduler', 'j 0') FROM fired;
+SELECT id, pg_notify('scheduler', 'j 0 ' || extract(epoch FROM now())) FROM fired;
 
 -- read_leader --
 -- The dispatcher's heartbeat, for readiness checks.

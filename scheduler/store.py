@@ -23,7 +23,9 @@ logger = logging.getLogger(__name__)
 
 NOTIFY_CHANNEL = "scheduler"
 # The notices queries.sql sends on NOTIFY_CHANNEL, as `<kind>` or `<kind> <argument>`.
-JOB_DUE = "j"  # argument: seconds until the job is due, by the database's clock
+# Arguments: seconds until the job is due by the database's clock, then its due time as epoch
+# seconds (which an earlier version's dispatcher reads, during a rolling deploy).
+JOB_DUE = "j"
 JOBS_DUE = "b"  # several jobs were added, or jobs are due now: every dispatcher looks
 CRONS_CHANGED = "c"  # the leader resynchronises its cron timers
 NOTICE_KINDS = (JOB_DUE, JOBS_DUE, CRONS_CHANGED)
@@ -56,10 +58,10 @@ class Notice:
 def parse_notice(payload: str) -> Notice:
     """Read a notification; anything unexpected (such as an earlier version's `j <id> <epoch>`
     during a rolling deploy) reads as JOBS_DUE, which costs one look and misses nothing."""
-    kind, _, argument = payload.partition(" ")
+    kind, _, arguments = payload.partition(" ")
     if kind == JOB_DUE:
         try:
-            return Notice(JOB_DUE, float(argument))
+            return Notice(JOB_DUE, float(arguments.split(" ")[0]))
         except ValueError:
             return Notice(JOBS_DUE)
     return Notice(kind if kind in NOTICE_KINDS else JOBS_DUE)

@@ -103,7 +103,7 @@ def test_query_is_one_statement_without_select_star(name: str) -> None:
 
 
 def test_every_notification_is_on_the_channel_with_a_kind_the_dispatcher_reads() -> None:
-    sent = re.findall(r"pg_notify\('(\w+)', '(\w)\b", QUERIES_FILE.read_text("utf-8"))
+    sent = re.findall(r"pg_notify\(\s*'(\w+)',\s*'(\w)\b", QUERIES_FILE.read_text("utf-8"))
 
     assert len(sent) == QUERIES_FILE.read_text("utf-8").count("pg_notify(")
     assert {channel for channel, _ in sent} == {store.NOTIFY_CHANNEL}
@@ -113,8 +113,8 @@ def test_every_notification_is_on_the_channel_with_a_kind_the_dispatcher_reads()
 @pytest.mark.parametrize(
     ("payload", "notice"),
     [
-        ("j 1.5", store.Notice(store.JOB_DUE, 1.5)),
-        ("j -0.25", store.Notice(store.JOB_DUE, -0.25)),
+        ("j 1.5 1790000000.5", store.Notice(store.JOB_DUE, 1.5)),
+        ("j -0.25 1790000000", store.Notice(store.JOB_DUE, -0.25)),
         ("c", store.Notice(store.CRONS_CHANGED)),
         ("b", store.Notice(store.JOBS_DUE)),
         # An earlier version's format, during a rolling deploy: look now rather than never.
