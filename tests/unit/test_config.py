@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from scheduler import config, errors
+from tests import support
 
 VALID: dict[str, str] = {
     "DATABASE_URL": "postgresql://app:pw@db.internal:5432/scheduler",
@@ -279,3 +282,31 @@ def test_sqlalchemy_url_uses_the_psycopg_dialect(database_url: str, sqlalchemy_u
 
     assert settings.database_url == database_url
     assert settings.sqlalchemy_url == sqlalchemy_url
+
+
+def readme_configuration() -> dict[str, str]:
+    """The README's configuration table: {variable: default as written}."""
+    text = (support.ROOT / "README.md").read_text("utf-8")
+    section = text.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `(\w+)` \| `?([^`|]+?)`? \|", section, re.MULTILINE)
+    return dict(rows)
+
+
+def test_the_readme_lists_exactly_the_variables_settings_reads() -> None:
+    source = (support.ROOT / "scheduler" / "config.py").read_text("utf-8")
+    read = set(re.findall(r'env,\s*"([A-Z][A-Z0-9_]*)"', source))
+
+    assert {"DATABASE_URL", "SECRET", "PORT", "SCHEDULER_LEADER_TIMEOUT"} <= read
+    assert set(readme_configuration()) == read
+
+
+@pytest.mark.parametrize("variable", sorted(readme_configuration()))
+def test_each_readme_default_is_the_default_and_the_variable_is_read(variable: str) -> None:
+    default = readme_configuration()[variable]
+    if default != "required":
+        assert config.Settings.from_env(env(**{variable: default})) == config.Settings.from_env(
+            env()
+        ), f"the README's default of {variable} is not the default"
+    with pytest.raises(errors.ConfigError) as refused:
+        config.Settings.from_env(env(**{variable: "\x00!"}))
+    assert refused.value.variable == variable
