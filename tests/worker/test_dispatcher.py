@@ -63,3 +63,27 @@ def test_a_claim_loop_sure_a_job_is_overdue_claims_it_only_once_the_database_say
     assert arrival.json["id"] == job_id
     # The receiver and the database share this machine's clock.
     assert arrival.arrived_at >= due
+
+
+def test_a_dispatcher_with_no_free_slot_does_not_query(
+    make_settings: Callable[..., config.Settings],
+    job_store: store.Store,
+    receiver: support.Receiver,
+) -> None:
+    release = threading.Event()
+    receiver.respond = lambda request: (200, 0.0) if release.wait(30) else (500, 0.0)
+    settings = make_settings(SCHEDULER_DELIVERY_THREADS="1")
+    sending = senders.Senders(settings, job_store, lambda: None, lambda seconds: None)
+    loop = claims.ClaimLoop(settings, job_store, sending, "test", lambda: True)
+    insert_due(job_store, 5)
+    stopping = threading.Event()
+    try:
+        assert not loop.claim_and_send(stopping), "two slots, five jobs: not drained"
+        assert (loop.claims, sending.in_flight()) == (1, 2)
+        for _ in range(3):
+            loop.wake()
+            assert not loop.claim_and_send(stopping)
+        assert loop.claims == 1
+    finally:
+        release.set()
+        sending.close(10)
