@@ -30,14 +30,22 @@ def create_app(settings: config.Settings | None = None) -> Flask:
     )
     app.register_blueprint(api.bp)
     _register_error_handlers(app)
-    web_metrics.init_web_metrics(app)
+    web_metrics.init_web_metrics(app, settings)
     return app
 
 
 def _register_error_handlers(app: Flask) -> None:
     @app.errorhandler(web.RequestRejected)
     def rejected(exc: web.RequestRejected) -> Response:
-        return web.error_body(exc.status, exc.code, exc.message, exc.fields)
+        response = web.error_body(exc.status, exc.code, exc.message, exc.fields)
+        response.headers.update(exc.headers)
+        return response
+
+    @app.errorhandler(errors.InvalidValue)
+    def invalid_value(exc: errors.InvalidValue) -> Response:
+        # Validation should have refused the value first; this is the net under it.
+        logger.warning("PostgreSQL refused a value: %s", exc, extra={"action": "invalid_value"})
+        return web.error_body(400, "invalid_request", f"PostgreSQL refused a value: {exc}.")
 
     @app.errorhandler(errors.JobNotFound)
     @app.errorhandler(errors.CronNotFound)

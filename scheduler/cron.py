@@ -54,6 +54,9 @@ from apscheduler.triggers.interval import IntervalTrigger
 from scheduler import errors
 
 MAX_SPEC_LENGTH = 200
+# A spec that no date matches is accepted, as the seed accepts it (refusing it would fail an
+# application's whole cron set at deploy), and said to never fire.
+NEVER_FIRES = "No date matches this spec (such as February 30): the cron never fires."
 DEFAULT_TIMEZONE = "UTC"
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -1,4 +1,5 @@
-"""The dispatcher's Prometheus metrics, served on a port of their own (SCHEDULER_METRICS_PORT).
+"""The dispatcher's Prometheus metrics, served on a port of their own (SCHEDULER_METRICS_PORT) to
+scrapers that send the secret, as the web's /metrics is.
 
 Kept apart from web_metrics so that the worker never imports flask and the web never imports
 requests. The dispatcher is a single process, so prometheus_client's default registry is enough.
@@ -7,8 +8,14 @@ requests. The dispatcher is a single process, so prometheus_client's default reg
 from __future__ import annotations
 
 import logging
+import socketserver
+import threading
+from typing import Any
+from wsgiref import simple_server
 
 import prometheus_client
+
+from scheduler import credentials
 
 logger = logging.getLogger(__name__)
 
@@ -49,16 +56,27 @@ for _outcome in OUTCOMES:
     DELIVERIES.labels(_outcome)
 
 
-def serve(port: int) -> bool:
-    """Serve /metrics on 0.0.0.0:`port` from a daemon thread; False when off (0) or impossible.
+class MetricsServer(socketserver.ThreadingMixIn, simple_server.WSGIServer):
+    daemon_threads = True
 
-    A port already taken (a second dispatcher on the same host) costs the metrics, never the
-    dispatcher: it logs a warning and carries on.
+
+class _QuietHandler(simple_server.WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """A line on stderr per scrape would be noise; refused scrapes are logged as warnings."""
+
+
+def serve(port: int, secrets: tuple[str, ...], public: bool = False) -> MetricsServer | None:
+    """Serve the metrics on 0.0.0.0:`port` from a daemon thread; None when off (0) or impossible.
+
+    Not prometheus_client.start_http_server: it serves its own app, with no place for the check
+    of the secret (skipped when `public`). A port already taken (a second dispatcher on the same
+    host) costs the metrics, never the dispatcher: it logs a warning and carries on.
     """
     if port == 0:
-        return False
+        return None
+    app = credentials.MetricsGuard(prometheus_client.make_wsgi_app(), secrets, public)
     try:
-        prometheus_client.start_http_server(port, addr="0.0.0.0")
+        server = simple_server.make_server("0.0.0.0", port, app, MetricsServer, _QuietHandler)
     except OSError as exc:
         logger.warning(
             "cannot serve metrics on port %d (%s); running without them",
@@ -66,6 +84,7 @@ def serve(port: int) -> bool:
             exc,
             extra={"action": "metrics_unavailable", "port": port},
         )
-        return False
+        return None
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     logger.info("metrics served on port %d", port, extra={"action": "metrics_listen", "port": port})
-    return True
+    return server

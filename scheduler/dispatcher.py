@@ -407,7 +407,7 @@ def main(settings: config.Settings | None = None) -> None:
         print(f"scheduler-dispatch: configuration error: {exc}", file=sys.stderr)
         sys.exit(2)
     logs.configure_logging(settings.log_level, settings.log_format)
-    dispatch_metrics.serve(settings.metrics_port)
+    dispatch_metrics.serve(settings.metrics_port, settings.secrets, settings.metrics_public)
     dispatcher = Dispatcher(settings)
     signal.signal(signal.SIGTERM, dispatcher.request_stop)
     signal.signal(signal.SIGINT, dispatcher.request_stop)

@@ -31,7 +31,7 @@ def epoch(db_url: str) -> Iterator[int]:
 
 def insert(db_store: store.Store, run_at: dt.datetime, max_attempts: int = 3) -> str:
     job_id = jobs.new_job_id()
-    db_store.insert_job(jobs.NewJob(job_id, {"k": 1}, run_at, max_attempts))
+    db_store.insert_job(jobs.NewJob(job_id, '{"k": 1}', run_at, max_attempts))
     return job_id
 
 
