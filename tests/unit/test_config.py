@@ -203,6 +203,13 @@ BAD_ENVIRONMENTS = [
     # SCHEDULER_LOG_LEVEL
     ("unknown log level", env(SCHEDULER_LOG_LEVEL="verbose"), "SCHEDULER_LOG_LEVEL", "DEBUG, INFO"),
     ("critical log level", env(SCHEDULER_LOG_LEVEL="CRITICAL"), "SCHEDULER_LOG_LEVEL", "one of"),
+    # SCHEDULER_METRICS_PUBLIC
+    (
+        "metrics public not a boolean",
+        env(SCHEDULER_METRICS_PUBLIC="sometimes"),
+        "SCHEDULER_METRICS_PUBLIC",
+        "true or false",
+    ),
     # Cross-field checks.
     (
         "retry cap below retry base",
@@ -279,3 +286,10 @@ def test_sqlalchemy_url_uses_the_psycopg_dialect(database_url: str, sqlalchemy_u
 
     assert settings.database_url == database_url
     assert settings.sqlalchemy_url == sqlalchemy_url
+
+
+@pytest.mark.parametrize(("value", "public"), [(None, False), ("true", True), ("0", False)])
+def test_metrics_need_the_secret_unless_made_public(value: str | None, public: bool) -> None:
+    settings = config.Settings.from_env(env(SCHEDULER_METRICS_PUBLIC=value))
+
+    assert settings.metrics_public is public
