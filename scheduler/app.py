@@ -20,6 +20,9 @@ def create_app(settings: config.Settings | None = None) -> Flask:
     settings = settings or config.Settings.from_env()
     logs.configure_logging(settings.log_level, settings.log_format)
     app = Flask(__name__, static_folder=None)
+    # Werkzeug would answer /cron//x with a redirect to /cron/x whose body is an HTML page, which
+    # Flask sends past every error handler; without it the path is a JSON 404.
+    app.url_map.merge_slashes = False
     app.config["SETTINGS"] = settings
     pool = db.open_pool(settings.database_url, settings.db_pool_size, name="web")
     atexit.register(pool.close)

@@ -21,8 +21,9 @@ MAX_DEPTH = 64
 # numeric keeps at most this many digits after the decimal point (NUMERIC_DSCALE_MAX). Before
 # it, 131072 digits fit (NUMERIC_WEIGHT_MAX): more than any number within a float's range.
 MAX_FRACTION_DIGITS = 16383
-# numeric_in refuses an exponent of INT_MAX / 2 or more, whatever the digits (even for zero).
-MAX_EXPONENT = 2**31 // 2 - 1
+# The largest written exponent numeric_in takes, whatever the digits (even for zero): PostgreSQL
+# 16 and later take one more (PG_INT32_MAX / 2), 15 and older refuse that too.
+MAX_EXPONENT = (2**31 - 1) // 2 - 1
 # A JSON integer of this many digits or fewer is below 1e308, within a float's range.
 _FLOAT_SAFE_DIGITS = 308
 _SHOWN_TOKEN = 40
@@ -75,12 +76,11 @@ def _read_decimal(token: str) -> Decimal | Unstorable:
     mark = max(token.find("e"), token.find("E"))
     if mark >= 0:
         written = token[mark + 1 :].lstrip("+-").lstrip("0")
-        if len(written) > len(str(MAX_EXPONENT)) or int(written or 0) >= MAX_EXPONENT:
+        if len(written) > len(str(MAX_EXPONENT)) or int(written or 0) > MAX_EXPONENT:
             if math.isinf(float(token)):
                 return _too_large(token)
             return Unstorable(
-                f"the exponent of {_shown(token)} is beyond PostgreSQL's range "
-                f"(±{MAX_EXPONENT - 1})"
+                f"the exponent of {_shown(token)} is beyond PostgreSQL's range (±{MAX_EXPONENT})"
             )
     number = Decimal(token)
     if number.adjusted() >= _FLOAT_SAFE_DIGITS and math.isinf(float(token)):
