@@ -191,3 +191,14 @@ def test_separators_count_as_stored_too(
     response = small_client.post("/insert", data=job_with(compact), headers=auth)
     assert response.status_code == 413
     assert db.execute("SELECT count(*) FROM jobs").fetchone() == (0,)
+
+
+@pytest.mark.parametrize(
+    ("method", "path"), [("PUT", "/cron//x"), ("GET", "/jobs//x"), ("DELETE", "/jobs//x")]
+)
+def test_a_doubled_slash_is_a_json_404_not_an_html_redirect(
+    client: FlaskClient, auth: dict[str, str], method: str, path: str
+) -> None:
+    response = client.open(path, method=method, json={"spec": "@daily"}, headers=auth)
+    assert response.status_code == 404
+    assert response.get_json()["error"]["code"] == "not_found"
