@@ -18,20 +18,20 @@ bp = Blueprint("crons", __name__, url_prefix="/cron")
 
 def describe(status: jobs.CronStatus, now: dt.datetime) -> dict[str, Any]:
     """A cron as the API shows it, with its next fire time computed by the dispatcher's code."""
-    upcoming = cron.next_fire_times(cron.parse_spec(status.cron.spec), now, 1)
+    parsed = cron.parse_spec(status.cron.spec)
+    upcoming = cron.next_fire_times(parsed, now, 1)
     return {
         **vars(status.cron),
         "next_fire_at": upcoming[0] if upcoming and not status.cron.paused else None,
         "last_state": status.last_state,
         "last_status": status.last_status,
-        # A spec has no year, so one with no fire time ahead has none at all.
-        "warning": None if upcoming else cron.NEVER_FIRES,
+        "warning": cron.NEVER_FIRES if parsed.never_fires else None,
     }
 
 
 def warn_if_never_fires(cron_id: str, spec: cron.CronSpec) -> None:
     """Log a warning for a cron being set to a spec that never fires."""
-    if not cron.next_fire_times(spec, dt.datetime.now(dt.UTC), 1):
+    if spec.never_fires:
         logger.warning(
             "cron %s set to %r, which never fires: %s",
             cron_id,

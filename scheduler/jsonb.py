@@ -106,9 +106,15 @@ def loads(raw: bytes | str) -> Any:
     )
 
 
+def _read_stored_int(token: str) -> int | Decimal:
+    # Python refuses to read an integer of more than 4300 digits, which jsonb can hold when a
+    # row was written by other means than the API (which keeps to a float's 309).
+    return int(token) if len(token) <= _FLOAT_SAFE_DIGITS + 2 else Decimal(token)
+
+
 def read(text: str | bytes) -> Any:
-    """JSON text that jsonb printed, with its decimals kept exact."""
-    return json.loads(text, parse_float=Decimal)
+    """JSON text that jsonb printed, with its numbers kept exact."""
+    return json.loads(text, parse_float=Decimal, parse_int=_read_stored_int)
 
 
 def _string_problem(text: str, what: str) -> str | None:

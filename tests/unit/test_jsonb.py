@@ -155,3 +155,10 @@ def test_without_decimals_the_text_is_json_dumps_as_jsonb_spaces_it(value: objec
     text, size = jsonb.encode(value, 10**9)
     assert text == json.dumps(value, ensure_ascii=False)
     assert size == len(text.encode("utf-8"))
+
+
+def test_stored_text_is_read_back_exactly_whatever_its_size() -> None:
+    huge = "1" + "0" * 5000  # more digits than Python reads into an int; jsonb holds it
+    value = jsonb.read('{"a": [' + huge + ", 0.10, 7]}")
+    assert value == {"a": [Decimal(huge), Decimal("0.10"), 7]}
+    assert jsonb.dumps(value) == '{"a": [' + huge + ", 0.10, 7]}"
