@@ -21,8 +21,8 @@ MAX_DEPTH = 64
 # numeric keeps at most this many digits after the decimal point (NUMERIC_DSCALE_MAX). Before
 # it, 131072 digits fit (NUMERIC_WEIGHT_MAX): more than any number within a float's range.
 MAX_FRACTION_DIGITS = 16383
-# The largest written exponent numeric_in takes, whatever the digits (even for zero): PostgreSQL
-# 16 and later take one more (PG_INT32_MAX / 2), 15 and older refuse that too.
+# The largest exponent, as written, that numeric_in takes whatever the digits (even for zero)
+# in every PostgreSQL: 15 and older refuse INT_MAX / 2 and beyond, 16 and later only beyond it.
 MAX_EXPONENT = (2**31 - 1) // 2 - 1
 # A JSON integer of this many digits or fewer is below 1e308, within a float's range.
 _FLOAT_SAFE_DIGITS = 308

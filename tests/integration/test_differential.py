@@ -7,10 +7,10 @@ makes of each document (`SELECT <document>::jsonb::text`); from that, and from t
 documented rules (no number beyond a float or written with an exponent beyond ±1073741822, at
 most 64 levels, bodies bounded as stored), the exact answer is known beforehand: the API must
 give it. Duplicate keys are resolved first (the last value is kept, as jsonb keeps it): a value
-replaced by a later duplicate is never stored, so it has no say. A 200 must have stored exactly what
-PostgreSQL makes of the document, equal in meaning to what was sent; GET /jobs/<id> and a real
-delivery (claimed by the dispatcher's query, sent to a real receiver) must carry it back, within
-SCHEDULER_MAX_BODY_BYTES. PUT /cron/<id> and the list routes' query strings get the same
+replaced by a later duplicate is never stored, so it has no say. A 200 must have stored exactly
+what PostgreSQL makes of the document, equal in meaning to what was sent; GET /jobs/<id> and a
+real delivery (claimed by the dispatcher's query, sent to a real receiver) must carry it back,
+within SCHEDULER_MAX_BODY_BYTES. PUT /cron/<id> and the list routes' query strings get the same
 treatment with what they take; nothing may ever be a 5xx.
 """
 
@@ -290,6 +290,7 @@ def leader(db: psycopg.Connection[Any]) -> None:
 @example(document="-1e400")
 @example(document="[" + ",".join(["1e300"] * 30) + "]")
 @example(document="[1e-16383]")
+@example(document="[1e-7000, -0.00, 1.50, 12345678901234567890123]")
 @example(document='{"a": 1, "a": 0.1000000000000000000001}')
 @example(document="[1.7976931348623157e308, -1.7976931348623158e308]")
 @example(document="1.7976931348623159e308")
