@@ -55,14 +55,15 @@ def delete_job() -> Response:
 @bp.post("/cron")
 def replace_crons() -> Response:
     data = web.load(schemas.ReplaceCronsSchema, web.json_body())
+    parsed = [(entry["id"], cron.parse_spec(entry["spec"])) for entry in data["jobs"]]
     definitions = [
-        jobs.CronDefinition(
-            id=entry["id"], spec=entry["spec"], timezone=cron.parse_spec(entry["spec"]).timezone
-        )
-        for entry in data["jobs"]
+        jobs.CronDefinition(id=cron_id, spec=spec.spec, timezone=spec.timezone)
+        for cron_id, spec in parsed
     ]
     web.db().replace_crons(definitions)
     logger.info("cron set replaced with %d crons", len(definitions), extra={"action": "set_crons"})
+    for cron_id, spec in parsed:
+        cron_routes.warn_if_never_fires(cron_id, spec)
     return Response(status=200)
 
 

@@ -20,6 +20,9 @@ def create_app(settings: config.Settings | None = None) -> Flask:
     settings = settings or config.Settings.from_env()
     logs.configure_logging(settings.log_level, settings.log_format)
     app = Flask(__name__, static_folder=None)
+    # Werkzeug would answer /cron//x with a redirect to /cron/x whose body is an HTML page, which
+    # Flask sends past every error handler; without it the path is a JSON 404.
+    app.url_map.merge_slashes = False
     app.config["SETTINGS"] = settings
     pool = db.open_pool(settings.database_url, settings.db_pool_size, name="web")
     atexit.register(pool.close)
@@ -30,14 +33,22 @@ def create_app(settings: config.Settings | None = None) -> Flask:
     )
     app.register_blueprint(api.bp)
     _register_error_handlers(app)
-    web_metrics.init_web_metrics(app)
+    web_metrics.init_web_metrics(app, settings)
     return app
 
 
 def _register_error_handlers(app: Flask) -> None:
     @app.errorhandler(web.RequestRejected)
     def rejected(exc: web.RequestRejected) -> Response:
-        return web.error_body(exc.status, exc.code, exc.message, exc.fields)
+        response = web.error_body(exc.status, exc.code, exc.message, exc.fields)
+        response.headers.update(exc.headers)
+        return response
+
+    @app.errorhandler(errors.InvalidValue)
+    def invalid_value(exc: errors.InvalidValue) -> Response:
+        # Validation should have refused the value first; this is the net under it.
+        logger.warning("PostgreSQL refused a value: %s", exc, extra={"action": "invalid_value"})
+        return web.error_body(400, "invalid_request", f"PostgreSQL refused a value: {exc}.")
 
     @app.errorhandler(errors.JobNotFound)
     @app.errorhandler(errors.CronNotFound)

@@ -63,6 +63,7 @@ class Settings:
     batch_limit: int = DEFAULT_BATCH_LIMIT
     heartbeat_max_age: float = DEFAULT_HEARTBEAT_MAX_AGE
     metrics_port: int = DEFAULT_METRICS_PORT
+    metrics_public: bool = False
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     send_raw_secret: bool = True
     log_format: str = LOG_FORMATS[0]
@@ -136,6 +137,7 @@ class Settings:
             log_level=_choice(env, "SCHEDULER_LOG_LEVEL", DEFAULT_LOG_LEVEL, LOG_LEVELS),
             log_format=_choice(env, "SCHEDULER_LOG_FORMAT", LOG_FORMATS[0], LOG_FORMATS),
             metrics_port=_int(env, "SCHEDULER_METRICS_PORT", DEFAULT_METRICS_PORT, 0, 65535),
+            metrics_public=_bool(env, "SCHEDULER_METRICS_PUBLIC", False),
             send_raw_secret=_bool(env, "SCHEDULER_SEND_RAW_SECRET", True),
             max_body_bytes=_int(
                 env, "SCHEDULER_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, 1024, 64 * 1024 * 1024

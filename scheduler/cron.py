@@ -54,6 +54,9 @@ from apscheduler.triggers.interval import IntervalTrigger
 from scheduler import errors
 
 MAX_SPEC_LENGTH = 200
+# A spec that no date matches is accepted, as the seed accepts it (refusing it would fail an
+# application's whole cron set at deploy), and said to never fire.
+NEVER_FIRES = "No date matches this spec (such as February 30): the cron never fires."
 DEFAULT_TIMEZONE = "UTC"
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -98,11 +101,13 @@ _HOST_ZONE_NAMES = frozenset({"localtime", "local"})
 
 @dataclass(frozen=True)
 class CronSpec:
-    """A parsed spec: the text as given, its IANA zone, and the trigger the dispatcher schedules."""
+    """A parsed spec: the text as given, its IANA zone, the trigger the dispatcher schedules, and
+    whether no date matches it (NEVER_FIRES)."""
 
     spec: str
     timezone: str
     trigger: BaseTrigger
+    never_fires: bool = False
 
 
 @dataclass(frozen=True)
@@ -269,10 +274,11 @@ def parse_spec(spec: str) -> CronSpec:
         _fail(spec, "spec is empty")
     zone, body = _split_zone(spec, text)
     if body.startswith("@"):
-        trigger = _descriptor_trigger(spec, body, zone)
-    else:
-        trigger = _schedule_trigger(_parse_fields(spec, body.split()), zone)
-    return CronSpec(spec=spec, timezone=zone.key, trigger=trigger)
+        return CronSpec(spec, zone.key, _descriptor_trigger(spec, body, zone))
+    schedule = _parse_fields(spec, body.split())
+    # With both day fields restricted, a weekday always comes round (cron's OR rule).
+    never_fires = schedule.weekdays_star and not _days_can_fire(schedule)
+    return CronSpec(spec, zone.key, _schedule_trigger(schedule, zone), never_fires)
 
 
 def next_fire_times(spec: CronSpec, after: datetime, count: int) -> list[datetime]:
@@ -496,9 +502,7 @@ def _wall_trigger(schedule: _Schedule, tz: timezone | ZoneInfo) -> BaseTrigger:
     }
     days = _expression(schedule.days, _DAY)
     weekdays = _weekday_expression(schedule.weekdays)
-    days_can_fire = any(
-        day <= _MONTH_DAYS[month - 1] for month in schedule.months for day in schedule.days
-    )
+    days_can_fire = _days_can_fire(schedule)
     if schedule.days_star or schedule.weekdays_star:
         # CronTrigger would scan every year up to 9999 (about a second) before giving up on
         # "30 Feb"; an end date in the past makes it answer None at once.
@@ -512,6 +516,11 @@ def _wall_trigger(schedule: _Schedule, tz: timezone | ZoneInfo) -> BaseTrigger:
         return by_weekday
     by_day = CronTrigger(**common, day=days, day_of_week="*", timezone=tz)
     return OrTrigger([by_day, by_weekday])
+
+
+def _days_can_fire(schedule: _Schedule) -> bool:
+    """Whether a day of the month the spec names exists in a month it names (not February 30)."""
+    return any(day <= _MONTH_DAYS[month - 1] for month in schedule.months for day in schedule.days)
 
 
 def _expression(values: frozenset[int], kind: _FieldKind) -> str:

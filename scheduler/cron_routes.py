@@ -18,13 +18,27 @@ bp = Blueprint("crons", __name__, url_prefix="/cron")
 
 def describe(status: jobs.CronStatus, now: dt.datetime) -> dict[str, Any]:
     """A cron as the API shows it, with its next fire time computed by the dispatcher's code."""
-    upcoming = cron.next_fire_times(cron.parse_spec(status.cron.spec), now, 1)
+    parsed = cron.parse_spec(status.cron.spec)
+    upcoming = cron.next_fire_times(parsed, now, 1)
     return {
         **vars(status.cron),
         "next_fire_at": upcoming[0] if upcoming and not status.cron.paused else None,
         "last_state": status.last_state,
         "last_status": status.last_status,
+        "warning": cron.NEVER_FIRES if parsed.never_fires else None,
     }
+
+
+def warn_if_never_fires(cron_id: str, spec: cron.CronSpec) -> None:
+    """Log a warning for a cron being set to a spec that never fires."""
+    if spec.never_fires:
+        logger.warning(
+            "cron %s set to %r, which never fires: %s",
+            cron_id,
+            spec.spec,
+            cron.NEVER_FIRES,
+            extra={"action": "cron_never_fires", "cron_id": cron_id},
+        )
 
 
 def one_cron(cron_id: str) -> Response:
@@ -67,13 +81,13 @@ def get_cron(cron_id: str) -> Response:
 def put_cron(cron_id: str) -> Response:
     data = web.load(schemas.PutCronSchema, web.json_body())
     spec = schemas.zoned_spec(data["spec"], data["timezone"])
-    definition = jobs.CronDefinition(
-        id=new_cron_id(cron_id), spec=spec, timezone=cron.parse_spec(spec).timezone
-    )
+    parsed = cron.parse_spec(spec)
+    definition = jobs.CronDefinition(id=new_cron_id(cron_id), spec=spec, timezone=parsed.timezone)
     web.db().put_cron(definition)
     logger.info(
         "cron %s set to %r", cron_id, spec, extra={"action": "put_cron", "cron_id": cron_id}
     )
+    warn_if_never_fires(cron_id, parsed)
     return one_cron(cron_id)
 
 

@@ -10,8 +10,9 @@ from typing import Any
 
 import psycopg
 import psycopg_pool
+from psycopg.types.json import set_json_loads
 
-from scheduler import errors
+from scheduler import errors, jsonb
 
 # libpq keepalives so a silently dropped connection fails in seconds, not hours.
 KEEPALIVES: dict[str, Any] = {
@@ -30,13 +31,38 @@ _handed_out_at: weakref.WeakKeyDictionary[psycopg.Connection[Any], float] = (
 )
 
 
+# SQLSTATE classes caused by the values sent rather than by the server's state (data exceptions,
+# integrity constraint violations, program limits): sending them again cannot succeed.
+_VALUE_CLASSES = ("22", "23", "54")
+
+
 @contextlib.contextmanager
 def wrap_errors() -> Iterator[None]:
-    """The one place driver errors become domain errors."""
+    """The one place driver errors become domain errors.
+
+    :raise errors.Conflict: a unique constraint refused a row.
+    :raise errors.InvalidValue: PostgreSQL (or psycopg, before sending) refused a value.
+    :raise errors.StoreUnavailable: the database cannot be reached or answer.
+    """
     try:
         yield
+    except psycopg.errors.UniqueViolation as exc:
+        raise errors.Conflict(_primary_message(exc)) from exc
+    except (psycopg.DataError, psycopg.IntegrityError) as exc:
+        raise errors.InvalidValue(_primary_message(exc)) from exc
     except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
+        if (exc.sqlstate or "")[:2] in _VALUE_CLASSES:
+            raise errors.InvalidValue(_primary_message(exc)) from exc
         raise errors.StoreUnavailable(str(exc).strip() or "database unavailable") from exc
+    except UnicodeEncodeError as exc:
+        # psycopg encodes text for the server itself; a lone surrogate cannot be encoded.
+        raise errors.InvalidValue("a string is not valid Unicode") from exc
+
+
+def _primary_message(exc: psycopg.Error) -> str:
+    """The server's one-line message, without the detail that may quote the data."""
+    lines = str(exc).strip().splitlines()
+    return exc.diag.message_primary or (lines[0] if lines else type(exc).__name__)
 
 
 def connect(database_url: str, **kwargs: Any) -> psycopg.Connection[Any]:
@@ -59,11 +85,18 @@ def open_pool(database_url: str, max_size: int, name: str) -> psycopg_pool.Conne
         # No `reset` callback: with one, the pool returns every connection through a worker
         # thread, a handoff per request.
         check=_check_if_idle,
+        configure=_read_json_exactly,
         timeout=5,
         max_lifetime=1800,
         name=name,
         open=True,
     )
+
+
+def _read_json_exactly(conn: psycopg.Connection[Any]) -> None:
+    # psycopg would read a jsonb number into a float: 1.10 as 1.1, and 0.1000000000000000001
+    # as 0.1. Bodies come back as they are stored.
+    set_json_loads(jsonb.read, conn)
 
 
 def _check_if_idle(conn: psycopg.Connection[Any]) -> None:

@@ -1,6 +1,18 @@
-"""Domain errors; the class docstring is the default message."""
+"""Domain errors, the class docstring being the default message, and the JSON body of an HTTP
+error, which both processes answer with."""
 
 from __future__ import annotations
+
+import json
+from typing import Any
+
+
+def http_body(code: str, message: str, fields: dict[Any, Any] | None = None) -> str:
+    """The one JSON body of every non-2xx answer, from the API and from both metrics endpoints."""
+    error: dict[str, Any] = {"code": code, "message": message}
+    if fields is not None:
+        error["fields"] = fields
+    return json.dumps({"error": error})
 
 
 class SchedulerError(Exception):
@@ -54,6 +66,19 @@ class IdempotencyConflict(Conflict):
     def __init__(self, key: str) -> None:
         self.key = key
         super().__init__(f"idempotency key {key!r} was already used for a different request")
+
+
+class InvalidValue(SchedulerError):
+    """PostgreSQL refused a value of the request."""
+
+
+class BodyTooLarge(SchedulerError):
+    """A body is too large as stored."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(f"{size} bytes as stored, over the limit of {limit}")
 
 
 class StoreUnavailable(SchedulerError):

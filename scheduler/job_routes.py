@@ -24,7 +24,7 @@ def insert_batch() -> Response:
             "The request has invalid fields.",
             {"jobs": [f"Give between 1 and {limit} jobs."]},
         )
-    new = web.new_jobs(data["jobs"])
+    new = web.new_jobs(data["jobs"], "jobs")
     ids = web.insert(new, web.idempotency(data, None))
     logger.info("inserted a batch of %d jobs", len(ids), extra={"action": "insert_batch"})
     return web.dump(schemas.BatchResponse, {"ids": ids})

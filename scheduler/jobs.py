@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import secrets
 import threading
 import time
 from typing import Any
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
+ID_LENGTH = 26
 
 
 _last_id = 0
@@ -27,16 +29,28 @@ def new_job_id() -> str:
         value = max((int(time.time() * 1000) << 80) | secrets.randbits(80), _last_id + 1)
         _last_id = value
     chars = []
-    for _ in range(26):
+    for _ in range(ID_LENGTH):
         value, digit = divmod(value, 32)
         chars.append(_ALPHABET[digit])
     return "".join(reversed(chars))
 
 
+def job_payload(job_id: str, body: str) -> str:
+    """The message delivered for a job: its id, and its body's stored JSON text spliced in."""
+    return '{"id": ' + json.dumps(job_id) + ', "cron_id": "", "body": ' + body + "}"
+
+
+# What a job's message adds to its body, in bytes: a body of SCHEDULER_MAX_BODY_BYTES less this
+# is delivered in a message of SCHEDULER_MAX_BODY_BYTES.
+ENVELOPE_BYTES = len(job_payload("0" * ID_LENGTH, "").encode("utf-8"))
+
+
 @dataclasses.dataclass(frozen=True)
 class NewJob:
+    """A job to store; `body` is its JSON text, as jsonb.encode writes it."""
+
     id: str
-    body: Any
+    body: str
     run_at: dt.datetime
     max_attempts: int
 

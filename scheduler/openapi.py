@@ -62,7 +62,7 @@ class ErrorDetail(Schema):
         metadata={
             "description": "Machine-readable: `invalid_json`, `invalid_request`, `unauthorized`, "
             "`not_found`, `conflict`, `method_not_allowed`, `request_entity_too_large`, "
-            "`unavailable`, `not_ready` or `internal`."
+            "`unsupported_media_type`, `unavailable`, `not_ready` or `internal`."
         },
     )
     message = fields.String(required=True, metadata={"description": "For people."})
@@ -109,7 +109,8 @@ ERROR_MEANINGS = {
     401: "Missing or wrong Scheduler-Secret.",
     404: "Not found.",
     409: "Conflicts with the current state.",
-    413: "The body is larger than SCHEDULER_MAX_BODY_BYTES.",
+    413: "The body is larger than SCHEDULER_MAX_BODY_BYTES, as sent or as stored.",
+    415: "The body has a Content-Encoding; none is supported.",
     503: "The database is unavailable; see Retry-After.",
 }
 
@@ -152,6 +153,14 @@ def _operation(
             media_type["examples"] = BODY_EXAMPLES[body]
         operation["requestBody"] = {"required": True, "content": {JSON: media_type}}
         responses.setdefault("413", _json("Error", ERROR_MEANINGS[413]))
+        responses.setdefault("415", _json("Error", ERROR_MEANINGS[415]))
+        responses["415"]["headers"] = {
+            "Accept-Encoding": {
+                "description": "`identity`: the body must be sent as it is.",
+                "required": True,
+                "schema": {"type": "string"},
+            }
+        }
     if params:
         operation["parameters"] = params
     return operation

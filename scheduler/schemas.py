@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from decimal import Decimal
 from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
@@ -113,7 +114,8 @@ class Delay(fields.Field):
     """Seconds from now: a non-negative number, or an ISO 8601 duration string."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float | str):
+        # Request numbers arrive exact: an int, or a Decimal (jsonb.loads).
+        if isinstance(value, bool) or not isinstance(value, int | float | Decimal | str):
             raise ValidationError("Not a number of seconds or an ISO 8601 duration string.")
         try:
             seconds = parse_duration(value) if isinstance(value, str) else float(value)
@@ -308,6 +310,10 @@ class CronJobResponse(Schema):
     last_status = fields.Integer(allow_none=True)
     created_at = Timestamp()
     updated_at = Timestamp()
+    warning = fields.String(
+        allow_none=True,
+        metadata={"description": "Set when the cron can never fire (a spec such as February 30)."},
+    )
 
 
 class CronListResponse(Schema):

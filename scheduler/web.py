@@ -6,24 +6,22 @@ import dataclasses
 import datetime as dt
 import functools
 import hashlib
-import hmac
-import json
 import logging
-import re
 from typing import Any
 
 from flask import Response, current_app, request
 from marshmallow import Schema, ValidationError
 
-from scheduler import config, errors, jobs, schemas, store
+from scheduler import config, credentials, errors, jobs, jsonb, schemas, store
 from scheduler import group_commit as group_commit_module
 
 logger = logging.getLogger(__name__)
 
-SECRET_HEADER = "Scheduler-Secret"
+SECRET_HEADER = credentials.SECRET_HEADER
 IDEMPOTENCY_HEADER = "Idempotency-Key"
-MAX_DEPTH = 64
-_SURROGATE = re.compile("[\ud800-\udfff]")
+# The job field whose value is the client's own JSON: a problem inside it is reported on the
+# field, with its place inside given as a JSON Pointer.
+BODY_FIELD = "body"
 PUBLIC_ENDPOINTS = frozenset({"api.banner", "api.healthz", "api.readyz", "api.openapi"})
 
 
@@ -31,23 +29,28 @@ class RequestRejected(Exception):
     """A client error with the shape of our JSON error body."""
 
     def __init__(
-        self, status: int, code: str, message: str, fields: dict[str, Any] | None = None
+        self,
+        status: int,
+        code: str,
+        message: str,
+        fields: dict[Any, Any] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.fields = fields
+        self.headers = headers or {}
 
 
 def error_body(
-    status: int, code: str, message: str, fields: dict[str, Any] | None = None
+    status: int, code: str, message: str, fields: dict[Any, Any] | None = None
 ) -> Response:
     """The one JSON shape of every non-2xx answer."""
-    error: dict[str, Any] = {"code": code, "message": message}
-    if fields is not None:
-        error["fields"] = fields
-    return Response(json.dumps({"error": error}), status=status, mimetype="application/json")
+    return Response(
+        errors.http_body(code, message, fields), status=status, mimetype="application/json"
+    )
 
 
 def settings() -> config.Settings:
@@ -65,13 +68,7 @@ def require_secret() -> None:
     if request.endpoint in PUBLIC_ENDPOINTS:
         return
     given = request.headers.get(SECRET_HEADER, "")
-    # Digests have one length whatever was sent, and every secret is compared without stopping
-    # early, so the time taken reveals neither the length nor the closeness of a guess.
-    given_digest = _digest(given)
-    matched = False
-    for secret_digest in _secret_digests(settings().secrets):
-        matched |= hmac.compare_digest(given_digest, secret_digest)
-    if not matched:
+    if not credentials.matches(given, settings().secrets):
         problem = "missing" if not given else "wrong"
         logger.warning(
             "rejected a request with a %s secret from %s",
@@ -82,58 +79,57 @@ def require_secret() -> None:
         raise RequestRejected(401, "unauthorized", f"The {SECRET_HEADER} header is {problem}.")
 
 
-def _digest(value: str) -> bytes:
-    return hashlib.sha256(value.encode("utf-8", "surrogateescape")).digest()
-
-
-@functools.cache
-def _secret_digests(secrets: tuple[str, ...]) -> tuple[bytes, ...]:
-    return tuple(_digest(secret) for secret in secrets)
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def json_body() -> Any:
     """The request body as JSON that PostgreSQL can store, whatever its Content-Type.
 
-    Bodies over the size limit are refused (413) before they are read; NaN, Infinity, nesting
-    deeper than MAX_DEPTH, NUL characters and lone surrogates are refused (400).
+    A Content-Encoding is refused (415), bodies over the size limit are refused (413) before they
+    are read, and what jsonb.find_problem finds is refused (400) naming the field it is in.
     """
+    coding = request.headers.get("Content-Encoding", "").strip().lower()
+    if coding not in ("", "identity"):
+        raise RequestRejected(
+            415,
+            "unsupported_media_type",
+            "The body must be sent as it is: no Content-Encoding is supported.",
+            headers={"Accept-Encoding": "identity"},
+        )
     request.max_content_length = settings().max_body_bytes
     raw = request.get_data(cache=False)
     try:
-        value = json.loads(raw, parse_constant=_reject_constant)
+        value = jsonb.loads(raw)
     except (ValueError, RecursionError) as exc:
         raise RequestRejected(
             400, "invalid_json", f"The request body is not valid JSON: {exc}"
         ) from None
-    problem = unstorable(value)
+    problem = jsonb.find_problem(value)
     if problem:
-        raise RequestRejected(400, "invalid_json", f"The request body cannot be stored: {problem}")
+        raise RequestRejected(
+            400,
+            "invalid_json",
+            f"The request body cannot be stored: {problem.reason}.",
+            _problem_fields(problem),
+        )
     return value
 
 
-def unstorable(value: Any) -> str | None:
-    """Why PostgreSQL's jsonb (or sanity) would refuse `value`, or None when it is fine."""
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            return f"nesting deeper than {MAX_DEPTH} levels."
-        if isinstance(item, dict):
-            for key, child in item.items():
-                stack.append((key, depth))
-                stack.append((child, depth + 1))
-        elif isinstance(item, list):
-            stack.extend((child, depth + 1) for child in item)
-        elif isinstance(item, str):
-            if "\x00" in item:
-                return "a string contains \\u0000, which PostgreSQL cannot store."
-            if _SURROGATE.search(item):
-                return "a string contains a lone UTF-16 surrogate (not valid Unicode)."
-    return None
+def _problem_fields(problem: jsonb.Problem) -> dict[Any, Any] | None:
+    """The problem by field, as marshmallow reports field errors (list items by index); a place
+    inside a job's body is named in the message."""
+    keys = list(problem.path)
+    inside: tuple[str | int, ...] = ()
+    if BODY_FIELD in keys:
+        cut = keys.index(BODY_FIELD) + 1
+        keys, inside = keys[:cut], problem.path[cut:]
+    if not keys:
+        return None
+    if inside:
+        message = f"At {jsonb.pointer(inside)}: {problem.reason}."
+    else:
+        message = f"{problem.reason[0].upper()}{problem.reason[1:]}."
+    fields: Any = [message]
+    for key in reversed(keys):
+        fields = {key: fields}
+    return dict(fields)
 
 
 @functools.cache
@@ -164,26 +160,55 @@ def dump(schema: type[Schema], obj: Any, status: int = 200) -> Response:
 
 
 def json_response(value: Any, status: int = 200) -> Response:
-    """`value` as a JSON body, as it is; `dump` for anything a schema should shape."""
-    return Response(json.dumps(value), status=status, mimetype="application/json")
+    """`value` as a JSON body, as it is (decimals exact); `dump` for anything a schema should
+    shape."""
+    return Response(jsonb.dumps(value), status=status, mimetype="application/json")
 
 
 def no_content() -> Response:
     return Response(status=204)
 
 
-def new_jobs(items: list[dict[str, Any]]) -> list[jobs.NewJob]:
-    """Jobs from validated request items; a delay counts from now."""
+def new_jobs(items: list[dict[str, Any]], listed_in: str | None = None) -> list[jobs.NewJob]:
+    """Jobs from validated request items (those of the list field `listed_in`, if given); a delay
+    counts from now.
+
+    :raise RequestRejected: 413 when the bodies, counted as stored (1e300 as its 301 digits),
+        take more than one delivery holds (SCHEDULER_MAX_BODY_BYTES less the envelope).
+    """
     now = dt.datetime.now(dt.UTC)
-    return [
-        jobs.NewJob(
-            id=jobs.new_job_id(),
-            body=item["body"],
-            run_at=item["timestamp"] or now + dt.timedelta(seconds=item["delay"]),
-            max_attempts=item["max_attempts"] or settings().max_attempts,
+    budget = settings().max_body_bytes - jobs.ENVELOPE_BYTES
+    new = []
+    for index, item in enumerate(items):
+        try:
+            body, size = jsonb.encode(item["body"], budget)
+        except errors.BodyTooLarge:
+            raise _too_large_as_stored(index, listed_in) from None
+        budget -= size
+        new.append(
+            jobs.NewJob(
+                id=jobs.new_job_id(),
+                body=body,
+                run_at=item["timestamp"] or now + dt.timedelta(seconds=item["delay"]),
+                max_attempts=item["max_attempts"] or settings().max_attempts,
+            )
         )
-        for item in items
+    return new
+
+
+def _too_large_as_stored(index: int, listed_in: str | None) -> RequestRejected:
+    limit = settings().max_body_bytes
+    problem = [
+        f"Too large as stored: the job bodies of a request may take {limit - jobs.ENVELOPE_BYTES} "
+        f"bytes together (SCHEDULER_MAX_BODY_BYTES, {limit}, less the delivery's envelope), "
+        "counting numbers as PostgreSQL writes them (1e300 as 301 digits)."
     ]
+    fields: dict[Any, Any] = {BODY_FIELD: problem}
+    if listed_in is not None:
+        fields = {listed_in: {index: fields}}
+    return RequestRejected(
+        413, "request_entity_too_large", "The request is too large as stored.", fields
+    )
 
 
 def group_commit() -> group_commit_module.GroupCommit:
@@ -215,6 +240,13 @@ def idempotency(loaded: dict[str, Any], field_key: str | None) -> store.Idempote
             "invalid_request",
             f"The {IDEMPOTENCY_HEADER} header must be 1 to {schemas.MAX_KEY_LENGTH} characters.",
         )
+    unstorable = header_key is not None and jsonb.find_problem(header_key)
+    if unstorable:
+        raise RequestRejected(
+            400,
+            "invalid_request",
+            f"The {IDEMPOTENCY_HEADER} header cannot be stored: {unstorable.reason}.",
+        )
     if header_key is not None and field_key is not None and header_key != field_key:
         raise RequestRejected(
             400,
@@ -226,8 +258,8 @@ def idempotency(loaded: dict[str, Any], field_key: str | None) -> store.Idempote
     if key is None:
         return None
     asked = {k: v for k, v in loaded.items() if k != "idempotency_key"}
-    canonical = json.dumps(
-        [request.path, asked], sort_keys=True, separators=(",", ":"), default=_canonical
+    canonical = jsonb.dumps(
+        [request.path, asked], default=_canonical, sort_keys=True, separators=(",", ":")
     )
     return store.Idempotency(key, hashlib.sha256(canonical.encode("utf-8")).hexdigest())
 

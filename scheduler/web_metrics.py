@@ -1,4 +1,5 @@
-"""Request counts and latencies of the web process, served at GET /metrics without the secret.
+"""Request counts and latencies of the web process, served at GET /metrics to scrapers that send
+the secret (credentials.MetricsGuard), or to anyone with SCHEDULER_METRICS_PUBLIC=true.
 
 Gunicorn runs several worker processes. gunicorn_conf sets PROMETHEUS_MULTIPROC_DIR in the master,
 before any worker imports prometheus_client, so every worker writes its samples to files there and
@@ -17,6 +18,8 @@ from typing import TYPE_CHECKING
 import prometheus_client
 from flask import Flask, Response, g, request
 from prometheus_client import multiprocess
+
+from scheduler import config, credentials
 
 if TYPE_CHECKING:
     from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
@@ -39,13 +42,14 @@ REQUEST_DURATION = prometheus_client.Histogram(
 )
 
 
-def init_web_metrics(app: Flask) -> None:
+def init_web_metrics(app: Flask, settings: config.Settings) -> None:
     """Count and time every request of `app`, and answer GET /metrics in front of it."""
     app.before_request(_start_timer)
     app.after_request(_count_request)
-    app.wsgi_app = MetricsMount(  # type: ignore[method-assign]
-        app.wsgi_app, prometheus_client.make_wsgi_app(_registry())
+    metrics = credentials.MetricsGuard(
+        prometheus_client.make_wsgi_app(_registry()), settings.secrets, settings.metrics_public
     )
+    app.wsgi_app = MetricsMount(app.wsgi_app, metrics)  # type: ignore[method-assign]
 
 
 def _registry() -> prometheus_client.CollectorRegistry:
@@ -87,8 +91,9 @@ def _duration(method: str, route: str) -> prometheus_client.Histogram:
 class MetricsMount:
     """Answers GET /metrics before Flask routes the request.
 
-    Outside Flask's URL map on purpose: the API blueprint's secret check never sees it, and the
-    OpenAPI document, which must match the URL map route for route, describes the API only.
+    Outside Flask's URL map on purpose: it has a secret check of its own, which also accepts the
+    bearer token Prometheus sends, and the OpenAPI document, which must match the URL map route
+    for route, describes the API only.
     Anything else at /metrics falls through to Flask (and its JSON 404).
     """
 

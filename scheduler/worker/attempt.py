@@ -44,9 +44,7 @@ def build_payload(delivery: jobs.Delivery) -> bytes:
         return head.encode("utf-8")
     # The body is the database's JSON text already; splicing it avoids a parse and re-dump.
     body = delivery.body if delivery.body is not None else "null"
-    return ('{"id": ' + json.dumps(delivery.id) + ', "cron_id": "", "body": ' + body + "}").encode(
-        "utf-8"
-    )
+    return jobs.job_payload(delivery.id, body).encode("utf-8")
 
 
 def build_headers(

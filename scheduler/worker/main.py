@@ -33,8 +33,8 @@ def main(settings: config.Settings | None = None) -> None:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    port = metrics.serve(settings.metrics_port)
-    running = dispatcher.Dispatcher(settings, port)
+    server = metrics.serve(settings.metrics_port, settings.secrets, settings.metrics_public)
+    running = dispatcher.Dispatcher(settings, server.server_port if server else None)
     running.start()
     while not stop_requested.wait(SIGNAL_CHECK_SECONDS):
         pass

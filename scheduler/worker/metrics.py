@@ -1,4 +1,5 @@
-"""The dispatcher's Prometheus metrics, served on a port of their own (SCHEDULER_METRICS_PORT).
+"""The dispatcher's Prometheus metrics, served on a port of their own (SCHEDULER_METRICS_PORT) to
+scrapers that send the secret, as the web's /metrics is.
 
 Kept apart from the web's metrics so that the worker never imports flask and the web never
 imports requests. Each dispatcher is a process of its own, so prometheus_client's default
@@ -8,8 +9,14 @@ registry is enough; several on one host take successive ports.
 from __future__ import annotations
 
 import logging
+import socketserver
+import threading
+from typing import Any
+from wsgiref import simple_server
 
 import prometheus_client
+
+from scheduler import credentials
 
 logger = logging.getLogger(__name__)
 
@@ -68,27 +75,42 @@ for _outcome in OUTCOMES:
     DELIVERIES.labels(_outcome)
 
 
-def serve(port: int) -> int | None:
-    """Serve /metrics on 0.0.0.0 at `port`, or the next free one of PORT_RANGE, from a daemon
-    thread; the port, or None when off (0) or impossible.
+class MetricsServer(socketserver.ThreadingMixIn, simple_server.WSGIServer):
+    daemon_threads = True
 
-    No free port costs the metrics, never the dispatcher: it logs a warning and carries on.
+
+class _QuietHandler(simple_server.WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """A line on stderr per scrape would be noise; refused scrapes are logged as warnings."""
+
+
+def serve(port: int, secrets: tuple[str, ...], public: bool = False) -> MetricsServer | None:
+    """Serve the metrics on 0.0.0.0 at `port`, or the next free one of PORT_RANGE, from a daemon
+    thread; the server (its `server_port`), or None when off (0) or impossible.
+
+    Not prometheus_client.start_http_server: it serves its own app, with no place for the check
+    of the secret (skipped when `public`). No free port costs the metrics, never the dispatcher:
+    it logs a warning and carries on.
     """
     if port == 0:
         return None
+    app = credentials.MetricsGuard(prometheus_client.make_wsgi_app(), secrets, public)
     last_error: OSError | None = None
     for candidate in range(port, min(port + PORT_RANGE, 65536)):
         try:
-            prometheus_client.start_http_server(candidate, addr="0.0.0.0")
+            server = simple_server.make_server(
+                "0.0.0.0", candidate, app, MetricsServer, _QuietHandler
+            )
         except OSError as exc:
             last_error = exc
             continue
+        threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
         logger.info(
             "metrics served on port %d",
             candidate,
             extra={"action": "metrics_listen", "port": candidate},
         )
-        return candidate
+        return server
     logger.warning(
         "cannot serve metrics on ports %d to %d (%s); running without them",
         port,

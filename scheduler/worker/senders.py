@@ -62,6 +62,7 @@ class Senders:
         self.store = job_store
         self.capacity = settings.delivery_threads * SLOTS_PER_THREAD
         self.delivered = 0
+        self.attempted = 0
         self._on_room = on_room
         self._on_retry = on_retry
         self._may_send = may_send
@@ -125,6 +126,8 @@ class Senders:
                 dt.datetime.now(dt.UTC), 0, None, f"internal error: {type(exc).__name__}", None
             )
         self._results.put((item, outcome))
+        with self._lock:
+            self.attempted += 1
 
     # --- recording -------------------------------------------------------------------------
 

@@ -28,9 +28,12 @@ def at(seconds: float) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def scrape(url: str) -> Samples:
-    """Every sample at `url`, keyed by name and labels."""
-    response = requests.get(url, timeout=5)
+BEARER = {"Authorization": f"Bearer {support.SECRET}"}
+
+
+def scrape(url: str, headers: dict[str, str] = BEARER) -> Samples:
+    """Every sample at `url`, keyed by name and labels; the secret as Prometheus sends it."""
+    response = requests.get(url, headers=headers, timeout=5)
     assert response.status_code == 200, response.text
     assert response.headers["Content-Type"].startswith("text/plain")
     return {
@@ -58,6 +61,16 @@ def test_web_and_dispatcher_metrics_after_one_delivery(system: System) -> None:
     web_process = system.start("web", WEB_CONCURRENCY="2")
     system.start("worker", SCHEDULER_METRICS_PORT=str(metrics_port))
     dispatcher_url = f"http://127.0.0.1:{metrics_port}/metrics"
+
+    # Both metrics endpoints want the secret, as a bearer token or in Scheduler-Secret.
+    for url in (system.url + "/metrics", dispatcher_url):
+        for wrong in ({}, {"Authorization": "Bearer wrong-secret"}, {"Scheduler-Secret": "x"}):
+            response = requests.get(url, headers=wrong, timeout=5)
+            assert response.status_code == 401, (url, wrong)
+            assert response.json()["error"]["code"] == "unauthorized"
+            assert response.headers["WWW-Authenticate"].startswith("Bearer")
+        assert scrape(url, {"Scheduler-Secret": support.SECRET})
+        assert scrape(url, BEARER)
 
     refused = requests.post(
         system.url + "/insert", json={"timestamp": at(60), "body": {}}, timeout=5

@@ -159,3 +159,160 @@ def test_cron_preview_errors(
     response = client.get("/cron/next?" + query, headers=auth)
     assert response.status_code == 400
     assert problem in " ".join(response.get_json()["error"]["fields"][field])
+
+
+def job(body: str = "null") -> str:
+    """One job, due in 2030, with `body` as its raw JSON."""
+    return '{"timestamp": "2030-01-01T00:00:00Z", "body": ' + body + "}"
+
+
+def batch(*bodies: str) -> str:
+    return '{"jobs": [' + ", ".join(job(body) for body in bodies) + "]}"
+
+
+def method_of(path: str) -> str:
+    return "PUT" if path.startswith("/cron/") else "POST"
+
+
+def named(fields: dict[str, object], where: str) -> str:
+    """The messages `fields` has at `where` (dotted: "jobs.0.body")."""
+    node: object = fields
+    for key in where.split("."):
+        assert isinstance(node, dict), (fields, where)
+        node = node[key]
+    assert isinstance(node, list), (fields, where)
+    return " ".join(node)
+
+
+def count_rows(db: psycopg.Connection) -> object:
+    return db.execute(
+        "SELECT (SELECT count(*) FROM jobs) + (SELECT count(*) FROM crons)"
+    ).fetchone()
+
+
+# Values PostgreSQL cannot store, or that overflow a float, anywhere in a request: (path, raw
+# body, the field that `fields` names, words of its message).
+UNSTORABLE = [
+    ("/insert", job('{"a": 1e400}'), "body", "At /a: the number 1e400 is beyond a 64-bit float"),
+    ("/insert", job("-1e400"), "body", "The number -1e400 is beyond a 64-bit float"),
+    ("/jobs/batch", batch("1e999"), "jobs.0.body", "The number 1e999 is beyond"),
+    (
+        "/jobs/batch",
+        batch("1", '[1, {"x": -2E+309}]'),
+        "jobs.1.body",
+        "At /1/x: the number -2E+309",
+    ),
+    ("/insert", job("1" * 400), "body", "is beyond a 64-bit float"),
+    ("/insert", job("9" * 5000), "body", "(5000 characters) is beyond"),
+    ("/insert", job("1e-16384"), "body", "1e-16384 has 16384 digits after the decimal point"),
+    ("/insert", job("[0." + "0" * 16383 + "1]"), "body", "At /0: the number 0.00"),
+    ("/insert", job('{"z": 0e1073741823}'), "body", "At /z: the exponent of 0e1073741823"),
+    ("/insert", job("1e99999999999999999999"), "body", "is beyond a 64-bit float"),
+    ("/insert", job("-1e-99999999999999999999"), "body", "The exponent of -1e-9999"),
+    ("/insert", '{"delay": 1e400}', "delay", "1e400 is beyond"),
+    ("/insert", '{"delay": 1, "max_attempts": 1e999}', "max_attempts", "1e999 is beyond"),
+    ("/insert", '{"delay": 1, "bodyy": [1e400]}', "bodyy.0", "1e400 is beyond"),
+    ("/cron/c1", '{"spec": "* * * * *", "timezone": 1e400}', "timezone", "1e400 is beyond"),
+    ("/cron", '{"jobs": [{"id": "c1", "spec": "\\u0000"}]}', "jobs.0.spec", "\\u0000"),
+    ("/delete", '{"id": "\\udc00"}', "id", "lone UTF-16 surrogate"),
+]
+
+
+@pytest.mark.parametrize(("path", "raw", "where", "problem"), UNSTORABLE)
+def test_unstorable_values_are_a_400_naming_the_field(
+    client: FlaskClient,
+    auth: dict[str, str],
+    db: psycopg.Connection,
+    path: str,
+    raw: str,
+    where: str,
+    problem: str,
+) -> None:
+    response = client.open(path, method=method_of(path), data=raw.encode(), headers=auth)
+    assert response.status_code == 400, response.data[:500]
+    error = response.get_json()["error"]
+    assert error["code"] == "invalid_json"
+    assert "cannot be stored" in error["message"]
+    assert problem in named(error["fields"], where)
+    assert count_rows(db) == (0,)
+
+
+# Within the request limit, but 1e300 is stored and delivered as its 301 digits: (path, raw
+# body, the field that `fields` names).
+TOO_LARGE_AS_STORED = [
+    ("/insert", job("[" + ", ".join(["1e300"] * 4000) + "]"), "body"),
+    ("/jobs/batch", batch(*["[" + ",".join(["1e300"] * 500) + "]"] * 8), "jobs.6.body"),
+]
+
+
+@pytest.mark.parametrize(("path", "raw", "where"), TOO_LARGE_AS_STORED)
+def test_bodies_too_large_as_stored_are_a_413(
+    client: FlaskClient,
+    auth: dict[str, str],
+    db: psycopg.Connection,
+    path: str,
+    raw: str,
+    where: str,
+) -> None:
+    assert len(raw) < 1024 * 1024 // 10
+    response = client.post(path, data=raw.encode(), headers=auth)
+    assert response.status_code == 413
+    error = response.get_json()["error"]
+    assert error["code"] == "request_entity_too_large"
+    assert "may take 1048515 bytes together" in named(error["fields"], where)
+    assert "1e300 as 301 digits" in named(error["fields"], where)
+    assert count_rows(db) == (0,)
+
+
+def test_an_idempotency_key_header_that_cannot_be_stored_is_a_400(
+    client: FlaskClient, auth: dict[str, str], db: psycopg.Connection
+) -> None:
+    for key in ("key\x00", "key\ud800"):
+        response = client.post(
+            "/insert", data=job().encode(), headers={**auth, "Idempotency-Key": key}
+        )
+        assert response.status_code == 400
+        error = response.get_json()["error"]
+        assert error["code"] == "invalid_request"
+        assert "Idempotency-Key header cannot be stored" in error["message"]
+    assert count_rows(db) == (0,)
+
+
+# Bodies are never decoded: an encoded one is refused rather than read as JSON.
+ENCODED = [
+    ("/insert", job(), "gzip"),
+    ("/jobs/batch", batch("1"), "br"),
+    ("/cron/c1", '{"spec": "* * * * *"}', "deflate, identity"),
+    ("/cron", '{"jobs": []}', "x-custom"),
+    ("/delete", '{"id": "x"}', "compress"),
+]
+
+
+@pytest.mark.parametrize(("path", "raw", "coding"), ENCODED)
+def test_an_encoded_body_is_a_415(
+    client: FlaskClient,
+    auth: dict[str, str],
+    db: psycopg.Connection,
+    path: str,
+    raw: str,
+    coding: str,
+) -> None:
+    response = client.open(
+        path,
+        method=method_of(path),
+        data=raw.encode(),
+        headers={**auth, "Content-Encoding": coding},
+    )
+    assert response.status_code == 415
+    assert response.get_json()["error"]["code"] == "unsupported_media_type"
+    assert response.headers["Accept-Encoding"] == "identity"
+    assert count_rows(db) == (0,)
+
+
+def test_identity_is_the_one_content_encoding_accepted(
+    client: FlaskClient, auth: dict[str, str]
+) -> None:
+    response = client.post(
+        "/insert", json={"delay": 60}, headers={**auth, "Content-Encoding": " Identity "}
+    )
+    assert response.status_code == 200

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 import psycopg
+import pytest
 from flask.testing import FlaskClient
+
+from scheduler import cron
 
 
 def put(client: FlaskClient, auth: dict[str, str], cron_id: str, **body: str) -> dict:
@@ -78,3 +83,43 @@ def test_run_now_and_runs_history(
     assert client.get("/cron/nope/runs", headers=auth).status_code == 404
     paged = client.get("/cron/sync/runs?limit=1", headers=auth).get_json()
     assert len(paged["jobs"]) == 1 and paged["next_cursor"] == second.get_json()["id"]
+
+
+def test_a_spec_that_never_fires_is_kept_with_a_warning(
+    client: FlaskClient,
+    auth: dict[str, str],
+    db: psycopg.Connection,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="scheduler")
+    never = put(client, auth, "feb30", spec="0 0 30 2 *")
+    assert never["warning"] == cron.NEVER_FIRES
+    assert never["next_fire_at"] is None
+    response = client.post(
+        "/cron",
+        json={
+            "jobs": [
+                {"id": "feb30", "spec": "0 0 30 2 *"},
+                {"id": "apr31", "spec": "CRON_TZ=Europe/Paris 0 0 12 31 4 ?"},
+                {"id": "daily", "spec": "@daily"},
+            ]
+        },
+        headers=auth,
+    )
+    assert response.status_code == 200
+    assert db.execute("SELECT count(*) FROM crons").fetchone() == (3,)
+
+    listed = {c["id"]: c["warning"] for c in client.get("/cron", headers=auth).get_json()["jobs"]}
+    assert listed == {"apr31": cron.NEVER_FIRES, "daily": None, "feb30": cron.NEVER_FIRES}
+    assert client.get("/cron/apr31", headers=auth).get_json()["warning"] == cron.NEVER_FIRES
+    assert client.get("/cron/daily", headers=auth).get_json()["warning"] is None
+    # Paused or not, it never fires.
+    paused = client.post("/cron/feb30/pause", headers=auth).get_json()
+    assert paused["warning"] == cron.NEVER_FIRES
+
+    warned = [r for r in caplog.records if getattr(r, "action", None) == "cron_never_fires"]
+    assert [(r.levelname, r.cron_id) for r in warned] == [
+        ("WARNING", "feb30"),
+        ("WARNING", "feb30"),
+        ("WARNING", "apr31"),
+    ]

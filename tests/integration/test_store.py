@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+import secrets
+from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
+from flask import Flask
 
-from scheduler import db, jobs, store
+from scheduler import db, errors, jobs, store
 
 NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
 
@@ -31,7 +33,7 @@ def epoch(db_url: str) -> Iterator[int]:
 
 def insert(db_store: store.Store, run_at: dt.datetime, max_attempts: int = 3) -> str:
     job_id = jobs.new_job_id()
-    db_store.insert_jobs([jobs.NewJob(job_id, {"k": 1}, run_at, max_attempts)])
+    db_store.insert_jobs([jobs.NewJob(job_id, '{"k": 1}', run_at, max_attempts)])
     return job_id
 
 
@@ -272,3 +274,66 @@ def test_pruning_removes_old_delivered_and_cancelled_jobs_only(
         attempts = {row[0] for row in conn.execute("SELECT job_id FROM delivery_attempts")}
     assert left == {ids["failed"], recent, pending}
     assert attempts == {ids["failed"]}
+
+
+def refused(action: Callable[[], object]) -> errors.SchedulerError:
+    with pytest.raises(errors.SchedulerError) as caught:
+        action()
+    return caught.value
+
+
+def test_values_the_database_refuses_become_domain_errors(db_store: store.Store) -> None:
+    """Validation stops these first; if one ever slipped through, it would be the client's 400
+    (or a 409), never a 500, nor a 503 that invites a retry bound to fail again."""
+    existing = jobs.NewJob(jobs.new_job_id(), "1", NOW, 3)
+    db_store.insert_jobs([existing])
+    cases: list[tuple[Callable[[], object], type[errors.SchedulerError], str]] = [
+        # A unique constraint: the row exists.
+        (lambda: db_store.insert_jobs([existing, existing]), errors.Conflict, "duplicate key"),
+        # A check constraint (max_attempts > 0).
+        (
+            lambda: db_store.insert_jobs([jobs.NewJob(jobs.new_job_id(), "1", NOW, 0)]),
+            errors.InvalidValue,
+            "check constraint",
+        ),
+        # Data exceptions, found by PostgreSQL and by psycopg before sending.
+        (
+            lambda: db_store.insert_jobs([jobs.NewJob(jobs.new_job_id(), '"\\u0000"', NOW, 3)]),
+            errors.InvalidValue,
+            "unsupported Unicode escape",
+        ),
+        (
+            lambda: db_store.insert_jobs(
+                [jobs.NewJob(jobs.new_job_id(), "1e400000000000", NOW, 3)]
+            ),
+            errors.InvalidValue,
+            "numeric",
+        ),
+        (lambda: db_store.cancel_job("nul\x00"), errors.InvalidValue, "NUL"),
+        (lambda: db_store.cancel_job("\ud800"), errors.InvalidValue, "not valid Unicode"),
+        # A program limit (an index row too long for a btree, even compressed), once a 503.
+        (
+            lambda: db_store.put_cron(
+                jobs.CronDefinition(secrets.token_urlsafe(8000), "@daily", "UTC")
+            ),
+            errors.InvalidValue,
+            "index row",
+        ),
+    ]
+    for action, kind, words in cases:
+        error = refused(action)
+        assert type(error) is kind, (words, error)
+        assert words in str(error), error
+    assert db_store.list_crons() == []
+
+
+def test_a_refused_value_that_reached_the_app_is_a_400(app: Flask) -> None:
+    with app.test_request_context("/insert", method="POST"):
+        response = app.make_response(
+            app.handle_user_exception(errors.InvalidValue("value overflows numeric format"))
+        )
+    assert response.status_code == 400
+    assert response.get_json()["error"] == {
+        "code": "invalid_request",
+        "message": "PostgreSQL refused a value: value overflows numeric format.",
+    }

@@ -206,6 +206,13 @@ BAD_ENVIRONMENTS = [
     # SCHEDULER_LOG_LEVEL
     ("unknown log level", env(SCHEDULER_LOG_LEVEL="verbose"), "SCHEDULER_LOG_LEVEL", "DEBUG, INFO"),
     ("critical log level", env(SCHEDULER_LOG_LEVEL="CRITICAL"), "SCHEDULER_LOG_LEVEL", "one of"),
+    # SCHEDULER_METRICS_PUBLIC
+    (
+        "metrics public not a boolean",
+        env(SCHEDULER_METRICS_PUBLIC="sometimes"),
+        "SCHEDULER_METRICS_PUBLIC",
+        "true or false",
+    ),
     # Cross-field checks.
     (
         "retry cap below retry base",
@@ -310,3 +317,10 @@ def test_each_readme_default_is_the_default_and_the_variable_is_read(variable: s
     with pytest.raises(errors.ConfigError) as refused:
         config.Settings.from_env(env(**{variable: "\x00!"}))
     assert refused.value.variable == variable
+
+
+@pytest.mark.parametrize(("value", "public"), [(None, False), ("true", True), ("0", False)])
+def test_metrics_need_the_secret_unless_made_public(value: str | None, public: bool) -> None:
+    settings = config.Settings.from_env(env(SCHEDULER_METRICS_PUBLIC=value))
+
+    assert settings.metrics_public is public

@@ -973,3 +973,25 @@ def test_invalid_specs_say_what_is_wrong(spec: str, reason: str) -> None:
     assert reason in caught.value.reason
     assert caught.value.spec == spec
     assert reason in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("spec", "never"),
+    [
+        ("0 0 30 2 *", True),
+        ("0 0 0 30 Feb ?", True),
+        ("CRON_TZ=Europe/Paris 0 0 12 31 4 ?", True),
+        ("0 0 31 2,4,6,9,11 *", True),
+        ("0 0 31 2,3 *", False),
+        ("0 0 29 2 *", False),  # leap years
+        ("0 0 30 2 mon", False),  # either day field: every Monday of February
+        ("@daily", False),
+        ("@every 1h", False),
+        ("* * * * *", False),
+    ],
+)
+def test_a_spec_no_date_matches_is_known_to_never_fire(spec: str, never: bool) -> None:
+    parsed = cron.parse_spec(spec)
+    assert parsed.never_fires is never
+    after = datetime(2026, 1, 1, tzinfo=UTC)
+    assert (not cron.next_fire_times(parsed, after, 1)) is never

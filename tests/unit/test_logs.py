@@ -53,14 +53,14 @@ def json_lines(stream: io.StringIO) -> list[dict[str, Any]]:
 def test_json_line_has_the_base_fields_and_every_extra(stderr: io.StringIO) -> None:
     with contextlib.redirect_stderr(stderr):
         logs.configure_logging("INFO", "json")
-        logging.getLogger("scheduler.dispatcher").info(
+        logging.getLogger("scheduler.worker.dispatcher").info(
             "delivered %s (attempt %d)", "01J0ABCDEF", 2, extra=DELIVERY_EXTRA
         )
 
     (entry,) = json_lines(stderr)
     assert list(entry)[:4] == ["ts", "level", "logger", "message"]
     assert entry["level"] == "INFO"
-    assert entry["logger"] == "scheduler.dispatcher"
+    assert entry["logger"] == "scheduler.worker.dispatcher"
     assert entry["message"] == "delivered 01J0ABCDEF (attempt 2)"
     assert {key: entry[key] for key in DELIVERY_EXTRA} == DELIVERY_EXTRA
     assert "traceback" not in entry
@@ -103,13 +103,14 @@ def test_json_encodes_any_extra_value_and_keeps_its_own_fields(stderr: io.String
 def test_text_line_ends_with_the_extra_fields(stderr: io.StringIO) -> None:
     with contextlib.redirect_stderr(stderr):
         logs.configure_logging("INFO", "text")
-        logging.getLogger("scheduler.dispatcher").info(
+        logging.getLogger("scheduler.worker.dispatcher").info(
             "delivered %s", "01J0ABCDEF", extra=dict(DELIVERY_EXTRA, error="HTTP 500 from x=y")
         )
 
     (line,) = lines(stderr)
     assert (
-        " INFO scheduler.dispatcher: delivered 01J0ABCDEF action=deliver job_id=01J0ABCDEF" in line
+        " INFO scheduler.worker.dispatcher: delivered 01J0ABCDEF action=deliver job_id=01J0ABCDEF"
+        in line
     )
     assert line.endswith(' attempt=2 status=200 duration_ms=41 error="HTTP 500 from x=y"')
     assert "cron_id" not in line, "None values are left out of text lines"
@@ -121,7 +122,9 @@ def test_text_traceback_follows_the_line_with_its_fields(stderr: io.StringIO) ->
         try:
             raise KeyError("k")
         except KeyError:
-            logging.getLogger("scheduler.dispatcher").exception("failed", extra={"job_id": "j1"})
+            logging.getLogger("scheduler.worker.dispatcher").exception(
+                "failed", extra={"job_id": "j1"}
+            )
 
     first, *rest = lines(stderr)
     assert first.endswith("failed job_id=j1")

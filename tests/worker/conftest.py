@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -57,5 +58,5 @@ def epoch(db_url: str) -> Iterator[int]:
 def insert_due(job_store: store.Store, count: int, due_in: float = -1.0) -> list[str]:
     """`count` jobs due `due_in` seconds from now by the database's clock."""
     due = job_store.database_now() + dt.timedelta(seconds=due_in)
-    new = [jobs.NewJob(jobs.new_job_id(), {"n": n}, due, 3) for n in range(count)]
+    new = [jobs.NewJob(jobs.new_job_id(), json.dumps({"n": n}), due, 3) for n in range(count)]
     return job_store.insert_jobs(new)

@@ -55,8 +55,7 @@ def test_outcomes_that_pile_up_are_recorded_in_one_transaction(
         # Hold the recorder's first write: every other outcome queues up behind it meanwhile.
         blocker.execute("LOCK TABLE delivery_attempts IN EXCLUSIVE MODE")
         sending.submit(job_store.claim_due_jobs("test", 60, 10))
-        receiver.wait_for(10)
-        support.wait_until(lambda: sending._results.qsize() >= 9, timeout=10)
+        support.wait_until(lambda: sending.attempted == 10, timeout=10)
     support.wait_until(lambda: sending.in_flight() == 0, timeout=10)
     assert sending.close(5)
     with psycopg.connect(db_url) as conn:
