@@ -37,7 +37,7 @@ def insert_job() -> Response:
     logger.debug(
         "inserted job %s due %s",
         job_id,
-        job.run_at.isoformat(),
+        job.run_at.isoformat() if job.run_at else f"in {job.delay:g}s",
         extra={"action": "insert_job", "job_id": job_id},
     )
     # The seed's answer; JobIdResponse in the OpenAPI document, without a schema's dump per job.

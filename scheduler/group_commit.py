@@ -10,7 +10,6 @@ transaction holding its row has committed.
 
 from __future__ import annotations
 
-import datetime as dt
 import threading
 
 from scheduler import errors, jobs, store
@@ -34,7 +33,7 @@ class GroupCommit:
 
     def __init__(self, db: store.Store, announce_within: float) -> None:
         self._db = db
-        self._announce_within = dt.timedelta(seconds=announce_within)
+        self._announce_within = announce_within
         self._lock = threading.Lock()
         self._queue: list[_Waiting] = []
         self._writing = False
@@ -85,11 +84,11 @@ class GroupCommit:
                 successor.turn.set()
 
     def _write(self, group: list[_Waiting]) -> None:
-        # Jobs due sooner than the dispatcher's next look are announced to it (see
+        # Jobs due sooner than the dispatchers' next look are announced to them (see
         # Settings.announce_within).
-        horizon = dt.datetime.now(dt.UTC) + self._announce_within
+        horizon = self._announce_within
         try:
-            self._db.insert_jobs([w.job for w in group], announce_before=horizon)
+            self._db.insert_jobs([w.job for w in group], announce_within=horizon)
         except errors.StoreUnavailable as exc:
             # An instance per request: one raised in several threads would have its traceback
             # rewritten by each.
@@ -102,6 +101,6 @@ class GroupCommit:
             # One job the database refuses must not fail the others: write them one by one.
             for waiting in group:
                 try:
-                    self._db.insert_jobs([waiting.job], announce_before=horizon)
+                    self._db.insert_jobs([waiting.job], announce_within=horizon)
                 except Exception as single:
                     waiting.error = single

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import re
 import secrets
 import threading
 import time
@@ -12,6 +13,10 @@ from typing import Any
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
 ID_LENGTH = 26
+# Ids a client chooses (cron ids, idempotency-free names): letters, digits and `_.:-`, never only
+# dots (they would be path segments).
+NAME_MAX_LENGTH = 128
+NAME_PATTERN = re.compile(rf"(?!\.+\Z)[A-Za-z0-9_.:-]{{1,{NAME_MAX_LENGTH}}}\Z")
 
 
 _last_id = 0
@@ -47,12 +52,20 @@ ENVELOPE_BYTES = len(job_payload("0" * ID_LENGTH, "").encode("utf-8"))
 
 @dataclasses.dataclass(frozen=True)
 class NewJob:
-    """A job to store; `body` is its JSON text, as jsonb.encode writes it."""
+    """A job to store; `body` is its JSON text, as jsonb.encode writes it. It is due at `run_at`,
+    or `delay` seconds after it is stored by the database's clock when `run_at` is None."""
 
     id: str
     body: str
-    run_at: dt.datetime
+    run_at: dt.datetime | None
     max_attempts: int
+    delay: float | None = None
+
+    def due_within(self, seconds: float, now: dt.datetime) -> bool:
+        """Whether it is due less than `seconds` after `now`."""
+        if self.run_at is None:
+            return (self.delay or 0.0) < seconds
+        return self.run_at < now + dt.timedelta(seconds=seconds)
 
 
 @dataclasses.dataclass(frozen=True)

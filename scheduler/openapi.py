@@ -18,7 +18,7 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import Schema, fields, validate
 
-from scheduler import __version__, config, schemas
+from scheduler import __version__, config, jobs, schemas
 
 SECURITY_SCHEME = "SchedulerSecret"
 SECURITY: list[dict[str, list[str]]] = [{SECURITY_SCHEME: []}]
@@ -43,7 +43,7 @@ def ecma_pattern(regex: re.Pattern[Any]) -> str:
 
 
 ID_PATTERN = ecma_pattern(schemas.ID_PATTERN)
-ID_LENGTH = {"minLength": 1, "maxLength": 128}
+ID_LENGTH = {"minLength": 1, "maxLength": jobs.NAME_MAX_LENGTH}
 # schemas.parse_duration as one regular expression: no years or months, and neither a bare `P`
 # nor a `T` without a number after it.
 DURATION_PATTERN = (

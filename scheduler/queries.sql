@@ -1,10 +1,12 @@
 -- insert_job --
--- Store a one-shot job and wake the dispatchers in the same transaction. The notice says in how
+-- Store a one-shot job, due at run_at or after a delay by the database's clock, and wake the
+-- dispatchers in the same transaction. The notice says in how
 -- many seconds it is due by the database's clock, then when (the due time as epoch seconds, the
 -- part an earlier version's dispatcher reads during a rolling deploy).
 WITH inserted AS (
     INSERT INTO jobs (id, body, run_at, next_attempt_at, max_attempts)
-    VALUES (%(id)s, %(body)s, %(run_at)s, %(run_at)s, %(max_attempts)s)
+    VALUES (%(id)s, %(body)s, coalesce(%(run_at)s, now() + make_interval(secs => %(delay)s)),
+        coalesce(%(run_at)s, now() + make_interval(secs => %(delay)s)), %(max_attempts)s)
     RETURNING next_attempt_at
 )
 SELECT pg_notify(
@@ -235,9 +237,10 @@ SELECT job_ids, request_hash FROM idempotency_keys WHERE key = %(key)s;
 
 -- insert_job_quietly --
 -- A job the dispatchers need not hear of now (due beyond their next look), or one of a batch,
--- which sends a single notification.
+-- which sends a single notification. As in insert_job, a delay counts on the database's clock.
 INSERT INTO jobs (id, body, run_at, next_attempt_at, max_attempts)
-VALUES (%(id)s, %(body)s, %(run_at)s, %(run_at)s, %(max_attempts)s);
+VALUES (%(id)s, %(body)s, coalesce(%(run_at)s, now() + make_interval(secs => %(delay)s)),
+        coalesce(%(run_at)s, now() + make_interval(secs => %(delay)s)), %(max_attempts)s);
 
 -- notify_jobs_due --
 -- Tell the dispatchers that several jobs were added at once, or that jobs are due now.

@@ -13,12 +13,12 @@ from scheduler import config, cron, errors
 from scheduler import jobs as jobs_module
 
 # Dots alone are refused: clients collapse "." and ".." in URL paths.
-ID_PATTERN = re.compile(r"(?!\.+\Z)[A-Za-z0-9_.:-]{1,128}\Z")
+ID_PATTERN = jobs_module.NAME_PATTERN
 ID_MESSAGE = "Must be 1 to 128 characters of letters, digits, '_', '.', ':' or '-', not only dots."
 ZONE_PATTERN = re.compile(r"[A-Za-z0-9_+/-]{1,64}\Z")
 MAX_CRONS = 10_000
 MAX_PREVIEW = 100
-MAX_SPEC_LENGTH = 200
+MAX_SPEC_LENGTH = cron.MAX_SPEC_LENGTH
 MAX_KEY_LENGTH = 255
 MAX_DELAY_SECONDS = 10 * 366 * 24 * 3600
 DEFAULT_PAGE = 50

@@ -77,6 +77,7 @@ def _job_params(job: jobs.NewJob) -> dict[str, Any]:
         # Already JSON text (jsonb.encode), written once by the web process to measure it.
         "body": Jsonb(job.body, dumps=_as_is),
         "run_at": job.run_at,
+        "delay": job.delay,
         "max_attempts": job.max_attempts,
     }
 
@@ -166,16 +167,19 @@ class Store:
         self,
         new_jobs: Sequence[jobs.NewJob],
         key: Idempotency | None = None,
-        announce_before: dt.datetime | None = None,
+        announce_within: float | None = None,
     ) -> list[str]:
         """Insert jobs in one transaction, or return what an earlier request with `key` made.
 
-        Jobs due before `announce_before` (every job when it is None) wake the dispatcher with a
-        notification; it finds later ones on its own periodic look.
+        Jobs due within `announce_within` seconds (every job when it is None) wake the
+        dispatchers with a notification; they find later ones on their own periodic look.
 
         :raise errors.IdempotencyConflict: `key` was used for a different request.
         """
-        announce = announce_before is None or any(j.run_at < announce_before for j in new_jobs)
+        now = dt.datetime.now(dt.UTC)
+        announce = announce_within is None or any(
+            j.due_within(announce_within, now) for j in new_jobs
+        )
         single = QUERIES["insert_job"] if announce else QUERIES["insert_job_quietly"]
         if key is None and len(new_jobs) == 1:
             # The hot path: one statement that commits by itself, no BEGIN and COMMIT round

@@ -171,12 +171,11 @@ def no_content() -> Response:
 
 def new_jobs(items: list[dict[str, Any]], listed_in: str | None = None) -> list[jobs.NewJob]:
     """Jobs from validated request items (those of the list field `listed_in`, if given); a delay
-    counts from now.
+    counts from when the database stores the job, by its clock.
 
     :raise RequestRejected: 413 when the bodies, counted as stored (1e300 as its 301 digits),
         take more than one delivery holds (SCHEDULER_MAX_BODY_BYTES less the envelope).
     """
-    now = dt.datetime.now(dt.UTC)
     budget = settings().max_body_bytes - jobs.ENVELOPE_BYTES
     new = []
     for index, item in enumerate(items):
@@ -189,8 +188,9 @@ def new_jobs(items: list[dict[str, Any]], listed_in: str | None = None) -> list[
             jobs.NewJob(
                 id=jobs.new_job_id(),
                 body=body,
-                run_at=item["timestamp"] or now + dt.timedelta(seconds=item["delay"]),
+                run_at=item["timestamp"],
                 max_attempts=item["max_attempts"] or settings().max_attempts,
+                delay=item["delay"],
             )
         )
     return new
@@ -223,8 +223,7 @@ def insert(new: list[jobs.NewJob], key: store.Idempotency | None) -> list[str]:
         # The common request: written together with those of concurrent requests.
         group_commit().insert(new[0])
         return [new[0].id]
-    horizon = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=settings().announce_within)
-    return db().insert_jobs(new, key, announce_before=horizon)
+    return db().insert_jobs(new, key, announce_within=settings().announce_within)
 
 
 def idempotency(loaded: dict[str, Any], field_key: str | None) -> store.Idempotency | None:

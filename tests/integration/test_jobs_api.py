@@ -33,6 +33,12 @@ def test_delay_schedules_relative_to_now(
     rows = dict(db.execute("SELECT id, run_at FROM jobs").fetchall())
     assert before + dt.timedelta(seconds=90) <= rows[numeric] <= after + dt.timedelta(seconds=90)
     assert before + dt.timedelta(hours=1) <= rows[iso] <= after + dt.timedelta(hours=1)
+    # Counted on the database's clock: exactly the delay after the row was written.
+    offsets = dict(db.execute("SELECT id, run_at - created_at FROM jobs").fetchall())
+    assert offsets == {numeric: dt.timedelta(seconds=90), iso: dt.timedelta(hours=1)}
+    assert db.execute("SELECT count(*) FROM jobs WHERE next_attempt_at <> run_at").fetchone() == (
+        0,
+    )
 
 
 def test_get_job_shows_state_timestamps_and_body(client: FlaskClient, auth: dict[str, str]) -> None:
