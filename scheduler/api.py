@@ -9,7 +9,7 @@ import logging
 
 from flask import Blueprint, Response
 
-from scheduler import cron, cron_routes, errors, job_routes, jobs, schemas, web
+from scheduler import cron, cron_routes, endpoint_routes, errors, job_routes, jobs, schemas, web
 from scheduler import openapi as openapi_spec
 
 logger = logging.getLogger(__name__)
@@ -18,6 +18,7 @@ bp = Blueprint("api", __name__)
 bp.before_request(web.require_secret)
 bp.register_blueprint(job_routes.bp)
 bp.register_blueprint(cron_routes.bp)
+bp.register_blueprint(endpoint_routes.bp)
 
 BANNER = "scheduler: HTTP callbacks at the time you asked for\n"
 
@@ -57,8 +58,13 @@ def replace_crons() -> Response:
     data = web.load(schemas.ReplaceCronsSchema, web.json_body())
     parsed = [(entry["id"], cron.parse_spec(entry["spec"])) for entry in data["jobs"]]
     definitions = [
-        jobs.CronDefinition(id=cron_id, spec=spec.spec, timezone=spec.timezone)
-        for cron_id, spec in parsed
+        jobs.CronDefinition(
+            id=cron_id,
+            spec=spec.spec,
+            timezone=spec.timezone,
+            endpoint=web.known_endpoint(entry["endpoint"], index, "jobs"),
+        )
+        for index, (entry, (cron_id, spec)) in enumerate(zip(data["jobs"], parsed, strict=True))
     ]
     web.db().replace_crons(definitions)
     logger.info("cron set replaced with %d crons", len(definitions), extra={"action": "set_crons"})

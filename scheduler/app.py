@@ -33,8 +33,22 @@ def create_app(settings: config.Settings | None = None) -> Flask:
     )
     app.register_blueprint(api.bp)
     _register_error_handlers(app)
+    _warn_of_unknown_endpoints(db_store, settings)
     web_metrics.init_web_metrics(app, settings)
     return app
+
+
+def _warn_of_unknown_endpoints(db_store: store.Store, settings: config.Settings) -> None:
+    try:
+        unknown = db_store.unknown_endpoints(list(settings.endpoints))
+    except errors.StoreUnavailable:
+        return
+    if unknown:
+        logger.warning(
+            "jobs or crons name endpoints this process does not know: %s (SCHEDULER_ENDPOINTS)",
+            ", ".join(unknown),
+            extra={"action": "unknown_endpoints"},
+        )
 
 
 def _register_error_handlers(app: Flask) -> None:
@@ -52,6 +66,7 @@ def _register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(errors.JobNotFound)
     @app.errorhandler(errors.CronNotFound)
+    @app.errorhandler(errors.EndpointNotFound)
     def not_found(exc: errors.SchedulerError) -> Response:
         return web.error_body(404, "not_found", str(exc))
 

@@ -25,7 +25,9 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 DEFAULT_TIMEOUT = 10.0
 _EXCERPT = 200
 T = TypeVar("T")
-_JOB_KEYS = frozenset({"body", "at", "delay", "max_attempts"})
+_JOB_KEYS = frozenset({"body", "at", "delay", "max_attempts", "endpoint"})
+# Marks a limit left as it is in `set_endpoint_limits` (None means unlimited).
+UNCHANGED: Any = object()
 _RFC3339 = re.compile(
     r"(?P<date>[0-9]{4}-[0-9]{2}-[0-9]{2})[Tt ](?P<time>[0-9]{2}:[0-9]{2}:[0-9]{2})"
     r"(?:\.(?P<fraction>[0-9]+))?(?P<offset>[Zz]|[+-][0-9]{2}:[0-9]{2})"
@@ -150,6 +152,7 @@ class Job:
     updated_at: dt.datetime
     finished_at: dt.datetime | None
     history: tuple[Attempt, ...] | None = None
+    endpoint: str = "default"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,6 +177,20 @@ class Cron:
     last_status: int | None
     created_at: dt.datetime | None
     updated_at: dt.datetime
+    endpoint: str = "default"
+
+
+@dataclasses.dataclass(frozen=True)
+class Endpoint:
+    """A configured endpoint: the limits in force (None: unlimited), paused, and what it holds."""
+
+    name: str
+    url: str
+    rate_limit: float | None
+    max_in_flight: int | None
+    paused: bool
+    in_flight: int
+    due: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -246,6 +263,7 @@ class Client:
         delay: float | dt.timedelta | None = None,
         max_attempts: int | None = None,
         idempotency_key: str | None = None,
+        endpoint: str | None = None,
     ) -> str:
         """Schedule one delivery of `body` at `at` or after `delay` (exactly one); its job id.
 
@@ -253,7 +271,9 @@ class Client:
         job instead of scheduling another, so a call that raised `ConnectionFailed` can be retried
         safely; the same key with other arguments raises `Conflict`.
         """
-        payload = _job_payload(body=body, at=at, delay=delay, max_attempts=max_attempts)
+        payload = _job_payload(
+            body=body, at=at, delay=delay, max_attempts=max_attempts, endpoint=endpoint
+        )
         if idempotency_key is not None:
             payload["idempotency_key"] = idempotency_key
         answer = self._request("POST", "/insert", json_body=payload)
@@ -264,7 +284,8 @@ class Client:
     ) -> builtins.list[str]:
         """Schedule several jobs atomically; their ids, in order.
 
-        Each item takes the keys of `insert`'s arguments: `body`, `at` or `delay`, `max_attempts`.
+        Each item takes the keys of `insert`'s arguments: `body`, `at` or `delay`, `max_attempts`,
+        `endpoint`.
         """
         items = []
         for index, item in enumerate(jobs):
@@ -292,6 +313,7 @@ class Client:
         after: dt.datetime | str | None = None,
         limit: int | None = None,
         cursor: str | None = None,
+        endpoint: str | None = None,
     ) -> Page:
         """One page of jobs, newest first; `before`/`after` bound their due time."""
         params = _query(
@@ -301,6 +323,7 @@ class Client:
             after=_time_param(after),
             limit=limit,
             cursor=cursor,
+            endpoint=endpoint,
         )
         return _parse(self._request("GET", "/jobs", params=params), _page)
 
@@ -311,6 +334,7 @@ class Client:
         before: dt.datetime | str | None = None,
         after: dt.datetime | str | None = None,
         limit: int | None = None,
+        endpoint: str | None = None,
     ) -> Iterator[Job]:
         """Every matching job, newest first, fetching pages of `limit` as they are consumed.
 
@@ -319,7 +343,7 @@ class Client:
         """
         cursor: str | None = None
         while True:
-            page = self.list(state, cron_id, before, after, limit, cursor)
+            page = self.list(state, cron_id, before, after, limit, cursor, endpoint)
             yield from page.jobs
             if page.next_cursor is None:
                 return
@@ -333,13 +357,21 @@ class Client:
         """Give a failed job a fresh budget of attempts, starting now; `Conflict` if not failed."""
         self._request("POST", _path("jobs", job_id, "retry"))
 
-    def set_crons(self, crons: Mapping[str, str] | Iterable[tuple[str, str]]) -> None:
-        """Replace the whole set of crons with `{id: spec}` (or `(id, spec)` pairs), atomically.
+    def set_crons(
+        self,
+        crons: Mapping[str, str | Mapping[str, Any]]
+        | Iterable[tuple[str, str | Mapping[str, Any]]],
+    ) -> None:
+        """Replace the whole set of crons with `{id: spec}` (or `(id, spec)` pairs), atomically;
+        instead of a spec, a mapping of the entry's fields (`{"spec": ..., "endpoint": ...}`).
 
         An empty set removes every cron. If any entry is invalid, nothing changes.
         """
         pairs = crons.items() if isinstance(crons, Mapping) else crons
-        entries = [{"id": cron_id, "spec": spec} for cron_id, spec in pairs]
+        entries = [
+            {"id": cron_id, **({"spec": spec} if isinstance(spec, str) else dict(spec))}
+            for cron_id, spec in pairs
+        ]
         self._request("POST", "/cron", json_body={"jobs": entries})
 
     def list_crons(self) -> builtins.list[Cron]:
@@ -350,15 +382,23 @@ class Client:
     def get_cron(self, cron_id: str) -> Cron:
         return _parse(self._request("GET", _path("cron", cron_id)), _cron)
 
-    def put_cron(self, cron_id: str, spec: str, timezone: str | None = None) -> Cron:
+    def put_cron(
+        self,
+        cron_id: str,
+        spec: str,
+        timezone: str | None = None,
+        endpoint: str | None = None,
+    ) -> Cron:
         """Create or redefine one cron, leaving the others alone.
 
         `timezone` is an IANA name, the same as a `CRON_TZ=` prefix on `spec` (give one, not
-        both); without either, the spec runs in UTC.
+        both); without either, the spec runs in UTC. `endpoint` names where it goes.
         """
         payload: dict[str, Any] = {"spec": spec}
         if timezone is not None:
             payload["timezone"] = timezone
+        if endpoint is not None:
+            payload["endpoint"] = endpoint
         return _parse(self._request("PUT", _path("cron", cron_id), json_body=payload), _cron)
 
     def delete_cron(self, cron_id: str) -> None:
@@ -402,6 +442,42 @@ class Client:
         params = _query(spec=spec, after=_time_param(after), count=count)
         answer = self._request("GET", "/cron/next", params=params)
         return _parse(answer, lambda data: [_parse_time(text) for text in data["next"]])
+
+    def endpoints(self) -> builtins.list[Endpoint]:
+        """Every configured endpoint, `default` first."""
+        answer = self._request("GET", "/endpoints")
+        return _parse(answer, lambda data: [Endpoint(**item) for item in data["endpoints"]])
+
+    def get_endpoint(self, name: str) -> Endpoint:
+        return _parse(self._request("GET", _path("endpoints", name)), lambda data: Endpoint(**data))
+
+    def set_endpoint_limits(
+        self, name: str, *, rate_limit: Any = UNCHANGED, max_in_flight: Any = UNCHANGED
+    ) -> Endpoint:
+        """Change an endpoint's limits at run time; one left UNCHANGED stays as it is, None
+        means unlimited. They win over the environment's until `reset_endpoint`."""
+        payload = {
+            key: value
+            for key, value in (("rate_limit", rate_limit), ("max_in_flight", max_in_flight))
+            if value is not UNCHANGED
+        }
+        answer = self._request("PATCH", _path("endpoints", name), json_body=payload)
+        return _parse(answer, lambda data: Endpoint(**data))
+
+    def reset_endpoint(self, name: str) -> Endpoint:
+        """Return an endpoint to the environment's limits."""
+        answer = self._request("POST", _path("endpoints", name, "reset"))
+        return _parse(answer, lambda data: Endpoint(**data))
+
+    def pause_endpoint(self, name: str) -> Endpoint:
+        """Hold an endpoint's deliveries; its jobs stay scheduled and cron ticks are recorded."""
+        answer = self._request("POST", _path("endpoints", name, "pause"))
+        return _parse(answer, lambda data: Endpoint(**data))
+
+    def resume_endpoint(self, name: str) -> Endpoint:
+        """Deliver again, in due order and within the limits."""
+        answer = self._request("POST", _path("endpoints", name, "resume"))
+        return _parse(answer, lambda data: Endpoint(**data))
 
     def dispatchers(self) -> builtins.list[Dispatcher]:
         """The live dispatchers, the leader first."""
@@ -564,6 +640,7 @@ def _job_payload(
     at: dt.datetime | str | None = None,
     delay: float | dt.timedelta | None = None,
     max_attempts: int | None = None,
+    endpoint: str | None = None,
 ) -> dict[str, Any]:
     if (at is None) == (delay is None):
         raise ValueError("Give exactly one of at and delay.")
@@ -576,6 +653,8 @@ def _job_payload(
         payload["delay"] = int(seconds) if float(seconds).is_integer() else seconds
     if max_attempts is not None:
         payload["max_attempts"] = max_attempts
+    if endpoint is not None:
+        payload["endpoint"] = endpoint
     return payload
 
 
@@ -637,6 +716,7 @@ def _job(data: dict[str, Any]) -> Job:
         updated_at=_parse_time(data["updated_at"]),
         finished_at=_optional_time(data.get("finished_at")),
         history=None if history is None else tuple(_attempt(item) for item in history),
+        endpoint=data.get("endpoint", "default"),
     )
 
 
@@ -656,4 +736,5 @@ def _cron(data: dict[str, Any]) -> Cron:
         last_status=data.get("last_status"),
         created_at=_optional_time(data.get("created_at")),
         updated_at=_parse_time(data["updated_at"]),
+        endpoint=data.get("endpoint", "default"),
     )

@@ -8,7 +8,7 @@ import re
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
-from scheduler import errors, logs
+from scheduler import errors, jobs, logs
 
 DEFAULT_PORT = 8080
 DEFAULT_CONNECT_TIMEOUT = 5.0
@@ -37,6 +37,22 @@ DEFAULT_LOG_LEVEL = "INFO"
 MAX_ATTEMPTS_LIMIT = 100
 MAX_SECONDS = 10.0**9
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+DEFAULT_ENDPOINT = jobs.DEFAULT_ENDPOINT
+MAX_RATE_LIMIT = 1_000_000.0
+MAX_IN_FLIGHT_LIMIT = 1_000_000
+ENDPOINT_SECRET_PREFIX = "SCHEDULER_ENDPOINT_SECRET_"
+
+
+@dataclasses.dataclass(frozen=True)
+class Endpoint:
+    """Where deliveries of a job or cron go: a name the API uses, a URL only the operator sets,
+    and the secrets its deliveries are signed with (the first also sent raw, where allowed)."""
+
+    name: str
+    url: str
+    secrets: tuple[str, ...]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +84,16 @@ class Settings:
     send_raw_secret: bool = True
     log_format: str = LOG_FORMATS[0]
     log_level: str = DEFAULT_LOG_LEVEL
+    named_endpoints: tuple[Endpoint, ...] = ()
+    rate_limit: float | None = None
+    max_in_flight: int | None = None
+    failure_endpoint: str | None = None
+
+    @property
+    def endpoints(self) -> dict[str, Endpoint]:
+        """Every endpoint by name: ENDPOINT as `default`, then SCHEDULER_ENDPOINTS'."""
+        default = Endpoint(DEFAULT_ENDPOINT, self.endpoint, self.secrets)
+        return {DEFAULT_ENDPOINT: default, **{e.name: e for e in self.named_endpoints}}
 
     @property
     def announce_within(self) -> float:
@@ -100,7 +126,7 @@ class Settings:
         env = os.environ if environ is None else environ
         return cls(
             database_url=read_database_url(env),
-            secrets=_secrets(env),
+            secrets=_secrets(env, "SECRET"),
             endpoint=_endpoint(env),
             port=_int(env, "PORT", DEFAULT_PORT, 1, 65535),
             connect_timeout=_float(env, "SCHEDULER_CONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT),
@@ -142,12 +168,21 @@ class Settings:
             max_body_bytes=_int(
                 env, "SCHEDULER_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, 1024, 64 * 1024 * 1024
             ),
+            named_endpoints=_named_endpoints(env, "SCHEDULER_ENDPOINTS"),
+            rate_limit=_optional_rate(env, "SCHEDULER_RATE_LIMIT"),
+            max_in_flight=_optional_int(env, "SCHEDULER_MAX_IN_FLIGHT", 1, MAX_IN_FLIGHT_LIMIT),
+            failure_endpoint=_optional_text(env, "SCHEDULER_FAILURE_ENDPOINT"),
         ).checked()
 
     def checked(self) -> Settings:
         """Cross-field checks that no single variable can express."""
         if self.retry_cap < self.retry_base:
             raise errors.ConfigError("SCHEDULER_RETRY_CAP", "must be at least SCHEDULER_RETRY_BASE")
+        if self.failure_endpoint is not None and self.failure_endpoint not in self.endpoints:
+            raise errors.ConfigError(
+                "SCHEDULER_FAILURE_ENDPOINT",
+                f"names no endpoint; configured: {', '.join(self.endpoints)}",
+            )
         return self
 
 
@@ -171,15 +206,70 @@ def _required(env: Mapping[str, str], name: str) -> str:
     return value
 
 
-def _secrets(env: Mapping[str, str]) -> tuple[str, ...]:
-    values = tuple(part.strip() for part in _required(env, "SECRET").split(","))
+def _secrets(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    values = tuple(part.strip() for part in _required(env, name).split(","))
     if any(not value for value in values):
-        raise errors.ConfigError("SECRET", "has an empty value in its comma-separated list")
+        raise errors.ConfigError(name, "has an empty value in its comma-separated list")
     if any(len(value) < 8 for value in values):
-        raise errors.ConfigError("SECRET", "must be at least 8 characters long")
+        raise errors.ConfigError(name, "must be at least 8 characters long")
     if any(not value.isprintable() or " " in value for value in values):
-        raise errors.ConfigError("SECRET", "must be printable characters without spaces")
+        raise errors.ConfigError(name, "must be printable characters without spaces")
     return values
+
+
+def endpoint_secret_variable(name: str) -> str:
+    """The variable holding an endpoint's own secrets: SCHEDULER_ENDPOINT_SECRET_<NAME>, the
+    name upper-cased with every character other than a letter or digit as `_`."""
+    return ENDPOINT_SECRET_PREFIX + re.sub(r"[^A-Z0-9]", "_", name.upper())
+
+
+def _named_endpoints(env: Mapping[str, str], variable: str) -> tuple[Endpoint, ...]:
+    """`name=url` pairs separated by whitespace (a URL may hold commas)."""
+    found: dict[str, Endpoint] = {}
+    owners: dict[str, str] = {}
+    for pair in env.get(variable, "").split():
+        name, equals, url = pair.partition("=")
+        if not equals or not jobs.NAME_PATTERN.match(name):
+            raise errors.ConfigError(
+                variable, f"{pair!r} is not name=url with a name of letters, digits and _.:-"
+            )
+        if name == DEFAULT_ENDPOINT or name in found:
+            reason = "is reserved for ENDPOINT" if name == DEFAULT_ENDPOINT else "appears twice"
+            raise errors.ConfigError(variable, f"the name {name!r} {reason}")
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise errors.ConfigError(variable, f"{name}: must be an http:// or https:// URL")
+        secret_variable = endpoint_secret_variable(name)
+        if secret_variable in owners:
+            raise errors.ConfigError(
+                variable, f"{owners[secret_variable]} and {name} share {secret_variable}"
+            )
+        owners[secret_variable] = name
+        own = env.get(secret_variable, "").strip()
+        secrets = _secrets(env, secret_variable) if own else _secrets(env, "SECRET")
+        found[name] = Endpoint(name, url, secrets)
+    return tuple(found.values())
+
+
+def _optional_rate(env: Mapping[str, str], name: str) -> float | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise errors.ConfigError(name, f"must be a number per second, got {raw!r}") from None
+    if not 0 < value <= MAX_RATE_LIMIT:
+        raise errors.ConfigError(name, f"must be above 0 and at most {MAX_RATE_LIMIT:g}, got {raw}")
+    return value
+
+
+def _optional_text(env: Mapping[str, str], name: str) -> str | None:
+    return env.get(name, "").strip() or None
+
+
+def _optional_int(env: Mapping[str, str], name: str, low: int, high: int) -> int | None:
+    return _int(env, name, 0, low, high) if env.get(name, "").strip() else None
 
 
 def _endpoint(env: Mapping[str, str]) -> str:

@@ -82,7 +82,12 @@ def put_cron(cron_id: str) -> Response:
     data = web.load(schemas.PutCronSchema, web.json_body())
     spec = schemas.zoned_spec(data["spec"], data["timezone"])
     parsed = cron.parse_spec(spec)
-    definition = jobs.CronDefinition(id=new_cron_id(cron_id), spec=spec, timezone=parsed.timezone)
+    definition = jobs.CronDefinition(
+        id=new_cron_id(cron_id),
+        spec=spec,
+        timezone=parsed.timezone,
+        endpoint=web.known_endpoint(data["endpoint"]),
+    )
     web.db().put_cron(definition)
     logger.info(
         "cron %s set to %r", cron_id, spec, extra={"action": "put_cron", "cron_id": cron_id}

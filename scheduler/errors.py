@@ -56,6 +56,14 @@ class CronNotFound(SchedulerError):
         super().__init__(f"no cron with id {cron_id!r}")
 
 
+class EndpointNotFound(SchedulerError):
+    """No endpoint of that name is configured."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"no endpoint named {name!r} is configured (SCHEDULER_ENDPOINTS)")
+
+
 class Conflict(SchedulerError):
     """The request conflicts with the current state."""
 

@@ -13,6 +13,9 @@ from typing import Any
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
 ID_LENGTH = 26
+# The endpoint named by ENDPOINT, which jobs and crons go to unless they name another.
+DEFAULT_ENDPOINT = "default"
+FAILED_EVENT = "job.failed"
 # Ids a client chooses (cron ids, idempotency-free names): letters, digits and `_.:-`, never only
 # dots (they would be path segments).
 NAME_MAX_LENGTH = 128
@@ -60,6 +63,7 @@ class NewJob:
     run_at: dt.datetime | None
     max_attempts: int
     delay: float | None = None
+    endpoint: str = DEFAULT_ENDPOINT
 
     def due_within(self, seconds: float, now: dt.datetime) -> bool:
         """Whether it is due less than `seconds` after `now`."""
@@ -82,6 +86,7 @@ class CronDefinition:
     id: str
     spec: str
     timezone: str
+    endpoint: str = DEFAULT_ENDPOINT
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +99,7 @@ class CronJob:
     created_at: dt.datetime | None
     updated_at: dt.datetime
     paused: bool = False
+    endpoint: str = DEFAULT_ENDPOINT
 
     @property
     def timer_id(self) -> str:
@@ -108,7 +114,8 @@ def cron_timer_id(revision: int) -> str:
 @dataclasses.dataclass(frozen=True)
 class Delivery:
     """A claimed job, ready to send; `body` is the stored JSON text, `claim_token` fences the
-    outcome of this claim."""
+    outcome of this claim. `event` is set on a notification, whose body is the whole message;
+    `held_back` is how long a pause or a limit kept it past its due time (seconds)."""
 
     id: str
     cron_id: str | None
@@ -117,6 +124,9 @@ class Delivery:
     attempts: int
     max_attempts: int
     claim_token: int
+    endpoint: str = DEFAULT_ENDPOINT
+    event: str | None = None
+    held_back: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,6 +146,7 @@ class JobRecord:
     created_at: dt.datetime
     updated_at: dt.datetime
     finished_at: dt.datetime | None
+    endpoint: str = DEFAULT_ENDPOINT
 
 
 @dataclasses.dataclass(frozen=True)

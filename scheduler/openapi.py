@@ -247,6 +247,8 @@ NEW_CRON_ID = [
 ]
 INVALID = ERROR_MEANINGS[400]
 NO_CRON = "No such cron."
+NO_ENDPOINT = "No endpoint of that name is configured."
+ENDPOINT_NAME = [_id_param("name", "An endpoint's name; `default` is ENDPOINT.", "billing")]
 NO_JOB = "No such job."
 REUSED_KEY = "The idempotency key was used for another request."
 
@@ -283,6 +285,8 @@ COMPONENTS: dict[str, type[Schema]] = {
     "CronList": schemas.CronListResponse,
     "CronPreview": schemas.CronPreviewResponse,
     "Dispatchers": schemas.DispatchersResponse,
+    "Endpoints": schemas.EndpointsResponse,
+    "PatchEndpoint": schemas.PatchEndpointSchema,
 }
 # Marshmallow dumps every field of these, so each property is always present in an answer.
 RESPONSE_COMPONENTS = (
@@ -297,6 +301,8 @@ RESPONSE_COMPONENTS = (
     "CronPreview",
     "Dispatchers",
     "Dispatcher",
+    "Endpoints",
+    "Endpoint",
 )
 # "Give exactly one of timestamp and delay" (a null counts as absent).
 ONE_OF_WHEN: list[dict[str, Any]] = [
@@ -338,6 +344,63 @@ def _paths() -> dict[str, dict[str, Any]]:
                 {"200": _json(READY, "Ready."), "503": _json("Error", "Not ready, and why.")},
                 tag="health",
                 public=True,
+            )
+        },
+        "/endpoints": {
+            "get": _operation(
+                "api.endpoints.list_endpoints",
+                "Every configured endpoint: the limits in force, paused, in flight and due.",
+                {"200": _json("Endpoints", "Endpoints."), **_errors()},
+                tag="endpoints",
+            )
+        },
+        "/endpoints/{name}": {
+            "get": _operation(
+                "api.endpoints.get_endpoint",
+                "One endpoint.",
+                {"200": _json("Endpoint", "The endpoint."), **_errors({404: NO_ENDPOINT})},
+                tag="endpoints",
+                params=ENDPOINT_NAME,
+            ),
+            "patch": _operation(
+                "api.endpoints.patch_endpoint",
+                "Change an endpoint's limits at run time (a field left out is unchanged; null: "
+                "unlimited). They win over SCHEDULER_RATE_LIMIT and SCHEDULER_MAX_IN_FLIGHT and "
+                "hold on every dispatcher within a second.",
+                {
+                    "200": _json("Endpoint", "The endpoint."),
+                    **_errors({400: INVALID, 404: NO_ENDPOINT}),
+                },
+                tag="endpoints",
+                body="PatchEndpoint",
+                params=ENDPOINT_NAME,
+            ),
+        },
+        "/endpoints/{name}/reset": {
+            "post": _operation(
+                "api.endpoints.reset_endpoint",
+                "Return an endpoint to the environment's limits.",
+                {"200": _json("Endpoint", "The endpoint."), **_errors({404: NO_ENDPOINT})},
+                tag="endpoints",
+                params=ENDPOINT_NAME,
+            )
+        },
+        "/endpoints/{name}/pause": {
+            "post": _operation(
+                "api.endpoints.pause_endpoint",
+                "Hold an endpoint's deliveries (jobs stay scheduled, cron ticks are recorded).",
+                {"200": _json("Endpoint", "Paused."), **_errors({404: NO_ENDPOINT})},
+                tag="endpoints",
+                params=ENDPOINT_NAME,
+            )
+        },
+        "/endpoints/{name}/resume": {
+            "post": _operation(
+                "api.endpoints.resume_endpoint",
+                "Deliver again, in due order and within the limits.",
+                {"200": _json("Endpoint", "Resumed."), **_errors({404: NO_ENDPOINT})},
+                tag="endpoints",
+                params=ENDPOINT_NAME,
             )
         },
         "/dispatchers": {
@@ -588,6 +651,7 @@ def document() -> dict[str, Any]:
         tags=[
             {"name": "jobs", "description": "One-off callbacks."},
             {"name": "crons", "description": "Recurring callbacks."},
+            {"name": "endpoints", "description": "Where deliveries go, and how fast."},
             {"name": "dispatchers", "description": "The processes that send deliveries."},
             {"name": "health", "description": "Probes and this document; no secret needed."},
         ],

@@ -4,9 +4,10 @@
 -- many seconds it is due by the database's clock, then when (the due time as epoch seconds, the
 -- part an earlier version's dispatcher reads during a rolling deploy).
 WITH inserted AS (
-    INSERT INTO jobs (id, body, run_at, next_attempt_at, max_attempts)
+    INSERT INTO jobs (id, body, run_at, next_attempt_at, max_attempts, endpoint)
     VALUES (%(id)s, %(body)s, coalesce(%(run_at)s, now() + make_interval(secs => %(delay)s)),
-        coalesce(%(run_at)s, now() + make_interval(secs => %(delay)s)), %(max_attempts)s)
+        coalesce(%(run_at)s, now() + make_interval(secs => %(delay)s)), %(max_attempts)s,
+        %(endpoint)s)
     RETURNING next_attempt_at
 )
 SELECT pg_notify(
@@ -34,12 +35,19 @@ UPDATE jobs SET state = 'cancelled', finished_at = now(), updated_at = now()
 WHERE cron_id = ANY(%(cron_ids)s) AND state = 'scheduled';
 
 -- upsert_cron --
--- Create a cron, or give it a new revision when its spec changed; an unchanged one keeps its timer.
-INSERT INTO crons (id, spec, timezone) VALUES (%(id)s, %(spec)s, %(timezone)s)
+-- Create a cron, or give it a new revision when its spec changed; an unchanged spec keeps its
+-- timer, and a new endpoint is taken without one.
+INSERT INTO crons (id, spec, timezone, endpoint)
+VALUES (%(id)s, %(spec)s, %(timezone)s, %(endpoint)s)
 ON CONFLICT (id) DO UPDATE
-SET spec = EXCLUDED.spec, timezone = EXCLUDED.timezone,
-    revision = nextval('cron_revisions'), last_fire_at = NULL, updated_at = now()
-WHERE crons.spec IS DISTINCT FROM EXCLUDED.spec;
+SET spec = EXCLUDED.spec, timezone = EXCLUDED.timezone, endpoint = EXCLUDED.endpoint,
+    revision = CASE WHEN crons.spec IS DISTINCT FROM EXCLUDED.spec
+                    THEN nextval('cron_revisions') ELSE crons.revision END,
+    last_fire_at = CASE WHEN crons.spec IS DISTINCT FROM EXCLUDED.spec
+                        THEN NULL ELSE crons.last_fire_at END,
+    updated_at = CASE WHEN crons.spec IS DISTINCT FROM EXCLUDED.spec
+                      THEN now() ELSE crons.updated_at END
+WHERE crons.spec IS DISTINCT FROM EXCLUDED.spec OR crons.endpoint IS DISTINCT FROM EXCLUDED.endpoint;
 
 -- notify_crons_changed --
 -- Tell the leader to resynchronise its cron timers.
@@ -47,13 +55,13 @@ SELECT pg_notify('scheduler', 'c');
 
 -- list_crons --
 -- Every cron with what the dispatcher needs to schedule it.
-SELECT id, spec, timezone, revision, paused, last_fire_at, created_at, updated_at
+SELECT id, spec, timezone, revision, paused, last_fire_at, created_at, updated_at, endpoint
 FROM crons ORDER BY id;
 
 -- list_crons_with_outcomes --
 -- Every cron with its latest run's state and HTTP status, for listings.
 SELECT c.id, c.spec, c.timezone, c.revision, c.paused, c.last_fire_at, c.created_at,
-       c.updated_at, last_run.state AS last_state, last_run.last_status AS last_status
+       c.updated_at, c.endpoint, last_run.state AS last_state, last_run.last_status AS last_status
 FROM crons c
 LEFT JOIN LATERAL (
     SELECT state, last_status FROM jobs
@@ -68,15 +76,65 @@ ORDER BY c.id;
 UPDATE jobs
 SET state = 'delivering', attempts = attempts + 1,
     leased_until = now() + make_interval(secs => %(lease_seconds)s),
-    claimed_by = %(dispatcher_id)s, claim_token = nextval('claim_tokens'), updated_at = now()
+    claimed_by = %(dispatcher_id)s, claim_token = nextval('claim_tokens'), run_requested = false,
+    updated_at = now()
 WHERE id IN (
     SELECT id FROM jobs
     WHERE state = 'scheduled' AND next_attempt_at <= now()
+      -- Endpoints paused or limited are claimed one by one (claim_endpoint_jobs).
+      AND endpoint <> ALL(%(held)s::text[])
     ORDER BY next_attempt_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 )
-RETURNING id, cron_id, body::text AS body, run_at, attempts, max_attempts, claim_token;
+RETURNING id, cron_id, body::text AS body, run_at, attempts, max_attempts, claim_token, endpoint,
+          event;
+
+-- claim_endpoint_jobs --
+-- A paused or limited endpoint's share, taken while its row in `endpoints` is locked (by
+-- lock_endpoint in the same transaction), so limits hold across dispatchers. While paused, only
+-- jobs an operator asked to run go. SKIP LOCKED as in claim_due_jobs.
+UPDATE jobs
+SET state = 'delivering', attempts = attempts + 1,
+    leased_until = now() + make_interval(secs => %(lease_seconds)s),
+    claimed_by = %(dispatcher_id)s, claim_token = nextval('claim_tokens'), run_requested = false,
+    updated_at = now()
+WHERE id IN (
+    SELECT id FROM jobs
+    WHERE state = 'scheduled' AND endpoint = %(endpoint)s AND next_attempt_at <= now()
+      AND (run_requested OR NOT %(paused)s)
+    ORDER BY next_attempt_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING id, cron_id, body::text AS body, run_at, attempts, max_attempts, claim_token, endpoint,
+          event, extract(epoch FROM now() - next_attempt_at)::float8 AS held_back;
+
+-- lock_endpoint --
+-- An endpoint's run-time state, its row locked for the rest of the transaction (made if absent).
+INSERT INTO endpoints (name) VALUES (%(endpoint)s)
+ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name
+RETURNING paused, rate_limit, rate_limit_set, max_in_flight, max_in_flight_set, tokens,
+          extract(epoch FROM now() - refilled_at)::float8 AS since_refill;
+
+-- count_in_flight --
+-- Deliveries in progress to one endpoint, across every dispatcher (jobs_endpoint_delivering_idx).
+SELECT count(*) AS in_flight FROM jobs WHERE state = 'delivering' AND endpoint = %(endpoint)s;
+
+-- save_tokens --
+-- What is left in an endpoint's token bucket after a claim.
+UPDATE endpoints SET tokens = %(tokens)s, refilled_at = now() WHERE name = %(endpoint)s;
+
+-- endpoint_due_in --
+-- Seconds until an endpoint's next claimable job is due (negative: overdue); NULL if none.
+SELECT extract(epoch FROM min(next_attempt_at) - now())::float8 AS due_in
+FROM jobs
+WHERE state = 'scheduled' AND endpoint = %(endpoint)s AND (run_requested OR NOT %(paused)s);
+
+-- endpoint_states --
+-- What every dispatcher caches to route its claims: which endpoints are paused or limited.
+SELECT name, paused, rate_limit, rate_limit_set, max_in_flight, max_in_flight_set
+FROM endpoints;
 
 -- record_attempt --
 -- History of one delivery attempt.
@@ -87,11 +145,28 @@ VALUES (%(job_id)s, %(attempt)s, %(started_at)s, %(duration_ms)s, %(status_code)
 ON CONFLICT (job_id, attempt) DO NOTHING;
 
 -- finish_delivery --
--- Close a delivery as delivered or failed; a job cancelled or re-claimed meanwhile is left alone.
-UPDATE jobs
-SET state = %(state)s, leased_until = NULL, claimed_by = NULL, claim_token = NULL,
-    last_status = %(status_code)s, last_error = %(error)s, finished_at = now(), updated_at = now()
-WHERE id = %(job_id)s AND state = 'delivering' AND claim_token = %(claim_token)s;
+-- Close a delivery as delivered or failed (a claim never sent, when `attempted` is false, does
+-- not count as an attempt); a job cancelled or re-claimed meanwhile is left alone. A job that
+-- ends failed makes a failure notification to `notice_endpoint` in the same statement, so
+-- exactly once per failure; a notification that fails makes none. CTE: the closed job.
+WITH finished AS (
+    UPDATE jobs
+    SET state = %(state)s, attempts = attempts - CASE WHEN %(attempted)s THEN 0 ELSE 1 END,
+        leased_until = NULL, claimed_by = NULL, claim_token = NULL,
+        last_status = %(status_code)s, last_error = %(error)s, finished_at = now(),
+        updated_at = now()
+    WHERE id = %(job_id)s AND state = 'delivering' AND claim_token = %(claim_token)s
+    RETURNING id, cron_id, endpoint, attempts, last_status, last_error, run_at, event, state
+)
+INSERT INTO jobs (id, body, run_at, next_attempt_at, max_attempts, endpoint, event)
+SELECT %(notice_id)s,
+       jsonb_build_object('event', 'job.failed', 'job', jsonb_build_object(
+           'id', id, 'cron_id', cron_id, 'endpoint', endpoint, 'attempts', attempts,
+           'last_status', last_status, 'last_error', last_error,
+           'timestamp', to_char(run_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))),
+       now(), now(), %(notice_attempts)s, %(notice_endpoint)s, 'job.failed'
+FROM finished
+WHERE state = 'failed' AND event IS NULL AND %(notice_endpoint)s::text IS NOT NULL;
 
 -- schedule_retry --
 -- Put a failed attempt back in line for its next try, its backoff counted on the database's clock.
@@ -114,15 +189,15 @@ WHERE id = %(job_id)s AND state = 'delivering' AND claim_token = %(claim_token)s
 -- removed or redefined since its timer was set (another revision) records nothing. CTEs: the
 -- ticks of live crons, the jobs they make, and each cron's latest tick.
 WITH ticks AS (
-    SELECT crons.id AS cron_id, t.revision, t.job_id, t.run_at
+    SELECT crons.id AS cron_id, crons.endpoint, t.revision, t.job_id, t.run_at
     FROM unnest(%(revisions)s::bigint[], %(job_ids)s::text[], %(run_ats)s::timestamptz[])
         AS t (revision, job_id, run_at)
     JOIN crons ON crons.revision = t.revision
     WHERE EXISTS (SELECT 1 FROM dispatcher_leader WHERE epoch = %(epoch)s)
 ),
 fired AS (
-    INSERT INTO jobs (id, cron_id, run_at, next_attempt_at, max_attempts)
-    SELECT job_id, cron_id, run_at, run_at, %(max_attempts)s FROM ticks
+    INSERT INTO jobs (id, cron_id, run_at, next_attempt_at, max_attempts, endpoint)
+    SELECT job_id, cron_id, run_at, run_at, %(max_attempts)s, endpoint FROM ticks
     ON CONFLICT (cron_id, run_at) WHERE cron_id IS NOT NULL DO NOTHING
     RETURNING id
 ),
@@ -160,9 +235,10 @@ RETURNING id;
 
 -- next_due_in --
 -- Seconds until the earliest waiting job is due by the database's clock (jobs_due_idx answers it
--- from its first entry); negative when one is overdue.
+-- from its first entry); negative when one is overdue. Paused and limited endpoints' jobs are
+-- planned for by their own claims.
 SELECT extract(epoch FROM min(next_attempt_at) - now())::float8 AS due_in
-FROM jobs WHERE state = 'scheduled';
+FROM jobs WHERE state = 'scheduled' AND endpoint <> ALL(%(held)s::text[]);
 
 -- stale_job_timers --
 -- Timers other than the crons' and the wake timer: per-job timers left by earlier versions.
@@ -170,7 +246,8 @@ SELECT id FROM apscheduler_jobs WHERE id NOT LIKE 'cron:%%' AND id <> 'wake';
 
 -- crons_missing_timers --
 -- Running crons whose current revision has no APScheduler timer.
-SELECT id, spec, timezone, revision, paused, last_fire_at, created_at, updated_at FROM crons
+SELECT id, spec, timezone, revision, paused, last_fire_at, created_at, updated_at, endpoint
+FROM crons
 WHERE NOT paused AND NOT EXISTS (
     SELECT 1 FROM apscheduler_jobs WHERE apscheduler_jobs.id = 'cron:' || crons.revision
 );
@@ -238,9 +315,10 @@ SELECT job_ids, request_hash FROM idempotency_keys WHERE key = %(key)s;
 -- insert_job_quietly --
 -- A job the dispatchers need not hear of now (due beyond their next look), or one of a batch,
 -- which sends a single notification. As in insert_job, a delay counts on the database's clock.
-INSERT INTO jobs (id, body, run_at, next_attempt_at, max_attempts)
+INSERT INTO jobs (id, body, run_at, next_attempt_at, max_attempts, endpoint)
 VALUES (%(id)s, %(body)s, coalesce(%(run_at)s, now() + make_interval(secs => %(delay)s)),
-        coalesce(%(run_at)s, now() + make_interval(secs => %(delay)s)), %(max_attempts)s);
+        coalesce(%(run_at)s, now() + make_interval(secs => %(delay)s)), %(max_attempts)s,
+        %(endpoint)s);
 
 -- notify_jobs_due --
 -- Tell the dispatchers that several jobs were added at once, or that jobs are due now.
@@ -249,7 +327,7 @@ SELECT pg_notify('scheduler', 'b');
 -- get_job --
 -- One job with everything a user may ask about it.
 SELECT id, cron_id, body, run_at, state, attempts, max_attempts, next_attempt_at, last_status,
-       last_error, created_at, updated_at, finished_at
+       last_error, created_at, updated_at, finished_at, endpoint
 FROM jobs WHERE id = %(id)s;
 
 -- list_attempts --
@@ -261,10 +339,11 @@ FROM delivery_attempts WHERE job_id = %(job_id)s ORDER BY attempt;
 -- Keyset pagination, newest first: ids sort by creation time and are unique, so pages never
 -- repeat or skip a job whatever is inserted meanwhile.
 SELECT id, cron_id, body, run_at, state, attempts, max_attempts, next_attempt_at, last_status,
-       last_error, created_at, updated_at, finished_at
+       last_error, created_at, updated_at, finished_at, endpoint
 FROM jobs
 WHERE (%(state)s::text IS NULL OR state = %(state)s)
   AND (%(cron_id)s::text IS NULL OR cron_id = %(cron_id)s)
+  AND (%(endpoint)s::text IS NULL OR endpoint = %(endpoint)s)
   AND (%(before)s::timestamptz IS NULL OR run_at < %(before)s)
   AND (%(after)s::timestamptz IS NULL OR run_at >= %(after)s)
   AND (%(cursor)s::text IS NULL OR id < %(cursor)s)
@@ -272,9 +351,9 @@ ORDER BY id DESC
 LIMIT %(limit)s;
 
 -- run_job_now --
--- Make a waiting job due now and wake the dispatchers.
+-- Make a waiting job due now and wake the dispatchers; it goes even while its endpoint is paused.
 WITH due AS (
-    UPDATE jobs SET next_attempt_at = now(), updated_at = now()
+    UPDATE jobs SET next_attempt_at = now(), run_requested = true, updated_at = now()
     WHERE id = %(id)s AND state = 'scheduled'
     RETURNING id
 )
@@ -306,8 +385,8 @@ RETURNING id;
 -- run_cron_now --
 -- One extra run of a cron, due now, waking the dispatchers.
 WITH fired AS (
-    INSERT INTO jobs (id, cron_id, run_at, next_attempt_at, max_attempts)
-    SELECT %(job_id)s, id, now(), now(), %(max_attempts)s FROM crons WHERE id = %(id)s
+    INSERT INTO jobs (id, cron_id, run_at, next_attempt_at, max_attempts, endpoint)
+    SELECT %(job_id)s, id, now(), now(), %(max_attempts)s, endpoint FROM crons WHERE id = %(id)s
     RETURNING id
 )
 SELECT id, pg_notify('scheduler', 'j 0 ' || extract(epoch FROM now())) FROM fired;
@@ -356,3 +435,54 @@ ORDER BY role, d.started_at, d.id;
 -- database_now --
 -- The database's clock, which judges when jobs and cron ticks are due.
 SELECT now() AS database_now;
+
+-- set_endpoint_limits --
+-- Override an endpoint's limits at run time; a limit not being set (`set_*` false) is unchanged.
+INSERT INTO endpoints (name, rate_limit, rate_limit_set, max_in_flight, max_in_flight_set)
+VALUES (%(endpoint)s, %(rate_limit)s, %(set_rate_limit)s, %(max_in_flight)s,
+        %(set_max_in_flight)s)
+ON CONFLICT (name) DO UPDATE
+SET rate_limit = CASE WHEN %(set_rate_limit)s THEN EXCLUDED.rate_limit
+                      ELSE endpoints.rate_limit END,
+    rate_limit_set = endpoints.rate_limit_set OR %(set_rate_limit)s,
+    max_in_flight = CASE WHEN %(set_max_in_flight)s THEN EXCLUDED.max_in_flight
+                         ELSE endpoints.max_in_flight END,
+    max_in_flight_set = endpoints.max_in_flight_set OR %(set_max_in_flight)s,
+    updated_at = now();
+
+-- reset_endpoint_limits --
+-- Back to the environment's limits.
+UPDATE endpoints
+SET rate_limit = NULL, rate_limit_set = false, max_in_flight = NULL, max_in_flight_set = false,
+    updated_at = now()
+WHERE name = %(endpoint)s;
+
+-- set_endpoint_paused --
+-- Pause or resume an endpoint's deliveries.
+INSERT INTO endpoints (name, paused) VALUES (%(endpoint)s, %(paused)s)
+ON CONFLICT (name) DO UPDATE SET paused = EXCLUDED.paused, updated_at = now();
+
+-- notify_endpoints_changed --
+-- Tell every dispatcher to reload which endpoints are paused or limited, and to look.
+SELECT pg_notify('scheduler', 'e');
+
+-- endpoint_figures --
+-- Each named endpoint's run-time state with what it has in flight and due now (the partial
+-- indexes on delivering and scheduled rows answer the counts).
+SELECT n.name, coalesce(e.paused, false) AS paused, e.rate_limit,
+       coalesce(e.rate_limit_set, false) AS rate_limit_set, e.max_in_flight,
+       coalesce(e.max_in_flight_set, false) AS max_in_flight_set,
+       (SELECT count(*) FROM jobs
+        WHERE state = 'delivering' AND endpoint = n.name) AS in_flight,
+       (SELECT count(*) FROM jobs
+        WHERE state = 'scheduled' AND endpoint = n.name AND next_attempt_at <= now()) AS due
+FROM unnest(%(names)s::text[]) WITH ORDINALITY AS n (name, position)
+LEFT JOIN endpoints e ON e.name = n.name
+ORDER BY n.position;
+
+-- unknown_endpoints --
+-- Endpoint names that waiting jobs or crons use but this process does not know.
+SELECT endpoint FROM jobs
+WHERE state IN ('scheduled', 'delivering') AND endpoint <> ALL(%(names)s::text[])
+UNION
+SELECT endpoint FROM crons WHERE endpoint <> ALL(%(names)s::text[]);

@@ -19,6 +19,8 @@ ZONE_PATTERN = re.compile(r"[A-Za-z0-9_+/-]{1,64}\Z")
 MAX_CRONS = 10_000
 MAX_PREVIEW = 100
 MAX_SPEC_LENGTH = cron.MAX_SPEC_LENGTH
+MAX_RATE_LIMIT = config.MAX_RATE_LIMIT
+MAX_IN_FLIGHT_LIMIT = config.MAX_IN_FLIGHT_LIMIT
 MAX_KEY_LENGTH = 255
 MAX_DELAY_SECONDS = 10 * 366 * 24 * 3600
 DEFAULT_PAGE = 50
@@ -128,6 +130,18 @@ class Delay(fields.Field):
         return seconds
 
 
+class EndpointName(fields.String):
+    """The name of a configured endpoint (the web process checks it is one); `default` is
+    ENDPOINT."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("load_default", jobs_module.DEFAULT_ENDPOINT)
+        kwargs.setdefault(
+            "metadata", {"description": "A name from SCHEDULER_ENDPOINTS, or `default`."}
+        )
+        super().__init__(validate=validate.Regexp(ID_PATTERN, error=ID_MESSAGE), **kwargs)
+
+
 class JobSpecSchema(Schema):
     """One job to schedule: when (`timestamp` or `delay`), what, and how hard to try."""
 
@@ -140,6 +154,7 @@ class JobSpecSchema(Schema):
         allow_none=True,
         validate=validate.Range(1, config.MAX_ATTEMPTS_LIMIT),
     )
+    endpoint = EndpointName()
 
     @validates_schema
     def check_when(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -196,6 +211,7 @@ class JobSchema(Schema):
     created_at = Timestamp()
     updated_at = Timestamp()
     finished_at = Timestamp(allow_none=True)
+    endpoint = fields.String()
 
 
 class JobDetailSchema(JobSchema):
@@ -209,6 +225,7 @@ class JobListQuery(Schema):
     after = Timestamp(load_default=None)
     limit = fields.Integer(load_default=DEFAULT_PAGE, validate=validate.Range(1, MAX_PAGE))
     cursor = JobId(load_default=None)
+    endpoint = EndpointName(load_default=None)
 
 
 class CronRunsQuery(Schema):
@@ -234,6 +251,7 @@ class DeleteJobSchema(Schema):
 class CronEntrySchema(Schema):
     id = CronId(required=True)
     spec = fields.String(required=True, validate=validate.Length(1, MAX_SPEC_LENGTH))
+    endpoint = EndpointName()
 
 
 class ReplaceCronsSchema(Schema):
@@ -278,6 +296,8 @@ class PutCronSchema(Schema):
         validate=validate.Regexp(ZONE_PATTERN, error="Not an IANA time zone name."),
     )
 
+    endpoint = EndpointName()
+
     @validates_schema
     def check_spec(self, data: dict[str, Any], **kwargs: Any) -> None:
         if data["timezone"] is not None and data["spec"].lstrip().upper().startswith(
@@ -303,6 +323,7 @@ class CronJobResponse(Schema):
     id = fields.String()
     spec = fields.String()
     timezone = fields.String()
+    endpoint = fields.String()
     paused = fields.Boolean()
     next_fire_at = Timestamp(allow_none=True)
     last_fire_at = Timestamp(allow_none=True)
@@ -341,3 +362,40 @@ class DispatcherSchema(Schema):
 
 class DispatchersResponse(Schema):
     dispatchers = fields.List(fields.Nested(DispatcherSchema))
+
+
+class EndpointSchema(Schema):
+    name = fields.String()
+    url = fields.String()
+    rate_limit = fields.Float(
+        allow_none=True, metadata={"description": "Deliveries started per second; null: none."}
+    )
+    max_in_flight = fields.Integer(
+        allow_none=True, metadata={"description": "Deliveries in progress at once; null: none."}
+    )
+    paused = fields.Boolean()
+    in_flight = fields.Integer(metadata={"description": "Deliveries in progress now."})
+    due = fields.Integer(metadata={"description": "Jobs due and not yet sent."})
+
+
+class EndpointsResponse(Schema):
+    endpoints = fields.List(fields.Nested(EndpointSchema))
+
+
+class PatchEndpointSchema(Schema):
+    """Limits to change; a field left out is unchanged, null means unlimited."""
+
+    rate_limit = fields.Float(
+        allow_nan=False,
+        allow_none=True,
+        validate=validate.Range(min=0, min_inclusive=False, max=MAX_RATE_LIMIT),
+    )
+    max_in_flight = fields.Integer(
+        strict=True, allow_none=True, validate=validate.Range(1, MAX_IN_FLIGHT_LIMIT)
+    )
+
+    @validates_schema
+    def check_something(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if not data:
+            message = "Give rate_limit, max_in_flight or both."
+            raise ValidationError({"rate_limit": [message], "max_in_flight": [message]})

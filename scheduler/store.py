@@ -28,7 +28,11 @@ NOTIFY_CHANNEL = "scheduler"
 JOB_DUE = "j"
 JOBS_DUE = "b"  # several jobs were added, or jobs are due now: every dispatcher looks
 CRONS_CHANGED = "c"  # the leader resynchronises its cron timers
-NOTICE_KINDS = (JOB_DUE, JOBS_DUE, CRONS_CHANGED)
+ENDPOINTS_CHANGED = "e"  # every dispatcher reloads which endpoints are paused or limited
+NOTICE_KINDS = (JOB_DUE, JOBS_DUE, CRONS_CHANGED, ENDPOINTS_CHANGED)
+# An endpoint held by max_in_flight is looked at again this soon: the delivery that frees a slot
+# may be another dispatcher's, which no event here announces.
+IN_FLIGHT_RECHECK_SECONDS = 0.25
 _QUERY_HEADER = re.compile(r"^-- (\w+) --$", re.MULTILINE)
 
 
@@ -55,6 +59,21 @@ class Notice:
     due_in: float | None = None
 
 
+def _next_try(
+    due_in: float | None, bucket: float | None, limits: EndpointLimits, room_left: bool
+) -> float | None:
+    """When a limited endpoint's claim could take more: at its next job's due time, or once a
+    token is back, or (held by max_in_flight) soon, since another dispatcher's delivery may end."""
+    if due_in is None:
+        return None
+    wait = max(0.0, due_in)
+    if bucket is not None and bucket < 1 and limits.rate_limit is not None:
+        wait = max(wait, (1 - bucket) / limits.rate_limit)
+    elif not room_left and limits.max_in_flight is not None:
+        wait = max(wait, IN_FLIGHT_RECHECK_SECONDS)
+    return wait
+
+
 def parse_notice(payload: str) -> Notice:
     """Read a notification; anything unexpected (such as an earlier version's `j <id> <epoch>`
     during a rolling deploy) reads as JOBS_DUE, which costs one look and misses nothing."""
@@ -79,6 +98,7 @@ def _job_params(job: jobs.NewJob) -> dict[str, Any]:
         "run_at": job.run_at,
         "delay": job.delay,
         "max_attempts": job.max_attempts,
+        "endpoint": job.endpoint,
     }
 
 
@@ -98,6 +118,7 @@ class JobFilters:
     before: dt.datetime | None = None
     after: dt.datetime | None = None
     cursor: str | None = None
+    endpoint: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -110,12 +131,68 @@ class AttemptRecord(jobs.Attempt):
 @dataclasses.dataclass(frozen=True)
 class Settlement:
     """An attempt made under claim `claim_token` and what becomes of its job: `delivered`,
-    `failed`, or `scheduled` again `retry_in` seconds from now by the database's clock."""
+    `failed`, or `scheduled` again `retry_in` seconds from now by the database's clock. A claim
+    that could not be sent at all (`attempted` false) is not recorded as an attempt."""
 
     record: AttemptRecord
     claim_token: int
     state: str
     retry_in: float | None = None
+    attempted: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class FailureNotices:
+    """Where a job that ends failed is announced (SCHEDULER_FAILURE_ENDPOINT), and how hard."""
+
+    endpoint: str
+    max_attempts: int
+
+
+@dataclasses.dataclass(frozen=True)
+class EndpointState:
+    """An endpoint's run-time state: paused, and the limits set at run time (`*_set`; None set
+    means unlimited) that win over the environment's."""
+
+    name: str
+    paused: bool = False
+    rate_limit: float | None = None
+    rate_limit_set: bool = False
+    max_in_flight: int | None = None
+    max_in_flight_set: bool = False
+
+    def limits(self, rate_limit: float | None, max_in_flight: int | None) -> EndpointLimits:
+        """The limits in force, given the environment's defaults."""
+        return EndpointLimits(
+            self.rate_limit if self.rate_limit_set else rate_limit,
+            self.max_in_flight if self.max_in_flight_set else max_in_flight,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class EndpointLimits:
+    rate_limit: float | None
+    max_in_flight: int | None
+
+    @property
+    def any(self) -> bool:
+        return self.rate_limit is not None or self.max_in_flight is not None
+
+
+@dataclasses.dataclass(frozen=True)
+class EndpointFigures:
+    state: EndpointState
+    in_flight: int
+    due: int
+
+
+@dataclasses.dataclass(frozen=True)
+class EndpointClaim:
+    """What one claim for a paused or limited endpoint took, and in how many seconds it could
+    take more (None: not before it is woken, or its next job is due)."""
+
+    claimed: list[jobs.Delivery]
+    retry_in: float | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -261,7 +338,10 @@ class Store:
                 cur.execute(QUERIES["cancel_pending_fires"], {"cron_ids": removed})
             cur.executemany(
                 QUERIES["upsert_cron"],
-                [{"id": c.id, "spec": c.spec, "timezone": c.timezone} for c in crons],
+                [
+                    {"id": c.id, "spec": c.spec, "timezone": c.timezone, "endpoint": c.endpoint}
+                    for c in crons
+                ],
             )
             cur.execute(QUERIES["notify_crons_changed"])
 
@@ -281,7 +361,12 @@ class Store:
         with self.transaction() as conn:
             conn.execute(
                 QUERIES["upsert_cron"],
-                {"id": cron.id, "spec": cron.spec, "timezone": cron.timezone},
+                {
+                    "id": cron.id,
+                    "spec": cron.spec,
+                    "timezone": cron.timezone,
+                    "endpoint": cron.endpoint,
+                },
             )
             conn.execute(QUERIES["notify_crons_changed"])
 
@@ -326,17 +411,82 @@ class Store:
             return migrate.pending(conn)
 
     def claim_due_jobs(
-        self, dispatcher_id: str, lease_seconds: float, limit: int
+        self, dispatcher_id: str, lease_seconds: float, limit: int, held: Sequence[str] = ()
     ) -> list[jobs.Delivery]:
-        """Claim up to `limit` deliveries due by the database's clock, each under a new token."""
+        """Claim up to `limit` deliveries due by the database's clock, each under a new token,
+        leaving out the `held` endpoints' (paused or limited: claim_endpoint_jobs)."""
         rows = self._execute(
             "claim_due_jobs",
-            {"dispatcher_id": dispatcher_id, "lease_seconds": lease_seconds, "limit": limit},
+            {
+                "dispatcher_id": dispatcher_id,
+                "lease_seconds": lease_seconds,
+                "limit": limit,
+                "held": list(held),
+            },
         )
         return [jobs.Delivery(**row) for row in rows]
 
+    def claim_endpoint_jobs(
+        self,
+        dispatcher_id: str,
+        lease_seconds: float,
+        limit: int,
+        endpoint: str,
+        defaults: EndpointLimits,
+    ) -> EndpointClaim:
+        """Claim up to `limit` of one endpoint's due deliveries within its pause and limits,
+        with its row locked so that every dispatcher draws on the same token bucket and
+        in-flight count. The bucket holds one second's worth (at least one token)."""
+        with self.transaction() as conn, conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(QUERIES["lock_endpoint"], {"endpoint": endpoint})
+            row = cur.fetchone()
+            assert row is not None
+            tokens, since_refill = row.pop("tokens"), row.pop("since_refill")
+            state = EndpointState(endpoint, **row)
+            limits = state.limits(defaults.rate_limit, defaults.max_in_flight)
+            allowance = limit
+            bucket: float | None = None
+            if limits.rate_limit is not None:
+                rate, capacity = limits.rate_limit, max(limits.rate_limit, 1.0)
+                if tokens is None or since_refill is None:
+                    bucket = capacity
+                else:
+                    bucket = min(capacity, tokens + rate * max(0.0, since_refill))
+                allowance = min(allowance, int(bucket))
+            if limits.max_in_flight is not None:
+                cur.execute(QUERIES["count_in_flight"], {"endpoint": endpoint})
+                in_flight = cur.fetchone()
+                assert in_flight is not None
+                allowance = min(allowance, limits.max_in_flight - int(in_flight["in_flight"]))
+            claimed: list[jobs.Delivery] = []
+            if allowance > 0:
+                cur.execute(
+                    QUERIES["claim_endpoint_jobs"],
+                    {
+                        "dispatcher_id": dispatcher_id,
+                        "lease_seconds": lease_seconds,
+                        "limit": allowance,
+                        "endpoint": endpoint,
+                        "paused": state.paused,
+                    },
+                )
+                claimed = [jobs.Delivery(**found) for found in cur.fetchall()]
+            if bucket is not None:
+                bucket -= len(claimed)
+                cur.execute(QUERIES["save_tokens"], {"endpoint": endpoint, "tokens": bucket})
+            if len(claimed) == limit:
+                # No room left here: the senders wake the claim loop when there is.
+                return EndpointClaim(claimed, None)
+            cur.execute(QUERIES["endpoint_due_in"], {"endpoint": endpoint, "paused": state.paused})
+            due = cur.fetchone()
+            due_in: float | None = due["due_in"] if due else None
+        return EndpointClaim(claimed, _next_try(due_in, bucket, limits, len(claimed) < allowance))
+
     def settle_deliveries(
-        self, settled: Sequence[Settlement], unsent: Sequence[tuple[str, int]] = ()
+        self,
+        settled: Sequence[Settlement],
+        unsent: Sequence[tuple[str, int]] = (),
+        notices: FailureNotices | None = None,
     ) -> None:
         """Record attempts and what becomes of their jobs, and give back claims never sent
         (job id, claim token), all in one transaction. An outcome whose claim is no longer
@@ -344,15 +494,29 @@ class Store:
         job."""
         finals = [s for s in settled if s.state != "scheduled"]
         retries = [s for s in settled if s.state == "scheduled"]
+        attempted = [s for s in settled if s.attempted]
+        notice = {
+            "notice_endpoint": notices.endpoint if notices else None,
+            "notice_attempts": notices.max_attempts if notices else 1,
+        }
         with self.transaction() as conn, conn.cursor() as cur:
-            if settled:
+            if attempted:
                 cur.executemany(
-                    QUERIES["record_attempt"], [dataclasses.asdict(s.record) for s in settled]
+                    QUERIES["record_attempt"], [dataclasses.asdict(s.record) for s in attempted]
                 )
             if finals:
                 cur.executemany(
                     QUERIES["finish_delivery"],
-                    [{**_outcome_params(s), "state": s.state} for s in finals],
+                    [
+                        {
+                            **_outcome_params(s),
+                            **notice,
+                            "state": s.state,
+                            "attempted": s.attempted,
+                            "notice_id": jobs.new_job_id(),
+                        }
+                        for s in finals
+                    ],
                 )
             if retries:
                 cur.executemany(
@@ -396,10 +560,53 @@ class Store:
     def prune_idempotency_keys(self, before: dt.datetime, limit: int) -> int:
         return len(self._execute("prune_idempotency_keys", {"before": before, "limit": limit}))
 
-    def next_due_in(self) -> float | None:
-        """Seconds until the next waiting job is due, by the database's clock; None if none."""
-        due_in: float | None = self._execute("next_due_in")[0]["due_in"]
+    def next_due_in(self, held: Sequence[str] = ()) -> float | None:
+        """Seconds until the next waiting job of an endpoint not `held` is due, by the
+        database's clock; None if none."""
+        due_in: float | None = self._execute("next_due_in", {"held": list(held)})[0]["due_in"]
         return due_in
+
+    def endpoint_states(self) -> list[EndpointState]:
+        return [EndpointState(**row) for row in self._execute("endpoint_states")]
+
+    def endpoint_figures(self, names: Sequence[str]) -> list[EndpointFigures]:
+        """Each named endpoint's state, in flight and due, in the order given."""
+        figures = []
+        for row in self._execute("endpoint_figures", {"names": list(names)}):
+            in_flight, due = int(row.pop("in_flight")), int(row.pop("due"))
+            figures.append(EndpointFigures(EndpointState(**row), in_flight, due))
+        return figures
+
+    def set_endpoint_limits(self, endpoint: str, limits: dict[str, float | int | None]) -> None:
+        """Override the limits named in `limits` (rate_limit, max_in_flight; None: unlimited),
+        leaving the other as it is, and tell every dispatcher."""
+        with self.transaction() as conn:
+            conn.execute(
+                QUERIES["set_endpoint_limits"],
+                {
+                    "endpoint": endpoint,
+                    "rate_limit": limits.get("rate_limit"),
+                    "set_rate_limit": "rate_limit" in limits,
+                    "max_in_flight": limits.get("max_in_flight"),
+                    "set_max_in_flight": "max_in_flight" in limits,
+                },
+            )
+            conn.execute(QUERIES["notify_endpoints_changed"])
+
+    def reset_endpoint_limits(self, endpoint: str) -> None:
+        with self.transaction() as conn:
+            conn.execute(QUERIES["reset_endpoint_limits"], {"endpoint": endpoint})
+            conn.execute(QUERIES["notify_endpoints_changed"])
+
+    def set_endpoint_paused(self, endpoint: str, paused: bool) -> None:
+        with self.transaction() as conn:
+            conn.execute(QUERIES["set_endpoint_paused"], {"endpoint": endpoint, "paused": paused})
+            conn.execute(QUERIES["notify_endpoints_changed"])
+
+    def unknown_endpoints(self, names: Sequence[str]) -> list[str]:
+        """Endpoint names that waiting jobs or crons use and `names` lacks."""
+        rows = self._execute("unknown_endpoints", {"names": list(names)})
+        return sorted(row["endpoint"] for row in rows)
 
     def database_now(self) -> dt.datetime:
         now: dt.datetime = self._execute("database_now")[0]["database_now"]

@@ -191,9 +191,25 @@ def new_jobs(items: list[dict[str, Any]], listed_in: str | None = None) -> list[
                 run_at=item["timestamp"],
                 max_attempts=item["max_attempts"] or settings().max_attempts,
                 delay=item["delay"],
+                endpoint=known_endpoint(item["endpoint"], index, listed_in),
             )
         )
     return new
+
+
+def known_endpoint(name: str, index: int | None = None, listed_in: str | None = None) -> str:
+    """`name` if it names a configured endpoint.
+
+    :raise RequestRejected: 400 naming the field (`endpoint`, or `<listed_in>.<index>.endpoint`).
+    """
+    known = settings().endpoints
+    if name in known:
+        return name
+    problem = [f"Unknown endpoint {name!r}; configured: {', '.join(known)}."]
+    fields: dict[Any, Any] = {"endpoint": problem}
+    if listed_in is not None:
+        fields = {listed_in: {index: fields}}
+    raise RequestRejected(400, "invalid_request", "The request has invalid fields.", fields)
 
 
 def _too_large_as_stored(index: int, listed_in: str | None) -> RequestRejected:

@@ -193,6 +193,8 @@ class Receiver:
         self.respond: Callable[[Received], tuple[int, float]] = lambda request: (200, 0.0)
         # The answer's body and Content-Type header (none when None), when not the default.
         self.answer: tuple[bytes, str | None] | None = None
+        # More headers for the answer to each request.
+        self.headers_for: Callable[[Received], dict[str, str]] = lambda request: {}
         owner = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -217,6 +219,8 @@ class Receiver:
                     self.send_response(status)
                     if content_type is not None:
                         self.send_header("Content-Type", content_type)
+                    for name, value in owner.headers_for(item).items():
+                        self.send_header(name, value)
                     self.send_header("Content-Length", str(len(body)))
                     self.end_headers()
                     self.wfile.write(body)

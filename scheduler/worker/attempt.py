@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import email.utils
 import json
 import threading
 import time
@@ -18,6 +19,8 @@ from scheduler import config, jobs, signing
 from scheduler.worker import metrics, watchdog
 
 EXCERPT_LENGTH = 512
+# Statuses whose Retry-After header says when this delivery may be tried again.
+RETRY_AFTER_STATUSES = (429, 503)
 # Enough bytes for EXCERPT_LENGTH characters of UTF-8; the rest of an answer is never read.
 EXCERPT_BYTES = EXCERPT_LENGTH * 4
 USER_AGENT = "scheduler-dispatch"
@@ -31,6 +34,8 @@ class Outcome:
     status_code: int | None
     error: str | None
     response_excerpt: str | None
+    retry_after: float | None = None
+    attempted: bool = True
 
     @property
     def ok(self) -> bool:
@@ -38,7 +43,10 @@ class Outcome:
 
 
 def build_payload(delivery: jobs.Delivery) -> bytes:
-    """The seed's message: a job carries its id and body, a cron fire its cron id and no body."""
+    """The seed's message: a job carries its id and body, a cron fire its cron id and no body;
+    a notification's body is the whole message."""
+    if delivery.event is not None:
+        return (delivery.body or "null").encode("utf-8")
     if delivery.cron_id is not None:
         head = '{"id": "", "cron_id": ' + json.dumps(delivery.cron_id) + ', "body": null}'
         return head.encode("utf-8")
@@ -48,21 +56,29 @@ def build_payload(delivery: jobs.Delivery) -> bytes:
 
 
 def build_headers(
-    settings: config.Settings, delivery: jobs.Delivery, payload: bytes
+    settings: config.Settings,
+    delivery: jobs.Delivery,
+    payload: bytes,
+    endpoint: config.Endpoint | None = None,
 ) -> dict[str, str]:
-    """Headers of one attempt; the signature covers `payload` and the moment it is sent."""
+    """Headers of one attempt, signed with the endpoint's secrets; the signature covers
+    `payload` and the moment it is sent. Only the default endpoint may get the raw secret: a
+    named endpoint must not learn what would let it act as another service."""
+    endpoint = endpoint or settings.endpoints[config.DEFAULT_ENDPOINT]
     headers = {
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
         # A compressed answer could inflate far beyond the excerpt read of it.
         "Accept-Encoding": "identity",
-        signing.HEADER: signing.sign(payload, settings.secrets),
+        signing.HEADER: signing.sign(payload, endpoint.secrets),
         "Scheduler-Delivery-Id": delivery.id,
         "Scheduler-Attempt": str(delivery.attempts),
         "Scheduler-Scheduled-At": jobs.format_utc(delivery.run_at),
     }
-    if settings.send_raw_secret:
+    if settings.send_raw_secret and endpoint.name == config.DEFAULT_ENDPOINT:
         headers["Scheduler-Secret"] = settings.secret
+    if delivery.event is not None:
+        headers["Scheduler-Event"] = delivery.event
     return headers
 
 
@@ -87,29 +103,33 @@ def _session(endpoint: str) -> requests.Session:
 def deliver(
     settings: config.Settings, delivery: jobs.Delivery, guard: watchdog.Watchdog
 ) -> Outcome:
-    """POST the delivery to ENDPOINT; `guard` ends it at settings.attempt_deadline."""
+    """POST the delivery to its endpoint; `guard` ends it at settings.attempt_deadline. A job
+    whose endpoint is not configured here is not sent (`attempted` false)."""
     started_at = dt.datetime.now(dt.UTC)
     start = time.monotonic()
-    lateness = (started_at - delivery.run_at).total_seconds()
-    # A retry is late by design (its backoff), and a job run ahead of its time on request is not
-    # late at all: only a first attempt at or after its due time says how late we fire.
-    if delivery.attempts == 1 and lateness >= 0:
-        metrics.FIRING_LATENESS.observe(lateness)
+    endpoint = settings.endpoints.get(delivery.endpoint)
+    if endpoint is None:
+        unknown = f"endpoint {delivery.endpoint!r} is not configured; not sent"
+        return Outcome(started_at, 0, None, unknown, None, attempted=False)
+    _observe_lateness(delivery, started_at)
     status_code: int | None = None
     excerpt: str | None = None
     error: str | None = None
+    retry_after: float | None = None
     payload = build_payload(delivery)
     with guard.watch(settings.attempt_deadline) as watch:
         try:
-            with _session(settings.endpoint).post(
-                settings.endpoint,
+            with _session(endpoint.url).post(
+                endpoint.url,
                 data=payload,
-                headers=build_headers(settings, delivery, payload),
+                headers=build_headers(settings, delivery, payload, endpoint),
                 timeout=(settings.connect_timeout, settings.read_timeout),
                 allow_redirects=False,
                 stream=True,
             ) as response:
                 status_code = response.status_code
+                if status_code in RETRY_AFTER_STATUSES:
+                    retry_after = parse_retry_after(response.headers.get("Retry-After"))
                 excerpt = _excerpt(response)
         except requests.Timeout as exc:
             error = f"timeout: {type(exc).__name__}"
@@ -122,7 +142,37 @@ def deliver(
     elapsed = time.monotonic() - start
     metrics.DELIVERY_DURATION.observe(elapsed)
     duration_ms = int(elapsed * 1000)
-    return Outcome(started_at, duration_ms, status_code, error, excerpt)
+    return Outcome(started_at, duration_ms, status_code, error, excerpt, retry_after)
+
+
+def _observe_lateness(delivery: jobs.Delivery, started_at: dt.datetime) -> None:
+    """Lateness counts from when a delivery was allowed to go: for a paused or limited
+    endpoint's, from its claim, the time before that being reported as held back."""
+    lateness = (started_at - delivery.run_at).total_seconds()
+    if delivery.held_back is not None:
+        metrics.HELD_BACK.observe(max(0.0, delivery.held_back))
+        lateness -= max(0.0, delivery.held_back)
+    # A retry is late by design (its backoff), and a job run ahead of its time on request is not
+    # late at all: only a first attempt at or after its due time says how late we fire.
+    if delivery.attempts == 1 and lateness >= 0:
+        metrics.FIRING_LATENESS.observe(lateness)
+
+
+def parse_retry_after(value: str | None, now: dt.datetime | None = None) -> float | None:
+    """Seconds a Retry-After header asks to wait: delay-seconds or an HTTP date; None when
+    absent or unreadable."""
+    if not value:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return max(0.0, (when - (now or dt.datetime.now(dt.UTC))).total_seconds())
 
 
 def _excerpt(response: requests.Response) -> str | None:

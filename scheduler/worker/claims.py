@@ -4,6 +4,12 @@ Every dispatcher runs one. Due-ness is the database's to judge (the claim compar
 `now()`), and the next look is planned from how many seconds the database says the next job is
 away, counted on this host's monotonic clock: a host whose wall clock is wrong neither sends
 early nor spins.
+
+Jobs of endpoints that are paused or limited (routes.py) are claimed apart, one endpoint at a
+time under its row lock (store.claim_endpoint_jobs), and only as many as there are idle sending
+threads, so that a claim is a start: what the limit counts is when deliveries start. Due rows
+such a claim leaves behind do not make the loop spin: it looks again when the endpoint's next
+token comes, or soon when its in-flight limit held them.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import time
 from collections.abc import Callable
 
 from scheduler import config, errors, store
-from scheduler.worker import metrics, senders
+from scheduler.worker import metrics, routes, senders
 
 logger = logging.getLogger(__name__)
 
@@ -34,11 +40,14 @@ class ClaimLoop:
         may_claim: Callable[[], bool],
         on_quiet: Callable[[float], None] = lambda due_in: None,
         clock: Callable[[], float] = time.monotonic,
+        endpoint_routes: routes.EndpointRoutes | None = None,
     ) -> None:
         self.settings = settings
         self.store = job_store
         self.senders = sending
         self.dispatcher_id = dispatcher_id
+        self.routes = endpoint_routes or routes.EndpointRoutes(settings, job_store, clock)
+        self._held_retry: float | None = None
         self.lease = senders.lease_seconds(settings)
         self.claims = 0
         self._may_claim = may_claim
@@ -74,25 +83,51 @@ class ClaimLoop:
     def claim_and_send(self, stopping: threading.Event) -> bool:
         """Claim and hand out due deliveries; True when none is left (False: no room, or this
         dispatcher may not claim now). With no free slot it does not query at all."""
+        held = self.routes.held()
         while not stopping.is_set():
             free = self.senders.free()
             if free == 0 or not self._may_claim():
                 return False
-            claimed = self.store.claim_due_jobs(self.dispatcher_id, self.lease, free)
-            self.claims += 1
-            metrics.CLAIM_QUERIES.inc()
+            claimed = self.store.claim_due_jobs(self.dispatcher_id, self.lease, free, held)
+            self._count_claim()
             self.senders.submit(claimed)
             if len(claimed) < free:
-                return True
+                return self._claim_held(held)
         return False
+
+    def _claim_held(self, held: list[str]) -> bool:
+        """Claim for each paused or limited endpoint in turn; False if the room ran out."""
+        self._held_retry = None
+        for endpoint in held:
+            idle = self.senders.idle()
+            if idle == 0 or not self._may_claim():
+                return False
+            claim = self.store.claim_endpoint_jobs(
+                self.dispatcher_id, self.lease, idle, endpoint, self.routes.defaults
+            )
+            self._count_claim()
+            self.senders.submit(claim.claimed)
+            if claim.retry_in is not None:
+                if claim.retry_in > 0:
+                    metrics.THROTTLED_CLAIMS.labels(endpoint).inc()
+                if self._held_retry is None or claim.retry_in < self._held_retry:
+                    self._held_retry = claim.retry_in
+        return True
+
+    def _count_claim(self) -> None:
+        self.claims += 1
+        metrics.CLAIM_QUERIES.inc()
 
     def plan_next_look(self) -> float:
         """Seconds until the next look: the next job's due time when it is within the poll
-        interval, else the poll interval (and the leader's wake timer covers the job)."""
-        due_in = self.store.next_due_in()
-        if due_in is None:
-            return self.settings.poll_interval
-        if due_in <= self.settings.poll_interval:
-            return max(0.0, due_in)
-        self._on_quiet(due_in)
-        return self.settings.poll_interval
+        interval, else the poll interval (and the leader's wake timer covers the job); sooner
+        when a paused or limited endpoint can take more then."""
+        look = self.settings.poll_interval
+        due_in = self.store.next_due_in(self.routes.held())
+        if due_in is not None and due_in <= self.settings.poll_interval:
+            look = max(0.0, due_in)
+        elif due_in is not None:
+            self._on_quiet(due_in)
+        if self._held_retry is not None:
+            look = min(look, self._held_retry)
+        return look

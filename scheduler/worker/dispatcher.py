@@ -12,8 +12,16 @@ import logging
 import threading
 from collections.abc import Callable
 
-from scheduler import config, db, store
-from scheduler.worker import claims, leader, leadership, membership, notifications, senders
+from scheduler import config, db, errors, store
+from scheduler.worker import (
+    claims,
+    leader,
+    leadership,
+    membership,
+    notifications,
+    routes,
+    senders,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +52,7 @@ class Dispatcher:
         )
         self.id = self.membership.id
         self.leadership = leadership.Leadership(settings, self.id, self._make_term)
+        self.routes = routes.EndpointRoutes(settings, self.store)
         self.claims = claims.ClaimLoop(
             settings,
             self.store,
@@ -51,6 +60,7 @@ class Dispatcher:
             self.id,
             may_claim=self._may_act,
             on_quiet=self._set_wake_timer,
+            endpoint_routes=self.routes,
         )
         self.listener = notifications.Listener(
             settings.database_url, self._on_notice, self._on_listening
@@ -66,6 +76,7 @@ class Dispatcher:
         """Register, campaign once (a lone dispatcher leads from its first moment), and start
         claiming."""
         self.membership.beat()
+        self._warn_of_unknown_endpoints()
         self.leadership.campaign_once()
         for thread in self.threads:
             thread.daemon = True
@@ -89,6 +100,19 @@ class Dispatcher:
         self.membership.leave()
         self.pool.close(timeout=2)
         return finished
+
+    def _warn_of_unknown_endpoints(self) -> None:
+        try:
+            unknown = self.store.unknown_endpoints(list(self.settings.endpoints))
+        except errors.StoreUnavailable:
+            return
+        if unknown:
+            logger.warning(
+                "jobs or crons name endpoints this dispatcher does not know: %s; their jobs will "
+                "fail unsent unless SCHEDULER_ENDPOINTS names them",
+                ", ".join(unknown),
+                extra={"action": "unknown_endpoints"},
+            )
 
     def _may_act(self) -> bool:
         return self.membership.is_live() and not self.stopping.is_set()
@@ -114,6 +138,9 @@ class Dispatcher:
             term = self.leadership.term
             if term is not None:
                 term.sync_crons()
+        elif notice.kind == store.ENDPOINTS_CHANGED:
+            self.routes.invalidate()
+            self.claims.wake()
         else:
             self.claims.wake()
 

@@ -192,6 +192,9 @@ class LeaderTerm:
             self._remove_timer(timer_id)
         self.sync_crons()
         metrics.DUE_JOBS.set(self.store.count_due_jobs(now))
+        for figures in self.store.endpoint_figures(list(self.settings.endpoints)):
+            metrics.ENDPOINT_IN_FLIGHT.labels(figures.state.name).set(figures.in_flight)
+            metrics.ENDPOINT_DUE.labels(figures.state.name).set(figures.due)
         self._wake_at = None  # the claim loops set the timer afresh
 
     def sync_crons(self) -> None:

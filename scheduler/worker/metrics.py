@@ -62,6 +62,28 @@ CLOCK_SKEW = prometheus_client.Gauge(
     "scheduler_clock_skew_seconds",
     "This host's clock minus the database's, measured at each heartbeat.",
 )
+THROTTLED_CLAIMS = prometheus_client.Counter(
+    "scheduler_throttled_claims",
+    "Claims of a paused or limited endpoint that left due deliveries behind, by endpoint.",
+    ["endpoint"],
+)
+HELD_BACK = prometheus_client.Histogram(
+    "scheduler_held_back_seconds",
+    "Time from a due time to the claim, for deliveries of paused or limited endpoints.",
+    buckets=LATENESS_BUCKETS,
+)
+ENDPOINT_IN_FLIGHT = prometheus_client.Gauge(
+    "scheduler_endpoint_in_flight",
+    "Deliveries in progress to each endpoint across every dispatcher, counted by the leader at "
+    "each reconcile.",
+    ["endpoint"],
+)
+ENDPOINT_DUE = prometheus_client.Gauge(
+    "scheduler_endpoint_due",
+    "Jobs due and waiting for each endpoint (held back by a pause or limit, or for a slot), "
+    "counted by the leader at each reconcile.",
+    ["endpoint"],
+)
 CRON_TICKS = prometheus_client.Counter(
     "scheduler_cron_ticks", "Cron ticks recorded as jobs, catch-up ticks included."
 )

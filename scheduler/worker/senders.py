@@ -67,6 +67,11 @@ class Senders:
         self._on_retry = on_retry
         self._may_send = may_send
         self._guard = watchdog.Watchdog()
+        self._notices = (
+            store.FailureNotices(settings.failure_endpoint, settings.max_attempts)
+            if settings.failure_endpoint
+            else None
+        )
         self._pool = concurrent.futures.ThreadPoolExecutor(
             settings.delivery_threads, thread_name_prefix="deliver"
         )
@@ -87,6 +92,14 @@ class Senders:
             free = self.capacity - self._held
             self._starved = free == 0
             return free
+
+    def idle(self) -> int:
+        """Sending threads sure to be free for a claim now (a claim of a limited endpoint must
+        start at once); when none is, `on_room` fires once some are."""
+        with self._lock:
+            idle = max(0, self.settings.delivery_threads - self._held)
+            self._starved = self._starved or idle == 0
+            return idle
 
     def in_flight(self) -> int:
         """Deliveries claimed and not yet recorded."""
@@ -174,6 +187,7 @@ class Senders:
                 self.store.settle_deliveries(
                     [settlement for _, _, settlement in settled],
                     [(item.id, item.claim_token) for item in unsent],
+                    self._notices,
                 )
                 break
             except errors.StoreUnavailable:
@@ -200,9 +214,14 @@ class Senders:
         )
         if outcome.ok:
             return store.Settlement(record, item.claim_token, "delivered")
+        if not outcome.attempted:
+            return store.Settlement(record, item.claim_token, "failed", attempted=False)
         if item.attempts >= item.max_attempts:
             return store.Settlement(record, item.claim_token, "failed")
         delay = retry_delay(item.attempts, self.settings.retry_base, self.settings.retry_cap)
+        if outcome.retry_after is not None:
+            # The endpoint said when it can take this again; the cap still bounds the wait.
+            delay = max(delay, min(outcome.retry_after, self.settings.retry_cap))
         return store.Settlement(record, item.claim_token, "scheduled", delay)
 
     def _report(

@@ -210,7 +210,10 @@ def _closed_loop(tally: _Tally, attempt: Callable[[], bool]) -> None:
         started = time.perf_counter()
         good = attempt()
         now = time.time()
-        if now >= spec["stop_at"]:
+        # A window shorter than one request (a quick run on a loaded machine) would otherwise
+        # measure nothing at all: a client counts the request that outlived its empty window.
+        measured_nothing = ok + failed == 0
+        if now >= spec["stop_at"] and not measured_nothing:
             break
         if now >= spec["measure_from"]:
             if good:
@@ -218,6 +221,8 @@ def _closed_loop(tally: _Tally, attempt: Callable[[], bool]) -> None:
                 latencies.append(int((time.perf_counter() - started) * 1e6))
             else:
                 failed += 1
+        if now >= spec["stop_at"]:
+            break
     tally.add(ok, failed, latencies)
 
 

@@ -310,7 +310,7 @@ def test_the_readme_lists_exactly_the_variables_settings_reads() -> None:
 @pytest.mark.parametrize("variable", sorted(readme_configuration()))
 def test_each_readme_default_is_the_default_and_the_variable_is_read(variable: str) -> None:
     default = readme_configuration()[variable]
-    if default != "required":
+    if default not in ("required", "unset"):
         assert config.Settings.from_env(env(**{variable: default})) == config.Settings.from_env(
             env()
         ), f"the README's default of {variable} is not the default"
@@ -324,3 +324,52 @@ def test_metrics_need_the_secret_unless_made_public(value: str | None, public: b
     settings = config.Settings.from_env(env(SCHEDULER_METRICS_PUBLIC=value))
 
     assert settings.metrics_public is public
+
+
+def test_named_endpoints_with_their_own_secrets() -> None:
+    settings = config.Settings.from_env(
+        env(
+            SCHEDULER_ENDPOINTS=" billing=https://billing.example/hooks\n"
+            "mail.v2=http://mail.example/cb?to=a,b ",
+            SCHEDULER_ENDPOINT_SECRET_MAIL_V2="mail-secret-1,mail-secret-0",
+            SCHEDULER_FAILURE_ENDPOINT="billing",
+            SCHEDULER_RATE_LIMIT="2.5",
+            SCHEDULER_MAX_IN_FLIGHT="4",
+        )
+    )
+    endpoints = settings.endpoints
+    assert list(endpoints) == ["default", "billing", "mail.v2"]
+    assert endpoints["default"] == config.Endpoint("default", VALID["ENDPOINT"], (VALID["SECRET"],))
+    assert endpoints["billing"].secrets == (VALID["SECRET"],)
+    assert endpoints["mail.v2"].url == "http://mail.example/cb?to=a,b"
+    assert endpoints["mail.v2"].secrets == ("mail-secret-1", "mail-secret-0")
+    assert (settings.rate_limit, settings.max_in_flight) == (2.5, 4)
+    assert settings.failure_endpoint == "billing"
+
+
+@pytest.mark.parametrize(
+    ("changes", "variable", "problem"),
+    [
+        ({"SCHEDULER_ENDPOINTS": "default=http://x.example/"}, "SCHEDULER_ENDPOINTS", "reserved"),
+        ({"SCHEDULER_ENDPOINTS": "billing"}, "SCHEDULER_ENDPOINTS", "name=url"),
+        ({"SCHEDULER_ENDPOINTS": "a/b=http://x.example/"}, "SCHEDULER_ENDPOINTS", "name=url"),
+        ({"SCHEDULER_ENDPOINTS": "a=ftp://x.example/"}, "SCHEDULER_ENDPOINTS", "http"),
+        ({"SCHEDULER_ENDPOINTS": "a=http://x a=http://y"}, "SCHEDULER_ENDPOINTS", "twice"),
+        ({"SCHEDULER_ENDPOINTS": "a-b=http://x a_b=http://y"}, "SCHEDULER_ENDPOINTS", "share"),
+        (
+            {"SCHEDULER_ENDPOINTS": "a=http://x", "SCHEDULER_ENDPOINT_SECRET_A": "short"},
+            "SCHEDULER_ENDPOINT_SECRET_A",
+            "8 characters",
+        ),
+        ({"SCHEDULER_FAILURE_ENDPOINT": "nowhere"}, "SCHEDULER_FAILURE_ENDPOINT", "names no"),
+        ({"SCHEDULER_RATE_LIMIT": "0"}, "SCHEDULER_RATE_LIMIT", "above 0"),
+        ({"SCHEDULER_MAX_IN_FLIGHT": "0"}, "SCHEDULER_MAX_IN_FLIGHT", "between"),
+    ],
+)
+def test_bad_endpoints_and_limits_are_refused_naming_the_variable(
+    changes: dict[str, str], variable: str, problem: str
+) -> None:
+    with pytest.raises(errors.ConfigError) as refused:
+        config.Settings.from_env(env(**changes))
+    assert refused.value.variable == variable
+    assert problem in str(refused.value)

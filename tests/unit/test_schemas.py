@@ -139,7 +139,7 @@ def test_parse_format_parse_is_stable_to_the_microsecond(text: str) -> None:
 WHEN = "2030-01-01T00:00:00Z"
 
 
-def test_insert_job_defaults_body_and_max_attempts_to_none() -> None:
+def test_insert_job_defaults_body_max_attempts_and_endpoint() -> None:
     loaded = schemas.InsertJobSchema().load({"timestamp": WHEN})
 
     assert loaded == {
@@ -148,6 +148,7 @@ def test_insert_job_defaults_body_and_max_attempts_to_none() -> None:
         "body": None,
         "max_attempts": None,
         "idempotency_key": None,
+        "endpoint": "default",
     }
 
 

@@ -3,6 +3,7 @@ and that neither a huge nor an endless answer holds the sending thread or its me
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Iterator
 
@@ -132,3 +133,34 @@ def test_the_watchdog_ends_only_attempts_past_their_deadline() -> None:
             assert not late.expired
     finally:
         guard.stop()
+
+
+NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        ("120", 120.0),
+        (" 7 ", 7.0),
+        ("Fri, 27 Nov 2026 12:00:30 GMT", 30.0),
+        ("Fri, 27 Nov 2026 11:00:00 GMT", 0.0),  # a date in the past: at once
+        (None, None),
+        ("", None),
+        ("soon", None),
+        ("-5", None),
+        ("1.5", None),  # delay-seconds are whole
+    ],
+)
+def test_retry_after_reads_seconds_and_http_dates(
+    header: str | None, seconds: float | None
+) -> None:
+    assert attempt.parse_retry_after(header, NOW) == seconds
+
+
+def test_a_job_for_an_unknown_endpoint_is_not_sent(guard: watchdog.Watchdog) -> None:
+    settings = settings_for("http://127.0.0.1:9/hook")
+    item = dataclasses.replace(one_delivery(), endpoint="gone")
+    outcome = attempt.deliver(settings, item, guard)
+    assert not outcome.attempted and not outcome.ok
+    assert outcome.error == "endpoint 'gone' is not configured; not sent"

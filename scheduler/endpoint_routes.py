@@ -1,0 +1,103 @@
+"""Routes for the named endpoints: their limits, pauses and what they hold.
+
+Endpoint URLs come from the environment only (SCHEDULER_ENDPOINTS); the API changes how much
+goes to an endpoint, never where, so a leaked secret cannot make the scheduler call an address of
+the caller's choosing.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Blueprint, Response
+
+from scheduler import config, errors, schemas, store, web
+
+logger = logging.getLogger(__name__)
+
+bp = Blueprint("endpoints", __name__, url_prefix="/endpoints")
+
+
+def describe(endpoint: config.Endpoint, figures: store.EndpointFigures) -> dict[str, Any]:
+    """An endpoint as the API shows it: the limits in force, wherever they were set."""
+    settings = web.settings()
+    limits = figures.state.limits(settings.rate_limit, settings.max_in_flight)
+    return {
+        "name": endpoint.name,
+        "url": endpoint.url,
+        "rate_limit": limits.rate_limit,
+        "max_in_flight": limits.max_in_flight,
+        "paused": figures.state.paused,
+        "in_flight": figures.in_flight,
+        "due": figures.due,
+    }
+
+
+def configured(name: str) -> config.Endpoint:
+    """:raise errors.EndpointNotFound: no endpoint of that name is configured."""
+    endpoint = web.settings().endpoints.get(name)
+    if endpoint is None:
+        raise errors.EndpointNotFound(name)
+    return endpoint
+
+
+def one_endpoint(name: str) -> Response:
+    endpoint = configured(name)
+    (figures,) = web.db().endpoint_figures([name])
+    return web.dump(schemas.EndpointSchema, describe(endpoint, figures))
+
+
+@bp.get("")
+def list_endpoints() -> Response:
+    known = web.settings().endpoints
+    listed = [
+        describe(known[figures.state.name], figures)
+        for figures in web.db().endpoint_figures(list(known))
+    ]
+    return web.dump(schemas.EndpointsResponse, {"endpoints": listed})
+
+
+@bp.get("/<name>")
+def get_endpoint(name: str) -> Response:
+    return one_endpoint(name)
+
+
+@bp.patch("/<name>")
+def patch_endpoint(name: str) -> Response:
+    configured(name)
+    limits = web.load(schemas.PatchEndpointSchema, web.json_body())
+    web.db().set_endpoint_limits(name, limits)
+    logger.info(
+        "endpoint %s limits set: %s",
+        name,
+        ", ".join(f"{key}={value}" for key, value in sorted(limits.items())),
+        extra={"action": "set_endpoint_limits", "endpoint": name},
+    )
+    return one_endpoint(name)
+
+
+@bp.post("/<name>/reset")
+def reset_endpoint(name: str) -> Response:
+    configured(name)
+    web.db().reset_endpoint_limits(name)
+    logger.info(
+        "endpoint %s limits reset", name, extra={"action": "reset_endpoint", "endpoint": name}
+    )
+    return one_endpoint(name)
+
+
+@bp.post("/<name>/pause")
+def pause_endpoint(name: str) -> Response:
+    configured(name)
+    web.db().set_endpoint_paused(name, paused=True)
+    logger.info("endpoint %s paused", name, extra={"action": "pause_endpoint", "endpoint": name})
+    return one_endpoint(name)
+
+
+@bp.post("/<name>/resume")
+def resume_endpoint(name: str) -> Response:
+    configured(name)
+    web.db().set_endpoint_paused(name, paused=False)
+    logger.info("endpoint %s resumed", name, extra={"action": "resume_endpoint", "endpoint": name})
+    return one_endpoint(name)

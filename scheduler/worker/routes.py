@@ -1,0 +1,57 @@
+"""Which endpoints a dispatcher claims one at a time: those paused or limited.
+
+Every other endpoint's jobs are claimed together by one statement that takes no lock. The set
+comes from the `endpoints` table (run-time pauses and limits) and the environment's default
+limits; it is reloaded when a notification says it changed, and at least every second, so a
+change made on one dispatcher holds on all of them within a second.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from scheduler import config, store
+
+RELOAD_SECONDS = 1.0
+
+
+class EndpointRoutes:
+    def __init__(
+        self,
+        settings: config.Settings,
+        job_store: store.Store,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.store = job_store
+        self.defaults = store.EndpointLimits(settings.rate_limit, settings.max_in_flight)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._loaded_at: float | None = None
+        self._held: list[str] = []
+
+    def held(self) -> list[str]:
+        """The configured endpoints that are paused or limited, reloaded when stale."""
+        with self._lock:
+            now = self._clock()
+            if self._loaded_at is None or now - self._loaded_at >= RELOAD_SECONDS:
+                self._held = self._load()
+                self._loaded_at = now
+            return self._held
+
+    def invalidate(self) -> None:
+        """Reload at the next look (a notification said pauses or limits changed)."""
+        with self._lock:
+            self._loaded_at = None
+
+    def _load(self) -> list[str]:
+        states = {state.name: state for state in self.store.endpoint_states()}
+        held = []
+        for name in self.settings.endpoints:
+            state = states.get(name, store.EndpointState(name))
+            limits = state.limits(self.defaults.rate_limit, self.defaults.max_in_flight)
+            if state.paused or limits.any:
+                held.append(name)
+        return held
