@@ -55,15 +55,21 @@ def delete_job() -> Response:
 @bp.post("/cron")
 def replace_crons() -> Response:
     data = web.load(schemas.ReplaceCronsSchema, web.json_body())
-    parsed = [(entry["id"], cron.parse_spec(entry["spec"])) for entry in data["jobs"]]
+    parsed = [(entry, cron.parse_spec(entry["spec"])) for entry in data["jobs"]]
     definitions = [
-        jobs.CronDefinition(id=cron_id, spec=spec.spec, timezone=spec.timezone)
-        for cron_id, spec in parsed
+        jobs.CronDefinition(
+            id=entry["id"],
+            spec=spec.spec,
+            timezone=spec.timezone,
+            jitter=entry["jitter"],
+            overlap=entry["overlap"],
+        )
+        for entry, spec in parsed
     ]
     web.db().replace_crons(definitions)
     logger.info("cron set replaced with %d crons", len(definitions), extra={"action": "set_crons"})
-    for cron_id, spec in parsed:
-        cron_routes.warn_if_never_fires(cron_id, spec)
+    for entry, spec in parsed:
+        cron_routes.warn_if_never_fires(entry["id"], spec)
     return Response(status=200)
 
 

@@ -60,6 +60,9 @@ class NewJob:
     run_at: dt.datetime | None
     max_attempts: int
     delay: float | None = None
+    # The W3C trace context of the request that scheduled it (tracing.stored_context).
+    traceparent: str | None = None
+    tracestate: str | None = None
 
     def due_within(self, seconds: float, now: dt.datetime) -> bool:
         """Whether it is due less than `seconds` after `now`."""
@@ -82,6 +85,8 @@ class CronDefinition:
     id: str
     spec: str
     timezone: str
+    jitter: float = 0.0
+    overlap: str = "allow"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +99,8 @@ class CronJob:
     created_at: dt.datetime | None
     updated_at: dt.datetime
     paused: bool = False
+    jitter: float = 0.0
+    overlap: str = "allow"
 
     @property
     def timer_id(self) -> str:
@@ -117,6 +124,8 @@ class Delivery:
     attempts: int
     max_attempts: int
     claim_token: int
+    traceparent: str | None = None
+    tracestate: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,4 +171,9 @@ def format_utc(moment: dt.datetime, timespec: str = "milliseconds") -> str:
     return moment.astimezone(dt.UTC).isoformat(timespec=timespec).replace("+00:00", "Z")
 
 
-JOB_STATES = ("scheduled", "delivering", "delivered", "failed", "cancelled")
+# `skipped`: a cron tick recorded but never sent, because its cron's overlap policy is `skip`
+# and an earlier run was not finished.
+JOB_STATES = ("scheduled", "delivering", "delivered", "failed", "cancelled", "skipped")
+# What a cron tick does while an earlier run of the cron is unfinished: go out anyway, or be
+# recorded as skipped. The first is the default.
+OVERLAP_POLICIES = ("allow", "skip")

@@ -14,7 +14,7 @@ import time
 
 import requests
 
-from scheduler import config, jobs, signing
+from scheduler import config, jobs, signing, tracing
 from scheduler.worker import metrics, watchdog
 
 EXCERPT_LENGTH = 512
@@ -63,6 +63,7 @@ def build_headers(
     }
     if settings.send_raw_secret:
         headers["Scheduler-Secret"] = settings.secret
+    headers.update(tracing.delivery_headers(delivery.traceparent, delivery.tracestate))
     return headers
 
 

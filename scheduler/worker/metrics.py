@@ -63,7 +63,11 @@ CLOCK_SKEW = prometheus_client.Gauge(
     "This host's clock minus the database's, measured at each heartbeat.",
 )
 CRON_TICKS = prometheus_client.Counter(
-    "scheduler_cron_ticks", "Cron ticks recorded as jobs, catch-up ticks included."
+    "scheduler_cron_ticks", "Cron ticks recorded as jobs, catch-up and skipped ticks included."
+)
+CRON_TICKS_SKIPPED = prometheus_client.Counter(
+    "scheduler_cron_ticks_skipped",
+    "Cron ticks recorded as skipped (overlap skip: an earlier run of the cron was unfinished).",
 )
 RESCUED = prometheus_client.Counter(
     "scheduler_rescued_deliveries",
