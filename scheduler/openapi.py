@@ -239,7 +239,7 @@ IDEMPOTENCY_KEY = {
 TRACE_HEADERS = [
     {
         "in": "header",
-        "name": "traceparent",
+        "name": tracing.TRACEPARENT_HEADER,
         "required": False,
         "description": "W3C Trace Context. Stored with the job (each job of a batch) and sent on "
         "each delivery attempt with the same trace id and flags and a new parent id; a "
@@ -249,7 +249,7 @@ TRACE_HEADERS = [
     },
     {
         "in": "header",
-        "name": "tracestate",
+        "name": tracing.TRACESTATE_HEADER,
         "required": False,
         "description": "W3C Trace Context, kept only with a valid traceparent and when valid "
         f"itself, cut by whole members to {tracing.MAX_TRACESTATE_LENGTH} characters; sent "
