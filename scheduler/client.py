@@ -362,7 +362,8 @@ class Client:
 
     def set_crons(
         self,
-        crons: Mapping[str, str | Mapping[str, Any]] | Iterable[tuple[str, str | Mapping[str, Any]]],
+        crons: Mapping[str, str | Mapping[str, Any]]
+        | Iterable[tuple[str, str | Mapping[str, Any]]],
     ) -> None:
         """Replace the whole set of crons with `{id: spec}` (or `(id, spec)` pairs), atomically.
 

@@ -293,9 +293,7 @@ def next_fire_times(spec: CronSpec, after: datetime, count: int) -> list[datetim
     return list(itertools.islice(_fire_times(spec, after), count))
 
 
-def fire_times_between(
-    spec: CronSpec, start: datetime, end: datetime, most: int
-) -> list[datetime]:
+def fire_times_between(spec: CronSpec, start: datetime, end: datetime, most: int) -> list[datetime]:
     """The fire times t with ``start <= t < end``, in the spec's zone, as ``next_fire_times``
     computes them; at most ``most + 1``, so a caller can tell a window that holds more than
     ``most`` without computing them all."""

@@ -125,7 +125,7 @@ class RecordedTicks:
     """Cron ticks new to the table, and how many of those were recorded as skipped."""
 
     recorded: int
-    skipped: int = 0
+    skipped: int
 
 
 @dataclasses.dataclass(frozen=True)

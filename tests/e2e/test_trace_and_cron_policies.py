@@ -39,9 +39,7 @@ def test_each_delivery_attempt_continues_the_insert_s_trace(system: System) -> N
     malformed = system.client.insert({"n": 2}, delay=0, traceparent=TRACEPARENT.upper())
     untraced = support.wait_until(
         lambda: [
-            r
-            for r in system.receiver.received()
-            if r.headers["Scheduler-Delivery-Id"] == malformed
+            r for r in system.receiver.received() if r.headers["Scheduler-Delivery-Id"] == malformed
         ],
         timeout=15,
     )[0]

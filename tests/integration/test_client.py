@@ -341,9 +341,7 @@ def test_insert_sends_the_trace_context(api: client.Client, db: psycopg.Connecti
     traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
     one = api.insert(None, at=FUTURE, traceparent=traceparent, tracestate="congo=1")
     many = api.insert_batch([{"at": FUTURE}, {"delay": 60}], traceparent=traceparent)
-    rows = dict(
-        db.execute("SELECT id, (traceparent, tracestate)::text FROM jobs").fetchall()
-    )
+    rows = dict(db.execute("SELECT id, (traceparent, tracestate)::text FROM jobs").fetchall())
     assert rows[one] == f"({traceparent},congo=1)"
     assert [rows[job_id] for job_id in many] == [f"({traceparent},)"] * 2
 

@@ -129,11 +129,17 @@ def test_backfill_refuses_a_window_of_more_than_the_limit(
 ) -> None:
     put(client, auth, "every", spec="* * * * * *")
     limit = schemas.MAX_BACKFILL_TICKS
-    too_wide = {"from": "2030-01-01T00:00:00Z", "to": f"2030-01-01T00:{(limit + 1) // 60:02d}:{(limit + 1) % 60:02d}Z"}
+    too_wide = {
+        "from": "2030-01-01T00:00:00Z",
+        "to": f"2030-01-01T00:{(limit + 1) // 60:02d}:{(limit + 1) % 60:02d}Z",
+    }
     status, body = backfill(client, auth, "every", too_wide)
     assert status == 400 and "to" in body["error"]["fields"]
     assert db.execute("SELECT count(*) FROM jobs").fetchone() == (0,)
-    widest = {"from": "2030-01-01T00:00:00Z", "to": f"2030-01-01T00:{limit // 60:02d}:{limit % 60:02d}Z"}
+    widest = {
+        "from": "2030-01-01T00:00:00Z",
+        "to": f"2030-01-01T00:{limit // 60:02d}:{limit % 60:02d}Z",
+    }
     assert backfill(client, auth, "every", widest) == (200, {"recorded": limit, "ticks": limit})
 
 
