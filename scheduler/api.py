@@ -56,20 +56,22 @@ def delete_job() -> Response:
 @bp.post("/cron")
 def replace_crons() -> Response:
     data = web.load(schemas.ReplaceCronsSchema, web.json_body())
-    parsed = [(entry["id"], cron.parse_spec(entry["spec"])) for entry in data["jobs"]]
+    parsed = [(entry, cron.parse_spec(entry["spec"])) for entry in data["jobs"]]
     definitions = [
         jobs.CronDefinition(
-            id=cron_id,
+            id=entry["id"],
             spec=spec.spec,
             timezone=spec.timezone,
+            jitter=entry["jitter"],
+            overlap=entry["overlap"],
             endpoint=web.known_endpoint(entry["endpoint"], index, "jobs"),
         )
-        for index, (entry, (cron_id, spec)) in enumerate(zip(data["jobs"], parsed, strict=True))
+        for index, (entry, spec) in enumerate(parsed)
     ]
     web.db().replace_crons(definitions)
     logger.info("cron set replaced with %d crons", len(definitions), extra={"action": "set_crons"})
-    for cron_id, spec in parsed:
-        cron_routes.warn_if_never_fires(cron_id, spec)
+    for entry, spec in parsed:
+        cron_routes.warn_if_never_fires(entry["id"], spec)
     return Response(status=200)
 
 

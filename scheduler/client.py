@@ -22,10 +22,13 @@ import requests
 
 SECRET_HEADER = "Scheduler-Secret"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+TRACEPARENT_HEADER = "traceparent"
+TRACESTATE_HEADER = "tracestate"
 DEFAULT_TIMEOUT = 10.0
 _EXCERPT = 200
 T = TypeVar("T")
 _JOB_KEYS = frozenset({"body", "at", "delay", "max_attempts", "endpoint"})
+_CRON_KEYS = frozenset({"spec", "jitter", "overlap", "endpoint"})
 # Marks a limit left as it is in `set_endpoint_limits` (None means unlimited).
 UNCHANGED: Any = object()
 _RFC3339 = re.compile(
@@ -177,7 +180,18 @@ class Cron:
     last_status: int | None
     created_at: dt.datetime | None
     updated_at: dt.datetime
+    jitter: float = 0.0
+    overlap: str = "allow"
     endpoint: str = "default"
+
+
+@dataclasses.dataclass(frozen=True)
+class Backfill:
+    """What a backfill did: `ticks` of the cron were in the window, `recorded` of them were
+    recorded now (the others already were)."""
+
+    recorded: int
+    ticks: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -264,28 +278,38 @@ class Client:
         max_attempts: int | None = None,
         idempotency_key: str | None = None,
         endpoint: str | None = None,
+        traceparent: str | None = None,
+        tracestate: str | None = None,
     ) -> str:
         """Schedule one delivery of `body` at `at` or after `delay` (exactly one); its job id.
 
         Repeating a call with the same `idempotency_key` and arguments returns the first call's
         job instead of scheduling another, so a call that raised `ConnectionFailed` can be retried
-        safely; the same key with other arguments raises `Conflict`.
+        safely; the same key with other arguments raises `Conflict`. `traceparent` and
+        `tracestate` (W3C Trace Context) are sent as headers and passed on to the deliveries.
         """
         payload = _job_payload(
             body=body, at=at, delay=delay, max_attempts=max_attempts, endpoint=endpoint
         )
         if idempotency_key is not None:
             payload["idempotency_key"] = idempotency_key
-        answer = self._request("POST", "/insert", json_body=payload)
+        answer = self._request(
+            "POST", "/insert", json_body=payload, headers=_trace(traceparent, tracestate)
+        )
         return _parse(answer, lambda data: str(data["id"]))
 
     def insert_batch(
-        self, jobs: Sequence[Mapping[str, Any]], *, idempotency_key: str | None = None
+        self,
+        jobs: Sequence[Mapping[str, Any]],
+        *,
+        idempotency_key: str | None = None,
+        traceparent: str | None = None,
+        tracestate: str | None = None,
     ) -> builtins.list[str]:
         """Schedule several jobs atomically; their ids, in order.
 
         Each item takes the keys of `insert`'s arguments: `body`, `at` or `delay`, `max_attempts`,
-        `endpoint`.
+        `endpoint`. The trace context, as for `insert`, applies to every job of the batch.
         """
         items = []
         for index, item in enumerate(jobs):
@@ -293,7 +317,9 @@ class Client:
             if unknown:
                 raise ValueError(f"jobs[{index}]: unknown keys {sorted(unknown)}")
             items.append(_job_payload(**item))
-        headers = {IDEMPOTENCY_HEADER: idempotency_key} if idempotency_key is not None else {}
+        headers = _trace(traceparent, tracestate)
+        if idempotency_key is not None:
+            headers[IDEMPOTENCY_HEADER] = idempotency_key
         answer = self._request("POST", "/jobs/batch", json_body={"jobs": items}, headers=headers)
         return _parse(answer, lambda data: [str(job_id) for job_id in data["ids"]])
 
@@ -363,15 +389,15 @@ class Client:
         | Iterable[tuple[str, str | Mapping[str, Any]]],
     ) -> None:
         """Replace the whole set of crons with `{id: spec}` (or `(id, spec)` pairs), atomically;
-        instead of a spec, a mapping of the entry's fields (`{"spec": ..., "endpoint": ...}`).
+        instead of a spec, a mapping of the entry's fields (`spec`, `jitter`, `overlap`,
+        `endpoint`).
 
-        An empty set removes every cron. If any entry is invalid, nothing changes.
+        A spec may also be a mapping with the keys `spec`, `jitter` and `overlap` (those of
+        `put_cron`): `{"report": {"spec": "@hourly", "jitter": 60}}`. A key left out takes its
+        default. An empty set removes every cron. If any entry is invalid, nothing changes.
         """
         pairs = crons.items() if isinstance(crons, Mapping) else crons
-        entries = [
-            {"id": cron_id, **({"spec": spec} if isinstance(spec, str) else dict(spec))}
-            for cron_id, spec in pairs
-        ]
+        entries = [_cron_entry(cron_id, spec) for cron_id, spec in pairs]
         self._request("POST", "/cron", json_body={"jobs": entries})
 
     def list_crons(self) -> builtins.list[Cron]:
@@ -387,16 +413,23 @@ class Client:
         cron_id: str,
         spec: str,
         timezone: str | None = None,
+        *,
+        jitter: float | dt.timedelta | None = None,
+        overlap: str | None = None,
         endpoint: str | None = None,
     ) -> Cron:
         """Create or redefine one cron, leaving the others alone.
 
         `timezone` is an IANA name, the same as a `CRON_TZ=` prefix on `spec` (give one, not
-        both); without either, the spec runs in UTC. `endpoint` names where it goes.
+        both); without either, the spec runs in UTC. `jitter` (seconds, default 0) delays each
+        tick's delivery by a random part of it; `overlap` is `allow` (the default) or `skip` (a
+        tick is recorded as skipped while an earlier run is unfinished). Left out, each takes
+        its default: the cron is exactly what this call says. `endpoint` names where it goes.
         """
         payload: dict[str, Any] = {"spec": spec}
         if timezone is not None:
             payload["timezone"] = timezone
+        payload.update(_cron_policies(jitter, overlap))
         if endpoint is not None:
             payload["endpoint"] = endpoint
         return _parse(self._request("PUT", _path("cron", cron_id), json_body=payload), _cron)
@@ -416,6 +449,16 @@ class Client:
         """Schedule one extra run of a cron, due now; the job id of that run."""
         answer = self._request("POST", _path("cron", cron_id, "run"))
         return _parse(answer, lambda data: str(data["id"]))
+
+    def backfill_cron(
+        self, cron_id: str, start: dt.datetime | str, end: dt.datetime | str
+    ) -> Backfill:
+        """Record every tick of the cron from `start` (inclusive) to `end` (exclusive), at most
+        1,000; each is delivered once, however often asked. The cron's overlap policy does not
+        apply, and a tick it skipped is delivered now."""
+        payload = {"from": _time_param(start), "to": _time_param(end)}
+        answer = self._request("POST", _path("cron", cron_id, "backfill"), json_body=payload)
+        return _parse(answer, lambda data: Backfill(int(data["recorded"]), int(data["ticks"])))
 
     def cron_runs(
         self,
@@ -658,6 +701,39 @@ def _job_payload(
     return payload
 
 
+def _trace(traceparent: str | None, tracestate: str | None) -> dict[str, str]:
+    headers = {}
+    if traceparent is not None:
+        headers[TRACEPARENT_HEADER] = traceparent
+    if tracestate is not None:
+        headers[TRACESTATE_HEADER] = tracestate
+    return headers
+
+
+def _cron_entry(cron_id: str, spec: str | Mapping[str, Any]) -> dict[str, Any]:
+    if isinstance(spec, str):
+        return {"id": cron_id, "spec": spec}
+    unknown = set(spec) - _CRON_KEYS
+    if unknown:
+        raise ValueError(f"cron {cron_id!r}: unknown keys {sorted(unknown)}")
+    if "spec" not in spec:
+        raise ValueError(f"cron {cron_id!r}: no spec")
+    policies = _cron_policies(spec.get("jitter"), spec.get("overlap"))
+    if spec.get("endpoint") is not None:
+        policies["endpoint"] = spec["endpoint"]
+    return {"id": cron_id, "spec": spec["spec"], **policies}
+
+
+def _cron_policies(jitter: float | dt.timedelta | None, overlap: str | None) -> dict[str, Any]:
+    policies: dict[str, Any] = {}
+    if jitter is not None:
+        seconds = jitter.total_seconds() if isinstance(jitter, dt.timedelta) else jitter
+        policies["jitter"] = int(seconds) if float(seconds).is_integer() else seconds
+    if overlap is not None:
+        policies["overlap"] = overlap
+    return policies
+
+
 def _time_param(value: dt.datetime | str | None) -> str | None:
     return format_time(value) if isinstance(value, dt.datetime) else value
 
@@ -736,5 +812,7 @@ def _cron(data: dict[str, Any]) -> Cron:
         last_status=data.get("last_status"),
         created_at=_optional_time(data.get("created_at")),
         updated_at=_parse_time(data["updated_at"]),
+        jitter=float(data.get("jitter", 0.0)),
+        overlap=str(data.get("overlap", "allow")),
         endpoint=data.get("endpoint", "default"),
     )

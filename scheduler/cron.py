@@ -39,7 +39,9 @@ pickle them.
 
 from __future__ import annotations
 
+import itertools
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from fractions import Fraction
@@ -288,10 +290,27 @@ def next_fire_times(spec: CronSpec, after: datetime, count: int) -> list[datetim
     ``get_next_fire_time`` called as the dispatcher calls it, so they are what it will fire.
     """
     _as_utc(after)  # refuse a naive moment before anything can swallow the error
-    zone = ZoneInfo(spec.timezone)
+    return list(itertools.islice(_fire_times(spec, after), count))
+
+
+def fire_times_between(spec: CronSpec, start: datetime, end: datetime, most: int) -> list[datetime]:
+    """The fire times t with ``start <= t < end``, in the spec's zone, as ``next_fire_times``
+    computes them; at most ``most + 1``, so a caller can tell a window that holds more than
+    ``most`` without computing them all."""
+    start, end = _as_utc(start), _as_utc(end)
     times: list[datetime] = []
+    for fire_time in _fire_times(spec, start - timedelta(microseconds=1)):
+        if fire_time >= end or len(times) > most:
+            break
+        times.append(fire_time)
+    return times
+
+
+def _fire_times(spec: CronSpec, after: datetime) -> Iterator[datetime]:
+    """Fire times strictly after ``after``, in the spec's zone, until the schedule ends."""
+    zone = ZoneInfo(spec.timezone)
     fire_time: datetime | None = None
-    for _ in range(count):
+    while True:
         try:
             if fire_time is None:
                 fire_time = _first_fire_after(spec.trigger, after)
@@ -299,11 +318,10 @@ def next_fire_times(spec: CronSpec, after: datetime, count: int) -> list[datetim
                 fire_time = spec.trigger.get_next_fire_time(fire_time, fire_time)
         except (OverflowError, ValueError):
             # Past 9999-12-31 no time can be represented: the schedule ends there.
-            break
+            return
         if fire_time is None:
-            break
-        times.append(fire_time.astimezone(zone))
-    return times
+            return
+        yield fire_time.astimezone(zone)
 
 
 def latest_fire_time(spec: CronSpec, after: datetime, until: datetime) -> datetime | None:

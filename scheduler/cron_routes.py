@@ -1,4 +1,5 @@
-"""Routes for single crons: list, create or replace, delete, pause, resume, run now, history."""
+"""Routes for single crons: list, create or replace, delete, pause, resume, run now, backfill,
+history."""
 
 from __future__ import annotations
 
@@ -87,6 +88,8 @@ def put_cron(cron_id: str) -> Response:
         spec=spec,
         timezone=parsed.timezone,
         endpoint=web.known_endpoint(data["endpoint"]),
+        jitter=data["jitter"],
+        overlap=data["overlap"],
     )
     web.db().put_cron(definition)
     logger.info(
@@ -129,6 +132,36 @@ def run_cron(cron_id: str) -> Response:
         extra={"action": "run_cron", "cron_id": cron_id, "job_id": job_id},
     )
     return web.dump(schemas.JobIdResponse, {"id": job_id}, status=202)
+
+
+@bp.post("/<cron_id>/backfill")
+def backfill_cron(cron_id: str) -> Response:
+    """Record every tick of the cron in [from, to), each sent once however often asked."""
+    checked_cron_id(cron_id)
+    data = web.load(schemas.BackfillSchema, web.json_body())
+    statuses = web.db().cron_statuses(cron_id)
+    if not statuses:
+        raise errors.CronNotFound(cron_id)
+    job = statuses[0].cron
+    most = schemas.MAX_BACKFILL_TICKS
+    times = cron.fire_times_between(cron.parse_spec(job.spec), data["start"], data["end"], most)
+    if len(times) > most:
+        raise web.RequestRejected(
+            400,
+            "invalid_request",
+            "The request has invalid fields.",
+            {"to": [f"The window holds more than {most} ticks of this cron; ask for less."]},
+        )
+    ticks = [jobs.CronTick(job.revision, jobs.new_job_id(), t) for t in times]
+    recorded = web.db().backfill_cron(job, ticks, web.settings().max_attempts)
+    logger.info(
+        "cron %s backfilled: %d of %d ticks recorded",
+        cron_id,
+        recorded,
+        len(ticks),
+        extra={"action": "backfill_cron", "cron_id": cron_id},
+    )
+    return web.dump(schemas.BackfillResponse, {"recorded": recorded, "ticks": len(ticks)})
 
 
 @bp.get("/<cron_id>/runs")

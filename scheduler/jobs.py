@@ -64,6 +64,9 @@ class NewJob:
     max_attempts: int
     delay: float | None = None
     endpoint: str = DEFAULT_ENDPOINT
+    # The W3C trace context of the request that scheduled it (tracing.stored_context).
+    traceparent: str | None = None
+    tracestate: str | None = None
 
     def due_within(self, seconds: float, now: dt.datetime) -> bool:
         """Whether it is due less than `seconds` after `now`."""
@@ -87,6 +90,8 @@ class CronDefinition:
     spec: str
     timezone: str
     endpoint: str = DEFAULT_ENDPOINT
+    jitter: float = 0.0
+    overlap: str = "allow"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,6 +105,8 @@ class CronJob:
     updated_at: dt.datetime
     paused: bool = False
     endpoint: str = DEFAULT_ENDPOINT
+    jitter: float = 0.0
+    overlap: str = "allow"
 
     @property
     def timer_id(self) -> str:
@@ -127,6 +134,9 @@ class Delivery:
     endpoint: str = DEFAULT_ENDPOINT
     event: str | None = None
     held_back: float | None = None
+    due_at: dt.datetime | None = None
+    traceparent: str | None = None
+    tracestate: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,4 +183,9 @@ def format_utc(moment: dt.datetime, timespec: str = "milliseconds") -> str:
     return moment.astimezone(dt.UTC).isoformat(timespec=timespec).replace("+00:00", "Z")
 
 
-JOB_STATES = ("scheduled", "delivering", "delivered", "failed", "cancelled")
+# `skipped`: a cron tick recorded but never sent, because its cron's overlap policy is `skip`
+# and an earlier run was not finished.
+JOB_STATES = ("scheduled", "delivering", "delivered", "failed", "cancelled", "skipped")
+# What a cron tick does while an earlier run of the cron is unfinished: go out anyway, or be
+# recorded as skipped. The first is the default.
+OVERLAP_POLICIES = ("allow", "skip")

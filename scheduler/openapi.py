@@ -18,7 +18,7 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import Schema, fields, validate
 
-from scheduler import __version__, config, jobs, schemas
+from scheduler import __version__, config, jobs, schemas, tracing
 
 SECURITY_SCHEME = "SchedulerSecret"
 SECURITY: list[dict[str, list[str]]] = [{SECURITY_SCHEME: []}]
@@ -88,7 +88,7 @@ def _custom_fields(self: Any, field: fields.Field, **kwargs: Any) -> dict[str, A
         return {"pattern": ecma_pattern(regexes[0])}
     if isinstance(field, schemas.Delay):
         choices: list[dict[str, Any]] = [
-            {"type": "number", "minimum": 0, "maximum": schemas.MAX_DELAY_SECONDS},
+            {"type": "number", "minimum": 0, "maximum": field.maximum},
             {"type": "string", "pattern": DURATION_PATTERN},
         ]
         if field.allow_none:
@@ -210,7 +210,13 @@ BODY_EXAMPLES: dict[str, dict[str, Any]] = {
             }
         }
     },
-    "PutCron": {"zoned": {"value": {"spec": EXAMPLE_SPEC, "timezone": "Europe/Paris"}}},
+    "PutCron": {
+        "zoned": {"value": {"spec": EXAMPLE_SPEC, "timezone": "Europe/Paris"}},
+        "spread": {"value": {"spec": "@hourly", "jitter": 300, "overlap": "skip"}},
+    },
+    "Backfill": {
+        "day": {"value": {"from": "2029-12-31T00:00:00Z", "to": "2030-01-01T00:00:00Z"}},
+    },
 }
 QUERY_EXAMPLES: dict[str, Any] = {
     "spec": EXAMPLE_SPEC,
@@ -230,6 +236,27 @@ IDEMPOTENCY_KEY = {
     "SCHEDULER_IDEMPOTENCY_TTL.",
     "schema": {"type": "string", "minLength": 1, "maxLength": schemas.MAX_KEY_LENGTH},
 }
+TRACE_HEADERS = [
+    {
+        "in": "header",
+        "name": tracing.TRACEPARENT_HEADER,
+        "required": False,
+        "description": "W3C Trace Context. Stored with the job (each job of a batch) and sent on "
+        "each delivery attempt with the same trace id and flags and a new parent id; a "
+        "malformed value is ignored, never refused.",
+        "schema": {"type": "string"},
+        "example": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    },
+    {
+        "in": "header",
+        "name": tracing.TRACESTATE_HEADER,
+        "required": False,
+        "description": "W3C Trace Context, kept only with a valid traceparent and when valid "
+        f"itself, cut by whole members to {tracing.MAX_TRACESTATE_LENGTH} characters; sent "
+        "with the traceparent.",
+        "schema": {"type": "string"},
+    },
+]
 EMPTY = {"description": "Done; empty body."}
 NO_CONTENT = {"description": "Done."}
 JOB_ID = [
@@ -284,6 +311,8 @@ COMPONENTS: dict[str, type[Schema]] = {
     "Cron": schemas.CronJobResponse,
     "CronList": schemas.CronListResponse,
     "CronPreview": schemas.CronPreviewResponse,
+    "Backfill": schemas.BackfillSchema,
+    "BackfillResult": schemas.BackfillResponse,
     "Dispatchers": schemas.DispatchersResponse,
     "Endpoints": schemas.EndpointsResponse,
     "PatchEndpoint": schemas.PatchEndpointSchema,
@@ -299,6 +328,7 @@ RESPONSE_COMPONENTS = (
     "Cron",
     "CronList",
     "CronPreview",
+    "BackfillResult",
     "Dispatchers",
     "Dispatcher",
     "Endpoints",
@@ -433,7 +463,7 @@ def _paths() -> dict[str, dict[str, Any]]:
                 },
                 tag="jobs",
                 body="InsertJob",
-                params=[IDEMPOTENCY_KEY],
+                params=[IDEMPOTENCY_KEY, *TRACE_HEADERS],
             )
         },
         "/delete": {
@@ -520,6 +550,26 @@ def _paths() -> dict[str, dict[str, Any]]:
                 params=CRON_ID,
             )
         },
+        "/cron/{cron_id}/backfill": {
+            "post": _operation(
+                "api.crons.backfill_cron",
+                f"Record every tick of a cron in a window (at most {schemas.MAX_BACKFILL_TICKS}); "
+                "each is delivered once, however often asked.",
+                {
+                    "200": _json("BackfillResult", "Recorded."),
+                    **_errors(
+                        {
+                            400: INVALID,
+                            404: NO_CRON,
+                            409: "The cron was redefined or removed meanwhile; ask again.",
+                        }
+                    ),
+                },
+                tag="crons",
+                body="Backfill",
+                params=CRON_ID,
+            )
+        },
         "/cron/{cron_id}/runs": {
             "get": _operation(
                 "api.crons.cron_runs",
@@ -551,7 +601,7 @@ def _paths() -> dict[str, dict[str, Any]]:
                 },
                 tag="jobs",
                 body="Batch",
-                params=[IDEMPOTENCY_KEY],
+                params=[IDEMPOTENCY_KEY, *TRACE_HEADERS],
             )
         },
         "/jobs/{job_id}": {

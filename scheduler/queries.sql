@@ -4,10 +4,11 @@
 -- many seconds it is due by the database's clock, then when (the due time as epoch seconds, the
 -- part an earlier version's dispatcher reads during a rolling deploy).
 WITH inserted AS (
-    INSERT INTO jobs (id, body, run_at, next_attempt_at, max_attempts, endpoint)
+    INSERT INTO jobs (id, body, run_at, next_attempt_at, max_attempts, endpoint, traceparent,
+                      tracestate)
     VALUES (%(id)s, %(body)s, coalesce(%(run_at)s, now() + make_interval(secs => %(delay)s)),
         coalesce(%(run_at)s, now() + make_interval(secs => %(delay)s)), %(max_attempts)s,
-        %(endpoint)s)
+        %(endpoint)s, %(traceparent)s, %(tracestate)s)
     RETURNING next_attempt_at
 )
 SELECT pg_notify(
@@ -36,18 +37,24 @@ WHERE cron_id = ANY(%(cron_ids)s) AND state = 'scheduled';
 
 -- upsert_cron --
 -- Create a cron, or give it a new revision when its spec changed; an unchanged spec keeps its
--- timer, and a new endpoint is taken without one.
-INSERT INTO crons (id, spec, timezone, endpoint)
-VALUES (%(id)s, %(spec)s, %(timezone)s, %(endpoint)s)
+-- timer and its revision. Jitter, overlap and the endpoint are read at each tick, so a change of
+-- only those is stored without touching the timer (nor updated_at, the start of the current
+-- schedule).
+INSERT INTO crons (id, spec, timezone, jitter, overlap, endpoint)
+VALUES (%(id)s, %(spec)s, %(timezone)s, %(jitter)s, %(overlap)s, %(endpoint)s)
 ON CONFLICT (id) DO UPDATE
-SET spec = EXCLUDED.spec, timezone = EXCLUDED.timezone, endpoint = EXCLUDED.endpoint,
+SET spec = EXCLUDED.spec, timezone = EXCLUDED.timezone, jitter = EXCLUDED.jitter,
+    overlap = EXCLUDED.overlap, endpoint = EXCLUDED.endpoint,
     revision = CASE WHEN crons.spec IS DISTINCT FROM EXCLUDED.spec
                     THEN nextval('cron_revisions') ELSE crons.revision END,
     last_fire_at = CASE WHEN crons.spec IS DISTINCT FROM EXCLUDED.spec
                         THEN NULL ELSE crons.last_fire_at END,
     updated_at = CASE WHEN crons.spec IS DISTINCT FROM EXCLUDED.spec
                       THEN now() ELSE crons.updated_at END
-WHERE crons.spec IS DISTINCT FROM EXCLUDED.spec OR crons.endpoint IS DISTINCT FROM EXCLUDED.endpoint;
+WHERE crons.spec IS DISTINCT FROM EXCLUDED.spec
+   OR crons.jitter IS DISTINCT FROM EXCLUDED.jitter
+   OR crons.overlap IS DISTINCT FROM EXCLUDED.overlap
+   OR crons.endpoint IS DISTINCT FROM EXCLUDED.endpoint;
 
 -- notify_crons_changed --
 -- Tell the leader to resynchronise its cron timers.
@@ -55,13 +62,15 @@ SELECT pg_notify('scheduler', 'c');
 
 -- list_crons --
 -- Every cron with what the dispatcher needs to schedule it.
-SELECT id, spec, timezone, revision, paused, last_fire_at, created_at, updated_at, endpoint
+SELECT id, spec, timezone, revision, paused, last_fire_at, created_at, updated_at, jitter,
+       overlap, endpoint
 FROM crons ORDER BY id;
 
 -- list_crons_with_outcomes --
 -- Every cron with its latest run's state and HTTP status, for listings.
 SELECT c.id, c.spec, c.timezone, c.revision, c.paused, c.last_fire_at, c.created_at,
-       c.updated_at, c.endpoint, last_run.state AS last_state, last_run.last_status AS last_status
+       c.updated_at, c.jitter, c.overlap, c.endpoint, last_run.state AS last_state,
+       last_run.last_status AS last_status
 FROM crons c
 LEFT JOIN LATERAL (
     SELECT state, last_status FROM jobs
@@ -88,7 +97,7 @@ WHERE id IN (
     FOR UPDATE SKIP LOCKED
 )
 RETURNING id, cron_id, body::text AS body, run_at, attempts, max_attempts, claim_token, endpoint,
-          event;
+          event, traceparent, tracestate, next_attempt_at AS due_at;
 
 -- claim_endpoint_jobs --
 -- A paused or limited endpoint's share, taken while its row in `endpoints` is locked (by
@@ -108,7 +117,8 @@ WHERE id IN (
     FOR UPDATE SKIP LOCKED
 )
 RETURNING id, cron_id, body::text AS body, run_at, attempts, max_attempts, claim_token, endpoint,
-          event, extract(epoch FROM now() - next_attempt_at)::float8 AS held_back;
+          event, traceparent, tracestate, next_attempt_at AS due_at,
+          extract(epoch FROM now() - next_attempt_at)::float8 AS held_back;
 
 -- lock_endpoint --
 -- An endpoint's run-time state, its row locked for the rest of the transaction (made if absent).
@@ -186,20 +196,51 @@ WHERE id = %(job_id)s AND state = 'delivering' AND claim_token = %(claim_token)s
 
 -- record_cron_fires --
 -- One job per cron tick; the unique (cron_id, run_at) index absorbs repeats. A tick of a cron
--- removed or redefined since its timer was set (another revision) records nothing. CTEs: the
--- ticks of live crons, the jobs they make, and each cron's latest tick.
+-- removed or redefined since its timer was set (another revision) records nothing. A tick is due
+-- a random part of its cron's jitter after it. Under overlap 'skip' it is recorded as skipped,
+-- never to be sent, while the cron has a run not finished; in a pass that holds several new
+-- ticks of one cron, each after the first has such a run (the first, or what made it skip).
+-- CTEs: the ticks of live crons, those not recorded yet in order per cron, the jobs they make,
+-- and each cron's latest tick.
 WITH ticks AS (
-    SELECT crons.id AS cron_id, crons.endpoint, t.revision, t.job_id, t.run_at
+    SELECT crons.id AS cron_id, crons.endpoint, crons.jitter, crons.overlap, t.revision, t.job_id,
+           t.run_at
     FROM unnest(%(revisions)s::bigint[], %(job_ids)s::text[], %(run_ats)s::timestamptz[])
         AS t (revision, job_id, run_at)
     JOIN crons ON crons.revision = t.revision
     WHERE EXISTS (SELECT 1 FROM dispatcher_leader WHERE epoch = %(epoch)s)
 ),
+fresh AS (
+    SELECT cron_id, endpoint, jitter, overlap, job_id, run_at,
+           row_number() OVER (PARTITION BY cron_id ORDER BY run_at) AS place
+    FROM (
+        SELECT DISTINCT ON (cron_id, run_at) cron_id, endpoint, jitter, overlap, job_id, run_at
+        FROM ticks
+    ) AS distinct_ticks
+    WHERE NOT EXISTS (
+        SELECT 1 FROM jobs WHERE jobs.cron_id = distinct_ticks.cron_id
+                             AND jobs.run_at = distinct_ticks.run_at
+    )
+),
+decided AS (
+    SELECT job_id, cron_id, endpoint, run_at, jitter,
+           CASE WHEN overlap = 'skip'
+                THEN place > 1 OR EXISTS (
+                    SELECT 1 FROM jobs
+                    WHERE jobs.cron_id = fresh.cron_id AND jobs.state IN ('scheduled', 'delivering')
+                )
+                ELSE false END AS skip
+    FROM fresh
+),
 fired AS (
-    INSERT INTO jobs (id, cron_id, run_at, next_attempt_at, max_attempts, endpoint)
-    SELECT job_id, cron_id, run_at, run_at, %(max_attempts)s, endpoint FROM ticks
+    INSERT INTO jobs (id, cron_id, run_at, next_attempt_at, max_attempts, state, finished_at,
+                      endpoint)
+    SELECT job_id, cron_id, run_at, run_at + make_interval(secs => random() * jitter),
+           %(max_attempts)s, CASE WHEN skip THEN 'skipped' ELSE 'scheduled' END,
+           CASE WHEN skip THEN now() END, endpoint
+    FROM decided
     ON CONFLICT (cron_id, run_at) WHERE cron_id IS NOT NULL DO NOTHING
-    RETURNING id
+    RETURNING id, state
 ),
 advanced AS (
     UPDATE crons SET last_fire_at = greatest(crons.last_fire_at, latest.run_at)
@@ -207,7 +248,9 @@ advanced AS (
     WHERE crons.revision = latest.revision
     RETURNING crons.id
 )
-SELECT (SELECT count(*) FROM fired) AS inserted, (SELECT count(*) FROM advanced) AS advanced;
+SELECT (SELECT count(*) FROM fired) AS inserted,
+       (SELECT count(*) FROM fired WHERE state = 'skipped') AS skipped,
+       (SELECT count(*) FROM advanced) AS advanced;
 
 -- release_unowned_claims --
 -- At an election: claims that name no dispatcher were made by an earlier version, in which only
@@ -246,7 +289,8 @@ SELECT id FROM apscheduler_jobs WHERE id NOT LIKE 'cron:%%' AND id <> 'wake';
 
 -- crons_missing_timers --
 -- Running crons whose current revision has no APScheduler timer.
-SELECT id, spec, timezone, revision, paused, last_fire_at, created_at, updated_at, endpoint
+SELECT id, spec, timezone, revision, paused, last_fire_at, created_at, updated_at, jitter,
+       overlap, endpoint
 FROM crons
 WHERE NOT paused AND NOT EXISTS (
     SELECT 1 FROM apscheduler_jobs WHERE apscheduler_jobs.id = 'cron:' || crons.revision
@@ -265,7 +309,7 @@ WHERE id LIKE 'cron:%%'
 -- SKIP LOCKED: pruning never waits on, or blocks, a row the hot path is using.
 WITH doomed AS (
     SELECT id FROM jobs
-    WHERE state IN ('delivered', 'cancelled') AND finished_at < %(before)s
+    WHERE state IN ('delivered', 'cancelled', 'skipped') AND finished_at < %(before)s
     ORDER BY finished_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -315,10 +359,11 @@ SELECT job_ids, request_hash FROM idempotency_keys WHERE key = %(key)s;
 -- insert_job_quietly --
 -- A job the dispatchers need not hear of now (due beyond their next look), or one of a batch,
 -- which sends a single notification. As in insert_job, a delay counts on the database's clock.
-INSERT INTO jobs (id, body, run_at, next_attempt_at, max_attempts, endpoint)
+INSERT INTO jobs (id, body, run_at, next_attempt_at, max_attempts, endpoint, traceparent,
+                  tracestate)
 VALUES (%(id)s, %(body)s, coalesce(%(run_at)s, now() + make_interval(secs => %(delay)s)),
         coalesce(%(run_at)s, now() + make_interval(secs => %(delay)s)), %(max_attempts)s,
-        %(endpoint)s);
+        %(endpoint)s, %(traceparent)s, %(tracestate)s);
 
 -- notify_jobs_due --
 -- Tell the dispatchers that several jobs were added at once, or that jobs are due now.
@@ -390,6 +435,29 @@ WITH fired AS (
     RETURNING id
 )
 SELECT id, pg_notify('scheduler', 'j 0 ' || extract(epoch FROM now())) FROM fired;
+
+-- backfill_cron --
+-- Record the ticks of a cron that an operator asks for: jitter applies, overlap does not. A tick
+-- overlap skipped is due again; one recorded otherwise (scheduled, sent, failed, cancelled) is
+-- left alone, so asking twice sends each tick once. Nothing is recorded when the cron was
+-- redefined since its ticks were computed (another revision). CTEs: the cron as it was, the
+-- ticks recorded or made due again.
+WITH cron AS (
+    SELECT id, jitter, endpoint FROM crons WHERE id = %(id)s AND revision = %(revision)s
+),
+recorded AS (
+    INSERT INTO jobs AS j (id, cron_id, run_at, next_attempt_at, max_attempts, endpoint)
+    SELECT t.job_id, cron.id, t.run_at, t.run_at + make_interval(secs => random() * cron.jitter),
+           %(max_attempts)s, cron.endpoint
+    FROM cron CROSS JOIN unnest(%(job_ids)s::text[], %(run_ats)s::timestamptz[])
+        AS t (job_id, run_at)
+    ON CONFLICT (cron_id, run_at) WHERE cron_id IS NOT NULL DO UPDATE
+    SET state = 'scheduled', next_attempt_at = EXCLUDED.next_attempt_at, finished_at = NULL,
+        updated_at = now()
+    WHERE j.state = 'skipped'
+    RETURNING j.id
+)
+SELECT (SELECT count(*) FROM cron) AS found, (SELECT count(*) FROM recorded) AS recorded;
 
 -- read_leader --
 -- The dispatcher's heartbeat, for readiness checks.

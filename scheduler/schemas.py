@@ -23,6 +23,10 @@ MAX_RATE_LIMIT = config.MAX_RATE_LIMIT
 MAX_IN_FLIGHT_LIMIT = config.MAX_IN_FLIGHT_LIMIT
 MAX_KEY_LENGTH = 255
 MAX_DELAY_SECONDS = 10 * 366 * 24 * 3600
+# A tick's delivery may wait up to this for its cron's jitter: enough to spread a daily cron over
+# its whole day.
+MAX_JITTER_SECONDS = 24 * 3600
+MAX_BACKFILL_TICKS = 1000
 DEFAULT_PAGE = 50
 MAX_PAGE = 500
 _DURATION = re.compile(
@@ -113,7 +117,12 @@ def parse_duration(value: str) -> float:
 
 
 class Delay(fields.Field):
-    """Seconds from now: a non-negative number, or an ISO 8601 duration string."""
+    """Seconds (from now, for a job's delay): a non-negative number, or an ISO 8601 duration
+    string; at most `maximum`."""
+
+    def __init__(self, maximum: int = MAX_DELAY_SECONDS, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.maximum = maximum
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> float:
         # Request numbers arrive exact: an int, or a Decimal (jsonb.loads).
@@ -122,11 +131,11 @@ class Delay(fields.Field):
         try:
             seconds = parse_duration(value) if isinstance(value, str) else float(value)
         except OverflowError:
-            raise ValidationError(f"Must be between 0 and {MAX_DELAY_SECONDS} seconds.") from None
+            raise ValidationError(f"Must be between 0 and {self.maximum} seconds.") from None
         except ValueError as exc:
             raise ValidationError(str(exc)) from None
-        if not 0 <= seconds <= MAX_DELAY_SECONDS:
-            raise ValidationError(f"Must be between 0 and {MAX_DELAY_SECONDS} seconds.")
+        if not 0 <= seconds <= self.maximum:
+            raise ValidationError(f"Must be between 0 and {self.maximum} seconds.")
         return seconds
 
 
@@ -248,7 +257,29 @@ class DeleteJobSchema(Schema):
     id = JobId(required=True)
 
 
-class CronEntrySchema(Schema):
+class CronPoliciesSchema(Schema):
+    """What a cron's ticks do besides firing; a field left out takes its default, so a cron is
+    exactly what was sent."""
+
+    jitter = Delay(
+        maximum=MAX_JITTER_SECONDS,
+        load_default=0.0,
+        metadata={
+            "description": "Seconds (or ISO 8601, PT5M): each tick is delivered after a uniform "
+            "random delay up to this. Default 0."
+        },
+    )
+    overlap = fields.String(
+        load_default=jobs_module.OVERLAP_POLICIES[0],
+        validate=validate.OneOf(jobs_module.OVERLAP_POLICIES),
+        metadata={
+            "description": "`allow` (default): every tick is delivered. `skip`: a tick is recorded "
+            "as `skipped`, never delivered, while an earlier run of the cron is unfinished."
+        },
+    )
+
+
+class CronEntrySchema(CronPoliciesSchema):
     id = CronId(required=True)
     spec = fields.String(required=True, validate=validate.Length(1, MAX_SPEC_LENGTH))
     endpoint = EndpointName()
@@ -289,7 +320,7 @@ class CronPreviewResponse(Schema):
     next = fields.List(Timestamp())
 
 
-class PutCronSchema(Schema):
+class PutCronSchema(CronPoliciesSchema):
     spec = fields.String(required=True, validate=validate.Length(1, MAX_SPEC_LENGTH))
     timezone = fields.String(
         load_default=None,
@@ -325,6 +356,8 @@ class CronJobResponse(Schema):
     timezone = fields.String()
     endpoint = fields.String()
     paused = fields.Boolean()
+    jitter = fields.Float(metadata={"description": "Seconds."})
+    overlap = fields.String(metadata={"enum": list(jobs_module.OVERLAP_POLICIES)})
     next_fire_at = Timestamp(allow_none=True)
     last_fire_at = Timestamp(allow_none=True)
     last_state = fields.String(allow_none=True)
@@ -339,6 +372,25 @@ class CronJobResponse(Schema):
 
 class CronListResponse(Schema):
     jobs = fields.List(fields.Nested(CronJobResponse))
+
+
+class BackfillSchema(Schema):
+    """A window of a cron's ticks: `from` inclusive, `to` exclusive."""
+
+    start = Timestamp(data_key="from", required=True)
+    end = Timestamp(data_key="to", required=True)
+
+    @validates_schema
+    def check_window(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if data["end"] <= data["start"]:
+            raise ValidationError("Must be later than from.", "to")
+
+
+class BackfillResponse(Schema):
+    recorded = fields.Integer(
+        metadata={"description": "Ticks recorded now: new ones, and ones overlap had skipped."}
+    )
+    ticks = fields.Integer(metadata={"description": "Ticks of the cron in the window."})
 
 
 class DispatcherSchema(Schema):

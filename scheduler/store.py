@@ -99,6 +99,8 @@ def _job_params(job: jobs.NewJob) -> dict[str, Any]:
         "delay": job.delay,
         "max_attempts": job.max_attempts,
         "endpoint": job.endpoint,
+        "traceparent": job.traceparent,
+        "tracestate": job.tracestate,
     }
 
 
@@ -193,6 +195,14 @@ class EndpointClaim:
 
     claimed: list[jobs.Delivery]
     retry_in: float | None
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordedTicks:
+    """Cron ticks new to the table, and how many of those were recorded as skipped."""
+
+    recorded: int
+    skipped: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -336,13 +346,7 @@ class Store:
             removed = [row[0] for row in cur.fetchall()]
             if removed:
                 cur.execute(QUERIES["cancel_pending_fires"], {"cron_ids": removed})
-            cur.executemany(
-                QUERIES["upsert_cron"],
-                [
-                    {"id": c.id, "spec": c.spec, "timezone": c.timezone, "endpoint": c.endpoint}
-                    for c in crons
-                ],
-            )
+            cur.executemany(QUERIES["upsert_cron"], [dataclasses.asdict(c) for c in crons])
             cur.execute(QUERIES["notify_crons_changed"])
 
     def list_crons(self) -> list[jobs.CronJob]:
@@ -359,15 +363,7 @@ class Store:
     def put_cron(self, cron: jobs.CronDefinition) -> None:
         """Create or redefine one cron, leaving the others alone."""
         with self.transaction() as conn:
-            conn.execute(
-                QUERIES["upsert_cron"],
-                {
-                    "id": cron.id,
-                    "spec": cron.spec,
-                    "timezone": cron.timezone,
-                    "endpoint": cron.endpoint,
-                },
-            )
+            conn.execute(QUERIES["upsert_cron"], dataclasses.asdict(cron))
             conn.execute(QUERIES["notify_crons_changed"])
 
     def delete_cron(self, cron_id: str) -> bool:
@@ -402,6 +398,33 @@ class Store:
             if row is None:
                 raise errors.CronNotFound(cron_id)
         return str(row[0])
+
+    def backfill_cron(
+        self, cron: jobs.CronJob, ticks: Sequence[jobs.CronTick], max_attempts: int
+    ) -> int:
+        """Record `ticks` of `cron` as its revision defines them; how many are new or due again
+        (ticks overlap skipped).
+
+        :raise errors.Conflict: the cron was redefined or removed meanwhile.
+        """
+        with self.transaction() as conn:
+            row = conn.execute(
+                QUERIES["backfill_cron"],
+                {
+                    "id": cron.id,
+                    "revision": cron.revision,
+                    "job_ids": [t.job_id for t in ticks],
+                    "run_ats": [t.run_at for t in ticks],
+                    "max_attempts": max_attempts,
+                },
+            ).fetchone()
+            assert row is not None
+            found, recorded = row
+            if not found:
+                raise errors.Conflict(f"cron {cron.id} was changed meanwhile: ask again")
+            if recorded:
+                conn.execute(QUERIES["notify_jobs_due"])
+        return int(recorded)
 
     def read_leader(self) -> dict[str, Any]:
         return self._execute("read_leader")[0]
@@ -531,8 +554,9 @@ class Store:
 
     def record_cron_fires(
         self, epoch: int, ticks: Sequence[jobs.CronTick], max_attempts: int
-    ) -> int:
-        """Record cron ticks in one statement; how many were new."""
+    ) -> RecordedTicks:
+        """Record cron ticks in one statement; how many were new, and how many of those were
+        skipped (overlap)."""
         rows = self._execute(
             "record_cron_fires",
             {
@@ -543,7 +567,7 @@ class Store:
                 "max_attempts": max_attempts,
             },
         )
-        return int(rows[0]["inserted"])
+        return RecordedTicks(int(rows[0]["inserted"]), int(rows[0]["skipped"]))
 
     def release_unowned_claims(self, epoch: int) -> int:
         return len(self._execute("release_unowned_claims", {"epoch": epoch}))

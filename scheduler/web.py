@@ -12,7 +12,7 @@ from typing import Any
 from flask import Response, current_app, request
 from marshmallow import Schema, ValidationError
 
-from scheduler import config, credentials, errors, jobs, jsonb, schemas, store
+from scheduler import config, credentials, errors, jobs, jsonb, schemas, store, tracing
 from scheduler import group_commit as group_commit_module
 
 logger = logging.getLogger(__name__)
@@ -171,12 +171,17 @@ def no_content() -> Response:
 
 def new_jobs(items: list[dict[str, Any]], listed_in: str | None = None) -> list[jobs.NewJob]:
     """Jobs from validated request items (those of the list field `listed_in`, if given); a delay
-    counts from when the database stores the job, by its clock.
+    counts from when the database stores the job, by its clock. Each keeps the request's trace
+    context (a malformed one is ignored, never refused).
 
     :raise RequestRejected: 413 when the bodies, counted as stored (1e300 as its 301 digits),
         take more than one delivery holds (SCHEDULER_MAX_BODY_BYTES less the envelope).
     """
     budget = settings().max_body_bytes - jobs.ENVELOPE_BYTES
+    traceparent, tracestate = tracing.stored_context(
+        request.headers.get(tracing.TRACEPARENT_HEADER),
+        request.headers.get(tracing.TRACESTATE_HEADER),
+    )
     new = []
     for index, item in enumerate(items):
         try:
@@ -192,6 +197,8 @@ def new_jobs(items: list[dict[str, Any]], listed_in: str | None = None) -> list[
                 max_attempts=item["max_attempts"] or settings().max_attempts,
                 delay=item["delay"],
                 endpoint=known_endpoint(item["endpoint"], index, listed_in),
+                traceparent=traceparent,
+                tracestate=tracestate,
             )
         )
     return new

@@ -15,7 +15,7 @@ import time
 
 import requests
 
-from scheduler import config, jobs, signing
+from scheduler import config, jobs, signing, tracing
 from scheduler.worker import metrics, watchdog
 
 EXCERPT_LENGTH = 512
@@ -79,6 +79,7 @@ def build_headers(
         headers["Scheduler-Secret"] = settings.secret
     if delivery.event is not None:
         headers["Scheduler-Event"] = delivery.event
+    headers.update(tracing.delivery_headers(delivery.traceparent, delivery.tracestate))
     return headers
 
 
@@ -148,7 +149,8 @@ def deliver(
 def _observe_lateness(delivery: jobs.Delivery, started_at: dt.datetime) -> None:
     """Lateness counts from when a delivery was allowed to go: for a paused or limited
     endpoint's, from its claim, the time before that being reported as held back."""
-    lateness = (started_at - delivery.run_at).total_seconds()
+    # Due at its time, or a cron tick plus its jitter, whatever Scheduler-Scheduled-At says.
+    lateness = (started_at - (delivery.due_at or delivery.run_at)).total_seconds()
     if delivery.held_back is not None:
         metrics.HELD_BACK.observe(max(0.0, delivery.held_back))
         lateness -= max(0.0, delivery.held_back)

@@ -117,9 +117,11 @@ class LeaderTerm:
         ticks, self._held_ticks = self._held_ticks, []
         if not ticks:
             return
-        recorded = self.store.record_cron_fires(self.epoch, ticks, self.settings.max_attempts)
-        metrics.CRON_TICKS.inc(recorded)
-        self.store.notify_jobs_due()
+        counts = self.store.record_cron_fires(self.epoch, ticks, self.settings.max_attempts)
+        metrics.CRON_TICKS.inc(counts.recorded)
+        metrics.CRON_TICKS_SKIPPED.inc(counts.skipped)
+        if counts.recorded > counts.skipped:
+            self.store.notify_jobs_due()
 
     def set_wake_timer(self, due_in: float) -> None:
         """Have every dispatcher look again in `due_in` seconds, unless an earlier wake is set."""
@@ -221,12 +223,15 @@ class LeaderTerm:
         if missed is None:
             return
         tick = jobs.CronTick(job.revision, jobs.new_job_id(), missed)
-        if self.store.record_cron_fires(self.epoch, [tick], self.settings.max_attempts):
+        counts = self.store.record_cron_fires(self.epoch, [tick], self.settings.max_attempts)
+        if counts.recorded:
             metrics.CRON_TICKS.inc()
+            metrics.CRON_TICKS_SKIPPED.inc(counts.skipped)
             self.store.notify_jobs_due()
             logger.info(
-                "cron %s caught up on its tick of %s",
+                "cron %s caught up on its tick of %s%s",
                 job.id,
                 missed.isoformat(),
+                " (skipped: an earlier run is unfinished)" if counts.skipped else "",
                 extra={"action": "cron_catch_up", "cron_id": job.id},
             )

@@ -85,7 +85,11 @@ ENDPOINT_DUE = prometheus_client.Gauge(
     ["endpoint"],
 )
 CRON_TICKS = prometheus_client.Counter(
-    "scheduler_cron_ticks", "Cron ticks recorded as jobs, catch-up ticks included."
+    "scheduler_cron_ticks", "Cron ticks recorded as jobs, catch-up and skipped ticks included."
+)
+CRON_TICKS_SKIPPED = prometheus_client.Counter(
+    "scheduler_cron_ticks_skipped",
+    "Cron ticks recorded as skipped (overlap skip: an earlier run of the cron was unfinished).",
 )
 RESCUED = prometheus_client.Counter(
     "scheduler_rescued_deliveries",

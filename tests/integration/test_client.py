@@ -306,6 +306,46 @@ def test_manage_one_cron(api: client.Client) -> None:
             call("report")
 
 
+def test_cron_policies_and_backfill(api: client.Client, db: psycopg.Connection) -> None:
+    spread = api.put_cron("spread", "*/10 * * * * *", jitter=dt.timedelta(seconds=90))
+    assert (spread.jitter, spread.overlap) == (90.0, "allow")
+    assert api.put_cron("spread", "*/10 * * * * *", overlap="skip").jitter == 0.0
+    api.set_crons(
+        {"plain": "@hourly", "spread": {"spec": "*/10 * * * * *", "jitter": 1.5, "overlap": "skip"}}
+    )
+    assert {(c.id, c.jitter, c.overlap) for c in api.list_crons()} == {
+        ("plain", 0.0, "allow"),
+        ("spread", 1.5, "skip"),
+    }
+    with pytest.raises(ValueError, match="unknown keys"):
+        api.set_crons({"x": {"spec": "@daily", "jiter": 1}})
+    with pytest.raises(client.InvalidRequest) as caught:
+        api.put_cron("spread", "@daily", overlap="never")
+    assert caught.value.fields is not None and "overlap" in caught.value.fields
+
+    start = dt.datetime(2031, 1, 1, tzinfo=dt.UTC)
+    assert api.backfill_cron("spread", start, start + dt.timedelta(minutes=1)) == client.Backfill(
+        recorded=6, ticks=6
+    )
+    again = api.backfill_cron("spread", "2031-01-01T00:00:30Z", "2031-01-01T00:01:30Z")
+    assert again == client.Backfill(recorded=3, ticks=6)
+    assert db.execute("SELECT count(*) FROM jobs WHERE cron_id = 'spread'").fetchone() == (9,)
+    with pytest.raises(client.InvalidRequest) as refused:
+        api.backfill_cron("spread", start, start)
+    assert refused.value.fields is not None and "to" in refused.value.fields
+    with pytest.raises(client.NotFound):
+        api.backfill_cron("nope", start, start + dt.timedelta(minutes=1))
+
+
+def test_insert_sends_the_trace_context(api: client.Client, db: psycopg.Connection) -> None:
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    one = api.insert(None, at=FUTURE, traceparent=traceparent, tracestate="congo=1")
+    many = api.insert_batch([{"at": FUTURE}, {"delay": 60}], traceparent=traceparent)
+    rows = dict(db.execute("SELECT id, (traceparent, tracestate)::text FROM jobs").fetchall())
+    assert rows[one] == f"({traceparent},congo=1)"
+    assert [rows[job_id] for job_id in many] == [f"({traceparent},)"] * 2
+
+
 def test_ids_that_look_like_paths_stay_ids(api: client.Client) -> None:
     api.set_crons({".a.": "@daily", "a..b": "@hourly"})
     assert api.get_cron(".a.").spec == "@daily"

@@ -69,6 +69,13 @@ OPERATIONS = {
 }
 
 
+def sendable_query(case: schemathesis.Case) -> bool:
+    """Whether every query parameter can be written into a URL: schemathesis' invalid requests
+    sometimes give one an object as its value, which the request it makes silently leaves out,
+    so the app sees a valid query and is then blamed for accepting it."""
+    return not any(isinstance(value, dict) for value in (case.query or {}).values())
+
+
 def fuzz(operation: schemathesis.APIOperation, settings: hypothesis.settings, test: Any) -> None:
     """Run `test(case)` on the document's examples, then on valid and on invalid requests."""
     sources = [("valid", operation.as_strategy(GenerationMode.POSITIVE))]
@@ -77,7 +84,8 @@ def fuzz(operation: schemathesis.APIOperation, settings: hypothesis.settings, te
         sources.insert(0, ("examples", st.one_of(examples)))
     raw = operation.definition.raw
     if raw.get("parameters") or "requestBody" in raw:  # else there is nothing to make invalid
-        sources.append(("invalid", operation.as_strategy(GenerationMode.NEGATIVE)))
+        invalid = operation.as_strategy(GenerationMode.NEGATIVE).filter(sendable_query)
+        sources.append(("invalid", invalid))
     for kind, cases in sources:
         try:
             settings(given(case=cases)(test))()

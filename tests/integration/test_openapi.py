@@ -11,7 +11,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from openapi_spec_validator import validate
 
-from scheduler import openapi, schemas, web
+from scheduler import openapi, schemas, tracing, web
 from tests import support
 
 COMMITTED = support.ROOT / "docs" / "openapi.json"
@@ -108,11 +108,12 @@ def test_error_answers_use_the_error_body() -> None:
                 )
 
 
-def test_idempotency_key_header_on_inserts() -> None:
+def test_idempotency_key_and_trace_headers_on_inserts() -> None:
     ops = operations(openapi.document())
+    expected = [web.IDEMPOTENCY_HEADER, tracing.TRACEPARENT_HEADER, tracing.TRACESTATE_HEADER]
     for key in (("/insert", "POST"), ("/jobs/batch", "POST")):
         headers = [p for p in ops[key].get("parameters", []) if p["in"] == "header"]
-        assert [h["name"] for h in headers] == [web.IDEMPOTENCY_HEADER], key
+        assert [h["name"] for h in headers] == expected, key
         assert "409" in ops[key]["responses"]
 
 

@@ -197,11 +197,13 @@ def tick(revision: int, at: dt.datetime) -> jobs.CronTick:
 def test_cron_ticks_are_unique_and_fenced(db_store: store.Store, epoch: int, db_url: str) -> None:
     db_store.replace_crons([jobs.CronDefinition("c", "* * * * * *", "UTC")])
     revision = db_store.list_crons()[0].revision
-    assert db_store.record_cron_fires(epoch, [tick(revision, NOW)], 3) == 1
-    assert db_store.record_cron_fires(epoch, [tick(revision, NOW)], 3) == 0, "a repeat"
-    assert db_store.record_cron_fires(epoch - 1, [tick(revision, NOW)], 3) == 0, "old leader"
+    assert db_store.record_cron_fires(epoch, [tick(revision, NOW)], 3).recorded == 1
+    assert db_store.record_cron_fires(epoch, [tick(revision, NOW)], 3).recorded == 0, "a repeat"
+    old_leader = db_store.record_cron_fires(epoch - 1, [tick(revision, NOW)], 3)
+    assert old_leader.recorded == 0
     later = NOW + dt.timedelta(seconds=1)
-    assert db_store.record_cron_fires(epoch, [tick(revision + 1, later)], 3) == 0, "no such cron"
+    unknown = db_store.record_cron_fires(epoch, [tick(revision + 1, later)], 3)
+    assert unknown.recorded == 0, "no such cron"
     with psycopg.connect(db_url) as conn:
         ticks = conn.execute("SELECT cron_id, run_at FROM jobs").fetchall()
     assert ticks == [("c", NOW)]
@@ -228,12 +230,81 @@ def test_a_pass_of_ticks_is_recorded_at_once(
         ],
         3,
     )
-    assert recorded == 3
+    assert recorded == store.RecordedTicks(recorded=3, skipped=0)
     with psycopg.connect(db_url) as conn:
         ticks = conn.execute("SELECT cron_id, run_at FROM jobs ORDER BY cron_id, run_at").fetchall()
     assert ticks == [("a", NOW), ("a", later), ("b", NOW)]
     last = {c.id: c.last_fire_at for c in db_store.list_crons()}
     assert last == {"a": later, "b": NOW}
+
+
+def run_states(db_url: str) -> dict[dt.datetime, str]:
+    with psycopg.connect(db_url) as conn:
+        rows = conn.execute("SELECT run_at, state FROM jobs WHERE cron_id IS NOT NULL")
+        return dict(rows.fetchall())
+
+
+def test_each_tick_is_due_within_its_cron_jitter(
+    db_store: store.Store, epoch: int, db_url: str
+) -> None:
+    db_store.replace_crons([jobs.CronDefinition("c", "* * * * * *", "UTC", jitter=2)])
+    revision = db_store.list_crons()[0].revision
+    times = [NOW + dt.timedelta(seconds=n) for n in range(50)]
+    assert db_store.record_cron_fires(epoch, [tick(revision, t) for t in times], 3).recorded == 50
+    with psycopg.connect(db_url) as conn:
+        rows = conn.execute(
+            "SELECT extract(epoch FROM next_attempt_at - run_at)::float8, state FROM jobs"
+        ).fetchall()
+    delays = [delay for delay, _ in rows]
+    assert all(0 <= delay <= 2 for delay in delays)
+    assert len(set(delays)) > 1, "each tick draws its own delay"
+    assert {state for _, state in rows} == {"scheduled"}, "overlap allows by default"
+
+
+def test_overlap_skip_records_ticks_as_skipped_while_a_run_is_unfinished(
+    db_store: store.Store, epoch: int, db_url: str
+) -> None:
+    db_store.replace_crons([jobs.CronDefinition("c", "* * * * * *", "UTC", overlap="skip")])
+    revision = db_store.list_crons()[0].revision
+    at = [NOW + dt.timedelta(seconds=n) for n in range(6)]
+
+    def record(*ticks: dt.datetime) -> store.RecordedTicks:
+        return db_store.record_cron_fires(epoch, [tick(revision, t) for t in ticks], 3)
+
+    assert record(at[0]) == store.RecordedTicks(1, 0)
+    assert record(at[1]) == store.RecordedTicks(1, 1), "the first run waits"
+    with psycopg.connect(db_url) as conn:
+        conn.execute("UPDATE jobs SET state = 'delivering' WHERE run_at = %s", (at[0],))
+    assert record(at[2]) == store.RecordedTicks(1, 1), "the first run is in flight"
+    assert record(at[1]) == store.RecordedTicks(0, 0), "a repeat of a skipped tick"
+    with psycopg.connect(db_url) as conn:
+        conn.execute("UPDATE jobs SET state = 'delivered' WHERE run_at = %s", (at[0],))
+    # Several new ticks in one pass: the first finds the cron idle, the others the first.
+    assert record(at[3], at[4], at[3]) == store.RecordedTicks(2, 1)
+    assert run_states(db_url) == {
+        at[0]: "delivered",
+        at[1]: "skipped",
+        at[2]: "skipped",
+        at[3]: "scheduled",
+        at[4]: "skipped",
+    }
+    with psycopg.connect(db_url) as conn:
+        unfinished = conn.execute(
+            "SELECT count(*) FROM jobs WHERE state = 'skipped' AND finished_at IS NULL"
+        ).fetchone()
+    assert unfinished == (0,), "a skipped tick is finished (and pruned in time)"
+    assert db_store.list_crons()[0].last_fire_at == at[4]
+
+
+def test_overlap_allow_records_every_tick_to_send(
+    db_store: store.Store, epoch: int, db_url: str
+) -> None:
+    db_store.replace_crons([jobs.CronDefinition("c", "* * * * * *", "UTC", overlap="allow")])
+    revision = db_store.list_crons()[0].revision
+    first, second = NOW, NOW + dt.timedelta(seconds=1)
+    db_store.record_cron_fires(epoch, [tick(revision, first)], 3)
+    assert db_store.record_cron_fires(epoch, [tick(revision, second)], 3).skipped == 0
+    assert run_states(db_url) == {first: "scheduled", second: "scheduled"}
 
 
 def test_a_second_leader_cannot_take_the_lock(db_url: str, epoch: int) -> None:
@@ -245,10 +316,11 @@ def test_a_second_leader_cannot_take_the_lock(db_url: str, epoch: int) -> None:
         other.close()
 
 
-def test_pruning_removes_old_delivered_and_cancelled_jobs_only(
+def test_pruning_removes_old_delivered_cancelled_and_skipped_jobs_only(
     db_store: store.Store, db_url: str
 ) -> None:
-    ids = {state: insert(db_store, NOW) for state in ("delivered", "cancelled", "failed")}
+    states = ("delivered", "cancelled", "skipped", "failed")
+    ids = {state: insert(db_store, NOW) for state in states}
     recent = insert(db_store, NOW)
     pending = insert(db_store, NOW)
     with psycopg.connect(db_url) as conn:
@@ -267,7 +339,7 @@ def test_pruning_removes_old_delivered_and_cancelled_jobs_only(
         )
     before = dt.datetime.now(dt.UTC) - dt.timedelta(days=7)
     assert db_store.prune_finished_jobs(before, 1) == 1
-    assert db_store.prune_finished_jobs(before, 10) == 1
+    assert db_store.prune_finished_jobs(before, 10) == 2
     assert db_store.prune_finished_jobs(before, 10) == 0
     with psycopg.connect(db_url) as conn:
         left = {row[0] for row in conn.execute("SELECT id FROM jobs")}

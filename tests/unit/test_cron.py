@@ -674,6 +674,25 @@ def test_next_fire_times_stops_at_count_and_accepts_zero() -> None:
     assert cron.next_fire_times(spec, at(NEW_YEAR), 0) == []
 
 
+def test_fire_times_between_include_the_start_and_exclude_the_end() -> None:
+    spec = cron.parse_spec("*/10 * * * * *")
+    window = cron.fire_times_between(spec, at(NEW_YEAR), at("2026-01-01T00:01:00+00:00"), 100)
+    assert [t.isoformat() for t in window] == [
+        f"2026-01-01T00:00:{s:02d}+00:00" for s in range(0, 60, 10)
+    ]
+    late_start = cron.fire_times_between(
+        spec, at("2026-01-01T00:00:00.5+00:00"), at("2026-01-01T00:00:20+00:00"), 100
+    )
+    assert [t.second for t in late_start] == [10]
+
+
+def test_fire_times_between_stop_one_past_the_most_asked() -> None:
+    spec = cron.parse_spec("* * * * * *")
+    times = cron.fire_times_between(spec, at(NEW_YEAR), at("2027-01-01T00:00:00+00:00"), 5)
+    assert len(times) == 6
+    assert cron.fire_times_between(spec, at(NEW_YEAR), at(NEW_YEAR), 5) == []
+
+
 def test_next_fire_times_rejects_naive_datetimes() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         cron.next_fire_times(cron.parse_spec("@daily"), datetime(2026, 1, 1), 1)

@@ -164,3 +164,22 @@ def test_a_job_for_an_unknown_endpoint_is_not_sent(guard: watchdog.Watchdog) -> 
     outcome = attempt.deliver(settings, item, guard)
     assert not outcome.attempted and not outcome.ok
     assert outcome.error == "endpoint 'gone' is not configured; not sent"
+
+
+def test_an_attempt_carries_the_job_s_trace_under_a_new_parent_id(
+    receiver: support.Receiver, guard: watchdog.Watchdog
+) -> None:
+    traced = dataclasses.replace(
+        one_delivery(),
+        traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        tracestate="congo=t61rcWkgMzE",
+    )
+    settings = settings_for(receiver.url)
+    for delivery in (traced, one_delivery()):
+        assert attempt.deliver(settings, delivery, guard).ok
+    with_trace, without = receiver.wait_for(2)
+    _, trace_id, parent_id, flags = with_trace.headers["traceparent"].split("-")
+    assert (trace_id, flags) == ("0af7651916cd43dd8448eb211c80319c", "01")
+    assert parent_id not in ("b7ad6b7169203331", "0" * 16)
+    assert with_trace.headers["tracestate"] == "congo=t61rcWkgMzE"
+    assert "traceparent" not in without.headers and "tracestate" not in without.headers
