@@ -89,15 +89,18 @@ def reset_endpoint(name: str) -> Response:
 
 @bp.post("/<name>/pause")
 def pause_endpoint(name: str) -> Response:
-    configured(name)
-    web.db().set_endpoint_paused(name, paused=True)
-    logger.info("endpoint %s paused", name, extra={"action": "pause_endpoint", "endpoint": name})
-    return one_endpoint(name)
+    return set_paused(name, paused=True)
 
 
 @bp.post("/<name>/resume")
 def resume_endpoint(name: str) -> Response:
+    return set_paused(name, paused=False)
+
+
+def set_paused(name: str, paused: bool) -> Response:
     configured(name)
-    web.db().set_endpoint_paused(name, paused=False)
-    logger.info("endpoint %s resumed", name, extra={"action": "resume_endpoint", "endpoint": name})
+    web.db().set_endpoint_paused(name, paused)
+    done = "paused" if paused else "resumed"
+    action = "pause_endpoint" if paused else "resume_endpoint"
+    logger.info("endpoint %s %s", name, done, extra={"action": action, "endpoint": name})
     return one_endpoint(name)

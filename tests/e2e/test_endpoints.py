@@ -34,6 +34,14 @@ def with_other(system: System, other: support.Receiver, **env: str) -> None:
     system.env.update(SCHEDULER_ENDPOINTS=f"other={other.url}", **env)
 
 
+def start_two_dispatchers(system: System, other: support.Receiver, **env: str) -> None:
+    """The web process and two dispatchers, with the endpoint `other` configured."""
+    with_other(system, other, **env)
+    system.start("web")
+    system.start("worker")
+    system.start("worker")
+
+
 def due_now(system: System, count: int, endpoint: str = "other", **fields: object) -> list[str]:
     return system.client.insert_batch(
         [{"body": n, "delay": 0, "endpoint": endpoint, **fields} for n in range(count)]
@@ -57,10 +65,7 @@ def most_in_window(arrivals: list[float], window: float) -> int:
 
 
 def test_a_rate_limit_holds_across_two_dispatchers(system: System, other: support.Receiver) -> None:
-    with_other(system, other)
-    system.start("web")
-    system.start("worker")
-    system.start("worker")
+    start_two_dispatchers(system, other)
     rate = 20.0
     system.client.set_endpoint_limits("other", rate_limit=rate)
     ids = due_now(system, 100)
@@ -93,10 +98,7 @@ def test_max_in_flight_holds_across_two_dispatchers(
         return 200, 0.0
 
     other.respond = slow
-    with_other(system, other, SCHEDULER_MAX_IN_FLIGHT="3")
-    system.start("web")
-    system.start("worker")
-    system.start("worker")
+    start_two_dispatchers(system, other, SCHEDULER_MAX_IN_FLIGHT="3")
     assert system.client.get_endpoint("other").max_in_flight == 3
     due_now(system, 24)
     other.wait_for(24, timeout=30)
@@ -107,10 +109,7 @@ def test_max_in_flight_holds_across_two_dispatchers(
 def test_pause_holds_within_a_second_and_resume_delivers_in_due_order(
     system: System, other: support.Receiver
 ) -> None:
-    with_other(system, other)
-    system.start("web")
-    system.start("worker")
-    system.start("worker")
+    start_two_dispatchers(system, other)
     system.client.pause_endpoint("other")
     paused_at = time.time()
     start = dt.datetime.now(dt.UTC)
@@ -142,10 +141,7 @@ def test_pause_holds_within_a_second_and_resume_delivers_in_due_order(
 def test_a_new_limit_holds_on_both_dispatchers_within_a_second(
     system: System, other: support.Receiver
 ) -> None:
-    with_other(system, other)
-    system.start("web")
-    system.start("worker")
-    system.start("worker")
+    start_two_dispatchers(system, other)
     start = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)
     system.client.insert_batch(
         [

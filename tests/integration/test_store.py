@@ -4,31 +4,20 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import psycopg
 import pytest
 from flask import Flask
 
-from scheduler import db, errors, jobs, store
+from scheduler import errors, jobs, store
 
 NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
 
 
 @pytest.fixture
-def db_store(db_url: str) -> Iterator[store.Store]:
-    pool = db.open_pool(db_url, 2, name="test")
-    yield store.Store(pool)
-    pool.close()
-
-
-@pytest.fixture
-def epoch(db_url: str) -> Iterator[int]:
-    lock = store.LeaderLock(db_url, timeout=10)
-    value = lock.try_acquire("test")
-    assert value is not None
-    yield value
-    lock.close()
+def db_store(job_store: store.Store) -> store.Store:
+    return job_store
 
 
 def insert(db_store: store.Store, run_at: dt.datetime, max_attempts: int = 3) -> str:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
-from scheduler import config, db, jobs, store
+from scheduler import config, jobs, store
 from tests import support
 
 
@@ -37,22 +37,6 @@ def make_settings(db_url: str, receiver: support.Receiver) -> Callable[..., conf
 @pytest.fixture
 def settings(make_settings: Callable[..., config.Settings]) -> config.Settings:
     return make_settings(SCHEDULER_LEADER_TIMEOUT="5")
-
-
-@pytest.fixture
-def job_store(db_url: str) -> Iterator[store.Store]:
-    pool = db.open_pool(db_url, 4, name="test")
-    yield store.Store(pool)
-    pool.close()
-
-
-@pytest.fixture
-def epoch(db_url: str) -> Iterator[int]:
-    lock = store.LeaderLock(db_url, timeout=10)
-    value = lock.try_acquire("test")
-    assert value is not None
-    yield value
-    lock.close()
 
 
 def insert_due(job_store: store.Store, count: int, due_in: float = -1.0) -> list[str]:
