@@ -88,14 +88,16 @@ def _session(endpoint: str) -> requests.Session:
     session: requests.Session | None = getattr(_local, "session", None)
     if session is None:
         session = requests.Session()
-        adapter = watchdog.WatchedAdapter()
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
         # requests reads the proxy variables and looks for the CA bundle on disk on every
         # request; a running dispatcher's environment does not change, so read them once.
         environment = session.merge_environment_settings(endpoint, {}, None, None, None)
+        verify = environment["verify"]
+        bundle = verify if isinstance(verify, str) else None
+        adapter = watchdog.WatchedAdapter(ca_bundle=bundle)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
         session.proxies.update(environment["proxies"])
-        session.verify = environment["verify"]
+        session.verify = verify is not False
         session.trust_env = False
         _local.session = session
     return session

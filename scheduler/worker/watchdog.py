@@ -10,7 +10,9 @@ connection they lend to the watch of the thread that borrows it.
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -125,9 +127,24 @@ _POOLS = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
 
 
 class WatchedAdapter(HTTPAdapter):
-    """requests' adapter whose connections are visible to the watch of the sending thread."""
+    """requests' adapter whose connections are visible to the watch of the sending thread.
+
+    `ca_bundle` (a file or a directory) is loaded once into the pools' TLS context: given to
+    requests as `verify`, it would be looked up on disk for every request, plain HTTP included.
+    """
+
+    def __init__(self, ca_bundle: str | None = None) -> None:
+        self.ssl_context = None
+        if ca_bundle is not None:
+            in_dir = os.path.isdir(ca_bundle)
+            self.ssl_context = ssl.create_default_context(
+                cafile=None if in_dir else ca_bundle, capath=ca_bundle if in_dir else None
+            )
+        super().__init__()
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        if self.ssl_context is not None:
+            kwargs["ssl_context"] = self.ssl_context
         super().init_poolmanager(*args, **kwargs)
         self.poolmanager.pool_classes_by_scheme = _POOLS
 

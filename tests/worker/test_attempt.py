@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import ssl
 from collections.abc import Iterator
 
+import certifi
 import pytest
 
 from scheduler import config, jobs
@@ -183,3 +185,12 @@ def test_an_attempt_carries_the_job_s_trace_under_a_new_parent_id(
     assert parent_id not in ("b7ad6b7169203331", "0" * 16)
     assert with_trace.headers["tracestate"] == "congo=t61rcWkgMzE"
     assert "traceparent" not in without.headers and "tracestate" not in without.headers
+
+
+def test_a_ca_bundle_is_loaded_once_not_looked_up_per_request() -> None:
+    bundle = certifi.where()  # requests' own dependency, so always there
+    adapter = watchdog.WatchedAdapter(ca_bundle=bundle)
+    assert adapter.ssl_context is not None
+    assert adapter.ssl_context.verify_mode == ssl.CERT_REQUIRED
+    assert adapter.poolmanager.connection_pool_kw["ssl_context"] is adapter.ssl_context
+    assert watchdog.WatchedAdapter().ssl_context is None
