@@ -202,12 +202,12 @@ class Receiver:
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                if len(body) < length:
+                    # The sender went away mid-request (a dispatcher killed): nothing arrived.
+                    return
                 item = Received(
-                    self.command,
-                    self.path,
-                    dict(self.headers.items()),
-                    self.rfile.read(length),
-                    time.time(),
+                    self.command, self.path, dict(self.headers.items()), body, time.time()
                 )
                 with owner.lock:
                     owner.requests.append(item)
