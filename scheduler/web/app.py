@@ -8,7 +8,8 @@ import logging
 from flask import Flask, Response
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from scheduler import api, config, db, errors, group_commit, logs, store, web, web_metrics
+from scheduler import config, db, errors, logs, store
+from scheduler.web import api, group_commit, http, metrics
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ def create_app(settings: config.Settings | None = None) -> Flask:
     app.register_blueprint(api.bp)
     _register_error_handlers(app)
     _warn_of_unknown_endpoints(db_store, settings)
-    web_metrics.init_web_metrics(app, settings)
+    metrics.init_web_metrics(app, settings)
     return app
 
 
@@ -52,9 +53,9 @@ def _warn_of_unknown_endpoints(db_store: store.Store, settings: config.Settings)
 
 
 def _register_error_handlers(app: Flask) -> None:
-    @app.errorhandler(web.RequestRejected)
-    def rejected(exc: web.RequestRejected) -> Response:
-        response = web.error_body(exc.status, exc.code, exc.message, exc.fields)
+    @app.errorhandler(http.RequestRejected)
+    def rejected(exc: http.RequestRejected) -> Response:
+        response = http.error_body(exc.status, exc.code, exc.message, exc.fields)
         response.headers.update(exc.headers)
         return response
 
@@ -62,29 +63,29 @@ def _register_error_handlers(app: Flask) -> None:
     def invalid_value(exc: errors.InvalidValue) -> Response:
         # Validation should have refused the value first; this is the net under it.
         logger.warning("PostgreSQL refused a value: %s", exc, extra={"action": "invalid_value"})
-        return web.error_body(400, "invalid_request", f"PostgreSQL refused a value: {exc}.")
+        return http.error_body(400, "invalid_request", f"PostgreSQL refused a value: {exc}.")
 
     @app.errorhandler(errors.JobNotFound)
     @app.errorhandler(errors.CronNotFound)
     @app.errorhandler(errors.EndpointNotFound)
     def not_found(exc: errors.SchedulerError) -> Response:
-        return web.error_body(404, "not_found", str(exc))
+        return http.error_body(404, "not_found", str(exc))
 
     @app.errorhandler(errors.Conflict)
     def conflict(exc: errors.Conflict) -> Response:
-        return web.error_body(409, "conflict", str(exc))
+        return http.error_body(409, "conflict", str(exc))
 
     @app.errorhandler(errors.StoreUnavailable)
     def unavailable(exc: errors.StoreUnavailable) -> Response:
         logger.warning("database unavailable: %s", exc, extra={"action": "store_unavailable"})
-        response = web.error_body(503, "unavailable", "The database is unavailable; try again.")
+        response = http.error_body(503, "unavailable", "The database is unavailable; try again.")
         response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return response
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
         code = (exc.name or "error").lower().replace(" ", "_")
-        response = web.error_body(exc.code or 500, code, exc.description or exc.name)
+        response = http.error_body(exc.code or 500, code, exc.description or exc.name)
         if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
             response.headers["Allow"] = ", ".join(exc.valid_methods)
         return response
@@ -92,4 +93,4 @@ def _register_error_handlers(app: Flask) -> None:
     @app.errorhandler(Exception)
     def internal(exc: Exception) -> Response:
         logger.exception("unhandled error", extra={"action": "internal_error"})
-        return web.error_body(500, "internal", "Internal error.")
+        return http.error_body(500, "internal", "Internal error.")
