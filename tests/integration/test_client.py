@@ -15,8 +15,8 @@ import requests
 from flask import Flask
 from werkzeug.serving import make_server
 
-from scheduler import app as app_module
 from scheduler import client, config
+from scheduler.web import app as app_module
 from tests import support
 
 FUTURE = dt.datetime(2031, 1, 1, tzinfo=dt.UTC)

@@ -8,7 +8,7 @@ import psycopg
 import pytest
 from flask.testing import FlaskClient
 
-from scheduler import schemas
+from scheduler.web import schemas
 
 WINDOW = {"from": "2030-01-01T00:00:00Z", "to": "2030-01-01T00:01:00Z"}
 

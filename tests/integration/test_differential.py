@@ -34,15 +34,16 @@ from hypothesis import HealthCheck, example, given
 from hypothesis import strategies as st
 from werkzeug import Request
 
-from scheduler import app as app_module
-from scheduler import config, cron, jobs, schemas, store, web
+from scheduler import config, cron, jobs, store
+from scheduler.web import app as app_module
+from scheduler.web import http, schemas
 from scheduler.worker import attempt, watchdog
 from tests import support
 
 # Small, so that generated documents reach it; the rules do not depend on its value.
 LIMIT = 8192
 BUDGET = LIMIT - jobs.ENVELOPE_BYTES
-AUTH = {web.SECRET_HEADER: support.SECRET}
+AUTH = {http.SECRET_HEADER: support.SECRET}
 DUE = "2030-01-01T00:00:00Z"
 PROPERTIES = hypothesis.settings(
     deadline=None,  # each example is a few database round trips; timing belongs in `make bench`

@@ -12,8 +12,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from scheduler import app as app_module
 from scheduler import config
+from scheduler.web import app as app_module
 from tests import support
 
 BILLING = config.Endpoint("billing", "http://127.0.0.1:9/billing", (support.SECRET,))

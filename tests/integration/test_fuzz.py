@@ -26,12 +26,13 @@ from hypothesis import HealthCheck, example, given
 from hypothesis import strategies as st
 from schemathesis import GenerationMode, checks
 
-from scheduler import app as app_module
-from scheduler import config, openapi, web
+from scheduler import config
+from scheduler.web import app as app_module
+from scheduler.web import http, openapi
 from tests import support
 
 # The `auth` fixture's header, as a constant for the module-scoped fixtures below.
-AUTH = {web.SECRET_HEADER: support.SECRET}
+AUTH = {http.SECRET_HEADER: support.SECRET}
 
 # Per operation and per kind of input (the document's examples, valid and invalid requests).
 FUZZ = hypothesis.settings(
@@ -162,7 +163,7 @@ def test_api_conforms_to_its_document(label: str, seeded: Flask) -> None:
 @pytest.mark.parametrize("label", list(OPERATIONS))
 def test_api_without_secret_is_unauthorized(label: str, fuzz_app: Flask) -> None:
     operation = OPERATIONS[label]
-    public = operation.definition.raw["operationId"] in web.PUBLIC_ENDPOINTS
+    public = operation.definition.raw["operationId"] in http.PUBLIC_ENDPOINTS
 
     def test(case: schemathesis.Case) -> None:
         response = case.call(app=fuzz_app)

@@ -10,7 +10,8 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from scheduler import db, errors, group_commit, jobs, store
+from scheduler import db, errors, jobs, store
+from scheduler.web import group_commit
 from tests import support
 
 FAR = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)

@@ -10,8 +10,8 @@ import psycopg
 import pytest
 from flask.testing import FlaskClient
 
-from scheduler import app as app_module
 from scheduler import config, jobs
+from scheduler.web import app as app_module
 from scheduler.worker import attempt
 
 ONE_MIB = 1024 * 1024

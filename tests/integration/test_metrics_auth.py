@@ -12,8 +12,8 @@ import pytest
 import requests
 from flask.testing import FlaskClient
 
-from scheduler import app as app_module
 from scheduler import config
+from scheduler.web import app as app_module
 from scheduler.worker import metrics as dispatch_metrics
 from tests import support
 

@@ -11,11 +11,12 @@ from flask import Flask
 from flask.testing import FlaskClient
 from openapi_spec_validator import validate
 
-from scheduler import openapi, schemas, tracing, web
+from scheduler import tracing
+from scheduler.web import http, openapi, schemas
 from tests import support
 
 COMMITTED = support.ROOT / "docs" / "openapi.json"
-REGENERATE = "python -m scheduler.openapi > docs/openapi.json"
+REGENERATE = "python -m scheduler.web.openapi > docs/openapi.json"
 # Werkzeug adds HEAD to every GET rule and OPTIONS to every rule; neither is documented.
 IMPLICIT_METHODS = frozenset({"HEAD", "OPTIONS"})
 # Flask registers /static/<path:filename> by default; the app has no static files to serve.
@@ -82,7 +83,7 @@ def test_only_public_routes_skip_the_secret() -> None:
     assert scheme == {
         "type": "apiKey",
         "in": "header",
-        "name": web.SECRET_HEADER,
+        "name": http.SECRET_HEADER,
         "description": scheme["description"],
     }
     public = set()
@@ -93,7 +94,7 @@ def test_only_public_routes_skip_the_secret() -> None:
         else:
             assert operation["security"] == [{openapi.SECURITY_SCHEME: []}]
             assert "401" in operation["responses"]
-    assert public == web.PUBLIC_ENDPOINTS
+    assert public == http.PUBLIC_ENDPOINTS
 
 
 def test_error_answers_use_the_error_body() -> None:
@@ -110,7 +111,7 @@ def test_error_answers_use_the_error_body() -> None:
 
 def test_idempotency_key_and_trace_headers_on_inserts() -> None:
     ops = operations(openapi.document())
-    expected = [web.IDEMPOTENCY_HEADER, tracing.TRACEPARENT_HEADER, tracing.TRACESTATE_HEADER]
+    expected = [http.IDEMPOTENCY_HEADER, tracing.TRACEPARENT_HEADER, tracing.TRACESTATE_HEADER]
     for key in (("/insert", "POST"), ("/jobs/batch", "POST")):
         headers = [p for p in ops[key].get("parameters", []) if p["in"] == "header"]
         assert [h["name"] for h in headers] == expected, key
@@ -160,7 +161,7 @@ def example_url(path: str, item: dict[str, Any]) -> str:
 
 
 # Static paths that a parametrised rule also matches, and the methods that rule answers there
-# (its handler runs, instead of a 405). Bug in scheduler/cron_routes.py (reported, not fixed
+# (its handler runs, instead of a 405). Bug in scheduler/web/cron_routes.py (reported, not fixed
 # here): PUT and DELETE /cron/next create and delete a cron called "next", which
 # GET /cron/next (the preview) can never show. /jobs/batch is /jobs/<job_id> for GET and DELETE
 # too, harmless as no job id is "batch" (a 404 and the usual 204 of DELETE).

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import pathlib
+import subprocess
+import sys
 
 import psycopg
 import pytest
 from flask.testing import FlaskClient
 
+from scheduler import app as stable_app_module
+from scheduler import config
 from tests import support
 
 
@@ -192,3 +198,34 @@ def test_unknown_route_and_method_answer_json(client: FlaskClient, auth: dict[st
     assert wrong.status_code == 405
     assert "POST" in wrong.headers["Allow"]
     assert wrong.get_json()["error"]["code"] == "method_not_allowed"
+
+
+def test_the_paths_older_procfiles_name_still_serve(
+    settings: config.Settings, db_url: str, tmp_path: pathlib.Path
+) -> None:
+    """`scheduler.app:create_app()` and `python:scheduler.gunicorn_conf` from before scheduler.web."""
+    flask_app = stable_app_module.create_app(settings)
+    try:
+        assert flask_app.test_client().get("/healthz").status_code == 200
+    finally:
+        flask_app.extensions["scheduler.store"].pool.close()
+    # In a child: importing the gunicorn settings sets up prometheus_client's multiprocess mode.
+    compare = (
+        "import gunicorn.config, scheduler.gunicorn_conf as old, scheduler.web.gunicorn_conf as new;"
+        "known = {s.name for s in gunicorn.config.KNOWN_SETTINGS};"
+        "names = [n for n in vars(new) if n in known];"
+        "assert 'bind' in names and 'logconfig_dict' in names, names;"
+        "assert all(getattr(old, n) is getattr(new, n) for n in names), names"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCHEDULER_")}
+    env.update(DATABASE_URL=db_url, SECRET=support.SECRET, ENDPOINT="http://127.0.0.1:9/hook")
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-c", compare],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr

@@ -143,6 +143,7 @@ def test_slow_installed_wheel_migrates_a_fresh_database(
         sql_files()
     )
     assert (wheel_site / "scheduler" / "queries.sql").is_file()
+    assert (wheel_site / "scheduler" / "web" / "app.py").is_file()
 
     migrated = _run(
         [sys.executable, "-m", "scheduler", "migrate", "--database-url", fresh_url],

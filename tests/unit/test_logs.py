@@ -76,7 +76,7 @@ def test_json_exception_is_one_line_with_a_traceback_field(stderr: io.StringIO) 
         try:
             raise ValueError("boom")
         except ValueError:
-            logging.getLogger("scheduler.app").exception(
+            logging.getLogger("scheduler.web.app").exception(
                 "unhandled error", extra={"action": "internal_error"}
             )
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from marshmallow import ValidationError
 
-from scheduler import schemas
+from scheduler.web import schemas
 
 
 def utc(*args: int) -> dt.datetime:

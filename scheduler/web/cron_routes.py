@@ -10,7 +10,8 @@ from typing import Any
 from flask import Blueprint, Response
 from marshmallow import ValidationError
 
-from scheduler import cron, errors, jobs, schemas, store, web
+from scheduler import cron, errors, jobs, store
+from scheduler.web import http, schemas
 
 logger = logging.getLogger(__name__)
 
@@ -43,10 +44,10 @@ def warn_if_never_fires(cron_id: str, spec: cron.CronSpec) -> None:
 
 
 def one_cron(cron_id: str) -> Response:
-    statuses = web.db().cron_statuses(cron_id)
+    statuses = http.db().cron_statuses(cron_id)
     if not statuses:
         raise errors.CronNotFound(cron_id)
-    return web.dump(schemas.CronJobResponse, describe(statuses[0], dt.datetime.now(dt.UTC)))
+    return http.dump(schemas.CronJobResponse, describe(statuses[0], dt.datetime.now(dt.UTC)))
 
 
 def checked_cron_id(cron_id: str) -> str:
@@ -61,7 +62,7 @@ def new_cron_id(cron_id: str) -> str:
     try:
         return str(schemas.CronId().deserialize(cron_id))
     except ValidationError as exc:
-        raise web.RequestRejected(
+        raise http.RequestRejected(
             400, "invalid_request", "The cron id is not valid.", {"id": exc.messages}
         ) from None
 
@@ -69,8 +70,8 @@ def new_cron_id(cron_id: str) -> str:
 @bp.get("")
 def list_crons() -> Response:
     now = dt.datetime.now(dt.UTC)
-    listed = [describe(status, now) for status in web.db().cron_statuses()]
-    return web.dump(schemas.CronListResponse, {"jobs": listed})
+    listed = [describe(status, now) for status in http.db().cron_statuses()]
+    return http.dump(schemas.CronListResponse, {"jobs": listed})
 
 
 @bp.get("/<cron_id>")
@@ -80,18 +81,18 @@ def get_cron(cron_id: str) -> Response:
 
 @bp.put("/<cron_id>")
 def put_cron(cron_id: str) -> Response:
-    data = web.load(schemas.PutCronSchema, web.json_body())
+    data = http.load(schemas.PutCronSchema, http.json_body())
     spec = schemas.zoned_spec(data["spec"], data["timezone"])
     parsed = cron.parse_spec(spec)
     definition = jobs.CronDefinition(
         id=new_cron_id(cron_id),
         spec=spec,
         timezone=parsed.timezone,
-        endpoint=web.known_endpoint(data["endpoint"]),
+        endpoint=http.known_endpoint(data["endpoint"]),
         jitter=data["jitter"],
         overlap=data["overlap"],
     )
-    web.db().put_cron(definition)
+    http.db().put_cron(definition)
     logger.info(
         "cron %s set to %r", cron_id, spec, extra={"action": "put_cron", "cron_id": cron_id}
     )
@@ -101,29 +102,29 @@ def put_cron(cron_id: str) -> Response:
 
 @bp.delete("/<cron_id>")
 def delete_cron(cron_id: str) -> Response:
-    if web.db().delete_cron(checked_cron_id(cron_id)):
+    if http.db().delete_cron(checked_cron_id(cron_id)):
         logger.info("cron %s deleted", cron_id, extra={"action": "delete_cron", "cron_id": cron_id})
-    return web.no_content()
+    return http.no_content()
 
 
 @bp.post("/<cron_id>/pause")
 def pause_cron(cron_id: str) -> Response:
-    web.db().set_cron_paused(checked_cron_id(cron_id), paused=True)
+    http.db().set_cron_paused(checked_cron_id(cron_id), paused=True)
     logger.info("cron %s paused", cron_id, extra={"action": "pause_cron", "cron_id": cron_id})
     return one_cron(cron_id)
 
 
 @bp.post("/<cron_id>/resume")
 def resume_cron(cron_id: str) -> Response:
-    web.db().set_cron_paused(checked_cron_id(cron_id), paused=False)
+    http.db().set_cron_paused(checked_cron_id(cron_id), paused=False)
     logger.info("cron %s resumed", cron_id, extra={"action": "resume_cron", "cron_id": cron_id})
     return one_cron(cron_id)
 
 
 @bp.post("/<cron_id>/run")
 def run_cron(cron_id: str) -> Response:
-    job_id = web.db().run_cron_now(
-        checked_cron_id(cron_id), jobs.new_job_id(), web.settings().max_attempts
+    job_id = http.db().run_cron_now(
+        checked_cron_id(cron_id), jobs.new_job_id(), http.settings().max_attempts
     )
     logger.info(
         "cron %s runs now as job %s",
@@ -131,29 +132,29 @@ def run_cron(cron_id: str) -> Response:
         job_id,
         extra={"action": "run_cron", "cron_id": cron_id, "job_id": job_id},
     )
-    return web.dump(schemas.JobIdResponse, {"id": job_id}, status=202)
+    return http.dump(schemas.JobIdResponse, {"id": job_id}, status=202)
 
 
 @bp.post("/<cron_id>/backfill")
 def backfill_cron(cron_id: str) -> Response:
     """Record every tick of the cron in [from, to), each sent once however often asked."""
     checked_cron_id(cron_id)
-    data = web.load(schemas.BackfillSchema, web.json_body())
-    statuses = web.db().cron_statuses(cron_id)
+    data = http.load(schemas.BackfillSchema, http.json_body())
+    statuses = http.db().cron_statuses(cron_id)
     if not statuses:
         raise errors.CronNotFound(cron_id)
     job = statuses[0].cron
     most = schemas.MAX_BACKFILL_TICKS
     times = cron.fire_times_between(cron.parse_spec(job.spec), data["start"], data["end"], most)
     if len(times) > most:
-        raise web.RequestRejected(
+        raise http.RequestRejected(
             400,
             "invalid_request",
             "The request has invalid fields.",
             {"to": [f"The window holds more than {most} ticks of this cron; ask for less."]},
         )
     ticks = [jobs.CronTick(job.revision, jobs.new_job_id(), t) for t in times]
-    recorded = web.db().backfill_cron(job, ticks, web.settings().max_attempts)
+    recorded = http.db().backfill_cron(job, ticks, http.settings().max_attempts)
     logger.info(
         "cron %s backfilled: %d of %d ticks recorded",
         cron_id,
@@ -161,12 +162,12 @@ def backfill_cron(cron_id: str) -> Response:
         len(ticks),
         extra={"action": "backfill_cron", "cron_id": cron_id},
     )
-    return web.dump(schemas.BackfillResponse, {"recorded": recorded, "ticks": len(ticks)})
+    return http.dump(schemas.BackfillResponse, {"recorded": recorded, "ticks": len(ticks)})
 
 
 @bp.get("/<cron_id>/runs")
 def cron_runs(cron_id: str) -> Response:
-    if not web.db().cron_statuses(checked_cron_id(cron_id)):
+    if not http.db().cron_statuses(checked_cron_id(cron_id)):
         raise errors.CronNotFound(cron_id)
-    query = web.load_query(schemas.CronRunsQuery)
-    return web.page_of_jobs(store.JobFilters(cron_id=cron_id, **query))
+    query = http.load_query(schemas.CronRunsQuery)
+    return http.page_of_jobs(store.JobFilters(cron_id=cron_id, **query))

@@ -1,6 +1,6 @@
 """The OpenAPI 3.1 document, generated from the marshmallow schemas the routes use.
 
-`GET /openapi.json` serves it; `python -m scheduler.openapi > docs/openapi.json` rewrites the
+`GET /openapi.json` serves it; `python -m scheduler.web.openapi > docs/openapi.json` rewrites the
 committed copy (tests/integration/test_openapi.py checks that the two agree).
 
 Each operation's `operationId` is the Flask endpoint that serves it, so the tests can match the
@@ -18,7 +18,8 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import Schema, fields, validate
 
-from scheduler import __version__, config, jobs, schemas, tracing
+from scheduler import __version__, config, jobs, tracing
+from scheduler.web import schemas
 
 SECURITY_SCHEME = "SchedulerSecret"
 SECURITY: list[dict[str, list[str]]] = [{SECURITY_SCHEME: []}]
@@ -80,7 +81,7 @@ class ErrorResponse(Schema):
 
 
 def _custom_fields(self: Any, field: fields.Field, **kwargs: Any) -> dict[str, Any]:
-    """JSON Schema for the custom fields of scheduler.schemas (an apispec attribute function)."""
+    """JSON Schema for the custom fields in web.schemas (an apispec attribute function)."""
     if isinstance(field, schemas.JobId):
         return {"pattern": ID_PATTERN, **ID_LENGTH}
     regexes = [v.regex for v in field.validators if isinstance(v, validate.Regexp)]

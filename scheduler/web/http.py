@@ -12,8 +12,9 @@ from typing import Any
 from flask import Response, current_app, request
 from marshmallow import Schema, ValidationError
 
-from scheduler import config, credentials, errors, jobs, jsonb, schemas, store, tracing
-from scheduler import group_commit as group_commit_module
+from scheduler import config, credentials, errors, jobs, jsonb, store, tracing
+from scheduler.web import group_commit as group_commit_module
+from scheduler.web import schemas
 
 logger = logging.getLogger(__name__)
 

@@ -9,13 +9,14 @@ import logging
 
 from flask import Blueprint, Response
 
-from scheduler import cron, cron_routes, endpoint_routes, errors, job_routes, jobs, schemas, web
-from scheduler import openapi as openapi_spec
+from scheduler import cron, errors, jobs
+from scheduler.web import cron_routes, endpoint_routes, http, job_routes, schemas
+from scheduler.web import openapi as openapi_spec
 
 logger = logging.getLogger(__name__)
 
 bp = Blueprint("api", __name__)
-bp.before_request(web.require_secret)
+bp.before_request(http.require_secret)
 bp.register_blueprint(job_routes.bp)
 bp.register_blueprint(cron_routes.bp)
 bp.register_blueprint(endpoint_routes.bp)
@@ -30,9 +31,9 @@ def banner() -> Response:
 
 @bp.post("/insert")
 def insert_job() -> Response:
-    data = web.load(schemas.InsertJobSchema, web.json_body())
-    (job,) = web.new_jobs([data])
-    (job_id,) = web.insert([job], web.idempotency(data, data["idempotency_key"]))
+    data = http.load(schemas.InsertJobSchema, http.json_body())
+    (job,) = http.new_jobs([data])
+    (job_id,) = http.insert([job], http.idempotency(data, data["idempotency_key"]))
     # DEBUG: at thousands of inserts a second an INFO line each would cost more than the insert
     # itself, and the job's row already records it (GET /jobs/{id}).
     logger.debug(
@@ -42,20 +43,20 @@ def insert_job() -> Response:
         extra={"action": "insert_job", "job_id": job_id},
     )
     # The seed's answer; JobIdResponse in the OpenAPI document, without a schema's dump per job.
-    return web.json_response({"id": job_id})
+    return http.json_response({"id": job_id})
 
 
 @bp.post("/delete")
 def delete_job() -> Response:
-    data = web.load(schemas.DeleteJobSchema, web.json_body())
-    web.db().cancel_job(data["id"])
+    data = http.load(schemas.DeleteJobSchema, http.json_body())
+    http.db().cancel_job(data["id"])
     logger.info("deleted job %s", data["id"], extra={"action": "delete_job", "job_id": data["id"]})
     return Response(status=200)
 
 
 @bp.post("/cron")
 def replace_crons() -> Response:
-    data = web.load(schemas.ReplaceCronsSchema, web.json_body())
+    data = http.load(schemas.ReplaceCronsSchema, http.json_body())
     parsed = [(entry, cron.parse_spec(entry["spec"])) for entry in data["jobs"]]
     definitions = [
         jobs.CronDefinition(
@@ -64,11 +65,11 @@ def replace_crons() -> Response:
             timezone=spec.timezone,
             jitter=entry["jitter"],
             overlap=entry["overlap"],
-            endpoint=web.known_endpoint(entry["endpoint"], index, "jobs"),
+            endpoint=http.known_endpoint(entry["endpoint"], index, "jobs"),
         )
         for index, (entry, spec) in enumerate(parsed)
     ]
-    web.db().replace_crons(definitions)
+    http.db().replace_crons(definitions)
     logger.info("cron set replaced with %d crons", len(definitions), extra={"action": "set_crons"})
     for entry, spec in parsed:
         cron_routes.warn_if_never_fires(entry["id"], spec)
@@ -77,11 +78,11 @@ def replace_crons() -> Response:
 
 @bp.get("/cron/next")
 def preview_cron() -> Response:
-    query = web.load_query(schemas.CronPreviewQuery)
+    query = http.load_query(schemas.CronPreviewQuery)
     try:
         spec = cron.parse_spec(query["spec"])
     except errors.InvalidCronSpec as exc:
-        raise web.RequestRejected(
+        raise http.RequestRejected(
             400,
             "invalid_request",
             "The request has invalid fields.",
@@ -89,7 +90,7 @@ def preview_cron() -> Response:
         ) from None
     after = query["after"] or dt.datetime.now(dt.UTC)
     upcoming = cron.next_fire_times(spec, after, query["count"])
-    return web.dump(schemas.CronPreviewResponse, {"spec": query["spec"], "next": upcoming})
+    return http.dump(schemas.CronPreviewResponse, {"spec": query["spec"], "next": upcoming})
 
 
 @bp.get("/healthz")
@@ -102,18 +103,18 @@ def healthz() -> Response:
 def readyz() -> Response:
     """Ready when the database answers, its schema is current and a dispatcher is alive."""
     try:
-        pending = web.db().pending_migrations()
-        leader = web.db().read_leader()
+        pending = http.db().pending_migrations()
+        leader = http.db().read_leader()
     except errors.StoreUnavailable:
-        return web.error_body(503, "not_ready", "The database is unavailable.")
+        return http.error_body(503, "not_ready", "The database is unavailable.")
     if pending:
-        return web.error_body(
+        return http.error_body(
             503, "not_ready", f"The schema is not current: {', '.join(pending)} not applied."
         )
     age = leader["age"].total_seconds()
-    limit = web.settings().heartbeat_max_age
+    limit = http.settings().heartbeat_max_age
     if leader["epoch"] == 0 or age > limit:
-        return web.error_body(
+        return http.error_body(
             503,
             "not_ready",
             f"No active dispatcher: its last heartbeat is {age:.0f}s old (limit {limit:.0f}s)."
@@ -127,8 +128,8 @@ def readyz() -> Response:
 @bp.get("/dispatchers")
 def list_dispatchers() -> Response:
     """The live dispatchers: those whose heartbeat is younger than the leader timeout."""
-    live = web.db().list_dispatchers(web.settings().leader_timeout)
-    return web.dump(schemas.DispatchersResponse, {"dispatchers": live})
+    live = http.db().list_dispatchers(http.settings().leader_timeout)
+    return http.dump(schemas.DispatchersResponse, {"dispatchers": live})
 
 
 @bp.get("/openapi.json")

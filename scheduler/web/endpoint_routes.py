@@ -12,7 +12,8 @@ from typing import Any
 
 from flask import Blueprint, Response
 
-from scheduler import config, errors, schemas, store, web
+from scheduler import config, errors, store
+from scheduler.web import http, schemas
 
 logger = logging.getLogger(__name__)
 
@@ -21,7 +22,7 @@ bp = Blueprint("endpoints", __name__, url_prefix="/endpoints")
 
 def describe(endpoint: config.Endpoint, figures: store.EndpointFigures) -> dict[str, Any]:
     """An endpoint as the API shows it: the limits in force, wherever they were set."""
-    settings = web.settings()
+    settings = http.settings()
     limits = figures.state.limits(settings.rate_limit, settings.max_in_flight)
     return {
         "name": endpoint.name,
@@ -36,7 +37,7 @@ def describe(endpoint: config.Endpoint, figures: store.EndpointFigures) -> dict[
 
 def configured(name: str) -> config.Endpoint:
     """:raise errors.EndpointNotFound: no endpoint of that name is configured."""
-    endpoint = web.settings().endpoints.get(name)
+    endpoint = http.settings().endpoints.get(name)
     if endpoint is None:
         raise errors.EndpointNotFound(name)
     return endpoint
@@ -44,18 +45,18 @@ def configured(name: str) -> config.Endpoint:
 
 def one_endpoint(name: str) -> Response:
     endpoint = configured(name)
-    (figures,) = web.db().endpoint_figures([name])
-    return web.dump(schemas.EndpointSchema, describe(endpoint, figures))
+    (figures,) = http.db().endpoint_figures([name])
+    return http.dump(schemas.EndpointSchema, describe(endpoint, figures))
 
 
 @bp.get("")
 def list_endpoints() -> Response:
-    known = web.settings().endpoints
+    known = http.settings().endpoints
     listed = [
         describe(known[figures.state.name], figures)
-        for figures in web.db().endpoint_figures(list(known))
+        for figures in http.db().endpoint_figures(list(known))
     ]
-    return web.dump(schemas.EndpointsResponse, {"endpoints": listed})
+    return http.dump(schemas.EndpointsResponse, {"endpoints": listed})
 
 
 @bp.get("/<name>")
@@ -66,8 +67,8 @@ def get_endpoint(name: str) -> Response:
 @bp.patch("/<name>")
 def patch_endpoint(name: str) -> Response:
     configured(name)
-    limits = web.load(schemas.PatchEndpointSchema, web.json_body())
-    web.db().set_endpoint_limits(name, limits)
+    limits = http.load(schemas.PatchEndpointSchema, http.json_body())
+    http.db().set_endpoint_limits(name, limits)
     logger.info(
         "endpoint %s limits set: %s",
         name,
@@ -80,7 +81,7 @@ def patch_endpoint(name: str) -> Response:
 @bp.post("/<name>/reset")
 def reset_endpoint(name: str) -> Response:
     configured(name)
-    web.db().reset_endpoint_limits(name)
+    http.db().reset_endpoint_limits(name)
     logger.info(
         "endpoint %s limits reset", name, extra={"action": "reset_endpoint", "endpoint": name}
     )
@@ -99,7 +100,7 @@ def resume_endpoint(name: str) -> Response:
 
 def set_paused(name: str, paused: bool) -> Response:
     configured(name)
-    web.db().set_endpoint_paused(name, paused)
+    http.db().set_endpoint_paused(name, paused)
     done = "paused" if paused else "resumed"
     action = "pause_endpoint" if paused else "resume_endpoint"
     logger.info("endpoint %s %s", name, done, extra={"action": action, "endpoint": name})
