@@ -90,8 +90,14 @@ SET state = 'delivering', attempts = attempts + 1,
 WHERE id IN (
     SELECT id FROM jobs
     WHERE state = 'scheduled' AND next_attempt_at <= now()
-      -- Endpoints paused or limited are claimed one by one (claim_endpoint_jobs).
+      -- Endpoints paused or limited are claimed one by one (claim_endpoint_jobs): those this
+      -- dispatcher knows of, and any paused or limited at run time since it last looked, so a
+      -- change holds from its commit.
       AND endpoint <> ALL(%(held)s::text[])
+      AND NOT EXISTS (SELECT 1 FROM endpoints WHERE endpoints.name = jobs.endpoint AND (
+          endpoints.paused
+          OR endpoints.rate_limit_set AND endpoints.rate_limit IS NOT NULL
+          OR endpoints.max_in_flight_set AND endpoints.max_in_flight IS NOT NULL))
     ORDER BY next_attempt_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -281,7 +287,12 @@ RETURNING id;
 -- from its first entry); negative when one is overdue. Paused and limited endpoints' jobs are
 -- planned for by their own claims.
 SELECT extract(epoch FROM min(next_attempt_at) - now())::float8 AS due_in
-FROM jobs WHERE state = 'scheduled' AND endpoint <> ALL(%(held)s::text[]);
+FROM jobs
+WHERE state = 'scheduled' AND endpoint <> ALL(%(held)s::text[])
+  AND NOT EXISTS (SELECT 1 FROM endpoints WHERE endpoints.name = jobs.endpoint AND (
+      endpoints.paused
+      OR endpoints.rate_limit_set AND endpoints.rate_limit IS NOT NULL
+      OR endpoints.max_in_flight_set AND endpoints.max_in_flight IS NOT NULL));
 
 -- stale_job_timers --
 -- Timers other than the crons' and the wake timer: per-job timers left by earlier versions.

@@ -72,9 +72,19 @@ OPERATIONS = {
 
 def sendable_query(case: schemathesis.Case) -> bool:
     """Whether every query parameter can be written into a URL: schemathesis' invalid requests
-    sometimes give one an object as its value, which the request it makes silently leaves out,
-    so the app sees a valid query and is then blamed for accepting it."""
-    return not any(isinstance(value, dict) for value in (case.query or {}).values())
+    sometimes give one an object, a null or an empty list as its value, which the request it
+    makes silently leaves out, so the app sees a valid query and is then blamed for accepting
+    it."""
+
+    def scalar(value: Any) -> bool:
+        return isinstance(value, str | int | float | bool)
+
+    return all(
+        (bool(value) and all(scalar(item) for item in value))
+        if isinstance(value, list)
+        else scalar(value)
+        for value in (case.query or {}).values()
+    )
 
 
 def fuzz(operation: schemathesis.APIOperation, settings: hypothesis.settings, test: Any) -> None:

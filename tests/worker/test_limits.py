@@ -90,3 +90,22 @@ def test_the_shared_claim_leaves_held_endpoints_alone(
     assert claimed == (set(plain) if held else set(plain) | set(billed))
     # What is left waiting belongs to a held endpoint, which plans its own looks.
     assert job_store.next_due_in(held) is None
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"paused": True}, {"rate_limit": 5.0}, {"max_in_flight": 2}],
+)
+def test_a_change_holds_from_its_commit_even_for_a_dispatcher_that_has_not_reloaded(
+    job_store: store.Store, change: dict[str, object]
+) -> None:
+    due_for(job_store, 2)
+    plain = insert_due(job_store, 1)
+    if "paused" in change:
+        job_store.set_endpoint_paused("billing", True)
+    else:
+        job_store.set_endpoint_limits("billing", change)  # type: ignore[arg-type]
+    # Its list of held endpoints is stale (empty): the claim still leaves billing's jobs alone.
+    claimed = {item.id for item in job_store.claim_due_jobs("one", 60, 10, [])}
+    assert claimed == set(plain)
+    assert job_store.next_due_in([]) is None
