@@ -91,11 +91,13 @@ WHERE id IN (
     SELECT id FROM jobs
     WHERE state = 'scheduled' AND next_attempt_at <= now()
       -- Endpoints paused or limited are claimed one by one (claim_endpoint_jobs): those this
-      -- dispatcher knows of, and any paused or limited at run time since it last looked, so a
-      -- change holds from its commit.
+      -- dispatcher knows of, and any of its `known` ones paused or limited at run time since it
+      -- last looked, so a change holds from its commit (an unknown endpoint's job is claimed,
+      -- to fail unsent).
       AND endpoint <> ALL(%(held)s::text[])
-      AND NOT EXISTS (SELECT 1 FROM endpoints WHERE endpoints.name = jobs.endpoint AND (
-          endpoints.paused
+      AND NOT EXISTS (SELECT 1 FROM endpoints
+                      WHERE endpoints.name = jobs.endpoint AND endpoints.name = ANY(%(known)s)
+                        AND (endpoints.paused
           OR endpoints.rate_limit_set AND endpoints.rate_limit IS NOT NULL
           OR endpoints.max_in_flight_set AND endpoints.max_in_flight IS NOT NULL))
     ORDER BY next_attempt_at
@@ -128,10 +130,13 @@ RETURNING id, cron_id, body::text AS body, run_at, attempts, max_attempts, claim
 
 -- lock_endpoint --
 -- An endpoint's run-time state, its row locked for the rest of the transaction (made if absent).
+-- The bucket is refilled up to the moment the lock was granted (clock_timestamp, not the
+-- transaction's start: waiting for the lock must not earn tokens).
 INSERT INTO endpoints (name) VALUES (%(endpoint)s)
 ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name
 RETURNING paused, rate_limit, rate_limit_set, max_in_flight, max_in_flight_set, tokens,
-          extract(epoch FROM now() - refilled_at)::float8 AS since_refill;
+          clock_timestamp() AS locked_at,
+          extract(epoch FROM clock_timestamp() - refilled_at)::float8 AS since_refill;
 
 -- count_in_flight --
 -- Deliveries in progress to one endpoint, across every dispatcher (jobs_endpoint_delivering_idx).
@@ -139,7 +144,7 @@ SELECT count(*) AS in_flight FROM jobs WHERE state = 'delivering' AND endpoint =
 
 -- save_tokens --
 -- What is left in an endpoint's token bucket after a claim.
-UPDATE endpoints SET tokens = %(tokens)s, refilled_at = now() WHERE name = %(endpoint)s;
+UPDATE endpoints SET tokens = %(tokens)s, refilled_at = %(refilled_at)s WHERE name = %(endpoint)s;
 
 -- endpoint_due_in --
 -- Seconds until an endpoint's next claimable job is due (negative: overdue); NULL if none.
@@ -289,8 +294,9 @@ RETURNING id;
 SELECT extract(epoch FROM min(next_attempt_at) - now())::float8 AS due_in
 FROM jobs
 WHERE state = 'scheduled' AND endpoint <> ALL(%(held)s::text[])
-  AND NOT EXISTS (SELECT 1 FROM endpoints WHERE endpoints.name = jobs.endpoint AND (
-      endpoints.paused
+  AND NOT EXISTS (SELECT 1 FROM endpoints
+                  WHERE endpoints.name = jobs.endpoint AND endpoints.name = ANY(%(known)s)
+                    AND (endpoints.paused
       OR endpoints.rate_limit_set AND endpoints.rate_limit IS NOT NULL
       OR endpoints.max_in_flight_set AND endpoints.max_in_flight IS NOT NULL));
 

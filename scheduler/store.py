@@ -434,10 +434,16 @@ class Store:
             return migrate.pending(conn)
 
     def claim_due_jobs(
-        self, dispatcher_id: str, lease_seconds: float, limit: int, held: Sequence[str] = ()
+        self,
+        dispatcher_id: str,
+        lease_seconds: float,
+        limit: int,
+        held: Sequence[str] = (),
+        known: Sequence[str] = (),
     ) -> list[jobs.Delivery]:
         """Claim up to `limit` deliveries due by the database's clock, each under a new token,
-        leaving out the `held` endpoints' (paused or limited: claim_endpoint_jobs)."""
+        leaving out the `held` endpoints' (paused or limited: claim_endpoint_jobs), and those of
+        `known` endpoints paused or limited at run time since `held` was read."""
         rows = self._execute(
             "claim_due_jobs",
             {
@@ -445,6 +451,7 @@ class Store:
                 "lease_seconds": lease_seconds,
                 "limit": limit,
                 "held": list(held),
+                "known": list(known),
             },
         )
         return [jobs.Delivery(**row) for row in rows]
@@ -465,6 +472,7 @@ class Store:
             row = cur.fetchone()
             assert row is not None
             tokens, since_refill = row.pop("tokens"), row.pop("since_refill")
+            locked_at = row.pop("locked_at")
             state = EndpointState(endpoint, **row)
             limits = state.limits(defaults.rate_limit, defaults.max_in_flight)
             allowance = limit
@@ -496,7 +504,10 @@ class Store:
                 claimed = [jobs.Delivery(**found) for found in cur.fetchall()]
             if bucket is not None:
                 bucket -= len(claimed)
-                cur.execute(QUERIES["save_tokens"], {"endpoint": endpoint, "tokens": bucket})
+                cur.execute(
+                    QUERIES["save_tokens"],
+                    {"endpoint": endpoint, "tokens": bucket, "refilled_at": locked_at},
+                )
             if len(claimed) == limit:
                 # No room left here: the senders wake the claim loop when there is.
                 return EndpointClaim(claimed, None)
@@ -584,10 +595,11 @@ class Store:
     def prune_idempotency_keys(self, before: dt.datetime, limit: int) -> int:
         return len(self._execute("prune_idempotency_keys", {"before": before, "limit": limit}))
 
-    def next_due_in(self, held: Sequence[str] = ()) -> float | None:
-        """Seconds until the next waiting job of an endpoint not `held` is due, by the
-        database's clock; None if none."""
-        due_in: float | None = self._execute("next_due_in", {"held": list(held)})[0]["due_in"]
+    def next_due_in(self, held: Sequence[str] = (), known: Sequence[str] = ()) -> float | None:
+        """Seconds until the next waiting job of an endpoint not held (as in claim_due_jobs) is
+        due, by the database's clock; None if none."""
+        params = {"held": list(held), "known": list(known)}
+        due_in: float | None = self._execute("next_due_in", params)[0]["due_in"]
         return due_in
 
     def endpoint_states(self) -> list[EndpointState]:

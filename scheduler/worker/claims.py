@@ -47,6 +47,7 @@ class ClaimLoop:
         self.senders = sending
         self.dispatcher_id = dispatcher_id
         self.routes = endpoint_routes or routes.EndpointRoutes(settings, job_store, clock)
+        self.known = list(settings.endpoints)
         self._held_retry: float | None = None
         self.lease = senders.lease_seconds(settings)
         self.claims = 0
@@ -88,7 +89,9 @@ class ClaimLoop:
             free = self.senders.free()
             if free == 0 or not self._may_claim():
                 return False
-            claimed = self.store.claim_due_jobs(self.dispatcher_id, self.lease, free, held)
+            claimed = self.store.claim_due_jobs(
+                self.dispatcher_id, self.lease, free, held, self.known
+            )
             self._count_claim()
             self.senders.submit(claimed)
             if len(claimed) < free:
@@ -123,7 +126,7 @@ class ClaimLoop:
         interval, else the poll interval (and the leader's wake timer covers the job); sooner
         when a paused or limited endpoint can take more then."""
         look = self.settings.poll_interval
-        due_in = self.store.next_due_in(self.routes.held())
+        due_in = self.store.next_due_in(self.routes.held(), self.known)
         if due_in is not None and due_in <= self.settings.poll_interval:
             look = max(0.0, due_in)
         elif due_in is not None:

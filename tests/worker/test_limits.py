@@ -106,6 +106,6 @@ def test_a_change_holds_from_its_commit_even_for_a_dispatcher_that_has_not_reloa
     else:
         job_store.set_endpoint_limits("billing", change)  # type: ignore[arg-type]
     # Its list of held endpoints is stale (empty): the claim still leaves billing's jobs alone.
-    claimed = {item.id for item in job_store.claim_due_jobs("one", 60, 10, [])}
+    claimed = {item.id for item in job_store.claim_due_jobs("one", 60, 10, [], ["billing"])}
     assert claimed == set(plain)
-    assert job_store.next_due_in([]) is None
+    assert job_store.next_due_in([], ["billing"]) is None
