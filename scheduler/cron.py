@@ -52,6 +52,7 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.combining import OrTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
+from cron_descriptor import Options, get_description
 
 from scheduler import errors
 
@@ -283,6 +284,34 @@ def parse_spec(spec: str) -> CronSpec:
     return CronSpec(spec, zone.key, _schedule_trigger(schedule, zone), never_fires)
 
 
+def describe(spec: CronSpec) -> str:
+    """The schedule in plain English, with its zone (cron-descriptor's wording); the spec itself
+    where that library cannot read it."""
+    zone, body = _split_zone(spec.spec, spec.spec.strip())
+    name, _, rest = body.partition(" ")
+    if name.lower() == "@every":
+        words = f"Every {_describe_seconds(_parse_duration(spec.spec, rest.strip()))}"
+    else:
+        fields = _DESCRIPTORS.get(name.lower(), body).split()
+        fields = ["0", *fields] if len(fields) == 5 else fields
+        options = Options()
+        options.use_24hour_time_format = True
+        try:
+            words = get_description(" ".join(fields), options)
+        except Exception:  # its own exception types vary by release; the spec is a fair answer
+            words = body
+    return f"{words} ({zone.key})"
+
+
+def _describe_seconds(seconds: int) -> str:
+    parts = []
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{count} {unit}" if count == 1 else f"{count} {unit}s")
+    return " ".join(parts)
+
+
 def next_fire_times(spec: CronSpec, after: datetime, count: int) -> list[datetime]:
     """The next ``count`` fire times strictly after ``after``, in the spec's zone.
 
@@ -355,6 +384,12 @@ def latest_fire_time(spec: CronSpec, after: datetime, until: datetime) -> dateti
 
 def _fail(spec: str, reason: str) -> NoReturn:
     raise errors.InvalidCronSpec(spec, reason)
+
+
+def split_zone(spec: str) -> tuple[str, str]:
+    """A valid spec's zone name and its schedule without the CRON_TZ= or TZ= prefix."""
+    zone, body = _split_zone(spec, spec.strip())
+    return zone.key, body
 
 
 def _split_zone(spec: str, text: str) -> tuple[ZoneInfo, str]:

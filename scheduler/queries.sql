@@ -412,6 +412,79 @@ WHERE (%(state)s::text IS NULL OR state = %(state)s)
 ORDER BY id DESC
 LIMIT %(limit)s;
 
+-- job_state_estimates --
+-- Jobs per state from the planner's statistics, which cost nothing on any table size; the
+-- dashboard labels them as estimates and counts exactly only on small tables.
+SELECT c.reltuples::bigint AS total, s.most_common_vals::text::text[] AS states,
+       s.most_common_freqs AS frequencies
+FROM pg_class c
+LEFT JOIN pg_stats s
+  ON s.schemaname = current_schema() AND s.tablename = 'jobs' AND s.attname = 'state'
+WHERE c.oid = 'jobs'::regclass;
+
+-- count_jobs_by_state --
+-- Exact jobs per state, for a table small enough to count on every view.
+SELECT state, count(*) AS jobs FROM jobs GROUP BY state;
+
+-- count_due_backlog --
+-- Jobs due but not yet sent, counted up to a cap through the partial index on scheduled rows.
+SELECT count(*) AS due
+FROM (SELECT 1 FROM jobs
+      WHERE state = 'scheduled' AND next_attempt_at <= now() LIMIT %(cap)s) AS due;
+
+-- count_delivering --
+-- Jobs being delivered now, counted up to a cap through the partial index on delivering rows.
+SELECT count(*) AS delivering
+FROM (SELECT 1 FROM jobs WHERE state = 'delivering' LIMIT %(cap)s) AS delivering;
+
+-- count_failed_matching --
+-- Failed jobs a bulk retry would take, up to one more than its cap (so the page can say there
+-- are more): those matching the filter that had failed by the time it was asked.
+SELECT count(*) AS failed
+FROM (SELECT 1 FROM jobs
+      WHERE state = 'failed' AND finished_at <= %(as_of)s
+        AND (%(cron_id)s::text IS NULL OR cron_id = %(cron_id)s)
+        AND (%(endpoint)s::text IS NULL OR endpoint = %(endpoint)s)
+        AND (%(before)s::timestamptz IS NULL OR run_at < %(before)s)
+        AND (%(after)s::timestamptz IS NULL OR run_at >= %(after)s)
+      LIMIT %(cap)s) AS failed;
+
+-- retry_failed_batch --
+-- One batch of a bulk retry, newest first: failed jobs matching the filter that had failed by
+-- the time the user confirmed, each given a fresh budget of attempts, and the dispatchers woken.
+-- FOR UPDATE in id order, so two bulk retries at once wait for each other instead of deadlocking.
+WITH picked AS (
+    SELECT id FROM jobs
+    WHERE state = 'failed' AND finished_at <= %(as_of)s
+      AND (%(cron_id)s::text IS NULL OR cron_id = %(cron_id)s)
+      AND (%(endpoint)s::text IS NULL OR endpoint = %(endpoint)s)
+      AND (%(before)s::timestamptz IS NULL OR run_at < %(before)s)
+      AND (%(after)s::timestamptz IS NULL OR run_at >= %(after)s)
+    ORDER BY id DESC
+    LIMIT %(limit)s
+    FOR UPDATE
+), retried AS (
+    UPDATE jobs
+    SET state = 'scheduled', max_attempts = jobs.attempts + jobs.max_attempts,
+        next_attempt_at = now(), finished_at = NULL, updated_at = now()
+    FROM picked
+    WHERE jobs.id = picked.id AND jobs.state = 'failed'
+    RETURNING jobs.id
+), counted AS (
+    SELECT count(*) AS retried FROM retried
+)
+SELECT retried, CASE WHEN retried > 0 THEN pg_notify('scheduler', 'b') END AS woken
+FROM counted;
+
+-- cancel_jobs --
+-- Cancel the given jobs that are still waiting to be sent; the others are left alone.
+WITH cancelled AS (
+    UPDATE jobs SET state = 'cancelled', finished_at = now(), updated_at = now()
+    WHERE id = ANY(%(ids)s::text[]) AND state = 'scheduled'
+    RETURNING id
+)
+SELECT count(*) AS cancelled FROM cancelled;
+
 -- run_job_now --
 -- Make a waiting job due now and wake the dispatchers; it goes even while its endpoint is paused.
 WITH due AS (
@@ -553,14 +626,17 @@ SELECT pg_notify('scheduler', 'e');
 
 -- endpoint_figures --
 -- Each named endpoint's run-time state with what it has in flight and due now (the partial
--- indexes on delivering and scheduled rows answer the counts).
+-- indexes on delivering and scheduled rows answer the counts; due is counted up to a cap, when
+-- one is given).
 SELECT n.name, coalesce(e.paused, false) AS paused, e.rate_limit,
        coalesce(e.rate_limit_set, false) AS rate_limit_set, e.max_in_flight,
        coalesce(e.max_in_flight_set, false) AS max_in_flight_set,
        (SELECT count(*) FROM jobs
         WHERE state = 'delivering' AND endpoint = n.name) AS in_flight,
-       (SELECT count(*) FROM jobs
-        WHERE state = 'scheduled' AND endpoint = n.name AND next_attempt_at <= now()) AS due
+       (SELECT count(*) FROM (SELECT 1 FROM jobs
+                              WHERE state = 'scheduled' AND endpoint = n.name
+                                AND next_attempt_at <= now()
+                              LIMIT %(due_cap)s) AS due) AS due
 FROM unnest(%(names)s::text[]) WITH ORDINALITY AS n (name, position)
 LEFT JOIN endpoints e ON e.name = n.name
 ORDER BY n.position;

@@ -123,6 +123,31 @@ class JobFilters:
     endpoint: str | None = None
 
 
+@dataclasses.dataclass(frozen=True)
+class BulkFilters:
+    """Which failed jobs a bulk retry takes: those matching every filter given that had failed by
+    `as_of` (the database's time when the user was shown how many), so jobs failing afterwards are
+    not swept up by a confirmation that never counted them."""
+
+    as_of: dt.datetime
+    cron_id: str | None = None
+    endpoint: str | None = None
+    before: dt.datetime | None = None
+    after: dt.datetime | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class StateCounts:
+    """Jobs per state, exact or (on a large table) the planner's estimate."""
+
+    jobs: dict[str, int]
+    estimated: bool
+
+
+# Below this many rows (by the planner's estimate) jobs per state are counted exactly.
+EXACT_COUNT_BELOW = 100_000
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class AttemptRecord(jobs.Attempt):
     """An attempt to store, with the job it belongs to."""
@@ -321,6 +346,40 @@ class Store:
     def list_jobs(self, filters: JobFilters) -> list[jobs.JobRecord]:
         rows = self._execute("list_jobs", dataclasses.asdict(filters))
         return [jobs.JobRecord(**row) for row in rows]
+
+    def job_state_counts(self) -> StateCounts:
+        """Jobs per state: exact on a small table, else from the planner's statistics, which
+        cost nothing but are only as fresh as the last ANALYZE."""
+        (row,) = self._execute("job_state_estimates")
+        total = int(row["total"])
+        if total < EXACT_COUNT_BELOW or not row["states"]:
+            counted = self._execute("count_jobs_by_state")
+            return StateCounts({r["state"]: int(r["jobs"]) for r in counted}, estimated=False)
+        shares = zip(row["states"], row["frequencies"], strict=True)
+        return StateCounts({state: round(total * share) for state, share in shares}, True)
+
+    def count_due_backlog(self, cap: int) -> int:
+        """Jobs due but not sent, counted up to `cap`."""
+        return int(self._execute("count_due_backlog", {"cap": cap})[0]["due"])
+
+    def count_delivering(self, cap: int) -> int:
+        """Jobs being delivered, counted up to `cap`."""
+        return int(self._execute("count_delivering", {"cap": cap})[0]["delivering"])
+
+    def count_failed_matching(self, filters: BulkFilters, cap: int) -> int:
+        """Failed jobs a bulk retry with `filters` would take, counted up to `cap`."""
+        params = {**dataclasses.asdict(filters), "cap": cap}
+        return int(self._execute("count_failed_matching", params)[0]["failed"])
+
+    def retry_failed_batch(self, filters: BulkFilters, limit: int) -> int:
+        """Retry up to `limit` of the failed jobs matching `filters`, newest first, in one
+        transaction; returns how many were retried (0: none left)."""
+        params = {**dataclasses.asdict(filters), "limit": limit}
+        return int(self._execute("retry_failed_batch", params)[0]["retried"])
+
+    def cancel_jobs(self, job_ids: Sequence[str]) -> int:
+        """Cancel those of the jobs still waiting to be sent; returns how many were."""
+        return int(self._execute("cancel_jobs", {"ids": list(job_ids)})[0]["cancelled"])
 
     def run_job_now(self, job_id: str) -> None:
         """:raise errors.JobNotFound, errors.Conflict: unknown, or not waiting to be sent."""
@@ -605,10 +664,14 @@ class Store:
     def endpoint_states(self) -> list[EndpointState]:
         return [EndpointState(**row) for row in self._execute("endpoint_states")]
 
-    def endpoint_figures(self, names: Sequence[str]) -> list[EndpointFigures]:
-        """Each named endpoint's state, in flight and due, in the order given."""
+    def endpoint_figures(
+        self, names: Sequence[str], due_cap: int | None = None
+    ) -> list[EndpointFigures]:
+        """Each named endpoint's state, in flight and due (counted up to `due_cap`, if given), in
+        the order given."""
         figures = []
-        for row in self._execute("endpoint_figures", {"names": list(names)}):
+        params = {"names": list(names), "due_cap": due_cap}
+        for row in self._execute("endpoint_figures", params):
             in_flight, due = int(row.pop("in_flight")), int(row.pop("due"))
             figures.append(EndpointFigures(EndpointState(**row), in_flight, due))
         return figures

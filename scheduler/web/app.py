@@ -10,6 +10,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from scheduler import config, db, errors, logs, store
 from scheduler.web import api, group_commit, http, metrics
+from scheduler.web.dashboard import actions as dashboard_actions
 from scheduler.web.dashboard import pages as dashboard_pages
 
 logger = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ def create_app(settings: config.Settings | None = None) -> Flask:
         db_store, settings.announce_within
     )
     app.register_blueprint(api.bp)
-    app.register_blueprint(dashboard_pages.bp)
+    app.register_blueprint(dashboard_actions.bp)
     _register_error_handlers(app)
     _warn_of_unknown_endpoints(db_store, settings)
     metrics.init_web_metrics(app, settings)

@@ -82,22 +82,34 @@ def get_cron(cron_id: str) -> Response:
 @bp.put("/<cron_id>")
 def put_cron(cron_id: str) -> Response:
     data = http.load(schemas.PutCronSchema, http.json_body())
+    definition = definition_of(new_cron_id(cron_id), data)
+    http.db().put_cron(definition)
+    logger.info(
+        "cron %s set to %r",
+        cron_id,
+        definition.spec,
+        extra={"action": "put_cron", "cron_id": cron_id},
+    )
+    return one_cron(cron_id)
+
+
+def definition_of(cron_id: str, data: dict[str, Any]) -> jobs.CronDefinition:
+    """The cron that PutCronSchema's `data` defines, warning if it never fires.
+
+    :raise http.RequestRejected: 400 when it names an unknown endpoint.
+    """
     spec = schemas.zoned_spec(data["spec"], data["timezone"])
     parsed = cron.parse_spec(spec)
     definition = jobs.CronDefinition(
-        id=new_cron_id(cron_id),
+        id=cron_id,
         spec=spec,
         timezone=parsed.timezone,
         endpoint=http.known_endpoint(data["endpoint"]),
         jitter=data["jitter"],
         overlap=data["overlap"],
     )
-    http.db().put_cron(definition)
-    logger.info(
-        "cron %s set to %r", cron_id, spec, extra={"action": "put_cron", "cron_id": cron_id}
-    )
     warn_if_never_fires(cron_id, parsed)
-    return one_cron(cron_id)
+    return definition
 
 
 @bp.delete("/<cron_id>")

@@ -1,12 +1,194 @@
-"""The dashboard's pages: what a browser GETs."""
+"""The dashboard's pages: what a browser GETs. Every figure comes from the database, counted
+through partial indexes up to a cap or estimated by the planner, never by a full count."""
 
 from __future__ import annotations
 
-from flask import render_template
+import dataclasses
+import datetime as dt
+import urllib.parse
+from typing import Any
 
+from flask import abort, redirect, render_template, request, url_for
+from marshmallow import ValidationError
+from werkzeug.wrappers import Response
+
+from scheduler import cron, errors, jobs, jsonb, store
+from scheduler.web import http, schemas
+from scheduler.web.dashboard import forms
 from scheduler.web.dashboard.blueprint import bp
+
+# Counts shown exactly up to this; above it the page says "10,000+".
+COUNT_CAP = 10_000
+NEXT_FIRE_TIMES = 5
+RECENT_RUNS = 10
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@bp.app_template_filter("utc")
+def format_time(moment: dt.datetime | None) -> str:
+    """A time as the dashboard shows it: UTC, to the second."""
+    if moment is None:
+        return "—"
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@bp.app_template_filter("capped")
+def format_capped(count: int) -> str:
+    return f"{COUNT_CAP:,}+" if count >= COUNT_CAP else f"{count:,}"
+
+
+@bp.app_template_global()
+def jobs_url(**filters: Any) -> str:
+    """The job list with these filters."""
+    return with_query("dashboard.jobs_page", **filters)
+
+
+@bp.app_template_global()
+def with_query(view: str, **query: Any) -> str:
+    """A dashboard URL with a query string; built by hand because `endpoint`, a job filter, is
+    url_for's own first argument."""
+    given = {key: value for key, value in query.items() if value not in (None, "")}
+    base = url_for(view)
+    return f"{base}?{urllib.parse.urlencode(given)}" if given else base
 
 
 @bp.get("/")
 def overview() -> str:
-    return render_template("dashboard/overview.html")
+    db = http.db()
+    settings = http.settings()
+    return render_template(
+        "dashboard/overview.html",
+        states=db.job_state_counts(),
+        all_states=jobs.JOB_STATES,
+        due=db.count_due_backlog(COUNT_CAP),
+        delivering=db.count_delivering(COUNT_CAP),
+        dispatchers=db.list_dispatchers(settings.leader_timeout),
+        endpoints=db.endpoint_figures(list(settings.endpoints), due_cap=COUNT_CAP),
+        default_limits=(settings.rate_limit, settings.max_in_flight),
+        now=db.database_now(),
+    )
+
+
+@bp.get("/jobs")
+def jobs_page() -> str | Response:
+    wanted = request.args.get("id", "").strip()
+    if wanted:
+        if not schemas.ID_PATTERN.match(wanted):
+            abort(404)
+        return redirect(url_for("dashboard.job_page", job_id=wanted), 303)
+    try:
+        filters = forms.JobFilterForm().load_form(request.args.to_dict())
+    except ValidationError as exc:
+        return _job_list(None, request.args.to_dict(), exc.messages), 400  # type: ignore[return-value]
+    return _job_list(filters, request.args.to_dict(), {})
+
+
+def _job_list(
+    filters: dict[str, Any] | None, given: dict[str, str], problems: dict[str, Any]
+) -> str:
+    found: list[jobs.JobRecord] = []
+    if filters is not None:
+        query = store.JobFilters(limit=forms.PAGE_SIZE + 1, **filters)
+        found = http.db().list_jobs(query)
+    page = found[: forms.PAGE_SIZE]
+    more = len(found) > forms.PAGE_SIZE
+    kept = {key: value for key, value in given.items() if key != "cursor" and value}
+    return render_template(
+        "dashboard/jobs.html",
+        jobs=page,
+        given=given,
+        problems=problems,
+        states=jobs.JOB_STATES,
+        endpoints=list(http.settings().endpoints),
+        next_url=jobs_url(**kept, cursor=page[-1].id) if more else None,
+        first_url=jobs_url(**kept) if given.get("cursor") else None,
+        filter_args=kept,
+        can_retry=filters is not None and filters["state"] in (None, "failed"),
+    )
+
+
+@bp.get("/jobs/<job_id>")
+def job_page(job_id: str) -> str:
+    try:
+        job, attempts = http.db().get_job(http.checked_id(job_id))
+    except errors.JobNotFound:
+        abort(404, f"No job has the id {job_id!r}.")
+    return render_template(
+        "dashboard/job.html",
+        job=job,
+        attempts=attempts,
+        body=jsonb.dumps(job.body, indent=2, ensure_ascii=False),
+    )
+
+
+@bp.get("/crons")
+def crons_page() -> str:
+    now = _now()
+    listed = [_cron_view(status, now) for status in http.db().cron_statuses()]
+    return render_template("dashboard/crons.html", crons=listed)
+
+
+def _cron_view(status: jobs.CronStatus, now: dt.datetime, upcoming: int = 1) -> dict[str, Any]:
+    parsed = cron.parse_spec(status.cron.spec)
+    times = [] if status.cron.paused else cron.next_fire_times(parsed, now, upcoming)
+    return {
+        "cron": status.cron,
+        "words": cron.describe(parsed),
+        "next": times,
+        "never_fires": parsed.never_fires,
+        "last_state": status.last_state,
+        "last_status": status.last_status,
+    }
+
+
+@bp.get("/crons/<cron_id>")
+def cron_page(cron_id: str) -> str:
+    return render_cron(cron_id, {}, {})
+
+
+def render_cron(cron_id: str, given: dict[str, Any], problems: dict[str, Any]) -> str:
+    """The cron's page; with `problems`, the edit form shows them beside what was typed."""
+    if not schemas.ID_PATTERN.match(cron_id):
+        abort(404)
+    statuses = http.db().cron_statuses(cron_id)
+    if not statuses:
+        abort(404, f"No cron has the id {cron_id!r}.")
+    view = _cron_view(statuses[0], _now(), NEXT_FIRE_TIMES)
+    runs = http.db().list_jobs(store.JobFilters(limit=RECENT_RUNS, cron_id=cron_id))
+    current = statuses[0].cron
+    form = {
+        "spec": cron.split_zone(current.spec)[1],
+        "timezone": current.timezone,
+        "endpoint": current.endpoint,
+        "jitter": f"{current.jitter:g}",
+        "overlap": current.overlap,
+        **given,
+    }
+    return render_template(
+        "dashboard/cron.html",
+        view=view,
+        runs=runs,
+        form=form,
+        problems=problems,
+        endpoints=list(http.settings().endpoints),
+        overlaps=jobs.OVERLAP_POLICIES,
+    )
+
+
+def filter_summary(filters: dict[str, Any]) -> list[tuple[str, str]]:
+    """The filters in force, as (label, value) pairs for a confirmation page."""
+    labels = {"cron_id": "cron", "endpoint": "endpoint", "after": "due from", "before": "due before"}
+    shown = []
+    for key, label in labels.items():
+        value = filters.get(key)
+        if value is not None:
+            shown.append((label, format_time(value) if isinstance(value, dt.datetime) else value))
+    return shown
+
+
+def bulk_filters(filters: dict[str, Any], as_of: dt.datetime) -> store.BulkFilters:
+    fields = {f.name for f in dataclasses.fields(store.BulkFilters)} - {"as_of"}
+    return store.BulkFilters(as_of=as_of, **{k: v for k, v in filters.items() if k in fields})

@@ -1,0 +1,94 @@
+"""What the dashboard's query strings and forms may hold, checked with marshmallow like the API's
+requests; a problem is shown on the page, beside its field."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
+
+from scheduler import jobs
+from scheduler.web import schemas
+
+# Jobs shown per page, and so the most one "cancel selected" can take.
+PAGE_SIZE = 50
+# The most jobs one bulk retry takes; it works through them in batches of RETRY_BATCH, each its
+# own transaction, so a big retry never holds thousands of row locks at once.
+MAX_BULK_RETRY = 10_000
+RETRY_BATCH = 500
+
+
+class WindowTime(fields.Field):
+    """A time from a datetime-local input (no zone, read as UTC) or RFC 3339 with an offset."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> dt.datetime:
+        if not isinstance(value, str):
+            raise ValidationError("Not a string.")
+        try:
+            return schemas.parse_rfc3339(value)
+        except ValueError:
+            pass
+        try:
+            parsed = dt.datetime.fromisoformat(value)
+        except ValueError:
+            raise ValidationError("Not a date and time such as 2026-11-27T14:30 (UTC).") from None
+        if parsed.tzinfo is not None:
+            raise ValidationError("Give the offset as Z or ±hh:mm.")
+        return parsed.replace(tzinfo=dt.UTC)
+
+
+class BlankIsNone(Schema):
+    """Forms send empty inputs as empty strings; those mean 'not given'."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    def load_form(self, values: dict[str, str]) -> dict[str, Any]:
+        given = {key: value.strip() for key, value in values.items() if value.strip()}
+        loaded: dict[str, Any] = self.load(given)
+        return loaded
+
+
+class JobFilterForm(BlankIsNone):
+    state = fields.String(load_default=None, validate=validate.OneOf(jobs.JOB_STATES))
+    cron_id = schemas.JobId(load_default=None)
+    endpoint = fields.String(
+        load_default=None,
+        validate=validate.Regexp(jobs.NAME_PATTERN, error=schemas.ID_MESSAGE),
+    )
+    after = WindowTime(load_default=None)
+    before = WindowTime(load_default=None)
+    cursor = schemas.JobId(load_default=None)
+
+    @validates_schema
+    def check_window(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if data["after"] and data["before"] and data["after"] >= data["before"]:
+            raise ValidationError("Must be after 'from'.", "before")
+
+
+class BulkRetryForm(JobFilterForm):
+    as_of = WindowTime(required=True)
+
+
+class SelectedJobsForm(BlankIsNone):
+    ids = fields.List(
+        schemas.JobId(), required=True, validate=validate.Length(1, PAGE_SIZE)
+    )
+
+
+def cron_edit(values: dict[str, str]) -> dict[str, Any]:
+    """The cron form's values checked by the API's own PUT /cron/<id> schema, so the two cannot
+    disagree; jitter may be seconds or an ISO 8601 duration, as there.
+
+    :raise ValidationError: with the problems by field.
+    """
+    given: dict[str, Any] = {key: value.strip() for key, value in values.items() if value.strip()}
+    given.pop("csrf_token", None)
+    if "jitter" in given:
+        try:
+            given["jitter"] = float(given["jitter"])
+        except ValueError:
+            pass  # an ISO 8601 duration, or a mistake the schema names
+    loaded: dict[str, Any] = schemas.PutCronSchema().load(given)
+    return loaded
