@@ -37,6 +37,10 @@ bench: $(STAMP)  ## run the benchmarks (about 10 minutes; NOTE="what changed") i
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python -m tests.bench --output docs/benchmarks.md --note "$(NOTE)"
 
+screenshots: $(STAMP)  ## refresh the dashboard screenshots in docs/screenshots (needs Debian's chromium)
+	DASHBOARD_SCREENSHOTS=$(CURDIR)/docs/screenshots $(BIN)/python -m pytest \
+		tests/e2e/test_dashboard_browser.py -k every_page
+
 audit: $(STAMP)  ## check the installed dependencies for known vulnerabilities (needs PyPI's JSON API)
 	$(BIN)/python -m pip install --quiet -e '.[audit]'
 	$(BIN)/pip freeze --exclude-editable > $(VENV)/frozen.txt
@@ -45,4 +49,4 @@ audit: $(STAMP)  ## check the installed dependencies for known vulnerabilities (
 migrate: $(STAMP)  ## apply migrations to DATABASE_URL
 	$(BIN)/scheduler migrate
 
-.PHONY: help install run test lint fmt bench audit migrate
+.PHONY: help install run test lint fmt bench screenshots audit migrate

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 
 import psycopg
@@ -19,8 +20,14 @@ for _name in list(os.environ):
         del os.environ[_name]
 
 
-def pytest_report_header() -> str:
-    return "database: " + ("DATABASE_URL" if _DATABASE_URL else "embedded PostgreSQL")
+def pytest_report_header() -> list[str]:
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    return [
+        "database: " + ("DATABASE_URL" if _DATABASE_URL else "embedded PostgreSQL"),
+        f"browser tests: Chromium at {chromium}"
+        if chromium
+        else "browser tests: SKIPPED, no Chromium (apt-get install chromium; .ci/run does)",
+    ]
 
 
 @pytest.fixture(scope="session")
