@@ -6,12 +6,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+from typing import Any
 
 from flask import Blueprint, Response
 
 from scheduler import cron, errors, jobs
-from scheduler.web import cron_routes, endpoint_routes, http, job_routes, schemas
-from scheduler.web import openapi as openapi_spec
+from scheduler.web import cron_routes, endpoint_routes, http, job_routes, openapi, schemas
 
 logger = logging.getLogger(__name__)
 
@@ -22,14 +22,52 @@ bp.register_blueprint(cron_routes.bp)
 bp.register_blueprint(endpoint_routes.bp)
 
 BANNER = "scheduler: HTTP callbacks at the time you asked for\n"
+HEALTH: dict[str, Any] = {
+    "type": "object",
+    "properties": {"status": {"const": "ok"}},
+    "required": ["status"],
+    "additionalProperties": False,
+}
+READY: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "status": {"const": "ready"},
+        "dispatcher_heartbeat_age_seconds": {"type": "number", "minimum": 0},
+    },
+    "required": ["status", "dispatcher_heartbeat_age_seconds"],
+    "additionalProperties": False,
+}
 
 
 @bp.get("/")
+@openapi.operation(
+    summary="A one-line banner.",
+    tag="health",
+    responses={
+        200: {"description": "Banner", "content": {"text/plain": {"schema": {"type": "string"}}}}
+    },
+)
 def banner() -> Response:
     return Response(BANNER, mimetype="text/plain")
 
 
 @bp.post("/insert")
+@openapi.operation(
+    summary="Schedule one job.",
+    tag="jobs",
+    request=schemas.InsertJobSchema,
+    examples={
+        "at": {"timestamp": openapi.EXAMPLE_TIME, "body": {"foo": "bar"}, "max_attempts": 5},
+        "after": {"delay": "PT90S", "body": {"foo": "bar"}, "idempotency_key": "order-42"},
+    },
+    parameters=[openapi.IDEMPOTENCY_KEY, *openapi.TRACE_HEADERS],
+    responses={
+        200: openapi.returns(
+            schemas.JobIdResponse, "Scheduled (or, for a repeated idempotent request, was)."
+        )
+    },
+    errors={400: openapi.INVALID, 409: openapi.REUSED_KEY},
+)
 def insert_job() -> Response:
     data = http.load(schemas.InsertJobSchema, http.json_body())
     (job,) = http.new_jobs([data])
@@ -47,6 +85,14 @@ def insert_job() -> Response:
 
 
 @bp.post("/delete")
+@openapi.operation(
+    summary="Cancel a job; an unknown id is not an error.",
+    tag="jobs",
+    request=schemas.DeleteJobSchema,
+    examples={"one": {"id": openapi.EXAMPLE_JOB_ID}},
+    responses={200: openapi.EMPTY},
+    errors={400: openapi.INVALID},
+)
 def delete_job() -> Response:
     data = http.load(schemas.DeleteJobSchema, http.json_body())
     http.db().cancel_job(data["id"])
@@ -55,6 +101,21 @@ def delete_job() -> Response:
 
 
 @bp.post("/cron")
+@openapi.operation(
+    summary="Replace the whole set of crons, atomically.",
+    tag="crons",
+    request=schemas.ReplaceCronsSchema,
+    examples={
+        "two": {
+            "jobs": [
+                {"id": openapi.EXAMPLE_CRON_ID, "spec": openapi.EXAMPLE_SPEC},
+                {"id": "hourly", "spec": "@every 1h"},
+            ]
+        }
+    },
+    responses={200: openapi.EMPTY},
+    errors={400: openapi.INVALID},
+)
 def replace_crons() -> Response:
     data = http.load(schemas.ReplaceCronsSchema, http.json_body())
     parsed = [(entry, cron.parse_spec(entry["spec"])) for entry in data["jobs"]]
@@ -77,6 +138,13 @@ def replace_crons() -> Response:
 
 
 @bp.get("/cron/next")
+@openapi.operation(
+    summary="Preview a spec's next fire times.",
+    tag="crons",
+    parameters=[openapi.query(schemas.CronPreviewQuery)],
+    responses={200: openapi.returns(schemas.CronPreviewResponse, "Fire times.")},
+    errors={400: openapi.INVALID},
+)
 def preview_cron() -> Response:
     query = http.load_query(schemas.CronPreviewQuery)
     try:
@@ -94,12 +162,23 @@ def preview_cron() -> Response:
 
 
 @bp.get("/healthz")
+@openapi.operation(
+    summary="The process is alive (nothing else is checked).",
+    tag="health",
+    responses={200: openapi.returns(HEALTH, "Alive.")},
+)
 def healthz() -> Response:
     """The process answers; nothing else is checked."""
     return Response(json.dumps({"status": "ok"}), mimetype="application/json")
 
 
 @bp.get("/readyz")
+@openapi.operation(
+    summary="Database reachable, schema current, dispatcher heartbeat fresh.",
+    tag="health",
+    responses={200: openapi.returns(READY, "Ready.")},
+    errors={503: "Not ready, and why."},
+)
 def readyz() -> Response:
     """Ready when the database answers, its schema is current and a dispatcher is alive."""
     try:
@@ -126,12 +205,23 @@ def readyz() -> Response:
 
 
 @bp.get("/dispatchers")
+@openapi.operation(
+    summary="The live dispatchers (heartbeat younger than SCHEDULER_LEADER_TIMEOUT), the "
+    "leader first.",
+    tag="dispatchers",
+    responses={200: openapi.returns(schemas.DispatchersResponse, "Dispatchers.")},
+)
 def list_dispatchers() -> Response:
     """The live dispatchers: those whose heartbeat is younger than the leader timeout."""
     live = http.db().list_dispatchers(http.settings().leader_timeout)
     return http.dump(schemas.DispatchersResponse, {"dispatchers": live})
 
 
-@bp.get("/openapi.json")
-def openapi() -> Response:
-    return Response(json.dumps(openapi_spec.document()), mimetype="application/json")
+@bp.get("/openapi.json", endpoint="openapi")
+@openapi.operation(
+    summary="This document.",
+    tag="health",
+    responses={200: openapi.returns({"type": "object"}, "The OpenAPI 3.1 document.")},
+)
+def openapi_document() -> Response:
+    return Response(json.dumps(openapi.document(bp)), mimetype="application/json")

@@ -11,11 +11,13 @@ from flask import Blueprint, Response
 from marshmallow import ValidationError
 
 from scheduler import cron, errors, jobs, store
-from scheduler.web import http, schemas
+from scheduler.web import http, openapi, schemas
 
 logger = logging.getLogger(__name__)
 
 bp = Blueprint("crons", __name__, url_prefix="/cron")
+
+NO_CRON = "No such cron."
 
 
 def describe(status: jobs.CronStatus, now: dt.datetime) -> dict[str, Any]:
@@ -68,6 +70,11 @@ def new_cron_id(cron_id: str) -> str:
 
 
 @bp.get("")
+@openapi.operation(
+    summary="List crons, sorted by id.",
+    tag="crons",
+    responses={200: openapi.returns(schemas.CronListResponse, "Crons.")},
+)
 def list_crons() -> Response:
     now = dt.datetime.now(dt.UTC)
     listed = [describe(status, now) for status in http.db().cron_statuses()]
@@ -75,11 +82,30 @@ def list_crons() -> Response:
 
 
 @bp.get("/<cron_id>")
+@openapi.operation(
+    summary="One cron.",
+    tag="crons",
+    parameters=[openapi.CRON_ID],
+    responses={200: openapi.returns(schemas.CronJobResponse, "The cron.")},
+    errors={404: NO_CRON},
+)
 def get_cron(cron_id: str) -> Response:
     return one_cron(checked_cron_id(cron_id))
 
 
 @bp.put("/<cron_id>")
+@openapi.operation(
+    summary="Create or replace one cron.",
+    tag="crons",
+    request=schemas.PutCronSchema,
+    examples={
+        "zoned": {"spec": openapi.EXAMPLE_SPEC, "timezone": "Europe/Paris"},
+        "spread": {"spec": "@hourly", "jitter": 300, "overlap": "skip"},
+    },
+    parameters=[openapi.NEW_CRON_ID],
+    responses={200: openapi.returns(schemas.CronJobResponse, "The cron.")},
+    errors={400: openapi.INVALID},
+)
 def put_cron(cron_id: str) -> Response:
     data = http.load(schemas.PutCronSchema, http.json_body())
     definition = definition_of(new_cron_id(cron_id), data)
@@ -113,6 +139,13 @@ def definition_of(cron_id: str, data: dict[str, Any]) -> jobs.CronDefinition:
 
 
 @bp.delete("/<cron_id>")
+@openapi.operation(
+    summary="Delete one cron, whether or not it existed.",
+    tag="crons",
+    parameters=[openapi.CRON_ID],
+    responses={204: openapi.NO_CONTENT},
+    errors={404: "The id cannot exist."},
+)
 def delete_cron(cron_id: str) -> Response:
     if http.db().delete_cron(checked_cron_id(cron_id)):
         logger.info("cron %s deleted", cron_id, extra={"action": "delete_cron", "cron_id": cron_id})
@@ -120,6 +153,13 @@ def delete_cron(cron_id: str) -> Response:
 
 
 @bp.post("/<cron_id>/pause")
+@openapi.operation(
+    summary="Pause a cron.",
+    tag="crons",
+    parameters=[openapi.CRON_ID],
+    responses={200: openapi.returns(schemas.CronJobResponse, "Paused.")},
+    errors={404: NO_CRON},
+)
 def pause_cron(cron_id: str) -> Response:
     http.db().set_cron_paused(checked_cron_id(cron_id), paused=True)
     logger.info("cron %s paused", cron_id, extra={"action": "pause_cron", "cron_id": cron_id})
@@ -127,6 +167,13 @@ def pause_cron(cron_id: str) -> Response:
 
 
 @bp.post("/<cron_id>/resume")
+@openapi.operation(
+    summary="Resume a cron, from now.",
+    tag="crons",
+    parameters=[openapi.CRON_ID],
+    responses={200: openapi.returns(schemas.CronJobResponse, "Resumed.")},
+    errors={404: NO_CRON},
+)
 def resume_cron(cron_id: str) -> Response:
     http.db().set_cron_paused(checked_cron_id(cron_id), paused=False)
     logger.info("cron %s resumed", cron_id, extra={"action": "resume_cron", "cron_id": cron_id})
@@ -134,6 +181,13 @@ def resume_cron(cron_id: str) -> Response:
 
 
 @bp.post("/<cron_id>/run")
+@openapi.operation(
+    summary="Fire a cron once, now.",
+    tag="crons",
+    parameters=[openapi.CRON_ID],
+    responses={202: openapi.returns(schemas.JobIdResponse, "Queued.")},
+    errors={404: NO_CRON},
+)
 def run_cron(cron_id: str) -> Response:
     job_id = http.db().run_cron_now(
         checked_cron_id(cron_id), jobs.new_job_id(), http.settings().max_attempts
@@ -148,6 +202,20 @@ def run_cron(cron_id: str) -> Response:
 
 
 @bp.post("/<cron_id>/backfill")
+@openapi.operation(
+    summary=f"Record every tick of a cron in a window (at most {schemas.MAX_BACKFILL_TICKS}); "
+    "each is delivered once, however often asked.",
+    tag="crons",
+    request=schemas.BackfillSchema,
+    examples={"day": {"from": "2029-12-31T00:00:00Z", "to": "2030-01-01T00:00:00Z"}},
+    parameters=[openapi.CRON_ID],
+    responses={200: openapi.returns(schemas.BackfillResponse, "Recorded.")},
+    errors={
+        400: openapi.INVALID,
+        404: NO_CRON,
+        409: "The cron was redefined or removed meanwhile; ask again.",
+    },
+)
 def backfill_cron(cron_id: str) -> Response:
     """Record every tick of the cron in [from, to), each sent once however often asked."""
     checked_cron_id(cron_id)
@@ -178,6 +246,13 @@ def backfill_cron(cron_id: str) -> Response:
 
 
 @bp.get("/<cron_id>/runs")
+@openapi.operation(
+    summary="A cron's runs, newest first, a page at a time.",
+    tag="crons",
+    parameters=[openapi.CRON_ID, openapi.query(schemas.CronRunsQuery)],
+    responses={200: openapi.returns(schemas.JobListResponse, "A page of runs.")},
+    errors={400: openapi.INVALID, 404: NO_CRON},
+)
 def cron_runs(cron_id: str) -> Response:
     if not http.db().cron_statuses(checked_cron_id(cron_id)):
         raise errors.CronNotFound(cron_id)

@@ -13,11 +13,13 @@ from typing import Any
 from flask import Blueprint, Response
 
 from scheduler import config, errors, store
-from scheduler.web import http, schemas
+from scheduler.web import http, openapi, schemas
 
 logger = logging.getLogger(__name__)
 
 bp = Blueprint("endpoints", __name__, url_prefix="/endpoints")
+
+NO_ENDPOINT = "No endpoint of that name is configured."
 
 
 def describe(endpoint: config.Endpoint, figures: store.EndpointFigures) -> dict[str, Any]:
@@ -50,6 +52,11 @@ def one_endpoint(name: str) -> Response:
 
 
 @bp.get("")
+@openapi.operation(
+    summary="Every configured endpoint: the limits in force, paused, in flight and due.",
+    tag="endpoints",
+    responses={200: openapi.returns(schemas.EndpointsResponse, "Endpoints.")},
+)
 def list_endpoints() -> Response:
     known = http.settings().endpoints
     listed = [
@@ -60,11 +67,28 @@ def list_endpoints() -> Response:
 
 
 @bp.get("/<name>")
+@openapi.operation(
+    summary="One endpoint.",
+    tag="endpoints",
+    parameters=[openapi.ENDPOINT_NAME],
+    responses={200: openapi.returns(schemas.EndpointSchema, "The endpoint.")},
+    errors={404: NO_ENDPOINT},
+)
 def get_endpoint(name: str) -> Response:
     return one_endpoint(name)
 
 
 @bp.patch("/<name>")
+@openapi.operation(
+    summary="Change an endpoint's limits at run time (a field left out is unchanged; null: "
+    "unlimited). They win over SCHEDULER_RATE_LIMIT and SCHEDULER_MAX_IN_FLIGHT and hold on "
+    "every dispatcher within a second.",
+    tag="endpoints",
+    request=schemas.PatchEndpointSchema,
+    parameters=[openapi.ENDPOINT_NAME],
+    responses={200: openapi.returns(schemas.EndpointSchema, "The endpoint.")},
+    errors={400: openapi.INVALID, 404: NO_ENDPOINT},
+)
 def patch_endpoint(name: str) -> Response:
     configured(name)
     limits = http.load(schemas.PatchEndpointSchema, http.json_body())
@@ -79,6 +103,13 @@ def patch_endpoint(name: str) -> Response:
 
 
 @bp.post("/<name>/reset")
+@openapi.operation(
+    summary="Return an endpoint to the environment's limits.",
+    tag="endpoints",
+    parameters=[openapi.ENDPOINT_NAME],
+    responses={200: openapi.returns(schemas.EndpointSchema, "The endpoint.")},
+    errors={404: NO_ENDPOINT},
+)
 def reset_endpoint(name: str) -> Response:
     configured(name)
     http.db().reset_endpoint_limits(name)
@@ -89,11 +120,25 @@ def reset_endpoint(name: str) -> Response:
 
 
 @bp.post("/<name>/pause")
+@openapi.operation(
+    summary="Hold an endpoint's deliveries (jobs stay scheduled, cron ticks are recorded).",
+    tag="endpoints",
+    parameters=[openapi.ENDPOINT_NAME],
+    responses={200: openapi.returns(schemas.EndpointSchema, "Paused.")},
+    errors={404: NO_ENDPOINT},
+)
 def pause_endpoint(name: str) -> Response:
     return set_paused(name, paused=True)
 
 
 @bp.post("/<name>/resume")
+@openapi.operation(
+    summary="Deliver again, in due order and within the limits.",
+    tag="endpoints",
+    parameters=[openapi.ENDPOINT_NAME],
+    responses={200: openapi.returns(schemas.EndpointSchema, "Resumed.")},
+    errors={404: NO_ENDPOINT},
+)
 def resume_endpoint(name: str) -> Response:
     return set_paused(name, paused=False)
 

@@ -7,14 +7,27 @@ import logging
 from flask import Blueprint, Response
 
 from scheduler import store
-from scheduler.web import http, schemas
+from scheduler.web import http, openapi, schemas
 
 logger = logging.getLogger(__name__)
 
 bp = Blueprint("jobs", __name__, url_prefix="/jobs")
 
+NO_JOB = "No such job."
+
 
 @bp.post("/batch")
+@openapi.operation(
+    summary="Schedule 1 to SCHEDULER_BATCH_LIMIT jobs in one transaction.",
+    tag="jobs",
+    request=schemas.BatchSchema,
+    examples={
+        "two": {"jobs": [{"timestamp": openapi.EXAMPLE_TIME, "body": 1}, {"delay": 60, "body": 2}]}
+    },
+    parameters=[openapi.IDEMPOTENCY_KEY, *openapi.TRACE_HEADERS],
+    responses={200: openapi.returns(schemas.BatchResponse, "Their ids, in order.")},
+    errors={400: openapi.INVALID, 409: openapi.REUSED_KEY},
+)
 def insert_batch() -> Response:
     data = http.load(schemas.BatchSchema, http.json_body())
     limit = http.settings().batch_limit
@@ -32,18 +45,39 @@ def insert_batch() -> Response:
 
 
 @bp.get("")
+@openapi.operation(
+    summary="List jobs, newest first, a page at a time.",
+    tag="jobs",
+    parameters=[openapi.query(schemas.JobListQuery)],
+    responses={200: openapi.returns(schemas.JobListResponse, "A page of jobs.")},
+    errors={400: openapi.INVALID},
+)
 def list_jobs() -> Response:
     query = http.load_query(schemas.JobListQuery)
     return http.page_of_jobs(store.JobFilters(**query))
 
 
 @bp.get("/<job_id>")
+@openapi.operation(
+    summary="One job with its attempts.",
+    tag="jobs",
+    parameters=[openapi.JOB_ID],
+    responses={200: openapi.returns(schemas.JobDetailSchema, "The job.")},
+    errors={404: NO_JOB},
+)
 def get_job(job_id: str) -> Response:
     job, attempts = http.db().get_job(http.checked_id(job_id))
     return http.dump(schemas.JobDetailSchema, {**vars(job), "history": attempts})
 
 
 @bp.delete("/<job_id>")
+@openapi.operation(
+    summary="Cancel a job (as /delete), whether or not it existed.",
+    tag="jobs",
+    parameters=[openapi.JOB_ID],
+    responses={204: openapi.NO_CONTENT},
+    errors={404: "The id cannot exist."},
+)
 def delete_job(job_id: str) -> Response:
     http.db().cancel_job(http.checked_id(job_id))
     logger.info("deleted job %s", job_id, extra={"action": "delete_job", "job_id": job_id})
@@ -51,6 +85,13 @@ def delete_job(job_id: str) -> Response:
 
 
 @bp.post("/<job_id>/run")
+@openapi.operation(
+    summary="Deliver a scheduled job now.",
+    tag="jobs",
+    parameters=[openapi.JOB_ID],
+    responses={202: openapi.returns(schemas.JobIdResponse, "Queued.")},
+    errors={404: NO_JOB, 409: "The job is not scheduled."},
+)
 def run_job(job_id: str) -> Response:
     http.db().run_job_now(http.checked_id(job_id))
     logger.info("job %s runs now", job_id, extra={"action": "run_job", "job_id": job_id})
@@ -58,6 +99,13 @@ def run_job(job_id: str) -> Response:
 
 
 @bp.post("/<job_id>/retry")
+@openapi.operation(
+    summary="Re-queue a failed job with a fresh budget of attempts.",
+    tag="jobs",
+    parameters=[openapi.JOB_ID],
+    responses={202: openapi.returns(schemas.JobIdResponse, "Queued.")},
+    errors={404: NO_JOB, 409: "The job has not failed."},
+)
 def retry_job(job_id: str) -> Response:
     http.db().retry_job(http.checked_id(job_id))
     logger.info("job %s re-queued", job_id, extra={"action": "retry_job", "job_id": job_id})

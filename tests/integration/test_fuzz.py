@@ -27,8 +27,8 @@ from hypothesis import strategies as st
 from schemathesis import GenerationMode, checks
 
 from scheduler import config
+from scheduler.web import api, http, openapi
 from scheduler.web import app as app_module
-from scheduler.web import http, openapi
 from tests import support
 
 # The `auth` fixture's header, as a constant for the module-scoped fixtures below.
@@ -62,10 +62,10 @@ CHECKS = [
 # with pytest 9.2: every operation's test gets the same node id, so under xdist (`make test`) one
 # of them runs and the failures of the others are lost. Its strategies, driven by pytest's
 # parametrize and hypothesis' @given, do not depend on pytest's internals.
-SCHEMA = schemathesis.openapi.from_dict(openapi.document())
+SCHEMA = schemathesis.openapi.from_dict(openapi.document(api.bp))
 OPERATIONS = {
     f"{method.upper()} {path}": SCHEMA[path][method]
-    for path, item in openapi.document()["paths"].items()
+    for path, item in openapi.document(api.bp)["paths"].items()
     for method in item
 }
 

@@ -12,7 +12,7 @@ from flask.testing import FlaskClient
 from openapi_spec_validator import validate
 
 from scheduler import tracing
-from scheduler.web import http, openapi, schemas
+from scheduler.web import api, http, openapi, schemas
 from tests import support
 
 COMMITTED = support.ROOT / "docs" / "openapi.json"
@@ -45,7 +45,7 @@ def operations(document: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]
 def test_served_document_equals_committed_copy(client: FlaskClient) -> None:
     stale = f"docs/openapi.json is out of date; regenerate it with `{REGENERATE}`"
     assert served(client) == json.loads(COMMITTED.read_text(encoding="utf-8")), stale
-    assert COMMITTED.read_text(encoding="utf-8") == openapi.render(), stale + " (formatting)"
+    assert COMMITTED.read_text(encoding="utf-8") == openapi.render(api.bp), stale + " (formatting)"
 
 
 def test_document_is_valid_openapi_3_1(client: FlaskClient) -> None:
@@ -66,20 +66,20 @@ def test_every_route_is_documented_and_nothing_else(app: Flask) -> None:
             in_app.add((path, method, rule.endpoint))
     in_document = {
         (path, method, operation["operationId"])
-        for (path, method), operation in operations(openapi.document()).items()
+        for (path, method), operation in operations(openapi.document(api.bp)).items()
     }
     assert not in_app - in_document, f"routes missing from the document: {in_app - in_document}"
     assert not in_document - in_app, f"documented but not served: {in_document - in_app}"
 
 
 def test_path_parameters_match_the_path() -> None:
-    for (path, method), operation in operations(openapi.document()).items():
+    for (path, method), operation in operations(openapi.document(api.bp)).items():
         declared = {p["name"] for p in operation.get("parameters", []) if p["in"] == "path"}
         assert declared == set(re.findall(r"\{([^}]+)\}", path)), (method, path)
 
 
 def test_only_public_routes_skip_the_secret() -> None:
-    document = openapi.document()
+    document = openapi.document(api.bp)
     scheme = document["components"]["securitySchemes"][openapi.SECURITY_SCHEME]
     assert scheme == {
         "type": "apiKey",
@@ -100,7 +100,7 @@ def test_only_public_routes_skip_the_secret() -> None:
 
 def test_error_answers_use_the_error_body() -> None:
     error = {"$ref": "#/components/schemas/Error"}
-    for (path, method), operation in operations(openapi.document()).items():
+    for (path, method), operation in operations(openapi.document(api.bp)).items():
         for status, response in operation["responses"].items():
             if int(status) >= 400:
                 assert response["content"]["application/json"]["schema"] == error, (
@@ -111,7 +111,7 @@ def test_error_answers_use_the_error_body() -> None:
 
 
 def test_idempotency_key_and_trace_headers_on_inserts() -> None:
-    ops = operations(openapi.document())
+    ops = operations(openapi.document(api.bp))
     expected = [http.IDEMPOTENCY_HEADER, tracing.TRACEPARENT_HEADER, tracing.TRACESTATE_HEADER]
     for key in (("/insert", "POST"), ("/jobs/batch", "POST")):
         headers = [p for p in ops[key].get("parameters", []) if p["in"] == "header"]
@@ -120,7 +120,7 @@ def test_idempotency_key_and_trace_headers_on_inserts() -> None:
 
 
 def test_custom_fields_have_json_types() -> None:
-    components = openapi.document()["components"]["schemas"]
+    components = openapi.document(api.bp)["components"]["schemas"]
     insert = components["InsertJob"]["properties"]
     assert insert["timestamp"]["type"] == ["string", "null"]
     assert insert["timestamp"]["format"] == "date-time"
@@ -130,7 +130,7 @@ def test_custom_fields_have_json_types() -> None:
     # An ECMA 262 pattern, anchored (`\Z` means something else there), that accepts what
     # schemas.ID_PATTERN accepts (Python's `$` also matches before a final newline: none here).
     assert job_id["pattern"].startswith("^") and job_id["pattern"].endswith("$")
-    assert "\\Z" not in json.dumps(openapi.document())
+    assert "\\Z" not in json.dumps(openapi.document(api.bp))
     ids = ["a", "01m8dd8yqdh7n7gfnsea966a31", "x" * 128, "a.b:c-d_e", "..a", "a.."]
     ids += ["", ".", "..", "...", "x" * 129, "a/b", "a b", "é", "a?", "next%2F"]
     for sample in ids:
@@ -173,7 +173,7 @@ def test_undocumented_methods_are_405_listing_the_documented_ones(
     client: FlaskClient, auth: dict[str, str]
 ) -> None:
     problems: list[tuple[str, str, object]] = []
-    for path, item in openapi.document()["paths"].items():
+    for path, item in openapi.document(api.bp)["paths"].items():
         documented = {method.upper() for method in item if method in HTTP_METHODS}
         allowed = documented | OVERLAPS.get(path, set()) | {"OPTIONS"}
         allowed |= {"HEAD"} if "GET" in allowed else set()
