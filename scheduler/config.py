@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -43,6 +44,11 @@ DEFAULT_ENDPOINT = jobs.DEFAULT_ENDPOINT
 MAX_RATE_LIMIT = 1_000_000.0
 MAX_IN_FLIGHT_LIMIT = 1_000_000
 ENDPOINT_SECRET_PREFIX = "SCHEDULER_ENDPOINT_SECRET_"
+DEFAULT_DASHBOARD_SESSION_HOURS = 12.0
+MIN_DASHBOARD_SESSION_HOURS = 0.1
+MAX_DASHBOARD_SESSION_HOURS = 30 * 24.0
+# SCHEDULER_TRUSTED_PROXIES' value for "the direct peer is always a router" (Heroku's dynos).
+ANY_PROXY = "*"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +94,11 @@ class Settings:
     rate_limit: float | None = None
     max_in_flight: int | None = None
     failure_endpoint: str | None = None
+    dashboard: bool = True
+    dashboard_readonly: bool = False
+    dashboard_session_hours: float = DEFAULT_DASHBOARD_SESSION_HOURS
+    # ANY_PROXY alone, or IP networks as ipaddress writes them (an address as a /32 or /128).
+    trusted_proxies: tuple[str, ...] = ()
 
     @property
     def endpoints(self) -> dict[str, Endpoint]:
@@ -109,6 +120,10 @@ class Settings:
     def attempt_deadline(self) -> float:
         """Seconds one delivery attempt may take in all: connect, send, headers and body."""
         return self.connect_timeout + self.read_timeout
+
+    @property
+    def dashboard_session_seconds(self) -> float:
+        return self.dashboard_session_hours * 3600.0
 
     @property
     def secret(self) -> str:
@@ -172,6 +187,16 @@ class Settings:
             rate_limit=_optional_rate(env, "SCHEDULER_RATE_LIMIT"),
             max_in_flight=_optional_int(env, "SCHEDULER_MAX_IN_FLIGHT", 1, MAX_IN_FLIGHT_LIMIT),
             failure_endpoint=_optional_text(env, "SCHEDULER_FAILURE_ENDPOINT"),
+            dashboard=_bool(env, "SCHEDULER_DASHBOARD", True),
+            dashboard_readonly=_bool(env, "SCHEDULER_DASHBOARD_READONLY", False),
+            dashboard_session_hours=_hours(
+                env,
+                "SCHEDULER_DASHBOARD_SESSION_HOURS",
+                DEFAULT_DASHBOARD_SESSION_HOURS,
+                MIN_DASHBOARD_SESSION_HOURS,
+                MAX_DASHBOARD_SESSION_HOURS,
+            ),
+            trusted_proxies=_trusted_proxies(env, "SCHEDULER_TRUSTED_PROXIES"),
         ).checked()
 
     def checked(self) -> Settings:
@@ -306,6 +331,40 @@ def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0
             name, f"must be between {minimum:g} and {MAX_SECONDS:g} seconds, got {raw}"
         )
     return value
+
+
+def _hours(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise errors.ConfigError(name, f"must be a number of hours, got {raw!r}") from None
+    if not low <= value <= high:
+        raise errors.ConfigError(name, f"must be between {low:g} and {high:g} hours, got {raw}")
+    return value
+
+
+def _trusted_proxies(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """Comma-separated IP addresses and CIDR networks, or `*` alone; none when unset."""
+    entries = [entry.strip() for entry in env.get(name, "").split(",")]
+    if entries == [""]:
+        return ()
+    if ANY_PROXY in entries:
+        if len(entries) > 1:
+            raise errors.ConfigError(name, f"{ANY_PROXY} trusts every peer and stands alone")
+        return (ANY_PROXY,)
+    networks = []
+    for entry in entries:
+        try:
+            # strict: 10.0.0.1/8 is a mistake for 10.0.0.0/8 or 10.0.0.1, not a guess to make.
+            networks.append(str(ipaddress.ip_network(entry, strict=True)))
+        except ValueError:
+            raise errors.ConfigError(
+                name, f"{entry!r} is not an IP address or a CIDR network such as 10.0.0.0/8"
+            ) from None
+    return tuple(networks)
 
 
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:

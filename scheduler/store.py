@@ -758,6 +758,43 @@ class Store:
     def count_due_jobs(self, now: dt.datetime) -> int:
         return int(self._execute("count_due_jobs", {"now": now})[0]["due"])
 
+    def insert_dashboard_session(
+        self, id_sha256: str, csrf_token: str, client_address: str, lifetime: float
+    ) -> None:
+        params = {
+            "id_sha256": id_sha256,
+            "csrf_token": csrf_token,
+            "client_address": client_address,
+            "lifetime": lifetime,
+        }
+        self._execute("insert_dashboard_session", params)
+
+    def dashboard_session_csrf_token(self, id_sha256: str) -> str | None:
+        """The CSRF token of a live session; None when it ended or never existed."""
+        rows = self._execute("dashboard_session_csrf_token", {"id_sha256": id_sha256})
+        return str(rows[0]["csrf_token"]) if rows else None
+
+    def delete_dashboard_session(self, id_sha256: str) -> None:
+        self._execute("delete_dashboard_session", {"id_sha256": id_sha256})
+
+    def reserve_login_attempt(self, client_address: str, limit: int, window: float) -> float | None:
+        """Count an attempt against `client_address`: None when counted, else the seconds until
+        its `window` ends and it may try again (it had `limit` attempts in the window)."""
+        params = {"client_address": client_address, "limit": limit, "window": window}
+        if self._execute("reserve_login_attempt", params):
+            return None
+        rows = self._execute("login_retry_after", params)
+        # Pruned between the two statements: the window had just ended.
+        return float(rows[0]["retry_after"]) if rows else 0.0
+
+    def forgive_login_attempt(self, client_address: str) -> None:
+        self._execute("forgive_login_attempt", {"client_address": client_address})
+
+    def prune_dashboard_logins(self, window: float) -> tuple[int, int]:
+        """Delete expired sessions and passed login windows; how many of each."""
+        row = self._execute("prune_dashboard_logins", {"window": window})[0]
+        return int(row["sessions"]), int(row["failures"])
+
 
 class LeaderLock:
     """The dispatcher's election: a session advisory lock on a dedicated connection, fenced by an

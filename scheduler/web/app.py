@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import atexit
 import logging
+from typing import Any
 
-from flask import Flask, Response
-from werkzeug.exceptions import HTTPException, MethodNotAllowed
+from flask import Flask, Response, render_template
+from werkzeug.exceptions import HTTPException
+from werkzeug.http import HTTP_STATUS_CODES
 
 from scheduler import config, db, errors, logs, store
-from scheduler.web import api, group_commit, http, metrics
-from scheduler.web.dashboard import actions as dashboard_actions
-from scheduler.web.dashboard import pages as dashboard_pages
+from scheduler.web import api, group_commit, http, metrics, proxies
+from scheduler.web.dashboard import actions as dashboard_actions  # noqa: F401 (adds views to bp)
+from scheduler.web.dashboard import auth as dashboard_auth
+from scheduler.web.dashboard import blueprint as dashboard
+from scheduler.web.dashboard import pages as dashboard_pages  # noqa: F401 (adds views to bp)
 
 logger = logging.getLogger(__name__)
 
 RETRY_AFTER_SECONDS = 5
+# Headers of an HTTPException that its error body keeps.
+KEPT_ERROR_HEADERS = ("Allow", "Retry-After")
 
 
 def create_app(settings: config.Settings | None = None) -> Flask:
@@ -35,10 +41,15 @@ def create_app(settings: config.Settings | None = None) -> Flask:
         db_store, settings.announce_within
     )
     app.register_blueprint(api.bp)
-    app.register_blueprint(dashboard_actions.bp)
-    _register_error_handlers(app)
+    if settings.dashboard:
+        app.register_blueprint(dashboard.bp)
+    _register_error_handlers(app, settings.dashboard)
     _warn_of_unknown_endpoints(db_store, settings)
     metrics.init_web_metrics(app, settings)
+    # Outermost, so that everything after it (metrics' refusals too) sees the real client.
+    app.wsgi_app = proxies.TrustedProxies(  # type: ignore[method-assign]
+        app.wsgi_app, settings.trusted_proxies
+    )
     return app
 
 
@@ -55,45 +66,65 @@ def _warn_of_unknown_endpoints(db_store: store.Store, settings: config.Settings)
         )
 
 
-def _register_error_handlers(app: Flask) -> None:
+def _error_page(status: int, message: str) -> Response:
+    """The dashboard's HTML answer for an error: its URLs answer HTML, errors included."""
+    title = HTTP_STATUS_CODES.get(status, "Error")
+    page = render_template("dashboard/error.html", status=status, title=title, message=message)
+    return Response(page, status=status, mimetype="text/html")
+
+
+def _register_error_handlers(app: Flask, dashboard_on: bool) -> None:
+    def answer(
+        status: int,
+        code: str,
+        message: str,
+        fields: dict[Any, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
+        if dashboard_on and dashboard_auth.is_dashboard_request():
+            response = _error_page(status, message)
+        else:
+            response = http.error_body(status, code, message, fields)
+        response.headers.update(headers or {})
+        return response
+
     @app.errorhandler(http.RequestRejected)
     def rejected(exc: http.RequestRejected) -> Response:
-        response = http.error_body(exc.status, exc.code, exc.message, exc.fields)
-        response.headers.update(exc.headers)
-        return response
+        return answer(exc.status, exc.code, exc.message, exc.fields, exc.headers)
 
     @app.errorhandler(errors.InvalidValue)
     def invalid_value(exc: errors.InvalidValue) -> Response:
         # Validation should have refused the value first; this is the net under it.
         logger.warning("PostgreSQL refused a value: %s", exc, extra={"action": "invalid_value"})
-        return http.error_body(400, "invalid_request", f"PostgreSQL refused a value: {exc}.")
+        return answer(400, "invalid_request", f"PostgreSQL refused a value: {exc}.")
 
     @app.errorhandler(errors.JobNotFound)
     @app.errorhandler(errors.CronNotFound)
     @app.errorhandler(errors.EndpointNotFound)
     def not_found(exc: errors.SchedulerError) -> Response:
-        return http.error_body(404, "not_found", str(exc))
+        return answer(404, "not_found", str(exc))
 
     @app.errorhandler(errors.Conflict)
     def conflict(exc: errors.Conflict) -> Response:
-        return http.error_body(409, "conflict", str(exc))
+        return answer(409, "conflict", str(exc))
 
     @app.errorhandler(errors.StoreUnavailable)
     def unavailable(exc: errors.StoreUnavailable) -> Response:
         logger.warning("database unavailable: %s", exc, extra={"action": "store_unavailable"})
-        response = http.error_body(503, "unavailable", "The database is unavailable; try again.")
-        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
-        return response
+        return answer(
+            503,
+            "unavailable",
+            "The database is unavailable; try again.",
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
         code = (exc.name or "error").lower().replace(" ", "_")
-        response = http.error_body(exc.code or 500, code, exc.description or exc.name)
-        if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
-            response.headers["Allow"] = ", ".join(exc.valid_methods)
-        return response
+        kept = {name: value for name, value in exc.get_headers() if name in KEPT_ERROR_HEADERS}
+        return answer(exc.code or 500, code, exc.description or exc.name, headers=kept)
 
     @app.errorhandler(Exception)
     def internal(exc: Exception) -> Response:
         logger.exception("unhandled error", extra={"action": "internal_error"})
-        return http.error_body(500, "internal", "Internal error.")
+        return answer(500, "internal", "Internal error.")

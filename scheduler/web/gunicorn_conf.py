@@ -50,6 +50,13 @@ timeout = 30
 graceful_timeout = 30
 keepalive = 5
 accesslog = None
+# The app's own middleware (scheduler.web.proxies) alone decides what X-Forwarded-For and
+# X-Forwarded-Proto mean, from SCHEDULER_TRUSTED_PROXIES. Gunicorn would otherwise take the scheme
+# from X-Forwarded-Proto (and SCRIPT_NAME or PATH_INFO from headers) of any peer in its
+# forwarded_allow_ips: 127.0.0.1 and ::1, or FORWARDED_ALLOW_IPS, by default.
+forwarded_allow_ips = ""
+secure_scheme_headers: dict[str, str] = {}
+forwarder_headers = ""
 
 
 class Logger(glogging.Logger):

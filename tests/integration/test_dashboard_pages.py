@@ -16,6 +16,7 @@ from flask.testing import FlaskClient
 
 from scheduler.web.dashboard import forms
 from tests import support
+from tests.integration import test_dashboard_auth
 
 CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
 JOB_LINK = re.compile(r'href="/ui/jobs/([0-9a-z]{26})"')
@@ -28,6 +29,8 @@ pytestmark = pytest.mark.usefixtures("signed_in")
 @pytest.fixture
 def signed_in(client: FlaskClient) -> None:
     """The test client holds a dashboard session."""
+    answer = test_dashboard_auth.log_in(client)
+    assert answer.status_code == 303, answer.data
 
 
 def csrf_of(page: bytes) -> str:

@@ -373,3 +373,82 @@ def test_bad_endpoints_and_limits_are_refused_naming_the_variable(
         config.Settings.from_env(env(**changes))
     assert refused.value.variable == variable
     assert problem in str(refused.value)
+
+
+def test_the_dashboard_is_on_read_write_with_twelve_hour_sessions_and_no_trusted_proxy() -> None:
+    settings = config.Settings.from_env(env())
+
+    assert (settings.dashboard, settings.dashboard_readonly) == (True, False)
+    assert settings.dashboard_session_hours == 12.0
+    assert settings.dashboard_session_seconds == 12 * 3600.0
+    assert settings.trusted_proxies == ()
+
+
+def test_dashboard_settings_are_read() -> None:
+    settings = config.Settings.from_env(
+        env(
+            SCHEDULER_DASHBOARD="false",
+            SCHEDULER_DASHBOARD_READONLY="yes",
+            SCHEDULER_DASHBOARD_SESSION_HOURS="0.5",
+        )
+    )
+
+    assert (settings.dashboard, settings.dashboard_readonly) == (False, True)
+    assert settings.dashboard_session_seconds == 1800.0
+
+
+@pytest.mark.parametrize(
+    ("value", "trusted"),
+    [
+        ("", ()),
+        (" * ", ("*",)),
+        ("10.0.0.1", ("10.0.0.1/32",)),
+        ("10.0.0.0/8, 192.168.1.0/24", ("10.0.0.0/8", "192.168.1.0/24")),
+        ("::1,fd00::/8", ("::1/128", "fd00::/8")),
+    ],
+)
+def test_trusted_proxies_are_addresses_networks_or_a_star(
+    value: str, trusted: tuple[str, ...]
+) -> None:
+    assert config.Settings.from_env(env(SCHEDULER_TRUSTED_PROXIES=value)).trusted_proxies == trusted
+
+
+@pytest.mark.parametrize(
+    ("changes", "variable", "problem"),
+    [
+        ({"SCHEDULER_DASHBOARD": "maybe"}, "SCHEDULER_DASHBOARD", "true or false"),
+        ({"SCHEDULER_DASHBOARD_READONLY": "2"}, "SCHEDULER_DASHBOARD_READONLY", "true or false"),
+        (
+            {"SCHEDULER_DASHBOARD_SESSION_HOURS": "a day"},
+            "SCHEDULER_DASHBOARD_SESSION_HOURS",
+            "number of hours",
+        ),
+        (
+            {"SCHEDULER_DASHBOARD_SESSION_HOURS": "0"},
+            "SCHEDULER_DASHBOARD_SESSION_HOURS",
+            "between 0.1 and 720 hours",
+        ),
+        (
+            {"SCHEDULER_DASHBOARD_SESSION_HOURS": "721"},
+            "SCHEDULER_DASHBOARD_SESSION_HOURS",
+            "between",
+        ),
+        (
+            {"SCHEDULER_DASHBOARD_SESSION_HOURS": "nan"},
+            "SCHEDULER_DASHBOARD_SESSION_HOURS",
+            "between",
+        ),
+        ({"SCHEDULER_TRUSTED_PROXIES": "router"}, "SCHEDULER_TRUSTED_PROXIES", "'router'"),
+        # Host bits set: meant 10.0.0.0/8, or the address 10.0.0.1?
+        ({"SCHEDULER_TRUSTED_PROXIES": "10.0.0.1/8"}, "SCHEDULER_TRUSTED_PROXIES", "CIDR"),
+        ({"SCHEDULER_TRUSTED_PROXIES": "10.0.0.1,"}, "SCHEDULER_TRUSTED_PROXIES", "''"),
+        ({"SCHEDULER_TRUSTED_PROXIES": "*,10.0.0.1"}, "SCHEDULER_TRUSTED_PROXIES", "alone"),
+    ],
+)
+def test_bad_dashboard_settings_are_refused_naming_the_variable(
+    changes: dict[str, str], variable: str, problem: str
+) -> None:
+    with pytest.raises(errors.ConfigError) as refused:
+        config.Settings.from_env(env(**changes))
+    assert refused.value.variable == variable
+    assert problem in str(refused.value)
