@@ -406,6 +406,7 @@ FROM jobs
 WHERE (%(state)s::text IS NULL OR state = %(state)s)
   AND (%(cron_id)s::text IS NULL OR cron_id = %(cron_id)s)
   AND (%(endpoint)s::text IS NULL OR endpoint = %(endpoint)s)
+  AND (%(error_kind)s::text IS NULL OR last_error_kind = %(error_kind)s)
   AND (%(before)s::timestamptz IS NULL OR run_at < %(before)s)
   AND (%(after)s::timestamptz IS NULL OR run_at >= %(after)s)
   AND (%(cursor)s::text IS NULL OR id < %(cursor)s)
@@ -445,6 +446,7 @@ FROM (SELECT 1 FROM jobs
       WHERE state = 'failed' AND finished_at <= %(as_of)s
         AND (%(cron_id)s::text IS NULL OR cron_id = %(cron_id)s)
         AND (%(endpoint)s::text IS NULL OR endpoint = %(endpoint)s)
+        AND (%(error_kind)s::text IS NULL OR last_error_kind = %(error_kind)s)
         AND (%(before)s::timestamptz IS NULL OR run_at < %(before)s)
         AND (%(after)s::timestamptz IS NULL OR run_at >= %(after)s)
       LIMIT %(cap)s) AS failed;
@@ -458,6 +460,7 @@ WITH picked AS (
     WHERE state = 'failed' AND finished_at <= %(as_of)s
       AND (%(cron_id)s::text IS NULL OR cron_id = %(cron_id)s)
       AND (%(endpoint)s::text IS NULL OR endpoint = %(endpoint)s)
+      AND (%(error_kind)s::text IS NULL OR last_error_kind = %(error_kind)s)
       AND (%(before)s::timestamptz IS NULL OR run_at < %(before)s)
       AND (%(after)s::timestamptz IS NULL OR run_at >= %(after)s)
     ORDER BY id DESC

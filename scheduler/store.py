@@ -121,6 +121,7 @@ class JobFilters:
     after: dt.datetime | None = None
     cursor: str | None = None
     endpoint: str | None = None
+    error_kind: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,6 +133,7 @@ class BulkFilters:
     as_of: dt.datetime
     cron_id: str | None = None
     endpoint: str | None = None
+    error_kind: str | None = None
     before: dt.datetime | None = None
     after: dt.datetime | None = None
 

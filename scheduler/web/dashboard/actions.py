@@ -124,7 +124,7 @@ def bulk_retry() -> Response:
     return redirect(url, 303)
 
 
-_LIST_FILTERS = ("cron_id", "endpoint", "after", "before")
+_LIST_FILTERS = ("cron_id", "endpoint", "error_kind", "after", "before")
 
 
 @bp.post("/jobs/cancel")

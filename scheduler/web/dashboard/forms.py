@@ -38,6 +38,12 @@ class WindowTime(fields.Field):
         return parsed.replace(tzinfo=dt.UTC)
 
 
+def _known_kind(value: str) -> None:
+    if not jobs.is_error_kind(value):
+        known = ", ".join([*jobs.ERROR_KINDS, "http_<status>"])
+        raise ValidationError(f"Not a kind of failure; one of {known}.")
+
+
 class BlankIsNone(Schema):
     """Forms send empty inputs as empty strings; those mean 'not given'."""
 
@@ -57,6 +63,7 @@ class JobFilterForm(BlankIsNone):
         load_default=None,
         validate=validate.Regexp(jobs.NAME_PATTERN, error=schemas.ID_MESSAGE),
     )
+    error_kind = fields.String(load_default=None, validate=_known_kind)
     after = WindowTime(load_default=None)
     before = WindowTime(load_default=None)
     cursor = schemas.JobId(load_default=None)

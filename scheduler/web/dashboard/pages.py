@@ -14,7 +14,7 @@ from werkzeug.wrappers import Response
 
 from scheduler import cron, errors, jobs, jsonb, store
 from scheduler.web import http, schemas
-from scheduler.web.dashboard import forms
+from scheduler.web.dashboard import chart, forms
 from scheduler.web.dashboard.blueprint import bp
 
 # Counts shown exactly up to this; above it the page says "10,000+".
@@ -59,8 +59,14 @@ def with_query(view: str, **query: Any) -> str:
 def overview() -> str:
     db = http.db()
     settings = http.settings()
+    now = db.database_now()
+    minutes = db.delivery_minutes(chart.hour_start(now))
     return render_template(
         "dashboard/overview.html",
+        activity=chart.activity(minutes, now),
+        chart_width=chart.WIDTH,
+        chart_height=chart.HEIGHT,
+        chart_slot=chart.SLOT,
         states=db.job_state_counts(),
         all_states=jobs.JOB_STATES,
         due=db.count_due_backlog(COUNT_CAP),
@@ -68,8 +74,16 @@ def overview() -> str:
         dispatchers=db.list_dispatchers(settings.leader_timeout),
         endpoints=db.endpoint_figures(list(settings.endpoints), due_cap=COUNT_CAP),
         default_limits=(settings.rate_limit, settings.max_in_flight),
-        now=db.database_now(),
+        now=now,
     )
+
+
+@bp.get("/failed")
+def failed_page() -> str:
+    """Failed jobs grouped by the kind of their last error, the largest group first."""
+    groups = http.db().failed_groups()
+    described = [(group, jobs.describe_error_kind(group.kind)) for group in groups]
+    return render_template("dashboard/failed.html", groups=described)
 
 
 @bp.get("/jobs")
@@ -180,7 +194,13 @@ def render_cron(cron_id: str, given: dict[str, Any], problems: dict[str, Any]) -
 
 def filter_summary(filters: dict[str, Any]) -> list[tuple[str, str]]:
     """The filters in force, as (label, value) pairs for a confirmation page."""
-    labels = {"cron_id": "cron", "endpoint": "endpoint", "after": "due from", "before": "due before"}
+    labels = {
+        "cron_id": "cron",
+        "endpoint": "endpoint",
+        "error_kind": "last error",
+        "after": "due from",
+        "before": "due before",
+    }
     shown = []
     for key, label in labels.items():
         value = filters.get(key)
