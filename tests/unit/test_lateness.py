@@ -13,7 +13,7 @@ BOUNDS = lateness.LATENESS_BOUNDS_MS
 
 def test_bounds_rise_and_one_more_bucket_counts_what_is_later() -> None:
     assert list(BOUNDS) == sorted(set(BOUNDS))
-    assert lateness.BUCKETS == len(BOUNDS) + 1
+    assert len(BOUNDS) + 1 == lateness.BUCKETS
 
 
 @pytest.mark.parametrize(
