@@ -108,6 +108,18 @@ def test_failed_jobs_are_counted_by_the_kind_of_their_last_error(
     assert [a.error_kind for a in history] == ["dns", "tls"]
 
 
+def test_a_failure_notification_carries_the_kind(job_store: store.Store, db_url: str) -> None:
+    (item,) = claim(job_store, 1)
+    job_store.settle_deliveries(
+        [settlement(item, "failed", "dns")], notices=store.FailureNotices("alerts", 3)
+    )
+    with psycopg.connect(db_url) as conn:
+        notice = conn.execute("SELECT body FROM jobs WHERE event = 'job.failed'").fetchone()
+    assert notice is not None
+    assert notice[0]["job"]["id"] == item.id
+    assert notice[0]["job"]["last_error_kind"] == "dns"
+
+
 def test_no_failed_job_makes_no_group(job_store: store.Store) -> None:
     settle_all(job_store, [("delivered", None), ("scheduled", "timeout")])
     assert job_store.failed_groups() == []
