@@ -17,11 +17,13 @@ AS $$
         WHEN error LIKE 'timeout%' THEN 'timeout'
         WHEN error LIKE 'endpoint % is not configured; not sent' THEN 'not_sent'
         WHEN error LIKE 'internal error:%' THEN 'internal'
-        WHEN error ~ '(ReadTimeout|ConnectTimeout|timed out)' THEN 'timeout'
-        WHEN error ~ '(SSLError|SSL:|CERTIFICATE_VERIFY_FAILED)' THEN 'tls'
-        WHEN error ~ '(NameResolutionError|Name or service not known|Temporary failure in name resolution|nodename nor servname|getaddrinfo failed)'
-            THEN 'dns'
-        WHEN error ~ '(Connection refused|Errno 111\])' THEN 'refused'
+        WHEN error LIKE '%SSLError%' OR error LIKE '%CERTIFICATE_VERIFY_FAILED%' THEN 'tls'
+        WHEN error LIKE '%NameResolutionError%' OR error LIKE '%Name or service not known%'
+          OR error LIKE '%Temporary failure in name resolution%'
+          OR error LIKE '%nodename nor servname%' OR error LIKE '%getaddrinfo failed%' THEN 'dns'
+        WHEN error LIKE '%Connection refused%' THEN 'refused'
+        WHEN error LIKE '%ReadTimeout%' OR error LIKE '%ConnectTimeout%'
+          OR error LIKE '%timed out%' THEN 'timeout'
         ELSE 'connection'
     END
 $$;
