@@ -245,6 +245,7 @@ class Senders:
             "attempt": item.attempts,
             "status": outcome.status_code,
             "duration_ms": outcome.duration_ms,
+            "error_kind": outcome.error_kind,
         }
         if settlement.state == "delivered":
             metrics.DELIVERIES.labels("delivered").inc()
