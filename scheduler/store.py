@@ -6,7 +6,9 @@ import contextlib
 import dataclasses
 import datetime as dt
 import importlib.resources
+import itertools
 import logging
+import operator
 import re
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -742,22 +744,17 @@ class Store:
     def delivery_minutes(self, since: dt.datetime) -> list[DeliveryMinute]:
         """The per-minute rollup of the minutes starting at or after `since`, oldest first,
         summed over dispatchers; a minute in which no outcome was recorded is absent."""
-        summed: dict[dt.datetime, list[Any]] = {}
-        for row in self._execute("delivery_minutes", {"since": since}):
-            totals = summed.setdefault(row["minute"], [0, 0, 0, []])
-            totals[0] += row["delivered"]
-            totals[1] += row["failed"]
-            totals[2] += row["retried"]
-            totals[3].append(row["lateness"])
+        rows = self._execute("delivery_minutes", {"since": since})
         minutes = []
-        for minute, (delivered, failed, retried, rows) in summed.items():
-            counts = lateness.add_buckets(rows)
+        for minute, group in itertools.groupby(rows, key=operator.itemgetter("minute")):
+            dispatchers = list(group)
+            counts = lateness.add_buckets(row["lateness"] for row in dispatchers)
             minutes.append(
                 DeliveryMinute(
                     minute,
-                    delivered,
-                    failed,
-                    retried,
+                    sum(row["delivered"] for row in dispatchers),
+                    sum(row["failed"] for row in dispatchers),
+                    sum(row["retried"] for row in dispatchers),
                     lateness.percentile(counts, 0.5),
                     lateness.percentile(counts, 0.99),
                     tuple(counts),
