@@ -131,6 +131,7 @@ class Attempt:
     status_code: int | None
     error: str | None
     response_excerpt: str | None
+    error_kind: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,6 +157,7 @@ class Job:
     finished_at: dt.datetime | None
     history: tuple[Attempt, ...] | None = None
     endpoint: str = "default"
+    last_error_kind: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -772,6 +774,7 @@ def _attempt(data: dict[str, Any]) -> Attempt:
         status_code=data.get("status_code"),
         error=data.get("error"),
         response_excerpt=data.get("response_excerpt"),
+        error_kind=data.get("error_kind"),
     )
 
 
@@ -793,6 +796,7 @@ def _job(data: dict[str, Any]) -> Job:
         finished_at=_optional_time(data.get("finished_at")),
         history=None if history is None else tuple(_attempt(item) for item in history),
         endpoint=data.get("endpoint", "default"),
+        last_error_kind=data.get("last_error_kind"),
     )
 
 

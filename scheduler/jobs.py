@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import http
 import json
 import re
 import secrets
@@ -157,6 +158,7 @@ class JobRecord:
     updated_at: dt.datetime
     finished_at: dt.datetime | None
     endpoint: str = DEFAULT_ENDPOINT
+    last_error_kind: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,6 +169,7 @@ class Attempt:
     status_code: int | None
     error: str | None
     response_excerpt: str | None
+    error_kind: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,3 +192,51 @@ JOB_STATES = ("scheduled", "delivering", "delivered", "failed", "cancelled", "sk
 # What a cron tick does while an earlier run of the cron is unfinished: go out anyway, or be
 # recorded as skipped. The first is the default.
 OVERLAP_POLICIES = ("allow", "skip")
+
+
+# Why an attempt failed, recorded with it and as its job's last_error_kind: the dashboard groups
+# failed jobs by it, since the error text holds addresses. An answer outside 2xx is
+# `http_<status>` (http_error_kind); any other failure is one of these.
+ERROR_KINDS = {
+    "timeout": "No answer in time: the connect or read timeout, or the attempt's deadline, "
+    "ran out.",
+    "refused": "The endpoint's host refused the connection: nothing listens on that port.",
+    "dns": "The endpoint's host name did not resolve.",
+    "tls": "The TLS handshake failed: an untrusted or expired certificate, one for another "
+    "name, or no TLS on that port.",
+    "connection": "The connection failed otherwise: unreachable, reset, or closed before an "
+    "answer.",
+    "invalid_response": "The endpoint's answer was not valid HTTP (a malformed status line or "
+    "headers).",
+    "not_sent": "Not sent: the job's endpoint is not configured in the dispatchers "
+    "(SCHEDULER_ENDPOINTS).",
+    "internal": "The dispatcher failed while sending it (its log says why).",
+}
+HTTP_ERROR_KIND_PREFIX = "http_"
+_HTTP_ERROR_KIND = re.compile(r"http_([0-9]{3})\Z")
+
+
+def http_error_kind(status: int) -> str:
+    """The kind of an answer with this status outside 2xx: `http_503`."""
+    return f"{HTTP_ERROR_KIND_PREFIX}{status}"
+
+
+def is_error_kind(kind: str) -> bool:
+    """Whether a failure can be recorded as `kind` (to check a kind read from a request)."""
+    return kind in ERROR_KINDS or _HTTP_ERROR_KIND.match(kind) is not None
+
+
+def describe_error_kind(kind: str | None) -> str:
+    """A sentence for people; None is a failure recorded before kinds were (by an earlier
+    version of the dispatcher, during a rolling upgrade)."""
+    if kind is None:
+        return "Not classified: recorded by an earlier version of the dispatcher."
+    match = _HTTP_ERROR_KIND.match(kind)
+    if match is None:
+        return ERROR_KINDS.get(kind, f"Unknown kind {kind!r}.")
+    status = int(match[1])
+    try:
+        phrase = f" {http.HTTPStatus(status).phrase}"
+    except ValueError:
+        phrase = ""
+    return f"The endpoint answered HTTP {status}{phrase}."

@@ -160,9 +160,9 @@ FROM endpoints;
 -- record_attempt --
 -- History of one delivery attempt.
 INSERT INTO delivery_attempts
-    (job_id, attempt, started_at, duration_ms, status_code, error, response_excerpt)
+    (job_id, attempt, started_at, duration_ms, status_code, error, response_excerpt, error_kind)
 VALUES (%(job_id)s, %(attempt)s, %(started_at)s, %(duration_ms)s, %(status_code)s, %(error)s,
-        %(response_excerpt)s)
+        %(response_excerpt)s, %(error_kind)s)
 ON CONFLICT (job_id, attempt) DO NOTHING;
 
 -- finish_delivery --
@@ -174,16 +174,18 @@ WITH finished AS (
     UPDATE jobs
     SET state = %(state)s, attempts = attempts - CASE WHEN %(attempted)s THEN 0 ELSE 1 END,
         leased_until = NULL, claimed_by = NULL, claim_token = NULL,
-        last_status = %(status_code)s, last_error = %(error)s, finished_at = now(),
-        updated_at = now()
+        last_status = %(status_code)s, last_error = %(error)s, last_error_kind = %(error_kind)s,
+        finished_at = now(), updated_at = now()
     WHERE id = %(job_id)s AND state = 'delivering' AND claim_token = %(claim_token)s
-    RETURNING id, cron_id, endpoint, attempts, last_status, last_error, run_at, event, state
+    RETURNING id, cron_id, endpoint, attempts, last_status, last_error, last_error_kind, run_at,
+              event, state
 )
 INSERT INTO jobs (id, body, run_at, next_attempt_at, max_attempts, endpoint, event)
 SELECT %(notice_id)s,
        jsonb_build_object('event', 'job.failed', 'job', jsonb_build_object(
            'id', id, 'cron_id', cron_id, 'endpoint', endpoint, 'attempts', attempts,
            'last_status', last_status, 'last_error', last_error,
+           'last_error_kind', last_error_kind,
            'timestamp', to_char(run_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))),
        now(), now(), %(notice_attempts)s, %(notice_endpoint)s, 'job.failed'
 FROM finished
@@ -194,7 +196,8 @@ WHERE state = 'failed' AND event IS NULL AND %(notice_endpoint)s::text IS NOT NU
 UPDATE jobs
 SET state = 'scheduled', leased_until = NULL, claimed_by = NULL, claim_token = NULL,
     next_attempt_at = now() + make_interval(secs => %(retry_in)s),
-    last_status = %(status_code)s, last_error = %(error)s, updated_at = now()
+    last_status = %(status_code)s, last_error = %(error)s, last_error_kind = %(error_kind)s,
+    updated_at = now()
 WHERE id = %(job_id)s AND state = 'delivering' AND claim_token = %(claim_token)s;
 
 -- give_back_delivery --
@@ -389,19 +392,19 @@ SELECT pg_notify('scheduler', 'b');
 -- get_job --
 -- One job with everything a user may ask about it.
 SELECT id, cron_id, body, run_at, state, attempts, max_attempts, next_attempt_at, last_status,
-       last_error, created_at, updated_at, finished_at, endpoint
+       last_error, created_at, updated_at, finished_at, endpoint, last_error_kind
 FROM jobs WHERE id = %(id)s;
 
 -- list_attempts --
 -- A job's delivery attempts, oldest first.
-SELECT attempt, started_at, duration_ms, status_code, error, response_excerpt
+SELECT attempt, started_at, duration_ms, status_code, error, response_excerpt, error_kind
 FROM delivery_attempts WHERE job_id = %(job_id)s ORDER BY attempt;
 
 -- list_jobs --
 -- Keyset pagination, newest first: ids sort by creation time and are unique, so pages never
 -- repeat or skip a job whatever is inserted meanwhile.
 SELECT id, cron_id, body, run_at, state, attempts, max_attempts, next_attempt_at, last_status,
-       last_error, created_at, updated_at, finished_at, endpoint
+       last_error, created_at, updated_at, finished_at, endpoint, last_error_kind
 FROM jobs
 WHERE (%(state)s::text IS NULL OR state = %(state)s)
   AND (%(cron_id)s::text IS NULL OR cron_id = %(cron_id)s)
@@ -702,3 +705,43 @@ WITH sessions AS (
     WHERE window_started_at <= now() - make_interval(secs => %(window)s) RETURNING 1
 )
 SELECT (SELECT count(*) FROM sessions) AS sessions, (SELECT count(*) FROM failures) AS failures;
+
+-- add_delivery_minute --
+-- Add one recorded batch's outcomes to this dispatcher's row of the current minute by the
+-- database's clock (one row per dispatcher, so dispatchers never wait on each other's lock);
+-- lateness buckets add up bucket by bucket.
+INSERT INTO delivery_minutes AS m (minute, dispatcher_id, delivered, failed, retried, lateness)
+VALUES (date_trunc('minute', now(), 'UTC'), %(dispatcher_id)s, %(delivered)s, %(failed)s,
+        %(retried)s, %(lateness)s)
+ON CONFLICT (minute, dispatcher_id) DO UPDATE
+SET delivered = m.delivered + EXCLUDED.delivered, failed = m.failed + EXCLUDED.failed,
+    retried = m.retried + EXCLUDED.retried,
+    lateness = ARRAY(
+        SELECT coalesce(mine, 0) + coalesce(added, 0)
+        FROM unnest(m.lateness, EXCLUDED.lateness) WITH ORDINALITY AS u (mine, added, place)
+        ORDER BY place
+    );
+
+-- delivery_minutes --
+-- Every dispatcher's rows of the minutes starting at or after `since`, oldest first (the
+-- primary key's leading column serves it); the store sums them per minute.
+SELECT minute, delivered, failed, retried, lateness
+FROM delivery_minutes
+WHERE minute >= %(since)s
+ORDER BY minute;
+
+-- prune_delivery_minutes --
+-- Rollup rows of minutes before `before`; a day holds 1,440 per dispatcher, so one statement.
+WITH pruned AS (
+    DELETE FROM delivery_minutes WHERE minute < %(before)s RETURNING minute
+)
+SELECT count(*) AS pruned FROM pruned;
+
+-- failed_groups --
+-- Failed jobs by the kind of their last error: how many, and when the latest failed. Read from
+-- jobs_failed_kind_idx alone, which holds exactly the failed rows with their finish times.
+SELECT last_error_kind AS kind, count(*) AS count, max(finished_at) AS latest_finished_at
+FROM jobs
+WHERE state = 'failed'
+GROUP BY last_error_kind
+ORDER BY count(*) DESC, last_error_kind;

@@ -6,7 +6,9 @@ import contextlib
 import dataclasses
 import datetime as dt
 import importlib.resources
+import itertools
 import logging
+import operator
 import re
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -17,7 +19,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from scheduler import db, errors, jobs, migrate
+from scheduler import db, errors, jobs, lateness, migrate
 
 logger = logging.getLogger(__name__)
 
@@ -161,13 +163,15 @@ class AttemptRecord(jobs.Attempt):
 class Settlement:
     """An attempt made under claim `claim_token` and what becomes of its job: `delivered`,
     `failed`, or `scheduled` again `retry_in` seconds from now by the database's clock. A claim
-    that could not be sent at all (`attempted` false) is not recorded as an attempt."""
+    that could not be sent at all (`attempted` false) is not recorded as an attempt. `lateness`
+    (seconds) counts in the per-minute rollup when set."""
 
     record: AttemptRecord
     claim_token: int
     state: str
     retry_in: float | None = None
     attempted: bool = True
+    lateness: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -247,12 +251,50 @@ class LiveDispatcher:
     metrics_port: int | None
 
 
+@dataclasses.dataclass(frozen=True)
+class DeliveryMinute:
+    """One minute's outcomes over every dispatcher, and its lateness: counts per bucket of
+    lateness.LATENESS_BOUNDS_MS, and the percentiles they give (milliseconds; None when no
+    first attempt started that minute)."""
+
+    minute: dt.datetime
+    delivered: int
+    failed: int
+    retried: int
+    lateness_p50_ms: float | None
+    lateness_p99_ms: float | None
+    lateness: tuple[int, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class FailedGroup:
+    """Failed jobs whose last error was of one kind (jobs.ERROR_KINDS, `http_<status>`, or
+    None: recorded before kinds were)."""
+
+    kind: str | None
+    count: int
+    latest_finished_at: dt.datetime | None
+
+
 def _outcome_params(settlement: Settlement) -> dict[str, Any]:
     return {
         "job_id": settlement.record.job_id,
         "claim_token": settlement.claim_token,
         "status_code": settlement.record.status_code,
         "error": settlement.record.error,
+        "error_kind": settlement.record.error_kind,
+    }
+
+
+def _minute_params(dispatcher_id: str, settled: Sequence[Settlement]) -> dict[str, Any]:
+    states = [s.state for s in settled]
+    late = [s.lateness * 1000 for s in settled if s.lateness is not None]
+    return {
+        "dispatcher_id": dispatcher_id,
+        "delivered": states.count("delivered"),
+        "failed": states.count("failed"),
+        "retried": states.count("scheduled"),
+        "lateness": lateness.count_buckets(late),
     }
 
 
@@ -582,11 +624,13 @@ class Store:
         settled: Sequence[Settlement],
         unsent: Sequence[tuple[str, int]] = (),
         notices: FailureNotices | None = None,
+        dispatcher_id: str | None = None,
     ) -> None:
         """Record attempts and what becomes of their jobs, and give back claims never sent
         (job id, claim token), all in one transaction. An outcome whose claim is no longer
         current (cancelled, or re-claimed after its dispatcher was declared dead) changes no
-        job."""
+        job. With `dispatcher_id`, the outcomes are also added to its row of the per-minute
+        rollup (delivery_minutes), in one more statement."""
         finals = [s for s in settled if s.state != "scheduled"]
         retries = [s for s in settled if s.state == "scheduled"]
         attempted = [s for s in settled if s.attempted]
@@ -623,6 +667,8 @@ class Store:
                     QUERIES["give_back_delivery"],
                     [{"job_id": job_id, "claim_token": token} for job_id, token in unsent],
                 )
+            if settled and dispatcher_id is not None:
+                cur.execute(QUERIES["add_delivery_minute"], _minute_params(dispatcher_id, settled))
 
     def record_cron_fires(
         self, epoch: int, ticks: Sequence[jobs.CronTick], max_attempts: int
@@ -796,6 +842,35 @@ class Store:
         """Delete expired sessions and passed login windows; how many of each."""
         row = self._execute("prune_dashboard_logins", {"window": window})[0]
         return int(row["sessions"]), int(row["failures"])
+
+    def delivery_minutes(self, since: dt.datetime) -> list[DeliveryMinute]:
+        """The per-minute rollup of the minutes starting at or after `since`, oldest first,
+        summed over dispatchers; a minute in which no outcome was recorded is absent."""
+        rows = self._execute("delivery_minutes", {"since": since})
+        minutes = []
+        for minute, group in itertools.groupby(rows, key=operator.itemgetter("minute")):
+            dispatchers = list(group)
+            counts = lateness.add_buckets(row["lateness"] for row in dispatchers)
+            minutes.append(
+                DeliveryMinute(
+                    minute,
+                    sum(row["delivered"] for row in dispatchers),
+                    sum(row["failed"] for row in dispatchers),
+                    sum(row["retried"] for row in dispatchers),
+                    lateness.percentile(counts, 0.5),
+                    lateness.percentile(counts, 0.99),
+                    tuple(counts),
+                )
+            )
+        return minutes
+
+    def prune_delivery_minutes(self, before: dt.datetime) -> int:
+        """Delete rollup rows of minutes before `before`; how many."""
+        return int(self._execute("prune_delivery_minutes", {"before": before})[0]["pruned"])
+
+    def failed_groups(self) -> list[FailedGroup]:
+        """Failed jobs grouped by the kind of their last error, the largest group first."""
+        return [FailedGroup(**row) for row in self._execute("failed_groups")]
 
 
 class LeaderLock:

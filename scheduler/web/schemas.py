@@ -28,6 +28,11 @@ MAX_DELAY_SECONDS = 10 * 366 * 24 * 3600
 MAX_JITTER_SECONDS = 24 * 3600
 MAX_BACKFILL_TICKS = 1000
 DEFAULT_PAGE = 50
+ERROR_KIND_DESCRIPTION = (
+    "Why it failed, for grouping: `http_<status>` for an answer outside 2xx, else one of "
+    + ", ".join(f"`{kind}`" for kind in jobs_module.ERROR_KINDS)
+    + " (docs/api.md); null when it did not fail, or failed before kinds were recorded."
+)
 MAX_PAGE = 500
 _DURATION = re.compile(
     r"P(?:(?P<weeks>[0-9]+)W)?(?:(?P<days>[0-9]+)D)?"
@@ -204,6 +209,7 @@ class AttemptSchema(Schema):
     status_code = fields.Integer(allow_none=True)
     error = fields.String(allow_none=True)
     response_excerpt = fields.String(allow_none=True)
+    error_kind = fields.String(allow_none=True, metadata={"description": ERROR_KIND_DESCRIPTION})
 
 
 class JobSchema(Schema):
@@ -217,6 +223,9 @@ class JobSchema(Schema):
     max_attempts = fields.Integer()
     last_status = fields.Integer(allow_none=True)
     last_error = fields.String(allow_none=True)
+    last_error_kind = fields.String(
+        allow_none=True, metadata={"description": ERROR_KIND_DESCRIPTION}
+    )
     created_at = Timestamp()
     updated_at = Timestamp()
     finished_at = Timestamp(allow_none=True)

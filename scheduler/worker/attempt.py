@@ -9,11 +9,16 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import email.utils
+import http.client
 import json
+import socket
+import ssl
 import threading
 import time
+from collections.abc import Iterator
 
 import requests
+import urllib3.exceptions
 
 from scheduler import config, jobs, signing, tracing
 from scheduler.worker import metrics, watchdog
@@ -36,6 +41,10 @@ class Outcome:
     response_excerpt: str | None
     retry_after: float | None = None
     attempted: bool = True
+    # One of jobs.ERROR_KINDS or jobs.http_error_kind(status); None when it succeeded.
+    error_kind: str | None = None
+    # Seconds late, as scheduler_firing_lateness_seconds observes it (firing_lateness).
+    lateness: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -113,11 +122,12 @@ def deliver(
     endpoint = settings.endpoints.get(delivery.endpoint)
     if endpoint is None:
         unknown = f"endpoint {delivery.endpoint!r} is not configured; not sent"
-        return Outcome(started_at, 0, None, unknown, None, attempted=False)
-    _observe_lateness(delivery, started_at)
+        return Outcome(started_at, 0, None, unknown, None, attempted=False, error_kind="not_sent")
+    lateness = _observe_lateness(delivery, started_at)
     status_code: int | None = None
     excerpt: str | None = None
     error: str | None = None
+    kind: str | None = None
     retry_after: float | None = None
     payload = build_payload(delivery)
     with guard.watch(settings.attempt_deadline) as watch:
@@ -135,31 +145,95 @@ def deliver(
                     retry_after = parse_retry_after(response.headers.get("Retry-After"))
                 excerpt = _excerpt(response)
         except requests.Timeout as exc:
-            error = f"timeout: {type(exc).__name__}"
+            error, kind = f"timeout: {type(exc).__name__}", "timeout"
         except requests.RequestException as exc:
-            error = f"connection failed: {_short(exc)}"
+            error, kind = f"connection failed: {_short(exc)}", classify_error(exc)
         if watch.expired and status_code is None:
             error = f"timeout: no answer within {settings.attempt_deadline:g}s"
+            kind = "timeout"
     if status_code is not None and not 200 <= status_code < 300:
-        error = f"HTTP {status_code}"
+        error, kind = f"HTTP {status_code}", jobs.http_error_kind(status_code)
     elapsed = time.monotonic() - start
     metrics.DELIVERY_DURATION.observe(elapsed)
     duration_ms = int(elapsed * 1000)
-    return Outcome(started_at, duration_ms, status_code, error, excerpt, retry_after)
+    return Outcome(
+        started_at,
+        duration_ms,
+        status_code,
+        error,
+        excerpt,
+        retry_after,
+        error_kind=kind,
+        lateness=lateness,
+    )
 
 
-def _observe_lateness(delivery: jobs.Delivery, started_at: dt.datetime) -> None:
-    """Lateness counts from when a delivery was allowed to go: for a paused or limited
-    endpoint's, from its claim, the time before that being reported as held back."""
+def classify_error(exc: BaseException) -> str:
+    """The jobs.ERROR_KINDS kind of a failed request, read from the exceptions it was caused
+    by: requests wraps urllib3's, which wrap the socket's."""
+    chain = list(_causes(exc))
+    if any(isinstance(e, requests.exceptions.SSLError | ssl.SSLError) for e in chain):
+        return "tls"
+    if any(isinstance(e, urllib3.exceptions.NameResolutionError | socket.gaierror) for e in chain):
+        return "dns"
+    if any(isinstance(e, ConnectionRefusedError) for e in chain):
+        return "refused"
+    # urllib3's NewConnectionError is a ConnectTimeoutError too, for backward compatibility.
+    if any(
+        isinstance(e, requests.Timeout | TimeoutError | urllib3.exceptions.TimeoutError)
+        and not isinstance(e, urllib3.exceptions.NewConnectionError)
+        for e in chain
+    ):
+        return "timeout"
+    # RemoteDisconnected is a BadStatusLine too, but it is a connection closed without an answer.
+    if any(
+        isinstance(e, http.client.HTTPException | requests.exceptions.InvalidHeader)
+        and not isinstance(e, http.client.RemoteDisconnected)
+        for e in chain
+    ):
+        return "invalid_response"
+    return "connection"
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """`exc` and every exception behind it: causes, contexts, urllib3's `reason` and
+    exceptions passed as arguments (requests' ConnectionError holds urllib3's MaxRetryError)."""
+    pending = [exc]
+    seen: set[int] = set()
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        reason = getattr(current, "reason", None)
+        for nearer in (current.__cause__, current.__context__, reason, *current.args):
+            if isinstance(nearer, BaseException):
+                pending.append(nearer)
+
+
+def firing_lateness(delivery: jobs.Delivery, started_at: dt.datetime) -> float | None:
+    """Seconds from when a delivery was allowed to go to its start, or None when its start
+    says nothing of how late the scheduler fires. For a paused or limited endpoint's delivery,
+    that is from its claim: the time before it was held back."""
     # Due at its time, or a cron tick plus its jitter, whatever Scheduler-Scheduled-At says.
     lateness = (started_at - (delivery.due_at or delivery.run_at)).total_seconds()
     if delivery.held_back is not None:
-        metrics.HELD_BACK.observe(max(0.0, delivery.held_back))
         lateness -= max(0.0, delivery.held_back)
     # A retry is late by design (its backoff), and a job run ahead of its time on request is not
     # late at all: only a first attempt at or after its due time says how late we fire.
     if delivery.attempts == 1 and lateness >= 0:
+        return lateness
+    return None
+
+
+def _observe_lateness(delivery: jobs.Delivery, started_at: dt.datetime) -> float | None:
+    if delivery.held_back is not None:
+        metrics.HELD_BACK.observe(max(0.0, delivery.held_back))
+    lateness = firing_lateness(delivery, started_at)
+    if lateness is not None:
         metrics.FIRING_LATENESS.observe(lateness)
+    return lateness
 
 
 def parse_retry_after(value: str | None, now: dt.datetime | None = None) -> float | None:

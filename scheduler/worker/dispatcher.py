@@ -37,13 +37,7 @@ class Dispatcher:
         self.stopping = threading.Event()
         self.pool = db.open_pool(settings.database_url, POOL_SIZE, name="dispatcher")
         self.store = store.Store(self.pool)
-        self.senders = senders.Senders(
-            settings,
-            self.store,
-            on_room=self._wake,
-            on_retry=self._job_due_in,
-            may_send=self._may_act,
-        )
+        # The heartbeat reads the senders' counts only once started.
         self.membership = membership.Membership(
             settings,
             self.store,
@@ -51,6 +45,14 @@ class Dispatcher:
             metrics_port,
         )
         self.id = self.membership.id
+        self.senders = senders.Senders(
+            settings,
+            self.store,
+            on_room=self._wake,
+            on_retry=self._job_due_in,
+            may_send=self._may_act,
+            dispatcher_id=self.id,
+        )
         self.leadership = leadership.Leadership(settings, self.id, self._make_term)
         self.routes = routes.EndpointRoutes(settings, self.store)
         self.claims = claims.ClaimLoop(

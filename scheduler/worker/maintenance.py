@@ -13,6 +13,8 @@ PRUNE_BATCH = 1000
 PRUNE_BATCHES = 20
 # Rows of dispatchers that vanished without leaving are kept this long, for a look afterwards.
 DEAD_DISPATCHER_SECONDS = 3600.0
+# The per-minute delivery rollup is kept this long: the dashboard shows its last hour.
+DELIVERY_MINUTES_RETENTION_SECONDS = 24 * 3600.0
 
 
 def rescue_claims(job_store: store.Store, epoch: int, settings: config.Settings) -> int:
@@ -40,3 +42,4 @@ def prune(job_store: store.Store, settings: config.Settings, now: dt.datetime) -
             if prune_batch(before, PRUNE_BATCH) < PRUNE_BATCH:
                 break
     job_store.prune_dispatchers(DEAD_DISPATCHER_SECONDS)
+    job_store.prune_delivery_minutes(now - dt.timedelta(seconds=DELIVERY_MINUTES_RETENTION_SECONDS))

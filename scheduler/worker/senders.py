@@ -48,6 +48,7 @@ class Senders:
 
     `on_room` is called when slots free up after the claim loop found none; `on_retry` with the
     seconds until each retry scheduled is due; `may_send` is asked before each delivery starts.
+    Outcomes count in the per-minute rollup under `dispatcher_id` (a new id when None).
     """
 
     def __init__(
@@ -57,9 +58,11 @@ class Senders:
         on_room: Callable[[], None],
         on_retry: Callable[[float], None],
         may_send: Callable[[], bool] = lambda: True,
+        dispatcher_id: str | None = None,
     ) -> None:
         self.settings = settings
         self.store = job_store
+        self.dispatcher_id = dispatcher_id or jobs.new_job_id()
         self.capacity = settings.delivery_threads * SLOTS_PER_THREAD
         self.delivered = 0
         self.attempted = 0
@@ -136,7 +139,12 @@ class Senders:
             # after its retries instead of looping.
             logger.exception("delivery of %s failed unexpectedly", item.id)
             outcome = attempt.Outcome(
-                dt.datetime.now(dt.UTC), 0, None, f"internal error: {type(exc).__name__}", None
+                dt.datetime.now(dt.UTC),
+                0,
+                None,
+                f"internal error: {type(exc).__name__}",
+                None,
+                error_kind="internal",
             )
         self._results.put((item, outcome))
         with self._lock:
@@ -188,6 +196,7 @@ class Senders:
                     [settlement for _, _, settlement in settled],
                     [(item.id, item.claim_token) for item in unsent],
                     self._notices,
+                    self.dispatcher_id,
                 )
                 break
             except errors.StoreUnavailable:
@@ -211,18 +220,20 @@ class Senders:
             status_code=outcome.status_code,
             error=outcome.error,
             response_excerpt=outcome.response_excerpt,
+            error_kind=outcome.error_kind,
         )
+        late = outcome.lateness
         if outcome.ok:
-            return store.Settlement(record, item.claim_token, "delivered")
+            return store.Settlement(record, item.claim_token, "delivered", lateness=late)
         if not outcome.attempted:
             return store.Settlement(record, item.claim_token, "failed", attempted=False)
         if item.attempts >= item.max_attempts:
-            return store.Settlement(record, item.claim_token, "failed")
+            return store.Settlement(record, item.claim_token, "failed", lateness=late)
         delay = retry_delay(item.attempts, self.settings.retry_base, self.settings.retry_cap)
         if outcome.retry_after is not None:
             # The endpoint said when it can take this again; the cap still bounds the wait.
             delay = max(delay, min(outcome.retry_after, self.settings.retry_cap))
-        return store.Settlement(record, item.claim_token, "scheduled", delay)
+        return store.Settlement(record, item.claim_token, "scheduled", delay, lateness=late)
 
     def _report(
         self, item: jobs.Delivery, outcome: attempt.Outcome, settlement: store.Settlement
@@ -234,6 +245,7 @@ class Senders:
             "attempt": item.attempts,
             "status": outcome.status_code,
             "duration_ms": outcome.duration_ms,
+            "error_kind": outcome.error_kind,
         }
         if settlement.state == "delivered":
             metrics.DELIVERIES.labels("delivered").inc()

@@ -81,8 +81,10 @@ def seed(system: System, db: psycopg.Connection[Any]) -> dict[str, Any]:
     delivered = system.insert("2020-01-01T00:00:00Z", {"order": 1})
     system.receiver.wait_for(1, timeout=30)
     support.wait_until(
-        lambda: db.execute("SELECT state FROM jobs WHERE id = %s", (delivered,)).fetchone()
-        == ("delivered",),
+        lambda: (
+            db.execute("SELECT state FROM jobs WHERE id = %s", (delivered,)).fetchone()
+            == ("delivered",)
+        ),
         timeout=30,
     )
     waiting = [
@@ -95,8 +97,9 @@ def seed(system: System, db: psycopg.Connection[Any]) -> dict[str, Any]:
         " last_error = 'HTTP 503', finished_at = now() - interval '1 second' WHERE id = ANY(%s)",
         (failed,),
     )
-    answer = system.call("PUT", "/cron/nightly-report", {"spec": "0 30 2 * * *",
-                                                          "timezone": "Europe/Paris"})
+    answer = system.call(
+        "PUT", "/cron/nightly-report", {"spec": "0 30 2 * * *", "timezone": "Europe/Paris"}
+    )
     assert answer.status_code == 200
     return {"delivered": delivered, "waiting": waiting, "failed": failed}
 
@@ -171,8 +174,11 @@ def test_every_page_and_action_in_chromium(
     check_page(page, problems, screenshots, "crons")
     page.get_by_role("link", name="nightly-report").click()
     check_page(page, problems, screenshots, "cron")
-    for button, notice in (("Pause", "The cron is paused."), ("Resume", "The cron is resumed."),
-                           ("Run now", "The cron runs now, as a new job.")):
+    for button, notice in (
+        ("Pause", "The cron is paused."),
+        ("Resume", "The cron is resumed."),
+        ("Run now", "The cron runs now, as a new job."),
+    ):
         submit(page, button)
         expect(page.locator(".notice")).to_have_text(notice)
     page.get_by_label("Spec").fill("0 61 * * * *")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+import itertools
 import json
 import logging
 import re
@@ -136,9 +137,7 @@ def test_job_page_shows_the_body_as_text_never_as_markup(client: FlaskClient) ->
     hostile = '</pre><script>alert("x")</script><img src=x onerror=alert(1)>'
     document = {"timestamp": "2099-01-01T00:00:00Z", "body": {"note": hostile, "n": 0}}
     raw = json.dumps(document).replace('"n": 0', '"n": 1.10')
-    answer = client.post(
-        "/insert", data=raw, content_type="application/json", headers=HEADERS
-    )
+    answer = client.post("/insert", data=raw, content_type="application/json", headers=HEADERS)
     page = client.get(f"/ui/jobs/{answer.json['id']}").data.decode()
     assert "<script>alert" not in page
     assert "<img src=x" not in page
@@ -157,7 +156,9 @@ def test_job_actions_run_retry_and_cancel(
     page = f"/ui/jobs/{first}"
     ran = post_form(client, f"/ui/jobs/{first}/run", {}, page)
     assert ran.status_code == 303
-    assert db.execute("SELECT next_attempt_at <= now() FROM jobs WHERE id = %s", (first,)).fetchone() == (True,)
+    assert db.execute(
+        "SELECT next_attempt_at <= now() FROM jobs WHERE id = %s", (first,)
+    ).fetchone() == (True,)
     assert post_form(client, f"/ui/jobs/{second}/retry", {}, page).status_code == 303
     assert post_form(client, f"/ui/jobs/{third}/cancel", {}, page).status_code == 303
     assert states(db, [first, second, third]) == {
@@ -168,7 +169,9 @@ def test_job_actions_run_retry_and_cancel(
     refused = post_form(client, f"/ui/jobs/{third}/cancel", {}, page)
     assert refused.status_code == 409
     assert b"<html" in refused.data
-    actions = [r.action for r in caplog.records if getattr(r, "action", "").startswith("dashboard_")]
+    actions = [
+        r.action for r in caplog.records if getattr(r, "action", "").startswith("dashboard_")
+    ]
     assert actions == ["dashboard_run_job", "dashboard_retry_job", "dashboard_cancel_job"]
 
 
@@ -252,9 +255,7 @@ def _multi(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
 
 
 def put_cron(client: FlaskClient, cron_id: str, spec: str, **fields: Any) -> None:
-    answer = client.put(
-        f"/cron/{cron_id}", json={"spec": spec, **fields}, headers=HEADERS
-    )
+    answer = client.put(f"/cron/{cron_id}", json={"spec": spec, **fields}, headers=HEADERS)
     assert answer.status_code == 200, answer.json
 
 
@@ -266,8 +267,10 @@ def test_crons_show_words_and_the_next_five_fire_times(client: FlaskClient) -> N
     times = re.findall(r"<li>(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) UTC", page)
     assert len(times) == 5
     days = [dt.datetime.fromisoformat(t) for t in times]
-    assert all(b - a in (dt.timedelta(days=1), dt.timedelta(hours=23), dt.timedelta(hours=25))
-               for a, b in zip(days, days[1:]))
+    assert all(
+        b - a in (dt.timedelta(days=1), dt.timedelta(hours=23), dt.timedelta(hours=25))
+        for a, b in itertools.pairwise(days)
+    )
     assert "overwrites this edit" in page
 
 
@@ -296,8 +299,13 @@ def test_editing_a_cron_shows_problems_on_the_form_and_changes_nothing(
 ) -> None:
     put_cron(client, "report", "0 0 9 * * mon-fri")
     page = "/ui/crons/report"
-    fields = {"spec": "0 0 21 * * *", "timezone": "Mars/Olympus", "jitter": "0",
-              "overlap": "allow", "endpoint": "default"}
+    fields = {
+        "spec": "0 0 21 * * *",
+        "timezone": "Mars/Olympus",
+        "jitter": "0",
+        "overlap": "allow",
+        "endpoint": "default",
+    }
     refused = post_form(client, "/ui/crons/report/edit", fields, page)
     assert refused.status_code == 400
     text = html.unescape(refused.data.decode())
@@ -307,13 +315,19 @@ def test_editing_a_cron_shows_problems_on_the_form_and_changes_nothing(
     assert "Must be between 0 and" in negative.data.decode()
     assert db.execute("SELECT spec FROM crons").fetchone() == ("0 0 9 * * mon-fri",)
     saved = post_form(
-        client, "/ui/crons/report/edit", {**fields, "timezone": "Asia/Tokyo", "jitter": "PT1M"},
+        client,
+        "/ui/crons/report/edit",
+        {**fields, "timezone": "Asia/Tokyo", "jitter": "PT1M"},
         page,
     )
     assert saved.status_code == 303
     row = db.execute("SELECT spec, timezone, jitter FROM crons").fetchone()
     assert row == ("CRON_TZ=Asia/Tokyo 0 0 21 * * *", "Asia/Tokyo", 60.0)
-    bad_spec = post_form(client, "/ui/crons/report/edit", {**fields, "spec": "61 * * * *",
-                                                            "timezone": "", "jitter": "0"}, page)
+    bad_spec = post_form(
+        client,
+        "/ui/crons/report/edit",
+        {**fields, "spec": "61 * * * *", "timezone": "", "jitter": "0"},
+        page,
+    )
     assert bad_spec.status_code == 400
     assert "Invalid spec" in html.unescape(bad_spec.data.decode())

@@ -12,6 +12,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from scheduler import store
+
 FUTURE = "2031-01-01T00:00:00Z"
 
 
@@ -298,3 +300,31 @@ def test_batch_is_idempotent_with_a_key(
     again = client.post("/jobs/batch", json=payload, headers=headers).get_json()["ids"]
     assert first == again
     assert db.execute("SELECT count(*) FROM jobs").fetchone() == (3,)
+
+
+def test_the_api_shows_the_kind_of_each_attempt_and_of_the_last_error(
+    client: FlaskClient, auth: dict[str, str], job_store: store.Store
+) -> None:
+    job_id = insert(client, auth, timestamp="2020-01-01T00:00:00Z")
+    (claimed,) = job_store.claim_due_jobs("test", 60, 1)
+    record = store.AttemptRecord(
+        job_id=job_id,
+        attempt=1,
+        started_at=dt.datetime.now(dt.UTC),
+        duration_ms=4,
+        status_code=None,
+        error="connection failed: refused",
+        response_excerpt=None,
+        error_kind="refused",
+    )
+    job_store.settle_deliveries([store.Settlement(record, claimed.claim_token, "scheduled", 60)])
+
+    answer = client.get(f"/jobs/{job_id}", headers=auth)
+
+    assert answer.status_code == 200
+    assert answer.json is not None
+    assert answer.json["last_error_kind"] == "refused"
+    assert [a["error_kind"] for a in answer.json["history"]] == ["refused"]
+    listed = client.get("/jobs", headers=auth).json
+    assert listed is not None
+    assert [j["last_error_kind"] for j in listed["jobs"]] == ["refused"]

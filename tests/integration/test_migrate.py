@@ -281,3 +281,65 @@ def test_the_jobstore_reads_and_writes_the_migrated_table(
             "SELECT id, next_run_time, job_state FROM apscheduler_jobs ORDER BY id"
         ).fetchall()
     assert rows == [("cron:7", None, b"y"), ("j1", 1.5e9, b"\x80x")]
+
+
+# --- 0008: error kinds of failures recorded before kinds were ---------------------------------
+
+KINDS_MIGRATION = "0008_error_kinds_and_delivery_minutes.sql"
+# Error texts as earlier dispatchers wrote them (the three long ones from real failures).
+EARLIER_ERRORS = {
+    "HTTP 503": "http_503",
+    "HTTP 404": "http_404",
+    "timeout: ReadTimeout": "timeout",
+    "timeout: no answer within 30s": "timeout",
+    "connection failed: HTTPConnectionPool(host='127.0.0.1', port=9): Max retries exceeded with"
+    " url: /hook (Caused by NewConnectionError(\"HTTPConnection(host='127.0.0.1', port=9): Failed"
+    ' to establish a new connection: [Errno 111] Connection refused"))': "refused",
+    "connection failed: HTTPConnectionPool(host='nonexistent.invalid', port=80): Max retries"
+    ' exceeded with url: /hook (Caused by NameResolutionError("HTTPConnection(host='
+    "'nonexistent.invalid', port=80): Failed to resolve 'nonexistent.invalid' ([Errno -2] Name"
+    ' or service not known)"))': "dns",
+    "connection failed: HTTPSConnectionPool(host='127.0.0.1', port=8443): Max retries exceeded"
+    " with url: / (Caused by SSLError(SSLError(1, '[SSL: WRONG_VERSION_NUMBER] wrong version"
+    " number (_ssl.c:1006)')))": "tls",
+    "connection failed: ('Connection aborted.', RemoteDisconnected('Remote end closed connection"
+    " without response'))": "connection",
+    "endpoint 'gone' is not configured; not sent": "not_sent",
+    "internal error: ValueError": "internal",
+}
+
+
+def test_upgrading_classifies_the_failures_recorded_before(
+    empty_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    everything = migrate.load_migrations()
+    earlier = [m for m in everything if m.filename < KINDS_MIGRATION]
+    monkeypatch.setattr(migrate, "load_migrations", lambda: earlier)
+    migrate.migrate(empty_url)
+    with psycopg.connect(empty_url) as conn:
+        for number, (text, _) in enumerate(EARLIER_ERRORS.items()):
+            job_id = f"job{number:02d}"
+            conn.execute(
+                "INSERT INTO jobs (id, run_at, next_attempt_at, max_attempts, state, attempts,"
+                " last_error, finished_at)"
+                " VALUES (%s, now(), now(), 1, %s, 1, %s, now())",
+                (job_id, "failed" if number % 2 else "scheduled", text),
+            )
+            conn.execute(
+                "INSERT INTO delivery_attempts (job_id, attempt, started_at, duration_ms, error)"
+                " VALUES (%s, 1, now(), 5, %s)",
+                (job_id, text),
+            )
+        conn.execute(
+            "INSERT INTO jobs (id, run_at, next_attempt_at, max_attempts, state, finished_at)"
+            " VALUES ('delivered', now(), now(), 1, 'delivered', now())"
+        )
+
+    monkeypatch.setattr(migrate, "load_migrations", lambda: everything)
+    assert KINDS_MIGRATION in migrate.migrate(empty_url)
+
+    with psycopg.connect(empty_url) as conn:
+        jobs_rows = conn.execute("SELECT last_error, last_error_kind FROM jobs").fetchall()
+        attempt_rows = conn.execute("SELECT error, error_kind FROM delivery_attempts").fetchall()
+    assert dict(jobs_rows) == {**EARLIER_ERRORS, None: None}
+    assert dict(attempt_rows) == EARLIER_ERRORS

@@ -65,6 +65,36 @@ def test_outcomes_that_pile_up_are_recorded_in_one_transaction(
     assert sending.delivered == len(ids)
 
 
+def test_the_recorder_adds_each_batch_to_its_dispatcher_s_minute_with_its_kinds(
+    settings: config.Settings,
+    job_store: store.Store,
+    receiver: support.Receiver,
+    room: threading.Event,
+    db_url: str,
+) -> None:
+    ids = insert_due(job_store, 6)
+    failing = set(ids[:2])
+    receiver.respond = lambda request: (503 if request.json["id"] in failing else 200, 0.0)
+    sending = make_senders(settings, job_store, room, dispatcher_id="d-one")
+    sending.submit(job_store.claim_due_jobs("d-one", 60, 6))
+    support.wait_until(lambda: sending.attempted == 6 and sending.in_flight() == 0, timeout=10)
+    assert sending.close(5)
+    with psycopg.connect(db_url) as conn:
+        rollup = conn.execute(
+            "SELECT sum(delivered), sum(failed), sum(retried) FROM delivery_minutes"
+            " WHERE dispatcher_id = 'd-one'"
+        ).fetchone()
+        kinds = conn.execute(
+            "SELECT DISTINCT jobs.last_error_kind, delivery_attempts.error_kind FROM jobs"
+            " JOIN delivery_attempts ON delivery_attempts.job_id = jobs.id"
+            " WHERE jobs.id = ANY(%s)",
+            (list(failing),),
+        ).fetchall()
+    # insert_due's jobs allow three attempts: the two 503s are retried, not failed.
+    assert rollup == (4, 0, 2)
+    assert kinds == [("http_503", "http_503")]
+
+
 def test_close_gives_back_what_was_not_started_and_lets_the_rest_finish(
     make_settings: object,
     job_store: store.Store,

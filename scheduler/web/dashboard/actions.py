@@ -44,9 +44,8 @@ def done_message() -> str | None:
     return template.format(count=int(count) if count.isdecimal() else 0)
 
 
-def _back(endpoint: str, done: str, count: int | None = None, **values: Any) -> Response:
-    extra = {"count": count} if count is not None else {}
-    return redirect(url_for(endpoint, done=done, **extra, **values), 303)
+def _back(endpoint: str, done: str, **values: Any) -> Response:
+    return redirect(url_for(endpoint, done=done, **values), 303)
 
 
 def _job_action(job_id: str, act: Any, action: str, done: str) -> Response:
@@ -142,7 +141,7 @@ def bulk_cancel() -> str | Response:
         )
     cancelled = http.db().cancel_jobs(selected)
     auth.audit("bulk_cancel", cancelled, selected=len(selected))
-    return _back("dashboard.jobs_page", "bulk_cancelled", cancelled)
+    return _back("dashboard.jobs_page", "bulk_cancelled", count=cancelled)
 
 
 def _jobs_by_id(job_ids: list[str]) -> list[jobs.JobRecord]:
@@ -156,9 +155,8 @@ def _jobs_by_id(job_ids: list[str]) -> list[jobs.JobRecord]:
 
 
 def _problems_text(exc: ValidationError) -> str:
-    messages = exc.messages if isinstance(exc.messages, dict) else {"form": exc.messages}
-    return "; ".join(f"{field}: {' '.join(map(str, problem))}" for field, problem in
-                     messages.items())
+    problems = forms.problems_of(exc).items()
+    return "; ".join(f"{field}: {' '.join(map(str, problem))}" for field, problem in problems)
 
 
 def _cron_action(cron_id: str, act: Any, action: str, done: str) -> Response:
@@ -211,7 +209,7 @@ def delete_cron(cron_id: str) -> Response:
 
 
 @bp.post("/crons/<cron_id>/edit")
-def edit_cron(cron_id: str) -> str | Response:
+def edit_cron(cron_id: str) -> tuple[str, int] | Response:
     """Replace the cron's definition, checked as PUT /cron/<id> checks it; problems are shown on
     the form beside what was typed."""
     cron_id = cron_routes.checked_cron_id(cron_id)
@@ -219,9 +217,9 @@ def edit_cron(cron_id: str) -> str | Response:
     try:
         definition = cron_routes.definition_of(cron_id, forms.cron_edit(given))
     except ValidationError as exc:
-        return pages.render_cron(cron_id, given, exc.messages), 400  # type: ignore[return-value]
+        return pages.render_cron(cron_id, given, forms.problems_of(exc)), 400
     except http.RequestRejected as exc:
-        return pages.render_cron(cron_id, given, exc.fields or {}), 400  # type: ignore[return-value]
+        return pages.render_cron(cron_id, given, exc.fields or {}), 400
     if not http.db().cron_statuses(cron_id):
         abort(404, f"No cron has the id {cron_id!r}.")
     http.db().put_cron(definition)

@@ -3,6 +3,7 @@ requests; a problem is shown on the page, beside its field."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from typing import Any
 
@@ -36,6 +37,11 @@ class WindowTime(fields.Field):
         if parsed.tzinfo is not None:
             raise ValidationError("Give the offset as Z or ±hh:mm.")
         return parsed.replace(tzinfo=dt.UTC)
+
+
+def problems_of(exc: ValidationError) -> dict[str, Any]:
+    """marshmallow's messages by field (a schema-wide problem under `form`)."""
+    return exc.messages if isinstance(exc.messages, dict) else {"form": exc.messages}
 
 
 def _known_kind(value: str) -> None:
@@ -79,9 +85,7 @@ class BulkRetryForm(JobFilterForm):
 
 
 class SelectedJobsForm(BlankIsNone):
-    ids = fields.List(
-        schemas.JobId(), required=True, validate=validate.Length(1, PAGE_SIZE)
-    )
+    ids = fields.List(schemas.JobId(), required=True, validate=validate.Length(1, PAGE_SIZE))
 
 
 def cron_edit(values: dict[str, str]) -> dict[str, Any]:
@@ -93,9 +97,8 @@ def cron_edit(values: dict[str, str]) -> dict[str, Any]:
     given: dict[str, Any] = {key: value.strip() for key, value in values.items() if value.strip()}
     given.pop("csrf_token", None)
     if "jitter" in given:
-        try:
+        # Not a number: an ISO 8601 duration, or a mistake the schema names.
+        with contextlib.suppress(ValueError):
             given["jitter"] = float(given["jitter"])
-        except ValueError:
-            pass  # an ISO 8601 duration, or a mistake the schema names
     loaded: dict[str, Any] = schemas.PutCronSchema().load(given)
     return loaded

@@ -87,7 +87,7 @@ def failed_page() -> str:
 
 
 @bp.get("/jobs")
-def jobs_page() -> str | Response:
+def jobs_page() -> str | tuple[str, int] | Response:
     wanted = request.args.get("id", "").strip()
     if wanted:
         if not schemas.ID_PATTERN.match(wanted):
@@ -96,7 +96,7 @@ def jobs_page() -> str | Response:
     try:
         filters = forms.JobFilterForm().load_form(request.args.to_dict())
     except ValidationError as exc:
-        return _job_list(None, request.args.to_dict(), exc.messages), 400  # type: ignore[return-value]
+        return _job_list(None, request.args.to_dict(), forms.problems_of(exc)), 400
     return _job_list(filters, request.args.to_dict(), {})
 
 
