@@ -56,8 +56,8 @@ def insert(client: FlaskClient, count: int, **fields: Any) -> list[str]:
 def fail(db: psycopg.Connection[Any], ids: list[str], status: int = 503) -> None:
     db.execute(
         "UPDATE jobs SET state = 'failed', attempts = 1, max_attempts = 1, last_status = %s,"
-        " last_error = %s, finished_at = now() WHERE id = ANY(%s)",
-        (status, f"HTTP {status}", ids),
+        " last_error = %s, last_error_kind = %s, finished_at = now() WHERE id = ANY(%s)",
+        (status, f"HTTP {status}", f"http_{status}", ids),
     )
 
 
@@ -331,3 +331,50 @@ def test_editing_a_cron_shows_problems_on_the_form_and_changes_nothing(
     )
     assert bad_spec.status_code == 400
     assert "Invalid spec" in html.unescape(bad_spec.data.decode())
+
+
+def test_failed_jobs_grouped_by_kind_with_redrive_of_one_group(
+    client: FlaskClient, db: psycopg.Connection[Any]
+) -> None:
+    unavailable = insert(client, 3)
+    refused = insert(client, 2)
+    fail(db, unavailable, 503)
+    fail(db, refused)
+    db.execute(
+        "UPDATE jobs SET last_status = NULL, last_error = 'connection failed: refused',"
+        " last_error_kind = 'refused' WHERE id = ANY(%s)",
+        (refused,),
+    )
+    page = client.get("/ui/failed").data.decode()
+    rows = re.findall(r"<code>(\w+)</code></a></td>\s*<td>([^<]+)</td>\s*<td[^>]*>(\d+)<", page)
+    assert [(kind, int(count)) for kind, _, count in rows] == [("http_503", 3), ("refused", 2)]
+    assert "Service Unavailable" in rows[0][1]
+    assert "127.0.0.1" not in page, "groups show the kind, never the raw error text"
+    listed = client.get("/ui/jobs?state=failed&error_kind=refused").data.decode()
+    assert sorted(JOB_LINK.findall(listed)) == sorted(refused)
+    confirmation = client.get("/ui/jobs/retry?error_kind=refused")
+    assert confirmed_count(confirmation.data, "retry-count") == 2
+    form = dict(re.findall(r'name="(\w+)" value="([^"]*)"', confirmation.data.decode()))
+    client.post("/ui/jobs/retry", data=form)
+    assert set(states(db, refused).values()) == {"scheduled"}
+    assert set(states(db, unavailable).values()) == {"failed"}
+    assert client.get("/ui/jobs?error_kind=lost").status_code == 400
+
+
+def test_overview_charts_the_last_hour_from_the_rollup(
+    client: FlaskClient, db: psycopg.Connection[Any]
+) -> None:
+    buckets = [0] * 16
+    buckets[3] = 10  # ten first attempts between 5 and 10 ms late
+    for dispatcher, delivered in (("a", 7), ("b", 5)):
+        db.execute(
+            "INSERT INTO delivery_minutes (minute, dispatcher_id, delivered, failed, retried,"
+            " lateness) VALUES (date_trunc('minute', now()) - interval '5 minutes', %s, %s, 1,"
+            " 2, %s)",
+            (dispatcher, delivered, buckets),
+        )
+    page = client.get("/ui/").data.decode()
+    assert "12 delivered, 2 failed for good, 4 failed and retried" in " ".join(page.split())
+    assert page.count('<rect class="bar"') == 1, "one minute had deliveries"
+    assert len(re.findall(r'<circle class="dot dot-p99"', page)) == 1
+    assert len(re.findall(r'<circle class="dot dot-p50"', page)) == 1

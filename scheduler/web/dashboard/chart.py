@@ -48,8 +48,8 @@ class Activity:
     delivered: list[Bar]
     failed: list[Bar]
     most_per_minute: int
-    p50_points: str
-    p99_points: str
+    p50_points: list[tuple[float, float]]
+    p99_points: list[tuple[float, float]]
     worst_lateness_ms: float
     totals: dict[str, int]
     start: dt.datetime
@@ -100,9 +100,9 @@ def activity(minutes: Sequence[Minute], now: dt.datetime) -> Activity:
     )
 
 
-def _line(slots: dict[int, Minute], field: str, worst: float) -> str:
-    """SVG polyline points on a log scale from 1 ms to `worst`, so a 5 ms p50 and a 900 ms p99
-    both show; minutes without deliveries leave a gap in neither line."""
+def _line(slots: dict[int, Minute], field: str, worst: float) -> list[tuple[float, float]]:
+    """Points on a log scale from 1 ms to `worst`, so a 5 ms p50 and a 900 ms p99 both show;
+    minutes without first attempts have no point."""
     top = math.log10(max(worst, 10.0))
     points = []
     for index, row in sorted(slots.items()):
@@ -110,5 +110,5 @@ def _line(slots: dict[int, Minute], field: str, worst: float) -> str:
         if value is None:
             continue
         y = HEIGHT - HEIGHT * math.log10(max(value, 1.0)) / top
-        points.append(f"{index * SLOT + SLOT / 2:.1f},{y:.1f}")
-    return " ".join(points)
+        points.append((round(index * SLOT + SLOT / 2, 1), round(y, 1)))
+    return points
