@@ -79,6 +79,20 @@ LEFT JOIN LATERAL (
 WHERE %(id)s::text IS NULL OR c.id = %(id)s
 ORDER BY c.id;
 
+-- list_crons_page --
+-- One page of crons in id order after `after`, with their latest runs, for the dashboard.
+SELECT c.id, c.spec, c.timezone, c.revision, c.paused, c.last_fire_at, c.created_at,
+       c.updated_at, c.jitter, c.overlap, c.endpoint, last_run.state AS last_state,
+       last_run.last_status AS last_status
+FROM crons c
+LEFT JOIN LATERAL (
+    SELECT state, last_status FROM jobs
+    WHERE jobs.cron_id = c.id ORDER BY id DESC LIMIT 1
+) AS last_run ON true
+WHERE %(after)s::text IS NULL OR c.id > %(after)s
+ORDER BY c.id
+LIMIT %(limit)s;
+
 -- claim_due_jobs --
 -- Any dispatcher claims, leader or not; due-ness is judged by the database's clock. SKIP LOCKED:
 -- a row another dispatcher is claiming is left to it instead of waited for.

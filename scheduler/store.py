@@ -457,8 +457,17 @@ class Store:
 
     def cron_statuses(self, cron_id: str | None = None) -> list[jobs.CronStatus]:
         """Crons (all, or the one named) with their latest run's outcome."""
+        return self._cron_statuses(self._execute("list_crons_with_outcomes", {"id": cron_id}))
+
+    def cron_statuses_page(self, after: str | None, limit: int) -> list[jobs.CronStatus]:
+        """Up to `limit` crons in id order after `after`, with their latest run's outcome."""
+        rows = self._execute("list_crons_page", {"after": after, "limit": limit})
+        return self._cron_statuses(rows)
+
+    @staticmethod
+    def _cron_statuses(rows: list[dict[str, Any]]) -> list[jobs.CronStatus]:
         statuses = []
-        for row in self._execute("list_crons_with_outcomes", {"id": cron_id}):
+        for row in rows:
             last_state, last_status = row.pop("last_state"), row.pop("last_status")
             statuses.append(jobs.CronStatus(jobs.CronJob(**row), last_state, last_status))
         return statuses

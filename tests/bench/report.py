@@ -11,7 +11,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from tests.bench import history, postgres, stats, targets
+from tests.bench import dashboard, history, postgres, stats, targets
 
 TEXT_COLUMNS = frozenset(
     {
@@ -74,6 +74,7 @@ def render(results: dict[str, Any], figure: str | None, runs: list[dict[str, Any
         _steady(results),
         _scale(results),
         _cron(results),
+        _dashboard(results),
         _cpu(results),
         _instruments(results),
         _figure(figure),
@@ -549,6 +550,30 @@ def _cron(results: dict[str, Any]) -> str:
         text + f"Window {cron['window'][0]} to {cron['window'][1]}; a tick is a (cron id, "
         "`Scheduler-Scheduled-At`) pair, counted missed when it never arrived and duplicated when "
         "it arrived more than once.\n\n" + table(["Measure", "Value"], rows)
+    )
+
+
+def _dashboard(results: dict[str, Any]) -> str:
+    measured = results.get("dashboard")
+    if not measured:
+        return "## Dashboard pages\n\nDid not run.\n"
+    rows = [
+        [
+            f"{name} (`{page['url']}`)",
+            num(page["p50_ms"], 1),
+            num(page["p95_ms"], 1),
+            " / ".join(num(value, 1) for value in page["round_p95_ms"]),
+        ]
+        for name, page in measured["pages"].items()
+    ]
+    return (
+        "## Dashboard pages\n\n"
+        f"{measured['jobs']:,} jobs (half delivered, a tenth failed over "
+        f"{len(dashboard.KINDS)} kinds of error, the rest scheduled), one attempt per finished "
+        f"job, an hour of the delivery rollup from two dispatchers and {dashboard.CRONS} crons, "
+        f"loaded in {measured['load_seconds']:.0f} s and vacuumed. One logged-in client fetches "
+        f"each page in turn, {dashboard.ROUNDS} rounds; the web process alone runs.\n\n"
+        + table(["page", "p50 ms", "p95 ms", "p95 per round"], rows)
     )
 
 

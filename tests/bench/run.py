@@ -21,7 +21,18 @@ from collections.abc import Callable
 from typing import Any
 
 from tests import support
-from tests.bench import history, loadgen, plot, postgres, report, scenarios, spy, system, targets
+from tests.bench import (
+    dashboard,
+    history,
+    loadgen,
+    plot,
+    postgres,
+    report,
+    scenarios,
+    spy,
+    system,
+    targets,
+)
 from tests.bench.receiver import ReceiverProcess
 
 LIBRARIES = ("gunicorn", "flask", "psycopg", "apscheduler", "sqlalchemy", "requests")
@@ -125,6 +136,14 @@ class Run:
                     ),
                 )
                 self.results["exit_codes_backlog"] = third.stop()
+            with fresh() as fourth:
+                self.attempt(
+                    "dashboard",
+                    lambda: dashboard.measure(
+                        fourth, self.plan.dashboard_jobs, self.plan.dashboard_requests
+                    ),
+                )
+                self.results["exit_codes_dashboard"] = fourth.stop()
         finally:
             receiver.close()
         self.results["elapsed_s"] = time.monotonic() - started

@@ -60,6 +60,8 @@ class Plan:
     cron_seconds: int
     settle: float
     delivery_deadline: float
+    dashboard_jobs: int
+    dashboard_requests: int
 
 
 FULL = Plan(
@@ -87,6 +89,8 @@ FULL = Plan(
     cron_seconds=60,
     settle=2,
     delivery_deadline=300,
+    dashboard_jobs=1_000_000,
+    dashboard_requests=20,
 )
 QUICK = Plan(
     name="quick",
@@ -108,6 +112,8 @@ QUICK = Plan(
     cron_seconds=2,
     settle=0.2,
     delivery_deadline=60,
+    dashboard_jobs=20_000,
+    dashboard_requests=2,
 )
 
 

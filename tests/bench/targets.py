@@ -6,7 +6,7 @@ import dataclasses
 import math
 from typing import Any
 
-from tests.bench import stats
+from tests.bench import dashboard, stats
 
 MB = 1024.0
 # Two runs of the same steady load differ by a few milliseconds here; a change under both
@@ -51,6 +51,7 @@ def evaluate(results: dict[str, Any]) -> list[Target]:
     found += _burst_targets(results)
     found += _steady_targets(results)
     found += _backlog_targets(results)
+    found += _dashboard_targets(results)
     found += _loss_targets(results)
     return found
 
@@ -192,6 +193,38 @@ def _backlog_targets(results: dict[str, Any]) -> list[Target]:
         )
     )
     return found
+
+
+def _dashboard_targets(results: dict[str, Any]) -> list[Target]:
+    measured = _get(results, "dashboard") or {}
+    pages = measured.get("pages") or {}
+    worst = max(pages.items(), key=lambda item: item[1]["p95_ms"], default=None)
+    if worst is None:
+        return [
+            Target(
+                "Pages p95 (ms)",
+                "Dashboard pages p95 < 200 ms",
+                math.nan,
+                "ms",
+                "< 200",
+                False,
+                "did not run",
+            )
+        ]
+    name, page = worst
+    return [
+        Target(
+            "Pages p95 (ms)",
+            f"Every dashboard page p95 < {dashboard.TARGET_P95_MS:g} ms with "
+            f"{measured['jobs']:,} jobs (slowest page)",
+            page["p95_ms"],
+            "ms",
+            f"< {dashboard.TARGET_P95_MS:g}",
+            page["p95_ms"] < dashboard.TARGET_P95_MS,
+            f"slowest: {name} ({page['url']}), rounds "
+            + " / ".join(f"{value:.0f}" for value in page["round_p95_ms"]),
+        )
+    ]
 
 
 def loss_totals(results: dict[str, Any]) -> tuple[int, int, list[str]]:

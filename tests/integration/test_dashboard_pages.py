@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from flask.testing import FlaskClient
 
-from scheduler.web.dashboard import forms
+from scheduler.web.dashboard import forms, pages
 from tests import support
 from tests.integration import test_dashboard_auth
 
@@ -378,3 +378,20 @@ def test_overview_charts_the_last_hour_from_the_rollup(
     assert page.count('<rect class="bar"') == 1, "one minute had deliveries"
     assert len(re.findall(r'<circle class="dot dot-p99"', page)) == 1
     assert len(re.findall(r'<circle class="dot dot-p50"', page)) == 1
+
+
+def test_crons_list_pages_in_id_order(
+    client: FlaskClient, db: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pages, "CRONS_PER_PAGE", 2)
+    for name in ("c-a", "c-b", "c-c", "c-d", "c-e"):
+        put_cron(client, name, "@hourly")
+    seen: list[str] = []
+    url: str | None = "/ui/crons"
+    while url:
+        page = client.get(url).data.decode()
+        seen += re.findall(r'href="/ui/crons/(c-\w)"', page)
+        found = re.search(r'href="([^"]+)" rel="next"', page)
+        url = html.unescape(found.group(1)) if found else None
+    assert seen == ["c-a", "c-b", "c-c", "c-d", "c-e"]
+    assert client.get("/ui/crons?after=..").status_code == 400

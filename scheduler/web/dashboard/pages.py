@@ -4,6 +4,7 @@ through partial indexes up to a cap or estimated by the planner, never by a full
 from __future__ import annotations
 
 import dataclasses
+import functools
 import datetime as dt
 import urllib.parse
 from typing import Any
@@ -20,6 +21,7 @@ from scheduler.web.dashboard.blueprint import bp
 # Counts shown exactly up to this; above it the page says "10,000+".
 COUNT_CAP = 10_000
 NEXT_FIRE_TIMES = 5
+CRONS_PER_PAGE = 100
 RECENT_RUNS = 10
 
 
@@ -140,17 +142,39 @@ def job_page(job_id: str) -> str:
 
 @bp.get("/crons")
 def crons_page() -> str:
+    after = request.args.get("after") or None
+    if after is not None and not schemas.ID_PATTERN.match(after):
+        abort(400, "'after' is not a cron id.")
+    found = http.db().cron_statuses_page(after, CRONS_PER_PAGE + 1)
     now = _now()
-    listed = [_cron_view(status, now) for status in http.db().cron_statuses()]
-    return render_template("dashboard/crons.html", crons=listed)
+    listed = [_cron_view(status, now) for status in found[:CRONS_PER_PAGE]]
+    more = len(found) > CRONS_PER_PAGE
+    return render_template(
+        "dashboard/crons.html",
+        crons=listed,
+        next_url=with_query("dashboard.crons_page", after=listed[-1]["cron"].id) if more else None,
+        first_url=url_for("dashboard.crons_page") if after else None,
+    )
+
+
+# A cron's spec parsed and put in words once per process, not once per row per view: both
+# cost a millisecond or so, and specs change rarely. MAX_CRONS bounds how many there are.
+@functools.lru_cache(maxsize=schemas.MAX_CRONS)
+def _parsed(spec: str) -> cron.CronSpec:
+    return cron.parse_spec(spec)
+
+
+@functools.lru_cache(maxsize=schemas.MAX_CRONS)
+def _in_words(spec: str) -> str:
+    return cron.describe(_parsed(spec))
 
 
 def _cron_view(status: jobs.CronStatus, now: dt.datetime, upcoming: int = 1) -> dict[str, Any]:
-    parsed = cron.parse_spec(status.cron.spec)
+    parsed = _parsed(status.cron.spec)
     times = [] if status.cron.paused else cron.next_fire_times(parsed, now, upcoming)
     return {
         "cron": status.cron,
-        "words": cron.describe(parsed),
+        "words": _in_words(status.cron.spec),
         "next": times,
         "never_fires": parsed.never_fires,
         "last_state": status.last_state,
