@@ -3,6 +3,7 @@ page shows, pagination, escaping, and that every action changes exactly what it 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import html
 import itertools
@@ -15,6 +16,7 @@ import psycopg
 import pytest
 from flask.testing import FlaskClient
 
+from scheduler import config
 from scheduler.web.dashboard import forms, pages
 from tests import support
 from tests.integration import test_dashboard_auth
@@ -395,3 +397,41 @@ def test_crons_list_pages_in_id_order(
         url = html.unescape(found.group(1)) if found else None
     assert seen == ["c-a", "c-b", "c-c", "c-d", "c-e"]
     assert client.get("/ui/crons?after=..").status_code == 400
+
+
+def test_read_only_pages_show_everything_and_offer_no_action(
+    settings: config.Settings, client: FlaskClient, db: psycopg.Connection[Any]
+) -> None:
+    ids = insert(client, 2)
+    fail(db, ids[:1])
+    put_cron(client, "tick", "@hourly")
+    with test_dashboard_auth.started(
+        dataclasses.replace(settings, dashboard_readonly=True)
+    ) as flask_app:
+        reader = flask_app.test_client()
+        test_dashboard_auth.log_in(reader)
+        shown = {
+            url: reader.get(url).data.decode()
+            for url in (
+                "/ui/jobs",
+                f"/ui/jobs/{ids[0]}",
+                f"/ui/jobs/{ids[1]}",
+                "/ui/failed",
+                "/ui/crons/tick",
+            )
+        }
+        refused = reader.post(
+            "/ui/jobs/cancel",
+            data={
+                "ids": ids[1:],
+                "confirmed": "yes",
+                "csrf_token": csrf_of(reader.get("/ui/").data),
+            },
+        )
+    assert all(ids[0] in page for page in list(shown.values())[:2])
+    for url, page in shown.items():
+        forms_here = re.findall(r'<form[^>]*method="post"[^>]*action="([^"]+)"', page)
+        assert forms_here == ["/ui/logout"], (url, forms_here)
+        assert "Retry" not in page.replace("Read-only", ""), url
+    assert refused.status_code == 403
+    assert states(db, ids[1:]) == {ids[1]: "scheduled"}
