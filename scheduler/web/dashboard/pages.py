@@ -4,8 +4,8 @@ through partial indexes up to a cap or estimated by the planner, never by a full
 from __future__ import annotations
 
 import dataclasses
-import functools
 import datetime as dt
+import functools
 import urllib.parse
 from typing import Any
 
