@@ -23,6 +23,7 @@ TEXT_COLUMNS = frozenset(
         "Each round",
         "Each run",
         "Delivered by each",
+        "p95 per round",
     }
 )
 CLAIMS_COLUMN = "Claim statements per delivery"
@@ -38,6 +39,7 @@ SECTIONS = (
     "## 4. Steady lateness",
     "## 5. Scale",
     "## 6. Cron load",
+    "## Dashboard pages",
     "## Where the CPU goes",
     "## Instruments",
     "## Lateness distributions",
