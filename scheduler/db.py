@@ -71,17 +71,24 @@ def connect(database_url: str, **kwargs: Any) -> psycopg.Connection[Any]:
         return psycopg.connect(database_url, **KEEPALIVES, **kwargs)
 
 
-def open_pool(database_url: str, max_size: int, name: str) -> psycopg_pool.ConnectionPool:
+def open_pool(
+    database_url: str, max_size: int, name: str, durable: bool = True
+) -> psycopg_pool.ConnectionPool:
     """A pool opened now; call it after fork, never before.
 
     Its connections are in autocommit mode: a single statement commits by itself in one round
     trip, and Store opens a transaction explicitly where several statements must be atomic.
+    With `durable` false they commit with synchronous_commit off: a commit returns before its
+    WAL reaches the disk, so a crash of PostgreSQL can lose the last fraction of a second of
+    them. Use it only for writes whose loss can cause no more than a re-send (docs/operations.md,
+    "Durability").
     """
+    options = {} if durable else {"options": "-c synchronous_commit=off"}
     return psycopg_pool.ConnectionPool(
         database_url,
         min_size=1,
         max_size=max_size,
-        kwargs={**KEEPALIVES, "autocommit": True},
+        kwargs={**KEEPALIVES, **options, "autocommit": True},
         # No `reset` callback: with one, the pool returns every connection through a worker
         # thread, a handoff per request.
         check=_check_if_idle,

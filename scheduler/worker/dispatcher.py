@@ -25,9 +25,13 @@ from scheduler.worker import (
 
 logger = logging.getLogger(__name__)
 
-# Connections of the dispatcher's pool: the claim loop, the recorder, the heartbeat and the
-# leader's maintenance each use one at a time; senders use none.
-POOL_SIZE = 4
+# Connections of the dispatcher's pool: the heartbeat, the endpoint routes and the leader's
+# timers and maintenance each use one at a time; senders use none.
+POOL_SIZE = 3
+# Connections of the delivery pool: the claim loop and the recorder. Their commits (claims,
+# outcomes) need not wait for the disk: one lost in a crash of PostgreSQL makes its job due
+# again, after its lease, and it is sent again, which at-least-once delivery allows.
+DELIVERY_POOL_SIZE = 2
 JOIN_SECONDS = 5.0
 
 
@@ -37,6 +41,10 @@ class Dispatcher:
         self.stopping = threading.Event()
         self.pool = db.open_pool(settings.database_url, POOL_SIZE, name="dispatcher")
         self.store = store.Store(self.pool)
+        self.delivery_pool = db.open_pool(
+            settings.database_url, DELIVERY_POOL_SIZE, name="deliveries", durable=False
+        )
+        self.delivery_store = store.Store(self.delivery_pool)
         # The heartbeat reads the senders' counts only once started.
         self.membership = membership.Membership(
             settings,
@@ -47,7 +55,7 @@ class Dispatcher:
         self.id = self.membership.id
         self.senders = senders.Senders(
             settings,
-            self.store,
+            self.delivery_store,
             on_room=self._wake,
             on_retry=self._job_due_in,
             may_send=self._may_act,
@@ -57,7 +65,7 @@ class Dispatcher:
         self.routes = routes.EndpointRoutes(settings, self.store)
         self.claims = claims.ClaimLoop(
             settings,
-            self.store,
+            self.delivery_store,
             self.senders,
             self.id,
             may_claim=self._may_act,
@@ -101,6 +109,7 @@ class Dispatcher:
             thread.join(timeout=JOIN_SECONDS)
         self.membership.leave()
         self.pool.close(timeout=2)
+        self.delivery_pool.close(timeout=2)
         return finished
 
     def _warn_of_unknown_endpoints(self) -> None:

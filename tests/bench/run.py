@@ -82,12 +82,16 @@ class Run:
         self.generator = loadgen.generator_name(args.generator)
         self.output = pathlib.Path(args.output)
         self.note = args.note
+        self.only = frozenset(args.only.split(",")) if args.only else None
         self.profiler = spy.Profiler(pathlib.Path(args.profile) if args.profile else None)
         self.logs = pathlib.Path(tempfile.mkdtemp(prefix="scheduler-bench-"))
         self.results: dict[str, Any] = {"plan": dataclasses.asdict(self.plan), "errors": {}}
 
     def attempt(self, name: str, scenario: Callable[[], Any]) -> bool:
-        """Run one scenario; a failure is reported and the others still run."""
+        """Run one scenario; a failure is reported and the others still run. A scenario left out
+        by --only counts as run, so those after it still run."""
+        if self.only is not None and name not in self.only:
+            return True
         log(f"{name} ...")
         started = time.monotonic()
         try:
@@ -226,6 +230,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--profile",
         metavar="DIR",
         help="record the workers with py-spy during the bursts and the backlog start-up",
+    )
+    parser.add_argument(
+        "--only",
+        metavar="NAMES",
+        help="run only these scenarios (comma-separated names as logged, e.g. steady_empty,"
+        "burst_1), to check one change quickly; write such a report elsewhere than docs/",
     )
     args = parser.parse_args(argv)
     if args.generator == "wrk" and not shutil.which("wrk"):

@@ -87,3 +87,31 @@ def test_a_dispatcher_with_no_free_slot_does_not_query(
     finally:
         release.set()
         sending.close(10)
+
+
+def synchronous_commit(job_store: store.Store) -> tuple[str, str]:
+    """The setting on the pool's connections, and where it came from."""
+    with job_store.pool.connection() as conn:
+        row = conn.execute(
+            "SELECT setting, source FROM pg_settings WHERE name = 'synchronous_commit'"
+        ).fetchone()
+    assert row is not None
+    return str(row[0]), str(row[1])
+
+
+def test_only_claims_and_outcomes_commit_without_waiting_for_the_disk(
+    settings: config.Settings,
+) -> None:
+    running = dispatcher.Dispatcher(settings)
+    try:
+        assert running.claims.store is running.delivery_store
+        assert running.senders.store is running.delivery_store
+        assert synchronous_commit(running.delivery_store) == ("off", "client")
+        # Ticks, leadership, heartbeats and maintenance keep the server's own setting (which
+        # the test suite's server turns off for speed; a real one has it on).
+        assert running.routes.store is running.store
+        assert synchronous_commit(running.store)[1] != "client"
+    finally:
+        running.senders.close(1)
+        running.pool.close()
+        running.delivery_pool.close()
