@@ -29,6 +29,9 @@ logger = logging.getLogger(__name__)
 
 SLOTS_PER_THREAD = 2
 RECORD_BATCH = 500
+# The recorder waits this long for more outcomes before writing a batch: jobs due one at a time
+# (a steady flow) then share a transaction too, for a few milliseconds' delay in their state.
+RECORD_LINGER_SECONDS = 0.01
 RECORD_RETRIES = 5
 LEASE_MARGIN_SECONDS = 30.0
 
@@ -158,9 +161,10 @@ class Senders:
             if first is None:
                 return
             batch = [first]
+            until = time.monotonic() + RECORD_LINGER_SECONDS
             while len(batch) < RECORD_BATCH:
                 try:
-                    more = self._results.get_nowait()
+                    more = self._results.get(timeout=max(0.0, until - time.monotonic()))
                 except queue.Empty:
                     break
                 if more is None:
