@@ -261,10 +261,7 @@ def _burst_series(results: dict[str, Any]) -> list[dict[str, Any]]:
     return [series for n in targets.BURST_DISPATCHERS if (series := results.get(f"burst_{n}"))]
 
 
-def _dispatcher_cpu(cpu: dict[str, Any]) -> float | None:
-    """CPU seconds of every dispatcher together (parts `worker`, `worker2`, ...)."""
-    parts = [value for part, value in cpu.items() if part.startswith("worker")]
-    return None if not parts or None in parts else sum(parts)
+_dispatcher_cpu = targets.dispatcher_seconds
 
 
 def _per_delivery_ms(seconds: float | None, delivered: int) -> str:
@@ -456,6 +453,18 @@ def _steady_rows(steady: dict[str, Any]) -> list[list[str]]:
         ["Lateness p95 (ms)", num(late["p95"], 1)],
         ["Lateness p99 (ms)", num(late["p99"], 1)],
         ["Lateness max (ms)", num(late["max"], 1)],
+        *(
+            row
+            for number, r in enumerate(steady.get("rounds") or [], start=1)
+            for row in (
+                [f"Round {number}: lateness p99 (ms)", num(r["lateness_ms"]["p99"], 1)],
+                [f"Round {number}: lateness max (ms)", num(r["lateness_ms"]["max"], 1)],
+                [
+                    f"Round {number}: dispatcher CPU per delivery (ms)",
+                    num(targets.cpu_per_delivery_ms(r["cpu"], r["jobs"]), 2),
+                ],
+            )
+        ),
     ]
 
 

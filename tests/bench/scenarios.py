@@ -6,9 +6,11 @@ import collections
 import contextlib
 import dataclasses
 import datetime as dt
+import itertools
 import json
 import math
 import statistics
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -33,6 +35,8 @@ ROUND_WARMUP = 0.5
 # How long a dispatcher started beside an active one may take to log that it is active too (the
 # single-leader dispatcher's standby never does).
 ACTIVE_GRACE = 5.0
+# The steady window is judged in this many consecutive rounds, so a reader sees its spread.
+STEADY_ROUNDS = 3
 # How long the dispatchers' delivered counters may lag the receiver (outcomes are batched).
 METRICS_CATCH_UP = 10.0
 
@@ -523,8 +527,18 @@ def steady(system: System, collector: Collector, plan: Plan) -> dict[str, Any]:
     meter = system.cpu_meter()
     time.sleep(max(0.0, first - time.time()))
     before = meter.read()
+    # CPU read at each round's end too, from a thread, while the deliveries are awaited.
+    length = plan.steady_seconds / STEADY_ROUNDS
+    readings: list[dict[str, float | None]] = []
+    reader = threading.Thread(
+        target=_read_at,
+        args=(meter, [first + length * k for k in range(1, STEADY_ROUNDS)], readings),
+    )
+    reader.start()
     arrivals = wait_delivered(collector, ids, dues[-1] + plan.delivery_deadline, 0)
-    cpu = stats.cpu_delta(before, meter.read())
+    reader.join()
+    end = meter.read()
+    cpu = stats.cpu_delta(before, end)
     time.sleep(plan.settle)
     arrivals = collector.arrivals(ids)
     result = delivery_summary(ids, arrivals)
@@ -533,7 +547,28 @@ def steady(system: System, collector: Collector, plan: Plan) -> dict[str, Any]:
     result["series"] = sorted(
         (ids[job_id] - first, min(times) - ids[job_id]) for job_id, times in arrivals.items()
     )
+    bounds = [before, *readings, end]
+    result["rounds"] = [
+        {
+            "cpu": stats.cpu_delta(start, stop),
+            "jobs": count // STEADY_ROUNDS,
+            "lateness_ms": stats.summary_ms(
+                [
+                    late
+                    for offset, late in result["series"]
+                    if k * length <= offset < (k + 1) * length
+                ]
+            ),
+        }
+        for k, (start, stop) in enumerate(itertools.pairwise(bounds))
+    ]
     return result
+
+
+def _read_at(meter: Any, moments: list[float], readings: list[dict[str, float | None]]) -> None:
+    for moment in moments:
+        time.sleep(max(0.0, moment - time.time()))
+        readings.append(meter.read())
 
 
 # --- 6: crons -------------------------------------------------------------------------------
