@@ -23,6 +23,7 @@ TEXT_COLUMNS = frozenset(
         "Each round",
         "Each run",
         "Delivered by each",
+        "p95 per round",
     }
 )
 CLAIMS_COLUMN = "Claim statements per delivery"
