@@ -33,7 +33,7 @@ fmt: $(STAMP)  ## format the code
 	$(BIN)/ruff format scheduler tests
 	$(BIN)/ruff check --fix scheduler tests
 
-bench: $(STAMP)  ## run the benchmarks (about 10 minutes; NOTE="what changed") into docs/benchmarks.md
+bench: $(STAMP)  ## run the benchmarks (under 20 minutes; NOTE="what changed") into docs/benchmarks.md
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python -m tests.bench --output docs/benchmarks.md --note "$(NOTE)"
 

@@ -27,6 +27,7 @@ DEFAULT_DB_POOL_SIZE = 8
 DEFAULT_WEB_WORKERS = 2
 DEFAULT_LEADER_TIMEOUT = 10.0
 DEFAULT_RETENTION = 7 * 24 * 3600.0
+DEFAULT_FAILED_RETENTION = 30 * 24 * 3600.0
 CRON_CATCHUP_POLICIES = ("latest", "skip")
 DEFAULT_IDEMPOTENCY_TTL = 24 * 3600.0
 DEFAULT_BATCH_LIMIT = 1000
@@ -80,6 +81,7 @@ class Settings:
     web_workers: int = DEFAULT_WEB_WORKERS
     leader_timeout: float = DEFAULT_LEADER_TIMEOUT
     retention: float = DEFAULT_RETENTION
+    failed_retention: float = DEFAULT_FAILED_RETENTION
     cron_catchup: str = CRON_CATCHUP_POLICIES[0]
     idempotency_ttl: float = DEFAULT_IDEMPOTENCY_TTL
     batch_limit: int = DEFAULT_BATCH_LIMIT
@@ -165,6 +167,9 @@ class Settings:
                 env, "SCHEDULER_LEADER_TIMEOUT", DEFAULT_LEADER_TIMEOUT, minimum=3.0
             ),
             retention=_float(env, "SCHEDULER_RETENTION", DEFAULT_RETENTION, minimum=60.0),
+            failed_retention=_float(
+                env, "SCHEDULER_FAILED_RETENTION", DEFAULT_FAILED_RETENTION, minimum=60.0
+            ),
             cron_catchup=_choice(
                 env, "SCHEDULER_CRON_CATCHUP", CRON_CATCHUP_POLICIES[0], CRON_CATCHUP_POLICIES
             ),

@@ -706,7 +706,15 @@ class Store:
         return len(self._execute("release_dead_claims", params))
 
     def prune_finished_jobs(self, before: dt.datetime, limit: int) -> int:
-        return len(self._execute("prune_finished_jobs", {"before": before, "limit": limit}))
+        """Delete up to `limit` delivered, cancelled and skipped jobs that finished before
+        `before`, with their attempts; how many jobs."""
+        params = {"before": before, "limit": limit}
+        return int(self._execute("prune_finished_jobs", params)[0]["pruned"])
+
+    def prune_failed_jobs(self, before: dt.datetime, limit: int) -> int:
+        """Delete up to `limit` failed jobs that failed before `before`, with their attempts."""
+        params = {"before": before, "limit": limit}
+        return int(self._execute("prune_failed_jobs", params)[0]["pruned"])
 
     def prune_idempotency_keys(self, before: dt.datetime, limit: int) -> int:
         return len(self._execute("prune_idempotency_keys", {"before": before, "limit": limit}))

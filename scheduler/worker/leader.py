@@ -7,8 +7,9 @@ deliveries (the job rows already exist); a cron timer records its tick as a job 
 (cron, tick), before APScheduler advances the timer, and any dispatcher sends it. Every leader
 write carries the term's epoch, so a deposed leader's late writes change nothing.
 
-Maintenance: re-queue what dispatchers that stopped heartbeating hold (every heartbeat
-interval), and at each reconcile expire leases, prune history and resynchronise cron timers.
+Maintenance, every heartbeat interval: re-queue what dispatchers that stopped heartbeating hold,
+and prune history past its retention for at most half the interval, so it keeps up with any
+delivery rate; at each reconcile also expire leases and resynchronise cron timers.
 """
 
 from __future__ import annotations
@@ -168,6 +169,7 @@ class LeaderTerm:
                     self.reconcile()
                 else:
                     self.rescue()
+                self.prune()
             except errors.StoreUnavailable:
                 logger.warning("maintenance skipped: database unavailable")
             except Exception:
@@ -183,13 +185,18 @@ class LeaderTerm:
             self._wake_local()
             self.store.notify_jobs_due()
 
+    def prune(self) -> None:
+        """Delete history past its retention, for at most maintenance.prune_budget."""
+        if not self.is_current():
+            return
+        maintenance.prune(self.store, self.settings, self.store.database_now())
+
     def reconcile(self) -> None:
         """Make timers match the tables and catch up anything missed; cheap enough to repeat."""
         if not self.is_current():
             return
         self.rescue()
         now = self.store.database_now()
-        maintenance.prune(self.store, self.settings, now)
         for timer_id in self.store.stale_job_timers():
             self._remove_timer(timer_id)
         self.sync_crons()

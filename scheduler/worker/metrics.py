@@ -95,6 +95,15 @@ RESCUED = prometheus_client.Counter(
     "scheduler_rescued_deliveries",
     "Deliveries re-queued because their dispatcher's heartbeat went stale or their lease ran out.",
 )
+PRUNED_JOBS = prometheus_client.Counter(
+    "scheduler_pruned_jobs",
+    "Jobs the leader deleted, with their attempts, once past their retention.",
+)
+PRUNE_SECONDS = prometheus_client.Counter(
+    "scheduler_prune_seconds",
+    "Seconds the leader spent deleting jobs past their retention; pruned jobs over it is the rate "
+    "pruning runs at.",
+)
 
 # Every outcome is exported from the start, so a rate over it is 0 rather than absent.
 for _outcome in OUTCOMES:

@@ -11,7 +11,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from tests.bench import dashboard, history, postgres, stats, targets
+from tests.bench import dashboard, history, postgres, retention, stats, targets
 
 TEXT_COLUMNS = frozenset(
     {
@@ -29,6 +29,7 @@ TEXT_COLUMNS = frozenset(
 CLAIMS_COLUMN = "Claim statements per delivery"
 MISSING_COLUMNS = frozenset({CLAIMS_COLUMN})
 BURST_HEADING = "## 3. Burst delivery, 1 and 2 dispatchers"
+RETENTION_HEADING = "## 7. Retention under sustained delivery"
 SECTIONS = (
     "## Machine",
     "## Targets",
@@ -39,6 +40,7 @@ SECTIONS = (
     "## 4. Steady lateness",
     "## 5. Scale",
     "## 6. Cron load",
+    RETENTION_HEADING,
     "## Dashboard pages",
     "## Where the CPU goes",
     "## Instruments",
@@ -76,6 +78,7 @@ def render(results: dict[str, Any], figure: str | None, runs: list[dict[str, Any
         _steady(results),
         _scale(results),
         _cron(results),
+        _retention(results),
         _dashboard(results),
         _cpu(results),
         _instruments(results),
@@ -564,6 +567,114 @@ def _cron(results: dict[str, Any]) -> str:
     )
 
 
+def _retention(results: dict[str, Any]) -> str:
+    measured = results.get("retention")
+    text = RETENTION_HEADING + "\n\n"
+    if not measured:
+        return text + "Not run.\n"
+    plan = results["plan"]
+    rounds = [
+        [
+            f"Round {number}",
+            num(r["seconds"], 1),
+            num(r["delivery_rate"]),
+            num(r["prune_rate"]),
+            num(r["prune_ratio"], 1),
+            num(r["pruned_per_s"]),
+            num(r["peak_jobs"]),
+            num(r["peak_attempts"]),
+            num(r["mb_end"], 1),
+        ]
+        for number, r in enumerate(measured["rounds"], start=1)
+    ]
+    labels = {
+        "delivery_rate": ("Delivery rate (/s)", 0),
+        "prune_rate": ("Prune rate (jobs/s while pruning)", 0),
+        "prune_ratio": ("Prune rate / delivery rate", 1),
+        "peak_jobs": ("Peak rows in jobs", 0),
+        "mb_end": ("Size of both tables at the round's end (MB)", 1),
+    }
+    spread = [
+        [
+            label,
+            num(values["median"], digits),
+            num(values["min"], digits),
+            num(values["max"], digits),
+        ]
+        for key, (label, digits) in labels.items()
+        for values in [measured["spread"][key]]
+    ]
+    whole = measured["whole"]
+    vacuums = measured["vacuums"]
+    checks = [
+        ["Retention (s)", num(measured["retention_s"])],
+        ["Reconcile interval (s)", num(measured["reconcile_s"])],
+        ["Dispatchers delivering", num(measured["dispatchers"])],
+        ["Delivery rate over the measured rounds (/s)", num(whole["delivery_rate"])],
+        ["Prune rate over the measured rounds (jobs/s while pruning)", num(whole["prune_rate"])],
+        ["Jobs pruned per second of the measured rounds", num(whole["pruned_per_s"])],
+        [
+            f"Bound on rows: {targets.ROWS_FACTOR:g} times rate times (retention + 2 reconciles)",
+            num(measured["bound_rows"]),
+        ],
+        ["Peak rows in jobs", num(whole["peak_jobs"])],
+        ["Peak rows in delivery_attempts", num(whole["peak_attempts"])],
+        ["Peak rows / (rate times (retention + 2 reconciles))", num(measured["rows_ratio"], 2)],
+        ["Size of both tables when the rounds began (MB)", num(measured["mb_start"], 1)],
+        ["Size of both tables when they ended (MB)", num(whole["mb_end"], 1)],
+        ["Growth over the rounds (%)", num(measured["growth"] * 100, 1)],
+        *[
+            [f"Autovacuums of {name} in the run", num(vacuums.get(name, {}).get("autovacuums"))]
+            for name in ("jobs", "delivery_attempts")
+        ],
+        ["Jobs fed", num(measured["jobs"])],
+        ["Delivered", num(measured["delivered"])],
+        ["Lost", num(measured["lost"])],
+        ["Duplicated", num(measured["duplicates"])],
+    ]
+    seed = (
+        f" The database first received {measured['seed']:,} delivered jobs that finished an hour "
+        "ago, each with its attempt, so that this short run has history to prune."
+        if measured["seed"]
+        else ""
+    )
+    return (
+        text + f"{measured['dispatchers']} dispatchers deliver all the time: a feeder keeps "
+        f"{retention.FEED_LOW_WATER:,} jobs due and waiting, adding {retention.FEED_BATCH:,} "
+        "through `POST /jobs/batch` whenever fewer wait, so the delivery rate is the highest the "
+        "machine gives. The processes run with `SCHEDULER_RETENTION="
+        f"{measured['retention_s']:g}` and the other settings at their defaults; the leader "
+        "prunes at every heartbeat interval for at most half of it." + seed + " Measurement "
+        f"starts {measured['settle_s']:.0f} s into the delivery"
+        f"{' (two retention periods)' if plan['name'] == 'full' else ''} and runs "
+        f"{len(measured['rounds'])} rounds of {plan['retention_round_seconds']:g} s, sampled "
+        f"every {plan['retention_sample_seconds']:g} s: deliveries counted at the receiver, rows "
+        "by `count(*)`, size by `pg_total_relation_size` of `jobs` plus `delivery_attempts`. The "
+        "prune rate is the leader's `scheduler_pruned_jobs_total` over its "
+        "`scheduler_prune_seconds_total`: jobs deleted, with their attempts, per second spent "
+        "deleting them, the rate pruning could keep up with. Every job fed must reach the "
+        "receiver once.\n\n"
+        + table(
+            [
+                "Round",
+                "Seconds",
+                "Delivered (/s)",
+                "Prune rate (/s)",
+                "Prune / delivery",
+                "Pruned (/s)",
+                "Peak jobs rows",
+                "Peak attempts rows",
+                "Size at end (MB)",
+            ],
+            rounds,
+        )
+        + "\n"
+        + table(["Measure", "Median", "Min", "Max"], spread)
+        + "\n"
+        + table(["Measure", "Value"], checks)
+    )
+
+
 def _dashboard(results: dict[str, Any]) -> str:
     measured = results.get("dashboard")
     if not measured:
@@ -637,6 +748,15 @@ def _cpu(results: dict[str, Any]) -> str:
     if cron:
         rows.append(
             _cpu_row("Cron load (per tick due in the window)", cron.get("cpu"), cron["expected"])
+        )
+    kept = results.get("retention")
+    if kept:
+        rows.append(
+            _cpu_row(
+                "Retention, sustained delivery with pruning (per delivery)",
+                kept.get("cpu"),
+                kept["whole"]["arrived"],
+            )
         )
     found = [row for row in rows if row is not None]
     text = "## Where the CPU goes\n\n"
@@ -777,10 +897,14 @@ def _method(results: dict[str, Any]) -> str:
         f"burst {plan['burst_jobs']:,} jobs, {_runs(plan.get('burst_runs', 1))} with 1 and "
         f"with 2 dispatchers; steady {plan['steady_rate']}/s for "
         f"{plan['steady_seconds']} s; backlog {plan['backlog']:,}; {plan['cron_count']} crons for "
-        f"{plan['cron_seconds']} s.\n"
-        "- Three fresh databases, each copied from the migrated template: one for accept and "
+        f"{plan['cron_seconds']} s; retention: {plan.get('retention_dispatchers', 0)} "
+        f"dispatchers delivering for {plan.get('retention_settle', 0):g} s, then "
+        f"{plan.get('retention_rounds', 0)} rounds of {plan.get('retention_round_seconds', 0):g} "
+        "s.\n"
+        "- Five fresh databases, each copied from the migrated template: one for accept and "
         "batch (they leave many future jobs behind), one for start-up, steady, bursts and crons "
-        "in that order, and one for the backlog run.\n"
+        "in that order, one for the backlog run, one for the dashboard pages and one for the "
+        "retention run.\n"
         "- Latency percentiles are nearest-rank over every request completed inside the window. "
         "Lateness is the receiver's arrival time minus the job's due time, both read from the "
         "same clock; the receiver records every request with `time.time()` as its last byte is "

@@ -28,6 +28,7 @@ from tests.bench import (
     plot,
     postgres,
     report,
+    retention,
     scenarios,
     spy,
     system,
@@ -111,8 +112,12 @@ class Run:
         receiver = ReceiverProcess()
         collector = scenarios.Collector(receiver)
 
-        def fresh() -> contextlib.AbstractContextManager[system.System]:
-            return system.fresh_system(server, template, receiver.url, self.logs, receiver.proc.pid)
+        def fresh(
+            env: dict[str, str] | None = None,
+        ) -> contextlib.AbstractContextManager[system.System]:
+            return system.fresh_system(
+                server, template, receiver.url, self.logs, receiver.proc.pid, env
+            )
 
         try:
             with fresh() as first:
@@ -148,6 +153,9 @@ class Run:
                     ),
                 )
                 self.results["exit_codes_dashboard"] = fourth.stop()
+            with fresh(retention.env()) as fifth:
+                self.attempt("retention", lambda: retention.measure(fifth, collector, self.plan))
+                self.results["exit_codes_retention"] = fifth.stop()
         finally:
             receiver.close()
         self.results["elapsed_s"] = time.monotonic() - started

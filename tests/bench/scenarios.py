@@ -66,6 +66,15 @@ class Plan:
     delivery_deadline: float
     dashboard_jobs: int
     dashboard_requests: int
+    # Retention: dispatchers delivering all the time with a short retention; measured after
+    # `retention_settle` seconds (two retention periods in the full plan), in rounds.
+    retention_dispatchers: int
+    retention_settle: float
+    retention_rounds: int
+    retention_round_seconds: float
+    retention_sample_seconds: float
+    # Delivered jobs finished an hour ago, loaded first so that a short run has history to prune.
+    retention_seed: int
 
 
 FULL = Plan(
@@ -95,6 +104,12 @@ FULL = Plan(
     delivery_deadline=300,
     dashboard_jobs=1_000_000,
     dashboard_requests=20,
+    retention_dispatchers=2,
+    retention_settle=120,
+    retention_rounds=3,
+    retention_round_seconds=60,
+    retention_sample_seconds=5,
+    retention_seed=0,
 )
 QUICK = Plan(
     name="quick",
@@ -118,6 +133,13 @@ QUICK = Plan(
     delivery_deadline=60,
     dashboard_jobs=20_000,
     dashboard_requests=2,
+    retention_dispatchers=2,
+    retention_settle=1,
+    retention_rounds=3,
+    # Long enough that each round holds a pass of pruning (one per 2 s heartbeat interval).
+    retention_round_seconds=3.5,
+    retention_sample_seconds=0.5,
+    retention_seed=20_000,
 )
 
 

@@ -27,6 +27,10 @@ HEADERS = {"Scheduler-Secret": support.SECRET, "Content-Type": "application/json
 METRICS_HEADERS = {"Authorization": f"Bearer {support.SECRET}"}
 CLAIMS_SAMPLE = "scheduler_claim_queries_total"
 DELIVERIES_SAMPLE = "scheduler_deliveries_total"
+PRUNE_SAMPLES = {
+    "scheduler_pruned_jobs_total": "pruned",
+    "scheduler_prune_seconds_total": "prune_seconds",
+}
 
 
 def rfc3339(moment: float) -> str:
@@ -133,7 +137,12 @@ class System:
     """`web` and `worker` from the Procfile, with the default settings, on one database."""
 
     def __init__(
-        self, db_url: str, endpoint: str, logs: pathlib.Path, receiver_pid: int | None = None
+        self,
+        db_url: str,
+        endpoint: str,
+        logs: pathlib.Path,
+        receiver_pid: int | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.db_url = db_url
         self.receiver_pid = receiver_pid
@@ -145,6 +154,7 @@ class System:
             endpoint,
             PORT=str(port),
             SCHEDULER_METRICS_PORT=str(support.free_port()),
+            **(env or {}),
         )
         self.settings = config.Settings.from_env(self.env)
         self.web: support.Process | None = None
@@ -306,9 +316,16 @@ class System:
 
 
 def scrape_metrics(port: int) -> dict[str, float | None]:
-    """`claims` (scheduler_claim_queries_total, summed over its labels) and `delivered`
-    (scheduler_deliveries_total{outcome="delivered"}); None for what is not exported."""
-    found: dict[str, float | None] = {"claims": None, "delivered": None}
+    """`claims` (scheduler_claim_queries_total, summed over its labels), `delivered`
+    (scheduler_deliveries_total{outcome="delivered"}), `pruned` and `prune_seconds` (the
+    leader's scheduler_pruned_jobs_total and scheduler_prune_seconds_total); None for what is not
+    exported."""
+    found: dict[str, float | None] = {
+        "claims": None,
+        "delivered": None,
+        "pruned": None,
+        "prune_seconds": None,
+    }
     try:
         response = requests.get(
             f"http://127.0.0.1:{port}/metrics", headers=METRICS_HEADERS, timeout=5
@@ -322,16 +339,24 @@ def scrape_metrics(port: int) -> dict[str, float | None]:
                 found["claims"] = (found["claims"] or 0.0) + sample.value
             elif sample.name == DELIVERIES_SAMPLE and sample.labels.get("outcome") == "delivered":
                 found["delivered"] = sample.value
+            elif sample.name in PRUNE_SAMPLES:
+                found[PRUNE_SAMPLES[sample.name]] = sample.value
     return found
 
 
 @contextlib.contextmanager
 def fresh_system(
-    server: str, template: str, endpoint: str, logs: pathlib.Path, receiver_pid: int | None = None
+    server: str,
+    template: str,
+    endpoint: str,
+    logs: pathlib.Path,
+    receiver_pid: int | None = None,
+    env: dict[str, str] | None = None,
 ) -> Iterator[System]:
-    """A System on a new database copied from the migrated template; all of it gone afterwards."""
+    """A System on a new database copied from the migrated template, with `env` over the
+    defaults; all of it gone afterwards."""
     with support.fresh_database(server, template) as db_url:
-        running = System(db_url, endpoint, logs, receiver_pid)
+        running = System(db_url, endpoint, logs, receiver_pid, env)
         try:
             yield running
         finally:

@@ -53,6 +53,7 @@ def evaluate(results: dict[str, Any]) -> list[Target]:
     found += _steady_targets(results)
     found += _backlog_targets(results)
     found += _dashboard_targets(results)
+    found += _retention_targets(results)
     found += _loss_targets(results)
     return found
 
@@ -280,6 +281,69 @@ def _dashboard_targets(results: dict[str, Any]) -> list[Target]:
     ]
 
 
+PRUNE_FACTOR = 2.0
+ROWS_FACTOR = 1.2
+SIZE_GROWTH = 0.2
+
+
+def _rounds_text(retention: dict[str, Any], key: str, digits: int = 0) -> str:
+    return " / ".join(f"{r[key]:,.{digits}f}" for r in retention["rounds"])
+
+
+def _retention_targets(results: dict[str, Any]) -> list[Target]:
+    """Pruning keeps up with sustained delivery: at least twice its rate, rows bounded by what
+    the retention and two reconcile intervals hold, and the tables' size steady."""
+    retention = _get(results, "retention")
+    names = (
+        (
+            "Prune / delivery",
+            f"Pruning runs at ≥ {PRUNE_FACTOR:g} times the delivery rate",
+            "ratio",
+        ),
+        (
+            "Retention rows",
+            f"Rows in jobs and in delivery_attempts < {ROWS_FACTOR:g} times delivery rate times "
+            "(retention + 2 reconcile intervals)",
+            "ratio",
+        ),
+        (
+            "Retention growth (%)",
+            f"On-disk size of jobs and delivery_attempts grows < {SIZE_GROWTH:.0%} after two "
+            "retention periods",
+            "%",
+        ),
+    )
+    thresholds = (f"≥ {PRUNE_FACTOR:g}", f"< {ROWS_FACTOR:g}", f"< {SIZE_GROWTH * 100:.0f}")
+    if not retention:
+        return [
+            Target(key, name, math.nan, unit, threshold, False, "not run")
+            for (key, name, unit), threshold in zip(names, thresholds, strict=True)
+        ]
+    ratio = retention["spread"]["prune_ratio"]
+    whole = retention["whole"]
+    measured = (ratio["median"], retention["rows_ratio"], retention["growth"] * 100)
+    passed = (
+        ratio["median"] >= PRUNE_FACTOR,
+        retention["rows_ratio"] < ROWS_FACTOR,
+        retention["growth"] < SIZE_GROWTH,
+    )
+    details = (
+        f"prune {whole['prune_rate']:,.0f} jobs/s vs delivery {whole['delivery_rate']:,.0f}/s "
+        f"over {len(retention['rounds'])} rounds; each round {_rounds_text(retention, 'prune_ratio', 1)}",
+        f"peak {whole['peak_jobs']:,} jobs and {whole['peak_attempts']:,} attempts vs "
+        f"{retention['bound_rows']:,.0f} ({whole['delivery_rate']:,.0f}/s, retention "
+        f"{retention['retention_s']:g} s, reconcile {retention['reconcile_s']:g} s)",
+        f"{retention['mb_start']:,.1f} → {whole['mb_end']:,.1f} MB; each round's end "
+        + _rounds_text(retention, "mb_end", 1),
+    )
+    return [
+        Target(key, name, value, unit, threshold, ok, detail)
+        for (key, name, unit), threshold, value, ok, detail in zip(
+            names, thresholds, measured, passed, details, strict=True
+        )
+    ]
+
+
 def loss_totals(results: dict[str, Any]) -> tuple[int, int, list[str]]:
     """Lost and duplicated deliveries over every scenario that delivers, and each one's share."""
     lost = duplicated = 0
@@ -292,6 +356,7 @@ def loss_totals(results: dict[str, Any]) -> tuple[int, int, list[str]]:
         ("steady", ("steady_empty", "steady"), "lost", "duplicates"),
         ("steady with backlog", ("steady_backlog", "steady"), "lost", "duplicates"),
         ("cron ticks", ("cron",), "missed", "duplicated"),
+        ("retention", ("retention",), "lost", "duplicates"),
     ):
         part = _get(results, *path)
         if part:
@@ -303,7 +368,7 @@ def loss_totals(results: dict[str, Any]) -> tuple[int, int, list[str]]:
 
 def _loss_targets(results: dict[str, Any]) -> list[Target]:
     lost, duplicated, parts = loss_totals(results)
-    complete = len(parts) == len(BURST_DISPATCHERS) + 3
+    complete = len(parts) == len(BURST_DISPATCHERS) + 4
     scope = "lost/duplicated: " + (", ".join(parts) or "nothing ran")
     return [
         Target("Lost", "Zero lost deliveries", lost, "jobs", "= 0", lost == 0 and complete, scope),

@@ -89,6 +89,11 @@ def test_quick_run_writes_every_section_with_numbers(
     assert set(verdicts) <= {"PASS", "MISS"}
     check_durability_stated(text, server_url)
     check_burst_section(section(text, report.BURST_HEADING))
+    check_retention_section(section(text, report.RETENTION_HEADING))
+    listed = {row[0] for row in tables(section(text, "## Targets"))[0][1:]}
+    retention = {t.name for t in targets.evaluate({}) if t.key.startswith(("Prune", "Retention"))}
+    assert len(retention) == 3
+    assert retention <= listed
     if plot.available():
         assert (tmp_path / "lateness.png").stat().st_size > 0
         assert "](lateness.png)" in text
@@ -123,3 +128,20 @@ def check_burst_section(text: str) -> None:
         by_each = row[header.index("Delivered by each")]
         assert by_each == "n/a" or len(by_each.split(" / ")) == count, row
         assert 1 <= int(row[header.index('Logged "dispatcher active"')]) <= count, row
+
+
+def check_retention_section(text: str) -> None:
+    """A row per round, the median and range of each figure over the rounds, and the checks with
+    every job fed accounted for."""
+    rounds, spread, checks = tables(text)
+    assert [row[0] for row in rounds[1:]] == [
+        f"Round {number}" for number in range(1, scenarios.QUICK.retention_rounds + 1)
+    ]
+    assert rounds[0][2:4] == ["Delivered (/s)", "Prune rate (/s)"]
+    assert spread[0] == ["Measure", "Median", "Min", "Max"]
+    assert {"Delivery rate (/s)", "Prune rate / delivery rate"} <= {row[0] for row in spread}
+    values = {row[0]: row[1] for row in checks[1:]}
+    fed = int(values["Jobs fed"].replace(",", ""))
+    assert fed > 0
+    delivered, lost = (int(values[name].replace(",", "")) for name in ("Delivered", "Lost"))
+    assert delivered + lost == fed
