@@ -166,6 +166,11 @@ def json_response(value: Any, status: int = 200) -> Response:
     return Response(jsonb.dumps(value), status=status, mimetype="application/json")
 
 
+def job_id_response(job_id: str) -> Response:
+    """`{"id": job_id}`, as json_response writes it; an id's characters need no escaping."""
+    return Response('{"id": "' + job_id + '"}', mimetype="application/json")
+
+
 def no_content() -> Response:
     return Response(status=204)
 
