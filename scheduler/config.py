@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 import os
 import re
+import types
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
@@ -102,11 +104,13 @@ class Settings:
     # ANY_PROXY alone, or IP networks as ipaddress writes them (an address as a /32 or /128).
     trusted_proxies: tuple[str, ...] = ()
 
-    @property
-    def endpoints(self) -> dict[str, Endpoint]:
+    @functools.cached_property
+    def endpoints(self) -> Mapping[str, Endpoint]:
         """Every endpoint by name: ENDPOINT as `default`, then SCHEDULER_ENDPOINTS'."""
+        # Built once: every insert and every delivery looks its endpoint up here.
         default = Endpoint(DEFAULT_ENDPOINT, self.endpoint, self.secrets)
-        return {DEFAULT_ENDPOINT: default, **{e.name: e for e in self.named_endpoints}}
+        named = {e.name: e for e in self.named_endpoints}
+        return types.MappingProxyType({DEFAULT_ENDPOINT: default, **named})
 
     @property
     def announce_within(self) -> float:

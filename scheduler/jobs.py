@@ -5,14 +5,17 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import http
+import itertools
 import json
+import os
 import re
-import secrets
 import threading
 import time
 from typing import Any
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
+_DIGIT_PAIRS = tuple(high + low for high in _ALPHABET for low in _ALPHABET)
+_NEXT_DIGIT = dict(itertools.pairwise(_ALPHABET))
 ID_LENGTH = 26
 # The endpoint named by ENDPOINT, which jobs and crons go to unless they name another.
 DEFAULT_ENDPOINT = "default"
@@ -23,8 +26,45 @@ NAME_MAX_LENGTH = 128
 NAME_PATTERN = re.compile(rf"(?!\.+\Z)[A-Za-z0-9_.:-]{{1,{NAME_MAX_LENGTH}}}\Z")
 
 
-_last_id = 0
+# An id is 10 digits of its creation time in milliseconds, then 16 random digits (80 bits).
+_TIME_DIGITS = 10
+_RANDOM_DIGITS = ID_LENGTH - _TIME_DIGITS
+# Each byte becomes the digit of its low five bits: uniform, as 256 is a multiple of 32.
+_DIGIT_OF_BYTE = bytes.maketrans(bytes(range(256)), _ALPHABET.encode() * 8)
+# Random digits for this many ids are drawn with one os.urandom call (a system call).
+_RANDOM_BATCH = 256
+
 _id_lock = threading.Lock()
+_last_id = ""
+_random_digits = ""
+_random_used = 0
+_time_prefix = (-1, "")
+
+
+def _forget_random_digits() -> None:
+    # A forked child using the parent's unused digits would repeat the parent's next ids.
+    global _random_digits, _random_used
+    _random_digits, _random_used = "", 0
+
+
+os.register_at_fork(after_in_child=_forget_random_digits)
+
+
+def _time_digits(millisecond: int) -> str:
+    """The 10 digits of `millisecond`, two at a time (ids are made thousands of times a second)."""
+    return (
+        _DIGIT_PAIRS[millisecond >> 40 & 1023]
+        + _DIGIT_PAIRS[millisecond >> 30 & 1023]
+        + _DIGIT_PAIRS[millisecond >> 20 & 1023]
+        + _DIGIT_PAIRS[millisecond >> 10 & 1023]
+        + _DIGIT_PAIRS[millisecond & 1023]
+    )
+
+
+def _successor(job_id: str) -> str:
+    """The id whose value is one more than `job_id`'s."""
+    stem = job_id.rstrip(_ALPHABET[-1])
+    return stem[:-1] + _NEXT_DIGIT[stem[-1]] + _ALPHABET[0] * (len(job_id) - len(stem))
 
 
 def new_job_id() -> str:
@@ -33,15 +73,22 @@ def new_job_id() -> str:
     Within one process ids strictly increase, even within a millisecond (the random part then
     counts up), so a batch lists in the order it was given.
     """
-    global _last_id
+    global _last_id, _random_digits, _random_used, _time_prefix
     with _id_lock:
-        value = max((int(time.time() * 1000) << 80) | secrets.randbits(80), _last_id + 1)
-        _last_id = value
-    chars = []
-    for _ in range(ID_LENGTH):
-        value, digit = divmod(value, 32)
-        chars.append(_ALPHABET[digit])
-    return "".join(reversed(chars))
+        if _random_used == len(_random_digits):
+            drawn = os.urandom(_RANDOM_DIGITS * _RANDOM_BATCH)
+            _random_digits, _random_used = drawn.translate(_DIGIT_OF_BYTE).decode("ascii"), 0
+        start = _random_used
+        _random_used += _RANDOM_DIGITS
+        millisecond = int(time.time() * 1000)
+        if millisecond != _time_prefix[0]:
+            _time_prefix = (millisecond, _time_digits(millisecond))
+        job_id = _time_prefix[1] + _random_digits[start:_random_used]
+        # Digits sort as their values do, so comparing the text compares the numbers.
+        if job_id <= _last_id:
+            job_id = _successor(_last_id)
+        _last_id = job_id
+    return job_id
 
 
 def job_payload(job_id: str, body: str) -> str:

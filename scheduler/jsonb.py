@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import threading
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, NamedTuple
@@ -35,6 +36,10 @@ _MARK = "\x00"
 _MARK_JSON = json.dumps(_MARK)
 
 
+# Whether the document this thread is reading holds an Unstorable (see read_request).
+_reading = threading.local()
+
+
 class Unstorable:
     """A number read from a request that is refused, kept in its place so that the problem can
     be reported with the field it is in."""
@@ -43,6 +48,7 @@ class Unstorable:
 
     def __init__(self, problem: str) -> None:
         self.problem = problem
+        _reading.unstorable = True
 
 
 class Problem(NamedTuple):
@@ -95,15 +101,45 @@ def _read_decimal(token: str) -> Decimal | Unstorable:
     return number
 
 
+# json.loads with hooks builds a decoder per call; a decoder keeps no state between documents.
+_REQUEST_DECODER = json.JSONDecoder(
+    parse_constant=_reject_constant, parse_float=_read_decimal, parse_int=_read_int
+)
+
+
 def loads(raw: bytes | str) -> Any:
     """A request's JSON, with numbers as exact `int` and `Decimal` values.
 
     A number that cannot be kept becomes an `Unstorable` (see `find_problem`); NaN and Infinity,
     which are not JSON, raise ValueError as any other invalid JSON does.
     """
-    return json.loads(
-        raw, parse_constant=_reject_constant, parse_float=_read_decimal, parse_int=_read_int
+    # What json.loads does before decoding.
+    if isinstance(raw, str):
+        if raw.startswith("\ufeff"):
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", raw, 0)
+        return _REQUEST_DECODER.decode(raw)
+    return _REQUEST_DECODER.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
+
+
+def read_request(raw: bytes) -> tuple[Any, Problem | None]:
+    """loads(raw), and what find_problem finds in it.
+
+    The document is only walked when its text leaves a problem possible: it is not plain ASCII,
+    or it holds a \\u escape (the only way to write U+0000 or a surrogate in ASCII), more
+    brackets than MAX_DEPTH allows levels, or a number that loads could not keep.
+    """
+    _reading.unstorable = False
+    value = loads(raw)
+    plain = (
+        raw.isascii()
+        # NUL bytes mean UTF-16 or UTF-32, where an escape is not these bytes.
+        and b"\x00" not in raw
+        and b"\\u" not in raw
+        and raw.count(b"[") + raw.count(b"{") < MAX_DEPTH
     )
+    if plain and not _reading.unstorable:
+        return value, None
+    return value, find_problem(value)
 
 
 def _read_stored_int(token: str) -> int | Decimal:
@@ -217,6 +253,21 @@ def dumps(value: Any, default: Callable[[Any], Any] | None = None, **options: An
     return _unmarked(_marked(value, numbers, default, **options), numbers)
 
 
+class _HoldsDecimal(Exception):
+    pass
+
+
+def _refuse_decimal(item: Any) -> Any:
+    if isinstance(item, Decimal):
+        raise _HoldsDecimal
+    raise TypeError(f"{type(item).__name__} is not JSON")
+
+
+# What _marked writes for a document without a Decimal, with one encoder for every call (json.dumps
+# with options builds one each time); a Decimal sends the document the marked way.
+_PLAIN_ENCODER = json.JSONEncoder(default=_refuse_decimal, allow_nan=False, ensure_ascii=False)
+
+
 def encode(value: Any, limit: int) -> tuple[str, int]:
     """`value` as the text jsonb prints for it, and that text's length in UTF-8 bytes.
 
@@ -226,7 +277,10 @@ def encode(value: Any, limit: int) -> tuple[str, int]:
         number is written out in full.
     """
     numbers: list[Decimal] = []
-    text = _marked(value, numbers, None, ensure_ascii=False)
+    try:
+        text = _PLAIN_ENCODER.encode(value)
+    except _HoldsDecimal:
+        text = _marked(value, numbers, None, ensure_ascii=False)
     size = len(text.encode("utf-8"))
     if numbers:
         size += sum(numeric_length(n) for n in numbers) - len(_MARK_JSON) * len(numbers)

@@ -73,15 +73,17 @@ def insert_job() -> Response:
     (job,) = http.new_jobs([data])
     (job_id,) = http.insert([job], http.idempotency(data, data["idempotency_key"]))
     # DEBUG: at thousands of inserts a second an INFO line each would cost more than the insert
-    # itself, and the job's row already records it (GET /jobs/{id}).
-    logger.debug(
-        "inserted job %s due %s",
-        job_id,
-        job.run_at.isoformat() if job.run_at else f"in {job.delay:g}s",
-        extra={"action": "insert_job", "job_id": job_id},
-    )
+    # itself, and the job's row already records it (GET /jobs/{id}). Checked first, so that its
+    # arguments are not written out only to be dropped.
+    if logger.isEnabledFor(logging.DEBUG):
+        logger.debug(
+            "inserted job %s due %s",
+            job_id,
+            job.run_at.isoformat() if job.run_at else f"in {job.delay:g}s",
+            extra={"action": "insert_job", "job_id": job_id},
+        )
     # The seed's answer; JobIdResponse in the OpenAPI document, without a schema's dump per job.
-    return http.json_response({"id": job_id})
+    return http.job_id_response(job_id)
 
 
 @bp.post("/delete")

@@ -20,6 +20,13 @@ logger = logging.getLogger(__name__)
 
 SECRET_HEADER = credentials.SECRET_HEADER
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+# Headers read on every insert, by their WSGI environ keys: what request.headers.get looks up,
+# without building the lookup each time.
+_SECRET_KEY = "HTTP_SCHEDULER_SECRET"
+_IDEMPOTENCY_KEY = "HTTP_IDEMPOTENCY_KEY"
+_CONTENT_ENCODING_KEY = "HTTP_CONTENT_ENCODING"
+_TRACEPARENT_KEY = "HTTP_TRACEPARENT"
+_TRACESTATE_KEY = "HTTP_TRACESTATE"
 # The job field whose value is the client's own JSON: a problem inside it is reported on the
 # field, with its place inside given as a JSON Pointer.
 BODY_FIELD = "body"
@@ -68,7 +75,7 @@ def require_secret() -> None:
     """Reject the request unless it carries one of the accepted secrets (public routes aside)."""
     if request.endpoint in PUBLIC_ENDPOINTS:
         return
-    given = request.headers.get(SECRET_HEADER, "")
+    given = request.environ.get(_SECRET_KEY, "")
     if not credentials.matches(given, settings().secrets):
         problem = "missing" if not given else "wrong"
         logger.warning(
@@ -84,9 +91,9 @@ def json_body() -> Any:
     """The request body as JSON that PostgreSQL can store, whatever its Content-Type.
 
     A Content-Encoding is refused (415), bodies over the size limit are refused (413) before they
-    are read, and what jsonb.find_problem finds is refused (400) naming the field it is in.
+    are read, and what jsonb.read_request finds is refused (400) naming the field it is in.
     """
-    coding = request.headers.get("Content-Encoding", "").strip().lower()
+    coding = request.environ.get(_CONTENT_ENCODING_KEY, "").strip().lower()
     if coding not in ("", "identity"):
         raise RequestRejected(
             415,
@@ -94,15 +101,13 @@ def json_body() -> Any:
             "The body must be sent as it is: no Content-Encoding is supported.",
             headers={"Accept-Encoding": "identity"},
         )
-    request.max_content_length = settings().max_body_bytes
-    raw = request.get_data(cache=False)
+    raw = _read_body(request.environ, settings().max_body_bytes)
     try:
-        value = jsonb.loads(raw)
+        value, problem = jsonb.read_request(raw)
     except (ValueError, RecursionError) as exc:
         raise RequestRejected(
             400, "invalid_json", f"The request body is not valid JSON: {exc}"
         ) from None
-    problem = jsonb.find_problem(value)
     if problem:
         raise RequestRejected(
             400,
@@ -111,6 +116,28 @@ def json_body() -> Any:
             _problem_fields(problem),
         )
     return value
+
+
+def _read_body(environ: dict[str, Any], limit: int) -> bytes:
+    """The request body; a 413 beyond `limit` bytes.
+
+    A server that ends the input stream at the body's end (gunicorn) and a Content-Length within
+    the limit let the body be read in one call; Werkzeug would read it, to the same end, through a
+    length-limiting wrapper in chunks. Anything else (a chunked body, a length over the limit, a
+    server that does not end the stream) goes the way of request.get_data.
+    """
+    length = environ.get("CONTENT_LENGTH", "")
+    if (
+        environ.get("wsgi.input_terminated")
+        and length.isascii()
+        and length.isdigit()
+        and int(length) <= limit
+        and "HTTP_TRANSFER_ENCODING" not in environ
+    ):
+        body: bytes = environ["wsgi.input"].read(int(length))
+        return body
+    request.max_content_length = limit
+    return request.get_data(cache=False)
 
 
 def _problem_fields(problem: jsonb.Problem) -> dict[Any, Any] | None:
@@ -166,6 +193,11 @@ def json_response(value: Any, status: int = 200) -> Response:
     return Response(jsonb.dumps(value), status=status, mimetype="application/json")
 
 
+def job_id_response(job_id: str) -> Response:
+    """`{"id": job_id}`, as json_response writes it; an id's characters need no escaping."""
+    return Response('{"id": "' + job_id + '"}', mimetype="application/json")
+
+
 def no_content() -> Response:
     return Response(status=204)
 
@@ -178,10 +210,11 @@ def new_jobs(items: list[dict[str, Any]], listed_in: str | None = None) -> list[
     :raise RequestRejected: 413 when the bodies, counted as stored (1e300 as its 301 digits),
         take more than one delivery holds (SCHEDULER_MAX_BODY_BYTES less the envelope).
     """
-    budget = settings().max_body_bytes - jobs.ENVELOPE_BYTES
+    current = settings()
+    budget = current.max_body_bytes - jobs.ENVELOPE_BYTES
+    environ = request.environ
     traceparent, tracestate = tracing.stored_context(
-        request.headers.get(tracing.TRACEPARENT_HEADER),
-        request.headers.get(tracing.TRACESTATE_HEADER),
+        environ.get(_TRACEPARENT_KEY), environ.get(_TRACESTATE_KEY)
     )
     new = []
     for index, item in enumerate(items):
@@ -195,7 +228,7 @@ def new_jobs(items: list[dict[str, Any]], listed_in: str | None = None) -> list[
                 id=jobs.new_job_id(),
                 body=body,
                 run_at=item["timestamp"],
-                max_attempts=item["max_attempts"] or settings().max_attempts,
+                max_attempts=item["max_attempts"] or current.max_attempts,
                 delay=item["delay"],
                 endpoint=known_endpoint(item["endpoint"], index, listed_in),
                 traceparent=traceparent,
@@ -256,7 +289,7 @@ def idempotency(loaded: dict[str, Any], field_key: str | None) -> store.Idempote
     The digest covers the validated request, so `90` and `90.0`, or `Z` and `+00:00`, are the
     same request.
     """
-    header_key = request.headers.get(IDEMPOTENCY_HEADER)
+    header_key = request.environ.get(_IDEMPOTENCY_KEY)
     if header_key is not None and not 1 <= len(header_key) <= schemas.MAX_KEY_LENGTH:
         raise RequestRejected(
             400,

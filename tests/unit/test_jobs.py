@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import time
 
 from scheduler import jobs
@@ -33,3 +34,25 @@ def test_ids_strictly_increase_as_numbers_and_as_text() -> None:
     assert ids == sorted(ids)
     # Many share a millisecond; the random part then counts up by one.
     assert any(b - a == 1 for a, b in itertools.pairwise(values))
+
+
+def test_counting_up_carries_past_the_last_digit() -> None:
+    for job_id in ("0" * 25 + "z", "0" * 10 + "z" * 16, "1" * 9 + "z" * 17):
+        assert decode(jobs._successor(job_id)) == decode(job_id) + 1
+
+
+def test_a_forked_child_draws_random_digits_of_its_own() -> None:
+    # Ids draw their random digits in batches; a child must not reuse the parent's batch.
+    jobs.new_job_id()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.write(write, jobs.new_job_id().encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    parent = jobs.new_job_id()
+    assert len(child) == 26
+    assert child[10:] != parent[10:]

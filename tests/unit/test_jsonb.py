@@ -162,3 +162,54 @@ def test_stored_text_is_read_back_exactly_whatever_its_size() -> None:
     value = jsonb.read('{"a": [' + huge + ", 0.10, 7]}")
     assert value == {"a": [Decimal(huge), Decimal("0.10"), 7]}
     assert jsonb.dumps(value) == '{"a": [' + huge + ", 0.10, 7]}"
+
+
+ANY_TEXT = st.text(st.characters(codec=None)) | st.sampled_from(["nul\x00", "\ud800", "é", "\\u"])
+# Numbers are written into the text as these tokens, in place of their marks.
+NUMBER_TOKENS = ["1", "-0.50", "1e400", "1" * 400, "1e-16384", "0e1073741823", "1.5e300", "7e-3"]
+NUMBER_MARKS = {json.dumps(f"\x01{n}\x01"): token for n, token in enumerate(NUMBER_TOKENS)}
+
+
+@given(
+    st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers()
+        | ANY_TEXT
+        | st.sampled_from([f"\x01{n}\x01" for n in range(len(NUMBER_TOKENS))]),
+        lambda children: (
+            st.lists(children, max_size=3) | st.dictionaries(ANY_TEXT, children, max_size=3)
+        ),
+        max_leaves=30,
+    ),
+    st.booleans(),
+    st.sampled_from(["utf-8", "utf-16", "utf-32-le"]),
+)
+def test_read_request_finds_what_find_problem_finds(
+    value: object, ascii_only: bool, encoding: str
+) -> None:
+    text = json.dumps(value, ensure_ascii=ascii_only)
+    for mark, token in NUMBER_MARKS.items():
+        text = text.replace(mark, token)
+    raw = text.encode(encoding, "surrogatepass")
+    read, problem = jsonb.read_request(raw)
+    assert problem == jsonb.find_problem(jsonb.loads(raw))
+    if problem is None:
+        assert jsonb.dumps(read) == jsonb.dumps(jsonb.loads(raw))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        json.dumps({"k": nested(63)}),
+        json.dumps({"k": nested(64)}),
+        '{"k": "nul\\u0000"}',
+        '{"k\\ud800": 1}',
+        '{"k": [1, 1e400]}',
+        '{"k": "\\u00e9"}',
+        '{"k": "plain", "n": [1, 2.50]}',
+    ],
+)
+def test_read_request_on_plain_text_finds_what_find_problem_finds(text: str) -> None:
+    _, problem = jsonb.read_request(text.encode())
+    assert problem == jsonb.find_problem(jsonb.loads(text))
