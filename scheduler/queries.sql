@@ -305,17 +305,21 @@ WHERE state = 'delivering'
 RETURNING id;
 
 -- next_due_in --
--- Seconds until the earliest waiting job is due by the database's clock (jobs_due_idx answers it
--- from its first entry); negative when one is overdue. Paused and limited endpoints' jobs are
--- planned for by their own claims.
-SELECT extract(epoch FROM min(next_attempt_at) - now())::float8 AS due_in
+-- Seconds until the earliest waiting job is due by the database's clock; negative when one is
+-- overdue; no row when none waits. Paused and limited endpoints' jobs are planned for by their
+-- own claims. ORDER BY ... LIMIT 1, not min(): PostgreSQL reads min() from an index only in a
+-- query on one table, and with the anti-join below it aggregated every waiting job (62 ms per
+-- call with 1,000,000 waiting), where this reads jobs_due_idx from its first entry.
+SELECT extract(epoch FROM next_attempt_at - now())::float8 AS due_in
 FROM jobs
 WHERE state = 'scheduled' AND endpoint <> ALL(%(held)s::text[])
   AND NOT EXISTS (SELECT 1 FROM endpoints
                   WHERE endpoints.name = jobs.endpoint AND endpoints.name = ANY(%(known)s)
                     AND (endpoints.paused
       OR endpoints.rate_limit_set AND endpoints.rate_limit IS NOT NULL
-      OR endpoints.max_in_flight_set AND endpoints.max_in_flight IS NOT NULL));
+      OR endpoints.max_in_flight_set AND endpoints.max_in_flight IS NOT NULL))
+ORDER BY next_attempt_at
+LIMIT 1;
 
 -- stale_job_timers --
 -- Timers other than the crons' and the wake timer: per-job timers left by earlier versions.

@@ -722,9 +722,8 @@ class Store:
     def next_due_in(self, held: Sequence[str] = (), known: Sequence[str] = ()) -> float | None:
         """Seconds until the next waiting job of an endpoint not held (as in claim_due_jobs) is
         due, by the database's clock; None if none."""
-        params = {"held": list(held), "known": list(known)}
-        due_in: float | None = self._execute("next_due_in", params)[0]["due_in"]
-        return due_in
+        rows = self._execute("next_due_in", {"held": list(held), "known": list(known)})
+        return float(rows[0]["due_in"]) if rows else None
 
     def endpoint_states(self) -> list[EndpointState]:
         return [EndpointState(**row) for row in self._execute("endpoint_states")]
