@@ -122,9 +122,8 @@ RETURNING id, cron_id, body::text AS body, run_at, attempts, max_attempts, claim
           event, traceparent, tracestate, next_attempt_at AS due_at;
 
 -- claim_endpoint_jobs --
--- A paused or limited endpoint's share, taken while its row in `endpoints` is locked (by
--- lock_endpoint in the same transaction), so limits hold across dispatchers. While paused, only
--- jobs an operator asked to run go. SKIP LOCKED as in claim_due_jobs.
+-- A limited endpoint's share, taken while its row in `endpoints` is locked (by lock_endpoint in
+-- the same transaction), so limits hold across dispatchers. SKIP LOCKED as in claim_due_jobs.
 UPDATE jobs
 SET state = 'delivering', attempts = attempts + 1,
     leased_until = now() + make_interval(secs => %(lease_seconds)s),
@@ -133,7 +132,27 @@ SET state = 'delivering', attempts = attempts + 1,
 WHERE id IN (
     SELECT id FROM jobs
     WHERE state = 'scheduled' AND endpoint = %(endpoint)s AND next_attempt_at <= now()
-      AND (run_requested OR NOT %(paused)s)
+    ORDER BY next_attempt_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING id, cron_id, body::text AS body, run_at, attempts, max_attempts, claim_token, endpoint,
+          event, traceparent, tracestate, next_attempt_at AS due_at,
+          extract(epoch FROM now() - next_attempt_at)::float8 AS held_back;
+
+-- claim_paused_endpoint_jobs --
+-- claim_endpoint_jobs while the endpoint is paused: only jobs an operator asked to run go. The
+-- literal run_requested (no parameter) lets even a generic plan read them from
+-- jobs_endpoint_run_requested_idx instead of checking every due row of the endpoint.
+UPDATE jobs
+SET state = 'delivering', attempts = attempts + 1,
+    leased_until = now() + make_interval(secs => %(lease_seconds)s),
+    claimed_by = %(dispatcher_id)s, claim_token = nextval('claim_tokens'), run_requested = false,
+    updated_at = now()
+WHERE id IN (
+    SELECT id FROM jobs
+    WHERE state = 'scheduled' AND endpoint = %(endpoint)s AND next_attempt_at <= now()
+      AND run_requested
     ORDER BY next_attempt_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -161,10 +180,17 @@ SELECT count(*) AS in_flight FROM jobs WHERE state = 'delivering' AND endpoint =
 UPDATE endpoints SET tokens = %(tokens)s, refilled_at = %(refilled_at)s WHERE name = %(endpoint)s;
 
 -- endpoint_due_in --
--- Seconds until an endpoint's next claimable job is due (negative: overdue); NULL if none.
+-- Seconds until an endpoint's next job is due (negative: overdue); NULL if none.
 SELECT extract(epoch FROM min(next_attempt_at) - now())::float8 AS due_in
 FROM jobs
-WHERE state = 'scheduled' AND endpoint = %(endpoint)s AND (run_requested OR NOT %(paused)s);
+WHERE state = 'scheduled' AND endpoint = %(endpoint)s;
+
+-- paused_endpoint_due_in --
+-- endpoint_due_in while the endpoint is paused: only jobs an operator asked to run count
+-- (jobs_endpoint_run_requested_idx, as in claim_paused_endpoint_jobs).
+SELECT extract(epoch FROM min(next_attempt_at) - now())::float8 AS due_in
+FROM jobs
+WHERE state = 'scheduled' AND endpoint = %(endpoint)s AND run_requested;
 
 -- endpoint_states --
 -- What every dispatcher caches to route its claims: which endpoints are paused or limited.

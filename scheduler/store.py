@@ -601,16 +601,22 @@ class Store:
                 in_flight = cur.fetchone()
                 assert in_flight is not None
                 allowance = min(allowance, limits.max_in_flight - int(in_flight["in_flight"]))
+            # While paused only jobs an operator asked to run go, read from an index of those.
+            if state.paused:
+                claim_query = QUERIES["claim_paused_endpoint_jobs"]
+                due_in_query = QUERIES["paused_endpoint_due_in"]
+            else:
+                claim_query = QUERIES["claim_endpoint_jobs"]
+                due_in_query = QUERIES["endpoint_due_in"]
             claimed: list[jobs.Delivery] = []
             if allowance > 0:
                 cur.execute(
-                    QUERIES["claim_endpoint_jobs"],
+                    claim_query,
                     {
                         "dispatcher_id": dispatcher_id,
                         "lease_seconds": lease_seconds,
                         "limit": allowance,
                         "endpoint": endpoint,
-                        "paused": state.paused,
                     },
                 )
                 claimed = [jobs.Delivery(**found) for found in cur.fetchall()]
@@ -623,7 +629,7 @@ class Store:
             if len(claimed) == limit:
                 # No room left here: the senders wake the claim loop when there is.
                 return EndpointClaim(claimed, None)
-            cur.execute(QUERIES["endpoint_due_in"], {"endpoint": endpoint, "paused": state.paused})
+            cur.execute(due_in_query, {"endpoint": endpoint})
             due = cur.fetchone()
             due_in: float | None = due["due_in"] if due else None
         return EndpointClaim(claimed, _next_try(due_in, bucket, limits, len(claimed) < allowance))

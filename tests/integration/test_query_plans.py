@@ -4,17 +4,25 @@ jobs wait: counted from EXPLAIN ANALYZE's rows, not timed."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from scheduler import store
 
 WAITING = 5_000
 # Rows a look may read from `jobs`: the few it claims or plans from, never the waiting backlog.
 READ_BOUND = 50
+PAUSED = "billing"
+PAUSED_BACKLOG = 5_000
+ASKED = "paused-asked"
+# Rows a paused endpoint's look may read: the one job an operator asked to run, not its backlog.
+ASKED_READ_BOUND = 5
+PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 
 
 @pytest.fixture
@@ -34,27 +42,77 @@ def backlog(db_url: str, job_store: store.Store) -> str:
     return db_url
 
 
+@pytest.fixture
+def paused_backlog(backlog: str, job_store: store.Store) -> str:
+    """The backlog, plus PAUSED_BACKLOG jobs of the paused endpoint due hours ago and one due now
+    that an operator asked to run (ASKED), analysed."""
+    job_store.set_endpoint_paused(PAUSED, True)
+    with psycopg.connect(backlog, autocommit=True) as conn:
+        conn.execute(
+            """
+            INSERT INTO jobs (id, body, run_at, next_attempt_at, max_attempts, state, endpoint)
+            SELECT 'paused' || n, '{}'::jsonb, due, due, 3, 'scheduled', %(endpoint)s
+            FROM generate_series(1, %(count)s) AS n,
+                 LATERAL (SELECT now() - interval '3 hours' + n * interval '1 second') AS t(due)
+            UNION ALL
+            SELECT %(asked)s, '{}'::jsonb, now(), now(), 3, 'scheduled', %(endpoint)s
+            """,
+            {"endpoint": PAUSED, "count": PAUSED_BACKLOG, "asked": ASKED},
+        )
+        job_store.run_job_now(ASKED)
+        conn.execute("ANALYZE jobs")
+    return backlog
+
+
 def plan_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
     yield node
     for child in node.get("Plans", []):
         yield from plan_nodes(child)
 
 
-def rows_read_from_jobs(db_url: str, query: str, params: dict[str, Any]) -> int:
-    """Rows the scans of `jobs` returned, over all their loops, in one run of `query` (rolled
-    back)."""
-    with psycopg.connect(db_url) as conn:
+def explain(
+    conn: psycopg.Connection[tuple[Any, ...]], query: str, params: dict[str, Any], generic: bool
+) -> Any:
+    """EXPLAIN ANALYZE of `query`, planned for these parameters or, when `generic`, for any (what
+    psycopg's prepared statements come to after a few runs)."""
+    if not generic:
         row = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + query, params).fetchone()
-        conn.rollback()
+    else:
+        names = list(dict.fromkeys(PLACEHOLDER.findall(query)))
+        numbered = PLACEHOLDER.sub(lambda found: f"${names.index(found[1]) + 1}", query)
+        conn.execute("SET plan_cache_mode = force_generic_plan")
+        conn.execute("PREPARE measured AS " + numbered)
+        values = sql.SQL(", ").join(sql.Literal(params[name]) for name in names)
+        row = conn.execute(
+            sql.SQL("EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE measured ({})").format(values)
+        ).fetchone()
     assert row is not None
-    plan = row[0] if isinstance(row[0], list) else json.loads(row[0])
+    return row[0] if isinstance(row[0], list) else json.loads(row[0])
+
+
+def rows_read_from_jobs(
+    db_url: str, query: str, params: dict[str, Any], generic: bool = False
+) -> int:
+    """Rows the scans of `jobs` read (returned, or removed by a filter), over all their loops, in
+    one run of `query` (rolled back)."""
+    with psycopg.connect(db_url) as conn:
+        plan = explain(conn, query, params, generic)
+        conn.rollback()
     scans = [
         node
         for node in plan_nodes(plan[0]["Plan"])
         if node.get("Relation Name") == "jobs" and "Scan" in node["Node Type"]
     ]
     assert scans, "the plan scans no jobs table"
-    return sum(int(node["Actual Rows"]) * int(node["Actual Loops"]) for node in scans)
+    return sum(
+        (
+            int(node["Actual Rows"])
+            + int(node.get("Rows Removed by Filter", 0))
+            + int(node.get("Rows Removed by Index Recheck", 0))
+        )
+        * int(node["Actual Loops"])
+        for node in scans
+    )
 
 
 @pytest.mark.parametrize(
@@ -78,3 +136,27 @@ def test_claiming_with_nothing_due_reads_no_waiting_job(backlog: str) -> None:
         "known": ["default"],
     }
     assert rows_read_from_jobs(backlog, store.QUERIES["claim_due_jobs"], params) <= READ_BOUND
+
+
+@pytest.mark.parametrize("generic", [False, True], ids=["custom-plan", "generic-plan"])
+@pytest.mark.parametrize(
+    "name", ["claim_paused_endpoint_jobs", "paused_endpoint_due_in", "count_in_flight"]
+)
+def test_a_paused_endpoint_look_reads_the_job_asked_to_run_not_its_backlog(
+    paused_backlog: str, name: str, generic: bool
+) -> None:
+    params = {"dispatcher_id": "one", "lease_seconds": 60, "limit": 32, "endpoint": PAUSED}
+    read = rows_read_from_jobs(paused_backlog, store.QUERIES[name], params, generic)
+    assert read <= ASKED_READ_BOUND
+
+
+def test_a_paused_endpoint_still_plans_and_claims_the_job_asked_to_run(
+    paused_backlog: str, job_store: store.Store
+) -> None:
+    with psycopg.connect(paused_backlog) as conn:
+        row = conn.execute(store.QUERIES["paused_endpoint_due_in"], {"endpoint": PAUSED}).fetchone()
+    # Due since it was asked for, not since the backlog's first job, three hours ago.
+    assert row is not None and -600 < row[0] <= 0
+    claim = job_store.claim_endpoint_jobs("one", 60, 32, PAUSED, store.EndpointLimits(None, None))
+    assert [delivery.id for delivery in claim.claimed] == [ASKED]
+    assert claim.retry_in is None

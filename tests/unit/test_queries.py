@@ -102,6 +102,23 @@ def test_query_is_one_statement_without_select_star(name: str) -> None:
     assert ";" not in text, f"{name} holds more than one statement"
 
 
+@pytest.mark.parametrize(
+    ("paused", "open_query"),
+    [
+        ("claim_paused_endpoint_jobs", "claim_endpoint_jobs"),
+        ("paused_endpoint_due_in", "endpoint_due_in"),
+    ],
+)
+def test_a_paused_endpoint_query_is_its_open_one_taking_only_jobs_asked_to_run(
+    paused: str, open_query: str
+) -> None:
+    # Written out twice so the planner sees run_requested literally; they must not drift apart.
+    narrowed = re.sub(r"\s+AND run_requested$", "", store.QUERIES[paused], flags=re.MULTILINE)
+
+    assert narrowed != store.QUERIES[paused]
+    assert narrowed == store.QUERIES[open_query]
+
+
 def test_every_notification_is_on_the_channel_with_a_kind_the_dispatcher_reads() -> None:
     sent = re.findall(r"pg_notify\(\s*'(\w+)',\s*'(\w)\b", QUERIES_FILE.read_text("utf-8"))
 
