@@ -170,7 +170,8 @@ def cron_timer_id(revision: int) -> str:
 class Delivery:
     """A claimed job, ready to send; `body` is the stored JSON text, `claim_token` fences the
     outcome of this claim. `event` is set on a notification, whose body is the whole message;
-    `held_back` is how long a pause or a limit kept it past its due time (seconds)."""
+    `held_back` is how long a pause or a limit kept it past its due time (seconds); `starts_in`,
+    how many seconds after its claim it is due, when it was claimed ahead of its time."""
 
     id: str
     cron_id: str | None
@@ -185,6 +186,7 @@ class Delivery:
     due_at: dt.datetime | None = None
     traceparent: str | None = None
     tracestate: str | None = None
+    starts_in: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)

@@ -94,8 +94,10 @@ ORDER BY c.id
 LIMIT %(limit)s;
 
 -- claim_due_jobs --
--- Any dispatcher claims, leader or not; due-ness is judged by the database's clock. SKIP LOCKED:
--- a row another dispatcher is claiming is left to it instead of waited for.
+-- Any dispatcher claims, leader or not; due-ness is judged by the database's clock, and a job due
+-- within `ahead` seconds is claimed already, with `starts_in` saying how many seconds from now it
+-- is due (claims.CLAIM_AHEAD_SECONDS). SKIP LOCKED: a row another dispatcher is claiming is left
+-- to it instead of waited for.
 UPDATE jobs
 SET state = 'delivering', attempts = attempts + 1,
     leased_until = now() + make_interval(secs => %(lease_seconds)s),
@@ -103,7 +105,7 @@ SET state = 'delivering', attempts = attempts + 1,
     updated_at = now()
 WHERE id IN (
     SELECT id FROM jobs
-    WHERE state = 'scheduled' AND next_attempt_at <= now()
+    WHERE state = 'scheduled' AND next_attempt_at <= now() + make_interval(secs => %(ahead)s)
       -- Endpoints paused or limited are claimed one by one (claim_endpoint_jobs): those this
       -- dispatcher knows of, and any of its `known` ones paused or limited at run time since it
       -- last looked, so a change holds from its commit (an unknown endpoint's job is claimed,
@@ -119,7 +121,8 @@ WHERE id IN (
     FOR UPDATE SKIP LOCKED
 )
 RETURNING id, cron_id, body::text AS body, run_at, attempts, max_attempts, claim_token, endpoint,
-          event, traceparent, tracestate, next_attempt_at AS due_at;
+          event, traceparent, tracestate, next_attempt_at AS due_at,
+          extract(epoch FROM next_attempt_at - now())::float8 AS starts_in;
 
 -- claim_endpoint_jobs --
 -- A limited endpoint's share, taken while its row in `endpoints` is locked (by lock_endpoint in

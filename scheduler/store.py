@@ -552,10 +552,12 @@ class Store:
         limit: int,
         held: Sequence[str] = (),
         known: Sequence[str] = (),
+        ahead: float = 0.0,
     ) -> list[jobs.Delivery]:
-        """Claim up to `limit` deliveries due by the database's clock, each under a new token,
-        leaving out the `held` endpoints' (paused or limited: claim_endpoint_jobs), and those of
-        `known` endpoints paused or limited at run time since `held` was read."""
+        """Claim up to `limit` deliveries due by the database's clock within `ahead` seconds,
+        each under a new token, leaving out the `held` endpoints' (paused or limited:
+        claim_endpoint_jobs), and those of `known` endpoints paused or limited at run time since
+        `held` was read."""
         rows = self._execute(
             "claim_due_jobs",
             {
@@ -564,6 +566,7 @@ class Store:
                 "limit": limit,
                 "held": list(held),
                 "known": list(known),
+                "ahead": ahead,
             },
         )
         return [jobs.Delivery(**row) for row in rows]

@@ -25,6 +25,14 @@ from scheduler.worker import metrics, routes, senders
 logger = logging.getLogger(__name__)
 
 LOOP_RETRY_SECONDS = 1.0
+# Jobs due this soon are claimed already and their sending threads wait for the due time on this
+# host's clock, so a send starts at its time instead of a claim's round trip after it. A cancel
+# in this last stretch no longer stops the job.
+CLAIM_AHEAD_SECONDS = 0.05
+# The loop looks this long before the next job is due: time enough for a claim's round trip.
+# Everything due in the rest of the window shares that claim, so jobs due one after another
+# (a steady flow) are claimed several at a time rather than one look and one claim each.
+LOOK_BEFORE_DUE_SECONDS = 0.01
 
 
 class ClaimLoop:
@@ -62,8 +70,9 @@ class ClaimLoop:
         self._wake.set()
 
     def job_due_in(self, seconds: float) -> None:
-        """A job becomes due in `seconds`: look then if that is sooner than planned."""
-        if self._clock() + seconds < self._next_look:
+        """A job becomes due in `seconds`: look just before then if that is sooner than
+        planned."""
+        if self._clock() + seconds - LOOK_BEFORE_DUE_SECONDS < self._next_look:
             self._wake.set()
 
     def run(self, stopping: threading.Event) -> None:
@@ -90,7 +99,7 @@ class ClaimLoop:
             if free == 0 or not self._may_claim():
                 return False
             claimed = self.store.claim_due_jobs(
-                self.dispatcher_id, self.lease, free, held, self.known
+                self.dispatcher_id, self.lease, free, held, self.known, CLAIM_AHEAD_SECONDS
             )
             self._count_claim()
             self.senders.submit(claimed)
@@ -122,13 +131,13 @@ class ClaimLoop:
         metrics.CLAIM_QUERIES.inc()
 
     def plan_next_look(self) -> float:
-        """Seconds until the next look: the next job's due time when it is within the poll
-        interval, else the poll interval (and the leader's wake timer covers the job); sooner
-        when a paused or limited endpoint can take more then."""
+        """Seconds until the next look: just before the next job is due (LOOK_BEFORE_DUE_SECONDS)
+        if that is within the poll interval, else the poll interval (and the leader's wake timer
+        covers the job); sooner when a paused or limited endpoint can take more then."""
         look = self.settings.poll_interval
         due_in = self.store.next_due_in(self.routes.held(), self.known)
         if due_in is not None and due_in <= self.settings.poll_interval:
-            look = max(0.0, due_in)
+            look = max(0.0, due_in - LOOK_BEFORE_DUE_SECONDS)
         elif due_in is not None:
             self._on_quiet(due_in)
         if self._held_retry is not None:

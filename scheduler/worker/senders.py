@@ -29,9 +29,12 @@ logger = logging.getLogger(__name__)
 
 SLOTS_PER_THREAD = 2
 RECORD_BATCH = 500
-# The recorder waits this long for more outcomes before writing a batch: jobs due one at a time
-# (a steady flow) then share a transaction too, for a few milliseconds' delay in their state.
-RECORD_LINGER_SECONDS = 0.01
+# The recorder waits for more outcomes before writing a batch, so that jobs due one at a time (a
+# steady flow) share a transaction too, for a few milliseconds' delay in their state: up to
+# RECORD_LINGER_SECONDS while the claim loop has room, and RECORD_LINGER_WHEN_FULL_SECONDS once
+# it waits for the slots that recording frees.
+RECORD_LINGER_SECONDS = 0.05
+RECORD_LINGER_WHEN_FULL_SECONDS = 0.01
 RECORD_RETRIES = 5
 LEASE_MARGIN_SECONDS = 30.0
 
@@ -73,6 +76,7 @@ class Senders:
         self._on_retry = on_retry
         self._may_send = may_send
         self._guard = watchdog.Watchdog()
+        attempt.prepare(settings)
         self._notices = (
             store.FailureNotices(settings.failure_endpoint, settings.max_attempts)
             if settings.failure_endpoint
@@ -113,11 +117,14 @@ class Senders:
             return self._held
 
     def submit(self, claimed: list[jobs.Delivery]) -> None:
+        """Send each claimed delivery, none before its `starts_in` has passed on this host's
+        monotonic clock (counted from now, when its claim has been answered)."""
         with self._lock:
             self._held += len(claimed)
             metrics.IN_FLIGHT.set(self._held)
+        now = time.monotonic()
         for item in claimed:
-            self._pool.submit(self._send, item)
+            self._pool.submit(self._send, item, now + item.starts_in)
 
     def close(self, grace: float) -> bool:
         """Send nothing new, give back what was not started, let the rest finish within
@@ -131,7 +138,11 @@ class Senders:
         self._guard.stop()
         return finished
 
-    def _send(self, item: jobs.Delivery) -> None:
+    def _send(self, item: jobs.Delivery, start: float) -> None:
+        wait = start - time.monotonic()
+        # Closing while a delivery waits for its time gives it back unsent.
+        if wait > 0:
+            self._closing.wait(wait)
         if self._closing.is_set() or not self._may_send():
             self._results.put((item, None))
             return
@@ -161,10 +172,11 @@ class Senders:
             if first is None:
                 return
             batch = [first]
-            until = time.monotonic() + RECORD_LINGER_SECONDS
+            started = time.monotonic()
             while len(batch) < RECORD_BATCH:
+                linger = RECORD_LINGER_WHEN_FULL_SECONDS if self._starved else RECORD_LINGER_SECONDS
                 try:
-                    more = self._results.get(timeout=max(0.0, until - time.monotonic()))
+                    more = self._results.get(timeout=max(0.0, started + linger - time.monotonic()))
                 except queue.Empty:
                     break
                 if more is None:

@@ -134,6 +134,7 @@ def test_claiming_with_nothing_due_reads_no_waiting_job(backlog: str) -> None:
         "limit": 32,
         "held": [],
         "known": ["default"],
+        "ahead": 0.05,
     }
     assert rows_read_from_jobs(backlog, store.QUERIES["claim_due_jobs"], params) <= READ_BOUND
 

@@ -72,6 +72,18 @@ def test_due_is_judged_by_the_database_clock_in_due_order(db_store: store.Store)
     assert due_in is not None and 25 < due_in <= 30
 
 
+def test_a_claim_ahead_takes_the_jobs_due_within_it_and_says_how_soon_each_is_due(
+    db_store: store.Store,
+) -> None:
+    now = db_store.database_now()
+    soon = insert(db_store, now + dt.timedelta(seconds=30))
+    insert(db_store, now + dt.timedelta(seconds=90))
+    assert db_store.claim_due_jobs("one", 60, 10) == []
+    (claimed,) = db_store.claim_due_jobs("one", 60, 10, ahead=60)
+    assert claimed.id == soon
+    assert 29 < claimed.starts_in <= 30
+
+
 def test_an_outcome_is_fenced_by_its_claim_not_its_attempt_number(
     db_store: store.Store, db_url: str
 ) -> None:

@@ -136,6 +136,50 @@ def test_a_dispatcher_that_may_not_send_gives_its_claims_back(
     assert receiver.received() == []
 
 
+def due_at(db_url: str, job_id: str) -> float:
+    with psycopg.connect(db_url) as conn:
+        row = conn.execute("SELECT next_attempt_at FROM jobs WHERE id = %s", (job_id,)).fetchone()
+    assert row is not None
+    return float(row[0].timestamp())
+
+
+def test_a_delivery_claimed_ahead_of_its_time_is_sent_at_its_time_not_before(
+    settings: config.Settings,
+    job_store: store.Store,
+    receiver: support.Receiver,
+    room: threading.Event,
+    db_url: str,
+) -> None:
+    (job_id,) = insert_due(job_store, 1, due_in=0.5)
+    sending = make_senders(settings, job_store, room)
+    (claimed,) = job_store.claim_due_jobs("test", 60, 10, ahead=5)
+    assert claimed.starts_in > 0
+    sending.submit([claimed])
+    try:
+        (arrival,) = receiver.wait_for(1, timeout=10)
+    finally:
+        sending.close(5)
+    # The receiver and the database share this machine's clock.
+    assert arrival.arrived_at >= due_at(db_url, job_id)
+    assert states(db_url)[job_id] == ("delivered", 1)
+
+
+def test_close_gives_back_a_delivery_still_waiting_for_its_time(
+    settings: config.Settings,
+    job_store: store.Store,
+    receiver: support.Receiver,
+    room: threading.Event,
+    db_url: str,
+) -> None:
+    insert_due(job_store, 1, due_in=30)
+    sending = make_senders(settings, job_store, room)
+    sending.submit(job_store.claim_due_jobs("test", 60, 10, ahead=60))
+    assert sending.in_flight() == 1
+    assert sending.close(10)
+    assert set(states(db_url).values()) == {("scheduled", 0)}
+    assert receiver.received() == []
+
+
 @pytest.mark.parametrize(("attempt", "bound"), [(1, 1.0), (3, 4.0), (8, 100.0), (70, 100.0)])
 def test_retry_delay_is_uniform_between_zero_and_the_capped_exponential(
     attempt: int, bound: float
