@@ -92,6 +92,12 @@ def build_headers(
     return headers
 
 
+def prepare(settings: config.Settings) -> None:
+    """Build what every sending thread's session shares (the TLS context) before the first
+    delivery, so that none of them waits for it."""
+    _session(settings.endpoints[config.DEFAULT_ENDPOINT].url)
+
+
 def _session(endpoint: str) -> requests.Session:
     # One pooled session per sending thread: requests.Session is not thread-safe to share.
     session: requests.Session | None = getattr(_local, "session", None)

@@ -13,7 +13,10 @@ import signal
 import subprocess
 from collections.abc import Callable, Iterator
 
-COMMAND = ("py-spy", "record", "--format", "raw", "--threads", "--rate", "200")
+# --gil: only the thread holding the GIL is sampled, so the stacks show where Python spends CPU.
+# Without it, threads blocked on a lock or a socket are sampled too: py-spy does not tell every
+# such wait from work, and the profile fills with waiting senders.
+COMMAND = ("py-spy", "record", "--format", "raw", "--threads", "--gil", "--rate", "200")
 
 
 class Profiler:
