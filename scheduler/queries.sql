@@ -200,31 +200,46 @@ WHERE state = 'scheduled' AND endpoint = %(endpoint)s AND run_requested;
 SELECT name, paused, rate_limit, rate_limit_set, max_in_flight, max_in_flight_set
 FROM endpoints;
 
--- record_attempt --
--- History of one delivery attempt.
+-- record_attempts --
+-- History of delivery attempts, one row per element of the arrays (one statement per recorded
+-- batch: executemany sent and PostgreSQL ran one statement per attempt).
 INSERT INTO delivery_attempts
     (job_id, attempt, started_at, duration_ms, status_code, error, response_excerpt, error_kind)
-VALUES (%(job_id)s, %(attempt)s, %(started_at)s, %(duration_ms)s, %(status_code)s, %(error)s,
-        %(response_excerpt)s, %(error_kind)s)
+SELECT job_id, attempt, started_at, duration_ms, status_code, error, response_excerpt, error_kind
+FROM unnest(%(job_ids)s::text[], %(attempts)s::integer[], %(started_ats)s::timestamptz[],
+            %(durations_ms)s::integer[], %(status_codes)s::integer[], %(errors)s::text[],
+            %(excerpts)s::text[], %(error_kinds)s::text[])
+    AS a (job_id, attempt, started_at, duration_ms, status_code, error, response_excerpt,
+          error_kind)
 ON CONFLICT (job_id, attempt) DO NOTHING;
 
--- finish_delivery --
--- Close a delivery as delivered or failed (a claim never sent, when `attempted` is false, does
--- not count as an attempt); a job cancelled or re-claimed meanwhile is left alone. A job that
--- ends failed makes a failure notification to `notice_endpoint` in the same statement, so
--- exactly once per failure; a notification that fails makes none. CTE: the closed job.
-WITH finished AS (
+-- finish_deliveries --
+-- Close deliveries as delivered or failed, one per element of the arrays (a claim never sent,
+-- when `attempted` is false, does not count as an attempt); a job cancelled or re-claimed
+-- meanwhile is left alone. A job that ends failed makes a failure notification to
+-- `notice_endpoint` (id from `notice_ids`) in the same statement, so exactly once per failure;
+-- a notification that fails makes none. CTEs: the outcomes, and the jobs they closed.
+WITH outcomes AS (
+    SELECT job_id, claim_token, state, attempted, status_code, error, error_kind, notice_id
+    FROM unnest(%(job_ids)s::text[], %(claim_tokens)s::bigint[], %(states)s::text[],
+                %(attempted)s::boolean[], %(status_codes)s::integer[], %(errors)s::text[],
+                %(error_kinds)s::text[], %(notice_ids)s::text[])
+        AS o (job_id, claim_token, state, attempted, status_code, error, error_kind, notice_id)
+),
+finished AS (
     UPDATE jobs
-    SET state = %(state)s, attempts = attempts - CASE WHEN %(attempted)s THEN 0 ELSE 1 END,
+    SET state = o.state, attempts = jobs.attempts - CASE WHEN o.attempted THEN 0 ELSE 1 END,
         leased_until = NULL, claimed_by = NULL, claim_token = NULL,
-        last_status = %(status_code)s, last_error = %(error)s, last_error_kind = %(error_kind)s,
+        last_status = o.status_code, last_error = o.error, last_error_kind = o.error_kind,
         finished_at = now(), updated_at = now()
-    WHERE id = %(job_id)s AND state = 'delivering' AND claim_token = %(claim_token)s
-    RETURNING id, cron_id, endpoint, attempts, last_status, last_error, last_error_kind, run_at,
-              event, state
+    FROM outcomes AS o
+    WHERE jobs.id = o.job_id AND jobs.state = 'delivering' AND jobs.claim_token = o.claim_token
+    RETURNING jobs.id, jobs.cron_id, jobs.endpoint, jobs.attempts, jobs.last_status,
+              jobs.last_error, jobs.last_error_kind, jobs.run_at, jobs.event, jobs.state,
+              o.notice_id
 )
 INSERT INTO jobs (id, body, run_at, next_attempt_at, max_attempts, endpoint, event)
-SELECT %(notice_id)s,
+SELECT notice_id,
        jsonb_build_object('event', 'job.failed', 'job', jsonb_build_object(
            'id', id, 'cron_id', cron_id, 'endpoint', endpoint, 'attempts', attempts,
            'last_status', last_status, 'last_error', last_error,

@@ -286,6 +286,36 @@ def _outcome_params(settlement: Settlement) -> dict[str, Any]:
     }
 
 
+def _attempt_columns(settled: Sequence[Settlement]) -> dict[str, list[Any]]:
+    """record_attempts' arrays, one element per attempt."""
+    records = [s.record for s in settled]
+    return {
+        "job_ids": [r.job_id for r in records],
+        "attempts": [r.attempt for r in records],
+        "started_ats": [r.started_at for r in records],
+        "durations_ms": [r.duration_ms for r in records],
+        "status_codes": [r.status_code for r in records],
+        "errors": [r.error for r in records],
+        "excerpts": [r.response_excerpt for r in records],
+        "error_kinds": [r.error_kind for r in records],
+    }
+
+
+def _finish_columns(finals: Sequence[Settlement]) -> dict[str, list[Any]]:
+    """finish_deliveries' arrays, one element per delivery closed; a notification id for each
+    that failed (used only if failure notifications are on)."""
+    return {
+        "job_ids": [s.record.job_id for s in finals],
+        "claim_tokens": [s.claim_token for s in finals],
+        "states": [s.state for s in finals],
+        "attempted": [s.attempted for s in finals],
+        "status_codes": [s.record.status_code for s in finals],
+        "errors": [s.record.error for s in finals],
+        "error_kinds": [s.record.error_kind for s in finals],
+        "notice_ids": [jobs.new_job_id() if s.state == "failed" else None for s in finals],
+    }
+
+
 def _minute_params(dispatcher_id: str, settled: Sequence[Settlement]) -> dict[str, Any]:
     states = [s.state for s in settled]
     late = [s.lateness * 1000 for s in settled if s.lateness is not None]
@@ -658,23 +688,9 @@ class Store:
         }
         with self.transaction() as conn, conn.cursor() as cur:
             if attempted:
-                cur.executemany(
-                    QUERIES["record_attempt"], [dataclasses.asdict(s.record) for s in attempted]
-                )
+                cur.execute(QUERIES["record_attempts"], _attempt_columns(attempted))
             if finals:
-                cur.executemany(
-                    QUERIES["finish_delivery"],
-                    [
-                        {
-                            **_outcome_params(s),
-                            **notice,
-                            "state": s.state,
-                            "attempted": s.attempted,
-                            "notice_id": jobs.new_job_id(),
-                        }
-                        for s in finals
-                    ],
-                )
+                cur.execute(QUERIES["finish_deliveries"], {**_finish_columns(finals), **notice})
             if retries:
                 cur.executemany(
                     QUERIES["schedule_retry"],

@@ -57,7 +57,7 @@ def test_store_uses_queries_by_name() -> None:
     used = _names_used_by_store()
 
     # Guards the regexes themselves: store.py uses both forms.
-    assert {"lock_crons", "record_attempt", "insert_job", "list_dispatchers"} <= used
+    assert {"lock_crons", "record_attempts", "insert_job", "list_dispatchers"} <= used
 
 
 def test_every_query_store_uses_is_in_the_file() -> None:
