@@ -1,3 +1,17 @@
+-- insert_jobs_quietly --
+-- Several jobs in one statement, one per element of the arrays (a batch, or single inserts
+-- grouped by the web process), sending no notification. Bodies are JSON text; a delay counts on
+-- the database's clock, as in insert_job.
+INSERT INTO jobs (id, body, run_at, next_attempt_at, max_attempts, endpoint, traceparent,
+                  tracestate)
+SELECT j.id, j.body::jsonb, due.at, due.at, j.max_attempts, j.endpoint, j.traceparent,
+       j.tracestate
+FROM unnest(%(ids)s::text[], %(bodies)s::text[], %(run_ats)s::timestamptz[],
+            %(delays)s::float8[], %(max_attempts)s::integer[], %(endpoints)s::text[],
+            %(traceparents)s::text[], %(tracestates)s::text[])
+    AS j (id, body, run_at, delay, max_attempts, endpoint, traceparent, tracestate),
+    LATERAL (SELECT coalesce(j.run_at, now() + make_interval(secs => j.delay))) AS due (at);
+
 -- insert_job --
 -- Store a one-shot job, due at run_at or after a delay by the database's clock, and wake the
 -- dispatchers in the same transaction. The notice says in how

@@ -355,6 +355,31 @@ def refused(action: Callable[[], object]) -> errors.SchedulerError:
     return caught.value
 
 
+@pytest.mark.parametrize("announce_within", [None, 0.0], ids=["announced", "quiet"])
+def test_several_jobs_are_stored_in_one_statement_with_their_own_bodies_and_due_times(
+    db_store: store.Store, db_url: str, announce_within: float | None
+) -> None:
+    later = NOW + dt.timedelta(days=1)
+    new = [
+        jobs.NewJob(jobs.new_job_id(), '{"exact": 1.000000000000000000001}', None, 3, delay=60),
+        jobs.NewJob(jobs.new_job_id(), "null", None, 2, delay=1.5),
+        jobs.NewJob(jobs.new_job_id(), "[1, 2]", later, 5, endpoint="billing"),
+    ]
+    assert db_store.insert_jobs(new, announce_within=announce_within) == [j.id for j in new]
+    with psycopg.connect(db_url) as conn:
+        rows = conn.execute(
+            "SELECT body::text, extract(epoch FROM next_attempt_at - created_at), max_attempts,"
+            " endpoint, next_attempt_at FROM jobs ORDER BY id"
+        ).fetchall()
+    assert [(body, attempts, endpoint) for body, _, attempts, endpoint, _ in rows] == [
+        ('{"exact": 1.000000000000000000001}', 3, "default"),
+        ("null", 2, "default"),
+        ("[1, 2]", 5, "billing"),
+    ]
+    assert 59 < rows[0][1] <= 61 and 1 < rows[1][1] <= 2.5
+    assert rows[2][4] == later
+
+
 def test_values_the_database_refuses_become_domain_errors(db_store: store.Store) -> None:
     """Validation stops these first; if one ever slipped through, it would be the client's 400
     (or a 409), never a 500, nor a 503 that invites a retry bound to fail again."""
