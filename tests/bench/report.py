@@ -793,39 +793,39 @@ def _machine_ms(load: dict[str, Any]) -> float | None:
     return float(cpu["machine"]) * 1000 / load["ok"]
 
 
+def _cores_busy(load: dict[str, Any]) -> float | None:
+    cpu = load.get("cpu") or {}
+    if not cpu.get("machine") or not cpu.get("wall"):
+        return None
+    return float(cpu["machine"]) / float(cpu["wall"])
+
+
 def _accept_budget(results: dict[str, Any]) -> str:
-    """Why the accept ratio is what it is: with every core busy, rates divide as CPU costs."""
+    """Why the accept ratio is what it is: rates divide as CPU costs once every core is busy."""
     lines = []
     for clients, row in sorted((results.get("accept") or {}).items(), key=lambda kv: int(kv[0])):
         insert, noop = _machine_ms(row["insert"]), _machine_ms(row["noop"])
+        busy = _cores_busy(row["insert"])
         if insert and noop:
             lines.append(
                 f"- {clients} clients: {insert:.2f} ms of machine CPU per insert against "
-                f"{noop:.2f} ms per no-op request, a bound of {noop / insert:.0%} on the ratio; "
-                f"half the ceiling needs an insert of at most {2 * noop:.2f} ms, "
-                f"{max(0.0, insert - 2 * noop):.2f} ms less."
+                f"{noop:.2f} ms per no-op request, a bound of {noop / insert:.0%} on the ratio "
+                f"with every core busy; half the ceiling needs an insert of at most "
+                f"{2 * noop:.2f} ms, {max(0.0, insert - 2 * noop):.2f} ms less. The inserts kept "
+                f"{num(busy, 2)} cores busy on average; what is left of the machine's went idle "
+                "while the web workers waited for commits to reach the disk."
             )
     if not lines:
         return ""
     return (
         "### What bounds the accept rate\n\n"
-        "Both loads keep every core busy, so their rates divide as their CPU costs per request "
-        "(including PostgreSQL's and the load generator's):\n\n"
+        "A no-op request keeps every core busy, so the ratio is at most the no-op's CPU cost over "
+        "the insert's (including PostgreSQL's and the load generator's):\n\n"
         + "\n".join(lines)
-        + "\n\nAn insert costs the web process what a no-op request costs plus reading and "
-        "validating a body and one statement through psycopg. Counted with callgrind in one "
-        "process on 2026-11-27 (instructions, which do not drift from run to run as times do "
-        "here), the Flask app without gunicorn spends 0.50 million instructions on "
-        "`GET /healthz` and 1.16 million on `POST /insert`. Of the 0.66 million more: 0.20 "
-        "million are the statement (psycopg and its pool), 0.12 "
-        "million reading the body and the JSON checks, 0.09 million marshmallow's validation, "
-        "and 0.25 million the rest: Flask's own work for a POST with a body, the secret check, "
-        "the id, group commit's hand-over and the response. PostgreSQL's share is in the table above. Little of it is the scheduler's "
-        "own logic, and what is has been cut (see the history): the insert's log line is at "
-        "DEBUG, jobs due beyond the dispatcher's next look send no notification, and "
-        "concurrent inserts share a transaction. Ways past the rest: `POST /jobs/batch` "
-        "(table 2) amortises it over a thousand jobs, and more web processes on more cores "
-        "scale it, as the database is far from its ceiling.\n\n"
+        + "\n\nWhere an insert's milliseconds go, measured, is in docs/profiles.md. Ways past "
+        "the bound: `POST /jobs/batch` (table 2) amortises the per-request cost over a thousand "
+        "jobs, and more web processes on more cores scale it, as the database is far from its "
+        "ceiling.\n\n"
     )
 
 
