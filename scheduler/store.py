@@ -609,18 +609,15 @@ class Store:
         each under a new token, leaving out the `held` endpoints' (paused or limited:
         claim_endpoint_jobs), and those of `known` endpoints paused or limited at run time since
         `held` was read."""
-        rows = self._execute(
-            "claim_due_jobs",
-            {
-                "dispatcher_id": dispatcher_id,
-                "lease_seconds": lease_seconds,
-                "limit": limit,
-                "held": list(held),
-                "known": list(known),
-                "ahead": ahead,
-            },
-        )
-        return [jobs.Delivery(**row) for row in rows]
+        params = {
+            "dispatcher_id": dispatcher_id,
+            "lease_seconds": lease_seconds,
+            "limit": limit,
+            "held": list(held),
+            "known": list(known),
+            "ahead": ahead,
+        }
+        return [jobs.Delivery(**row) for row in self._execute("claim_due_jobs", params)]
 
     def claim_endpoint_jobs(
         self,
@@ -768,8 +765,9 @@ class Store:
     def next_due_in(self, held: Sequence[str] = (), known: Sequence[str] = ()) -> float | None:
         """Seconds until the next waiting job of an endpoint not held (as in claim_due_jobs) is
         due, by the database's clock; None if none."""
-        rows = self._execute("next_due_in", {"held": list(held), "known": list(known)})
-        return float(rows[0]["due_in"]) if rows else None
+        params = {"held": list(held), "known": list(known)}
+        due_in = self._execute("next_due_in", params)[0]["due_in"]
+        return None if due_in is None else float(due_in)
 
     def endpoint_states(self) -> list[EndpointState]:
         return [EndpointState(**row) for row in self._execute("endpoint_states")]

@@ -64,7 +64,8 @@ def declared_tables() -> set[str]:
 def tables(url: str) -> set[str]:
     with psycopg.connect(url) as conn:
         rows = conn.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+            "SELECT table_name FROM information_schema.tables"
+            " WHERE table_schema = 'public' AND table_type = 'BASE TABLE'"
         ).fetchall()
     return {str(row[0]) for row in rows}
 

@@ -116,13 +116,19 @@ def rows_read_from_jobs(
 
 
 @pytest.mark.parametrize(
-    ("held", "known"), [([], ["default"]), (["billing"], ["default", "reports"])]
+    ("name", "held", "known", "bound"),
+    [
+        # One probe per endpoint with waiting jobs (and one finding no more), then the first
+        # job of each not held.
+        ("next_due_in", [], ["default"], 3),
+        ("next_due_in", ["billing"], ["default", "reports"], 3),
+    ],
 )
 def test_planning_the_next_look_reads_one_waiting_job(
-    backlog: str, job_store: store.Store, held: list[str], known: list[str]
+    backlog: str, job_store: store.Store, name: str, held: list[str], known: list[str], bound: int
 ) -> None:
     params = {"held": held, "known": known}
-    assert rows_read_from_jobs(backlog, store.QUERIES["next_due_in"], params) <= 1
+    assert rows_read_from_jobs(backlog, store.QUERIES[name], params) <= bound
     due_in = job_store.next_due_in(held, known)
     assert due_in is not None and 86_000 < due_in <= 86_401
 
@@ -161,3 +167,41 @@ def test_a_paused_endpoint_still_plans_and_claims_the_job_asked_to_run(
     claim = job_store.claim_endpoint_jobs("one", 60, 32, PAUSED, store.EndpointLimits(None, None))
     assert [delivery.id for delivery in claim.claimed] == [ASKED]
     assert claim.retry_in is None
+
+
+HELD_LOOK = {
+    "dispatcher_id": "one",
+    "lease_seconds": 60,
+    "limit": 32,
+    "held": [PAUSED],
+    "known": ["default", PAUSED],
+    "ahead": 0.05,
+}
+
+
+@pytest.mark.parametrize("generic", [False, True], ids=["custom-plan", "generic-plan"])
+@pytest.mark.parametrize("name", ["claim_due_jobs", "next_due_in"])
+def test_a_look_with_an_endpoint_held_steps_over_none_of_its_backlog(
+    paused_backlog: str, name: str, generic: bool
+) -> None:
+    read = rows_read_from_jobs(paused_backlog, store.QUERIES[name], HELD_LOOK, generic)
+    assert read <= READ_BOUND
+
+
+def test_a_look_with_an_endpoint_held_claims_the_other_endpoints_due_jobs(
+    paused_backlog: str, job_store: store.Store
+) -> None:
+    with psycopg.connect(paused_backlog, autocommit=True) as conn:
+        conn.execute(
+            """
+            INSERT INTO jobs (id, body, run_at, next_attempt_at, max_attempts, state, endpoint)
+            VALUES ('due-default', '{}', now(), now(), 3, 'scheduled', 'default'),
+                   ('due-unknown', '{}', now(), now(), 3, 'scheduled', 'elsewhere')
+            """
+        )
+    held, known = HELD_LOOK["held"], HELD_LOOK["known"]
+    claimed = job_store.claim_due_jobs("one", 60, 32, held, known, ahead=0.05)
+    # An endpoint this dispatcher does not know is claimed too, to fail unsent.
+    assert sorted(delivery.id for delivery in claimed) == ["due-default", "due-unknown"]
+    due_in = job_store.next_due_in(held, known)
+    assert due_in is not None and 86_000 < due_in <= 86_401
