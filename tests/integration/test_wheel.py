@@ -15,11 +15,16 @@ import subprocess
 import sys
 from collections.abc import Iterator
 
-import psycopg
 import pytest
 
 from tests import support
-from tests.integration.test_migrate import declared_tables, empty_database, ledger, sql_files
+from tests.integration.test_migrate import (
+    declared_tables,
+    empty_database,
+    ledger,
+    sql_files,
+    tables,
+)
 
 # Everything in the checkout that a build does not need (and .scheduler holds a live server).
 NOT_BUILT = (
@@ -154,8 +159,4 @@ def test_slow_installed_wheel_migrates_a_fresh_database(
 
     assert f"applied {len(sql_files())} migration(s)" in migrated.stdout
     assert ledger(fresh_url) == sorted(sql_files().items())
-    with psycopg.connect(fresh_url) as conn:
-        rows = conn.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
-        ).fetchall()
-    assert {str(row[0]) for row in rows} == declared_tables()
+    assert tables(fresh_url) == declared_tables()
