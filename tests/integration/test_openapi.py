@@ -12,7 +12,7 @@ from flask.testing import FlaskClient
 from openapi_spec_validator import validate
 
 from scheduler import tracing
-from scheduler.web import api, http, openapi, schemas
+from scheduler.web import api, formats, http, openapi
 from tests import support
 
 COMMITTED = support.ROOT / "docs" / "openapi.json"
@@ -128,15 +128,15 @@ def test_custom_fields_have_json_types() -> None:
     job_id = components["DeleteJob"]["properties"]["id"]
     assert job_id["type"] == "string"
     # An ECMA 262 pattern, anchored (`\Z` means something else there), that accepts what
-    # schemas.ID_PATTERN accepts (Python's `$` also matches before a final newline: none here).
+    # formats.ID_PATTERN accepts (Python's `$` also matches before a final newline: none here).
     assert job_id["pattern"].startswith("^") and job_id["pattern"].endswith("$")
     assert "\\Z" not in json.dumps(openapi.document(api.bp))
     ids = ["a", "01m8dd8yqdh7n7gfnsea966a31", "x" * 128, "a.b:c-d_e", "..a", "a.."]
     ids += ["", ".", "..", "...", "x" * 129, "a/b", "a b", "é", "a?", "next%2F"]
     for sample in ids:
-        expected = bool(schemas.ID_PATTERN.match(sample))
+        expected = bool(formats.ID_PATTERN.match(sample))
         assert bool(re.search(job_id["pattern"], sample)) == expected, sample
-    # The duration pattern accepts what schemas.parse_duration accepts.
+    # The duration pattern accepts what formats.parse_duration accepts.
     duration = re.compile(insert["delay"]["anyOf"][1]["pattern"])
     samples = ["PT90S", "P1DT2H", "P2W", "PT1.5S", "P1D", "P1W2DT3H4M5S", "PT0S"]
     samples += ["P", "PT", "P1DT", "P1Y", "P1M", "90", "pt90s", "PT90S ", "PT1.S", "P1H"]
@@ -146,7 +146,7 @@ def test_custom_fields_have_json_types() -> None:
 
 def parses_as_duration(text: str) -> bool:
     try:
-        schemas.parse_duration(text)
+        formats.parse_duration(text)
     except ValueError:
         return False
     return True

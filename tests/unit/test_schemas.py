@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from marshmallow import ValidationError
 
-from scheduler.web import schemas
+from scheduler.web import formats, schemas
 
 
 def utc(*args: int) -> dt.datetime:
@@ -42,7 +42,7 @@ ACCEPTED = [
 
 @pytest.mark.parametrize(("text", "instant"), ACCEPTED, ids=[text for text, _ in ACCEPTED])
 def test_parse_rfc3339_accepts(text: str, instant: dt.datetime) -> None:
-    parsed = schemas.parse_rfc3339(text)
+    parsed = formats.parse_rfc3339(text)
 
     assert parsed == instant
     assert parsed.utcoffset() == dt.timedelta(0)
@@ -86,14 +86,14 @@ REJECTED = [
 @pytest.mark.parametrize(("text", "message"), REJECTED, ids=[repr(text) for text, _ in REJECTED])
 def test_parse_rfc3339_rejects(text: str, message: str) -> None:
     with pytest.raises(ValueError, match=r"^[A-Z].*\.\)?$") as caught:
-        schemas.parse_rfc3339(text)
+        formats.parse_rfc3339(text)
 
     assert message in str(caught.value)
 
 
 def test_parse_rfc3339_rejects_offset_minutes_over_59() -> None:
     with pytest.raises(ValueError):
-        schemas.parse_rfc3339("2021-04-15T14:17:00+05:60")
+        formats.parse_rfc3339("2021-04-15T14:17:00+05:60")
 
 
 FORMATTED = [
@@ -110,28 +110,28 @@ FORMATTED = [
 
 @pytest.mark.parametrize(("value", "text"), FORMATTED, ids=[text for _, text in FORMATTED])
 def test_format_timestamp_round_trips(value: dt.datetime, text: str) -> None:
-    assert schemas.format_timestamp(value) == text
-    assert schemas.parse_rfc3339(text) == value
+    assert formats.format_timestamp(value) == text
+    assert formats.parse_rfc3339(text) == value
 
 
 def test_format_timestamp_keeps_microseconds_with_as_few_digits_as_needed() -> None:
-    value = schemas.parse_rfc3339("2021-04-15T14:17:00.123456789Z")
+    value = formats.parse_rfc3339("2021-04-15T14:17:00.123456789Z")
 
-    assert schemas.format_timestamp(value) == "2021-04-15T14:17:00.123456Z"
+    assert formats.format_timestamp(value) == "2021-04-15T14:17:00.123456Z"
     assert (
-        schemas.format_timestamp(utc(2021, 4, 15, 14, 17, 0, 999)) == "2021-04-15T14:17:00.000999Z"
+        formats.format_timestamp(utc(2021, 4, 15, 14, 17, 0, 999)) == "2021-04-15T14:17:00.000999Z"
     )
-    assert schemas.format_timestamp(utc(2021, 4, 15, 14, 17, 0, 5000)) == "2021-04-15T14:17:00.005Z"
-    assert schemas.format_timestamp(utc(2021, 4, 15, 14, 17, 0)) == "2021-04-15T14:17:00Z"
+    assert formats.format_timestamp(utc(2021, 4, 15, 14, 17, 0, 5000)) == "2021-04-15T14:17:00.005Z"
+    assert formats.format_timestamp(utc(2021, 4, 15, 14, 17, 0)) == "2021-04-15T14:17:00Z"
 
 
 @pytest.mark.parametrize("text", [text for text, _ in ACCEPTED])
 def test_parse_format_parse_is_stable_to_the_microsecond(text: str) -> None:
-    parsed = schemas.parse_rfc3339(text)
-    again = schemas.parse_rfc3339(schemas.format_timestamp(parsed))
+    parsed = formats.parse_rfc3339(text)
+    again = formats.parse_rfc3339(formats.format_timestamp(parsed))
 
     assert again == parsed
-    assert schemas.format_timestamp(again) == schemas.format_timestamp(parsed)
+    assert formats.format_timestamp(again) == formats.format_timestamp(parsed)
 
 
 # --- InsertJobSchema ----------------------------------------------------------------------------
