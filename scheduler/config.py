@@ -8,8 +8,11 @@ import ipaddress
 import os
 import re
 import types
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 from urllib.parse import urlsplit
+
+import environs
 
 from scheduler import errors, jobs, logs
 
@@ -41,8 +44,6 @@ DEFAULT_LOG_LEVEL = "INFO"
 MAX_ATTEMPTS_LIMIT = 100
 MAX_SECONDS = 10.0**9
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-
-
 DEFAULT_ENDPOINT = jobs.DEFAULT_ENDPOINT
 MAX_RATE_LIMIT = 1_000_000.0
 MAX_IN_FLIGHT_LIMIT = 1_000_000
@@ -52,6 +53,10 @@ MIN_DASHBOARD_SESSION_HOURS = 0.1
 MAX_DASHBOARD_SESSION_HOURS = 30 * 24.0
 # SCHEDULER_TRUSTED_PROXIES' value for "the direct peer is always a router" (Heroku's dynos).
 ANY_PROXY = "*"
+# The default of a variable that must be set (DATABASE_URL, SECRET, ENDPOINT): its field has none.
+REQUIRED: Any = dataclasses.MISSING
+FLAG_WORDS = dict.fromkeys(("1", "true", "yes", "on"), True)
+FLAG_WORDS |= dict.fromkeys(("0", "false", "no", "off"), False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,45 +69,268 @@ class Endpoint:
     secrets: tuple[str, ...]
 
 
+class Environment(environs.Env):
+    """An environs.Env over one mapping, where a blank variable is unset, with our parsers."""
+
+    def __init__(self, source: Mapping[str, str]) -> None:
+        super().__init__(eager=True)
+        self.source = source
+
+    # The hook environs exposes for where values come from (sloria/environs#51): its own reads
+    # os.environ, and from_env reads whatever mapping it is given.
+    def _get_from_environ(
+        self, key: str, default: Any, *, proxied: bool = False
+    ) -> tuple[str, Any, str | None]:
+        return key, self.source.get(key, "").strip() or default, None
+
+    def read(self, name: str, reader: Reader, default: Any) -> Any:
+        """The value of `name` as `reader` makes it; ConfigError naming `name` if unusable."""
+        try:
+            return reader(self, name, ... if default is REQUIRED else default)
+        except environs.EnvValidationError as error:
+            raise errors.ConfigError(name, "; ".join(error.error_messages)) from None
+        except environs.EnvError:  # unset, with no default
+            raise errors.ConfigError(name, "is not set") from None
+        except environs.ValidationError as error:
+            raise errors.ConfigError(name, "; ".join(error.messages)) from None
+
+    def parse(self, method: Callable[..., Any], name: str, default: Any, **options: Any) -> Any:
+        # environs hands options other than `validate` to the marshmallow field (its README's
+        # env.url(..., schemes=...)), though its type hints declare only `validate`.
+        return method(name, default, **options)
+
+    def flag(self, name: str, default: bool) -> bool:
+        # Not env.bool: marshmallow's Boolean is case-sensitive and also takes t, y, f and n.
+        word = self.str(name, "").lower()
+        if word and word not in FLAG_WORDS:
+            raise environs.ValidationError(f"must be true or false, got {word!r}")
+        return FLAG_WORDS[word] if word else default
+
+    def text(self, name: str, default: str | None) -> str | None:
+        return self.str(name, default)
+
+    def postgresql_url(self, name: str, default: str) -> str:
+        url = self.str(name, default)
+        if urlsplit(url).scheme not in ("postgres", "postgresql"):
+            raise environs.ValidationError("must be a postgresql:// URL")
+        return url
+
+    def http_url(self, name: str, default: str) -> str:
+        url = self.str(name, default)
+        if not _is_http_url(url):
+            raise environs.ValidationError("must be an http:// or https:// URL with a host")
+        return url
+
+    def secrets(self, name: str, default: Any) -> Any:
+        """Comma-separated secrets of at least 8 printable characters without spaces."""
+        values = self.list(name, default, subcast=str.strip, validate=_check_secrets)
+        return values if values is default else tuple(values)
+
+    def named_endpoints(self, variable: str, default: Any) -> Any:
+        """`name=url` pairs separated by whitespace (a URL may hold commas), each signed with its
+        SCHEDULER_ENDPOINT_SECRET_<NAME> when set, else with SECRET."""
+        found: dict[str, Endpoint] = {}
+        owners: dict[str, str] = {}
+        for pair in self.str(variable, "").split():
+            name, equals, url = pair.partition("=")
+            if not equals or not jobs.NAME_PATTERN.match(name):
+                raise environs.ValidationError(
+                    f"{pair!r} is not name=url with a name of letters, digits and _.:-"
+                )
+            if name == DEFAULT_ENDPOINT or name in found:
+                reason = "is reserved for ENDPOINT" if name == DEFAULT_ENDPOINT else "appears twice"
+                raise environs.ValidationError(f"the name {name!r} {reason}")
+            if not _is_http_url(url):
+                raise environs.ValidationError(f"{name}: must be an http:// or https:// URL")
+            secret_variable = endpoint_secret_variable(name)
+            if secret_variable in owners:
+                raise environs.ValidationError(
+                    f"{owners[secret_variable]} and {name} share {secret_variable}"
+                )
+            owners[secret_variable] = name
+            # Read through read(), so that a bad secret is blamed on its own variable.
+            own = self.read(secret_variable, Environment.secrets, None)
+            secrets = own or self.read("SECRET", Environment.secrets, REQUIRED)
+            found[name] = Endpoint(name, url, secrets)
+        return tuple(found.values()) or default
+
+    def proxies(self, name: str, default: Any) -> Any:
+        """Comma-separated IP addresses and CIDR networks, or ANY_PROXY alone."""
+        entries = self.list(name, [], subcast=str.strip)
+        if ANY_PROXY in entries:
+            if len(entries) > 1:
+                raise environs.ValidationError(f"{ANY_PROXY} trusts every peer and stands alone")
+            return (ANY_PROXY,)
+        networks = []
+        for entry in entries:
+            try:
+                # strict: 10.0.0.1/8 is a mistake for 10.0.0.0/8 or 10.0.0.1, not a guess to make.
+                networks.append(str(ipaddress.ip_network(entry, strict=True)))
+            except ValueError:
+                raise environs.ValidationError(
+                    f"{entry!r} is not an IP address or a CIDR network such as 10.0.0.0/8"
+                ) from None
+        return tuple(networks) or default
+
+
+# Reads one variable, given its name and default: an Environment method, or made by one below.
+Reader = Callable[[Environment, str, Any], Any]
+
+
+def integer(low: int, high: int) -> Reader:
+    """An integer from low to high."""
+    error = "must be between {min} and {max}, got {input}"
+    within = environs.validate.Range(low, high, error=error)
+    messages = {"invalid": "must be an integer, got {input!r}"}
+    return lambda env, name, default: env.parse(
+        env.int, name, default, validate=within, error_messages=messages
+    )
+
+
+def number(
+    low: float, high: float, unit: str, *, above: bool = False, below: bool = False
+) -> Reader:
+    """A finite number of `unit` from low (or above it) to high (or below it)."""
+    lowest = f"above {low:g} and at most" if above else f"between {low:g} and"
+    bounds = f"{lowest} {high:g} {unit}"
+    error = f"must be {bounds}, got {{input:g}}"
+    within = environs.validate.Range(
+        low, high, min_inclusive=not above, max_inclusive=not below, error=error
+    )
+    messages = {
+        "invalid": f"must be a number of {unit}, got {{input!r}}",
+        "special": f"must be {bounds}, not NaN or infinity",
+    }
+    return lambda env, name, default: env.parse(
+        env.float, name, default, validate=within, error_messages=messages
+    )
+
+
+def seconds(minimum: float = 0.001) -> Reader:
+    return number(minimum, MAX_SECONDS, "seconds", below=True)
+
+
+def choice(choices: tuple[str, ...]) -> Reader:
+    """One of `choices`, written in any case and kept in theirs."""
+    one_of = environs.validate.OneOf(choices, error="must be one of {choices}")
+
+    def read(env: Environment, name: str, default: str) -> str:
+        word = env.str(name, default)
+        return one_of(word.upper() if default.isupper() else word.lower())
+
+    return read
+
+
+def _is_http_url(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def _check_secrets(values: list[str]) -> None:
+    if any(not value for value in values):
+        raise environs.ValidationError("has an empty value in its comma-separated list")
+    if any(len(value) < 8 for value in values):
+        raise environs.ValidationError("must be at least 8 characters long")
+    if any(not value.isprintable() or " " in value for value in values):
+        raise environs.ValidationError("must be printable characters without spaces")
+
+
+def endpoint_secret_variable(name: str) -> str:
+    """The variable holding an endpoint's own secrets: SCHEDULER_ENDPOINT_SECRET_<NAME>, the
+    name upper-cased with every character other than a letter or digit as `_`."""
+    return ENDPOINT_SECRET_PREFIX + re.sub(r"[^A-Z0-9]", "_", name.upper())
+
+
+def declare(variable: str, reader: Reader, help: str) -> dict[str, Any]:
+    """A Settings field's metadata: the variable it is read from, how, and what it means."""
+    return {"variable": variable, "reader": reader, "help": help}
+
+
+def setting(variable: str, reader: Reader, default: Any, help: str) -> Any:
+    return dataclasses.field(default=default, metadata=declare(variable, reader, help))
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    database_url: str
-    secrets: tuple[str, ...]
-    endpoint: str
-    port: int = DEFAULT_PORT
-    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
-    read_timeout: float = DEFAULT_READ_TIMEOUT
-    delivery_threads: int = DEFAULT_DELIVERY_THREADS
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS
-    retry_base: float = DEFAULT_RETRY_BASE
-    retry_cap: float = DEFAULT_RETRY_CAP
-    reconcile_interval: float = DEFAULT_RECONCILE_INTERVAL
-    poll_interval: float = DEFAULT_POLL_INTERVAL
-    shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE
-    db_pool_size: int = DEFAULT_DB_POOL_SIZE
-    web_workers: int = DEFAULT_WEB_WORKERS
-    leader_timeout: float = DEFAULT_LEADER_TIMEOUT
-    retention: float = DEFAULT_RETENTION
-    failed_retention: float = DEFAULT_FAILED_RETENTION
-    cron_catchup: str = CRON_CATCHUP_POLICIES[0]
-    idempotency_ttl: float = DEFAULT_IDEMPOTENCY_TTL
-    batch_limit: int = DEFAULT_BATCH_LIMIT
-    heartbeat_max_age: float = DEFAULT_HEARTBEAT_MAX_AGE
-    metrics_port: int = DEFAULT_METRICS_PORT
-    metrics_public: bool = False
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    send_raw_secret: bool = True
-    log_format: str = LOG_FORMATS[0]
-    log_level: str = DEFAULT_LOG_LEVEL
-    named_endpoints: tuple[Endpoint, ...] = ()
-    rate_limit: float | None = None
-    max_in_flight: int | None = None
-    failure_endpoint: str | None = None
-    dashboard: bool = True
-    dashboard_readonly: bool = False
-    dashboard_session_hours: float = DEFAULT_DASHBOARD_SESSION_HOURS
+    """Every setting, each field declaring the variable it is read from: its name, its reader
+    with any bounds, its default and a line of help (README.md's table says more)."""
+
+    # fmt: off
+    database_url: str = dataclasses.field(metadata=declare(
+        "DATABASE_URL", Environment.postgresql_url, "PostgreSQL URL, postgresql:// or postgres://"))
+    secrets: tuple[str, ...] = dataclasses.field(metadata=declare(
+        "SECRET", Environment.secrets, "Shared secrets, comma-separated; the first is sent"))
+    endpoint: str = dataclasses.field(metadata=declare(
+        "ENDPOINT", Environment.http_url, "http:// or https:// URL of the endpoint `default`"))
+    port: int = setting("PORT", integer(1, 65535), DEFAULT_PORT, "Port the web process binds on")
+    connect_timeout: float = setting("SCHEDULER_CONNECT_TIMEOUT", seconds(),
+        DEFAULT_CONNECT_TIMEOUT, "Seconds to connect to an endpoint")
+    read_timeout: float = setting("SCHEDULER_READ_TIMEOUT", seconds(), DEFAULT_READ_TIMEOUT,
+        "Seconds to wait for each read of an endpoint's answer")
+    delivery_threads: int = setting("SCHEDULER_DELIVERY_THREADS", integer(1, 1024),
+        DEFAULT_DELIVERY_THREADS, "Deliveries sent at once by each dispatcher")
+    max_attempts: int = setting("SCHEDULER_MAX_ATTEMPTS", integer(1, MAX_ATTEMPTS_LIMIT),
+        DEFAULT_MAX_ATTEMPTS, "Attempts per delivery before a job is failed")
+    retry_base: float = setting("SCHEDULER_RETRY_BASE", seconds(), DEFAULT_RETRY_BASE,
+        "Seconds; the base of the exponential backoff")
+    retry_cap: float = setting("SCHEDULER_RETRY_CAP", seconds(), DEFAULT_RETRY_CAP,
+        "Seconds; the largest backoff")
+    reconcile_interval: float = setting("SCHEDULER_RECONCILE_INTERVAL", seconds(1.0),
+        DEFAULT_RECONCILE_INTERVAL, "Seconds between reconciles of timers with the tables")
+    poll_interval: float = setting("SCHEDULER_POLL_INTERVAL", seconds(), DEFAULT_POLL_INTERVAL,
+        "Seconds between looks for due deliveries, whatever the timers say")
+    shutdown_grace: float = setting("SCHEDULER_SHUTDOWN_GRACE", seconds(0.0),
+        DEFAULT_SHUTDOWN_GRACE, "Seconds in-flight deliveries get to finish after SIGTERM")
+    db_pool_size: int = setting("SCHEDULER_DB_POOL_SIZE", integer(1, 256), DEFAULT_DB_POOL_SIZE,
+        "Threads and database connections per web worker")
+    web_workers: int = setting("WEB_CONCURRENCY", integer(1, 64), DEFAULT_WEB_WORKERS,
+        "Gunicorn worker processes")
+    leader_timeout: float = setting("SCHEDULER_LEADER_TIMEOUT", seconds(3.0),
+        DEFAULT_LEADER_TIMEOUT, "Seconds a dispatcher's heartbeat keeps it live")
+    retention: float = setting("SCHEDULER_RETENTION", seconds(60.0), DEFAULT_RETENTION,
+        "Seconds delivered, cancelled and skipped jobs are kept")
+    failed_retention: float = setting("SCHEDULER_FAILED_RETENTION", seconds(60.0),
+        DEFAULT_FAILED_RETENTION, "Seconds failed jobs are kept")
+    cron_catchup: str = setting("SCHEDULER_CRON_CATCHUP", choice(CRON_CATCHUP_POLICIES),
+        CRON_CATCHUP_POLICIES[0], "What a cron does with ticks missed while no dispatcher ran")
+    idempotency_ttl: float = setting("SCHEDULER_IDEMPOTENCY_TTL", seconds(86400.0),
+        DEFAULT_IDEMPOTENCY_TTL, "Seconds an idempotency key is remembered")
+    batch_limit: int = setting("SCHEDULER_BATCH_LIMIT", integer(1, 100_000), DEFAULT_BATCH_LIMIT,
+        "Most jobs in one POST /jobs/batch")
+    heartbeat_max_age: float = setting("SCHEDULER_HEARTBEAT_MAX_AGE", seconds(1.0),
+        DEFAULT_HEARTBEAT_MAX_AGE, "Seconds; /readyz fails on an older leader heartbeat")
+    metrics_port: int = setting("SCHEDULER_METRICS_PORT", integer(0, 65535), DEFAULT_METRICS_PORT,
+        "Port of the dispatcher's metrics endpoint; 0 turns it off")
+    metrics_public: bool = setting("SCHEDULER_METRICS_PUBLIC", Environment.flag, False,
+        "Serve both metrics endpoints without the secret")
+    max_body_bytes: int = setting("SCHEDULER_MAX_BODY_BYTES", integer(1024, 64 * 1024 * 1024),
+        DEFAULT_MAX_BODY_BYTES, "Largest request body the API reads")
+    send_raw_secret: bool = setting("SCHEDULER_SEND_RAW_SECRET", Environment.flag, True,
+        "Also send the raw secret on deliveries to ENDPOINT")
+    log_format: str = setting("SCHEDULER_LOG_FORMAT", choice(LOG_FORMATS), LOG_FORMATS[0],
+        "Log lines as text or JSON")
+    log_level: str = setting("SCHEDULER_LOG_LEVEL", choice(LOG_LEVELS), DEFAULT_LOG_LEVEL,
+        "Least level logged")
+    named_endpoints: tuple[Endpoint, ...] = setting("SCHEDULER_ENDPOINTS",
+        Environment.named_endpoints, (), "More endpoints, as name=url pairs")
+    rate_limit: float | None = setting("SCHEDULER_RATE_LIMIT",
+        number(0.0, MAX_RATE_LIMIT, "deliveries per second", above=True), None,
+        "Deliveries started per second to each endpoint")
+    max_in_flight: int | None = setting("SCHEDULER_MAX_IN_FLIGHT",
+        integer(1, MAX_IN_FLIGHT_LIMIT), None, "Deliveries in progress to each endpoint at once")
+    failure_endpoint: str | None = setting("SCHEDULER_FAILURE_ENDPOINT", Environment.text, None,
+        "Endpoint sent a job.failed notification when a job fails")
+    dashboard: bool = setting("SCHEDULER_DASHBOARD", Environment.flag, True,
+        "Serve the dashboard under /ui/")
+    dashboard_readonly: bool = setting("SCHEDULER_DASHBOARD_READONLY", Environment.flag, False,
+        "The dashboard shows everything and refuses every action")
+    dashboard_session_hours: float = setting("SCHEDULER_DASHBOARD_SESSION_HOURS",
+        number(MIN_DASHBOARD_SESSION_HOURS, MAX_DASHBOARD_SESSION_HOURS, "hours"),
+        DEFAULT_DASHBOARD_SESSION_HOURS, "Hours a dashboard login lasts")
     # ANY_PROXY alone, or IP networks as ipaddress writes them (an address as a /32 or /128).
-    trusted_proxies: tuple[str, ...] = ()
+    trusted_proxies: tuple[str, ...] = setting("SCHEDULER_TRUSTED_PROXIES", Environment.proxies,
+        (), "Proxies whose X-Forwarded-For and -Proto are believed, or * for any")
+    # fmt: on
 
     @functools.cached_property
     def endpoints(self) -> Mapping[str, Endpoint]:
@@ -144,69 +372,11 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read every variable; raise ConfigError naming the first one that is missing or bad."""
-        env = os.environ if environ is None else environ
-        return cls(
-            database_url=read_database_url(env),
-            secrets=_secrets(env, "SECRET"),
-            endpoint=_endpoint(env),
-            port=_int(env, "PORT", DEFAULT_PORT, 1, 65535),
-            connect_timeout=_float(env, "SCHEDULER_CONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT),
-            read_timeout=_float(env, "SCHEDULER_READ_TIMEOUT", DEFAULT_READ_TIMEOUT),
-            delivery_threads=_int(
-                env, "SCHEDULER_DELIVERY_THREADS", DEFAULT_DELIVERY_THREADS, 1, 1024
-            ),
-            max_attempts=_int(
-                env, "SCHEDULER_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS, 1, MAX_ATTEMPTS_LIMIT
-            ),
-            retry_base=_float(env, "SCHEDULER_RETRY_BASE", DEFAULT_RETRY_BASE),
-            retry_cap=_float(env, "SCHEDULER_RETRY_CAP", DEFAULT_RETRY_CAP),
-            reconcile_interval=_float(
-                env, "SCHEDULER_RECONCILE_INTERVAL", DEFAULT_RECONCILE_INTERVAL, minimum=1.0
-            ),
-            poll_interval=_float(env, "SCHEDULER_POLL_INTERVAL", DEFAULT_POLL_INTERVAL),
-            shutdown_grace=_float(env, "SCHEDULER_SHUTDOWN_GRACE", DEFAULT_SHUTDOWN_GRACE, 0.0),
-            db_pool_size=_int(env, "SCHEDULER_DB_POOL_SIZE", DEFAULT_DB_POOL_SIZE, 1, 256),
-            web_workers=_int(env, "WEB_CONCURRENCY", DEFAULT_WEB_WORKERS, 1, 64),
-            leader_timeout=_float(
-                env, "SCHEDULER_LEADER_TIMEOUT", DEFAULT_LEADER_TIMEOUT, minimum=3.0
-            ),
-            retention=_float(env, "SCHEDULER_RETENTION", DEFAULT_RETENTION, minimum=60.0),
-            failed_retention=_float(
-                env, "SCHEDULER_FAILED_RETENTION", DEFAULT_FAILED_RETENTION, minimum=60.0
-            ),
-            cron_catchup=_choice(
-                env, "SCHEDULER_CRON_CATCHUP", CRON_CATCHUP_POLICIES[0], CRON_CATCHUP_POLICIES
-            ),
-            idempotency_ttl=_float(
-                env, "SCHEDULER_IDEMPOTENCY_TTL", DEFAULT_IDEMPOTENCY_TTL, minimum=86400.0
-            ),
-            batch_limit=_int(env, "SCHEDULER_BATCH_LIMIT", DEFAULT_BATCH_LIMIT, 1, 100_000),
-            heartbeat_max_age=_float(
-                env, "SCHEDULER_HEARTBEAT_MAX_AGE", DEFAULT_HEARTBEAT_MAX_AGE, minimum=1.0
-            ),
-            log_level=_choice(env, "SCHEDULER_LOG_LEVEL", DEFAULT_LOG_LEVEL, LOG_LEVELS),
-            log_format=_choice(env, "SCHEDULER_LOG_FORMAT", LOG_FORMATS[0], LOG_FORMATS),
-            metrics_port=_int(env, "SCHEDULER_METRICS_PORT", DEFAULT_METRICS_PORT, 0, 65535),
-            metrics_public=_bool(env, "SCHEDULER_METRICS_PUBLIC", False),
-            send_raw_secret=_bool(env, "SCHEDULER_SEND_RAW_SECRET", True),
-            max_body_bytes=_int(
-                env, "SCHEDULER_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, 1024, 64 * 1024 * 1024
-            ),
-            named_endpoints=_named_endpoints(env, "SCHEDULER_ENDPOINTS"),
-            rate_limit=_optional_rate(env, "SCHEDULER_RATE_LIMIT"),
-            max_in_flight=_optional_int(env, "SCHEDULER_MAX_IN_FLIGHT", 1, MAX_IN_FLIGHT_LIMIT),
-            failure_endpoint=_optional_text(env, "SCHEDULER_FAILURE_ENDPOINT"),
-            dashboard=_bool(env, "SCHEDULER_DASHBOARD", True),
-            dashboard_readonly=_bool(env, "SCHEDULER_DASHBOARD_READONLY", False),
-            dashboard_session_hours=_hours(
-                env,
-                "SCHEDULER_DASHBOARD_SESSION_HOURS",
-                DEFAULT_DASHBOARD_SESSION_HOURS,
-                MIN_DASHBOARD_SESSION_HOURS,
-                MAX_DASHBOARD_SESSION_HOURS,
-            ),
-            trusted_proxies=_trusted_proxies(env, "SCHEDULER_TRUSTED_PROXIES"),
-        ).checked()
+        env = Environment(os.environ if environ is None else environ)
+        values = {
+            f.name: env.read(v, f.metadata["reader"], f.default) for v, f in VARIABLES.items()
+        }
+        return cls(**values).checked()
 
     def checked(self) -> Settings:
         """Cross-field checks that no single variable can express."""
@@ -220,176 +390,9 @@ class Settings:
         return self
 
 
-def read_database_url(env: Mapping[str, str]) -> str:
-    """DATABASE_URL, checked to be a PostgreSQL URL."""
-    url = _required(env, "DATABASE_URL")
-    scheme = urlsplit(url).scheme
-    if scheme not in ("postgres", "postgresql"):
-        raise errors.ConfigError("DATABASE_URL", "must be a postgresql:// URL")
-    return url
+# Each variable from_env reads, in order (the first at fault is named), and the field it fills.
+VARIABLES = {f.metadata["variable"]: f for f in dataclasses.fields(Settings)}
 
 
 def to_sqlalchemy_url(database_url: str) -> str:
     return re.sub(r"^postgres(ql)?://", "postgresql+psycopg://", database_url, flags=re.IGNORECASE)
-
-
-def _required(env: Mapping[str, str], name: str) -> str:
-    value = env.get(name, "").strip()
-    if not value:
-        raise errors.ConfigError(name, "is not set")
-    return value
-
-
-def _secrets(env: Mapping[str, str], name: str) -> tuple[str, ...]:
-    values = tuple(part.strip() for part in _required(env, name).split(","))
-    if any(not value for value in values):
-        raise errors.ConfigError(name, "has an empty value in its comma-separated list")
-    if any(len(value) < 8 for value in values):
-        raise errors.ConfigError(name, "must be at least 8 characters long")
-    if any(not value.isprintable() or " " in value for value in values):
-        raise errors.ConfigError(name, "must be printable characters without spaces")
-    return values
-
-
-def endpoint_secret_variable(name: str) -> str:
-    """The variable holding an endpoint's own secrets: SCHEDULER_ENDPOINT_SECRET_<NAME>, the
-    name upper-cased with every character other than a letter or digit as `_`."""
-    return ENDPOINT_SECRET_PREFIX + re.sub(r"[^A-Z0-9]", "_", name.upper())
-
-
-def _named_endpoints(env: Mapping[str, str], variable: str) -> tuple[Endpoint, ...]:
-    """`name=url` pairs separated by whitespace (a URL may hold commas)."""
-    found: dict[str, Endpoint] = {}
-    owners: dict[str, str] = {}
-    for pair in env.get(variable, "").split():
-        name, equals, url = pair.partition("=")
-        if not equals or not jobs.NAME_PATTERN.match(name):
-            raise errors.ConfigError(
-                variable, f"{pair!r} is not name=url with a name of letters, digits and _.:-"
-            )
-        if name == DEFAULT_ENDPOINT or name in found:
-            reason = "is reserved for ENDPOINT" if name == DEFAULT_ENDPOINT else "appears twice"
-            raise errors.ConfigError(variable, f"the name {name!r} {reason}")
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise errors.ConfigError(variable, f"{name}: must be an http:// or https:// URL")
-        secret_variable = endpoint_secret_variable(name)
-        if secret_variable in owners:
-            raise errors.ConfigError(
-                variable, f"{owners[secret_variable]} and {name} share {secret_variable}"
-            )
-        owners[secret_variable] = name
-        own = env.get(secret_variable, "").strip()
-        secrets = _secrets(env, secret_variable) if own else _secrets(env, "SECRET")
-        found[name] = Endpoint(name, url, secrets)
-    return tuple(found.values())
-
-
-def _optional_rate(env: Mapping[str, str], name: str) -> float | None:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        raise errors.ConfigError(name, f"must be a number per second, got {raw!r}") from None
-    if not 0 < value <= MAX_RATE_LIMIT:
-        raise errors.ConfigError(name, f"must be above 0 and at most {MAX_RATE_LIMIT:g}, got {raw}")
-    return value
-
-
-def _optional_text(env: Mapping[str, str], name: str) -> str | None:
-    return env.get(name, "").strip() or None
-
-
-def _optional_int(env: Mapping[str, str], name: str, low: int, high: int) -> int | None:
-    return _int(env, name, 0, low, high) if env.get(name, "").strip() else None
-
-
-def _endpoint(env: Mapping[str, str]) -> str:
-    url = _required(env, "ENDPOINT")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise errors.ConfigError("ENDPOINT", "must be an http:// or https:// URL with a host")
-    return url
-
-
-def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise errors.ConfigError(name, f"must be an integer, got {raw!r}") from None
-    if not low <= value <= high:
-        raise errors.ConfigError(name, f"must be between {low} and {high}, got {value}")
-    return value
-
-
-def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.001) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise errors.ConfigError(name, f"must be a number of seconds, got {raw!r}") from None
-    if not minimum <= value < MAX_SECONDS:
-        raise errors.ConfigError(
-            name, f"must be between {minimum:g} and {MAX_SECONDS:g} seconds, got {raw}"
-        )
-    return value
-
-
-def _hours(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise errors.ConfigError(name, f"must be a number of hours, got {raw!r}") from None
-    if not low <= value <= high:
-        raise errors.ConfigError(name, f"must be between {low:g} and {high:g} hours, got {raw}")
-    return value
-
-
-def _trusted_proxies(env: Mapping[str, str], name: str) -> tuple[str, ...]:
-    """Comma-separated IP addresses and CIDR networks, or `*` alone; none when unset."""
-    entries = [entry.strip() for entry in env.get(name, "").split(",")]
-    if entries == [""]:
-        return ()
-    if ANY_PROXY in entries:
-        if len(entries) > 1:
-            raise errors.ConfigError(name, f"{ANY_PROXY} trusts every peer and stands alone")
-        return (ANY_PROXY,)
-    networks = []
-    for entry in entries:
-        try:
-            # strict: 10.0.0.1/8 is a mistake for 10.0.0.0/8 or 10.0.0.1, not a guess to make.
-            networks.append(str(ipaddress.ip_network(entry, strict=True)))
-        except ValueError:
-            raise errors.ConfigError(
-                name, f"{entry!r} is not an IP address or a CIDR network such as 10.0.0.0/8"
-            ) from None
-    return tuple(networks)
-
-
-def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name, "").strip().lower()
-    if not raw:
-        return default
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    if raw in ("0", "false", "no", "off"):
-        return False
-    raise errors.ConfigError(name, f"must be true or false, got {raw!r}")
-
-
-def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
-    value = env.get(name, "").strip() or default
-    value = value.upper() if default.isupper() else value.lower()
-    if value not in choices:
-        raise errors.ConfigError(name, f"must be one of {', '.join(choices)}")
-    return value

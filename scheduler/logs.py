@@ -14,6 +14,8 @@ import re
 import sys
 from typing import Any
 
+import pythonjsonlogger.json
+
 from scheduler import jobs
 
 FORMATS = ("text", "json")
@@ -57,25 +59,38 @@ class TextFormatter(logging.Formatter):
         return super().formatMessage(record) + pairs
 
 
-class JsonFormatter(logging.Formatter):
+class JsonFormatter(pythonjsonlogger.json.JsonFormatter):
     """One JSON object per record: ts, level, logger, message, the extra fields, a traceback."""
 
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "ts": jobs.format_utc(dt.datetime.fromtimestamp(record.created, dt.UTC)),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        for key, value in extra_fields(record).items():
-            # The four fields above are what every consumer relies on; an extra cannot replace one.
-            entry.setdefault(key, value)
-        if record.exc_info:
-            entry["traceback"] = self.formatException(record.exc_info)
-        if record.stack_info:
-            entry["stack"] = self.formatStack(record.stack_info)
-        # default=str: an extra value JSON cannot encode (a datetime, a UUID) still gets logged.
-        return json.dumps(entry, default=str)
+    def __init__(self) -> None:
+        super().__init__(
+            "%(asctime)s %(levelname)s %(name)s %(message)s",
+            rename_fields={
+                "asctime": "ts",
+                "levelname": "level",
+                "name": "logger",
+                "exc_info": "traceback",
+                "stack_info": "stack",
+            },
+            # The four base fields are what every consumer relies on. The library checks an extra's
+            # name before renaming, so without the renamed names here `extra={"level": ...}` would
+            # replace the record's level.
+            reserved_attrs=[*_STANDARD_ATTRIBUTES, "ts", "level", "logger"],
+            # str(), not the library's encoder: an extra value JSON cannot encode (a datetime, a
+            # UUID) keeps the text it has always been logged with.
+            json_default=str,
+        )
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return jobs.format_utc(dt.datetime.fromtimestamp(record.created, dt.UTC))
+
+    def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
+        # The library puts a traceback before the extra fields; in our lines it has always come
+        # last, after the ids.
+        for key in ("traceback", "stack"):
+            if key in log_data:
+                log_data[key] = log_data.pop(key)
+        return log_data
 
 
 class _StderrHandler(logging.StreamHandler):

@@ -88,6 +88,30 @@ def test_json_exception_is_one_line_with_a_traceback_field(stderr: io.StringIO) 
     assert entry["traceback"].rstrip().endswith("ValueError: boom")
 
 
+def test_json_traceback_and_stack_come_after_the_extra_fields(stderr: io.StringIO) -> None:
+    with contextlib.redirect_stderr(stderr):
+        logs.configure_logging("INFO", "json")
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            logging.getLogger("scheduler.worker.leader").error(
+                "failed", exc_info=True, stack_info=True, extra={"action": "tick", "job_id": "j1"}
+            )
+
+    (entry,) = json_lines(stderr)
+    assert list(entry) == [
+        "ts",
+        "level",
+        "logger",
+        "message",
+        "action",
+        "job_id",
+        "traceback",
+        "stack",
+    ]
+    assert entry["stack"].startswith("Stack (most recent call last):")
+
+
 def test_json_encodes_any_extra_value_and_keeps_its_own_fields(stderr: io.StringIO) -> None:
     moment = dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
     with contextlib.redirect_stderr(stderr):
