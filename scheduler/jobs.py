@@ -42,9 +42,10 @@ _time_prefix = (-1, "")
 
 
 def _forget_random_digits() -> None:
-    # A forked child using the parent's unused digits would repeat the parent's next ids.
-    global _random_digits, _random_used
-    _random_digits, _random_used = "", 0
+    # A forked child using the parent's unused digits would repeat the parent's next ids; and
+    # counting up from the parent's last id, both would make its successor within a millisecond.
+    global _last_id, _random_digits, _random_used
+    _last_id, _random_digits, _random_used = "", "", 0
 
 
 os.register_at_fork(after_in_child=_forget_random_digits)
@@ -67,6 +68,10 @@ def _successor(job_id: str) -> str:
     return stem[:-1] + _NEXT_DIGIT[stem[-1]] + _ALPHABET[0] * (len(job_id) - len(stem))
 
 
+# Kept rather than python-ulid's `str(ulid.ULID()).lower()`, which writes the same format: timeit,
+# 1e6 calls each on CPython 3.11.7, 0.69 us per id here against 2.95 us (python-ulid 4.1.0, an
+# os.urandom call per id), about 1% of a 0.2 ms insert and every job takes one. python-ulid also
+# starts from fresh random bits when the clock steps back, so its next id sorts before the last.
 def new_job_id() -> str:
     """A 26-character id that sorts by creation time (48-bit milliseconds + 80 random bits).
 

@@ -6,6 +6,8 @@ import itertools
 import os
 import time
 
+import pytest
+
 from scheduler import jobs
 
 ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
@@ -56,3 +58,23 @@ def test_a_forked_child_draws_random_digits_of_its_own() -> None:
     parent = jobs.new_job_id()
     assert len(child) == 26
     assert child[10:] != parent[10:]
+
+
+def test_a_forked_child_does_not_count_up_from_the_parents_last_id(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # When a new draw sorts below the last id, the next id is that id's successor: a child that
+    # kept the parent's last id would make the very id the parent makes next.
+    monkeypatch.setattr(jobs, "_last_id", "y" * 26)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.write(write, jobs.new_job_id().encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = os.read(read, 64).decode()
+    os.close(read)
+
+    assert jobs.new_job_id() == jobs._successor("y" * 26)
+    assert len(child) == 26 and child != jobs._successor("y" * 26)
