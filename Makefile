@@ -33,9 +33,12 @@ fmt: $(STAMP)  ## format the code
 	$(BIN)/ruff format scheduler tests
 	$(BIN)/ruff check --fix scheduler tests
 
-bench: $(STAMP)  ## run the benchmarks (under 20 minutes; NOTE="what changed") into docs/benchmarks.md
+# ONLY=refactor runs the insert, steady and burst scenarios alone, into docs/benchmarks-refactor.md,
+# each figure against the range of the last three full runs.
+bench: $(STAMP)  ## run the benchmarks (under 20 minutes; NOTE="what changed", ONLY=refactor) into docs/
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
-	$(BIN)/python -m tests.bench --output docs/benchmarks.md --note "$(NOTE)"
+	$(BIN)/python -m tests.bench --note "$(NOTE)" $(if $(ONLY),--only $(ONLY) \
+		--output docs/benchmarks-$(ONLY).md --history docs/benchmarks-history.json,--output docs/benchmarks.md)
 
 screenshots: $(STAMP)  ## refresh the dashboard screenshots in docs/screenshots (needs Debian's chromium)
 	DASHBOARD_SCREENSHOTS=$(CURDIR)/docs/screenshots $(BIN)/python -m pytest \

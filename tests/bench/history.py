@@ -1,5 +1,10 @@
 """Every run's target measurements, kept beside the report so that each report shows what the
-changes between runs did to them (`--note` says what changed)."""
+changes between runs did to them (`--note` says what changed).
+
+An entry's `plan` is "full" or "quick" for a run of every scenario. A run of some scenarios only
+(`--only`) is recorded with the plan "partial", its plan's name in `sizes` and the scenarios it
+ran in `scenarios`, so that nothing takes it for a full run; entries without these two fields
+(every one written before them) ran every scenario."""
 
 from __future__ import annotations
 
@@ -11,20 +16,32 @@ from typing import Any
 from tests.bench import targets
 
 FILE_NAME = "benchmarks-history.json"
+PARTIAL = "partial"
+# Decimal places a measurement is recorded with.
+DIGITS = 2
 
 
 def entry(results: dict[str, Any], note: str) -> dict[str, Any]:
+    """`results["only"]`, when present, lists the scenarios a partial run ran."""
     measured = {
-        target.key: None if math.isnan(target.measured) else round(target.measured, 2)
+        target.key: None if math.isnan(target.measured) else round(target.measured, DIGITS)
         for target in targets.evaluate(results)
     }
+    plan: dict[str, Any] = {"plan": results["plan"]["name"]}
+    if results.get("only"):
+        plan = {"plan": PARTIAL, "sizes": results["plan"]["name"], "scenarios": results["only"]}
     return {
         "date": results["date"],
-        "plan": results["plan"]["name"],
+        **plan,
         "code": results.get("machine", {}).get("code"),
         "note": note,
         "targets": measured,
     }
+
+
+def is_full(run: dict[str, Any]) -> bool:
+    """A run of the full plan's every scenario."""
+    return run.get("plan") == "full" and not run.get("scenarios")
 
 
 def record(path: pathlib.Path, new: dict[str, Any]) -> list[dict[str, Any]]:
@@ -45,11 +62,18 @@ def render(runs: list[dict[str, Any]]) -> str:
         "| --- | --- | " + " | ".join("---:" for _ in keys) + " |",
     ]
     for run in runs:
-        label = run["date"] + (" (quick)" if run["plan"] == "quick" else "")
+        label = run["date"] + _kind(run)
         cells = [_cell(run["targets"].get(key)) for key in keys]
         note = run["note"].replace("|", "\\|") or "(no note)"
         lines.append(f"| {label} | {note} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _kind(run: dict[str, Any]) -> str:
+    if run.get("scenarios"):
+        quick = ", quick" if run.get("sizes") == "quick" else ""
+        return f" (only {', '.join(run['scenarios'])}{quick})"
+    return " (quick)" if run["plan"] == "quick" else ""
 
 
 def _cell(value: float | None) -> str:

@@ -22,6 +22,7 @@ from typing import Any
 
 from tests import support
 from tests.bench import (
+    compare,
     dashboard,
     history,
     loadgen,
@@ -37,6 +38,39 @@ from tests.bench import (
 from tests.bench.receiver import ReceiverProcess
 
 LIBRARIES = ("gunicorn", "flask", "psycopg", "apscheduler", "sqlalchemy", "requests")
+# Every scenario, in the order a run makes them.
+SCENARIOS = (
+    "instruments",
+    "accept",
+    "batch",
+    "steady_empty",
+    "burst_1",
+    "burst_2",
+    "cron",
+    "steady_backlog",
+    "dashboard",
+    "retention",
+)
+# Names --only also takes, each for several scenarios. `refactor`: the insert figures (accept,
+# whose ratios are to the no-op ceiling, with the instruments), steady and the bursts, to check
+# that a change meant to alter no timing lands each inside the range of the last full runs.
+PRESETS = {"refactor": ("instruments", "accept", "steady_empty", "burst_1", "burst_2")}
+
+
+def selected(names: str) -> tuple[str, ...] | None:
+    """The scenarios --only names (scenarios or presets), in run order; None for all of them.
+    ValueError for a name that is neither."""
+    chosen: set[str] = set()
+    for name in filter(None, (part.strip() for part in names.split(","))):
+        if name in PRESETS:
+            chosen.update(PRESETS[name])
+        elif name in SCENARIOS:
+            chosen.add(name)
+        else:
+            raise ValueError(name)
+    if not chosen:
+        raise ValueError(names)
+    return None if chosen == set(SCENARIOS) else tuple(n for n in SCENARIOS if n in chosen)
 
 
 def log(message: str) -> None:
@@ -82,11 +116,16 @@ class Run:
         self.plan = scenarios.QUICK if args.quick else scenarios.FULL
         self.generator = loadgen.generator_name(args.generator)
         self.output = pathlib.Path(args.output)
+        self.history = (
+            pathlib.Path(args.history) if args.history else self.output.parent / history.FILE_NAME
+        )
         self.note = args.note
-        self.only = frozenset(args.only.split(",")) if args.only else None
+        self.only = selected(args.only) if args.only else None
         self.profiler = spy.Profiler(pathlib.Path(args.profile) if args.profile else None)
         self.logs = pathlib.Path(tempfile.mkdtemp(prefix="scheduler-bench-"))
         self.results: dict[str, Any] = {"plan": dataclasses.asdict(self.plan), "errors": {}}
+        if self.only is not None:
+            self.results["only"] = list(self.only)
 
     def attempt(self, name: str, scenario: Callable[[], Any]) -> bool:
         """Run one scenario; a failure is reported and the others still run. A scenario left out
@@ -197,20 +236,30 @@ class Run:
 
     def write(self) -> int:
         self.output.parent.mkdir(parents=True, exist_ok=True)
-        figure_path = self.output.parent / "lateness.png"
+        # The full report's figure is lateness.png; another report's is named after it, so that
+        # a partial run written beside the full report leaves the full report's figure alone.
+        stem = "" if self.output.name == "benchmarks.md" else self.output.stem + "-"
+        figure_path = self.output.parent / f"{stem}lateness.png"
         figure = None
         if plot.available() and plot.draw(self.results, figure_path):
             figure = os.path.relpath(figure_path, self.output.parent)
         raw = self.logs / "results.json"
         raw.write_text(json.dumps(self.results, indent=1, default=str))
-        runs = history.record(
-            self.output.parent / history.FILE_NAME, history.entry(self.results, self.note)
-        )
+        self.history.parent.mkdir(parents=True, exist_ok=True)
+        runs = history.record(self.history, history.entry(self.results, self.note))
         self.output.write_text(report.render(self.results, figure, runs))
         for target in targets.evaluate(self.results):
             log(f"{target.verdict} {target.name}: {target.measured:.2f} {target.unit}")
+        found = compare.compare(runs[:-1], compare.figures(self.results))
+        for c in found:
+            span = "no earlier full run" if c.low is None else f"{c.low:g}..{c.high:g}"
+            log(f"{c.status or 'n/a'} {c.key}: {c.measured:g} against {span}")
+        log(compare.verdict(found, list(self.results["errors"])))
         log(f"report: {self.output}; raw results and process logs: {self.logs}")
         return 1 if self.results["errors"] else 0
+
+
+DEFAULT_OUTPUT = support.ROOT / "docs" / "benchmarks.md"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -220,8 +269,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--output",
-        default=str(support.ROOT / "docs" / "benchmarks.md"),
-        help="the Markdown report; the figure goes beside it as lateness.png",
+        default=str(DEFAULT_OUTPUT),
+        help="the Markdown report; the figure goes beside it (lateness.png beside benchmarks.md)",
     )
     parser.add_argument(
         "--generator",
@@ -240,12 +289,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="record the workers with py-spy during the bursts and the backlog start-up",
     )
     parser.add_argument(
+        "--history",
+        metavar="FILE",
+        help=f"the history this run is compared with and recorded in (default: {history.FILE_NAME} "
+        "beside --output)",
+    )
+    parser.add_argument(
         "--only",
         metavar="NAMES",
-        help="run only these scenarios (comma-separated names as logged, e.g. steady_empty,"
-        "burst_1), to check one change quickly; write such a report elsewhere than docs/",
+        help="run only these scenarios, to check one change quickly: comma-separated names as "
+        f"logged ({', '.join(SCENARIOS)}) or "
+        + "; ".join(f"{name} for {','.join(names)}" for name, names in PRESETS.items())
+        + ". The report goes elsewhere than the full report (--output); the run is recorded in "
+        "the history as partial, which later comparisons leave out. To check that a refactor "
+        "lands every insert, steady and burst figure inside the range of the last three full "
+        f"runs: --only refactor --history docs/{history.FILE_NAME} --output <elsewhere>.md",
     )
     args = parser.parse_args(argv)
+    if args.only:
+        try:
+            selected(args.only)
+        except ValueError as error:
+            parser.error(f"--only: unknown scenario or preset {error}")
+        if pathlib.Path(args.output).resolve() == DEFAULT_OUTPUT.resolve():
+            parser.error("--only writes a partial report: give --output elsewhere than docs/")
     if args.generator == "wrk" and not shutil.which("wrk"):
         parser.error("wrk is not on PATH")
     if args.profile and not shutil.which("py-spy"):

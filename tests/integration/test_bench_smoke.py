@@ -3,6 +3,7 @@ are asserted: those belong to the report)."""
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import re
@@ -12,7 +13,7 @@ import sys
 import pytest
 
 from tests import support
-from tests.bench import plot, postgres, report, scenarios, targets
+from tests.bench import compare, history, plot, postgres, report, run, scenarios, targets
 
 pytestmark = pytest.mark.e2e
 
@@ -46,6 +47,17 @@ def test_quick_run_writes_every_section_with_numbers(
     server_url: str, tmp_path: pathlib.Path
 ) -> None:
     output = tmp_path / "benchmarks.md"
+    # Earlier runs beside the report, with every figure (the history table's cells are numbers):
+    # the full one forms every range, the quick and the partial one none.
+    accept = [f"Accept {clients} (%)" for clients in scenarios.QUICK.clients]
+    keys = [*accept, *(t.key for t in targets.evaluate({})), "Backlog / empty p99"]
+    full = dict.fromkeys(keys, 1e6) | {"Accept 8 (%)": 1.0}
+    earlier = [
+        earlier_run("full", full),
+        earlier_run("quick", dict.fromkeys(keys, -1.0)),
+        {**earlier_run("partial", dict.fromkeys(keys, -1.0)), "scenarios": ["accept"]},
+    ]
+    (tmp_path / history.FILE_NAME).write_text(json.dumps(earlier))
     env = dict(os.environ, DATABASE_URL=server_url)
     done = subprocess.run(
         [sys.executable, "-m", "tests.bench", "--quick", "--output", str(output)],
@@ -90,6 +102,11 @@ def test_quick_run_writes_every_section_with_numbers(
     check_durability_stated(text, server_url)
     check_burst_section(section(text, report.BURST_HEADING))
     check_retention_section(section(text, report.RETENTION_HEADING))
+    check_comparison_section(section(text, report.COMPARISON_HEADING), full)
+    recorded = json.loads((tmp_path / history.FILE_NAME).read_text())
+    assert recorded[:-1] == earlier
+    assert recorded[-1]["plan"] == "quick"
+    assert "scenarios" not in recorded[-1]
     listed = {row[0] for row in tables(section(text, "## Targets"))[0][1:]}
     retention = {t.name for t in targets.evaluate({}) if t.key.startswith(("Prune", "Retention"))}
     assert len(retention) == 3
@@ -97,6 +114,53 @@ def test_quick_run_writes_every_section_with_numbers(
     if plot.available():
         assert (tmp_path / "lateness.png").stat().st_size > 0
         assert "](lateness.png)" in text
+
+
+def earlier_run(plan: str, figures: dict[str, float]) -> dict[str, object]:
+    return {"date": f"earlier {plan}", "plan": plan, "code": None, "note": "", "targets": figures}
+
+
+def check_comparison_section(text: str, full: dict[str, float]) -> None:
+    """Only the earlier full run forms a range, so each figure is above or below it (a quick
+    run's figures are far from a full run's)."""
+    (rows,) = tables(text)
+    assert rows[0] == ["Figure", "Measured", "Min", "Max", "Range check"]
+    keys = [row[0] for row in rows[1:]]
+    assert {"Accept 8 (%)", "Burst 2 dispatchers (%)", "Steady p99 (ms)", "Lost"} <= set(keys)
+    for key, _, low, high, check in rows[1:]:
+        assert low == high == report.num(full[key], 2), key
+        assert check == (compare.ABOVE if key == "Accept 8 (%)" else compare.BELOW), key
+    assert "over the runs of earlier full." in text
+    assert "Not every figure lands inside" in text
+    assert "No earlier full run has" not in text
+
+
+@pytest.mark.timeout(300)
+def test_a_partial_run_is_recorded_as_partial(server_url: str, tmp_path: pathlib.Path) -> None:
+    """`--only refactor` runs the scenarios behind the insert, steady and burst figures and
+    records the run, in the history given, as partial."""
+    output, kept = tmp_path / "report" / "benchmarks.md", tmp_path / "kept.json"
+    command = [sys.executable, "-m", "tests.bench", "--quick", "--only", "refactor"]
+    done = subprocess.run(
+        [*command, "--output", str(output), "--history", str(kept)],
+        cwd=support.ROOT,
+        env=dict(os.environ, DATABASE_URL=server_url),
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert not (output.parent / history.FILE_NAME).exists()
+    (recorded,) = json.loads(kept.read_text())
+    assert recorded["plan"] == "partial"
+    assert recorded["sizes"] == "quick"
+    assert recorded["scenarios"] == list(run.PRESETS["refactor"])
+    assert recorded["targets"]["Burst 2 dispatchers (%)"] is not None
+    assert recorded["targets"]["Pages p95 (ms)"] is None
+    text = output.read_text()
+    assert "--only instruments,accept,steady_empty,burst_1,burst_2" in text
+    assert "This run measured no target figure" not in section(text, report.COMPARISON_HEADING)
 
 
 def check_durability_stated(text: str, server_url: str) -> None:
