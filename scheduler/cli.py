@@ -15,7 +15,8 @@ import warnings
 import click
 import requests
 
-from scheduler import config, errors, jobs, logs, migrate, receiver
+from scheduler import config, errors, jobs, logs, receiver
+from scheduler.storage import migrate
 
 DEV_DIR = ".scheduler"
 DEMO_DELAY_SECONDS = 5

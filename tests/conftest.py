@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from scheduler import db as db_module
-from scheduler import store
+from scheduler.storage import cluster
+from scheduler.storage import db as db_module
 from tests import support
 
 # Captured before the environment is cleaned, so the suite can target a given server.
@@ -60,16 +60,16 @@ def receiver() -> Iterator[support.Receiver]:
 
 
 @pytest.fixture
-def job_store(db_url: str) -> Iterator[store.Store]:
-    pool = db_module.open_pool(db_url, 4, name="test")
-    yield store.Store(pool)
-    pool.close()
+def database(db_url: str) -> Iterator[db_module.Database]:
+    database = db_module.Database(db_module.open_pool(db_url, 4, name="test"))
+    yield database
+    database.close()
 
 
 @pytest.fixture
 def epoch(db_url: str) -> Iterator[int]:
     """The current epoch of a leader lock this test holds (as holder `test`)."""
-    lock = store.LeaderLock(db_url, timeout=10)
+    lock = cluster.LeaderLock(db_url, timeout=10)
     value = lock.try_acquire("test")
     assert value is not None
     yield value

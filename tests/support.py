@@ -23,7 +23,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from scheduler import migrate
+from scheduler.storage import migrate
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SECRET = "test-secret-0123456789"

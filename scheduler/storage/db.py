@@ -10,6 +10,7 @@ from typing import Any
 
 import psycopg
 import psycopg_pool
+from psycopg.rows import dict_row
 from psycopg.types.json import set_json_loads
 
 from scheduler import errors, jsonb
@@ -77,7 +78,7 @@ def open_pool(
     """A pool opened now; call it after fork, never before.
 
     Its connections are in autocommit mode: a single statement commits by itself in one round
-    trip, and Store opens a transaction explicitly where several statements must be atomic.
+    trip, and Database.transaction() groups statements that must be atomic.
     With `durable` false they commit with synchronous_commit off: a commit returns before its
     WAL reaches the disk, so a crash of PostgreSQL can lose the last fraction of a second of
     them. Use it only for writes whose loss can cause no more than a re-send (docs/operations.md,
@@ -117,3 +118,44 @@ def _check_if_idle(conn: psycopg.Connection[Any]) -> None:
     if last is None or now - last > IDLE_CHECK_SECONDS:
         psycopg_pool.ConnectionPool.check_connection(conn)
     _handed_out_at[conn] = now
+
+
+Row = dict[str, Any]
+
+
+class Database:
+    """A pool's connections as the storage modules use them: one statement that commits by
+    itself, or one transaction; driver errors come out as errors.StoreUnavailable and kin."""
+
+    def __init__(self, pool: psycopg_pool.ConnectionPool) -> None:
+        self.pool = pool
+
+    def rows(self, query: str, params: dict[str, Any] | None = None) -> list[Row]:
+        """Run one statement, which commits by itself (no BEGIN and COMMIT round trips)."""
+        with (
+            wrap_errors(),
+            self.pool.connection() as conn,
+            conn.cursor(row_factory=dict_row) as cur,
+        ):
+            # Always pass parameters so `%%` in a query means `%` whether or not it has any.
+            cur.execute(query, params or {})
+            return cur.fetchall() if cur.description else []
+
+    def run(self, query: str, params: dict[str, Any] | None = None) -> None:
+        """Run one statement for its effect alone: no rows are built (the insert's hot path)."""
+        with wrap_errors(), self.pool.connection() as conn:
+            conn.execute(query, params or {})
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[psycopg.Cursor[Row]]:
+        """One connection, one transaction, committed when the block ends without an error."""
+        with (
+            wrap_errors(),
+            self.pool.connection() as conn,
+            conn.transaction(),
+            conn.cursor(row_factory=dict_row) as cur,
+        ):
+            yield cur
+
+    def close(self, timeout: float = 5.0) -> None:
+        self.pool.close(timeout=timeout)

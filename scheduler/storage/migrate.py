@@ -12,7 +12,8 @@ from importlib.resources.abc import Traversable
 
 import psycopg
 
-from scheduler import db, errors
+from scheduler import errors
+from scheduler.storage import db
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def _migrations_folder() -> Traversable:
     packaged = importlib.resources.files("scheduler").joinpath("sql")
     if packaged.is_dir():
         return packaged
-    return pathlib.Path(__file__).resolve().parent.parent / "sql"
+    return pathlib.Path(__file__).resolve().parents[2] / "sql"
 
 
 def migrate(database_url: str) -> list[str]:
@@ -114,3 +115,9 @@ def _check_checksums(migrations: list[Migration], applied: dict[str, str]) -> No
                 f"{migration.filename} was changed after it was applied "
                 "(a merged migration is never edited: add a new file instead)"
             )
+
+
+def pending_migrations(database: db.Database) -> list[str]:
+    """Names of migrations the database has not applied yet, for readiness checks."""
+    with db.wrap_errors(), database.pool.connection() as conn:
+        return pending(conn)

@@ -11,6 +11,8 @@ from typing import Any
 from flask import Blueprint, Response
 
 from scheduler import cron, errors, jobs
+from scheduler.storage import cluster, crons, migrate
+from scheduler.storage import jobs as job_rows
 from scheduler.web import cron_routes, endpoint_routes, http, job_routes, openapi, schemas
 
 logger = logging.getLogger(__name__)
@@ -97,7 +99,7 @@ def insert_job() -> Response:
 )
 def delete_job() -> Response:
     data = http.load(schemas.DeleteJobSchema, http.json_body())
-    http.db().cancel_job(data["id"])
+    job_rows.cancel_job(http.database(), data["id"])
     logger.info("deleted job %s", data["id"], extra={"action": "delete_job", "job_id": data["id"]})
     return Response(status=200)
 
@@ -132,7 +134,7 @@ def replace_crons() -> Response:
         )
         for index, (entry, spec) in enumerate(parsed)
     ]
-    http.db().replace_crons(definitions)
+    crons.replace_crons(http.database(), definitions)
     logger.info("cron set replaced with %d crons", len(definitions), extra={"action": "set_crons"})
     for entry, spec in parsed:
         cron_routes.warn_if_never_fires(entry["id"], spec)
@@ -184,8 +186,8 @@ def healthz() -> Response:
 def readyz() -> Response:
     """Ready when the database answers, its schema is current and a dispatcher is alive."""
     try:
-        pending = http.db().pending_migrations()
-        leader = http.db().read_leader()
+        pending = migrate.pending_migrations(http.database())
+        leader = cluster.read_leader(http.database())
     except errors.StoreUnavailable:
         return http.error_body(503, "not_ready", "The database is unavailable.")
     if pending:
@@ -215,7 +217,7 @@ def readyz() -> Response:
 )
 def list_dispatchers() -> Response:
     """The live dispatchers: those whose heartbeat is younger than the leader timeout."""
-    live = http.db().list_dispatchers(http.settings().leader_timeout)
+    live = cluster.list_dispatchers(http.database(), http.settings().leader_timeout)
     return http.dump(schemas.DispatchersResponse, {"dispatchers": live})
 
 

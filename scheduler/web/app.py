@@ -10,7 +10,8 @@ from flask import Flask, Response, render_template
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 
-from scheduler import config, db, errors, logs, store
+from scheduler import config, errors, logs
+from scheduler.storage import db, endpoints
 from scheduler.web import api, group_commit, http, metrics, proxies
 from scheduler.web.dashboard import actions as dashboard_actions  # noqa: F401 (adds views to bp)
 from scheduler.web.dashboard import auth as dashboard_auth
@@ -35,16 +36,16 @@ def create_app(settings: config.Settings | None = None) -> Flask:
     app.config["SETTINGS"] = settings
     pool = db.open_pool(settings.database_url, settings.db_pool_size, name="web")
     atexit.register(pool.close)
-    db_store = store.Store(pool)
-    app.extensions["scheduler.store"] = db_store
+    database = db.Database(pool)
+    app.extensions["scheduler.database"] = database
     app.extensions["scheduler.group_commit"] = group_commit.GroupCommit(
-        db_store, settings.announce_within
+        database, settings.announce_within
     )
     app.register_blueprint(api.bp)
     if settings.dashboard:
         app.register_blueprint(dashboard.bp)
     _register_error_handlers(app, settings.dashboard)
-    _warn_of_unknown_endpoints(db_store, settings)
+    _warn_of_unknown_endpoints(database, settings)
     metrics.init_web_metrics(app, settings)
     # Outermost, so that everything after it (metrics' refusals too) sees the real client.
     app.wsgi_app = proxies.TrustedProxies(  # type: ignore[method-assign]
@@ -53,9 +54,9 @@ def create_app(settings: config.Settings | None = None) -> Flask:
     return app
 
 
-def _warn_of_unknown_endpoints(db_store: store.Store, settings: config.Settings) -> None:
+def _warn_of_unknown_endpoints(database: db.Database, settings: config.Settings) -> None:
     try:
-        unknown = db_store.unknown_endpoints(list(settings.endpoints))
+        unknown = endpoints.unknown_endpoints(database, list(settings.endpoints))
     except errors.StoreUnavailable:
         return
     if unknown:

@@ -10,7 +10,9 @@ from typing import Any
 from flask import Blueprint, Response
 from marshmallow import ValidationError
 
-from scheduler import cron, errors, jobs, store
+from scheduler import cron, errors, jobs
+from scheduler.storage import crons
+from scheduler.storage import jobs as job_rows
 from scheduler.web import http, openapi, schemas
 
 logger = logging.getLogger(__name__)
@@ -46,7 +48,7 @@ def warn_if_never_fires(cron_id: str, spec: cron.CronSpec) -> None:
 
 
 def one_cron(cron_id: str) -> Response:
-    statuses = http.db().cron_statuses(cron_id)
+    statuses = crons.cron_statuses(http.database(), cron_id)
     if not statuses:
         raise errors.CronNotFound(cron_id)
     return http.dump(schemas.CronJobResponse, describe(statuses[0], dt.datetime.now(dt.UTC)))
@@ -77,7 +79,7 @@ def new_cron_id(cron_id: str) -> str:
 )
 def list_crons() -> Response:
     now = dt.datetime.now(dt.UTC)
-    listed = [describe(status, now) for status in http.db().cron_statuses()]
+    listed = [describe(status, now) for status in crons.cron_statuses(http.database())]
     return http.dump(schemas.CronListResponse, {"jobs": listed})
 
 
@@ -109,7 +111,7 @@ def get_cron(cron_id: str) -> Response:
 def put_cron(cron_id: str) -> Response:
     data = http.load(schemas.PutCronSchema, http.json_body())
     definition = definition_of(new_cron_id(cron_id), data)
-    http.db().put_cron(definition)
+    crons.put_cron(http.database(), definition)
     logger.info(
         "cron %s set to %r",
         cron_id,
@@ -147,7 +149,7 @@ def definition_of(cron_id: str, data: dict[str, Any]) -> jobs.CronDefinition:
     errors={404: "The id cannot exist."},
 )
 def delete_cron(cron_id: str) -> Response:
-    if http.db().delete_cron(checked_cron_id(cron_id)):
+    if crons.delete_cron(http.database(), checked_cron_id(cron_id)):
         logger.info("cron %s deleted", cron_id, extra={"action": "delete_cron", "cron_id": cron_id})
     return http.no_content()
 
@@ -161,7 +163,7 @@ def delete_cron(cron_id: str) -> Response:
     errors={404: NO_CRON},
 )
 def pause_cron(cron_id: str) -> Response:
-    http.db().set_cron_paused(checked_cron_id(cron_id), paused=True)
+    crons.set_cron_paused(http.database(), checked_cron_id(cron_id), paused=True)
     logger.info("cron %s paused", cron_id, extra={"action": "pause_cron", "cron_id": cron_id})
     return one_cron(cron_id)
 
@@ -175,7 +177,7 @@ def pause_cron(cron_id: str) -> Response:
     errors={404: NO_CRON},
 )
 def resume_cron(cron_id: str) -> Response:
-    http.db().set_cron_paused(checked_cron_id(cron_id), paused=False)
+    crons.set_cron_paused(http.database(), checked_cron_id(cron_id), paused=False)
     logger.info("cron %s resumed", cron_id, extra={"action": "resume_cron", "cron_id": cron_id})
     return one_cron(cron_id)
 
@@ -189,8 +191,8 @@ def resume_cron(cron_id: str) -> Response:
     errors={404: NO_CRON},
 )
 def run_cron(cron_id: str) -> Response:
-    job_id = http.db().run_cron_now(
-        checked_cron_id(cron_id), jobs.new_job_id(), http.settings().max_attempts
+    job_id = crons.run_cron_now(
+        http.database(), checked_cron_id(cron_id), jobs.new_job_id(), http.settings().max_attempts
     )
     logger.info(
         "cron %s runs now as job %s",
@@ -220,7 +222,7 @@ def backfill_cron(cron_id: str) -> Response:
     """Record every tick of the cron in [from, to), each sent once however often asked."""
     checked_cron_id(cron_id)
     data = http.load(schemas.BackfillSchema, http.json_body())
-    statuses = http.db().cron_statuses(cron_id)
+    statuses = crons.cron_statuses(http.database(), cron_id)
     if not statuses:
         raise errors.CronNotFound(cron_id)
     job = statuses[0].cron
@@ -234,7 +236,7 @@ def backfill_cron(cron_id: str) -> Response:
             {"to": [f"The window holds more than {most} ticks of this cron; ask for less."]},
         )
     ticks = [jobs.CronTick(job.revision, jobs.new_job_id(), t) for t in times]
-    recorded = http.db().backfill_cron(job, ticks, http.settings().max_attempts)
+    recorded = crons.backfill_cron(http.database(), job, ticks, http.settings().max_attempts)
     logger.info(
         "cron %s backfilled: %d of %d ticks recorded",
         cron_id,
@@ -254,7 +256,7 @@ def backfill_cron(cron_id: str) -> Response:
     errors={400: openapi.INVALID, 404: NO_CRON},
 )
 def cron_runs(cron_id: str) -> Response:
-    if not http.db().cron_statuses(checked_cron_id(cron_id)):
+    if not crons.cron_statuses(http.database(), checked_cron_id(cron_id)):
         raise errors.CronNotFound(cron_id)
     query = http.load_query(schemas.CronRunsQuery)
-    return http.page_of_jobs(store.JobFilters(cron_id=cron_id, **query))
+    return http.page_of_jobs(job_rows.JobFilters(cron_id=cron_id, **query))

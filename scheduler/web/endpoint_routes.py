@@ -12,7 +12,8 @@ from typing import Any
 
 from flask import Blueprint, Response
 
-from scheduler import config, errors, store
+from scheduler import config, errors
+from scheduler.storage import endpoints
 from scheduler.web import http, openapi, schemas
 
 logger = logging.getLogger(__name__)
@@ -22,7 +23,7 @@ bp = Blueprint("endpoints", __name__, url_prefix="/endpoints")
 NO_ENDPOINT = "No endpoint of that name is configured."
 
 
-def describe(endpoint: config.Endpoint, figures: store.EndpointFigures) -> dict[str, Any]:
+def describe(endpoint: config.Endpoint, figures: endpoints.EndpointFigures) -> dict[str, Any]:
     """An endpoint as the API shows it: the limits in force, wherever they were set."""
     settings = http.settings()
     limits = figures.state.limits(settings.rate_limit, settings.max_in_flight)
@@ -47,7 +48,7 @@ def configured(name: str) -> config.Endpoint:
 
 def one_endpoint(name: str) -> Response:
     endpoint = configured(name)
-    (figures,) = http.db().endpoint_figures([name])
+    (figures,) = endpoints.endpoint_figures(http.database(), [name])
     return http.dump(schemas.EndpointSchema, describe(endpoint, figures))
 
 
@@ -61,7 +62,7 @@ def list_endpoints() -> Response:
     known = http.settings().endpoints
     listed = [
         describe(known[figures.state.name], figures)
-        for figures in http.db().endpoint_figures(list(known))
+        for figures in endpoints.endpoint_figures(http.database(), list(known))
     ]
     return http.dump(schemas.EndpointsResponse, {"endpoints": listed})
 
@@ -92,7 +93,7 @@ def get_endpoint(name: str) -> Response:
 def patch_endpoint(name: str) -> Response:
     configured(name)
     limits = http.load(schemas.PatchEndpointSchema, http.json_body())
-    http.db().set_endpoint_limits(name, limits)
+    endpoints.set_endpoint_limits(http.database(), name, limits)
     logger.info(
         "endpoint %s limits set: %s",
         name,
@@ -112,7 +113,7 @@ def patch_endpoint(name: str) -> Response:
 )
 def reset_endpoint(name: str) -> Response:
     configured(name)
-    http.db().reset_endpoint_limits(name)
+    endpoints.reset_endpoint_limits(http.database(), name)
     logger.info(
         "endpoint %s limits reset", name, extra={"action": "reset_endpoint", "endpoint": name}
     )
@@ -145,7 +146,7 @@ def resume_endpoint(name: str) -> Response:
 
 def set_paused(name: str, paused: bool) -> Response:
     configured(name)
-    http.db().set_endpoint_paused(name, paused)
+    endpoints.set_endpoint_paused(http.database(), name, paused)
     done = "paused" if paused else "resumed"
     action = "pause_endpoint" if paused else "resume_endpoint"
     logger.info("endpoint %s %s", name, done, extra={"action": action, "endpoint": name})

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import threading
 
-from scheduler import errors, jobs, store
+from scheduler import errors, jobs
+from scheduler.storage import db
+from scheduler.storage import jobs as job_rows
 
 
 class _Waiting:
@@ -31,8 +33,8 @@ class _Waiting:
 class GroupCommit:
     """Writes single jobs for many threads, in groups that form while a write is in flight."""
 
-    def __init__(self, db: store.Store, announce_within: float) -> None:
-        self._db = db
+    def __init__(self, database: db.Database, announce_within: float) -> None:
+        self._database = database
         self._announce_within = announce_within
         self._lock = threading.Lock()
         self._queue: list[_Waiting] = []
@@ -88,7 +90,7 @@ class GroupCommit:
         # Settings.announce_within).
         horizon = self._announce_within
         try:
-            self._db.insert_jobs([w.job for w in group], announce_within=horizon)
+            job_rows.insert_jobs(self._database, [w.job for w in group], announce_within=horizon)
         except errors.StoreUnavailable as exc:
             # An instance per request: one raised in several threads would have its traceback
             # rewritten by each.
@@ -101,6 +103,6 @@ class GroupCommit:
             # One job the database refuses must not fail the others: write them one by one.
             for waiting in group:
                 try:
-                    self._db.insert_jobs([waiting.job], announce_within=horizon)
+                    job_rows.insert_jobs(self._database, [waiting.job], announce_within=horizon)
                 except Exception as single:
                     waiting.error = single

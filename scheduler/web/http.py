@@ -12,7 +12,9 @@ from typing import Any
 from flask import Response, current_app, request
 from marshmallow import Schema, ValidationError
 
-from scheduler import config, credentials, errors, jobs, jsonb, store, tracing
+from scheduler import config, credentials, errors, jobs, jsonb, tracing
+from scheduler.storage import db
+from scheduler.storage import jobs as job_rows
 from scheduler.web import group_commit as group_commit_module
 from scheduler.web import schemas
 
@@ -66,8 +68,8 @@ def settings() -> config.Settings:
     return current
 
 
-def db() -> store.Store:
-    current: store.Store = current_app.extensions["scheduler.store"]
+def database() -> db.Database:
+    current: db.Database = current_app.extensions["scheduler.database"]
     return current
 
 
@@ -273,17 +275,17 @@ def group_commit() -> group_commit_module.GroupCommit:
     return current
 
 
-def insert(new: list[jobs.NewJob], key: store.Idempotency | None) -> list[str]:
+def insert(new: list[jobs.NewJob], key: job_rows.Idempotency | None) -> list[str]:
     """Store `new`; only jobs due before the dispatcher's next look for due jobs are announced
     to it (see Settings.announce_within)."""
     if key is None and len(new) == 1:
         # The common request: written together with those of concurrent requests.
         group_commit().insert(new[0])
         return [new[0].id]
-    return db().insert_jobs(new, key, announce_within=settings().announce_within)
+    return job_rows.insert_jobs(database(), new, key, announce_within=settings().announce_within)
 
 
-def idempotency(loaded: dict[str, Any], field_key: str | None) -> store.Idempotency | None:
+def idempotency(loaded: dict[str, Any], field_key: str | None) -> job_rows.Idempotency | None:
     """The request's idempotency key (header or field) with a digest of what it asks for.
 
     The digest covers the validated request, so `90` and `90.0`, or `Z` and `+00:00`, are the
@@ -317,7 +319,7 @@ def idempotency(loaded: dict[str, Any], field_key: str | None) -> store.Idempote
     canonical = jsonb.dumps(
         [request.path, asked], default=_canonical, sort_keys=True, separators=(",", ":")
     )
-    return store.Idempotency(key, hashlib.sha256(canonical.encode("utf-8")).hexdigest())
+    return job_rows.Idempotency(key, hashlib.sha256(canonical.encode("utf-8")).hexdigest())
 
 
 def _canonical(value: Any) -> Any:
@@ -333,9 +335,9 @@ def checked_id(job_id: str) -> str:
     return job_id
 
 
-def page_of_jobs(filters: store.JobFilters) -> Response:
+def page_of_jobs(filters: job_rows.JobFilters) -> Response:
     """One page, newest first, with the cursor of the next page (null on the last)."""
-    found = db().list_jobs(dataclasses.replace(filters, limit=filters.limit + 1))
+    found = job_rows.list_jobs(database(), dataclasses.replace(filters, limit=filters.limit + 1))
     page = found[: filters.limit]
     next_cursor = page[-1].id if len(found) > filters.limit else None
     return dump(schemas.JobListResponse, {"jobs": page, "next_cursor": next_cursor})

@@ -6,7 +6,7 @@ import logging
 
 from flask import Blueprint, Response
 
-from scheduler import store
+from scheduler.storage import jobs as job_rows
 from scheduler.web import http, openapi, schemas
 
 logger = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ def insert_batch() -> Response:
 )
 def list_jobs() -> Response:
     query = http.load_query(schemas.JobListQuery)
-    return http.page_of_jobs(store.JobFilters(**query))
+    return http.page_of_jobs(job_rows.JobFilters(**query))
 
 
 @bp.get("/<job_id>")
@@ -66,7 +66,7 @@ def list_jobs() -> Response:
     errors={404: NO_JOB},
 )
 def get_job(job_id: str) -> Response:
-    job, attempts = http.db().get_job(http.checked_id(job_id))
+    job, attempts = job_rows.get_job(http.database(), http.checked_id(job_id))
     return http.dump(schemas.JobDetailSchema, {**vars(job), "history": attempts})
 
 
@@ -79,7 +79,7 @@ def get_job(job_id: str) -> Response:
     errors={404: "The id cannot exist."},
 )
 def delete_job(job_id: str) -> Response:
-    http.db().cancel_job(http.checked_id(job_id))
+    job_rows.cancel_job(http.database(), http.checked_id(job_id))
     logger.info("deleted job %s", job_id, extra={"action": "delete_job", "job_id": job_id})
     return http.no_content()
 
@@ -93,7 +93,7 @@ def delete_job(job_id: str) -> Response:
     errors={404: NO_JOB, 409: "The job is not scheduled."},
 )
 def run_job(job_id: str) -> Response:
-    http.db().run_job_now(http.checked_id(job_id))
+    job_rows.run_job_now(http.database(), http.checked_id(job_id))
     logger.info("job %s runs now", job_id, extra={"action": "run_job", "job_id": job_id})
     return http.dump(schemas.JobIdResponse, {"id": job_id}, status=202)
 
@@ -107,6 +107,6 @@ def run_job(job_id: str) -> Response:
     errors={404: NO_JOB, 409: "The job has not failed."},
 )
 def retry_job(job_id: str) -> Response:
-    http.db().retry_job(http.checked_id(job_id))
+    job_rows.retry_job(http.database(), http.checked_id(job_id))
     logger.info("job %s re-queued", job_id, extra={"action": "retry_job", "job_id": job_id})
     return http.dump(schemas.JobIdResponse, {"id": job_id}, status=202)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import email.utils
 import http.client
 import json
 import socket
@@ -20,7 +19,7 @@ from collections.abc import Iterator
 import requests
 import urllib3.exceptions
 
-from scheduler import config, jobs, signing, tracing
+from scheduler import config, jobs, policy, signing, tracing
 from scheduler.worker import metrics, watchdog
 
 EXCERPT_LENGTH = 512
@@ -148,7 +147,8 @@ def deliver(
             ) as response:
                 status_code = response.status_code
                 if status_code in RETRY_AFTER_STATUSES:
-                    retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                    header = response.headers.get("Retry-After")
+                    retry_after = policy.parse_retry_after(header, dt.datetime.now(dt.UTC))
                 excerpt = _excerpt(response)
         except requests.Timeout as exc:
             error, kind = f"timeout: {type(exc).__name__}", "timeout"
@@ -219,18 +219,10 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
 
 
 def firing_lateness(delivery: jobs.Delivery, started_at: dt.datetime) -> float | None:
-    """Seconds from when a delivery was allowed to go to its start, or None when its start
-    says nothing of how late the scheduler fires. For a paused or limited endpoint's delivery,
-    that is from its claim: the time before it was held back."""
-    # Due at its time, or a cron tick plus its jitter, whatever Scheduler-Scheduled-At says.
-    lateness = (started_at - (delivery.due_at or delivery.run_at)).total_seconds()
-    if delivery.held_back is not None:
-        lateness -= max(0.0, delivery.held_back)
-    # A retry is late by design (its backoff), and a job run ahead of its time on request is not
-    # late at all: only a first attempt at or after its due time says how late we fire.
-    if delivery.attempts == 1 and lateness >= 0:
-        return lateness
-    return None
+    """policy.firing_lateness of a delivery: from its due time, or a cron tick plus its jitter
+    (whatever Scheduler-Scheduled-At says)."""
+    due_at = delivery.due_at or delivery.run_at
+    return policy.firing_lateness(due_at, started_at, delivery.held_back, delivery.attempts)
 
 
 def _observe_lateness(delivery: jobs.Delivery, started_at: dt.datetime) -> float | None:
@@ -240,23 +232,6 @@ def _observe_lateness(delivery: jobs.Delivery, started_at: dt.datetime) -> float
     if lateness is not None:
         metrics.FIRING_LATENESS.observe(lateness)
     return lateness
-
-
-def parse_retry_after(value: str | None, now: dt.datetime | None = None) -> float | None:
-    """Seconds a Retry-After header asks to wait: delay-seconds or an HTTP date; None when
-    absent or unreadable."""
-    if not value:
-        return None
-    text = value.strip()
-    if text.isdigit():
-        return float(text)
-    try:
-        when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return max(0.0, (when - (now or dt.datetime.now(dt.UTC))).total_seconds())
 
 
 def _excerpt(response: requests.Response) -> str | None:

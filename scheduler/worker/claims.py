@@ -6,7 +6,7 @@ away, counted on this host's monotonic clock: a host whose wall clock is wrong n
 early nor spins.
 
 Jobs of endpoints that are paused or limited (routes.py) are claimed apart, one endpoint at a
-time under its row lock (store.claim_endpoint_jobs), and only as many as there are idle sending
+time under its row lock (deliveries.claim_endpoint_jobs), and only as many as there are idle sending
 threads, so that a claim is a start: what the limit counts is when deliveries start. Due rows
 such a claim leaves behind do not make the loop spin: it looks again when the endpoint's next
 token comes, or soon when its in-flight limit held them.
@@ -19,7 +19,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from scheduler import config, errors, store
+from scheduler import config, errors
+from scheduler.storage import db, deliveries
 from scheduler.worker import metrics, routes, senders
 
 logger = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ class ClaimLoop:
     def __init__(
         self,
         settings: config.Settings,
-        job_store: store.Store,
+        database: db.Database,
         sending: senders.Senders,
         dispatcher_id: str,
         may_claim: Callable[[], bool],
@@ -51,10 +52,10 @@ class ClaimLoop:
         endpoint_routes: routes.EndpointRoutes | None = None,
     ) -> None:
         self.settings = settings
-        self.store = job_store
+        self.database = database
         self.senders = sending
         self.dispatcher_id = dispatcher_id
-        self.routes = endpoint_routes or routes.EndpointRoutes(settings, job_store, clock)
+        self.routes = endpoint_routes or routes.EndpointRoutes(settings, database, clock)
         self.known = list(settings.endpoints)
         self._held_retry: float | None = None
         self.lease = senders.lease_seconds(settings)
@@ -98,8 +99,14 @@ class ClaimLoop:
             free = self.senders.free()
             if free == 0 or not self._may_claim():
                 return False
-            claimed = self.store.claim_due_jobs(
-                self.dispatcher_id, self.lease, free, held, self.known, CLAIM_AHEAD_SECONDS
+            claimed = deliveries.claim_due_jobs(
+                self.database,
+                self.dispatcher_id,
+                self.lease,
+                free,
+                held,
+                self.known,
+                CLAIM_AHEAD_SECONDS,
             )
             self._count_claim()
             self.senders.submit(claimed)
@@ -114,8 +121,8 @@ class ClaimLoop:
             idle = self.senders.idle()
             if idle == 0 or not self._may_claim():
                 return False
-            claim = self.store.claim_endpoint_jobs(
-                self.dispatcher_id, self.lease, idle, endpoint, self.routes.defaults
+            claim = deliveries.claim_endpoint_jobs(
+                self.database, self.dispatcher_id, self.lease, idle, endpoint, self.routes.defaults
             )
             self._count_claim()
             self.senders.submit(claim.claimed)
@@ -135,7 +142,7 @@ class ClaimLoop:
         if that is within the poll interval, else the poll interval (and the leader's wake timer
         covers the job); sooner when a paused or limited endpoint can take more then."""
         look = self.settings.poll_interval
-        due_in = self.store.next_due_in(self.routes.held(), self.known)
+        due_in = deliveries.next_due_in(self.database, self.routes.held(), self.known)
         if due_in is not None and due_in <= self.settings.poll_interval:
             look = max(0.0, due_in - LOOK_BEFORE_DUE_SECONDS)
         elif due_in is not None:

@@ -12,7 +12,8 @@ import logging
 import threading
 from collections.abc import Callable
 
-from scheduler import config, db, errors, store
+from scheduler import config, errors
+from scheduler.storage import db, endpoints, notices
 from scheduler.worker import (
     claims,
     leader,
@@ -40,32 +41,32 @@ class Dispatcher:
         self.settings = settings
         self.stopping = threading.Event()
         self.pool = db.open_pool(settings.database_url, POOL_SIZE, name="dispatcher")
-        self.store = store.Store(self.pool)
+        self.database = db.Database(self.pool)
         self.delivery_pool = db.open_pool(
             settings.database_url, DELIVERY_POOL_SIZE, name="deliveries", durable=False
         )
-        self.delivery_store = store.Store(self.delivery_pool)
+        self.delivery_database = db.Database(self.delivery_pool)
         # The heartbeat reads the senders' counts only once started.
         self.membership = membership.Membership(
             settings,
-            self.store,
+            self.database,
             lambda: (self.senders.in_flight(), self.senders.delivered),
             metrics_port,
         )
         self.id = self.membership.id
         self.senders = senders.Senders(
             settings,
-            self.delivery_store,
+            self.delivery_database,
             on_room=self._wake,
             on_retry=self._job_due_in,
             may_send=self._may_act,
             dispatcher_id=self.id,
         )
         self.leadership = leadership.Leadership(settings, self.id, self._make_term)
-        self.routes = routes.EndpointRoutes(settings, self.store)
+        self.routes = routes.EndpointRoutes(settings, self.database)
         self.claims = claims.ClaimLoop(
             settings,
-            self.delivery_store,
+            self.delivery_database,
             self.senders,
             self.id,
             may_claim=self._may_act,
@@ -114,7 +115,7 @@ class Dispatcher:
 
     def _warn_of_unknown_endpoints(self) -> None:
         try:
-            unknown = self.store.unknown_endpoints(list(self.settings.endpoints))
+            unknown = endpoints.unknown_endpoints(self.database, list(self.settings.endpoints))
         except errors.StoreUnavailable:
             return
         if unknown:
@@ -135,21 +136,21 @@ class Dispatcher:
         self.claims.job_due_in(seconds)
 
     def _make_term(self, epoch: int, is_current: Callable[[], bool]) -> leader.LeaderTerm:
-        return leader.LeaderTerm(self.settings, self.store, epoch, is_current, self._wake)
+        return leader.LeaderTerm(self.settings, self.database, epoch, is_current, self._wake)
 
     def _set_wake_timer(self, due_in: float) -> None:
         term = self.leadership.term
         if term is not None and term.is_current():
             term.set_wake_timer(due_in)
 
-    def _on_notice(self, notice: store.Notice) -> None:
-        if notice.kind == store.JOB_DUE and notice.due_in is not None:
+    def _on_notice(self, notice: notices.Notice) -> None:
+        if notice.kind == notices.JOB_DUE and notice.due_in is not None:
             self.claims.job_due_in(notice.due_in)
-        elif notice.kind == store.CRONS_CHANGED:
+        elif notice.kind == notices.CRONS_CHANGED:
             term = self.leadership.term
             if term is not None:
                 term.sync_crons()
-        elif notice.kind == store.ENDPOINTS_CHANGED:
+        elif notice.kind == notices.ENDPOINTS_CHANGED:
             self.routes.invalidate()
             self.claims.wake()
         else:

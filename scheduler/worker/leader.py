@@ -7,9 +7,9 @@ deliveries (the job rows already exist); a cron timer records its tick as a job 
 (cron, tick), before APScheduler advances the timer, and any dispatcher sends it. Every leader
 write carries the term's epoch, so a deposed leader's late writes change nothing.
 
-Maintenance, every heartbeat interval: re-queue what dispatchers that stopped heartbeating hold,
-and prune history past its retention for at most half the interval, so it keeps up with any
-delivery rate; at each reconcile also expire leases and resynchronise cron timers.
+Maintenance, every heartbeat interval: re-queue what dispatchers that stopped heartbeating hold
+and what outlived its lease, and prune history past its retention for at most half the interval,
+so it keeps up with any delivery rate; at each reconcile also resynchronise cron timers.
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ from apscheduler.job import Job
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.triggers.date import DateTrigger
 
-from scheduler import config, cron, errors, jobs, store
+from scheduler import config, cron, errors, jobs
+from scheduler.storage import cluster, crons, db, endpoints, notices
+from scheduler.storage import jobs as job_rows
 from scheduler.worker import maintenance, membership, metrics, timers
 
 logger = logging.getLogger(__name__)
@@ -43,13 +45,13 @@ class LeaderTerm:
     def __init__(
         self,
         settings: config.Settings,
-        job_store: store.Store,
+        database: db.Database,
         epoch: int,
         is_current: Callable[[], bool],
         wake_local: Callable[[], None],
     ) -> None:
         self.settings = settings
-        self.store = job_store
+        self.database = database
         self.epoch = epoch
         self.is_current = is_current
         self._wake_local = wake_local
@@ -71,12 +73,6 @@ class LeaderTerm:
         )
 
     def start(self) -> None:
-        moved = self._timer_store.adopt_moved_timers()
-        if moved:
-            logger.info("moved %d timers stored by an earlier version", moved)
-        released = self.store.release_unowned_claims(self.epoch)
-        if released:
-            logger.info("re-queued %d deliveries left in flight by an earlier version", released)
         self.reconcile()
         self.scheduler.start()
         self._maintenance.start()
@@ -104,7 +100,7 @@ class LeaderTerm:
         if kind != "cron":
             self._wake_at = None
             self._wake_local()
-            self.store.notify_jobs_due()
+            notices.notify_jobs_due(self.database)
             return
         for run_time in run_times:
             late = (dt.datetime.now(UTC) - run_time).total_seconds()
@@ -118,11 +114,13 @@ class LeaderTerm:
         ticks, self._held_ticks = self._held_ticks, []
         if not ticks:
             return
-        counts = self.store.record_cron_fires(self.epoch, ticks, self.settings.max_attempts)
+        counts = crons.record_cron_fires(
+            self.database, self.epoch, ticks, self.settings.max_attempts
+        )
         metrics.CRON_TICKS.inc(counts.recorded)
         metrics.CRON_TICKS_SKIPPED.inc(counts.skipped)
         if counts.recorded > counts.skipped:
-            self.store.notify_jobs_due()
+            notices.notify_jobs_due(self.database)
 
     def set_wake_timer(self, due_in: float) -> None:
         """Have every dispatcher look again in `due_in` seconds, unless an earlier wake is set."""
@@ -179,29 +177,26 @@ class LeaderTerm:
         """Re-queue what dispatchers without a live heartbeat hold, and expired leases."""
         if not self.is_current():
             return
-        rescued = maintenance.rescue_claims(self.store, self.epoch, self.settings)
+        rescued = maintenance.rescue_claims(self.database, self.epoch, self.settings)
         if rescued:
             metrics.RESCUED.inc(rescued)
             self._wake_local()
-            self.store.notify_jobs_due()
+            notices.notify_jobs_due(self.database)
 
     def prune(self) -> None:
         """Delete history past its retention, for at most maintenance.prune_budget."""
         if not self.is_current():
             return
-        maintenance.prune(self.store, self.settings, self.store.database_now())
+        maintenance.prune(self.database, self.settings, cluster.database_now(self.database))
 
     def reconcile(self) -> None:
         """Make timers match the tables and catch up anything missed; cheap enough to repeat."""
         if not self.is_current():
             return
         self.rescue()
-        now = self.store.database_now()
-        for timer_id in self.store.stale_job_timers():
-            self._remove_timer(timer_id)
         self.sync_crons()
-        metrics.DUE_JOBS.set(self.store.count_due_jobs(now))
-        for figures in self.store.endpoint_figures(list(self.settings.endpoints)):
+        metrics.DUE_JOBS.set(job_rows.count_due(self.database))
+        for figures in endpoints.endpoint_figures(self.database, list(self.settings.endpoints)):
             metrics.ENDPOINT_IN_FLIGHT.labels(figures.state.name).set(figures.in_flight)
             metrics.ENDPOINT_DUE.labels(figures.state.name).set(figures.due)
         self._wake_at = None  # the claim loops set the timer afresh
@@ -211,13 +206,13 @@ class LeaderTerm:
         if not self.is_current():
             return
         with self._sync_lock:
-            now = self.store.database_now()
-            for timer_id in self.store.stale_cron_timers():
+            now = cluster.database_now(self.database)
+            for timer_id in crons.stale_cron_timers(self.database):
                 self._remove_timer(timer_id)
-            for job in self.store.list_crons():
+            for job in crons.list_crons(self.database):
                 if not job.paused:
                     self._catch_up(job, now)
-            for job in self.store.crons_missing_timers():
+            for job in crons.crons_missing_timers(self.database):
                 self._set_cron_timer(job)
 
     def _catch_up(self, job: jobs.CronJob, now: dt.datetime) -> None:
@@ -230,11 +225,13 @@ class LeaderTerm:
         if missed is None:
             return
         tick = jobs.CronTick(job.revision, jobs.new_job_id(), missed)
-        counts = self.store.record_cron_fires(self.epoch, [tick], self.settings.max_attempts)
+        counts = crons.record_cron_fires(
+            self.database, self.epoch, [tick], self.settings.max_attempts
+        )
         if counts.recorded:
             metrics.CRON_TICKS.inc()
             metrics.CRON_TICKS_SKIPPED.inc(counts.skipped)
-            self.store.notify_jobs_due()
+            notices.notify_jobs_due(self.database)
             logger.info(
                 "cron %s caught up on its tick of %s%s",
                 job.id,

@@ -13,7 +13,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from scheduler import config, errors, store
+from scheduler import config, errors
+from scheduler.storage import cluster
 from scheduler.worker import leader, metrics
 
 logger = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ class Leadership:
         self.dispatcher_id = dispatcher_id
         self._make_term = make_term
         self._clock = clock
-        self._lock = store.LeaderLock(settings.database_url, settings.leader_timeout)
+        self._lock = cluster.LeaderLock(settings.database_url, settings.leader_timeout)
         self._confirmed_at: float | None = None
         self.term: leader.LeaderTerm | None = None
         self._announced_standby = False

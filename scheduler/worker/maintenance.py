@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import time
 from collections.abc import Callable
 
-from scheduler import config, store
+from scheduler import config
+from scheduler.storage import db, deliveries, retention
 from scheduler.worker import membership, metrics
 
 logger = logging.getLogger(__name__)
@@ -24,10 +26,10 @@ DEAD_DISPATCHER_SECONDS = 3600.0
 DELIVERY_MINUTES_RETENTION_SECONDS = 24 * 3600.0
 
 
-def rescue_claims(job_store: store.Store, epoch: int, settings: config.Settings) -> int:
+def rescue_claims(database: db.Database, epoch: int, settings: config.Settings) -> int:
     """Re-queue the deliveries of dispatchers whose heartbeat is older than the leader timeout,
     and those whose lease ran out; how many."""
-    rescued = job_store.release_dead_claims(epoch, settings.leader_timeout)
+    rescued = deliveries.release_dead_claims(database, epoch, settings.leader_timeout)
     if rescued:
         logger.warning(
             "re-queued %d deliveries held by a dispatcher that stopped heartbeating",
@@ -57,7 +59,7 @@ def _prune_batches(
 
 
 def prune(
-    job_store: store.Store,
+    database: db.Database,
     settings: config.Settings,
     now: dt.datetime,
     budget: float | None = None,
@@ -67,15 +69,19 @@ def prune(
     started = time.monotonic()
     deadline = started + (prune_budget(settings) if budget is None else budget)
     finished, finished_done = _prune_batches(
-        job_store.prune_finished_jobs, now - dt.timedelta(seconds=settings.retention), deadline
+        functools.partial(retention.prune_jobs, database, retention.FINISHED),
+        now - dt.timedelta(seconds=settings.retention),
+        deadline,
     )
     failed, failed_done = _prune_batches(
-        job_store.prune_failed_jobs, now - dt.timedelta(seconds=settings.failed_retention), deadline
+        functools.partial(retention.prune_jobs, database, retention.FAILED),
+        now - dt.timedelta(seconds=settings.failed_retention),
+        deadline,
     )
     metrics.PRUNED_JOBS.inc(finished + failed)
     metrics.PRUNE_SECONDS.inc(time.monotonic() - started)
     keys, keys_done = _prune_batches(
-        job_store.prune_idempotency_keys,
+        functools.partial(retention.prune_idempotency_keys, database),
         now - dt.timedelta(seconds=settings.idempotency_ttl),
         deadline,
     )
@@ -88,5 +94,7 @@ def prune(
             keys,
             extra={"action": "prune_behind", "count": finished + failed},
         )
-    job_store.prune_dispatchers(DEAD_DISPATCHER_SECONDS)
-    job_store.prune_delivery_minutes(now - dt.timedelta(seconds=DELIVERY_MINUTES_RETENTION_SECONDS))
+    retention.prune_dispatchers(database, DEAD_DISPATCHER_SECONDS)
+    retention.prune_delivery_minutes(
+        database, now - dt.timedelta(seconds=DELIVERY_MINUTES_RETENTION_SECONDS)
+    )

@@ -15,7 +15,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from scheduler import config, errors, jobs, store
+from scheduler import config, errors, jobs
+from scheduler.storage import cluster, db
 from scheduler.worker import metrics
 
 logger = logging.getLogger(__name__)
@@ -36,13 +37,13 @@ class Membership:
     def __init__(
         self,
         settings: config.Settings,
-        job_store: store.Store,
+        database: db.Database,
         counts: Callable[[], tuple[int, int]],
         metrics_port: int | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
-        self.store = job_store
+        self.database = database
         self.id = jobs.new_job_id()
         self.host = socket.gethostname()
         self.pid = os.getpid()
@@ -58,8 +59,8 @@ class Membership:
         sent_at = dt.datetime.now(dt.UTC)
         started = self._clock()
         try:
-            database_now = self.store.beat_dispatcher(
-                self.id, self.host, self.pid, in_flight, delivered, self.metrics_port
+            database_now = cluster.beat_dispatcher(
+                self.database, self.id, self.host, self.pid, in_flight, delivered, self.metrics_port
             )
         except errors.StoreUnavailable as exc:
             logger.warning("heartbeat failed: %s", exc, extra={"action": "heartbeat_failed"})
@@ -84,7 +85,7 @@ class Membership:
     def leave(self) -> None:
         """Remove this dispatcher's row, so it leaves the list at once."""
         try:
-            self.store.remove_dispatcher(self.id)
+            cluster.remove_dispatcher(self.database, self.id)
         except errors.StoreUnavailable:
             logger.warning("could not remove this dispatcher's row; it expires on its own")
 

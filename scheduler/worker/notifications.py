@@ -14,7 +14,8 @@ from typing import Any
 
 import psycopg
 
-from scheduler import db, errors, store
+from scheduler import errors
+from scheduler.storage import db, notices
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ class Listener:
     def __init__(
         self,
         database_url: str,
-        on_notice: Callable[[store.Notice], None],
+        on_notice: Callable[[notices.Notice], None],
         on_connected: Callable[[], None],
     ) -> None:
         self.database_url = database_url
@@ -42,7 +43,7 @@ class Listener:
         while not stopping.is_set():
             try:
                 with db.connect(self.database_url, autocommit=True) as conn:
-                    conn.execute(f"LISTEN {store.NOTIFY_CHANNEL}")
+                    conn.execute(f"LISTEN {notices.CHANNEL}")
                     backoff = RETRY_SECONDS
                     self._on_connected()
                     self._consume(conn, stopping)
@@ -62,4 +63,4 @@ class Listener:
     def _consume(self, conn: psycopg.Connection[Any], stopping: threading.Event) -> None:
         while not stopping.is_set():
             for notification in conn.notifies(timeout=WAIT_SECONDS):
-                self._on_notice(store.parse_notice(notification.payload))
+                self._on_notice(notices.parse_notice(notification.payload))

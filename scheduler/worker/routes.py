@@ -12,7 +12,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from scheduler import config, store
+from scheduler import config
+from scheduler.storage import db, endpoints
 
 RELOAD_SECONDS = 1.0
 
@@ -21,12 +22,12 @@ class EndpointRoutes:
     def __init__(
         self,
         settings: config.Settings,
-        job_store: store.Store,
+        database: db.Database,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
-        self.store = job_store
-        self.defaults = store.EndpointLimits(settings.rate_limit, settings.max_in_flight)
+        self.database = database
+        self.defaults = endpoints.EndpointLimits(settings.rate_limit, settings.max_in_flight)
         self._clock = clock
         self._lock = threading.Lock()
         self._loaded_at: float | None = None
@@ -47,10 +48,10 @@ class EndpointRoutes:
             self._loaded_at = None
 
     def _load(self) -> list[str]:
-        states = {state.name: state for state in self.store.endpoint_states()}
+        states = {state.name: state for state in endpoints.endpoint_states(self.database)}
         held = []
         for name in self.settings.endpoints:
-            state = states.get(name, store.EndpointState(name))
+            state = states.get(name, endpoints.EndpointState(name))
             limits = state.limits(self.defaults.rate_limit, self.defaults.max_in_flight)
             if state.paused or limits.any:
                 held.append(name)

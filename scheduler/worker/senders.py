@@ -22,7 +22,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from scheduler import config, errors, jobs, store
+from scheduler import config, errors, jobs, policy
+from scheduler.storage import db, outcomes
 from scheduler.worker import attempt, metrics, watchdog
 
 logger = logging.getLogger(__name__)
@@ -37,11 +38,6 @@ RECORD_LINGER_SECONDS = 0.05
 RECORD_LINGER_WHEN_FULL_SECONDS = 0.01
 RECORD_RETRIES = 5
 LEASE_MARGIN_SECONDS = 30.0
-
-
-def retry_delay(attempt: int, base: float, cap: float) -> float:
-    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2^(attempt-1))]."""
-    return random.uniform(0, min(cap, base * 2 ** min(attempt - 1, 62)))
 
 
 def lease_seconds(settings: config.Settings) -> float:
@@ -60,14 +56,14 @@ class Senders:
     def __init__(
         self,
         settings: config.Settings,
-        job_store: store.Store,
+        database: db.Database,
         on_room: Callable[[], None],
         on_retry: Callable[[float], None],
         may_send: Callable[[], bool] = lambda: True,
         dispatcher_id: str | None = None,
     ) -> None:
         self.settings = settings
-        self.store = job_store
+        self.database = database
         self.dispatcher_id = dispatcher_id or jobs.new_job_id()
         self.capacity = settings.delivery_threads * SLOTS_PER_THREAD
         self.delivered = 0
@@ -78,7 +74,7 @@ class Senders:
         self._guard = watchdog.Watchdog()
         attempt.prepare(settings)
         self._notices = (
-            store.FailureNotices(settings.failure_endpoint, settings.max_attempts)
+            outcomes.FailureNotices(settings.failure_endpoint, settings.max_attempts)
             if settings.failure_endpoint
             else None
         )
@@ -208,7 +204,8 @@ class Senders:
         ]
         for tries in range(RECORD_RETRIES):
             try:
-                self.store.settle_deliveries(
+                outcomes.settle_deliveries(
+                    self.database,
                     [settlement for _, _, settlement in settled],
                     [(item.id, item.claim_token) for item in unsent],
                     self._notices,
@@ -227,8 +224,8 @@ class Senders:
         for item, outcome, settlement in settled:
             self._report(item, outcome, settlement)
 
-    def _settle(self, item: jobs.Delivery, outcome: attempt.Outcome) -> store.Settlement:
-        record = store.AttemptRecord(
+    def _settle(self, item: jobs.Delivery, outcome: attempt.Outcome) -> outcomes.Settlement:
+        record = outcomes.AttemptRecord(
             job_id=item.id,
             attempt=item.attempts,
             started_at=outcome.started_at,
@@ -240,19 +237,23 @@ class Senders:
         )
         late = outcome.lateness
         if outcome.ok:
-            return store.Settlement(record, item.claim_token, "delivered", lateness=late)
+            return outcomes.Settlement(record, item.claim_token, "delivered", lateness=late)
         if not outcome.attempted:
-            return store.Settlement(record, item.claim_token, "failed", attempted=False)
-        if item.attempts >= item.max_attempts:
-            return store.Settlement(record, item.claim_token, "failed", lateness=late)
-        delay = retry_delay(item.attempts, self.settings.retry_base, self.settings.retry_cap)
-        if outcome.retry_after is not None:
-            # The endpoint said when it can take this again; the cap still bounds the wait.
-            delay = max(delay, min(outcome.retry_after, self.settings.retry_cap))
-        return store.Settlement(record, item.claim_token, "scheduled", delay, lateness=late)
+            return outcomes.Settlement(record, item.claim_token, "failed", attempted=False)
+        delay = policy.next_try_in(
+            item.attempts,
+            item.max_attempts,
+            self.settings.retry_base,
+            self.settings.retry_cap,
+            outcome.retry_after,
+            random.uniform,
+        )
+        if delay is None:
+            return outcomes.Settlement(record, item.claim_token, "failed", lateness=late)
+        return outcomes.Settlement(record, item.claim_token, "scheduled", delay, lateness=late)
 
     def _report(
-        self, item: jobs.Delivery, outcome: attempt.Outcome, settlement: store.Settlement
+        self, item: jobs.Delivery, outcome: attempt.Outcome, settlement: outcomes.Settlement
     ) -> None:
         extra = {
             "action": "deliver",

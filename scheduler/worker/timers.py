@@ -27,8 +27,6 @@ from apscheduler.util import datetime_to_utc_timestamp
 logger = logging.getLogger(__name__)
 
 FIRE_REF = f"{__name__}:fire"
-# Where earlier versions kept `fire`: their stored timers are pointed here at each election.
-MOVED_FIRE_REFS = ("scheduler.dispatcher:fire",)
 LOOP_RETRY_SECONDS = 1.0
 # Every jobstore call is one statement, so autocommit saves the BEGIN and COMMIT round trips.
 # No ping per checkout either: SQLAlchemy discards its pool on a disconnect error, and
@@ -45,7 +43,8 @@ def fire(kind: str, ref: str) -> None:
     """Target of every stored timer; OutboxExecutor acts on submit and never runs it.
 
     Stored timers name this function by its import path (FIRE_REF): APScheduler deletes every
-    stored timer whose function it cannot import, so a move adds the old path to MOVED_FIRE_REFS.
+    stored timer whose function it cannot import, so moving it needs a migration of the stored
+    timers.
     """
 
 
@@ -102,31 +101,6 @@ class TimerStore(SQLAlchemyJobStore):
 
     def drop_held(self) -> None:
         self._held = {}
-
-    def adopt_moved_timers(self) -> int:
-        """Point timers stored by earlier versions at FIRE_REF, before anything loads them;
-        how many were moved."""
-        moved = []
-        with self.engine.begin() as connection:
-            rows = connection.execute(sqlalchemy.select(self.jobs_t.c.id, self.jobs_t.c.job_state))
-            for timer_id, stored in rows:
-                state = pickle.loads(stored)
-                if state.get("func") in MOVED_FIRE_REFS:
-                    state["func"] = FIRE_REF
-                    moved.append(
-                        {
-                            "timer_id": timer_id,
-                            "timer_state": pickle.dumps(state, self.pickle_protocol),
-                        }
-                    )
-            if moved:
-                update = (
-                    self.jobs_t.update()
-                    .where(self.jobs_t.c.id == sqlalchemy.bindparam("timer_id"))
-                    .values(job_state=sqlalchemy.bindparam("timer_state"))
-                )
-                connection.execute(update, moved)
-        return len(moved)
 
 
 class GuardedScheduler(BackgroundScheduler):

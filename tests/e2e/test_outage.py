@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from scheduler import migrate
+from scheduler.storage import migrate
 from tests import support
 from tests.e2e.conftest import System
 

@@ -25,9 +25,9 @@ def app(settings: config.Settings) -> Iterator[Flask]:
     flask_app = app_module.create_app(settings)
     # The pool connects in a background thread, and psycopg_pool draws from `random` as it does;
     # hypothesis fails a test whose strategies run while the global random state moves.
-    flask_app.extensions["scheduler.store"].pool.wait()
+    flask_app.extensions["scheduler.database"].pool.wait()
     yield flask_app
-    flask_app.extensions["scheduler.store"].pool.close()
+    flask_app.extensions["scheduler.database"].pool.close()
 
 
 @pytest.fixture

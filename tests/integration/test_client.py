@@ -443,6 +443,6 @@ def test_a_database_outage_is_unavailable_with_retry_after() -> None:
                 api.insert(delay=1)
             assert api.alive()
     finally:
-        flask_app.extensions["scheduler.store"].pool.close()
+        flask_app.extensions["scheduler.database"].pool.close()
     error = caught.value
     assert (error.status, error.code, error.retry_after) == (503, "unavailable", 5.0)

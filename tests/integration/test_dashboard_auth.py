@@ -37,7 +37,7 @@ def started(settings: config.Settings) -> Iterator[Flask]:
     try:
         yield flask_app
     finally:
-        flask_app.extensions["scheduler.store"].pool.close()
+        flask_app.extensions["scheduler.database"].pool.close()
 
 
 @pytest.fixture
@@ -471,7 +471,7 @@ def test_dashboard_errors_are_html_pages_and_the_api_keeps_json(
 def test_a_database_outage_is_a_503_page(app: Flask) -> None:
     client = app.test_client()
     log_in(client)
-    app.extensions["scheduler.store"].pool.close()
+    app.extensions["scheduler.database"].pool.close()
 
     response = client.get("/ui/")
 

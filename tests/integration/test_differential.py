@@ -34,7 +34,8 @@ from hypothesis import HealthCheck, example, given
 from hypothesis import strategies as st
 from werkzeug import Request
 
-from scheduler import config, cron, jobs, store
+from scheduler import config, cron, jobs
+from scheduler.storage import db, deliveries
 from scheduler.web import app as app_module
 from scheduler.web import http, schemas
 from scheduler.worker import attempt, watchdog
@@ -60,9 +61,9 @@ PROPERTIES = hypothesis.settings(
 @pytest.fixture
 def small_app(settings: config.Settings) -> Iterator[Flask]:
     flask_app = app_module.create_app(dataclasses.replace(settings, max_body_bytes=LIMIT))
-    flask_app.extensions["scheduler.store"].pool.wait()  # see the `app` fixture
+    flask_app.extensions["scheduler.database"].pool.wait()  # see the `app` fixture
     yield flask_app
-    flask_app.extensions["scheduler.store"].pool.close()
+    flask_app.extensions["scheduler.database"].pool.close()
 
 
 # --- documents, as JSON text -----------------------------------------------------------------
@@ -246,11 +247,11 @@ def job_json(document: str) -> str:
 
 def deliver_all(flask_app: Flask, receiver: support.Receiver) -> dict[str, bytes]:
     """Claim every job now due with the dispatcher's query and send it to the receiver."""
-    db_store: store.Store = flask_app.extensions["scheduler.store"]
-    with db_store.pool.connection() as conn:
+    database: db.Database = flask_app.extensions["scheduler.database"]
+    with database.pool.connection() as conn:
         # Due by the database's clock, which is what a claim asks.
         conn.execute("UPDATE jobs SET next_attempt_at = now() WHERE state = 'scheduled'")
-    claimed = db_store.claim_due_jobs("test", 60, 100)
+    claimed = deliveries.claim_due_jobs(database, "test", 60, 100)
     settings = dataclasses.replace(flask_app.config["SETTINGS"], endpoint=receiver.url)
     sent = {}
     guard = watchdog.Watchdog()

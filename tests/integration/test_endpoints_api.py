@@ -23,9 +23,9 @@ BILLING = config.Endpoint("billing", "http://127.0.0.1:9/billing", (support.SECR
 def app(settings: config.Settings) -> Iterator[Flask]:
     named = dataclasses.replace(settings, named_endpoints=(BILLING,), max_in_flight=4)
     flask_app = app_module.create_app(named)
-    flask_app.extensions["scheduler.store"].pool.wait()
+    flask_app.extensions["scheduler.database"].pool.wait()
     yield flask_app
-    flask_app.extensions["scheduler.store"].pool.close()
+    flask_app.extensions["scheduler.database"].pool.close()
 
 
 def endpoints(client: FlaskClient, auth: dict[str, str]) -> dict[str, dict[str, Any]]:

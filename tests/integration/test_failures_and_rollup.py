@@ -9,15 +9,17 @@ from collections.abc import Sequence
 import psycopg
 import pytest
 
-from scheduler import config, jobs, lateness, store
+from scheduler import config, jobs, lateness
+from scheduler.storage import cluster, db, deliveries, outcomes, retention
+from scheduler.storage import jobs as job_rows
 from scheduler.worker import maintenance
 
 
-def claim(job_store: store.Store, count: int, max_attempts: int = 3) -> list[jobs.Delivery]:
-    due = job_store.database_now() - dt.timedelta(seconds=1)
+def claim(database: db.Database, count: int, max_attempts: int = 3) -> list[jobs.Delivery]:
+    due = cluster.database_now(database) - dt.timedelta(seconds=1)
     new = [jobs.NewJob(jobs.new_job_id(), "{}", due, max_attempts) for _ in range(count)]
-    job_store.insert_jobs(new)
-    claimed = job_store.claim_due_jobs("claimer", 60, count)
+    job_rows.insert_jobs(database, new)
+    claimed = deliveries.claim_due_jobs(database, "claimer", 60, count)
     assert len(claimed) == count
     return claimed
 
@@ -28,9 +30,9 @@ def settlement(
     kind: str | None = None,
     late: float | None = None,
     attempted: bool = True,
-) -> store.Settlement:
+) -> outcomes.Settlement:
     status = int(kind[5:]) if kind and kind.startswith("http_") else None
-    record = store.AttemptRecord(
+    record = outcomes.AttemptRecord(
         job_id=item.id,
         attempt=item.attempts,
         started_at=dt.datetime.now(dt.UTC),
@@ -41,22 +43,23 @@ def settlement(
         error_kind=kind,
     )
     retry_in = 60.0 if state == "scheduled" else None
-    return store.Settlement(
+    return outcomes.Settlement(
         record, item.claim_token, state, retry_in, attempted=attempted, lateness=late
     )
 
 
 def settle_all(
-    job_store: store.Store,
-    outcomes: Sequence[tuple[str, str | None]],
+    database: db.Database,
+    results: Sequence[tuple[str, str | None]],
     dispatcher: str = "d1",
     late: float | None = None,
 ) -> list[jobs.Delivery]:
-    claimed = claim(job_store, len(outcomes))
-    job_store.settle_deliveries(
+    claimed = claim(database, len(results))
+    outcomes.settle_deliveries(
+        database,
         [
             settlement(item, state, kind, late)
-            for item, (state, kind) in zip(claimed, outcomes, strict=True)
+            for item, (state, kind) in zip(claimed, results, strict=True)
         ],
         dispatcher_id=dispatcher,
     )
@@ -64,10 +67,10 @@ def settle_all(
 
 
 def test_failed_jobs_are_counted_by_the_kind_of_their_last_error(
-    job_store: store.Store, db_url: str
+    database: db.Database, db_url: str
 ) -> None:
     claimed = settle_all(
-        job_store,
+        database,
         [
             ("failed", "http_503"),
             ("failed", "http_503"),
@@ -78,13 +81,13 @@ def test_failed_jobs_are_counted_by_the_kind_of_their_last_error(
         ],
     )
     # A job that fails with another kind on its next attempt counts under its last one only.
-    assert job_store.claim_due_jobs("claimer", 60, 1) == [], "the retry is not due yet"
+    assert deliveries.claim_due_jobs(database, "claimer", 60, 1) == [], "the retry is not due yet"
     with psycopg.connect(db_url) as conn:
         conn.execute("UPDATE jobs SET next_attempt_at = now() WHERE id = %s", (claimed[4].id,))
-    (again,) = job_store.claim_due_jobs("claimer", 60, 1)
-    job_store.settle_deliveries([settlement(again, "failed", "tls")])
+    (again,) = deliveries.claim_due_jobs(database, "claimer", 60, 1)
+    outcomes.settle_deliveries(database, [settlement(again, "failed", "tls")])
 
-    groups = job_store.failed_groups()
+    groups = job_rows.failed_groups(database)
 
     assert [(g.kind, g.count) for g in groups] == [
         ("http_503", 2),
@@ -103,15 +106,15 @@ def test_failed_jobs_are_counted_by_the_kind_of_their_last_error(
         ).fetchall()
     assert {g.kind: g.latest_finished_at for g in groups} == dict(latest)
     assert attempts == [("dns",), ("tls",)]
-    job, history = job_store.get_job(again.id)
+    job, history = job_rows.get_job(database, again.id)
     assert job.last_error_kind == "tls"
     assert [a.error_kind for a in history] == ["dns", "tls"]
 
 
-def test_a_failure_notification_carries_the_kind(job_store: store.Store, db_url: str) -> None:
-    (item,) = claim(job_store, 1)
-    job_store.settle_deliveries(
-        [settlement(item, "failed", "dns")], notices=store.FailureNotices("alerts", 3)
+def test_a_failure_notification_carries_the_kind(database: db.Database, db_url: str) -> None:
+    (item,) = claim(database, 1)
+    outcomes.settle_deliveries(
+        database, [settlement(item, "failed", "dns")], notices=outcomes.FailureNotices("alerts", 3)
     )
     with psycopg.connect(db_url) as conn:
         notice = conn.execute("SELECT body FROM jobs WHERE event = 'job.failed'").fetchone()
@@ -120,9 +123,9 @@ def test_a_failure_notification_carries_the_kind(job_store: store.Store, db_url:
     assert notice[0]["job"]["last_error_kind"] == "dns"
 
 
-def test_no_failed_job_makes_no_group(job_store: store.Store) -> None:
-    settle_all(job_store, [("delivered", None), ("scheduled", "timeout")])
-    assert job_store.failed_groups() == []
+def test_no_failed_job_makes_no_group(database: db.Database) -> None:
+    settle_all(database, [("delivered", None), ("scheduled", "timeout")])
+    assert job_rows.failed_groups(database) == []
 
 
 def rollup_by_dispatcher(db_url: str) -> list[tuple[str, int, int, int, list[int]]]:
@@ -145,25 +148,27 @@ def rollup_by_dispatcher(db_url: str) -> list[tuple[str, int, int, int, list[int
 
 
 def test_each_dispatcher_adds_its_outcomes_to_its_own_row_of_the_minute(
-    job_store: store.Store, db_url: str
+    database: db.Database, db_url: str
 ) -> None:
-    before = job_store.database_now()
-    settle_all(job_store, [("delivered", None)] * 3 + [("failed", "http_500")], "d1", 0.003)
-    settle_all(job_store, [("delivered", None), ("scheduled", "timeout")], "d1", 0.003)
-    settle_all(job_store, [("delivered", None)] * 2 + [("scheduled", "dns")] * 2, "d2", 0.07)
-    (unsent,) = claim(job_store, 1)
-    job_store.settle_deliveries(
-        [settlement(unsent, "failed", "not_sent", attempted=False)], dispatcher_id="d2"
+    before = cluster.database_now(database)
+    settle_all(database, [("delivered", None)] * 3 + [("failed", "http_500")], "d1", 0.003)
+    settle_all(database, [("delivered", None), ("scheduled", "timeout")], "d1", 0.003)
+    settle_all(database, [("delivered", None)] * 2 + [("scheduled", "dns")] * 2, "d2", 0.07)
+    (unsent,) = claim(database, 1)
+    outcomes.settle_deliveries(
+        database, [settlement(unsent, "failed", "not_sent", attempted=False)], dispatcher_id="d2"
     )
     # Claims given back unsent are no outcome at all.
-    (given_back,) = claim(job_store, 1)
-    job_store.settle_deliveries([], [(given_back.id, given_back.claim_token)], dispatcher_id="d2")
+    (given_back,) = claim(database, 1)
+    outcomes.settle_deliveries(
+        database, [], [(given_back.id, given_back.claim_token)], dispatcher_id="d2"
+    )
 
     assert rollup_by_dispatcher(db_url) == [
         ("d1", 4, 1, 1, lateness.count_buckets([3] * 6)),
         ("d2", 2, 1, 2, lateness.count_buckets([70] * 4)),
     ]
-    summed = job_store.delivery_minutes(before - dt.timedelta(minutes=1))
+    summed = outcomes.delivery_minutes(database, before - dt.timedelta(minutes=1))
     assert sum(m.delivered for m in summed) == 6
     assert sum(m.failed for m in summed) == 2
     assert sum(m.retried for m in summed) == 3
@@ -173,15 +178,18 @@ def test_each_dispatcher_adds_its_outcomes_to_its_own_row_of_the_minute(
 
 
 def test_lateness_percentiles_come_from_the_buckets_summed_over_dispatchers(
-    job_store: store.Store, db_url: str
+    database: db.Database, db_url: str
 ) -> None:
-    first = claim(job_store, 60)
+    first = claim(database, 60)
     # d1: 50 deliveries 3 ms late; d2: 9 more at 3 ms (one of them retried) and one 800 ms
     # late that failed. The store counts the lateness the attempt measured, whatever came of it.
-    job_store.settle_deliveries(
-        [settlement(item, "delivered", late=0.003) for item in first[:50]], dispatcher_id="d1"
+    outcomes.settle_deliveries(
+        database,
+        [settlement(item, "delivered", late=0.003) for item in first[:50]],
+        dispatcher_id="d1",
     )
-    job_store.settle_deliveries(
+    outcomes.settle_deliveries(
+        database,
         [settlement(item, "delivered", late=0.003) for item in first[50:58]]
         + [settlement(first[58], "scheduled", "http_503", late=0.003)]
         + [settlement(first[59], "failed", "timeout", late=0.8)],
@@ -191,7 +199,7 @@ def test_lateness_percentiles_come_from_the_buckets_summed_over_dispatchers(
         minute = conn.execute("SELECT max(minute) FROM delivery_minutes").fetchone()
     assert minute is not None
 
-    (summed,) = [m for m in job_store.delivery_minutes(minute[0]) if m.minute == minute[0]]
+    (summed,) = [m for m in outcomes.delivery_minutes(database, minute[0]) if m.minute == minute[0]]
 
     if (summed.delivered, summed.failed, summed.retried) != (58, 1, 1):
         pytest.skip("the database's minute turned between the two batches")
@@ -202,7 +210,7 @@ def test_lateness_percentiles_come_from_the_buckets_summed_over_dispatchers(
 
 
 def test_delivery_minutes_sum_each_minute_since_the_moment_given(
-    job_store: store.Store, db_url: str
+    database: db.Database, db_url: str
 ) -> None:
     base = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
     fast = lateness.count_buckets([0.5])
@@ -221,7 +229,7 @@ def test_delivery_minutes_sum_each_minute_since_the_moment_given(
                 (base + dt.timedelta(minutes=offset), dispatcher, counts),
             )
 
-    minutes = job_store.delivery_minutes(base + dt.timedelta(seconds=30))
+    minutes = outcomes.delivery_minutes(database, base + dt.timedelta(seconds=30))
 
     assert [(m.minute, m.delivered) for m in minutes] == [
         (base + dt.timedelta(minutes=1), 2),
@@ -234,22 +242,22 @@ def test_delivery_minutes_sum_each_minute_since_the_moment_given(
 
 
 def test_pruning_removes_rollup_rows_past_their_retention_only(
-    job_store: store.Store, db_url: str, settings: config.Settings
+    database: db.Database, db_url: str, settings: config.Settings
 ) -> None:
-    now = job_store.database_now()
-    retention = dt.timedelta(seconds=maintenance.DELIVERY_MINUTES_RETENTION_SECONDS)
-    kept = [now - retention + dt.timedelta(minutes=2), now]
+    now = cluster.database_now(database)
+    kept_for = dt.timedelta(seconds=maintenance.DELIVERY_MINUTES_RETENTION_SECONDS)
+    kept = [now - kept_for + dt.timedelta(minutes=2), now]
     with psycopg.connect(db_url) as conn:
-        for minute in [now - retention - dt.timedelta(minutes=1), *kept]:
+        for minute in [now - kept_for - dt.timedelta(minutes=1), *kept]:
             conn.execute(
                 "INSERT INTO delivery_minutes (minute, dispatcher_id, lateness)"
                 " VALUES (date_trunc('minute', %s::timestamptz), 'd1', '{}')",
                 (minute,),
             )
 
-    maintenance.prune(job_store, settings, now)
+    maintenance.prune(database, settings, now)
 
     with psycopg.connect(db_url) as conn:
         left = conn.execute("SELECT minute FROM delivery_minutes ORDER BY minute").fetchall()
     assert [row[0] for row in left] == [m.replace(second=0, microsecond=0) for m in kept]
-    assert job_store.prune_delivery_minutes(now + dt.timedelta(minutes=1)) == 2
+    assert retention.prune_delivery_minutes(database, now + dt.timedelta(minutes=1)) == 2

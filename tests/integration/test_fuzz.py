@@ -124,9 +124,9 @@ def fuzz_app(fuzz_db_url: str) -> Iterator[Flask]:
         heartbeat_max_age=3600.0,
     )
     flask_app = app_module.create_app(settings)
-    flask_app.extensions["scheduler.store"].pool.wait()  # see the `app` fixture
+    flask_app.extensions["scheduler.database"].pool.wait()  # see the `app` fixture
     yield flask_app
-    flask_app.extensions["scheduler.store"].pool.close()
+    flask_app.extensions["scheduler.database"].pool.close()
 
 
 @pytest.fixture

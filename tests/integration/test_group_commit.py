@@ -10,7 +10,8 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from scheduler import db, errors, jobs, store
+from scheduler import errors, jobs
+from scheduler.storage import db
 from scheduler.web import group_commit
 from tests import support
 
@@ -20,7 +21,7 @@ FAR = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
 @pytest.fixture
 def groups(db_url: str) -> Iterator[group_commit.GroupCommit]:
     pool = db.open_pool(db_url, 4, name="test")
-    yield group_commit.GroupCommit(store.Store(pool), announce_within=7.0)
+    yield group_commit.GroupCommit(db.Database(pool), announce_within=7.0)
     pool.close()
 
 
@@ -116,7 +117,7 @@ def test_every_waiting_insert_learns_the_database_is_down() -> None:
     unreachable = f"postgresql://127.0.0.1:{support.free_port()}/none?connect_timeout=1"
     pool = db.open_pool(unreachable, 2, name="test")
     pool.timeout = 1.0
-    groups = group_commit.GroupCommit(store.Store(pool), announce_within=7.0)
+    groups = group_commit.GroupCommit(db.Database(pool), announce_within=7.0)
     try:
         with concurrent.futures.ThreadPoolExecutor(4) as threads:
             futures = [threads.submit(groups.insert, new_job()) for _ in range(4)]

@@ -130,7 +130,7 @@ def small_client(settings: config.Settings) -> Iterator[FlaskClient]:
     """The app with SCHEDULER_MAX_BODY_BYTES at 2 KiB."""
     small = app_module.create_app(dataclasses.replace(settings, max_body_bytes=SMALL_LIMIT))
     yield small.test_client()
-    small.extensions["scheduler.store"].pool.close()
+    small.extensions["scheduler.database"].pool.close()
 
 
 def job_with(body: str) -> str:

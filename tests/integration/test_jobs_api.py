@@ -12,7 +12,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from scheduler import store
+from scheduler.storage import db, deliveries, outcomes
 
 FUTURE = "2031-01-01T00:00:00Z"
 
@@ -303,11 +303,11 @@ def test_batch_is_idempotent_with_a_key(
 
 
 def test_the_api_shows_the_kind_of_each_attempt_and_of_the_last_error(
-    client: FlaskClient, auth: dict[str, str], job_store: store.Store
+    client: FlaskClient, auth: dict[str, str], database: db.Database
 ) -> None:
     job_id = insert(client, auth, timestamp="2020-01-01T00:00:00Z")
-    (claimed,) = job_store.claim_due_jobs("test", 60, 1)
-    record = store.AttemptRecord(
+    (claimed,) = deliveries.claim_due_jobs(database, "test", 60, 1)
+    record = outcomes.AttemptRecord(
         job_id=job_id,
         attempt=1,
         started_at=dt.datetime.now(dt.UTC),
@@ -317,7 +317,9 @@ def test_the_api_shows_the_kind_of_each_attempt_and_of_the_last_error(
         response_excerpt=None,
         error_kind="refused",
     )
-    job_store.settle_deliveries([store.Settlement(record, claimed.claim_token, "scheduled", 60)])
+    outcomes.settle_deliveries(
+        database, [outcomes.Settlement(record, claimed.claim_token, "scheduled", 60)]
+    )
 
     answer = client.get(f"/jobs/{job_id}", headers=auth)
 

@@ -95,7 +95,7 @@ def web_client(settings: config.Settings) -> Iterator[Callable[[bool], Scrape]]:
 
     yield start
     for flask_app in apps:
-        flask_app.extensions["scheduler.store"].pool.close()
+        flask_app.extensions["scheduler.database"].pool.close()
 
 
 @pytest.fixture(params=["web", "dispatcher"])

@@ -15,7 +15,9 @@ import sqlalchemy
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from psycopg import sql
 
-from scheduler import config, errors, migrate
+from scheduler import config, errors
+from scheduler.storage import crons, db, deliveries, migrate
+from scheduler.storage import jobs as job_rows
 from tests import support
 
 SQL_DIR = support.ROOT / "sql"
@@ -344,3 +346,63 @@ def test_upgrading_classifies_the_failures_recorded_before(
         attempt_rows = conn.execute("SELECT error, error_kind FROM delivery_attempts").fetchall()
     assert dict(jobs_rows) == {**EARLIER_ERRORS, None: None}
     assert dict(attempt_rows) == EARLIER_ERRORS
+
+
+# --- every earlier level upgrades with data in it ----------------------------------------------
+
+
+def _earlier_levels() -> list[str]:
+    names = sorted(sql_files())
+    return names[:-1]
+
+
+@pytest.mark.parametrize("level", _earlier_levels())
+def test_a_database_at_each_earlier_level_upgrades_with_its_data_and_the_code_reads_it(
+    empty_url: str, level: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    everything = migrate.load_migrations()
+    monkeypatch.setattr(
+        migrate, "load_migrations", lambda: [m for m in everything if m.filename <= level]
+    )
+    migrate.migrate(empty_url)
+    # Rows in the columns every level has (those of 0001): a job waiting, one delivered with its
+    # attempt, and a cron.
+    with psycopg.connect(empty_url) as conn:
+        conn.execute(
+            "INSERT INTO jobs (id, body, run_at, next_attempt_at, max_attempts)"
+            " VALUES ('waiting', '{\"n\": 1}', now() - interval '1 minute',"
+            " now() - interval '1 minute', 3)"
+        )
+        conn.execute(
+            "INSERT INTO jobs (id, body, run_at, next_attempt_at, max_attempts, state, attempts,"
+            " last_status, finished_at) VALUES ('sent', '{}', now() - interval '1 hour',"
+            " now() - interval '1 hour', 3, 'delivered', 1, 200, now())"
+        )
+        conn.execute(
+            "INSERT INTO delivery_attempts (job_id, attempt, started_at, duration_ms, status_code)"
+            " VALUES ('sent', 1, now(), 7, 200)"
+        )
+        conn.execute(
+            "INSERT INTO crons (id, spec, timezone) VALUES ('nightly', '0 3 * * *', 'UTC')"
+        )
+
+    monkeypatch.setattr(migrate, "load_migrations", lambda: everything)
+    applied = migrate.migrate(empty_url)
+
+    assert applied == [m.filename for m in everything if m.filename > level]
+    database = db.Database(db.open_pool(empty_url, 2, name="upgrade"))
+    try:
+        sent, attempts = job_rows.get_job(database, "sent")
+        (cron,) = crons.list_crons(database)
+        claimed = deliveries.claim_due_jobs(database, "upgraded", 60, 10)
+    finally:
+        database.close()
+    assert (sent.state, sent.last_status, sent.endpoint) == ("delivered", 200, "default")
+    assert [(a.attempt, a.status_code) for a in attempts] == [(1, 200)]
+    assert (cron.id, cron.spec, cron.paused, cron.endpoint) == (
+        "nightly",
+        "0 3 * * *",
+        False,
+        "default",
+    )
+    assert [(c.id, c.body, c.endpoint) for c in claimed] == [("waiting", '{"n": 1}', "default")]

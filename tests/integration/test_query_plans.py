@@ -12,7 +12,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from scheduler import store
+from scheduler.storage import db, deliveries, endpoints
+from scheduler.storage import jobs as job_rows
 
 WAITING = 5_000
 # Rows a look may read from `jobs`: the few it claims or plans from, never the waiting backlog.
@@ -23,10 +24,16 @@ ASKED = "paused-asked"
 # Rows a paused endpoint's look may read: the one job an operator asked to run, not its backlog.
 ASKED_READ_BOUND = 5
 PLACEHOLDER = re.compile(r"%\((\w+)\)s")
+# The statements a look runs, by name; a paused endpoint's are the variants its module builds.
+LOOK_QUERIES = {
+    **deliveries.QUERIES,
+    "claim_paused_endpoint_jobs": deliveries.CLAIM_ENDPOINT_JOBS[True],
+    "paused_endpoint_due_in": deliveries.ENDPOINT_DUE_IN[True],
+}
 
 
 @pytest.fixture
-def backlog(db_url: str, job_store: store.Store) -> str:
+def backlog(db_url: str, database: db.Database) -> str:
     """WAITING jobs of the default endpoint due a day and more from now, analysed."""
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute(
@@ -43,10 +50,10 @@ def backlog(db_url: str, job_store: store.Store) -> str:
 
 
 @pytest.fixture
-def paused_backlog(backlog: str, job_store: store.Store) -> str:
+def paused_backlog(backlog: str, database: db.Database) -> str:
     """The backlog, plus PAUSED_BACKLOG jobs of the paused endpoint due hours ago and one due now
     that an operator asked to run (ASKED), analysed."""
-    job_store.set_endpoint_paused(PAUSED, True)
+    endpoints.set_endpoint_paused(database, PAUSED, True)
     with psycopg.connect(backlog, autocommit=True) as conn:
         conn.execute(
             """
@@ -59,7 +66,7 @@ def paused_backlog(backlog: str, job_store: store.Store) -> str:
             """,
             {"endpoint": PAUSED, "count": PAUSED_BACKLOG, "asked": ASKED},
         )
-        job_store.run_job_now(ASKED)
+        job_rows.run_job_now(database, ASKED)
         conn.execute("ANALYZE jobs")
     return backlog
 
@@ -125,11 +132,11 @@ def rows_read_from_jobs(
     ],
 )
 def test_planning_the_next_look_reads_one_waiting_job(
-    backlog: str, job_store: store.Store, name: str, held: list[str], known: list[str], bound: int
+    backlog: str, database: db.Database, name: str, held: list[str], known: list[str], bound: int
 ) -> None:
     params = {"held": held, "known": known}
-    assert rows_read_from_jobs(backlog, store.QUERIES[name], params) <= bound
-    due_in = job_store.next_due_in(held, known)
+    assert rows_read_from_jobs(backlog, LOOK_QUERIES[name], params) <= bound
+    due_in = deliveries.next_due_in(database, held, known)
     assert due_in is not None and 86_000 < due_in <= 86_401
 
 
@@ -142,7 +149,7 @@ def test_claiming_with_nothing_due_reads_no_waiting_job(backlog: str) -> None:
         "known": ["default"],
         "ahead": 0.05,
     }
-    assert rows_read_from_jobs(backlog, store.QUERIES["claim_due_jobs"], params) <= READ_BOUND
+    assert rows_read_from_jobs(backlog, LOOK_QUERIES["claim_due_jobs"], params) <= READ_BOUND
 
 
 @pytest.mark.parametrize("generic", [False, True], ids=["custom-plan", "generic-plan"])
@@ -153,18 +160,20 @@ def test_a_paused_endpoint_look_reads_the_job_asked_to_run_not_its_backlog(
     paused_backlog: str, name: str, generic: bool
 ) -> None:
     params = {"dispatcher_id": "one", "lease_seconds": 60, "limit": 32, "endpoint": PAUSED}
-    read = rows_read_from_jobs(paused_backlog, store.QUERIES[name], params, generic)
+    read = rows_read_from_jobs(paused_backlog, LOOK_QUERIES[name], params, generic)
     assert read <= ASKED_READ_BOUND
 
 
 def test_a_paused_endpoint_still_plans_and_claims_the_job_asked_to_run(
-    paused_backlog: str, job_store: store.Store
+    paused_backlog: str, database: db.Database
 ) -> None:
     with psycopg.connect(paused_backlog) as conn:
-        row = conn.execute(store.QUERIES["paused_endpoint_due_in"], {"endpoint": PAUSED}).fetchone()
+        row = conn.execute(LOOK_QUERIES["paused_endpoint_due_in"], {"endpoint": PAUSED}).fetchone()
     # Due since it was asked for, not since the backlog's first job, three hours ago.
     assert row is not None and -600 < row[0] <= 0
-    claim = job_store.claim_endpoint_jobs("one", 60, 32, PAUSED, store.EndpointLimits(None, None))
+    claim = deliveries.claim_endpoint_jobs(
+        database, "one", 60, 32, PAUSED, endpoints.EndpointLimits(None, None)
+    )
     assert [delivery.id for delivery in claim.claimed] == [ASKED]
     assert claim.retry_in is None
 
@@ -184,12 +193,12 @@ HELD_LOOK = {
 def test_a_look_with_an_endpoint_held_steps_over_none_of_its_backlog(
     paused_backlog: str, name: str, generic: bool
 ) -> None:
-    read = rows_read_from_jobs(paused_backlog, store.QUERIES[name], HELD_LOOK, generic)
+    read = rows_read_from_jobs(paused_backlog, LOOK_QUERIES[name], HELD_LOOK, generic)
     assert read <= READ_BOUND
 
 
 def test_a_look_with_an_endpoint_held_claims_the_other_endpoints_due_jobs(
-    paused_backlog: str, job_store: store.Store
+    paused_backlog: str, database: db.Database
 ) -> None:
     with psycopg.connect(paused_backlog, autocommit=True) as conn:
         conn.execute(
@@ -200,8 +209,8 @@ def test_a_look_with_an_endpoint_held_claims_the_other_endpoints_due_jobs(
             """
         )
     held, known = HELD_LOOK["held"], HELD_LOOK["known"]
-    claimed = job_store.claim_due_jobs("one", 60, 32, held, known, ahead=0.05)
+    claimed = deliveries.claim_due_jobs(database, "one", 60, 32, held, known, ahead=0.05)
     # An endpoint this dispatcher does not know is claimed too, to fail unsent.
     assert sorted(delivery.id for delivery in claimed) == ["due-default", "due-unknown"]
-    due_in = job_store.next_due_in(held, known)
+    due_in = deliveries.next_due_in(database, held, known)
     assert due_in is not None and 86_000 < due_in <= 86_401

@@ -10,24 +10,26 @@ import psycopg
 import pytest
 from flask import Flask
 
-from scheduler import errors, jobs, store
+from scheduler import errors, jobs
+from scheduler.storage import cluster, crons, db, deliveries, outcomes, retention
+from scheduler.storage import jobs as job_rows
 
 NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
 
 
 @pytest.fixture
-def db_store(job_store: store.Store) -> store.Store:
-    return job_store
+def database(database: db.Database) -> db.Database:
+    return database
 
 
-def insert(db_store: store.Store, run_at: dt.datetime, max_attempts: int = 3) -> str:
+def insert(database: db.Database, run_at: dt.datetime, max_attempts: int = 3) -> str:
     job_id = jobs.new_job_id()
-    db_store.insert_jobs([jobs.NewJob(job_id, '{"k": 1}', run_at, max_attempts)])
+    job_rows.insert_jobs(database, [jobs.NewJob(job_id, '{"k": 1}', run_at, max_attempts)])
     return job_id
 
 
-def attempt(job_id: str, number: int, status: int | None) -> store.AttemptRecord:
-    return store.AttemptRecord(
+def attempt(job_id: str, number: int, status: int | None) -> outcomes.AttemptRecord:
+    return outcomes.AttemptRecord(
         job_id=job_id,
         attempt=number,
         started_at=NOW,
@@ -40,9 +42,9 @@ def attempt(job_id: str, number: int, status: int | None) -> store.AttemptRecord
 
 def settle(
     claimed: jobs.Delivery, status: int, state: str, retry_in: float | None = None
-) -> store.Settlement:
+) -> outcomes.Settlement:
     record = attempt(claimed.id, claimed.attempts, status)
-    return store.Settlement(record, claimed.claim_token, state, retry_in)
+    return outcomes.Settlement(record, claimed.claim_token, state, retry_in)
 
 
 def state_of(db_url: str, job_id: str) -> tuple[str, int]:
@@ -53,69 +55,70 @@ def state_of(db_url: str, job_id: str) -> tuple[str, int]:
 
 
 def test_any_dispatcher_claims_and_a_claimed_job_is_not_claimed_twice(
-    db_store: store.Store,
+    database: db.Database,
 ) -> None:
-    job_id = insert(db_store, NOW)
-    (claimed,) = db_store.claim_due_jobs("one", 60, 10)
+    job_id = insert(database, NOW)
+    (claimed,) = deliveries.claim_due_jobs(database, "one", 60, 10)
     assert (claimed.id, claimed.attempts, claimed.body) == (job_id, 1, '{"k": 1}')
-    assert db_store.claim_due_jobs("two", 60, 10) == []
+    assert deliveries.claim_due_jobs(database, "two", 60, 10) == []
 
 
-def test_due_is_judged_by_the_database_clock_in_due_order(db_store: store.Store) -> None:
-    now = db_store.database_now()
-    later = insert(db_store, now - dt.timedelta(seconds=1))
-    earlier = insert(db_store, now - dt.timedelta(seconds=5))
-    insert(db_store, now + dt.timedelta(seconds=30))
-    assert [c.id for c in db_store.claim_due_jobs("one", 60, 1)] == [earlier]
-    assert [c.id for c in db_store.claim_due_jobs("one", 60, 10)] == [later]
-    due_in = db_store.next_due_in()
+def test_due_is_judged_by_the_database_clock_in_due_order(database: db.Database) -> None:
+    now = cluster.database_now(database)
+    later = insert(database, now - dt.timedelta(seconds=1))
+    earlier = insert(database, now - dt.timedelta(seconds=5))
+    insert(database, now + dt.timedelta(seconds=30))
+    assert [c.id for c in deliveries.claim_due_jobs(database, "one", 60, 1)] == [earlier]
+    assert [c.id for c in deliveries.claim_due_jobs(database, "one", 60, 10)] == [later]
+    due_in = deliveries.next_due_in(database)
     assert due_in is not None and 25 < due_in <= 30
 
 
 def test_a_claim_ahead_takes_the_jobs_due_within_it_and_says_how_soon_each_is_due(
-    db_store: store.Store,
+    database: db.Database,
 ) -> None:
-    now = db_store.database_now()
-    soon = insert(db_store, now + dt.timedelta(seconds=30))
-    insert(db_store, now + dt.timedelta(seconds=90))
-    assert db_store.claim_due_jobs("one", 60, 10) == []
-    (claimed,) = db_store.claim_due_jobs("one", 60, 10, ahead=60)
+    now = cluster.database_now(database)
+    soon = insert(database, now + dt.timedelta(seconds=30))
+    insert(database, now + dt.timedelta(seconds=90))
+    assert deliveries.claim_due_jobs(database, "one", 60, 10) == []
+    (claimed,) = deliveries.claim_due_jobs(database, "one", 60, 10, ahead=60)
     assert claimed.id == soon
     assert 29 < claimed.starts_in <= 30
 
 
 def test_an_outcome_is_fenced_by_its_claim_not_its_attempt_number(
-    db_store: store.Store, db_url: str
+    database: db.Database, db_url: str
 ) -> None:
-    job_id = insert(db_store, NOW)
-    (first,) = db_store.claim_due_jobs("one", 60, 1)
-    db_store.settle_deliveries([], [(job_id, first.claim_token)])
-    (second,) = db_store.claim_due_jobs("two", 60, 1)
+    job_id = insert(database, NOW)
+    (first,) = deliveries.claim_due_jobs(database, "one", 60, 1)
+    outcomes.settle_deliveries(database, [], [(job_id, first.claim_token)])
+    (second,) = deliveries.claim_due_jobs(database, "two", 60, 1)
     assert second.attempts == first.attempts == 1
     assert second.claim_token != first.claim_token
 
-    db_store.settle_deliveries([settle(first, 200, "delivered")])
+    outcomes.settle_deliveries(database, [settle(first, 200, "delivered")])
     assert state_of(db_url, job_id) == ("delivering", 1), "a stale claim changed the job"
-    db_store.settle_deliveries([settle(second, 200, "delivered")])
+    outcomes.settle_deliveries(database, [settle(second, 200, "delivered")])
     assert state_of(db_url, job_id) == ("delivered", 1)
 
 
-def test_a_job_cancelled_in_flight_stays_cancelled(db_store: store.Store, db_url: str) -> None:
-    job_id = insert(db_store, NOW)
-    (claimed,) = db_store.claim_due_jobs("one", 60, 1)
+def test_a_job_cancelled_in_flight_stays_cancelled(database: db.Database, db_url: str) -> None:
+    job_id = insert(database, NOW)
+    (claimed,) = deliveries.claim_due_jobs(database, "one", 60, 1)
     with psycopg.connect(db_url) as conn:
         conn.execute("UPDATE jobs SET state = 'cancelled'")
-    db_store.settle_deliveries([settle(claimed, 500, "scheduled", 1)])
+    outcomes.settle_deliveries(database, [settle(claimed, 500, "scheduled", 1)])
     assert state_of(db_url, job_id) == ("cancelled", 1)
 
 
 def test_one_settlement_records_every_outcome_and_gives_back_unsent_claims(
-    db_store: store.Store, db_url: str
+    database: db.Database, db_url: str
 ) -> None:
-    delivered, failed, retried, unsent = (insert(db_store, NOW) for _ in range(4))
-    claimed = {c.id: c for c in db_store.claim_due_jobs("one", 60, 10)}
+    delivered, failed, retried, unsent = (insert(database, NOW) for _ in range(4))
+    claimed = {c.id: c for c in deliveries.claim_due_jobs(database, "one", 60, 10)}
     assert len(claimed) == 4
-    db_store.settle_deliveries(
+    outcomes.settle_deliveries(
+        database,
         [
             settle(claimed[delivered], 200, "delivered"),
             settle(claimed[failed], 500, "failed"),
@@ -140,8 +143,8 @@ def test_one_settlement_records_every_outcome_and_gives_back_unsent_claims(
     assert sorted(r[0] for r in recorded) == sorted([delivered, failed, retried])
 
 
-def beat(db_store: store.Store, dispatcher_id: str, age_seconds: float, db_url: str) -> None:
-    db_store.beat_dispatcher(dispatcher_id, "host", 1, 0, 0, None)
+def beat(database: db.Database, dispatcher_id: str, age_seconds: float, db_url: str) -> None:
+    cluster.beat_dispatcher(database, dispatcher_id, "host", 1, 0, 0, None)
     with psycopg.connect(db_url) as conn:
         conn.execute(
             "UPDATE dispatchers SET heartbeat_at = now() - make_interval(secs => %s) WHERE id = %s",
@@ -150,17 +153,17 @@ def beat(db_store: store.Store, dispatcher_id: str, age_seconds: float, db_url: 
 
 
 def test_dead_dispatchers_claims_and_expired_leases_are_released_live_ones_kept(
-    db_store: store.Store, epoch: int, db_url: str
+    database: db.Database, epoch: int, db_url: str
 ) -> None:
-    beat(db_store, "live", 1, db_url)
-    beat(db_store, "dead", 11, db_url)
-    held = {name: insert(db_store, NOW) for name in ("live", "dead", "expired", "unowned")}
+    beat(database, "live", 1, db_url)
+    beat(database, "dead", 11, db_url)
+    held = {name: insert(database, NOW) for name in ("live", "dead", "expired", "unowned")}
     for name in ("live", "dead"):
-        db_store.claim_due_jobs(name, 60, 1)
-    db_store.claim_due_jobs("live", 0, 1)  # a lease that has already run out
-    db_store.claim_due_jobs("vanished", 60, 1)  # a dispatcher with no row at all
+        deliveries.claim_due_jobs(database, name, 60, 1)
+    deliveries.claim_due_jobs(database, "live", 0, 1)  # a lease that has already run out
+    deliveries.claim_due_jobs(database, "vanished", 60, 1)  # a dispatcher with no row at all
     del held["unowned"]
-    unowned = insert(db_store, NOW)
+    unowned = insert(database, NOW)
     with psycopg.connect(db_url) as conn:
         conn.execute(
             "UPDATE jobs SET state = 'delivering', leased_until = now() + interval '1 hour'"
@@ -168,59 +171,62 @@ def test_dead_dispatchers_claims_and_expired_leases_are_released_live_ones_kept(
             (unowned,),
         )
 
-    assert db_store.release_dead_claims(epoch - 1, 10) == 0, "only the leader rescues"
-    assert db_store.release_dead_claims(epoch, 10) == 3
+    assert deliveries.release_dead_claims(database, epoch - 1, 10) == 0, "only the leader rescues"
+    assert deliveries.release_dead_claims(database, epoch, 10) == 3
     assert state_of(db_url, held["live"])[0] == "delivering"
     assert state_of(db_url, held["dead"])[0] == "scheduled"
     assert state_of(db_url, held["expired"])[0] == "scheduled"
-    assert state_of(db_url, unowned)[0] == "delivering", "an earlier version's live claim"
-    assert db_store.release_unowned_claims(epoch) == 1
-    assert state_of(db_url, unowned)[0] == "scheduled"
+    assert state_of(db_url, unowned)[0] == "delivering", "a live claim naming no dispatcher"
 
 
 def test_live_dispatchers_are_listed_with_the_leader_first(
-    db_store: store.Store, epoch: int, db_url: str
+    database: db.Database, epoch: int, db_url: str
 ) -> None:
-    beat(db_store, "member", 0, db_url)
-    beat(db_store, "test", 0, db_url)  # the epoch fixture's holder
-    beat(db_store, "gone", 30, db_url)
-    listed = db_store.list_dispatchers(10)
+    beat(database, "member", 0, db_url)
+    beat(database, "test", 0, db_url)  # the epoch fixture's holder
+    beat(database, "gone", 30, db_url)
+    listed = cluster.list_dispatchers(database, 10)
     assert [(d.id, d.role) for d in listed] == [("test", "leader"), ("member", "member")]
-    db_store.remove_dispatcher("member")
-    assert [d.id for d in db_store.list_dispatchers(10)] == ["test"]
-    assert db_store.prune_dispatchers(20) == 1
+    cluster.remove_dispatcher(database, "member")
+    assert [d.id for d in cluster.list_dispatchers(database, 10)] == ["test"]
+    assert retention.prune_dispatchers(database, 20) == 1
 
 
 def tick(revision: int, at: dt.datetime) -> jobs.CronTick:
     return jobs.CronTick(revision, jobs.new_job_id(), at)
 
 
-def test_cron_ticks_are_unique_and_fenced(db_store: store.Store, epoch: int, db_url: str) -> None:
-    db_store.replace_crons([jobs.CronDefinition("c", "* * * * * *", "UTC")])
-    revision = db_store.list_crons()[0].revision
-    assert db_store.record_cron_fires(epoch, [tick(revision, NOW)], 3).recorded == 1
-    assert db_store.record_cron_fires(epoch, [tick(revision, NOW)], 3).recorded == 0, "a repeat"
-    old_leader = db_store.record_cron_fires(epoch - 1, [tick(revision, NOW)], 3)
+def test_cron_ticks_are_unique_and_fenced(database: db.Database, epoch: int, db_url: str) -> None:
+    crons.replace_crons(database, [jobs.CronDefinition("c", "* * * * * *", "UTC")])
+    revision = crons.list_crons(database)[0].revision
+    assert crons.record_cron_fires(database, epoch, [tick(revision, NOW)], 3).recorded == 1
+    assert crons.record_cron_fires(database, epoch, [tick(revision, NOW)], 3).recorded == 0, (
+        "a repeat"
+    )
+    old_leader = crons.record_cron_fires(database, epoch - 1, [tick(revision, NOW)], 3)
     assert old_leader.recorded == 0
     later = NOW + dt.timedelta(seconds=1)
-    unknown = db_store.record_cron_fires(epoch, [tick(revision + 1, later)], 3)
+    unknown = crons.record_cron_fires(database, epoch, [tick(revision + 1, later)], 3)
     assert unknown.recorded == 0, "no such cron"
     with psycopg.connect(db_url) as conn:
         ticks = conn.execute("SELECT cron_id, run_at FROM jobs").fetchall()
     assert ticks == [("c", NOW)]
-    assert db_store.list_crons()[0].last_fire_at == NOW
+    assert crons.list_crons(database)[0].last_fire_at == NOW
 
 
 def test_a_pass_of_ticks_is_recorded_at_once(
-    db_store: store.Store, epoch: int, db_url: str
+    database: db.Database, epoch: int, db_url: str
 ) -> None:
-    db_store.replace_crons(
-        [jobs.CronDefinition(name, "* * * * * *", "UTC") for name in ("a", "b", "gone")]
+    crons.replace_crons(
+        database, [jobs.CronDefinition(name, "* * * * * *", "UTC") for name in ("a", "b", "gone")]
     )
-    revisions = {c.id: c.revision for c in db_store.list_crons()}
-    db_store.replace_crons([jobs.CronDefinition(name, "* * * * * *", "UTC") for name in ("a", "b")])
+    revisions = {c.id: c.revision for c in crons.list_crons(database)}
+    crons.replace_crons(
+        database, [jobs.CronDefinition(name, "* * * * * *", "UTC") for name in ("a", "b")]
+    )
     later = NOW + dt.timedelta(seconds=1)
-    recorded = db_store.record_cron_fires(
+    recorded = crons.record_cron_fires(
+        database,
         epoch,
         [
             tick(revisions["a"], NOW),
@@ -231,11 +237,11 @@ def test_a_pass_of_ticks_is_recorded_at_once(
         ],
         3,
     )
-    assert recorded == store.RecordedTicks(recorded=3, skipped=0)
+    assert recorded == crons.RecordedTicks(recorded=3, skipped=0)
     with psycopg.connect(db_url) as conn:
         ticks = conn.execute("SELECT cron_id, run_at FROM jobs ORDER BY cron_id, run_at").fetchall()
     assert ticks == [("a", NOW), ("a", later), ("b", NOW)]
-    last = {c.id: c.last_fire_at for c in db_store.list_crons()}
+    last = {c.id: c.last_fire_at for c in crons.list_crons(database)}
     assert last == {"a": later, "b": NOW}
 
 
@@ -246,12 +252,15 @@ def run_states(db_url: str) -> dict[dt.datetime, str]:
 
 
 def test_each_tick_is_due_within_its_cron_jitter(
-    db_store: store.Store, epoch: int, db_url: str
+    database: db.Database, epoch: int, db_url: str
 ) -> None:
-    db_store.replace_crons([jobs.CronDefinition("c", "* * * * * *", "UTC", jitter=2)])
-    revision = db_store.list_crons()[0].revision
+    crons.replace_crons(database, [jobs.CronDefinition("c", "* * * * * *", "UTC", jitter=2)])
+    revision = crons.list_crons(database)[0].revision
     times = [NOW + dt.timedelta(seconds=n) for n in range(50)]
-    assert db_store.record_cron_fires(epoch, [tick(revision, t) for t in times], 3).recorded == 50
+    assert (
+        crons.record_cron_fires(database, epoch, [tick(revision, t) for t in times], 3).recorded
+        == 50
+    )
     with psycopg.connect(db_url) as conn:
         rows = conn.execute(
             "SELECT extract(epoch FROM next_attempt_at - run_at)::float8, state FROM jobs"
@@ -263,25 +272,25 @@ def test_each_tick_is_due_within_its_cron_jitter(
 
 
 def test_overlap_skip_records_ticks_as_skipped_while_a_run_is_unfinished(
-    db_store: store.Store, epoch: int, db_url: str
+    database: db.Database, epoch: int, db_url: str
 ) -> None:
-    db_store.replace_crons([jobs.CronDefinition("c", "* * * * * *", "UTC", overlap="skip")])
-    revision = db_store.list_crons()[0].revision
+    crons.replace_crons(database, [jobs.CronDefinition("c", "* * * * * *", "UTC", overlap="skip")])
+    revision = crons.list_crons(database)[0].revision
     at = [NOW + dt.timedelta(seconds=n) for n in range(6)]
 
-    def record(*ticks: dt.datetime) -> store.RecordedTicks:
-        return db_store.record_cron_fires(epoch, [tick(revision, t) for t in ticks], 3)
+    def record(*ticks: dt.datetime) -> crons.RecordedTicks:
+        return crons.record_cron_fires(database, epoch, [tick(revision, t) for t in ticks], 3)
 
-    assert record(at[0]) == store.RecordedTicks(1, 0)
-    assert record(at[1]) == store.RecordedTicks(1, 1), "the first run waits"
+    assert record(at[0]) == crons.RecordedTicks(1, 0)
+    assert record(at[1]) == crons.RecordedTicks(1, 1), "the first run waits"
     with psycopg.connect(db_url) as conn:
         conn.execute("UPDATE jobs SET state = 'delivering' WHERE run_at = %s", (at[0],))
-    assert record(at[2]) == store.RecordedTicks(1, 1), "the first run is in flight"
-    assert record(at[1]) == store.RecordedTicks(0, 0), "a repeat of a skipped tick"
+    assert record(at[2]) == crons.RecordedTicks(1, 1), "the first run is in flight"
+    assert record(at[1]) == crons.RecordedTicks(0, 0), "a repeat of a skipped tick"
     with psycopg.connect(db_url) as conn:
         conn.execute("UPDATE jobs SET state = 'delivered' WHERE run_at = %s", (at[0],))
     # Several new ticks in one pass: the first finds the cron idle, the others the first.
-    assert record(at[3], at[4], at[3]) == store.RecordedTicks(2, 1)
+    assert record(at[3], at[4], at[3]) == crons.RecordedTicks(2, 1)
     assert run_states(db_url) == {
         at[0]: "delivered",
         at[1]: "skipped",
@@ -294,22 +303,22 @@ def test_overlap_skip_records_ticks_as_skipped_while_a_run_is_unfinished(
             "SELECT count(*) FROM jobs WHERE state = 'skipped' AND finished_at IS NULL"
         ).fetchone()
     assert unfinished == (0,), "a skipped tick is finished (and pruned in time)"
-    assert db_store.list_crons()[0].last_fire_at == at[4]
+    assert crons.list_crons(database)[0].last_fire_at == at[4]
 
 
 def test_overlap_allow_records_every_tick_to_send(
-    db_store: store.Store, epoch: int, db_url: str
+    database: db.Database, epoch: int, db_url: str
 ) -> None:
-    db_store.replace_crons([jobs.CronDefinition("c", "* * * * * *", "UTC", overlap="allow")])
-    revision = db_store.list_crons()[0].revision
+    crons.replace_crons(database, [jobs.CronDefinition("c", "* * * * * *", "UTC", overlap="allow")])
+    revision = crons.list_crons(database)[0].revision
     first, second = NOW, NOW + dt.timedelta(seconds=1)
-    db_store.record_cron_fires(epoch, [tick(revision, first)], 3)
-    assert db_store.record_cron_fires(epoch, [tick(revision, second)], 3).skipped == 0
+    crons.record_cron_fires(database, epoch, [tick(revision, first)], 3)
+    assert crons.record_cron_fires(database, epoch, [tick(revision, second)], 3).skipped == 0
     assert run_states(db_url) == {first: "scheduled", second: "scheduled"}
 
 
 def test_a_second_leader_cannot_take_the_lock(db_url: str, epoch: int) -> None:
-    other = store.LeaderLock(db_url, timeout=10)
+    other = cluster.LeaderLock(db_url, timeout=10)
     try:
         assert other.try_acquire("other") is None
         assert not other.confirm(epoch)
@@ -318,12 +327,12 @@ def test_a_second_leader_cannot_take_the_lock(db_url: str, epoch: int) -> None:
 
 
 def test_pruning_removes_old_delivered_cancelled_and_skipped_jobs_only(
-    db_store: store.Store, db_url: str
+    database: db.Database, db_url: str
 ) -> None:
     states = ("delivered", "cancelled", "skipped", "failed")
-    ids = {state: insert(db_store, NOW) for state in states}
-    recent = insert(db_store, NOW)
-    pending = insert(db_store, NOW)
+    ids = {state: insert(database, NOW) for state in states}
+    recent = insert(database, NOW)
+    pending = insert(database, NOW)
     with psycopg.connect(db_url) as conn:
         for state, job_id in ids.items():
             conn.execute(
@@ -339,9 +348,9 @@ def test_pruning_removes_old_delivered_cancelled_and_skipped_jobs_only(
             "UPDATE jobs SET state = 'delivered', finished_at = now() WHERE id = %s", (recent,)
         )
     before = dt.datetime.now(dt.UTC) - dt.timedelta(days=7)
-    assert db_store.prune_finished_jobs(before, 1) == 1
-    assert db_store.prune_finished_jobs(before, 10) == 2
-    assert db_store.prune_finished_jobs(before, 10) == 0
+    assert retention.prune_jobs(database, retention.FINISHED, before, 1) == 1
+    assert retention.prune_jobs(database, retention.FINISHED, before, 10) == 2
+    assert retention.prune_jobs(database, retention.FINISHED, before, 10) == 0
     with psycopg.connect(db_url) as conn:
         left = {row[0] for row in conn.execute("SELECT id FROM jobs")}
         attempts = {row[0] for row in conn.execute("SELECT job_id FROM delivery_attempts")}
@@ -357,7 +366,7 @@ def refused(action: Callable[[], object]) -> errors.SchedulerError:
 
 @pytest.mark.parametrize("announce_within", [None, 0.0], ids=["announced", "quiet"])
 def test_several_jobs_are_stored_in_one_statement_with_their_own_bodies_and_due_times(
-    db_store: store.Store, db_url: str, announce_within: float | None
+    database: db.Database, db_url: str, announce_within: float | None
 ) -> None:
     later = NOW + dt.timedelta(days=1)
     new = [
@@ -365,7 +374,9 @@ def test_several_jobs_are_stored_in_one_statement_with_their_own_bodies_and_due_
         jobs.NewJob(jobs.new_job_id(), "null", None, 2, delay=1.5),
         jobs.NewJob(jobs.new_job_id(), "[1, 2]", later, 5, endpoint="billing"),
     ]
-    assert db_store.insert_jobs(new, announce_within=announce_within) == [j.id for j in new]
+    assert job_rows.insert_jobs(database, new, announce_within=announce_within) == [
+        j.id for j in new
+    ]
     with psycopg.connect(db_url) as conn:
         rows = conn.execute(
             "SELECT body::text, extract(epoch FROM next_attempt_at - created_at), max_attempts,"
@@ -380,39 +391,45 @@ def test_several_jobs_are_stored_in_one_statement_with_their_own_bodies_and_due_
     assert rows[2][4] == later
 
 
-def test_values_the_database_refuses_become_domain_errors(db_store: store.Store) -> None:
+def test_values_the_database_refuses_become_domain_errors(database: db.Database) -> None:
     """Validation stops these first; if one ever slipped through, it would be the client's 400
     (or a 409), never a 500, nor a 503 that invites a retry bound to fail again."""
     existing = jobs.NewJob(jobs.new_job_id(), "1", NOW, 3)
-    db_store.insert_jobs([existing])
+    job_rows.insert_jobs(database, [existing])
     cases: list[tuple[Callable[[], object], type[errors.SchedulerError], str]] = [
         # A unique constraint: the row exists.
-        (lambda: db_store.insert_jobs([existing, existing]), errors.Conflict, "duplicate key"),
+        (
+            lambda: job_rows.insert_jobs(database, [existing, existing]),
+            errors.Conflict,
+            "duplicate key",
+        ),
         # A check constraint (max_attempts > 0).
         (
-            lambda: db_store.insert_jobs([jobs.NewJob(jobs.new_job_id(), "1", NOW, 0)]),
+            lambda: job_rows.insert_jobs(database, [jobs.NewJob(jobs.new_job_id(), "1", NOW, 0)]),
             errors.InvalidValue,
             "check constraint",
         ),
         # Data exceptions, found by PostgreSQL and by psycopg before sending.
         (
-            lambda: db_store.insert_jobs([jobs.NewJob(jobs.new_job_id(), '"\\u0000"', NOW, 3)]),
+            lambda: job_rows.insert_jobs(
+                database, [jobs.NewJob(jobs.new_job_id(), '"\\u0000"', NOW, 3)]
+            ),
             errors.InvalidValue,
             "unsupported Unicode escape",
         ),
         (
-            lambda: db_store.insert_jobs(
-                [jobs.NewJob(jobs.new_job_id(), "1e400000000000", NOW, 3)]
+            lambda: job_rows.insert_jobs(
+                database, [jobs.NewJob(jobs.new_job_id(), "1e400000000000", NOW, 3)]
             ),
             errors.InvalidValue,
             "numeric",
         ),
-        (lambda: db_store.cancel_job("nul\x00"), errors.InvalidValue, "NUL"),
-        (lambda: db_store.cancel_job("\ud800"), errors.InvalidValue, "not valid Unicode"),
+        (lambda: job_rows.cancel_job(database, "nul\x00"), errors.InvalidValue, "NUL"),
+        (lambda: job_rows.cancel_job(database, "\ud800"), errors.InvalidValue, "not valid Unicode"),
         # A program limit (an index row too long for a btree, even compressed), once a 503.
         (
-            lambda: db_store.put_cron(
-                jobs.CronDefinition(secrets.token_urlsafe(8000), "@daily", "UTC")
+            lambda: crons.put_cron(
+                database, jobs.CronDefinition(secrets.token_urlsafe(8000), "@daily", "UTC")
             ),
             errors.InvalidValue,
             "index row",
@@ -422,7 +439,7 @@ def test_values_the_database_refuses_become_domain_errors(db_store: store.Store)
         error = refused(action)
         assert type(error) is kind, (words, error)
         assert words in str(error), error
-    assert db_store.list_crons() == []
+    assert crons.list_crons(database) == []
 
 
 def test_a_refused_value_that_reached_the_app_is_a_400(app: Flask) -> None:

@@ -1,4 +1,4 @@
-"""The built wheel, not the checkout, migrates a database: it ships sql/ and queries.sql.
+"""The built wheel, not the checkout, migrates a database: it ships sql/ and the storage queries.
 
 One slow test (a few seconds): it builds and installs a wheel of the project.
 """
@@ -134,7 +134,7 @@ def test_slow_installed_wheel_migrates_a_fresh_database(
         [
             sys.executable,
             "-c",
-            "import scheduler, scheduler.migrate as m; print(scheduler.__file__);"
+            "import scheduler, scheduler.storage.migrate as m; print(scheduler.__file__);"
             " print(m._migrations_folder())",
         ],
         timeout=60,
@@ -147,7 +147,8 @@ def test_slow_installed_wheel_migrates_a_fresh_database(
     assert sorted(p.name for p in pathlib.Path(migrations_folder).glob("*.sql")) == sorted(
         sql_files()
     )
-    assert (wheel_site / "scheduler" / "queries.sql").is_file()
+    shipped = {p.name for p in (wheel_site / "scheduler" / "storage").glob("*.sql")}
+    assert shipped == {p.name for p in (support.ROOT / "scheduler" / "storage").glob("*.sql")}
     assert (wheel_site / "scheduler" / "web" / "app.py").is_file()
 
     migrated = _run(

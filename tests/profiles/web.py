@@ -92,7 +92,7 @@ def main() -> None:
             log_level=args.log_level,
         )
         app = app_module.create_app(settings)
-        pool = app.extensions["scheduler.store"].pool
+        pool = app.extensions["scheduler.database"].pool
         pool.wait()
         insert = ("POST", "/insert", INSERT_BODY)
         noop = ("GET", "/healthz", b"")

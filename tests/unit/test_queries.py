@@ -1,16 +1,18 @@
-"""queries.sql: how it is parsed, and that it matches what store.py uses."""
+"""The storage modules' named-query files: how they are parsed, and that they match the code."""
 
 from __future__ import annotations
 
+import importlib
 import re
 
 import pytest
 
-from scheduler import store
+from scheduler.storage import deliveries, notices, queries
 from tests import support
 
-QUERIES_FILE = support.ROOT / "scheduler" / "queries.sql"
-STORE_SOURCE = support.ROOT / "scheduler" / "store.py"
+STORAGE = support.ROOT / "scheduler" / "storage"
+MODULES = sorted(path.stem for path in STORAGE.glob("*.sql"))
+PART = re.compile(r"\{(\w+)\}")
 
 SAMPLE = """\
 -- first_query --
@@ -30,9 +32,7 @@ WHERE id = %(id)s;
 
 
 def test_parse_queries_splits_on_headers_and_drops_descriptions() -> None:
-    queries = store.parse_queries(SAMPLE)
-
-    assert queries == {
+    assert queries.parse_queries(SAMPLE) == {
         "first_query": "SELECT id, name\nFROM things\nWHERE id = %(id)s",
         "second_query": (
             "UPDATE things SET name = %(name)s\n"
@@ -43,103 +43,121 @@ def test_parse_queries_splits_on_headers_and_drops_descriptions() -> None:
 
 
 def test_parse_queries_of_a_file_without_headers_is_empty() -> None:
-    assert store.parse_queries("SELECT 1;\n") == {}
+    assert queries.parse_queries("SELECT 1;\n") == {}
 
 
-def _names_used_by_store() -> set[str]:
-    source = STORE_SOURCE.read_text("utf-8")
-    indexed = re.findall(r"QUERIES\[\s*\"(\w+)\"\s*\]", source)
-    executed = re.findall(r"self\._execute\(\s*\"(\w+)\"", source)
-    return set(indexed) | set(executed)
+def test_a_part_named_in_braces_is_the_query_of_that_name_and_others_are_left() -> None:
+    parsed = queries.parse_queries(
+        "-- columns --\n-- Shared.\nid, name\n\n"
+        "-- read --\n-- Uses it.\nSELECT {columns} FROM things {where};\n"
+    )
+
+    assert parsed["read"] == "SELECT id, name FROM things {where}"
+    assert queries.variant(parsed["read"], where="WHERE id = 1") == (
+        "SELECT id, name FROM things WHERE id = 1"
+    )
 
 
-def test_store_uses_queries_by_name() -> None:
-    used = _names_used_by_store()
-
-    # Guards the regexes themselves: store.py uses both forms.
-    assert {"lock_crons", "record_attempts", "insert_job", "list_dispatchers"} <= used
+def test_a_query_that_includes_itself_is_refused() -> None:
+    with pytest.raises(ValueError, match="includes itself"):
+        queries.parse_queries("-- a --\n-- Loops.\nSELECT {b};\n\n-- b --\n-- Back.\n{a};\n")
 
 
-def test_every_query_store_uses_is_in_the_file() -> None:
-    missing = _names_used_by_store() - set(store.QUERIES)
-
-    assert not missing, f"store.py uses queries that queries.sql lacks: {sorted(missing)}"
+def _module(name: str) -> object:
+    return importlib.import_module(f"scheduler.storage.{name}")
 
 
-def test_every_query_in_the_file_is_used_by_store() -> None:
-    unused = set(store.QUERIES) - _names_used_by_store()
-
-    assert not unused, f"queries.sql has queries store.py never runs: {sorted(unused)}"
+def _source(name: str) -> str:
+    return (STORAGE / f"{name}.py").read_text("utf-8")
 
 
-def test_query_names_are_unique() -> None:
-    headers = re.findall(r"^-- (\w+) --$", QUERIES_FILE.read_text("utf-8"), re.MULTILINE)
-
-    duplicates = sorted({name for name in headers if headers.count(name) > 1})
-    assert not duplicates
-    assert len(headers) == len(store.QUERIES)
-
-
-def test_the_loaded_queries_are_the_checkout_file() -> None:
-    assert store.parse_queries(QUERIES_FILE.read_text("utf-8")) == store.QUERIES
+def _run_by_name(name: str) -> set[str]:
+    """The queries of `name`.sql that storage modules run by name (QUERIES["..."])."""
+    own = set(re.findall(r"(?<![\w.])QUERIES\[\s*\"(\w+)\"\s*\]", _source(name)))
+    for other in MODULES:
+        own |= set(re.findall(rf"\b{name}\.QUERIES\[\s*\"(\w+)\"\s*\]", _source(other)))
+    return own
 
 
-@pytest.mark.parametrize("name", sorted(store.QUERIES))
-def test_query_uses_only_named_placeholders(name: str) -> None:
-    text = store.QUERIES[name]
+@pytest.mark.parametrize("name", MODULES)
+def test_every_query_of_a_file_is_used_and_every_name_used_exists(name: str) -> None:
+    loaded = set(_module(name).QUERIES)  # type: ignore[attr-defined]
+    run = _run_by_name(name)
+    parts = set(PART.findall((STORAGE / f"{name}.sql").read_text("utf-8")))
 
+    assert run, f"{name}.py runs no query by name"
+    assert not run - loaded, f"{name} runs queries {name}.sql lacks: {sorted(run - loaded)}"
+    unused = loaded - run - parts
+    assert not unused, f"{name}.sql has queries nothing runs: {sorted(unused)}"
+    # A part that is no query is a variant the module fills in with queries.variant().
+    for variant in parts - loaded:
+        assert re.search(rf"queries\.variant\([^)]*\b{variant}=", _source(name), re.DOTALL)
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_query_names_are_unique_within_a_file(name: str) -> None:
+    headers = re.findall(r"^-- (\w+) --$", (STORAGE / f"{name}.sql").read_text(), re.MULTILINE)
+
+    assert len(headers) == len(set(headers)) == len(_module(name).QUERIES)  # type: ignore[attr-defined]
+
+
+def _all_queries() -> list[tuple[str, str]]:
+    return [
+        (f"{name}.{query}", text)
+        for name in MODULES
+        for query, text in _module(name).QUERIES.items()  # type: ignore[attr-defined]
+    ]
+
+
+@pytest.mark.parametrize(("name", "text"), _all_queries())
+def test_query_uses_only_named_placeholders_and_is_one_statement(name: str, text: str) -> None:
     leftover = re.sub(r"%\(\w+\)s|%%", "", text)
     assert "%" not in leftover, f"{name} has a placeholder other than %(name)s"
-
-
-@pytest.mark.parametrize("name", sorted(store.QUERIES))
-def test_query_is_one_statement_without_select_star(name: str) -> None:
-    text = store.QUERIES[name]
-
     assert text.strip()
     assert not re.search(r"SELECT\s+\*", text, re.IGNORECASE), f"{name} uses SELECT *"
-    assert not text.endswith(";")
     assert ";" not in text, f"{name} holds more than one statement"
 
 
-@pytest.mark.parametrize(
-    ("paused", "open_query"),
-    [
-        ("claim_paused_endpoint_jobs", "claim_endpoint_jobs"),
-        ("paused_endpoint_due_in", "endpoint_due_in"),
-    ],
-)
-def test_a_paused_endpoint_query_is_its_open_one_taking_only_jobs_asked_to_run(
-    paused: str, open_query: str
-) -> None:
-    # Written out twice so the planner sees run_requested literally; they must not drift apart.
-    narrowed = re.sub(r"\s+AND run_requested$", "", store.QUERIES[paused], flags=re.MULTILINE)
-
-    assert narrowed != store.QUERIES[paused]
-    assert narrowed == store.QUERIES[open_query]
-
-
 def test_every_notification_is_on_the_channel_with_a_kind_the_dispatcher_reads() -> None:
-    sent = re.findall(r"pg_notify\(\s*'(\w+)',\s*'(\w)\b", QUERIES_FILE.read_text("utf-8"))
+    text = "\n".join(path.read_text("utf-8") for path in STORAGE.glob("*.sql"))
+    sent = re.findall(r"pg_notify\(\s*'(\w+)',\s*'(\w)\b", text)
 
-    assert len(sent) == QUERIES_FILE.read_text("utf-8").count("pg_notify(")
-    assert {channel for channel, _ in sent} == {store.NOTIFY_CHANNEL}
-    assert {kind for _, kind in sent} == set(store.NOTICE_KINDS)
+    assert len(sent) == text.count("pg_notify(")
+    assert {channel for channel, _ in sent} == {notices.CHANNEL}
+    assert {kind for _, kind in sent} == set(notices.KINDS)
 
 
 @pytest.mark.parametrize(
     ("payload", "notice"),
     [
-        ("j 1.5 1790000000.5", store.Notice(store.JOB_DUE, 1.5)),
-        ("j -0.25 1790000000", store.Notice(store.JOB_DUE, -0.25)),
-        ("c", store.Notice(store.CRONS_CHANGED)),
-        ("b", store.Notice(store.JOBS_DUE)),
-        # An earlier version's format, during a rolling deploy: look now rather than never.
-        ("j 01jabc 1790000000.5", store.Notice(store.JOBS_DUE)),
-        ("d 01jabc", store.Notice(store.JOBS_DUE)),
+        ("j 1.5", notices.Notice(notices.JOB_DUE, 1.5)),
+        ("j -0.25", notices.Notice(notices.JOB_DUE, -0.25)),
+        ("c", notices.Notice(notices.CRONS_CHANGED)),
+        ("b", notices.Notice(notices.JOBS_DUE)),
+        ("e", notices.Notice(notices.ENDPOINTS_CHANGED)),
+        # Anything unreadable means: look now, rather than never.
+        ("j soon", notices.Notice(notices.JOBS_DUE)),
+        ("j 1.5 1790000000.5", notices.Notice(notices.JOBS_DUE)),
+        ("d 01jabc", notices.Notice(notices.JOBS_DUE)),
     ],
 )
 def test_notices_parse_and_anything_unknown_means_look_now(
-    payload: str, notice: store.Notice
+    payload: str, notice: notices.Notice
 ) -> None:
-    assert store.parse_notice(payload) == notice
+    assert notices.parse_notice(payload) == notice
+
+
+@pytest.mark.parametrize(
+    ("variants", "literal"),
+    [
+        ("CLAIM_ENDPOINT_JOBS", "AND run_requested"),
+        ("ENDPOINT_DUE_IN", "AND run_requested"),
+    ],
+)
+def test_a_paused_endpoint_query_is_its_open_one_taking_only_jobs_asked_to_run(
+    variants: str, literal: str
+) -> None:
+    built = getattr(deliveries, variants)
+
+    assert literal in built[True] and literal not in built[False]
+    assert built[True].replace(literal, "").split() == built[False].split()

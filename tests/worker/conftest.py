@@ -8,7 +8,9 @@ from collections.abc import Callable
 
 import pytest
 
-from scheduler import config, jobs, store
+from scheduler import config, jobs
+from scheduler.storage import cluster, db
+from scheduler.storage import jobs as job_rows
 from tests import support
 
 
@@ -39,8 +41,8 @@ def settings(make_settings: Callable[..., config.Settings]) -> config.Settings:
     return make_settings(SCHEDULER_LEADER_TIMEOUT="5")
 
 
-def insert_due(job_store: store.Store, count: int, due_in: float = -1.0) -> list[str]:
+def insert_due(database: db.Database, count: int, due_in: float = -1.0) -> list[str]:
     """`count` jobs due `due_in` seconds from now by the database's clock."""
-    due = job_store.database_now() + dt.timedelta(seconds=due_in)
+    due = cluster.database_now(database) + dt.timedelta(seconds=due_in)
     new = [jobs.NewJob(jobs.new_job_id(), json.dumps({"n": n}), due, 3) for n in range(count)]
-    return job_store.insert_jobs(new)
+    return job_rows.insert_jobs(database, new)

@@ -137,27 +137,26 @@ def test_the_watchdog_ends_only_attempts_past_their_deadline() -> None:
         guard.stop()
 
 
-NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
-
-
 @pytest.mark.parametrize(
-    ("header", "seconds"),
+    ("status", "header", "retry_after"),
     [
-        ("120", 120.0),
-        (" 7 ", 7.0),
-        ("Fri, 27 Nov 2026 12:00:30 GMT", 30.0),
-        ("Fri, 27 Nov 2026 11:00:00 GMT", 0.0),  # a date in the past: at once
-        (None, None),
-        ("", None),
-        ("soon", None),
-        ("-5", None),
-        ("1.5", None),  # delay-seconds are whole
+        (503, "120", 120.0),
+        (429, "\N{SUPERSCRIPT TWO}", None),  # float() refuses it; deliver() once raised
+        (200, "120", None),  # only a refusal says when to come back
     ],
 )
-def test_retry_after_reads_seconds_and_http_dates(
-    header: str | None, seconds: float | None
+def test_a_refusal_s_retry_after_is_kept_as_seconds(
+    receiver: support.Receiver,
+    guard: watchdog.Watchdog,
+    status: int,
+    header: str,
+    retry_after: float | None,
 ) -> None:
-    assert attempt.parse_retry_after(header, NOW) == seconds
+    receiver.respond = lambda request: (status, 0.0)
+    receiver.headers_for = lambda request: {"Retry-After": header}
+    outcome = attempt.deliver(settings_for(receiver.url), one_delivery(), guard)
+    assert outcome.status_code == status
+    assert outcome.retry_after == retry_after
 
 
 def test_a_job_for_an_unknown_endpoint_is_not_sent(guard: watchdog.Watchdog) -> None:

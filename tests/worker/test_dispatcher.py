@@ -7,7 +7,9 @@ import collections
 import threading
 from collections.abc import Callable
 
-from scheduler import config, store
+from scheduler import config
+from scheduler.storage import db
+from scheduler.storage import jobs as job_rows
 from scheduler.worker import claims, dispatcher, senders
 from tests import support
 from tests.worker.conftest import FakeClock, insert_due
@@ -15,7 +17,7 @@ from tests.worker.conftest import FakeClock, insert_due
 
 def test_two_dispatchers_in_one_process_claim_disjoint_rows(
     make_settings: Callable[..., config.Settings],
-    job_store: store.Store,
+    database: db.Database,
     receiver: support.Receiver,
 ) -> None:
     receiver.respond = lambda request: (200, 0.002)
@@ -25,7 +27,7 @@ def test_two_dispatchers_in_one_process_claim_disjoint_rows(
         each.start()
     try:
         assert [each.leadership.term is not None for each in running] == [True, False]
-        ids = insert_due(job_store, 400, due_in=0.5)
+        ids = insert_due(database, 400, due_in=0.5)
         received = receiver.wait_for(400, timeout=30)
     finally:
         finished = [each.stop(5) for each in running]
@@ -38,13 +40,14 @@ def test_two_dispatchers_in_one_process_claim_disjoint_rows(
 
 
 def test_a_claim_loop_sure_a_job_is_overdue_claims_it_only_once_the_database_says_so(
-    settings: config.Settings, job_store: store.Store, receiver: support.Receiver
+    settings: config.Settings, database: db.Database, receiver: support.Receiver
 ) -> None:
     clock = FakeClock()
-    sending = senders.Senders(settings, job_store, lambda: None, lambda seconds: None)
-    loop = claims.ClaimLoop(settings, job_store, sending, "test", lambda: True, clock=clock)
-    (job_id,) = insert_due(job_store, 1, due_in=1.5)
-    due = job_store.database_now().timestamp() + 1.5
+    sending = senders.Senders(settings, database, lambda: None, lambda seconds: None)
+    loop = claims.ClaimLoop(settings, database, sending, "test", lambda: True, clock=clock)
+    (job_id,) = insert_due(database, 1, due_in=1.5)
+    # When it is due, as stored (insert_due read the database's clock before inserting).
+    due = job_rows.get_job(database, job_id)[0].next_attempt_at.timestamp()
     stopping = threading.Event()
     # As if this host's clock were an hour ahead: it believes the job long overdue.
     loop.job_due_in(-3600)
@@ -67,15 +70,15 @@ def test_a_claim_loop_sure_a_job_is_overdue_claims_it_only_once_the_database_say
 
 def test_a_dispatcher_with_no_free_slot_does_not_query(
     make_settings: Callable[..., config.Settings],
-    job_store: store.Store,
+    database: db.Database,
     receiver: support.Receiver,
 ) -> None:
     release = threading.Event()
     receiver.respond = lambda request: (200, 0.0) if release.wait(30) else (500, 0.0)
     settings = make_settings(SCHEDULER_DELIVERY_THREADS="1")
-    sending = senders.Senders(settings, job_store, lambda: None, lambda seconds: None)
-    loop = claims.ClaimLoop(settings, job_store, sending, "test", lambda: True)
-    insert_due(job_store, 5)
+    sending = senders.Senders(settings, database, lambda: None, lambda seconds: None)
+    loop = claims.ClaimLoop(settings, database, sending, "test", lambda: True)
+    insert_due(database, 5)
     stopping = threading.Event()
     try:
         assert not loop.claim_and_send(stopping), "two slots, five jobs: not drained"
@@ -89,9 +92,9 @@ def test_a_dispatcher_with_no_free_slot_does_not_query(
         sending.close(10)
 
 
-def synchronous_commit(job_store: store.Store) -> tuple[str, str]:
+def synchronous_commit(database: db.Database) -> tuple[str, str]:
     """The setting on the pool's connections, and where it came from."""
-    with job_store.pool.connection() as conn:
+    with database.pool.connection() as conn:
         row = conn.execute(
             "SELECT setting, source FROM pg_settings WHERE name = 'synchronous_commit'"
         ).fetchone()
@@ -104,13 +107,13 @@ def test_only_claims_and_outcomes_commit_without_waiting_for_the_disk(
 ) -> None:
     running = dispatcher.Dispatcher(settings)
     try:
-        assert running.claims.store is running.delivery_store
-        assert running.senders.store is running.delivery_store
-        assert synchronous_commit(running.delivery_store) == ("off", "client")
+        assert running.claims.database is running.delivery_database
+        assert running.senders.database is running.delivery_database
+        assert synchronous_commit(running.delivery_database) == ("off", "client")
         # Ticks, leadership, heartbeats and maintenance keep the server's own setting (which
         # the test suite's server turns off for speed; a real one has it on).
-        assert running.routes.store is running.store
-        assert synchronous_commit(running.store)[1] != "client"
+        assert running.routes.database is running.database
+        assert synchronous_commit(running.database)[1] != "client"
     finally:
         running.senders.close(1)
         running.pool.close()

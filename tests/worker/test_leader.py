@@ -14,7 +14,8 @@ import psycopg
 import pytest
 from apscheduler.triggers.interval import IntervalTrigger
 
-from scheduler import config, jobs, store
+from scheduler import config, jobs
+from scheduler.storage import cluster, crons, db
 from scheduler.worker import leader, leadership, metrics, timers
 from tests import support
 from tests.worker.conftest import FakeClock
@@ -33,22 +34,22 @@ def stored_timers(db_url: str) -> dict[str, tuple[float | None, dict[str, object
 
 
 def make_term(
-    settings: config.Settings, job_store: store.Store, epoch: int, current: bool = True
+    settings: config.Settings, database: db.Database, epoch: int, current: bool = True
 ) -> leader.LeaderTerm:
-    return leader.LeaderTerm(settings, job_store, epoch, lambda: current, lambda: None)
+    return leader.LeaderTerm(settings, database, epoch, lambda: current, lambda: None)
 
 
 @pytest.fixture
-def every_second(job_store: store.Store) -> jobs.CronJob:
-    job_store.replace_crons([jobs.CronDefinition("tick", "* * * * * *", "UTC")])
-    (cron,) = job_store.list_crons()
+def every_second(database: db.Database) -> jobs.CronJob:
+    crons.replace_crons(database, [jobs.CronDefinition("tick", "* * * * * *", "UTC")])
+    (cron,) = crons.list_crons(database)
     return cron
 
 
 @pytest.fixture
-def hourly(job_store: store.Store) -> jobs.CronJob:
-    job_store.replace_crons([jobs.CronDefinition("tick", "0 0 * * * *", "UTC")])
-    (cron,) = job_store.list_crons()
+def hourly(database: db.Database) -> jobs.CronJob:
+    crons.replace_crons(database, [jobs.CronDefinition("tick", "0 0 * * * *", "UTC")])
+    (cron,) = crons.list_crons(database)
     return cron
 
 
@@ -91,7 +92,7 @@ def test_a_failing_after_pass_leaves_timers_where_they_were(
 
 def test_catch_up_records_the_latest_missed_tick_once(
     settings: config.Settings,
-    job_store: store.Store,
+    database: db.Database,
     epoch: int,
     hourly: jobs.CronJob,
     db_url: str,
@@ -101,8 +102,8 @@ def test_catch_up_records_the_latest_missed_tick_once(
             "UPDATE crons SET updated_at = now() - interval '5 hours',"
             " last_fire_at = now() - interval '5 hours'"
         )
-    term = make_term(settings, job_store, epoch)
-    now = job_store.database_now()
+    term = make_term(settings, database, epoch)
+    now = cluster.database_now(database)
     term.sync_crons()
     term.sync_crons()
     # Five hours of ticks missed: one delivery, for the latest (an hour's turn between the two
@@ -113,14 +114,14 @@ def test_catch_up_records_the_latest_missed_tick_once(
 
 def test_catch_up_under_skip_records_nothing(
     make_settings: Callable[..., config.Settings],
-    job_store: store.Store,
+    database: db.Database,
     epoch: int,
     every_second: jobs.CronJob,
     db_url: str,
 ) -> None:
     with psycopg.connect(db_url) as conn:
         conn.execute("UPDATE crons SET updated_at = now() - interval '10 seconds'")
-    term = make_term(make_settings(SCHEDULER_CRON_CATCHUP="skip"), job_store, epoch)
+    term = make_term(make_settings(SCHEDULER_CRON_CATCHUP="skip"), database, epoch)
     term.sync_crons()
     assert cron_ticks(db_url) == []
 
@@ -131,12 +132,12 @@ def timer_fire(cron: jobs.CronJob) -> types.SimpleNamespace:
 
 @pytest.fixture
 def leading(
-    settings: config.Settings, job_store: store.Store
+    settings: config.Settings, database: db.Database
 ) -> Iterator[tuple[leadership.Leadership, FakeClock]]:
     clock = FakeClock()
 
     def term_for(epoch: int, is_current: Callable[[], bool]) -> leader.LeaderTerm:
-        return leader.LeaderTerm(settings, job_store, epoch, is_current, lambda: None)
+        return leader.LeaderTerm(settings, database, epoch, is_current, lambda: None)
 
     elected = leadership.Leadership(settings, "me", term_for, clock)
     assert elected.campaign_once()
@@ -168,7 +169,7 @@ def test_a_leader_whose_confirmation_is_stale_stops_firing(
 def test_a_leader_that_loses_its_lock_steps_down_and_a_rival_takes_over(
     leading: tuple[leadership.Leadership, FakeClock],
     settings: config.Settings,
-    job_store: store.Store,
+    database: db.Database,
     db_url: str,
 ) -> None:
     elected, _ = leading
@@ -183,43 +184,10 @@ def test_a_leader_that_loses_its_lock_steps_down_and_a_rival_takes_over(
     assert elected.term is None and first.stopping.is_set()
     assert metrics.LEADER._value.get() == 0
 
-    rival = leadership.Leadership(settings, "rival", lambda e, c: make_term(settings, job_store, e))
+    rival = leadership.Leadership(settings, "rival", lambda e, c: make_term(settings, database, e))
     try:
         assert rival.campaign_once()
         assert rival.term is not None and rival.term.epoch == first.epoch + 1
         assert not elected.campaign_once(), "the lock is the rival's now"
     finally:
         rival.stop()
-
-
-def test_timers_stored_by_an_earlier_version_keep_firing_after_an_upgrade(
-    make_settings: Callable[..., config.Settings],
-    job_store: store.Store,
-    every_second: jobs.CronJob,
-    db_url: str,
-) -> None:
-    settings = make_settings(SCHEDULER_CRON_CATCHUP="skip")
-    lock = store.LeaderLock(db_url, timeout=10)
-    try:
-        epoch = lock.try_acquire("old")
-        assert epoch is not None
-        term = make_term(settings, job_store, epoch)
-        term.start()
-        term.stop()
-        # What the earlier version stored: the same timer, naming `fire` where it used to live.
-        with psycopg.connect(db_url) as conn:
-            (state,) = conn.execute("SELECT job_state FROM apscheduler_jobs").fetchone()
-            old = pickle.loads(state)
-            old["func"] = timers.MOVED_FIRE_REFS[0]
-            conn.execute("UPDATE apscheduler_jobs SET job_state = %s", (pickle.dumps(old),))
-
-        upgraded = make_term(settings, job_store, epoch)
-        upgraded.start()
-        try:
-            support.wait_until(lambda: len(cron_ticks(db_url)) >= 2, timeout=10)
-        finally:
-            upgraded.stop()
-    finally:
-        lock.close()
-    ((_, (_, state)),) = stored_timers(db_url).items()
-    assert state["func"] == timers.FIRE_REF

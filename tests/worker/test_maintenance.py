@@ -9,7 +9,8 @@ import psycopg
 import pytest
 from prometheus_client import REGISTRY
 
-from scheduler import config, store
+from scheduler import config
+from scheduler.storage import cluster, db
 from scheduler.worker import leader, maintenance
 from tests import support
 
@@ -71,7 +72,7 @@ def short(make_settings: Callable[..., config.Settings]) -> config.Settings:
 
 
 def test_failed_jobs_are_pruned_after_their_own_retention_and_kept_before_it(
-    short: config.Settings, job_store: store.Store, db_url: str
+    short: config.Settings, database: db.Database, db_url: str
 ) -> None:
     add_finished(db_url, "failed-old-", "failed", 2, 24 * HOUR + 60, attempts=8)
     add_finished(db_url, "failed-young-", "failed", 2, 24 * HOUR - 60, attempts=8)
@@ -80,7 +81,7 @@ def test_failed_jobs_are_pruned_after_their_own_retention_and_kept_before_it(
     # Older than the retention of delivered jobs, younger than that of failed ones.
     add_finished(db_url, "failed-recent-", "failed", 2, HOUR + 60, attempts=8)
 
-    maintenance.prune(job_store, short, job_store.database_now())
+    maintenance.prune(database, short, cluster.database_now(database))
 
     jobs, attempts = left(db_url)
     assert jobs == {"failed-young-": 2, "failed-recent-": 2, "delivered-young-": 2}
@@ -88,7 +89,7 @@ def test_failed_jobs_are_pruned_after_their_own_retention_and_kept_before_it(
 
 
 def test_one_pass_prunes_everything_past_retention_however_many_batches(
-    short: config.Settings, job_store: store.Store, db_url: str
+    short: config.Settings, database: db.Database, db_url: str
 ) -> None:
     batches = 2 * maintenance.PRUNE_BATCH + 1
     add_finished(db_url, "delivered-old-", "delivered", batches, 2 * HOUR)
@@ -98,27 +99,27 @@ def test_one_pass_prunes_everything_past_retention_however_many_batches(
     add_finished(db_url, "delivered-young-", "delivered", 3, 60)
     before = pruned_total()
 
-    maintenance.prune(job_store, short, job_store.database_now())
+    maintenance.prune(database, short, cluster.database_now(database))
 
     assert left(db_url) == ({"delivered-young-": 3}, {"delivered-young-": 3})
     assert pruned_total() - before == batches + 6 + maintenance.PRUNE_BATCH + 1
 
 
 def test_a_pass_out_of_time_takes_one_batch_of_each_kind_and_leaves_the_rest(
-    short: config.Settings, job_store: store.Store, db_url: str
+    short: config.Settings, database: db.Database, db_url: str
 ) -> None:
     add_finished(db_url, "delivered-old-", "delivered", maintenance.PRUNE_BATCH + 2, 2 * HOUR)
     add_finished(db_url, "failed-old-", "failed", maintenance.PRUNE_BATCH + 1, 2 * 24 * HOUR)
 
-    maintenance.prune(job_store, short, job_store.database_now(), budget=0)
+    maintenance.prune(database, short, cluster.database_now(database), budget=0)
     assert left(db_url)[0] == {"delivered-old-": 2, "failed-old-": 1}
 
-    maintenance.prune(job_store, short, job_store.database_now())
+    maintenance.prune(database, short, cluster.database_now(database))
     assert left(db_url) == ({}, {})
 
 
 def test_the_leader_prunes_between_reconciles(
-    make_settings: Callable[..., config.Settings], job_store: store.Store, db_url: str, epoch: int
+    make_settings: Callable[..., config.Settings], database: db.Database, db_url: str, epoch: int
 ) -> None:
     # Ticks every 0.6 s; no reconcile but the first within the test.
     settings = make_settings(
@@ -126,7 +127,7 @@ def test_the_leader_prunes_between_reconciles(
         SCHEDULER_LEADER_TIMEOUT="3",
         SCHEDULER_RECONCILE_INTERVAL="3600",
     )
-    term = leader.LeaderTerm(settings, job_store, epoch, lambda: True, lambda: None)
+    term = leader.LeaderTerm(settings, database, epoch, lambda: True, lambda: None)
     term.start()
     try:
         add_finished(db_url, "delivered-old-", "delivered", 3, 2 * HOUR)

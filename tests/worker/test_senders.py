@@ -3,14 +3,14 @@ claims given back unsent on close, and the backoff's bounds."""
 
 from __future__ import annotations
 
-import random
 import threading
 from collections.abc import Iterator
 
 import psycopg
 import pytest
 
-from scheduler import config, store
+from scheduler import config
+from scheduler.storage import db, deliveries
 from scheduler.worker import senders
 from tests import support
 from tests.worker.conftest import insert_due
@@ -28,9 +28,9 @@ def room() -> threading.Event:
 
 
 def make_senders(
-    settings: config.Settings, job_store: store.Store, room: threading.Event, **kwargs: object
+    settings: config.Settings, database: db.Database, room: threading.Event, **kwargs: object
 ) -> senders.Senders:
-    return senders.Senders(settings, job_store, room.set, lambda seconds: None, **kwargs)  # type: ignore[arg-type]
+    return senders.Senders(settings, database, room.set, lambda seconds: None, **kwargs)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -44,17 +44,17 @@ def held_answers(receiver: support.Receiver) -> Iterator[threading.Event]:
 
 def test_outcomes_that_pile_up_are_recorded_in_one_transaction(
     settings: config.Settings,
-    job_store: store.Store,
+    database: db.Database,
     receiver: support.Receiver,
     room: threading.Event,
     db_url: str,
 ) -> None:
-    ids = insert_due(job_store, 10)
-    sending = make_senders(settings, job_store, room)
+    ids = insert_due(database, 10)
+    sending = make_senders(settings, database, room)
     with psycopg.connect(db_url) as blocker:
         # Hold the recorder's first write: every other outcome queues up behind it meanwhile.
         blocker.execute("LOCK TABLE delivery_attempts IN EXCLUSIVE MODE")
-        sending.submit(job_store.claim_due_jobs("test", 60, 10))
+        sending.submit(deliveries.claim_due_jobs(database, "test", 60, 10))
         support.wait_until(lambda: sending.attempted == 10, timeout=10)
     support.wait_until(lambda: sending.in_flight() == 0, timeout=10)
     assert sending.close(5)
@@ -67,16 +67,16 @@ def test_outcomes_that_pile_up_are_recorded_in_one_transaction(
 
 def test_the_recorder_adds_each_batch_to_its_dispatcher_s_minute_with_its_kinds(
     settings: config.Settings,
-    job_store: store.Store,
+    database: db.Database,
     receiver: support.Receiver,
     room: threading.Event,
     db_url: str,
 ) -> None:
-    ids = insert_due(job_store, 6)
+    ids = insert_due(database, 6)
     failing = set(ids[:2])
     receiver.respond = lambda request: (503 if request.json["id"] in failing else 200, 0.0)
-    sending = make_senders(settings, job_store, room, dispatcher_id="d-one")
-    sending.submit(job_store.claim_due_jobs("d-one", 60, 6))
+    sending = make_senders(settings, database, room, dispatcher_id="d-one")
+    sending.submit(deliveries.claim_due_jobs(database, "d-one", 60, 6))
     support.wait_until(lambda: sending.attempted == 6 and sending.in_flight() == 0, timeout=10)
     assert sending.close(5)
     with psycopg.connect(db_url) as conn:
@@ -97,16 +97,16 @@ def test_the_recorder_adds_each_batch_to_its_dispatcher_s_minute_with_its_kinds(
 
 def test_close_gives_back_what_was_not_started_and_lets_the_rest_finish(
     make_settings: object,
-    job_store: store.Store,
+    database: db.Database,
     receiver: support.Receiver,
     held_answers: threading.Event,
     room: threading.Event,
     db_url: str,
 ) -> None:
     settings = make_settings(SCHEDULER_DELIVERY_THREADS="1")  # type: ignore[operator]
-    insert_due(job_store, 2)
-    sending = make_senders(settings, job_store, room)
-    claimed = job_store.claim_due_jobs("test", 60, sending.free())
+    insert_due(database, 2)
+    sending = make_senders(settings, database, room)
+    claimed = deliveries.claim_due_jobs(database, "test", 60, sending.free())
     assert len(claimed) == 2
     sending.submit(claimed)
     receiver.wait_for(1)
@@ -122,14 +122,14 @@ def test_close_gives_back_what_was_not_started_and_lets_the_rest_finish(
 
 def test_a_dispatcher_that_may_not_send_gives_its_claims_back(
     settings: config.Settings,
-    job_store: store.Store,
+    database: db.Database,
     receiver: support.Receiver,
     room: threading.Event,
     db_url: str,
 ) -> None:
-    insert_due(job_store, 3)
-    sending = make_senders(settings, job_store, room, may_send=lambda: False)
-    sending.submit(job_store.claim_due_jobs("test", 60, 10))
+    insert_due(database, 3)
+    sending = make_senders(settings, database, room, may_send=lambda: False)
+    sending.submit(deliveries.claim_due_jobs(database, "test", 60, 10))
     support.wait_until(lambda: sending.in_flight() == 0, timeout=10)
     assert sending.close(5)
     assert set(states(db_url).values()) == {("scheduled", 0)}
@@ -145,14 +145,14 @@ def due_at(db_url: str, job_id: str) -> float:
 
 def test_a_delivery_claimed_ahead_of_its_time_is_sent_at_its_time_not_before(
     settings: config.Settings,
-    job_store: store.Store,
+    database: db.Database,
     receiver: support.Receiver,
     room: threading.Event,
     db_url: str,
 ) -> None:
-    (job_id,) = insert_due(job_store, 1, due_in=0.5)
-    sending = make_senders(settings, job_store, room)
-    (claimed,) = job_store.claim_due_jobs("test", 60, 10, ahead=5)
+    (job_id,) = insert_due(database, 1, due_in=0.5)
+    sending = make_senders(settings, database, room)
+    (claimed,) = deliveries.claim_due_jobs(database, "test", 60, 10, ahead=5)
     assert claimed.starts_in > 0
     sending.submit([claimed])
     try:
@@ -166,27 +166,15 @@ def test_a_delivery_claimed_ahead_of_its_time_is_sent_at_its_time_not_before(
 
 def test_close_gives_back_a_delivery_still_waiting_for_its_time(
     settings: config.Settings,
-    job_store: store.Store,
+    database: db.Database,
     receiver: support.Receiver,
     room: threading.Event,
     db_url: str,
 ) -> None:
-    insert_due(job_store, 1, due_in=30)
-    sending = make_senders(settings, job_store, room)
-    sending.submit(job_store.claim_due_jobs("test", 60, 10, ahead=60))
+    insert_due(database, 1, due_in=30)
+    sending = make_senders(settings, database, room)
+    sending.submit(deliveries.claim_due_jobs(database, "test", 60, 10, ahead=60))
     assert sending.in_flight() == 1
     assert sending.close(10)
     assert set(states(db_url).values()) == {("scheduled", 0)}
     assert receiver.received() == []
-
-
-@pytest.mark.parametrize(("attempt", "bound"), [(1, 1.0), (3, 4.0), (8, 100.0), (70, 100.0)])
-def test_retry_delay_is_uniform_between_zero_and_the_capped_exponential(
-    attempt: int, bound: float
-) -> None:
-    random.seed(attempt)
-    delays = [senders.retry_delay(attempt, base=1.0, cap=100.0) for _ in range(2000)]
-    assert all(0 <= delay <= bound for delay in delays)
-    assert min(delays) < bound * 0.01
-    assert max(delays) > bound * 0.99
-    assert 0.45 * bound < sum(delays) / len(delays) < 0.55 * bound

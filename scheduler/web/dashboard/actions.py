@@ -12,6 +12,8 @@ from marshmallow import ValidationError
 from werkzeug.wrappers import Response
 
 from scheduler import errors, jobs
+from scheduler.storage import cluster, crons
+from scheduler.storage import jobs as job_rows
 from scheduler.web import cron_routes, http
 from scheduler.web.dashboard import auth, forms, pages
 from scheduler.web.dashboard.blueprint import bp
@@ -51,7 +53,7 @@ def _back(endpoint: str, done: str, **values: Any) -> Response:
 def _job_action(job_id: str, act: Any, action: str, done: str) -> Response:
     job_id = http.checked_id(job_id)
     try:
-        act(job_id)
+        act(http.database(), job_id)
     except errors.JobNotFound:
         abort(404, f"No job has the id {job_id!r}.")
     except errors.Conflict as exc:
@@ -62,18 +64,18 @@ def _job_action(job_id: str, act: Any, action: str, done: str) -> Response:
 
 @bp.post("/jobs/<job_id>/run")
 def run_job(job_id: str) -> Response:
-    return _job_action(job_id, http.db().run_job_now, "run_job", "run")
+    return _job_action(job_id, job_rows.run_job_now, "run_job", "run")
 
 
 @bp.post("/jobs/<job_id>/retry")
 def retry_job(job_id: str) -> Response:
-    return _job_action(job_id, http.db().retry_job, "retry_job", "retried")
+    return _job_action(job_id, job_rows.retry_job, "retry_job", "retried")
 
 
 @bp.post("/jobs/<job_id>/cancel")
 def cancel_job(job_id: str) -> Response:
     job_id = http.checked_id(job_id)
-    if not http.db().cancel_jobs([job_id]):
+    if not job_rows.cancel_jobs(http.database(), [job_id]):
         abort(409, "Only a job waiting to be sent can be cancelled.")
     auth.audit("cancel_job", 1, job_id=job_id)
     return _back("dashboard.job_page", "cancelled", job_id=job_id)
@@ -86,9 +88,9 @@ def confirm_bulk_retry() -> str:
         filters = forms.JobFilterForm().load_form(request.args.to_dict())
     except ValidationError as exc:
         abort(400, _problems_text(exc))
-    as_of = http.db().database_now()
-    matching = http.db().count_failed_matching(
-        pages.bulk_filters(filters, as_of), forms.MAX_BULK_RETRY + 1
+    as_of = cluster.database_now(http.database())
+    matching = job_rows.count_failed_matching(
+        http.database(), pages.bulk_filters(filters, as_of), forms.MAX_BULK_RETRY + 1
     )
     return render_template(
         "dashboard/confirm_retry.html",
@@ -113,7 +115,7 @@ def bulk_retry() -> Response:
     retried = 0
     while retried < forms.MAX_BULK_RETRY:
         batch = min(forms.RETRY_BATCH, forms.MAX_BULK_RETRY - retried)
-        done = http.db().retry_failed_batch(filters, batch)
+        done = job_rows.retry_failed_batch(http.database(), filters, batch)
         retried += done
         if done < batch:
             break
@@ -139,7 +141,7 @@ def bulk_cancel() -> str | Response:
         return render_template(
             "dashboard/confirm_cancel.html", jobs=waiting, selected=len(selected)
         )
-    cancelled = http.db().cancel_jobs(selected)
+    cancelled = job_rows.cancel_jobs(http.database(), selected)
     auth.audit("bulk_cancel", cancelled, selected=len(selected))
     return _back("dashboard.jobs_page", "bulk_cancelled", count=cancelled)
 
@@ -148,7 +150,7 @@ def _jobs_by_id(job_ids: list[str]) -> list[jobs.JobRecord]:
     found = []
     for job_id in dict.fromkeys(job_ids):
         try:
-            found.append(http.db().get_job(job_id)[0])
+            found.append(job_rows.get_job(http.database(), job_id)[0])
         except errors.JobNotFound:
             continue
     return found
@@ -172,21 +174,29 @@ def _cron_action(cron_id: str, act: Any, action: str, done: str) -> Response:
 @bp.post("/crons/<cron_id>/pause")
 def pause_cron(cron_id: str) -> Response:
     return _cron_action(
-        cron_id, lambda c: http.db().set_cron_paused(c, paused=True), "pause_cron", "paused"
+        cron_id,
+        lambda c: crons.set_cron_paused(http.database(), c, paused=True),
+        "pause_cron",
+        "paused",
     )
 
 
 @bp.post("/crons/<cron_id>/resume")
 def resume_cron(cron_id: str) -> Response:
     return _cron_action(
-        cron_id, lambda c: http.db().set_cron_paused(c, paused=False), "resume_cron", "resumed"
+        cron_id,
+        lambda c: crons.set_cron_paused(http.database(), c, paused=False),
+        "resume_cron",
+        "resumed",
     )
 
 
 @bp.post("/crons/<cron_id>/run")
 def run_cron(cron_id: str) -> Response:
     def run(checked: str) -> None:
-        http.db().run_cron_now(checked, jobs.new_job_id(), http.settings().max_attempts)
+        crons.run_cron_now(
+            http.database(), checked, jobs.new_job_id(), http.settings().max_attempts
+        )
 
     return _cron_action(cron_id, run, "run_cron", "cron_run")
 
@@ -194,7 +204,7 @@ def run_cron(cron_id: str) -> Response:
 @bp.get("/crons/<cron_id>/delete")
 def confirm_delete_cron(cron_id: str) -> str:
     cron_id = cron_routes.checked_cron_id(cron_id)
-    if not http.db().cron_statuses(cron_id):
+    if not crons.cron_statuses(http.database(), cron_id):
         abort(404, f"No cron has the id {cron_id!r}.")
     return render_template("dashboard/confirm_delete_cron.html", cron_id=cron_id)
 
@@ -202,7 +212,7 @@ def confirm_delete_cron(cron_id: str) -> str:
 @bp.post("/crons/<cron_id>/delete")
 def delete_cron(cron_id: str) -> Response:
     cron_id = cron_routes.checked_cron_id(cron_id)
-    if not http.db().delete_cron(cron_id):
+    if not crons.delete_cron(http.database(), cron_id):
         abort(404, f"No cron has the id {cron_id!r}.")
     auth.audit("delete_cron", 1, cron_id=cron_id)
     return redirect(url_for("dashboard.crons_page", done="cron_deleted"), 303)
@@ -220,8 +230,8 @@ def edit_cron(cron_id: str) -> tuple[str, int] | Response:
         return pages.render_cron(cron_id, given, forms.problems_of(exc)), 400
     except http.RequestRejected as exc:
         return pages.render_cron(cron_id, given, exc.fields or {}), 400
-    if not http.db().cron_statuses(cron_id):
+    if not crons.cron_statuses(http.database(), cron_id):
         abort(404, f"No cron has the id {cron_id!r}.")
-    http.db().put_cron(definition)
+    crons.put_cron(http.database(), definition)
     auth.audit("edit_cron", 1, cron_id=cron_id, spec=definition.spec)
     return _back("dashboard.cron_page", "cron_saved", cron_id=cron_id)

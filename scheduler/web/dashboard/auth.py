@@ -21,6 +21,7 @@ from werkzeug import Response
 from werkzeug.exceptions import TooManyRequests
 
 from scheduler import credentials
+from scheduler.storage import dashboard as logins
 from scheduler.web import http
 from scheduler.web.dashboard.blueprint import PREFIX, bp
 
@@ -196,7 +197,7 @@ def _look_up_session() -> Session | None:
     if session_id is None:
         return None
     digest = _sha256(session_id)
-    token = http.db().dashboard_session_csrf_token(digest)
+    token = logins.dashboard_session_csrf_token(http.database(), digest)
     return Session(digest, token) if token is not None else None
 
 
@@ -282,11 +283,13 @@ def login() -> Response:
             return redirect(target, 303)
         return _login_form(target)
     settings = http.settings()
-    db = http.db()
-    db.prune_dashboard_logins(LOGIN_FAILURE_WINDOW)
+    database = http.database()
+    logins.prune_dashboard_logins(database, LOGIN_FAILURE_WINDOW)
     address = request.remote_addr or ""
     counted_as = rate_limit_key(address)
-    retry_after = db.reserve_login_attempt(counted_as, LOGIN_FAILURE_LIMIT, LOGIN_FAILURE_WINDOW)
+    retry_after = logins.reserve_login_attempt(
+        database, counted_as, LOGIN_FAILURE_LIMIT, LOGIN_FAILURE_WINDOW
+    )
     if retry_after is not None:
         logger.warning(
             "refused a dashboard login from %s: %d failed logins within %d minutes",
@@ -308,7 +311,7 @@ def login() -> Response:
             extra={"action": "dashboard_login_failed", "client_address": address},
         )
         return _login_form(target, 403, "That is not the secret.")
-    db.forgive_login_attempt(counted_as)
+    logins.forgive_login_attempt(database, counted_as)
     return _start_session(target, address)
 
 
@@ -321,14 +324,14 @@ def _duration(seconds: int) -> str:
 
 def _start_session(target: str, address: str) -> Response:
     settings = http.settings()
-    db = http.db()
+    database = http.database()
     previous = current_session()
     if previous is not None:
-        db.delete_dashboard_session(previous.id_sha256)
+        logins.delete_dashboard_session(database, previous.id_sha256)
     session_id = secrets.token_urlsafe(TOKEN_BYTES)
     session = Session(_sha256(session_id), secrets.token_urlsafe(TOKEN_BYTES))
-    db.insert_dashboard_session(
-        session.id_sha256, session.csrf_token, address, settings.dashboard_session_seconds
+    logins.insert_dashboard_session(
+        database, session.id_sha256, session.csrf_token, address, settings.dashboard_session_seconds
     )
     logger.info(
         "dashboard login from %s",
@@ -358,7 +361,7 @@ def logout() -> Response:
     """End the session, in the database too, so its cookie opens nothing any more."""
     session = current_session()
     if session is not None:
-        http.db().delete_dashboard_session(session.id_sha256)
+        logins.delete_dashboard_session(http.database(), session.id_sha256)
         logger.info(
             "dashboard logout",
             extra={"action": "dashboard_logout", "session": session.reference},

@@ -13,7 +13,9 @@ from flask import abort, redirect, render_template, request, url_for
 from marshmallow import ValidationError
 from werkzeug.wrappers import Response
 
-from scheduler import cron, errors, jobs, jsonb, store
+from scheduler import cron, errors, jobs, jsonb
+from scheduler.storage import cluster, crons, endpoints, outcomes
+from scheduler.storage import jobs as job_rows
 from scheduler.web import http, schemas
 from scheduler.web.dashboard import chart, forms
 from scheduler.web.dashboard.blueprint import bp
@@ -59,22 +61,22 @@ def with_query(view: str, **query: Any) -> str:
 
 @bp.get("/")
 def overview() -> str:
-    db = http.db()
+    database = http.database()
     settings = http.settings()
-    now = db.database_now()
-    minutes = db.delivery_minutes(chart.hour_start(now))
+    now = cluster.database_now(database)
+    minutes = outcomes.delivery_minutes(database, chart.hour_start(now))
     return render_template(
         "dashboard/overview.html",
         activity=chart.activity(minutes, now),
         chart_width=chart.WIDTH,
         chart_height=chart.HEIGHT,
         chart_slot=chart.SLOT,
-        states=db.job_state_counts(),
+        states=job_rows.job_state_counts(database),
         all_states=jobs.JOB_STATES,
-        due=db.count_due_backlog(COUNT_CAP),
-        delivering=db.count_delivering(COUNT_CAP),
-        dispatchers=db.list_dispatchers(settings.leader_timeout),
-        endpoints=db.endpoint_figures(list(settings.endpoints), due_cap=COUNT_CAP),
+        due=job_rows.count_due(database, COUNT_CAP),
+        delivering=job_rows.count_delivering(database, COUNT_CAP),
+        dispatchers=cluster.list_dispatchers(database, settings.leader_timeout),
+        endpoints=endpoints.endpoint_figures(database, list(settings.endpoints), due_cap=COUNT_CAP),
         default_limits=(settings.rate_limit, settings.max_in_flight),
         now=now,
     )
@@ -83,7 +85,7 @@ def overview() -> str:
 @bp.get("/failed")
 def failed_page() -> str:
     """Failed jobs grouped by the kind of their last error, the largest group first."""
-    groups = http.db().failed_groups()
+    groups = job_rows.failed_groups(http.database())
     described = [(group, jobs.describe_error_kind(group.kind)) for group in groups]
     return render_template("dashboard/failed.html", groups=described)
 
@@ -107,8 +109,8 @@ def _job_list(
 ) -> str:
     found: list[jobs.JobRecord] = []
     if filters is not None:
-        query = store.JobFilters(limit=forms.PAGE_SIZE + 1, **filters)
-        found = http.db().list_jobs(query)
+        query = job_rows.JobFilters(limit=forms.PAGE_SIZE + 1, **filters)
+        found = job_rows.list_jobs(http.database(), query)
     page = found[: forms.PAGE_SIZE]
     more = len(found) > forms.PAGE_SIZE
     kept = {key: value for key, value in given.items() if key != "cursor" and value}
@@ -129,7 +131,7 @@ def _job_list(
 @bp.get("/jobs/<job_id>")
 def job_page(job_id: str) -> str:
     try:
-        job, attempts = http.db().get_job(http.checked_id(job_id))
+        job, attempts = job_rows.get_job(http.database(), http.checked_id(job_id))
     except errors.JobNotFound:
         abort(404, f"No job has the id {job_id!r}.")
     return render_template(
@@ -145,7 +147,7 @@ def crons_page() -> str:
     after = request.args.get("after") or None
     if after is not None and not schemas.ID_PATTERN.match(after):
         abort(400, "'after' is not a cron id.")
-    found = http.db().cron_statuses_page(after, CRONS_PER_PAGE + 1)
+    found = crons.cron_statuses(http.database(), after=after, limit=CRONS_PER_PAGE + 1)
     now = _now()
     listed = [_cron_view(status, now) for status in found[:CRONS_PER_PAGE]]
     more = len(found) > CRONS_PER_PAGE
@@ -191,11 +193,13 @@ def render_cron(cron_id: str, given: dict[str, Any], problems: dict[str, Any]) -
     """The cron's page; with `problems`, the edit form shows them beside what was typed."""
     if not schemas.ID_PATTERN.match(cron_id):
         abort(404)
-    statuses = http.db().cron_statuses(cron_id)
+    statuses = crons.cron_statuses(http.database(), cron_id)
     if not statuses:
         abort(404, f"No cron has the id {cron_id!r}.")
     view = _cron_view(statuses[0], _now(), NEXT_FIRE_TIMES)
-    runs = http.db().list_jobs(store.JobFilters(limit=RECENT_RUNS, cron_id=cron_id))
+    runs = job_rows.list_jobs(
+        http.database(), job_rows.JobFilters(limit=RECENT_RUNS, cron_id=cron_id)
+    )
     current = statuses[0].cron
     form = {
         "spec": cron.split_zone(current.spec)[1],
@@ -233,6 +237,6 @@ def filter_summary(filters: dict[str, Any]) -> list[tuple[str, str]]:
     return shown
 
 
-def bulk_filters(filters: dict[str, Any], as_of: dt.datetime) -> store.BulkFilters:
-    fields = {f.name for f in dataclasses.fields(store.BulkFilters)} - {"as_of"}
-    return store.BulkFilters(as_of=as_of, **{k: v for k, v in filters.items() if k in fields})
+def bulk_filters(filters: dict[str, Any], as_of: dt.datetime) -> job_rows.BulkFilters:
+    fields = {f.name for f in dataclasses.fields(job_rows.BulkFilters)} - {"as_of"}
+    return job_rows.BulkFilters(as_of=as_of, **{k: v for k, v in filters.items() if k in fields})

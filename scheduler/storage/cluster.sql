@@ -1,0 +1,51 @@
+-- database_now --
+-- The database's clock, which judges when jobs and cron ticks are due.
+SELECT now() AS database_now;
+
+-- beat_dispatcher --
+-- Register a dispatcher or renew its heartbeat, with what it holds and has delivered; returns the
+-- database's clock so the dispatcher can tell how far its own is off.
+INSERT INTO dispatchers (id, host, pid, in_flight, delivered, metrics_port)
+VALUES (%(id)s, %(host)s, %(pid)s, %(in_flight)s, %(delivered)s, %(metrics_port)s)
+ON CONFLICT (id) DO UPDATE
+SET heartbeat_at = now(), in_flight = EXCLUDED.in_flight, delivered = EXCLUDED.delivered,
+    metrics_port = EXCLUDED.metrics_port
+RETURNING now() AS database_now;
+
+-- remove_dispatcher --
+-- A dispatcher that stopped cleanly leaves the list at once.
+DELETE FROM dispatchers WHERE id = %(id)s;
+
+-- list_dispatchers --
+-- The live dispatchers, the leader first; the leader is the holder of a current epoch.
+SELECT d.id, d.host, d.pid,
+       CASE WHEN d.id = l.holder AND l.heartbeat_at > now() - make_interval(secs => %(live_seconds)s)
+            THEN 'leader' ELSE 'member' END AS role,
+       d.started_at, d.heartbeat_at, d.in_flight, d.delivered, d.metrics_port
+FROM dispatchers d CROSS JOIN dispatcher_leader l
+WHERE d.heartbeat_at > now() - make_interval(secs => %(live_seconds)s)
+ORDER BY role, d.started_at, d.id;
+
+-- read_leader --
+-- The dispatcher's heartbeat, for readiness checks.
+SELECT epoch, heartbeat_at, now() - heartbeat_at AS age FROM dispatcher_leader;
+
+-- try_leader_lock --
+-- Session-level: held until unlocked or until this connection ends.
+SELECT pg_try_advisory_lock(hashtext('scheduler.dispatcher')) AS acquired;
+
+-- begin_epoch --
+-- A new leader fences out every leader write its predecessors may still attempt.
+UPDATE dispatcher_leader
+SET epoch = epoch + 1, holder = %(holder)s, elected_at = now(), heartbeat_at = now()
+RETURNING epoch;
+
+-- confirm_leadership --
+-- Still holding the lock and still the current epoch; also the heartbeat readiness checks read.
+UPDATE dispatcher_leader SET heartbeat_at = now()
+WHERE epoch = %(epoch)s
+  AND EXISTS (
+      SELECT 1 FROM pg_locks
+      WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted
+  )
+RETURNING epoch;

@@ -1,0 +1,145 @@
+"""Crons and their ticks: the cron set, one cron's changes, tick records, and their timers' rows."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+from scheduler import errors, jobs
+from scheduler.storage import db, notices, queries
+
+QUERIES = queries.load(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordedTicks:
+    """Cron ticks new to the table, and how many of those were recorded as skipped."""
+
+    recorded: int
+    skipped: int
+
+
+def replace_crons(database: db.Database, crons: Sequence[jobs.CronDefinition]) -> None:
+    """Make the cron set exactly `crons`, atomically; unchanged crons keep their timers."""
+    with database.transaction() as cur:
+        cur.execute(QUERIES["lock_crons"])
+        cur.execute(QUERIES["delete_crons_except"], {"ids": [c.id for c in crons]})
+        removed = [row["id"] for row in cur.fetchall()]
+        if removed:
+            cur.execute(QUERIES["cancel_pending_fires"], {"cron_ids": removed})
+        cur.executemany(QUERIES["upsert_cron"], [dataclasses.asdict(c) for c in crons])
+        cur.execute(notices.QUERIES["notify_crons_changed"])
+
+
+def put_cron(database: db.Database, cron: jobs.CronDefinition) -> None:
+    """Create or redefine one cron, leaving the others alone."""
+    with database.transaction() as cur:
+        cur.execute(QUERIES["upsert_cron"], dataclasses.asdict(cron))
+        cur.execute(notices.QUERIES["notify_crons_changed"])
+
+
+def delete_cron(database: db.Database, cron_id: str) -> bool:
+    """Remove one cron and cancel its runs still waiting; False if there was none."""
+    with database.transaction() as cur:
+        cur.execute(QUERIES["delete_crons_by_id"], {"id": cron_id})
+        if cur.fetchone() is None:
+            return False
+        cur.execute(QUERIES["cancel_pending_fires"], {"cron_ids": [cron_id]})
+        cur.execute(notices.QUERIES["notify_crons_changed"])
+    return True
+
+
+def set_cron_paused(database: db.Database, cron_id: str, paused: bool) -> None:
+    """:raise errors.CronNotFound: no cron has this id."""
+    with database.transaction() as cur:
+        cur.execute(QUERIES["set_cron_paused"], {"id": cron_id, "paused": paused})
+        if cur.fetchone() is None:
+            raise errors.CronNotFound(cron_id)
+        cur.execute(notices.QUERIES["notify_crons_changed"])
+
+
+def list_crons(database: db.Database) -> list[jobs.CronJob]:
+    return [jobs.CronJob(**row) for row in database.rows(QUERIES["list_crons"])]
+
+
+def cron_statuses(
+    database: db.Database,
+    cron_id: str | None = None,
+    after: str | None = None,
+    limit: int | None = None,
+) -> list[jobs.CronStatus]:
+    """Crons with their latest run's outcome: the one named, or up to `limit` in id order after
+    `after`."""
+    params = {"id": cron_id, "after": after, "limit": limit}
+    statuses = []
+    for row in database.rows(QUERIES["cron_statuses"], params):
+        last_state, last_status = row.pop("last_state"), row.pop("last_status")
+        statuses.append(jobs.CronStatus(jobs.CronJob(**row), last_state, last_status))
+    return statuses
+
+
+def run_cron_now(database: db.Database, cron_id: str, job_id: str, max_attempts: int) -> str:
+    """Schedule one extra run of a cron, due now; its job id.
+
+    :raise errors.CronNotFound: no cron has this id.
+    """
+    params = {"id": cron_id, "job_id": job_id, "max_attempts": max_attempts}
+    rows = database.rows(QUERIES["run_cron_now"], params)
+    if not rows:
+        raise errors.CronNotFound(cron_id)
+    return str(rows[0]["id"])
+
+
+def _tick_columns(ticks: Sequence[jobs.CronTick]) -> dict[str, Any]:
+    return {"job_ids": [t.job_id for t in ticks], "run_ats": [t.run_at for t in ticks]}
+
+
+def backfill_cron(
+    database: db.Database, cron: jobs.CronJob, ticks: Sequence[jobs.CronTick], max_attempts: int
+) -> int:
+    """Record `ticks` of `cron` as its revision defines them; how many are new or due again
+    (ticks overlap skipped).
+
+    :raise errors.Conflict: the cron was redefined or removed meanwhile.
+    """
+    params = {
+        "id": cron.id,
+        "revision": cron.revision,
+        "max_attempts": max_attempts,
+        **_tick_columns(ticks),
+    }
+    with database.transaction() as cur:
+        cur.execute(QUERIES["backfill_cron"], params)
+        row = cur.fetchone()
+        assert row is not None
+        if not row["found"]:
+            raise errors.Conflict(f"cron {cron.id} was changed meanwhile: ask again")
+        if row["recorded"]:
+            cur.execute(notices.QUERIES["notify_jobs_due"])
+    return int(row["recorded"])
+
+
+def record_cron_fires(
+    database: db.Database, epoch: int, ticks: Sequence[jobs.CronTick], max_attempts: int
+) -> RecordedTicks:
+    """Record cron ticks in one statement, if `epoch` is still the leader's; how many were new,
+    and how many of those were skipped (overlap)."""
+    params = {
+        "epoch": epoch,
+        "revisions": [t.revision for t in ticks],
+        "max_attempts": max_attempts,
+        **_tick_columns(ticks),
+    }
+    (row,) = database.rows(QUERIES["record_cron_fires"], params)
+    return RecordedTicks(int(row["inserted"]), int(row["skipped"]))
+
+
+def crons_missing_timers(database: db.Database) -> list[jobs.CronJob]:
+    """Running crons whose current revision has no timer."""
+    return [jobs.CronJob(**row) for row in database.rows(QUERIES["crons_missing_timers"])]
+
+
+def stale_cron_timers(database: db.Database) -> list[str]:
+    """Timers of cron revisions replaced, removed or paused."""
+    return [row["id"] for row in database.rows(QUERIES["stale_cron_timers"])]

@@ -1,0 +1,180 @@
+-- lock_crons --
+-- Serialise replacements of the cron set so two concurrent ones cannot interleave.
+SELECT pg_advisory_xact_lock(hashtext('scheduler.crons'));
+
+-- delete_crons_except --
+-- Remove the crons that the new set no longer names.
+DELETE FROM crons WHERE NOT (id = ANY(%(ids)s)) RETURNING id;
+
+-- cancel_pending_fires --
+-- Fires of removed crons that are still waiting for a (re)try are not sent any more.
+UPDATE jobs SET state = 'cancelled', finished_at = now(), updated_at = now()
+WHERE cron_id = ANY(%(cron_ids)s) AND state = 'scheduled';
+
+-- upsert_cron --
+-- Create a cron, or give it a new revision when its spec changed; an unchanged spec keeps its
+-- timer and its revision. Jitter, overlap and the endpoint are read at each tick, so a change of
+-- only those is stored without touching the timer (nor updated_at, the start of the current
+-- schedule).
+INSERT INTO crons (id, spec, timezone, jitter, overlap, endpoint)
+VALUES (%(id)s, %(spec)s, %(timezone)s, %(jitter)s, %(overlap)s, %(endpoint)s)
+ON CONFLICT (id) DO UPDATE
+SET spec = EXCLUDED.spec, timezone = EXCLUDED.timezone, jitter = EXCLUDED.jitter,
+    overlap = EXCLUDED.overlap, endpoint = EXCLUDED.endpoint,
+    revision = CASE WHEN crons.spec IS DISTINCT FROM EXCLUDED.spec
+                    THEN nextval('cron_revisions') ELSE crons.revision END,
+    last_fire_at = CASE WHEN crons.spec IS DISTINCT FROM EXCLUDED.spec
+                        THEN NULL ELSE crons.last_fire_at END,
+    updated_at = CASE WHEN crons.spec IS DISTINCT FROM EXCLUDED.spec
+                      THEN now() ELSE crons.updated_at END
+WHERE crons.spec IS DISTINCT FROM EXCLUDED.spec
+   OR crons.jitter IS DISTINCT FROM EXCLUDED.jitter
+   OR crons.overlap IS DISTINCT FROM EXCLUDED.overlap
+   OR crons.endpoint IS DISTINCT FROM EXCLUDED.endpoint;
+
+-- delete_crons_by_id --
+-- Remove one cron by id.
+DELETE FROM crons WHERE id = %(id)s RETURNING id;
+
+-- list_crons --
+-- Every cron with what the dispatcher needs to schedule it.
+SELECT id, spec, timezone, revision, paused, last_fire_at, created_at, updated_at, jitter,
+       overlap, endpoint
+FROM crons ORDER BY id;
+
+-- cron_statuses --
+-- Crons with their latest run's state and HTTP status: the one named by `id`, or all of them in
+-- id order after `after` (from the first when NULL), up to `limit` (all when NULL).
+SELECT c.id, c.spec, c.timezone, c.revision, c.paused, c.last_fire_at, c.created_at,
+       c.updated_at, c.jitter, c.overlap, c.endpoint, last_run.state AS last_state,
+       last_run.last_status AS last_status
+FROM crons c
+LEFT JOIN LATERAL (
+    SELECT state, last_status FROM jobs
+    WHERE jobs.cron_id = c.id ORDER BY id DESC LIMIT 1
+) AS last_run ON true
+WHERE (%(id)s::text IS NULL OR c.id = %(id)s)
+  AND (%(after)s::text IS NULL OR c.id > %(after)s)
+ORDER BY c.id
+LIMIT %(limit)s;
+
+-- set_cron_paused --
+-- Pause or resume a cron; resuming counts as a new start, so ticks missed while paused are not
+-- caught up.
+UPDATE crons
+SET paused = %(paused)s, updated_at = CASE WHEN %(paused)s THEN updated_at ELSE now() END
+WHERE id = %(id)s
+RETURNING id;
+
+-- run_cron_now --
+-- One extra run of a cron, due now, waking the dispatchers.
+WITH fired AS (
+    INSERT INTO jobs (id, cron_id, run_at, next_attempt_at, max_attempts, endpoint)
+    SELECT %(job_id)s, id, now(), now(), %(max_attempts)s, endpoint FROM crons WHERE id = %(id)s
+    RETURNING id
+)
+SELECT id, pg_notify('scheduler', 'j 0') FROM fired;
+
+-- backfill_cron --
+-- Record the ticks of a cron that an operator asks for: jitter applies, overlap does not. A tick
+-- overlap skipped is due again; one recorded otherwise (scheduled, sent, failed, cancelled) is
+-- left alone, so asking twice sends each tick once. Nothing is recorded when the cron was
+-- redefined since its ticks were computed (another revision). CTEs: the cron as it was, the
+-- ticks recorded or made due again.
+WITH cron AS (
+    SELECT id, jitter, endpoint FROM crons WHERE id = %(id)s AND revision = %(revision)s
+),
+recorded AS (
+    INSERT INTO jobs AS j (id, cron_id, run_at, next_attempt_at, max_attempts, endpoint)
+    SELECT t.job_id, cron.id, t.run_at, t.run_at + make_interval(secs => random() * cron.jitter),
+           %(max_attempts)s, cron.endpoint
+    FROM cron CROSS JOIN unnest(%(job_ids)s::text[], %(run_ats)s::timestamptz[])
+        AS t (job_id, run_at)
+    ON CONFLICT (cron_id, run_at) WHERE cron_id IS NOT NULL DO UPDATE
+    SET state = 'scheduled', next_attempt_at = EXCLUDED.next_attempt_at, finished_at = NULL,
+        updated_at = now()
+    WHERE j.state = 'skipped'
+    RETURNING j.id
+)
+SELECT (SELECT count(*) FROM cron) AS found, (SELECT count(*) FROM recorded) AS recorded;
+
+-- record_cron_fires --
+-- One job per cron tick; the unique (cron_id, run_at) index absorbs repeats. A tick of a cron
+-- removed or redefined since its timer was set (another revision) records nothing. A tick is due
+-- a random part of its cron's jitter after it. Under overlap 'skip' it is recorded as skipped,
+-- never to be sent, while the cron has a run not finished; in a pass that holds several new
+-- ticks of one cron, each after the first has such a run (the first, or what made it skip).
+-- CTEs: the ticks of live crons, those not recorded yet in order per cron, the jobs they make,
+-- and each cron's latest tick.
+-- Two policies stay here rather than in Python, because they must be decided in the statement
+-- that records the tick: the jitter is drawn (random()) from the cron's row as it is when the
+-- tick is recorded, so a jitter changed meanwhile applies and a repeated tick, absorbed by the
+-- unique index, draws nothing; and the overlap check reads the cron's unfinished runs in the same
+-- snapshot as the insert, so no run can finish or start between the check and the record.
+WITH ticks AS (
+    SELECT crons.id AS cron_id, crons.endpoint, crons.jitter, crons.overlap, t.revision, t.job_id,
+           t.run_at
+    FROM unnest(%(revisions)s::bigint[], %(job_ids)s::text[], %(run_ats)s::timestamptz[])
+        AS t (revision, job_id, run_at)
+    JOIN crons ON crons.revision = t.revision
+    WHERE EXISTS (SELECT 1 FROM dispatcher_leader WHERE epoch = %(epoch)s)
+),
+fresh AS (
+    SELECT cron_id, endpoint, jitter, overlap, job_id, run_at,
+           row_number() OVER (PARTITION BY cron_id ORDER BY run_at) AS place
+    FROM (
+        SELECT DISTINCT ON (cron_id, run_at) cron_id, endpoint, jitter, overlap, job_id, run_at
+        FROM ticks
+    ) AS distinct_ticks
+    WHERE NOT EXISTS (
+        SELECT 1 FROM jobs WHERE jobs.cron_id = distinct_ticks.cron_id
+                             AND jobs.run_at = distinct_ticks.run_at
+    )
+),
+decided AS (
+    SELECT job_id, cron_id, endpoint, run_at, jitter,
+           CASE WHEN overlap = 'skip'
+                THEN place > 1 OR EXISTS (
+                    SELECT 1 FROM jobs
+                    WHERE jobs.cron_id = fresh.cron_id AND jobs.state IN ('scheduled', 'delivering')
+                )
+                ELSE false END AS skip
+    FROM fresh
+),
+fired AS (
+    INSERT INTO jobs (id, cron_id, run_at, next_attempt_at, max_attempts, state, finished_at,
+                      endpoint)
+    SELECT job_id, cron_id, run_at, run_at + make_interval(secs => random() * jitter),
+           %(max_attempts)s, CASE WHEN skip THEN 'skipped' ELSE 'scheduled' END,
+           CASE WHEN skip THEN now() END, endpoint
+    FROM decided
+    ON CONFLICT (cron_id, run_at) WHERE cron_id IS NOT NULL DO NOTHING
+    RETURNING id, state
+),
+advanced AS (
+    UPDATE crons SET last_fire_at = greatest(crons.last_fire_at, latest.run_at)
+    FROM (SELECT revision, max(run_at) AS run_at FROM ticks GROUP BY revision) AS latest
+    WHERE crons.revision = latest.revision
+    RETURNING crons.id
+)
+SELECT (SELECT count(*) FROM fired) AS inserted,
+       (SELECT count(*) FROM fired WHERE state = 'skipped') AS skipped,
+       (SELECT count(*) FROM advanced) AS advanced;
+
+-- crons_missing_timers --
+-- Running crons whose current revision has no APScheduler timer.
+SELECT id, spec, timezone, revision, paused, last_fire_at, created_at, updated_at, jitter,
+       overlap, endpoint
+FROM crons
+WHERE NOT paused AND NOT EXISTS (
+    SELECT 1 FROM apscheduler_jobs WHERE apscheduler_jobs.id = 'cron:' || crons.revision
+);
+
+-- stale_cron_timers --
+-- APScheduler timers of cron revisions that were replaced, removed or paused.
+SELECT id FROM apscheduler_jobs
+WHERE id LIKE 'cron:%%'
+  AND NOT EXISTS (
+      SELECT 1 FROM crons
+      WHERE 'cron:' || crons.revision = apscheduler_jobs.id AND NOT crons.paused
+  );

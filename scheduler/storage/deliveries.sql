@@ -1,0 +1,128 @@
+-- claim --
+-- Part of every claim: a claimed job is being delivered under a new token and a lease, its
+-- attempt counted (a claim given back unsent uncounts it).
+SET state = 'delivering', attempts = attempts + 1,
+    leased_until = now() + make_interval(secs => %(lease_seconds)s),
+    claimed_by = %(dispatcher_id)s, claim_token = nextval('claim_tokens'), run_requested = false,
+    updated_at = now()
+
+-- claimed_delivery --
+-- Part of every claim: what a claimed delivery carries to its sending thread (jobs.Delivery).
+id, cron_id, body::text AS body, run_at, attempts, max_attempts, claim_token, endpoint, event,
+traceparent, tracestate, next_attempt_at AS due_at
+
+-- claim_due_jobs --
+-- Any dispatcher claims, leader or not; due-ness is judged by the database's clock, and a job due
+-- within `ahead` seconds is claimed already, with `starts_in` saying how many seconds from now it
+-- is due (claims.CLAIM_AHEAD_SECONDS). Claimed per endpoint through jobs_endpoint_due_idx, each
+-- endpoint with waiting jobs in turn (waiting_endpoints), so that the due backlog of an endpoint
+-- left out is never stepped over: the `held` ones (paused or limited, claimed apart by
+-- claim_endpoint_jobs), and any of the `known` ones paused or limited at run time since `held`
+-- was read, so a change holds from its commit (an unknown endpoint's job is claimed, to fail
+-- unsent). Both checks name only the endpoint, so the planner runs them once per endpoint before
+-- reading its jobs. SKIP LOCKED: a row another dispatcher is claiming is left to it.
+UPDATE jobs
+{claim}
+WHERE id IN (
+    SELECT due.id
+    FROM waiting_endpoints AS waiting
+    CROSS JOIN LATERAL (
+        SELECT id, next_attempt_at FROM jobs
+        -- This endpoint's jobs due within `ahead`, as a range of jobs_endpoint_due_idx: the
+        -- planner, given `endpoint = ...`, could read jobs_due_idx in time order instead and
+        -- step over every other endpoint's job, and did when its estimates said so.
+        WHERE state = 'scheduled'
+          AND (jobs.endpoint, next_attempt_at) >= (waiting.endpoint, '-infinity'::timestamptz)
+          AND (jobs.endpoint, next_attempt_at)
+              <= (waiting.endpoint, now() + make_interval(secs => %(ahead)s))
+          AND waiting.endpoint <> ALL(%(held)s::text[])
+          AND NOT EXISTS (SELECT 1 FROM held_endpoints AS held
+                          WHERE held.name = waiting.endpoint AND held.name = ANY(%(known)s))
+        ORDER BY jobs.endpoint, next_attempt_at
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    ) AS due
+    ORDER BY due.next_attempt_at
+    LIMIT %(limit)s
+)
+RETURNING {claimed_delivery},
+          extract(epoch FROM next_attempt_at - now())::float8 AS starts_in;
+
+-- claim_endpoint_jobs --
+-- A paused or limited endpoint's share, taken while its row in `endpoints` is locked (by
+-- lock_endpoint in the same transaction), so limits hold across dispatchers. `{asked_only}` is
+-- filled in by the module: nothing, or while the endpoint is paused `AND run_requested` (only
+-- jobs an operator asked to run go), a literal rather than a parameter so that even a generic
+-- plan reads those from jobs_endpoint_run_requested_idx instead of checking every due row of the
+-- endpoint. SKIP LOCKED as in claim_due_jobs.
+UPDATE jobs
+{claim}
+WHERE id IN (
+    SELECT id FROM jobs
+    WHERE state = 'scheduled' AND endpoint = %(endpoint)s AND next_attempt_at <= now()
+      {asked_only}
+    ORDER BY next_attempt_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING {claimed_delivery},
+          extract(epoch FROM now() - next_attempt_at)::float8 AS held_back;
+
+-- lock_endpoint --
+-- An endpoint's run-time state, its row locked for the rest of the transaction (made if absent).
+-- The bucket is refilled up to the moment the lock was granted (clock_timestamp, not the
+-- transaction's start: waiting for the lock must not earn tokens).
+INSERT INTO endpoints (name) VALUES (%(endpoint)s)
+ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name
+RETURNING paused, rate_limit, rate_limit_set, max_in_flight, max_in_flight_set, tokens,
+          clock_timestamp() AS locked_at,
+          extract(epoch FROM clock_timestamp() - refilled_at)::float8 AS since_refill;
+
+-- count_in_flight --
+-- Deliveries in progress to one endpoint, across every dispatcher (jobs_endpoint_delivering_idx).
+SELECT count(*) AS in_flight FROM jobs WHERE state = 'delivering' AND endpoint = %(endpoint)s;
+
+-- save_tokens --
+-- What is left in an endpoint's token bucket after a claim.
+UPDATE endpoints SET tokens = %(tokens)s, refilled_at = %(refilled_at)s WHERE name = %(endpoint)s;
+
+-- endpoint_due_in --
+-- Seconds until an endpoint's next job is due (negative: overdue); NULL if none. `{asked_only}`
+-- as in claim_endpoint_jobs: while paused, only jobs an operator asked to run count.
+SELECT extract(epoch FROM min(next_attempt_at) - now())::float8 AS due_in
+FROM jobs
+WHERE state = 'scheduled' AND endpoint = %(endpoint)s {asked_only};
+
+-- next_due_in --
+-- Seconds until the earliest waiting job is due by the database's clock; negative when one is
+-- overdue; NULL when none waits. The first job of each endpoint claim_due_jobs would claim from,
+-- found as it finds them (a min() over every waiting job read them all: 62 ms a call with
+-- 1,000,000 waiting). Paused and limited endpoints' jobs are planned for by their own claims.
+SELECT extract(epoch FROM min(first.next_attempt_at) - now())::float8 AS due_in
+FROM waiting_endpoints AS waiting
+CROSS JOIN LATERAL (
+    SELECT next_attempt_at FROM jobs
+    WHERE state = 'scheduled'  -- this endpoint's jobs, as a range, as in claim_due_jobs
+      AND (jobs.endpoint, next_attempt_at) >= (waiting.endpoint, '-infinity'::timestamptz)
+      AND (jobs.endpoint, next_attempt_at) <= (waiting.endpoint, 'infinity'::timestamptz)
+      AND waiting.endpoint <> ALL(%(held)s::text[])
+      AND NOT EXISTS (SELECT 1 FROM held_endpoints AS held
+                      WHERE held.name = waiting.endpoint AND held.name = ANY(%(known)s))
+    ORDER BY jobs.endpoint, next_attempt_at
+    LIMIT 1
+) AS first;
+
+-- release_dead_claims --
+-- Deliveries held by a dispatcher whose heartbeat went stale (killed, cut off), or whose lease
+-- ran out, are due again; live dispatchers keep theirs (jobs_delivering_idx keeps this small).
+UPDATE jobs
+SET state = 'scheduled', leased_until = NULL, claimed_by = NULL, claim_token = NULL,
+    updated_at = now()
+WHERE state = 'delivering'
+  AND (leased_until < now()
+       OR claimed_by IS NOT NULL AND NOT EXISTS (
+           SELECT 1 FROM dispatchers
+           WHERE dispatchers.id = jobs.claimed_by
+             AND dispatchers.heartbeat_at > now() - make_interval(secs => %(live_seconds)s)))
+  AND EXISTS (SELECT 1 FROM dispatcher_leader WHERE epoch = %(epoch)s)
+RETURNING id;

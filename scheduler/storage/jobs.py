@@ -1,0 +1,240 @@
+"""Jobs as the API sees them: insert (with idempotency keys), read, list, cancel, run now, retry."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from scheduler import errors, jobs
+from scheduler.storage import db, notices, queries
+
+QUERIES = queries.load(__name__)
+# Below this many rows (by the planner's estimate) jobs per state are counted exactly.
+EXACT_COUNT_BELOW = 100_000
+
+
+@dataclasses.dataclass(frozen=True)
+class Idempotency:
+    """An idempotency key and a digest of the request it was first used with."""
+
+    key: str
+    digest: str
+
+
+@dataclasses.dataclass(frozen=True)
+class JobFilters:
+    limit: int
+    state: str | None = None
+    cron_id: str | None = None
+    before: dt.datetime | None = None
+    after: dt.datetime | None = None
+    cursor: str | None = None
+    endpoint: str | None = None
+    error_kind: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class BulkFilters:
+    """Which failed jobs a bulk retry takes: those matching every filter given that had failed by
+    `as_of` (the database's time when the user was shown how many), so jobs failing afterwards are
+    not swept up by a confirmation that never counted them."""
+
+    as_of: dt.datetime
+    cron_id: str | None = None
+    endpoint: str | None = None
+    error_kind: str | None = None
+    before: dt.datetime | None = None
+    after: dt.datetime | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class StateCounts:
+    """Jobs per state, exact or (on a large table) the planner's estimate."""
+
+    jobs: dict[str, int]
+    estimated: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class FailedGroup:
+    """Failed jobs whose last error was of one kind (jobs.ERROR_KINDS, `http_<status>`, or
+    None: recorded before kinds were)."""
+
+    kind: str | None
+    count: int
+    latest_finished_at: dt.datetime | None
+
+
+def _as_is(text: str) -> str:
+    return text
+
+
+def _job_params(job: jobs.NewJob) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        # Already JSON text (jsonb.encode), written once by the web process to measure it.
+        "body": Jsonb(job.body, dumps=_as_is),
+        "run_at": job.run_at,
+        "delay": job.delay,
+        "max_attempts": job.max_attempts,
+        "endpoint": job.endpoint,
+        "traceparent": job.traceparent,
+        "tracestate": job.tracestate,
+    }
+
+
+def _job_columns(new_jobs: Sequence[jobs.NewJob]) -> dict[str, list[Any]]:
+    """insert_jobs_quietly's arrays, one element per job."""
+    return {
+        "ids": [j.id for j in new_jobs],
+        "bodies": [j.body for j in new_jobs],
+        "run_ats": [j.run_at for j in new_jobs],
+        # One type per array: a delay given as 60 and another as 1.5 would mix int and float.
+        "delays": [None if j.delay is None else float(j.delay) for j in new_jobs],
+        "max_attempts": [j.max_attempts for j in new_jobs],
+        "endpoints": [j.endpoint for j in new_jobs],
+        "traceparents": [j.traceparent for j in new_jobs],
+        "tracestates": [j.tracestate for j in new_jobs],
+    }
+
+
+def insert_jobs(
+    database: db.Database,
+    new_jobs: Sequence[jobs.NewJob],
+    key: Idempotency | None = None,
+    announce_within: float | None = None,
+) -> list[str]:
+    """Insert jobs in one transaction, or return what an earlier request with `key` made.
+
+    Jobs due within `announce_within` seconds (every job when it is None) wake the
+    dispatchers with a notification; they find later ones on their own periodic look.
+
+    :raise errors.IdempotencyConflict: `key` was used for a different request.
+    """
+    now = dt.datetime.now(dt.UTC)
+    announce = announce_within is None or any(j.due_within(announce_within, now) for j in new_jobs)
+    single = QUERIES["insert_job"] if announce else QUERIES["insert_job_quietly"]
+    if key is None and len(new_jobs) == 1:
+        # The hot path: one statement that commits by itself, and no rows to build.
+        database.run(single, _job_params(new_jobs[0]))
+        return [new_jobs[0].id]
+    if key is None and not announce:
+        # Grouped single inserts due later than the dispatchers' next look: one statement
+        # that commits by itself.
+        database.run(QUERIES["insert_jobs_quietly"], _job_columns(new_jobs))
+        return [j.id for j in new_jobs]
+    with database.transaction() as cur:
+        if key is not None:
+            cur.execute(
+                QUERIES["claim_idempotency_key"],
+                {"key": key.key, "job_ids": [j.id for j in new_jobs], "request_hash": key.digest},
+            )
+            if cur.fetchone() is None:
+                return _earlier_result(cur, key)
+        if len(new_jobs) == 1:
+            cur.execute(single, _job_params(new_jobs[0]))
+        else:
+            cur.execute(QUERIES["insert_jobs_quietly"], _job_columns(new_jobs))
+            if announce:
+                cur.execute(notices.QUERIES["notify_jobs_due"])
+    return [j.id for j in new_jobs]
+
+
+def _earlier_result(cur: Any, key: Idempotency) -> list[str]:
+    cur.execute(QUERIES["find_idempotency_key"], {"key": key.key})
+    row = cur.fetchone()
+    assert row is not None, "a key that conflicted exists once its owner committed"
+    if row["request_hash"] != key.digest:
+        raise errors.IdempotencyConflict(key.key)
+    return list(row["job_ids"])
+
+
+def get_job(database: db.Database, job_id: str) -> tuple[jobs.JobRecord, list[jobs.Attempt]]:
+    """:raise errors.JobNotFound: no job has this id."""
+    with database.transaction() as cur:
+        cur.execute(QUERIES["get_job"], {"id": job_id})
+        row = cur.fetchone()
+        if row is None:
+            raise errors.JobNotFound(job_id)
+        cur.execute(QUERIES["list_attempts"], {"job_id": job_id})
+        attempts = [jobs.Attempt(**a) for a in cur.fetchall()]
+    return jobs.JobRecord(**row), attempts
+
+
+def list_jobs(database: db.Database, filters: JobFilters) -> list[jobs.JobRecord]:
+    rows = database.rows(QUERIES["list_jobs"], dataclasses.asdict(filters))
+    return [jobs.JobRecord(**row) for row in rows]
+
+
+def cancel_job(database: db.Database, job_id: str) -> None:
+    """Cancel a job still waiting to be sent; an unknown or finished job is left alone."""
+    database.run(QUERIES["cancel_job"], {"id": job_id})
+
+
+def cancel_jobs(database: db.Database, job_ids: Sequence[str]) -> int:
+    """Cancel those of the jobs still waiting to be sent; returns how many were."""
+    rows = database.rows(QUERIES["cancel_jobs"], {"ids": list(job_ids)})
+    return int(rows[0]["cancelled"])
+
+
+def run_job_now(database: db.Database, job_id: str) -> None:
+    """:raise errors.JobNotFound, errors.Conflict: unknown, or not waiting to be sent."""
+    if not database.rows(QUERIES["run_job_now"], {"id": job_id}):
+        _explain(database, job_id, "only a scheduled job can be run now")
+
+
+def retry_job(database: db.Database, job_id: str) -> None:
+    """:raise errors.JobNotFound, errors.Conflict: unknown, or not failed."""
+    if not database.rows(QUERIES["retry_failed_job"], {"id": job_id}):
+        _explain(database, job_id, "only a failed job can be retried")
+
+
+def _explain(database: db.Database, job_id: str, rule: str) -> None:
+    rows = database.rows(QUERIES["job_state"], {"id": job_id})
+    if not rows:
+        raise errors.JobNotFound(job_id)
+    raise errors.Conflict(f"job {job_id} is {rows[0]['state']}: {rule}")
+
+
+def count_failed_matching(database: db.Database, filters: BulkFilters, cap: int) -> int:
+    """Failed jobs a bulk retry with `filters` would take, counted up to `cap`."""
+    params = {**dataclasses.asdict(filters), "cap": cap}
+    return int(database.rows(QUERIES["count_failed_matching"], params)[0]["failed"])
+
+
+def retry_failed_batch(database: db.Database, filters: BulkFilters, limit: int) -> int:
+    """Retry up to `limit` of the failed jobs matching `filters`, newest first, in one
+    transaction; returns how many were retried (0: none left)."""
+    params = {**dataclasses.asdict(filters), "limit": limit}
+    return int(database.rows(QUERIES["retry_failed_batch"], params)[0]["retried"])
+
+
+def job_state_counts(database: db.Database) -> StateCounts:
+    """Jobs per state: exact on a small table, else from the planner's statistics, which
+    cost nothing but are only as fresh as the last ANALYZE."""
+    (row,) = database.rows(QUERIES["job_state_estimates"])
+    total = int(row["total"])
+    if total < EXACT_COUNT_BELOW or not row["states"]:
+        counted = database.rows(QUERIES["count_jobs_by_state"])
+        return StateCounts({r["state"]: int(r["jobs"]) for r in counted}, estimated=False)
+    shares = zip(row["states"], row["frequencies"], strict=True)
+    return StateCounts({state: round(total * share) for state, share in shares}, True)
+
+
+def count_due(database: db.Database, cap: int | None = None) -> int:
+    """Jobs due but not sent, counted up to `cap` (all of them when None)."""
+    return int(database.rows(QUERIES["count_due"], {"cap": cap})[0]["due"])
+
+
+def count_delivering(database: db.Database, cap: int) -> int:
+    """Jobs being delivered, counted up to `cap`."""
+    return int(database.rows(QUERIES["count_delivering"], {"cap": cap})[0]["delivering"])
+
+
+def failed_groups(database: db.Database) -> list[FailedGroup]:
+    """Failed jobs grouped by the kind of their last error, the largest group first."""
+    return [FailedGroup(**row) for row in database.rows(QUERIES["failed_groups"])]

@@ -1,0 +1,181 @@
+-- insert_jobs_quietly --
+-- Several jobs in one statement, one per element of the arrays (a batch, or single inserts
+-- grouped by the web process), sending no notification. Bodies are JSON text; a delay counts on
+-- the database's clock, as in insert_job_quietly.
+INSERT INTO jobs (id, body, run_at, next_attempt_at, max_attempts, endpoint, traceparent,
+                  tracestate)
+SELECT j.id, j.body::jsonb, due.at, due.at, j.max_attempts, j.endpoint, j.traceparent,
+       j.tracestate
+FROM unnest(%(ids)s::text[], %(bodies)s::text[], %(run_ats)s::timestamptz[],
+            %(delays)s::float8[], %(max_attempts)s::integer[], %(endpoints)s::text[],
+            %(traceparents)s::text[], %(tracestates)s::text[])
+    AS j (id, body, run_at, delay, max_attempts, endpoint, traceparent, tracestate),
+    LATERAL (SELECT coalesce(j.run_at, now() + make_interval(secs => j.delay))) AS due (at);
+
+-- insert_job --
+-- Store a one-shot job (insert_job_quietly) and wake the dispatchers in the same statement; the
+-- notice says in how many seconds it is due by the database's clock.
+WITH inserted AS (
+    {insert_job_quietly}
+    RETURNING next_attempt_at
+)
+SELECT pg_notify('scheduler', 'j ' || extract(epoch FROM next_attempt_at - now()))
+FROM inserted;
+
+-- insert_job_quietly --
+-- A job the dispatchers need not hear of now (due beyond their next look), or one of a batch,
+-- which sends a single notification; due at run_at or after a delay by the database's clock.
+INSERT INTO jobs (id, body, run_at, next_attempt_at, max_attempts, endpoint, traceparent,
+                  tracestate)
+VALUES (%(id)s, %(body)s, coalesce(%(run_at)s, now() + make_interval(secs => %(delay)s)),
+        coalesce(%(run_at)s, now() + make_interval(secs => %(delay)s)), %(max_attempts)s,
+        %(endpoint)s, %(traceparent)s, %(tracestate)s);
+
+-- claim_idempotency_key --
+-- The first request with a key owns it; ON CONFLICT waits for a concurrent owner to commit.
+INSERT INTO idempotency_keys (key, job_ids, request_hash)
+VALUES (%(key)s, %(job_ids)s, %(request_hash)s)
+ON CONFLICT (key) DO NOTHING
+RETURNING key;
+
+-- find_idempotency_key --
+-- What an earlier request with this key scheduled.
+SELECT job_ids, request_hash FROM idempotency_keys WHERE key = %(key)s;
+
+-- cancel_job --
+-- Cancel a job that has not been delivered yet; an unknown or finished job is left alone.
+UPDATE jobs SET state = 'cancelled', finished_at = now(), updated_at = now()
+WHERE id = %(id)s AND state = 'scheduled';
+
+-- cancel_jobs --
+-- Cancel the given jobs that are still waiting to be sent; the others are left alone.
+WITH cancelled AS (
+    UPDATE jobs SET state = 'cancelled', finished_at = now(), updated_at = now()
+    WHERE id = ANY(%(ids)s::text[]) AND state = 'scheduled'
+    RETURNING id
+)
+SELECT count(*) AS cancelled FROM cancelled;
+
+-- get_job --
+-- One job with everything a user may ask about it.
+SELECT id, cron_id, body, run_at, state, attempts, max_attempts, next_attempt_at, last_status,
+       last_error, created_at, updated_at, finished_at, endpoint, last_error_kind
+FROM jobs WHERE id = %(id)s;
+
+-- list_attempts --
+-- A job's delivery attempts, oldest first.
+SELECT attempt, started_at, duration_ms, status_code, error, response_excerpt, error_kind
+FROM delivery_attempts WHERE job_id = %(job_id)s ORDER BY attempt;
+
+-- list_jobs --
+-- Keyset pagination, newest first: ids sort by creation time and are unique, so pages never
+-- repeat or skip a job whatever is inserted meanwhile.
+SELECT id, cron_id, body, run_at, state, attempts, max_attempts, next_attempt_at, last_status,
+       last_error, created_at, updated_at, finished_at, endpoint, last_error_kind
+FROM jobs
+WHERE (%(state)s::text IS NULL OR state = %(state)s)
+  AND (%(cron_id)s::text IS NULL OR cron_id = %(cron_id)s)
+  AND (%(endpoint)s::text IS NULL OR endpoint = %(endpoint)s)
+  AND (%(error_kind)s::text IS NULL OR last_error_kind = %(error_kind)s)
+  AND (%(before)s::timestamptz IS NULL OR run_at < %(before)s)
+  AND (%(after)s::timestamptz IS NULL OR run_at >= %(after)s)
+  AND (%(cursor)s::text IS NULL OR id < %(cursor)s)
+ORDER BY id DESC
+LIMIT %(limit)s;
+
+-- job_state --
+-- The state of one job, to explain why an action did not apply.
+SELECT state FROM jobs WHERE id = %(id)s;
+
+-- run_job_now --
+-- Make a waiting job due now and wake the dispatchers; it goes even while its endpoint is paused.
+WITH due AS (
+    UPDATE jobs SET next_attempt_at = now(), run_requested = true, updated_at = now()
+    WHERE id = %(id)s AND state = 'scheduled'
+    RETURNING id
+)
+SELECT pg_notify('scheduler', 'j 0') FROM due;
+
+-- retry_failed_job --
+-- Give a failed job a fresh budget of attempts, starting now.
+WITH retried AS (
+    UPDATE jobs
+    SET state = 'scheduled', max_attempts = attempts + max_attempts, next_attempt_at = now(),
+        finished_at = NULL, updated_at = now()
+    WHERE id = %(id)s AND state = 'failed'
+    RETURNING id
+)
+SELECT pg_notify('scheduler', 'j 0') FROM retried;
+
+-- failed_matching --
+-- Part of count_failed_matching and retry_failed_batch: the failed jobs a bulk retry takes, those
+-- matching its filter that had failed by the time the user was shown how many.
+state = 'failed' AND finished_at <= %(as_of)s
+AND (%(cron_id)s::text IS NULL OR cron_id = %(cron_id)s)
+AND (%(endpoint)s::text IS NULL OR endpoint = %(endpoint)s)
+AND (%(error_kind)s::text IS NULL OR last_error_kind = %(error_kind)s)
+AND (%(before)s::timestamptz IS NULL OR run_at < %(before)s)
+AND (%(after)s::timestamptz IS NULL OR run_at >= %(after)s)
+
+-- count_failed_matching --
+-- Failed jobs a bulk retry would take, up to one more than its cap (so the page can say there
+-- are more).
+SELECT count(*) AS failed
+FROM (SELECT 1 FROM jobs WHERE {failed_matching} LIMIT %(cap)s) AS failed;
+
+-- retry_failed_batch --
+-- One batch of a bulk retry, newest first: failed jobs matching the filter (failed_matching),
+-- each given a fresh budget of attempts, and the dispatchers woken.
+-- FOR UPDATE in id order, so two bulk retries at once wait for each other instead of deadlocking.
+WITH picked AS (
+    SELECT id FROM jobs
+    WHERE {failed_matching}
+    ORDER BY id DESC
+    LIMIT %(limit)s
+    FOR UPDATE
+), retried AS (
+    UPDATE jobs
+    SET state = 'scheduled', max_attempts = jobs.attempts + jobs.max_attempts,
+        next_attempt_at = now(), finished_at = NULL, updated_at = now()
+    FROM picked
+    WHERE jobs.id = picked.id AND jobs.state = 'failed'
+    RETURNING jobs.id
+), counted AS (
+    SELECT count(*) AS retried FROM retried
+)
+SELECT retried, CASE WHEN retried > 0 THEN pg_notify('scheduler', 'b') END AS woken
+FROM counted;
+
+-- job_state_estimates --
+-- Jobs per state from the planner's statistics, which cost nothing on any table size; the
+-- dashboard labels them as estimates and counts exactly only on small tables.
+SELECT c.reltuples::bigint AS total, s.most_common_vals::text::text[] AS states,
+       s.most_common_freqs AS frequencies
+FROM pg_class c
+LEFT JOIN pg_stats s
+  ON s.schemaname = current_schema() AND s.tablename = 'jobs' AND s.attname = 'state'
+WHERE c.oid = 'jobs'::regclass;
+
+-- count_jobs_by_state --
+-- Exact jobs per state, for a table small enough to count on every view.
+SELECT state, count(*) AS jobs FROM jobs GROUP BY state;
+
+-- count_due --
+-- Jobs due but not yet sent, counted up to a cap (none when NULL) through jobs_due_idx.
+SELECT count(*) AS due
+FROM (SELECT 1 FROM jobs
+      WHERE state = 'scheduled' AND next_attempt_at <= now() LIMIT %(cap)s) AS due;
+
+-- count_delivering --
+-- Jobs being delivered now, counted up to a cap through the partial index on delivering rows.
+SELECT count(*) AS delivering
+FROM (SELECT 1 FROM jobs WHERE state = 'delivering' LIMIT %(cap)s) AS delivering;
+
+-- failed_groups --
+-- Failed jobs by the kind of their last error: how many, and when the latest failed. Read from
+-- jobs_failed_kind_idx alone, which holds exactly the failed rows with their finish times.
+SELECT last_error_kind AS kind, count(*) AS count, max(finished_at) AS latest_finished_at
+FROM jobs
+WHERE state = 'failed'
+GROUP BY last_error_kind
+ORDER BY count(*) DESC, last_error_kind;

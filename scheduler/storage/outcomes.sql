@@ -1,0 +1,89 @@
+-- record_attempts --
+-- History of delivery attempts, one row per element of the arrays (one statement per recorded
+-- batch: executemany sent and PostgreSQL ran one statement per attempt).
+INSERT INTO delivery_attempts
+    (job_id, attempt, started_at, duration_ms, status_code, error, response_excerpt, error_kind)
+SELECT job_id, attempt, started_at, duration_ms, status_code, error, response_excerpt, error_kind
+FROM unnest(%(job_ids)s::text[], %(attempts)s::integer[], %(started_ats)s::timestamptz[],
+            %(durations_ms)s::integer[], %(status_codes)s::integer[], %(errors)s::text[],
+            %(excerpts)s::text[], %(error_kinds)s::text[])
+    AS a (job_id, attempt, started_at, duration_ms, status_code, error, response_excerpt,
+          error_kind)
+ON CONFLICT (job_id, attempt) DO NOTHING;
+
+-- finish_deliveries --
+-- Close deliveries as delivered or failed, one per element of the arrays (a claim never sent,
+-- when `attempted` is false, does not count as an attempt); a job cancelled or re-claimed
+-- meanwhile is left alone. A job that ends failed makes a failure notification to
+-- `notice_endpoint` (id from `notice_ids`) in the same statement, so exactly once per failure;
+-- a notification that fails makes none. CTEs: the outcomes, and the jobs they closed.
+WITH outcomes AS (
+    SELECT job_id, claim_token, state, attempted, status_code, error, error_kind, notice_id
+    FROM unnest(%(job_ids)s::text[], %(claim_tokens)s::bigint[], %(states)s::text[],
+                %(attempted)s::boolean[], %(status_codes)s::integer[], %(errors)s::text[],
+                %(error_kinds)s::text[], %(notice_ids)s::text[])
+        AS o (job_id, claim_token, state, attempted, status_code, error, error_kind, notice_id)
+),
+finished AS (
+    UPDATE jobs
+    SET state = o.state, attempts = jobs.attempts - CASE WHEN o.attempted THEN 0 ELSE 1 END,
+        leased_until = NULL, claimed_by = NULL, claim_token = NULL,
+        last_status = o.status_code, last_error = o.error, last_error_kind = o.error_kind,
+        finished_at = now(), updated_at = now()
+    FROM outcomes AS o
+    WHERE jobs.id = o.job_id AND jobs.state = 'delivering' AND jobs.claim_token = o.claim_token
+    RETURNING jobs.id, jobs.cron_id, jobs.endpoint, jobs.attempts, jobs.last_status,
+              jobs.last_error, jobs.last_error_kind, jobs.run_at, jobs.event, jobs.state,
+              o.notice_id
+)
+INSERT INTO jobs (id, body, run_at, next_attempt_at, max_attempts, endpoint, event)
+SELECT notice_id,
+       jsonb_build_object('event', 'job.failed', 'job', jsonb_build_object(
+           'id', id, 'cron_id', cron_id, 'endpoint', endpoint, 'attempts', attempts,
+           'last_status', last_status, 'last_error', last_error,
+           'last_error_kind', last_error_kind,
+           'timestamp', to_char(run_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))),
+       now(), now(), %(notice_attempts)s, %(notice_endpoint)s, 'job.failed'
+FROM finished
+WHERE state = 'failed' AND event IS NULL AND %(notice_endpoint)s::text IS NOT NULL;
+
+-- schedule_retry --
+-- Put a failed attempt back in line for its next try, its backoff counted on the database's clock.
+UPDATE jobs
+SET state = 'scheduled', leased_until = NULL, claimed_by = NULL, claim_token = NULL,
+    next_attempt_at = now() + make_interval(secs => %(retry_in)s),
+    last_status = %(status_code)s, last_error = %(error)s, last_error_kind = %(error_kind)s,
+    updated_at = now()
+WHERE id = %(job_id)s AND state = 'delivering' AND claim_token = %(claim_token)s;
+
+-- give_back_delivery --
+-- A claimed delivery that was never sent (its dispatcher is stopping) is due again at once, and
+-- its claim does not count as an attempt.
+UPDATE jobs
+SET state = 'scheduled', attempts = attempts - 1, leased_until = NULL, claimed_by = NULL,
+    claim_token = NULL, updated_at = now()
+WHERE id = %(job_id)s AND state = 'delivering' AND claim_token = %(claim_token)s;
+
+-- add_delivery_minute --
+-- Add one recorded batch's outcomes to this dispatcher's row of the current minute by the
+-- database's clock (one row per dispatcher, so dispatchers never wait on each other's lock);
+-- lateness buckets add up bucket by bucket.
+INSERT INTO delivery_minutes AS m (minute, dispatcher_id, delivered, failed, retried, lateness)
+VALUES (date_trunc('minute', now(), 'UTC'), %(dispatcher_id)s, %(delivered)s, %(failed)s,
+        %(retried)s, %(lateness)s)
+ON CONFLICT (minute, dispatcher_id) DO UPDATE
+SET delivered = m.delivered + EXCLUDED.delivered, failed = m.failed + EXCLUDED.failed,
+    retried = m.retried + EXCLUDED.retried,
+    lateness = ARRAY(
+        SELECT coalesce(mine, 0) + coalesce(added, 0)
+        FROM unnest(m.lateness, EXCLUDED.lateness) WITH ORDINALITY AS u (mine, added, place)
+        ORDER BY place
+    );
+
+-- delivery_minutes --
+-- Every dispatcher's rows of the minutes starting at or after `since`, oldest first (the
+-- primary key's leading column serves it); outcomes.delivery_minutes sums them per minute.
+SELECT minute, delivered, failed, retried, lateness
+FROM delivery_minutes
+WHERE minute >= %(since)s
+ORDER BY minute;
