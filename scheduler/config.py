@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import environs
 
-from scheduler import errors, jobs, logs
+from scheduler import errors, jobs, logs, tuning
 
 DEFAULT_PORT = 8080
 DEFAULT_CONNECT_TIMEOUT = 5.0
@@ -25,8 +25,6 @@ DEFAULT_RETRY_BASE = 1.0
 DEFAULT_RETRY_CAP = 3600.0
 DEFAULT_RECONCILE_INTERVAL = 30.0
 DEFAULT_POLL_INTERVAL = 2.0
-# Covers a slow look for due jobs and clock drift between the web and dispatcher hosts.
-ANNOUNCE_MARGIN = 5.0
 DEFAULT_SHUTDOWN_GRACE = 30.0
 DEFAULT_DB_POOL_SIZE = 8
 DEFAULT_WEB_WORKERS = 2
@@ -348,7 +346,7 @@ class Settings:
         this is found in time without a notification, and neither PostgreSQL nor the dispatcher
         does work for it at insert time.
         """
-        return self.poll_interval + ANNOUNCE_MARGIN
+        return self.poll_interval + tuning.ANNOUNCE_MARGIN_SECONDS
 
     @property
     def attempt_deadline(self) -> float:

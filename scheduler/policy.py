@@ -7,9 +7,8 @@ import datetime as dt
 import email.utils
 from collections.abc import Callable
 
-# An endpoint held by max_in_flight is looked at again this soon: the delivery that frees a slot
-# may be another dispatcher's, which no event here announces.
-IN_FLIGHT_RECHECK_SECONDS = 0.25
+from scheduler import tuning
+
 # Past this, 2**exponent times the base could be too large an int for a float (OverflowError);
 # 2**62 times any base in use is past every cap anyway.
 _MAX_EXPONENT = 62
@@ -66,7 +65,7 @@ def next_claim_in(
     if level is not None and level < 1 and rate_limit is not None:
         wait = max(wait, (1 - level) / rate_limit)
     elif not room_left and max_in_flight is not None:
-        wait = max(wait, IN_FLIGHT_RECHECK_SECONDS)
+        wait = max(wait, tuning.IN_FLIGHT_RECHECK_SECONDS)
     return wait
 
 

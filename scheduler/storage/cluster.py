@@ -9,6 +9,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from scheduler import tuning
 from scheduler.storage import db, queries
 
 QUERIES = queries.load(__name__)
@@ -108,7 +109,7 @@ class LeaderLock:
         if self.conn is None or self.conn.closed:
             seconds = max(1, int(self.timeout))
             options = dict(
-                db.KEEPALIVES,
+                tuning.KEEPALIVES,
                 keepalives_idle=1,
                 keepalives_interval=1,
                 keepalives_count=2,

@@ -13,19 +13,7 @@ import psycopg_pool
 from psycopg.rows import dict_row
 from psycopg.types.json import set_json_loads
 
-from scheduler import errors, jsonb
-
-# libpq keepalives so a silently dropped connection fails in seconds, not hours.
-KEEPALIVES: dict[str, Any] = {
-    "keepalives": 1,
-    "keepalives_idle": 10,
-    "keepalives_interval": 5,
-    "keepalives_count": 3,
-    "tcp_user_timeout": 20000,
-    "connect_timeout": 5,
-}
-# A pooled connection not handed out for longer than this is pinged before use.
-IDLE_CHECK_SECONDS = 1.0
+from scheduler import errors, jsonb, tuning
 
 _handed_out_at: weakref.WeakKeyDictionary[psycopg.Connection[Any], float] = (
     weakref.WeakKeyDictionary()
@@ -69,7 +57,7 @@ def _primary_message(exc: psycopg.Error) -> str:
 def connect(database_url: str, **kwargs: Any) -> psycopg.Connection[Any]:
     """A dedicated connection (LISTEN, advisory locks), outside any pool."""
     with wrap_errors():
-        return psycopg.connect(database_url, **KEEPALIVES, **kwargs)
+        return psycopg.connect(database_url, **tuning.KEEPALIVES, **kwargs)
 
 
 def open_pool(
@@ -89,13 +77,13 @@ def open_pool(
         database_url,
         min_size=1,
         max_size=max_size,
-        kwargs={**KEEPALIVES, **options, "autocommit": True},
+        kwargs={**tuning.KEEPALIVES, **options, "autocommit": True},
         # No `reset` callback: with one, the pool returns every connection through a worker
         # thread, a handoff per request.
         check=_check_if_idle,
         configure=_read_json_exactly,
-        timeout=5,
-        max_lifetime=1800,
+        timeout=tuning.POOL_TIMEOUT_SECONDS,
+        max_lifetime=tuning.POOL_MAX_LIFETIME_SECONDS,
         name=name,
         open=True,
     )
@@ -115,7 +103,7 @@ def _check_if_idle(conn: psycopg.Connection[Any]) -> None:
     """
     now = time.monotonic()
     last = _handed_out_at.get(conn)
-    if last is None or now - last > IDLE_CHECK_SECONDS:
+    if last is None or now - last > tuning.IDLE_CHECK_SECONDS:
         psycopg_pool.ConnectionPool.check_connection(conn)
     _handed_out_at[conn] = now
 

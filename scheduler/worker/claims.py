@@ -19,21 +19,11 @@ import threading
 import time
 from collections.abc import Callable
 
-from scheduler import config, errors
+from scheduler import config, errors, tuning
 from scheduler.storage import db, deliveries
 from scheduler.worker import metrics, routes, senders
 
 logger = logging.getLogger(__name__)
-
-LOOP_RETRY_SECONDS = 1.0
-# Jobs due this soon are claimed already and their sending threads wait for the due time on this
-# host's clock, so a send starts at its time instead of a claim's round trip after it. A cancel
-# in this last stretch no longer stops the job.
-CLAIM_AHEAD_SECONDS = 0.05
-# The loop looks this long before the next job is due: time enough for a claim's round trip.
-# Everything due in the rest of the window shares that claim, so jobs due one after another
-# (a steady flow) are claimed several at a time rather than one look and one claim each.
-LOOK_BEFORE_DUE_SECONDS = 0.01
 
 
 class ClaimLoop:
@@ -73,7 +63,7 @@ class ClaimLoop:
     def job_due_in(self, seconds: float) -> None:
         """A job becomes due in `seconds`: look just before then if that is sooner than
         planned."""
-        if self._clock() + seconds - LOOK_BEFORE_DUE_SECONDS < self._next_look:
+        if self._clock() + seconds - tuning.LOOK_BEFORE_DUE_SECONDS < self._next_look:
             self._wake.set()
 
     def run(self, stopping: threading.Event) -> None:
@@ -83,10 +73,10 @@ class ClaimLoop:
                 timeout = self.plan_next_look() if drained else self.settings.poll_interval
             except errors.StoreUnavailable:
                 logger.warning("cannot claim deliveries: database unavailable")
-                timeout = LOOP_RETRY_SECONDS
+                timeout = tuning.LOOP_RETRY_SECONDS
             except Exception:
                 logger.exception("claim loop failed")
-                timeout = LOOP_RETRY_SECONDS
+                timeout = tuning.LOOP_RETRY_SECONDS
             self._next_look = self._clock() + timeout
             self._wake.wait(timeout)
             self._wake.clear()
@@ -106,7 +96,7 @@ class ClaimLoop:
                 free,
                 held,
                 self.known,
-                CLAIM_AHEAD_SECONDS,
+                tuning.CLAIM_AHEAD_SECONDS,
             )
             self._count_claim()
             self.senders.submit(claimed)
@@ -144,7 +134,7 @@ class ClaimLoop:
         look = self.settings.poll_interval
         due_in = deliveries.next_due_in(self.database, self.routes.held(), self.known)
         if due_in is not None and due_in <= self.settings.poll_interval:
-            look = max(0.0, due_in - LOOK_BEFORE_DUE_SECONDS)
+            look = max(0.0, due_in - tuning.LOOK_BEFORE_DUE_SECONDS)
         elif due_in is not None:
             self._on_quiet(due_in)
         if self._held_retry is not None:

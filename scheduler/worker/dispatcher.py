@@ -12,7 +12,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from scheduler import config, errors
+from scheduler import config, errors, tuning
 from scheduler.storage import db, endpoints, notices
 from scheduler.worker import (
     claims,
@@ -26,24 +26,17 @@ from scheduler.worker import (
 
 logger = logging.getLogger(__name__)
 
-# Connections of the dispatcher's pool: the heartbeat, the endpoint routes and the leader's
-# timers and maintenance each use one at a time; senders use none.
-POOL_SIZE = 3
-# Connections of the delivery pool: the claim loop and the recorder. Their commits (claims,
-# outcomes) need not wait for the disk: one lost in a crash of PostgreSQL makes its job due
-# again, after its lease, and it is sent again, which at-least-once delivery allows.
-DELIVERY_POOL_SIZE = 2
-JOIN_SECONDS = 5.0
-
 
 class Dispatcher:
     def __init__(self, settings: config.Settings, metrics_port: int | None = None) -> None:
         self.settings = settings
         self.stopping = threading.Event()
-        self.pool = db.open_pool(settings.database_url, POOL_SIZE, name="dispatcher")
+        self.pool = db.open_pool(
+            settings.database_url, tuning.DISPATCHER_POOL_SIZE, name="dispatcher"
+        )
         self.database = db.Database(self.pool)
         self.delivery_pool = db.open_pool(
-            settings.database_url, DELIVERY_POOL_SIZE, name="deliveries", durable=False
+            settings.database_url, tuning.DELIVERY_POOL_SIZE, name="deliveries", durable=False
         )
         self.delivery_database = db.Database(self.delivery_pool)
         # The heartbeat reads the senders' counts only once started.
@@ -107,7 +100,7 @@ class Dispatcher:
         self.leadership.stop()
         finished = self.senders.close(grace)
         for thread in self.threads:
-            thread.join(timeout=JOIN_SECONDS)
+            thread.join(timeout=tuning.JOIN_SECONDS)
         self.membership.leave()
         self.pool.close(timeout=2)
         self.delivery_pool.close(timeout=2)

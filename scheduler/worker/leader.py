@@ -24,18 +24,15 @@ from apscheduler.job import Job
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.triggers.date import DateTrigger
 
-from scheduler import config, cron, errors, jobs
+from scheduler import config, cron, errors, jobs, tuning
 from scheduler.storage import cluster, crons, db, endpoints, notices
 from scheduler.storage import jobs as job_rows
 from scheduler.worker import maintenance, membership, metrics, timers
 
 logger = logging.getLogger(__name__)
 
-SKIP_MISSED_AFTER_SECONDS = 2.0
 WAKE_TIMER = "wake"
-# A wake timer already set this close to the wanted time is left alone: each claim loop's plan
-# asks for it again, and rewriting it is a jobstore write.
-WAKE_TOLERANCE = dt.timedelta(seconds=0.25)
+WAKE_TOLERANCE = dt.timedelta(seconds=tuning.WAKE_TOLERANCE_SECONDS)
 UTC = dt.UTC
 
 
@@ -66,7 +63,7 @@ class LeaderTerm:
             timezone=UTC,
             executors={"default": timers.OutboxExecutor(self._on_timer)},
             job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 1},
-            jobstore_retry_interval=2,
+            jobstore_retry_interval=tuning.JOBSTORE_RETRY_SECONDS,
         )
         self._maintenance = threading.Thread(
             target=self._maintenance_loop, name="maintenance", daemon=True
@@ -84,7 +81,7 @@ class LeaderTerm:
         except Exception:
             logger.exception("scheduler shutdown failed")
         if self._maintenance.ident is not None:
-            self._maintenance.join(timeout=5)
+            self._maintenance.join(timeout=tuning.JOIN_SECONDS)
         self._timer_store.engine.dispose()
         # A member's count would be stale: 0 lets dashboards sum over every dispatcher.
         metrics.DUE_JOBS.set(0)
@@ -104,7 +101,7 @@ class LeaderTerm:
             return
         for run_time in run_times:
             late = (dt.datetime.now(UTC) - run_time).total_seconds()
-            if self.settings.cron_catchup == "skip" and late > SKIP_MISSED_AFTER_SECONDS:
+            if self.settings.cron_catchup == "skip" and late > tuning.SKIP_MISSED_AFTER_SECONDS:
                 logger.info("skipped a missed tick of cron revision %s (%.0fs late)", ref, late)
             else:
                 self._held_ticks.append(jobs.CronTick(int(ref), jobs.new_job_id(), run_time))

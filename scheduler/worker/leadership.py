@@ -13,14 +13,11 @@ import threading
 import time
 from collections.abc import Callable
 
-from scheduler import config, errors
+from scheduler import config, errors, tuning
 from scheduler.storage import cluster
 from scheduler.worker import leader, metrics
 
 logger = logging.getLogger(__name__)
-
-CAMPAIGN_SECONDS = 1.0
-PROBE_SECONDS = 2.0
 
 
 class Leadership:
@@ -112,8 +109,8 @@ class Leadership:
 
     def run(self, stopping: threading.Event) -> None:
         """Campaign while a member, probe while leading, until `stopping`."""
-        probe = min(PROBE_SECONDS, self.settings.leader_timeout / 5)
-        campaign = min(CAMPAIGN_SECONDS, self.settings.leader_timeout / 10)
+        probe = min(tuning.PROBE_SECONDS, self.settings.leader_timeout / 5)
+        campaign = min(tuning.CAMPAIGN_SECONDS, self.settings.leader_timeout / 10)
         while not stopping.wait(probe if self.term is not None else campaign):
             if self.term is None:
                 self.campaign_once()

@@ -8,13 +8,10 @@ import sys
 import threading
 from types import FrameType
 
-from scheduler import config, errors, logs
+from scheduler import config, errors, logs, tuning
 from scheduler.worker import dispatcher, metrics
 
 logger = logging.getLogger(__name__)
-
-# The main thread waits in slices so that a signal's handler always gets to run.
-SIGNAL_CHECK_SECONDS = 1.0
 
 
 def main(settings: config.Settings | None = None) -> None:
@@ -36,6 +33,6 @@ def main(settings: config.Settings | None = None) -> None:
     server = metrics.serve(settings.metrics_port, settings.secrets, settings.metrics_public)
     running = dispatcher.Dispatcher(settings, server.server_port if server else None)
     running.start()
-    while not stop_requested.wait(SIGNAL_CHECK_SECONDS):
+    while not stop_requested.wait(tuning.SIGNAL_CHECK_SECONDS):
         pass
     sys.exit(0 if running.stop(settings.shutdown_grace) else 1)

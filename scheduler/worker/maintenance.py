@@ -8,22 +8,11 @@ import logging
 import time
 from collections.abc import Callable
 
-from scheduler import config
+from scheduler import config, tuning
 from scheduler.storage import db, deliveries, retention
 from scheduler.worker import membership, metrics
 
 logger = logging.getLogger(__name__)
-
-# Rows per pruning statement: 5,000 pruned about a fifth faster than 1,000 on a durable
-# PostgreSQL, and more did no better (docs/operations.md, "Retention").
-PRUNE_BATCH = 5000
-# A pass takes at most this share of the leader's maintenance tick (plus one batch of each kind),
-# so rescues keep their pace and deliveries keep their connections while a backlog is worked off.
-PRUNE_SHARE = 0.5
-# Rows of dispatchers that vanished without leaving are kept this long, for a look afterwards.
-DEAD_DISPATCHER_SECONDS = 3600.0
-# The per-minute delivery rollup is kept this long: the dashboard shows its last hour.
-DELIVERY_MINUTES_RETENTION_SECONDS = 24 * 3600.0
 
 
 def rescue_claims(database: db.Database, epoch: int, settings: config.Settings) -> int:
@@ -40,8 +29,8 @@ def rescue_claims(database: db.Database, epoch: int, settings: config.Settings) 
 
 
 def prune_budget(settings: config.Settings) -> float:
-    """Seconds one pass of pruning may take: PRUNE_SHARE of the maintenance tick."""
-    return membership.heartbeat_interval(settings) * PRUNE_SHARE
+    """Seconds one pass of pruning may take: tuning.PRUNE_SHARE of the maintenance tick."""
+    return membership.heartbeat_interval(settings) * tuning.PRUNE_SHARE
 
 
 def _prune_batches(
@@ -50,9 +39,9 @@ def _prune_batches(
     """Batches until one comes back short or the deadline passes; (rows, whether none is left)."""
     deleted = 0
     while True:
-        count = prune_batch(before, PRUNE_BATCH)
+        count = prune_batch(before, tuning.PRUNE_BATCH)
         deleted += count
-        if count < PRUNE_BATCH:
+        if count < tuning.PRUNE_BATCH:
             return deleted, True
         if time.monotonic() >= deadline:
             return deleted, False
@@ -94,7 +83,7 @@ def prune(
             keys,
             extra={"action": "prune_behind", "count": finished + failed},
         )
-    retention.prune_dispatchers(database, DEAD_DISPATCHER_SECONDS)
+    retention.prune_dispatchers(database, tuning.DEAD_DISPATCHER_SECONDS)
     retention.prune_delivery_minutes(
-        database, now - dt.timedelta(seconds=DELIVERY_MINUTES_RETENTION_SECONDS)
+        database, now - dt.timedelta(seconds=tuning.DELIVERY_MINUTES_RETENTION_SECONDS)
     )

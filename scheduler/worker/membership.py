@@ -15,19 +15,15 @@ import threading
 import time
 from collections.abc import Callable
 
-from scheduler import config, errors, jobs
+from scheduler import config, errors, jobs, tuning
 from scheduler.storage import cluster, db
 from scheduler.worker import metrics
 
 logger = logging.getLogger(__name__)
 
-HEARTBEAT_SECONDS = 2.0
-# A skew beyond this is logged: cron ticks fire on the leader's clock (docs/operations.md).
-SKEW_WARNING_SECONDS = 1.0
-
 
 def heartbeat_interval(settings: config.Settings) -> float:
-    return min(HEARTBEAT_SECONDS, settings.leader_timeout / 5)
+    return min(tuning.HEARTBEAT_SECONDS, settings.leader_timeout / 5)
 
 
 class Membership:
@@ -92,7 +88,7 @@ class Membership:
     def _measure_skew(self, ours: dt.datetime, database_now: dt.datetime) -> None:
         skew = (ours - database_now).total_seconds()
         metrics.CLOCK_SKEW.set(skew)
-        off = abs(skew) > SKEW_WARNING_SECONDS
+        off = abs(skew) > tuning.SKEW_WARNING_SECONDS
         if off and not self._skew_warned:
             logger.warning(
                 "this host's clock is %.1fs %s the database's; cron ticks follow the leader's",

@@ -14,15 +14,10 @@ from typing import Any
 
 import psycopg
 
-from scheduler import errors
+from scheduler import errors, tuning
 from scheduler.storage import db, notices
 
 logger = logging.getLogger(__name__)
-
-RETRY_SECONDS = 1.0
-MAX_RETRY_SECONDS = 5.0
-# How long one wait for notifications lasts, so a stop is noticed within it.
-WAIT_SECONDS = 1.0
 
 
 class Listener:
@@ -39,12 +34,12 @@ class Listener:
         self._on_connected = on_connected
 
     def run(self, stopping: threading.Event) -> None:
-        backoff = RETRY_SECONDS
+        backoff = tuning.LOOP_RETRY_SECONDS
         while not stopping.is_set():
             try:
                 with db.connect(self.database_url, autocommit=True) as conn:
                     conn.execute(f"LISTEN {notices.CHANNEL}")
-                    backoff = RETRY_SECONDS
+                    backoff = tuning.LOOP_RETRY_SECONDS
                     self._on_connected()
                     self._consume(conn, stopping)
             except (errors.StoreUnavailable, psycopg.Error):
@@ -55,12 +50,12 @@ class Listener:
                     extra={"action": "listen_reconnect"},
                 )
                 stopping.wait(backoff)
-                backoff = min(backoff * 2, MAX_RETRY_SECONDS)
+                backoff = min(backoff * 2, tuning.LISTEN_MAX_RETRY_SECONDS)
             except Exception:
                 logger.exception("listener failed; restarting it")
                 stopping.wait(backoff)
 
     def _consume(self, conn: psycopg.Connection[Any], stopping: threading.Event) -> None:
         while not stopping.is_set():
-            for notification in conn.notifies(timeout=WAIT_SECONDS):
+            for notification in conn.notifies(timeout=tuning.LISTEN_WAIT_SECONDS):
                 self._on_notice(notices.parse_notice(notification.payload))

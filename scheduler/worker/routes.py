@@ -12,10 +12,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from scheduler import config
+from scheduler import config, tuning
 from scheduler.storage import db, endpoints
-
-RELOAD_SECONDS = 1.0
 
 
 class EndpointRoutes:
@@ -37,7 +35,7 @@ class EndpointRoutes:
         """The configured endpoints that are paused or limited, reloaded when stale."""
         with self._lock:
             now = self._clock()
-            if self._loaded_at is None or now - self._loaded_at >= RELOAD_SECONDS:
+            if self._loaded_at is None or now - self._loaded_at >= tuning.ENDPOINT_RELOAD_SECONDS:
                 self._held = self._load()
                 self._loaded_at = now
             return self._held

@@ -22,27 +22,16 @@ import threading
 import time
 from collections.abc import Callable
 
-from scheduler import config, errors, jobs, policy
+from scheduler import config, errors, jobs, policy, tuning
 from scheduler.storage import db, outcomes
 from scheduler.worker import attempt, metrics, watchdog
 
 logger = logging.getLogger(__name__)
 
-SLOTS_PER_THREAD = 2
-RECORD_BATCH = 500
-# The recorder waits for more outcomes before writing a batch, so that jobs due one at a time (a
-# steady flow) share a transaction too, for a few milliseconds' delay in their state: up to
-# RECORD_LINGER_SECONDS while the claim loop has room, and RECORD_LINGER_WHEN_FULL_SECONDS once
-# it waits for the slots that recording frees.
-RECORD_LINGER_SECONDS = 0.05
-RECORD_LINGER_WHEN_FULL_SECONDS = 0.01
-RECORD_RETRIES = 5
-LEASE_MARGIN_SECONDS = 30.0
-
 
 def lease_seconds(settings: config.Settings) -> float:
     """How long a claim is held: a delivery may wait for one full attempt before its own."""
-    return SLOTS_PER_THREAD * settings.attempt_deadline + LEASE_MARGIN_SECONDS
+    return tuning.SLOTS_PER_THREAD * settings.attempt_deadline + tuning.LEASE_MARGIN_SECONDS
 
 
 class Senders:
@@ -65,7 +54,7 @@ class Senders:
         self.settings = settings
         self.database = database
         self.dispatcher_id = dispatcher_id or jobs.new_job_id()
-        self.capacity = settings.delivery_threads * SLOTS_PER_THREAD
+        self.capacity = settings.delivery_threads * tuning.SLOTS_PER_THREAD
         self.delivered = 0
         self.attempted = 0
         self._on_room = on_room
@@ -130,7 +119,7 @@ class Senders:
             finished = self._all_recorded.wait_for(lambda: self._held == 0, timeout=grace)
         self._pool.shutdown(wait=finished, cancel_futures=True)
         self._results.put(None)
-        self._recorder.join(timeout=5)
+        self._recorder.join(timeout=tuning.JOIN_SECONDS)
         self._guard.stop()
         return finished
 
@@ -169,8 +158,12 @@ class Senders:
                 return
             batch = [first]
             started = time.monotonic()
-            while len(batch) < RECORD_BATCH:
-                linger = RECORD_LINGER_WHEN_FULL_SECONDS if self._starved else RECORD_LINGER_SECONDS
+            while len(batch) < tuning.RECORD_BATCH:
+                linger = (
+                    tuning.RECORD_LINGER_WHEN_FULL_SECONDS
+                    if self._starved
+                    else tuning.RECORD_LINGER_SECONDS
+                )
                 try:
                     more = self._results.get(timeout=max(0.0, started + linger - time.monotonic()))
                 except queue.Empty:
@@ -202,7 +195,7 @@ class Senders:
             for item, outcome in batch
             if outcome is not None
         ]
-        for tries in range(RECORD_RETRIES):
+        for tries in range(tuning.RECORD_RETRIES):
             try:
                 outcomes.settle_deliveries(
                     self.database,

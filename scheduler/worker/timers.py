@@ -24,10 +24,11 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.util import datetime_to_utc_timestamp
 
+from scheduler import tuning
+
 logger = logging.getLogger(__name__)
 
 FIRE_REF = f"{__name__}:fire"
-LOOP_RETRY_SECONDS = 1.0
 # Every jobstore call is one statement, so autocommit saves the BEGIN and COMMIT round trips.
 # No ping per checkout either: SQLAlchemy discards its pool on a disconnect error, and
 # GuardedScheduler retries the pass that hit it.
@@ -128,7 +129,7 @@ class GuardedScheduler(BackgroundScheduler):
                 logger.exception(
                     "timer pass failed; retrying", extra={"action": "timer_pass_failed"}
                 )
-                return LOOP_RETRY_SECONDS
+                return tuning.LOOP_RETRY_SECONDS
             finally:
                 self._timer_store.holding = False
         return wait

@@ -22,8 +22,7 @@ from typing import Any
 from requests.adapters import HTTPAdapter
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-# How often an expired attempt that has no socket yet (still connecting) is looked at again.
-RECHECK_SECONDS = 0.1
+from scheduler import tuning
 
 _current = threading.local()
 
@@ -93,7 +92,7 @@ class Watchdog:
                 pending = [armed.deadline for armed in self._watches if armed.deadline > now]
                 timeout = min(pending, default=now + 3600) - now
                 if waiting:
-                    timeout = min(timeout, RECHECK_SECONDS)
+                    timeout = min(timeout, tuning.WATCHDOG_RECHECK_SECONDS)
                 self._changed.wait(timeout)
 
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import psycopg
 import pytest
 
-from scheduler import config, jobs, lateness
+from scheduler import config, jobs, lateness, tuning
 from scheduler.storage import cluster, db, deliveries, outcomes, retention
 from scheduler.storage import jobs as job_rows
 from scheduler.worker import maintenance
@@ -245,7 +245,7 @@ def test_pruning_removes_rollup_rows_past_their_retention_only(
     database: db.Database, db_url: str, settings: config.Settings
 ) -> None:
     now = cluster.database_now(database)
-    kept_for = dt.timedelta(seconds=maintenance.DELIVERY_MINUTES_RETENTION_SECONDS)
+    kept_for = dt.timedelta(seconds=tuning.DELIVERY_MINUTES_RETENTION_SECONDS)
     kept = [now - kept_for + dt.timedelta(minutes=2), now]
     with psycopg.connect(db_url) as conn:
         for minute in [now - kept_for - dt.timedelta(minutes=1), *kept]:

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from scheduler import policy
+from scheduler import policy, tuning
 
 NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
 # Float rounding, far below a token or a microsecond.
@@ -132,7 +132,7 @@ def test_no_window_lets_more_start_than_its_refill_and_one_full_bucket(
         (0.0, 0.5, 2.0, None, True, 0.25),  # half a token back at two a second
         (1.0, 0.5, 2.0, None, True, 1.0),
         (0.0, 1.5, 2.0, None, False, 0.0),
-        (0.0, None, None, 2, False, policy.IN_FLIGHT_RECHECK_SECONDS),
+        (0.0, None, None, 2, False, tuning.IN_FLIGHT_RECHECK_SECONDS),
         (1.0, None, None, 2, False, 1.0),
     ],
 )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from scheduler import jobs, policy
+from scheduler import jobs, tuning
 from scheduler.storage import cluster, db, deliveries, endpoints
 from scheduler.storage import jobs as job_rows
 from tests.worker.conftest import insert_due
@@ -54,7 +54,7 @@ def test_max_in_flight_counts_every_dispatcher_s_deliveries(
     two = deliveries.claim_endpoint_jobs(database, "two", 60, 10, "billing", defaults)
     assert (len(one.claimed), len(two.claimed)) == (2, 1)
     full = deliveries.claim_endpoint_jobs(database, "three", 60, 10, "billing", defaults)
-    assert full.claimed == [] and full.retry_in == policy.IN_FLIGHT_RECHECK_SECONDS
+    assert full.claimed == [] and full.retry_in == tuning.IN_FLIGHT_RECHECK_SECONDS
     with psycopg.connect(db_url) as conn:
         conn.execute("UPDATE jobs SET state = 'delivered' WHERE id = %s", (one.claimed[0].id,))
     assert (

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 from prometheus_client import REGISTRY
 
-from scheduler import config
+from scheduler import config, tuning
 from scheduler.storage import cluster, db
 from scheduler.worker import leader, maintenance
 from tests import support
@@ -91,25 +91,25 @@ def test_failed_jobs_are_pruned_after_their_own_retention_and_kept_before_it(
 def test_one_pass_prunes_everything_past_retention_however_many_batches(
     short: config.Settings, database: db.Database, db_url: str
 ) -> None:
-    batches = 2 * maintenance.PRUNE_BATCH + 1
+    batches = 2 * tuning.PRUNE_BATCH + 1
     add_finished(db_url, "delivered-old-", "delivered", batches, 2 * HOUR)
     add_finished(db_url, "cancelled-old-", "cancelled", 3, 2 * HOUR, attempts=0)
     add_finished(db_url, "skipped-old-", "skipped", 3, 2 * HOUR, attempts=0)
-    add_finished(db_url, "failed-old-", "failed", maintenance.PRUNE_BATCH + 1, 2 * 24 * HOUR)
+    add_finished(db_url, "failed-old-", "failed", tuning.PRUNE_BATCH + 1, 2 * 24 * HOUR)
     add_finished(db_url, "delivered-young-", "delivered", 3, 60)
     before = pruned_total()
 
     maintenance.prune(database, short, cluster.database_now(database))
 
     assert left(db_url) == ({"delivered-young-": 3}, {"delivered-young-": 3})
-    assert pruned_total() - before == batches + 6 + maintenance.PRUNE_BATCH + 1
+    assert pruned_total() - before == batches + 6 + tuning.PRUNE_BATCH + 1
 
 
 def test_a_pass_out_of_time_takes_one_batch_of_each_kind_and_leaves_the_rest(
     short: config.Settings, database: db.Database, db_url: str
 ) -> None:
-    add_finished(db_url, "delivered-old-", "delivered", maintenance.PRUNE_BATCH + 2, 2 * HOUR)
-    add_finished(db_url, "failed-old-", "failed", maintenance.PRUNE_BATCH + 1, 2 * 24 * HOUR)
+    add_finished(db_url, "delivered-old-", "delivered", tuning.PRUNE_BATCH + 2, 2 * HOUR)
+    add_finished(db_url, "failed-old-", "failed", tuning.PRUNE_BATCH + 1, 2 * 24 * HOUR)
 
     maintenance.prune(database, short, cluster.database_now(database), budget=0)
     assert left(db_url)[0] == {"delivered-old-": 2, "failed-old-": 1}
