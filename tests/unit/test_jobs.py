@@ -43,9 +43,7 @@ def test_counting_up_carries_past_the_last_digit() -> None:
         assert decode(jobs._successor(job_id)) == decode(job_id) + 1
 
 
-def test_a_forked_child_draws_random_digits_of_its_own() -> None:
-    # Ids draw their random digits in batches; a child must not reuse the parent's batch.
-    jobs.new_job_id()
+def id_made_in_a_forked_child() -> str:
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -55,6 +53,13 @@ def test_a_forked_child_draws_random_digits_of_its_own() -> None:
     os.waitpid(pid, 0)
     child = os.read(read, 64).decode()
     os.close(read)
+    return child
+
+
+def test_a_forked_child_draws_random_digits_of_its_own() -> None:
+    # Ids draw their random digits in batches; a child must not reuse the parent's batch.
+    jobs.new_job_id()
+    child = id_made_in_a_forked_child()
     parent = jobs.new_job_id()
     assert len(child) == 26
     assert child[10:] != parent[10:]
@@ -66,15 +71,7 @@ def test_a_forked_child_does_not_count_up_from_the_parents_last_id(
     # When a new draw sorts below the last id, the next id is that id's successor: a child that
     # kept the parent's last id would make the very id the parent makes next.
     monkeypatch.setattr(jobs, "_last_id", "y" * 26)
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.write(write, jobs.new_job_id().encode())
-        os._exit(0)
-    os.close(write)
-    os.waitpid(pid, 0)
-    child = os.read(read, 64).decode()
-    os.close(read)
+    child = id_made_in_a_forked_child()
 
     assert jobs.new_job_id() == jobs._successor("y" * 26)
     assert len(child) == 26 and child != jobs._successor("y" * 26)

@@ -70,32 +70,18 @@ def test_json_line_has_the_base_fields_and_every_extra(stderr: io.StringIO) -> N
     assert abs((dt.datetime.now(dt.UTC) - ts).total_seconds()) < 60
 
 
-def test_json_exception_is_one_line_with_a_traceback_field(stderr: io.StringIO) -> None:
+def test_json_exception_is_one_line_with_a_traceback_and_stack_after_the_extra_fields(
+    stderr: io.StringIO,
+) -> None:
     with contextlib.redirect_stderr(stderr):
         logs.configure_logging("INFO", "json")
         try:
             raise ValueError("boom")
         except ValueError:
             logging.getLogger("scheduler.web.app").exception(
-                "unhandled error", extra={"action": "internal_error"}
-            )
-
-    (entry,) = json_lines(stderr)
-    assert entry["level"] == "ERROR"
-    assert entry["message"] == "unhandled error"
-    assert entry["action"] == "internal_error"
-    assert entry["traceback"].startswith("Traceback (most recent call last):")
-    assert entry["traceback"].rstrip().endswith("ValueError: boom")
-
-
-def test_json_traceback_and_stack_come_after_the_extra_fields(stderr: io.StringIO) -> None:
-    with contextlib.redirect_stderr(stderr):
-        logs.configure_logging("INFO", "json")
-        try:
-            raise ValueError("boom")
-        except ValueError:
-            logging.getLogger("scheduler.worker.leader").error(
-                "failed", exc_info=True, stack_info=True, extra={"action": "tick", "job_id": "j1"}
+                "unhandled error",
+                stack_info=True,
+                extra={"action": "internal_error", "job_id": "j1"},
             )
 
     (entry,) = json_lines(stderr)
@@ -109,6 +95,11 @@ def test_json_traceback_and_stack_come_after_the_extra_fields(stderr: io.StringI
         "traceback",
         "stack",
     ]
+    assert entry["level"] == "ERROR"
+    assert entry["message"] == "unhandled error"
+    assert entry["action"] == "internal_error"
+    assert entry["traceback"].startswith("Traceback (most recent call last):")
+    assert entry["traceback"].rstrip().endswith("ValueError: boom")
     assert entry["stack"].startswith("Stack (most recent call last):")
 
 
