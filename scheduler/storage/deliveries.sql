@@ -14,7 +14,7 @@ traceparent, tracestate, next_attempt_at AS due_at
 -- claim_due_jobs --
 -- Any dispatcher claims, leader or not; due-ness is judged by the database's clock, and a job due
 -- within `ahead` seconds is claimed already, with `starts_in` saying how many seconds from now it
--- is due (claims.CLAIM_AHEAD_SECONDS). Claimed per endpoint through jobs_endpoint_due_idx, each
+-- is due (tuning.CLAIM_AHEAD_SECONDS). Claimed per endpoint through jobs_endpoint_due_idx, each
 -- endpoint with waiting jobs in turn (waiting_endpoints), so that the due backlog of an endpoint
 -- left out is never stepped over: the `held` ones (paused or limited, claimed apart by
 -- claim_endpoint_jobs), and any of the `known` ones paused or limited at run time since `held`

@@ -80,6 +80,21 @@ def compare(
     return found
 
 
+def same_run_before(
+    earlier: Sequence[dict[str, Any]], scenarios: Sequence[str] | None
+) -> dict[str, Any] | None:
+    """The latest earlier partial run of the same scenarios: on the same machine just before a
+    change, the measure of what the machine's noise alone does to the figures."""
+    if not scenarios:
+        return None
+    alike = [
+        run
+        for run in earlier
+        if run.get("plan") == history.PARTIAL and list(run.get("scenarios", [])) == list(scenarios)
+    ]
+    return alike[-1] if alike else None
+
+
 def all_inside(found: Sequence[Comparison], failed: Sequence[str] = ()) -> bool:
     """At least one figure was compared, every one lands inside its range, and no scenario
     failed (a failed scenario's figures are missing, not inside)."""

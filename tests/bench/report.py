@@ -213,12 +213,23 @@ def _comparison(results: dict[str, Any], earlier: list[dict[str, Any]]) -> str:
             "from the full plan's: its figures are not comparable with the ranges below.\n\n"
         )
     text += compare.verdict(found, list(results.get("errors") or {})) + "\n"
+    before = compare.same_run_before(earlier, results.get("only"))
+    if before is not None:
+        text += (
+            f"\nBefore: the run of {before['date']} ({before['note'] or 'no note'}), the same "
+            "scenarios on the code before the change: what the machine alone moves the figures "
+            "by. " + _before_verdict(found, before, earlier) + "\n"
+        )
     if ranged:
         headers = ["Figure", "Measured", "Min", "Max", "Range check"]
         rows = [
             [c.key, num(c.measured, 2), num(c.low, 2), num(c.high, 2), c.status or ""]
             for c in ranged
         ]
+        if before is not None:
+            headers.insert(2, "Before")
+            for row, c in zip(rows, ranged, strict=True):
+                row.insert(2, num(before["targets"].get(c.key), 2))
         if len({c.dates for c in ranged}) == 1:
             text += f"\nEvery range is over the runs of {_dates(ranged[0].dates)}.\n"
         else:
@@ -233,6 +244,22 @@ def _comparison(results: dict[str, Any], earlier: list[dict[str, Any]]) -> str:
             "no range to land in.\n"
         )
     return text
+
+
+def _before_verdict(
+    found: Sequence[compare.Comparison], before: dict[str, Any], earlier: list[dict[str, Any]]
+) -> str:
+    """How the run before the change lands in the same ranges."""
+    figures = {c.key: before["targets"].get(c.key) for c in found}
+    measured = {key: float(value) for key, value in figures.items() if value is not None}
+    ranged = [c for c in compare.compare(earlier, measured) if c.status is not None]
+    outside = [f"{c.key} {c.status}" for c in ranged if c.status != compare.INSIDE]
+    if not outside:
+        return f"It lands every one of its {len(ranged)} figures inside the same ranges."
+    return (
+        f"It lands {len(outside)} of its {len(ranged)} figures outside the same ranges "
+        f"({'; '.join(outside)})."
+    )
 
 
 def _dates(dates: Sequence[str]) -> str:

@@ -169,3 +169,46 @@ def test_only_takes_scenarios_and_presets_in_run_order() -> None:
         run.parse_args(["--only", "refactor"])  # the full report's default path
     args = run.parse_args(["--only", "refactor", "--output", "elsewhere.md"])
     assert args.only == "refactor"
+
+
+def partial(date: str, scenarios: list[str], figures: dict[str, float | None]) -> dict[str, Any]:
+    return {**past(date, figures, plan=history.PARTIAL), "sizes": "full", "scenarios": scenarios}
+
+
+def test_the_run_before_is_the_latest_partial_run_of_the_same_scenarios() -> None:
+    same, other = ["instruments", "accept"], ["burst_1"]
+    earlier = [
+        partial("old", same, {ACCEPT: 30.0}),
+        past("full", {ACCEPT: 31.0}),
+        partial("before", same, {ACCEPT: 32.0}),
+        partial("elsewhere", other, {ACCEPT: 33.0}),
+    ]
+
+    before = compare.same_run_before(earlier, same)
+
+    assert before is not None and before["date"] == "before"
+    assert compare.same_run_before(earlier, ["steady_empty"]) is None
+    assert compare.same_run_before(earlier, None) is None
+
+
+def test_the_report_shows_the_run_before_beside_the_ranges(monkeypatch: pytest.MonkeyPatch) -> None:
+    scenarios = ["instruments", "accept"]
+    earlier = [past(f"d{n}", {ACCEPT: 30.0 + n}) for n in range(3)]
+    earlier.append(partial("just before", scenarios, {ACCEPT: 34.5}))
+    results = {"plan": {"name": "full"}, "only": scenarios, "errors": {}}
+    # The figures a run of these scenarios measured, without running them.
+    monkeypatch.setattr(compare, "figures", lambda measured: {ACCEPT: 33.0})
+
+    text = report._comparison(results, earlier)
+
+    assert "Before: the run of just before" in text
+    assert f"It lands 1 of its 1 figures outside the same ranges ({ACCEPT} above)." in text
+    header, _, row = [line for line in text.splitlines() if line.startswith("|")][:3]
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert [cell.strip() for cell in header.strip("|").split("|")][:3] == [
+        "Figure",
+        "Measured",
+        "Before",
+    ]
+    assert cells[:3] == [ACCEPT, "33.00", "34.50"]
+    assert cells[-1] == compare.ABOVE
