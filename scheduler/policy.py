@@ -96,7 +96,8 @@ def next_try_in(
 
 def parse_retry_after(value: str | None, now: dt.datetime) -> float | None:
     """Seconds a Retry-After header asks to wait from `now` (aware): delay-seconds or an HTTP
-    date (RFC 9110 section 10.2.3); None when absent or unreadable."""
+    date (RFC 9110 section 10.2.3); None when absent or not a valid delay. Never raises: the
+    header is whatever an endpoint sent."""
     if not value:
         return None
     text = value.strip()
@@ -106,7 +107,9 @@ def parse_retry_after(value: str | None, now: dt.datetime) -> float | None:
         return float(text)
     try:
         when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError):
+    # OverflowError: a zone offset of many digits (`+9999999999999999999`) is too large for
+    # the timedelta the parser builds from it.
+    except (TypeError, ValueError, OverflowError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)

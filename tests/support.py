@@ -397,6 +397,61 @@ class HostileEndpoint:
         self._listener.close()
 
 
+class RawEndpoint:
+    """An endpoint that answers each request with exactly the bytes it is given, valid HTTP or
+    not, then hangs up: `answer`, then `tail` `tail_times` over (an answer too large to hold).
+    It reads each whole request first, so that the sender meets the answer, not a reset.
+    `sent` counts the bytes of the tail it got out."""
+
+    def __init__(self) -> None:
+        self.answer = b""
+        self.tail = b""
+        self.tail_times = 0
+        self.sent = 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}/hook"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            request = b""
+            while b"\r\n\r\n" not in request:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                request += chunk
+            head, _, body = request.partition(b"\r\n\r\n")
+            length = next(
+                (
+                    int(line.partition(b":")[2])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                ),
+                0,
+            )
+            while len(body) < length:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                body += chunk
+            answer, tail, times = self.answer, self.tail, self.tail_times
+            conn.sendall(answer)
+            for _ in range(times):
+                conn.sendall(tail)
+                self.sent += len(tail)
+
+    def close(self) -> None:
+        self._listener.close()
+
+
 class TcpProxy:
     """A TCP proxy in front of a PostgreSQL server, which a test can cut and restore: while cut,
     every connection through it is closed and new ones are closed at once."""

@@ -2,6 +2,8 @@
 
 An endpoint cannot hurt the dispatcher: the whole attempt has one deadline (watchdog.py), and
 only an excerpt of the answer is read, so a huge or endless body costs neither memory nor time.
+Whatever it answers is an answer: once a status line has arrived, nothing else the endpoint sends
+(headers, charset, encoding, body) can turn it into an error of ours or lose it.
 """
 
 from __future__ import annotations
@@ -9,7 +11,9 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import http.client
+import http.cookiejar
 import json
+import re
 import socket
 import ssl
 import threading
@@ -28,6 +32,11 @@ RETRY_AFTER_STATUSES = (429, 503)
 # Enough bytes for EXCERPT_LENGTH characters of UTF-8; the rest of an answer is never read.
 EXCERPT_BYTES = EXCERPT_LENGTH * 4
 USER_AGENT = "scheduler-dispatch"
+# How much of an ignored Retry-After the attempt's error text quotes.
+RETRY_AFTER_QUOTED = 40
+# What PostgreSQL's text cannot hold: NUL, and surrogates (not encodable as UTF-8), which
+# codecs such as utf-7 or unicode_escape produce from bytes an endpoint chose.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 _local = threading.local()
 
 
@@ -97,11 +106,24 @@ def prepare(settings: config.Settings) -> None:
     _session(settings.endpoints[config.DEFAULT_ENDPOINT].url)
 
 
+class _Session(requests.Session):
+    """A session that never looks at where a redirect points. Even with allow_redirects off,
+    requests works out the next request of a 3xx with a Location: it reads the whole body into
+    memory (however large or endless) and parses the Location, raising errors of its own
+    (UnicodeDecodeError, ValueError) on one that is not a URL. A delivery follows no redirect."""
+
+    def get_redirect_target(self, resp: requests.Response) -> str | None:
+        return None
+
+
 def _session(endpoint: str) -> requests.Session:
     # One pooled session per sending thread: requests.Session is not thread-safe to share.
     session: requests.Session | None = getattr(_local, "session", None)
     if session is None:
-        session = requests.Session()
+        session = _Session()
+        # An endpoint's cookies would be sent back with later deliveries, and new names pile up
+        # in the thread's session without bound: accept none.
+        session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
         # requests reads the proxy variables and looks for the CA bundle on disk on every
         # request; a running dispatcher's environment does not change, so read them once.
         environment = session.merge_environment_settings(endpoint, {}, None, None, None)
@@ -134,6 +156,7 @@ def deliver(
     error: str | None = None
     kind: str | None = None
     retry_after: float | None = None
+    ignored: str | None = None
     payload = build_payload(delivery)
     with guard.watch(settings.attempt_deadline) as watch:
         try:
@@ -149,6 +172,8 @@ def deliver(
                 if status_code in RETRY_AFTER_STATUSES:
                     header = response.headers.get("Retry-After")
                     retry_after = policy.parse_retry_after(header, dt.datetime.now(dt.UTC))
+                    if header is not None and retry_after is None:
+                        ignored = header
                 excerpt = _excerpt(response)
         except requests.Timeout as exc:
             error, kind = f"timeout: {type(exc).__name__}", "timeout"
@@ -159,6 +184,9 @@ def deliver(
             kind = "timeout"
     if status_code is not None and not 200 <= status_code < 300:
         error, kind = f"HTTP {status_code}", jobs.http_error_kind(status_code)
+        if ignored is not None:
+            # The normal backoff applies; say why the endpoint's wish was not followed.
+            error += f"; Retry-After ignored: {_quote(ignored, RETRY_AFTER_QUOTED)}"
     elapsed = time.monotonic() - start
     metrics.DELIVERY_DURATION.observe(elapsed)
     duration_ms = int(elapsed * 1000)
@@ -166,7 +194,7 @@ def deliver(
         started_at,
         duration_ms,
         status_code,
-        error,
+        None if error is None else _storable(error),
         excerpt,
         retry_after,
         error_kind=kind,
@@ -237,25 +265,50 @@ def _observe_lateness(delivery: jobs.Delivery, started_at: dt.datetime) -> float
 def _excerpt(response: requests.Response) -> str | None:
     """The start of the answer's body as text; at most EXCERPT_BYTES are read, whatever its
     size, and a body cut off (or ended by the deadline) keeps what arrived. The status line has
-    already answered for the delivery. Not `response.text`: without a charset in the
-    Content-Type it guesses the encoding from the whole body."""
+    already answered for the delivery, so no failure to read or decode the body is raised."""
     head = b""
     try:
-        for chunk in response.iter_content(chunk_size=EXCERPT_BYTES):
-            head += chunk
-            if len(head) >= EXCERPT_BYTES:
-                # The rest stays unread: closing the response drops the connection instead.
+        # read1 returns what has arrived, so what came before a failure is kept; the rest of an
+        # answer stays unread: closing the response drops the connection instead.
+        while len(head) < EXCERPT_BYTES:
+            piece = response.raw.read1(EXCERPT_BYTES - len(head), decode_content=True)
+            if not piece:
                 break
-    except (requests.RequestException, OSError, ValueError):
+            head += piece
+    except (
+        urllib3.exceptions.HTTPError,  # a bad chunk, a Content-Length lie, a bad gzip body
+        http.client.HTTPException,
+        OSError,  # the watchdog's shutdown included
+        ValueError,
+    ):
         pass
     if not head:
         return None
-    head = head[:EXCERPT_BYTES]
+    return decode_excerpt(head[:EXCERPT_BYTES], response.encoding)[:EXCERPT_LENGTH]
+
+
+def decode_excerpt(head: bytes, charset: str | None) -> str:
+    """`head` as text PostgreSQL can store, in the charset the answer named (else UTF-8).
+
+    Not `response.text`: without a charset it guesses the encoding from the whole body. And
+    errors="replace" does not make every codec total: the endpoint may name one Python does not
+    know, one from bytes to bytes (base64, zlib, hex), one that refuses "replace" (idna,
+    punycode) or every input (undefined), or a name Python's lookup refuses (a NUL in it).
+    Those read as UTF-8."""
     try:
-        text = head.decode(response.encoding or "utf-8", errors="replace")
-    except LookupError:  # a charset Python does not know
+        text = head.decode(charset or "utf-8", errors="replace")
+    except (LookupError, ValueError):  # UnicodeError is a ValueError
         text = head.decode("utf-8", errors="replace")
-    return text[:EXCERPT_LENGTH]
+    return _storable(text)
+
+
+def _storable(text: str) -> str:
+    return _UNSTORABLE.sub("\ufffd", text)
+
+
+def _quote(value: str, limit: int) -> str:
+    """`value` quoted, cut to `limit` characters, with its control characters escaped."""
+    return repr(value[:limit]) + ("…" if len(value) > limit else "")
 
 
 def _short(exc: Exception) -> str:

@@ -255,6 +255,7 @@ def test_the_backoff_s_bound_never_shrinks_as_attempts_go_on(
         ("\N{SUPERSCRIPT TWO}", None),  # Latin-1 can carry it; only ASCII digits count
         ("\N{ARABIC-INDIC DIGIT THREE}", None),
         ("Fri, 27 Nov 99999 12:00:30 GMT", None),
+        ("Fri, 27 Nov 2026 12:00:30 +9999999999999999999", None),  # the parser overflowed
     ],
 )
 def test_retry_after_reads_seconds_and_http_dates(
@@ -268,6 +269,21 @@ def test_retry_after_reads_seconds_and_http_dates(
 def test_retry_after_never_raises_and_never_asks_for_negative_time(header: str | None) -> None:
     seconds = policy.parse_retry_after(header, NOW)
     assert seconds is None or seconds >= 0
+
+
+@PROPERTIES
+@given(
+    st.integers(min_value=-(10**30), max_value=10**30),
+    st.integers(min_value=-(10**30), max_value=10**30),
+    st.text(max_size=12),
+)
+def test_retry_after_never_raises_on_a_date_with_any_numbers(
+    year: int, zone: int, junk: str
+) -> None:
+    """An HTTP date's fields hold whatever digits an endpoint sends."""
+    for header in (f"Fri, 27 Nov {year} 12:00:30 {zone:+d}", f"27 Nov {year} {junk} {zone}"):
+        seconds = policy.parse_retry_after(header, NOW)
+        assert seconds is None or seconds >= 0
 
 
 @PROPERTIES

@@ -50,6 +50,14 @@ def guard() -> Iterator[watchdog.Watchdog]:
         (b'{"ok": true}', "application/json", '{"ok": true}'),
         (b"\xff\xfe broken", None, "\ufffd\ufffd broken"),
         ("déjà".encode(), "text/plain; charset=no-such-charset", "déjà"),
+        # Codecs errors="replace" does not make total, which once made deliver() raise after a
+        # 2xx: idna refuses "replace", undefined every input, base64 is from bytes to bytes.
+        (b"ok", "text/plain; charset=idna", "ok"),
+        (b"ok", "text/plain; charset=undefined", "ok"),
+        (b"b2s=", "text/plain; charset=base64", "b2s="),
+        # What PostgreSQL's text cannot hold: a NUL, a lone surrogate (utf-7 makes one).
+        (b"a\x00b", "text/plain", "a\ufffdb"),
+        (b"+2AA-", "text/plain; charset=utf-7", "\ufffd"),
         (b"x" * 5000, "text/plain", "x" * attempt.EXCERPT_LENGTH),
         (b"", "text/plain", None),
     ],
@@ -138,25 +146,47 @@ def test_the_watchdog_ends_only_attempts_past_their_deadline() -> None:
 
 
 @pytest.mark.parametrize(
-    ("status", "header", "retry_after"),
+    ("status", "header", "retry_after", "error"),
     [
-        (503, "120", 120.0),
-        (429, "\N{SUPERSCRIPT TWO}", None),  # float() refuses it; deliver() once raised
-        (200, "120", None),  # only a refusal says when to come back
+        (503, "120", 120.0, "HTTP 503"),
+        # Not valid delays: the normal backoff applies, and the attempt says why.
+        (429, "\N{SUPERSCRIPT TWO}", None, "HTTP 429; Retry-After ignored: '\N{SUPERSCRIPT TWO}'"),
+        (503, "1.5", None, "HTTP 503; Retry-After ignored: '1.5'"),
+        (
+            429,
+            "Mon, 01 Jan 2024 00:00:00 +9999999999999999999",  # deliver() once raised
+            None,
+            "HTTP 429; Retry-After ignored: 'Mon, 01 Jan 2024 00:00:00 +9999999999999'…",
+        ),
+        (200, "120", None, None),  # only a refusal says when to come back
+        (500, "soon", None, "HTTP 500"),
     ],
 )
-def test_a_refusal_s_retry_after_is_kept_as_seconds(
+def test_a_refusal_s_retry_after_is_kept_as_seconds_or_noted_as_ignored(
     receiver: support.Receiver,
     guard: watchdog.Watchdog,
     status: int,
     header: str,
     retry_after: float | None,
+    error: str | None,
 ) -> None:
     receiver.respond = lambda request: (status, 0.0)
     receiver.headers_for = lambda request: {"Retry-After": header}
     outcome = attempt.deliver(settings_for(receiver.url), one_delivery(), guard)
     assert outcome.status_code == status
     assert outcome.retry_after == retry_after
+    assert outcome.error == error
+
+
+def test_an_endpoint_s_cookies_are_neither_kept_nor_sent_back(
+    receiver: support.Receiver, guard: watchdog.Watchdog
+) -> None:
+    receiver.headers_for = lambda request: {"Set-Cookie": "session=abc; Path=/"}
+    settings = settings_for(receiver.url)
+    for _ in range(2):
+        assert attempt.deliver(settings, one_delivery(), guard).ok
+    _, second = receiver.wait_for(2)
+    assert "Cookie" not in second.headers
 
 
 def test_a_job_for_an_unknown_endpoint_is_not_sent(guard: watchdog.Watchdog) -> None:
