@@ -452,6 +452,56 @@ class RawEndpoint:
         self._listener.close()
 
 
+class KeepAliveEndpoint:
+    """An endpoint that keeps each connection open and answers the requests on it, one after
+    another, with the next of `answers`, exact bytes; `connections` counts those it accepted."""
+
+    def __init__(self, answers: list[bytes]) -> None:
+        self.answers = list(answers)
+        self.connections = 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}/hook"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            pending = b""
+            while self.answers:
+                while b"\r\n\r\n" not in pending:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    pending += chunk
+                head, _, pending = pending.partition(b"\r\n\r\n")
+                length = next(
+                    (
+                        int(line.partition(b":")[2])
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length:")
+                    ),
+                    0,
+                )
+                while len(pending) < length:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    pending += chunk
+                pending = pending[length:]
+                conn.sendall(self.answers.pop(0))
+
+    def close(self) -> None:
+        self._listener.close()
+
+
 class TcpProxy:
     """A TCP proxy in front of a PostgreSQL server, which a test can cut and restore: while cut,
     every connection through it is closed and new ones are closed at once."""

@@ -4,13 +4,15 @@ urllib3's timeouts bound each socket operation, so an endpoint that drips a byte
 a sending thread for as long as it likes. A single watchdog thread (not one per attempt) shuts
 down the socket of any attempt past its deadline, which makes the blocked call fail at once.
 Attempts find their socket through the connection pool: `WatchedAdapter`'s pools hand every
-connection they lend to the watch of the thread that borrows it.
+connection they lend to the watch of the thread that borrows it. Their connections also read
+past interim 1xx answers to the final one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import http.client
 import os
 import socket
 import ssl
@@ -20,6 +22,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from scheduler import tuning
@@ -113,12 +116,52 @@ def _attach(connection: Any) -> Any:
     return connection
 
 
+def _is_interim(status: int) -> bool:
+    # A 101 is final: after it the connection speaks another protocol, and no answer follows.
+    return 100 <= status < 200 and status != http.client.SWITCHING_PROTOCOLS
+
+
+class _FinalResponse(http.client.HTTPResponse):
+    """An answer read past its interim 1xx heads, which a client must parse and ignore (RFC 9110
+    §15.2); http.client skips only a `100 Continue`, and took a `103 Early Hints` before a 200
+    for the answer. A skipped head has the bounds of the final one (line length, header count);
+    an endless run of them is one more read the attempt's deadline ends."""
+
+    def _read_status(self) -> tuple[str, int, str]:
+        # The method begin() calls (in a loop of its own that skips a 100) for each status line,
+        # and urllib3 for a proxy's answer to CONNECT; not part of http.client's typed surface.
+        while True:
+            version, status, reason = super()._read_status()  # type: ignore[misc]
+            if not _is_interim(status):
+                return version, status, reason
+            http.client.parse_headers(self.fp)
+
+    def begin(self) -> None:
+        super().begin()
+        if self.status == http.client.SWITCHING_PROTOCOLS:
+            # Nobody asked it to switch: the attempt fails on its status, and the connection,
+            # speaking some other protocol now, is not lent to the next delivery.
+            self.will_close = True
+
+
+class _WatchedHTTPConnection(HTTPConnection):
+    response_class = _FinalResponse
+
+
+class _WatchedHTTPSConnection(HTTPSConnection):
+    response_class = _FinalResponse
+
+
 class _WatchedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
     def _get_conn(self, timeout: float | None = None) -> Any:
         return _attach(super()._get_conn(timeout))
 
 
 class _WatchedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
     def _get_conn(self, timeout: float | None = None) -> Any:
         return _attach(super()._get_conn(timeout))
 

@@ -189,6 +189,25 @@ def test_an_endpoint_s_cookies_are_neither_kept_nor_sent_back(
     assert "Cookie" not in second.headers
 
 
+def test_a_connection_that_switched_protocols_unasked_is_not_lent_again(
+    guard: watchdog.Watchdog,
+) -> None:
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    upgrade = (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+    )
+    endpoint = support.KeepAliveEndpoint([ok, upgrade, ok])
+    settings = settings_for(endpoint.url)
+    try:
+        outcomes = [attempt.deliver(settings, one_delivery(), guard) for _ in range(3)]
+    finally:
+        endpoint.close()
+    assert [outcome.status_code for outcome in outcomes] == [200, 101, 200]
+    assert (outcomes[1].error, outcomes[1].error_kind) == ("HTTP 101", "http_101")
+    # The first connection carried the first 200 and the 101, and was dropped after it.
+    assert endpoint.connections == 2
+
+
 def test_a_job_for_an_unknown_endpoint_is_not_sent(guard: watchdog.Watchdog) -> None:
     settings = settings_for("http://127.0.0.1:9/hook")
     item = dataclasses.replace(one_delivery(), endpoint="gone")

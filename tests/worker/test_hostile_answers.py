@@ -1,7 +1,7 @@
 """Whatever an endpoint answers is an answer: hostile answers, written byte for byte by a raw
 socket server, never make deliver() raise (which senders record as our own `internal` error),
-a 2xx status line is a delivery whatever follows it, and what is kept of an answer is text
-PostgreSQL can store."""
+a 2xx status line is a delivery whatever interim 1xx answers come before it and whatever follows
+it, and what is kept of an answer is text PostgreSQL can store."""
 
 from __future__ import annotations
 
@@ -136,6 +136,13 @@ reasons = st.one_of(
 # Statuses that mean something to a sender, then any.
 statuses = st.sampled_from([200, 201, 204, 299, 301, 302, 307, 308, 429, 503, 101, 102, 103])
 statuses |= st.integers(min_value=100, max_value=999)
+# Interim answers, which a client reads past to the answer (all 1xx but 101: RFC 9110 §15.2).
+interim_statuses = st.sampled_from([100, 102, 103]) | st.integers(min_value=100, max_value=199)
+interim_statuses = interim_statuses.filter(lambda status: status != 101)
+
+
+def is_interim(status: int) -> bool:
+    return 100 <= status < 200 and status != 101
 
 
 def chunked(pieces: list[bytes], flaw: str) -> bytes:
@@ -173,9 +180,34 @@ bodies = st.one_of(
 
 
 @dataclasses.dataclass(frozen=True)
+class Head:
+    """A status line and its header lines."""
+
+    version: bytes
+    status: int
+    reason: bytes
+    headers: tuple[tuple[bytes, bytes], ...]
+
+    @property
+    def raw(self) -> bytes:
+        lines = [b"%s %d %s\r\n" % (self.version, self.status, self.reason)]
+        lines += [name + b": " + value + b"\r\n" for name, value in self.headers]
+        return b"".join(lines) + b"\r\n"
+
+    @property
+    def is_valid(self) -> bool:
+        """Whether HTTP reads it: valid, and within http.client's limits."""
+        return (
+            REASON_BYTES.issuperset(self.reason)
+            and len(self.headers) <= MAX_HEADERS
+            and all(len(name) + len(value) + 4 <= MAX_LINE for name, value in self.headers)
+        )
+
+
+@dataclasses.dataclass(frozen=True)
 class Answer:
-    """One answer as the endpoint writes it: a status line, header lines, a body, and perhaps
-    only its first `cut` bytes."""
+    """One answer as the endpoint writes it: interim 1xx heads, a status line, header lines, a
+    body, and perhaps only its first `cut` bytes."""
 
     version: bytes
     status: int
@@ -183,12 +215,15 @@ class Answer:
     headers: tuple[tuple[bytes, bytes], ...]
     body: bytes
     cut: int | None
+    interims: tuple[Head, ...] = ()
+
+    @property
+    def final(self) -> Head:
+        return Head(self.version, self.status, self.reason, self.headers)
 
     @property
     def head(self) -> bytes:
-        lines = [b"%s %d %s\r\n" % (self.version, self.status, self.reason)]
-        lines += [name + b": " + value + b"\r\n" for name, value in self.headers]
-        return b"".join(lines) + b"\r\n"
+        return b"".join(interim.raw for interim in self.interims) + self.final.raw
 
     @property
     def raw(self) -> bytes:
@@ -197,12 +232,9 @@ class Answer:
 
     @property
     def head_is_read(self) -> bool:
-        """Whether HTTP reads this head: whole, valid, and within http.client's limits."""
-        return (
-            len(self.raw) >= len(self.head)
-            and REASON_BYTES.issuperset(self.reason)
-            and len(self.headers) <= MAX_HEADERS
-            and all(len(name) + len(value) + 4 <= MAX_LINE for name, value in self.headers)
+        """Whether HTTP reads its heads: whole, valid, and within http.client's limits, each."""
+        return len(self.raw) >= len(self.head) and all(
+            head.is_valid for head in (*self.interims, self.final)
         )
 
     @property
@@ -219,7 +251,7 @@ class Answer:
 
 
 @st.composite
-def answers(draw: st.DrawFn) -> Answer:
+def header_lists(draw: st.DrawFn) -> tuple[tuple[bytes, bytes], ...]:
     headers = []
     for name, values, most in header_kinds:
         # Mostly one copy or none; more, duplicates.
@@ -231,13 +263,25 @@ def answers(draw: st.DrawFn) -> Answer:
         # Many headers, some past http.client's limit.
         many = draw(st.integers(min_value=MAX_HEADERS - 10, max_value=MAX_HEADERS + 10))
         headers += [(b"X-Many", b"%d" % n) for n in range(many)]
+    return tuple(draw(st.permutations(headers)))
+
+
+versions = st.sampled_from([b"HTTP/1.1", b"HTTP/1.0"])
+# As hostile as the answer's own head; what they say (a length, a Retry-After) is ignored.
+interims = st.builds(Head, versions, interim_statuses, reasons, header_lists())
+
+
+@st.composite
+def answers(draw: st.DrawFn) -> Answer:
     answer = Answer(
-        version=draw(st.sampled_from([b"HTTP/1.1", b"HTTP/1.0"])),
+        version=draw(versions),
         status=draw(statuses),
         reason=draw(reasons),
-        headers=tuple(draw(st.permutations(headers))),
+        headers=draw(header_lists()),
         body=draw(bodies),
         cut=None,
+        # Mostly none.
+        interims=tuple(draw(st.lists(interims, max_size=3))) if draw(st.booleans()) else (),
     )
     if draw(st.integers(0, 3)):
         return answer
@@ -329,6 +373,20 @@ def assert_an_answer(outcome: attempt.Outcome) -> None:
         None,
     )
 )
+@example(
+    answer=Answer(
+        b"HTTP/1.1",
+        204,
+        b"No Content",
+        (),
+        b"",
+        None,
+        (
+            Head(b"HTTP/1.1", 102, b"Processing", ()),
+            Head(b"HTTP/1.1", 103, b"Early Hints", ((b"Link", b"</a.css>; rel=preload"),)),
+        ),
+    )
+)
 def test_any_answer_is_an_outcome_and_any_2xx_a_delivery(
     endpoint: support.RawEndpoint, guard: watchdog.Watchdog, answer: Answer
 ) -> None:
@@ -340,9 +398,13 @@ def test_any_answer_is_an_outcome_and_any_2xx_a_delivery(
         if outcome.status_code is None:
             assert outcome.error_kind in ("invalid_response", "connection")
         return
-    if answer.status == 100:
-        # An interim answer: whatever follows it (here the body) is read as the answer.
+    if is_interim(answer.status):
+        # Interim heads only: the body is read as the next status line, and is none.
+        if not answer.body.startswith(b"HTTP/"):
+            assert outcome.status_code is None
+            assert outcome.error_kind in ("invalid_response", "connection")
         return
+    # Whatever interim heads came first, the answer is the final one's.
     assert outcome.status_code == answer.status
     if 200 <= answer.status < 300:
         assert outcome.ok, outcome
@@ -350,6 +412,110 @@ def test_any_answer_is_an_outcome_and_any_2xx_a_delivery(
     else:
         assert not outcome.ok
         assert outcome.error_kind == jobs.http_error_kind(answer.status)
+
+
+@HOSTILE
+@given(
+    heads=st.lists(interims.filter(lambda head: head.is_valid), min_size=1, max_size=5),
+    status=st.integers(min_value=200, max_value=299),
+    body=st.binary(max_size=100),
+)
+def test_any_interim_answers_before_a_2xx_make_it_a_delivery(
+    endpoint: support.RawEndpoint,
+    guard: watchdog.Watchdog,
+    heads: list[Head],
+    status: int,
+    body: bytes,
+) -> None:
+    length = ((b"Content-Length", b"%d" % len(body)),)
+    answer = Answer(b"HTTP/1.1", status, b"OK", length, body, None, tuple(heads))
+    outcome = send(endpoint, guard, answer.raw)
+    assert outcome.ok and outcome.status_code == status
+    assert (outcome.error, outcome.error_kind) == (None, None)
+
+
+EARLY_HINTS = b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload; as=style\r\n\r\n"
+
+
+def test_an_answer_after_early_hints_is_the_answer(
+    endpoint: support.RawEndpoint, guard: watchdog.Watchdog
+) -> None:
+    outcome = send(endpoint, guard, EARLY_HINTS + b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    assert outcome.ok and outcome.status_code == 200
+    assert (outcome.error, outcome.error_kind) == (None, None)
+    assert outcome.response_excerpt == "ok"
+
+
+def test_a_refusal_after_several_interim_answers_is_the_refusal(
+    endpoint: support.RawEndpoint, guard: watchdog.Watchdog
+) -> None:
+    interims = [
+        b"HTTP/1.1 100 Continue\r\n\r\n",
+        b"HTTP/1.1 102 Processing\r\nRetry-After: 999\r\n\r\n",
+        EARLY_HINTS,
+        # Unknown 1xx are interim too; what an interim head says of a body is not about one.
+        b"HTTP/1.1 199 Whatever\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n",
+    ]
+    final = b"HTTP/1.1 503 Busy\r\nRetry-After: 7\r\nContent-Length: 4\r\n\r\nbusy"
+    outcome = send(endpoint, guard, b"".join(interims) + final)
+    assert outcome.status_code == 503
+    assert (outcome.error, outcome.error_kind) == ("HTTP 503", "http_503")
+    assert outcome.retry_after == 7.0
+    assert outcome.response_excerpt == "busy"
+
+
+@pytest.mark.parametrize(
+    "interim",
+    [
+        b"HTTP/1.1 103 Early Hints\r\n" + b"Link: </a.css>\r\n" * (MAX_HEADERS + 1) + b"\r\n",
+        b"HTTP/1.1 103 Early Hints\r\nLink: " + b"a" * MAX_LINE + b"\r\n\r\n",
+    ],
+    ids=["too many headers", "too long a line"],
+)
+def test_an_interim_head_has_the_bounds_of_the_answer_s_own(
+    endpoint: support.RawEndpoint, guard: watchdog.Watchdog, interim: bytes
+) -> None:
+    outcome = send(endpoint, guard, interim + b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    assert outcome.status_code is None
+    assert outcome.error_kind == "invalid_response"
+
+
+def test_an_unasked_switch_of_protocols_is_a_failed_attempt(
+    endpoint: support.RawEndpoint, guard: watchdog.Watchdog
+) -> None:
+    switch = (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+    )
+    # What follows is another protocol, not an answer, however much it looks like one.
+    outcome = send(endpoint, guard, switch + b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    assert not outcome.ok and outcome.status_code == 101
+    assert (outcome.error, outcome.error_kind) == ("HTTP 101", "http_101")
+
+
+def test_an_endless_run_of_interim_answers_ends_at_the_attempt_deadline(
+    endpoint: support.RawEndpoint,
+) -> None:
+    now = [0.0]
+    guard = watchdog.Watchdog(lambda: now[0])
+    settings = settings_for(endpoint.url)
+    endpoint.answer, endpoint.tail, endpoint.tail_times = b"", EARLY_HINTS * 1000, 10**9
+    endpoint.sent = 0
+    try:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as thread:
+            running = thread.submit(attempt.deliver, settings, one_delivery(), guard)
+            try:
+                # More than the sockets' buffers hold unread: it reads one head after another.
+                support.wait_until(lambda: endpoint.sent > 16 * 2**20, timeout=30)
+                assert not running.done()
+            finally:
+                now[0] += settings.attempt_deadline
+                guard.poke()
+            outcome = running.result(timeout=10)
+    finally:
+        endpoint.tail_times = 0
+        guard.stop()
+    assert outcome.status_code is None and outcome.error_kind == "timeout"
+    assert outcome.error == f"timeout: no answer within {settings.attempt_deadline:g}s"
 
 
 @HOSTILE
