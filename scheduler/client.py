@@ -139,7 +139,8 @@ class Job:
     """A job as the scheduler reports it; `timestamp` is when it is (or was) due.
 
     `history` lists the delivery attempts when the job was fetched with `Client.get`, and is None
-    in listings, which do not carry it.
+    in listings, which do not carry it. `cancel_requested_at` is when a cancel was asked for (None
+    if none was); a job still `delivering` with it set ends when its attempt does.
     """
 
     id: str
@@ -158,6 +159,7 @@ class Job:
     history: tuple[Attempt, ...] | None = None
     endpoint: str = "default"
     last_error_kind: str | None = None
+    cancel_requested_at: dt.datetime | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -326,7 +328,8 @@ class Client:
         return _parse(answer, lambda data: [str(job_id) for job_id in data["ids"]])
 
     def delete(self, job_id: str) -> None:
-        """Cancel a job that has not been delivered yet; an unknown or finished job is no error."""
+        """Cancel a job; one being delivered finishes its attempt and starts no other (it ends
+        cancelled, or delivered). An unknown or finished job is no error."""
         self._request("POST", "/delete", json_body={"id": job_id})
 
     def get(self, job_id: str) -> Job:
@@ -437,7 +440,8 @@ class Client:
         return _parse(self._request("PUT", _path("cron", cron_id), json_body=payload), _cron)
 
     def delete_cron(self, cron_id: str) -> None:
-        """Remove a cron and cancel its runs still waiting; an unknown id is no error."""
+        """Remove a cron and cancel its unfinished runs as `delete` does; an unknown id is no
+        error."""
         self._request("DELETE", _path("cron", cron_id))
 
     def pause_cron(self, cron_id: str) -> Cron:
@@ -797,6 +801,7 @@ def _job(data: dict[str, Any]) -> Job:
         history=None if history is None else tuple(_attempt(item) for item in history),
         endpoint=data.get("endpoint", "default"),
         last_error_kind=data.get("last_error_kind"),
+        cancel_requested_at=_optional_time(data.get("cancel_requested_at")),
     )
 
 

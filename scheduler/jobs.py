@@ -213,6 +213,15 @@ class JobRecord:
     finished_at: dt.datetime | None
     endpoint: str = DEFAULT_ENDPOINT
     last_error_kind: str | None = None
+    # When a cancel was first asked for. One that came while the job was being delivered is
+    # pending until that attempt ends: the job then ends cancelled, or delivered.
+    cancel_requested_at: dt.datetime | None = None
+
+    @property
+    def cancellable(self) -> bool:
+        """Whether a cancel would change it (jobs.sql `cancellable`)."""
+        delivering = self.state == "delivering"
+        return self.state == "scheduled" or (delivering and self.cancel_requested_at is None)
 
 
 @dataclasses.dataclass(frozen=True)

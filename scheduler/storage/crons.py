@@ -8,8 +8,14 @@ from typing import Any
 
 from scheduler import errors, jobs
 from scheduler.storage import db, notices, queries
+from scheduler.storage import jobs as job_rows
 
 QUERIES = queries.load(__name__)
+CANCEL_PENDING_FIRES = queries.variant(
+    QUERIES["cancel_pending_fires"],
+    cancel_requested=job_rows.QUERIES["cancel_requested"],
+    cancellable=job_rows.QUERIES["cancellable"],
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,7 +33,7 @@ def replace_crons(database: db.Database, crons: Sequence[jobs.CronDefinition]) -
         cur.execute(QUERIES["delete_crons_except"], {"ids": [c.id for c in crons]})
         removed = [row["id"] for row in cur.fetchall()]
         if removed:
-            cur.execute(QUERIES["cancel_pending_fires"], {"cron_ids": removed})
+            cur.execute(CANCEL_PENDING_FIRES, {"cron_ids": removed})
         cur.executemany(QUERIES["upsert_cron"], [dataclasses.asdict(c) for c in crons])
         cur.execute(notices.QUERIES["notify_crons_changed"])
 
@@ -40,12 +46,13 @@ def put_cron(database: db.Database, cron: jobs.CronDefinition) -> None:
 
 
 def delete_cron(database: db.Database, cron_id: str) -> bool:
-    """Remove one cron and cancel its runs still waiting; False if there was none."""
+    """Remove one cron and cancel its unfinished runs (as jobs.cancel_job does); False if there
+    was none."""
     with database.transaction() as cur:
         cur.execute(QUERIES["delete_crons_by_id"], {"id": cron_id})
         if cur.fetchone() is None:
             return False
-        cur.execute(QUERIES["cancel_pending_fires"], {"cron_ids": [cron_id]})
+        cur.execute(CANCEL_PENDING_FIRES, {"cron_ids": [cron_id]})
         cur.execute(notices.QUERIES["notify_crons_changed"])
     return True
 

@@ -7,9 +7,11 @@ SELECT pg_advisory_xact_lock(hashtext('scheduler.crons'));
 DELETE FROM crons WHERE NOT (id = ANY(%(ids)s)) RETURNING id;
 
 -- cancel_pending_fires --
--- Fires of removed crons that are still waiting for a (re)try are not sent any more.
-UPDATE jobs SET state = 'cancelled', finished_at = now(), updated_at = now()
-WHERE cron_id = ANY(%(cron_ids)s) AND state = 'scheduled';
+-- The unfinished runs of removed crons are cancelled as a cancel of each would cancel it: one
+-- waiting for its time or a retry now, one being delivered when its attempt ends. The module fills
+-- in `{cancel_requested}` and `{cancellable}` from jobs.sql, the one home of that rule.
+UPDATE jobs SET {cancel_requested}
+WHERE cron_id = ANY(%(cron_ids)s) AND {cancellable};
 
 -- upsert_cron --
 -- Create a cron, or give it a new revision when its spec changed; an unchanged spec keeps its

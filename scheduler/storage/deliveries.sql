@@ -114,10 +114,13 @@ CROSS JOIN LATERAL (
 
 -- release_dead_claims --
 -- Deliveries held by a dispatcher whose heartbeat went stale (killed, cut off), or whose lease
--- ran out, are due again; live dispatchers keep theirs (jobs_delivering_idx keeps this small).
+-- ran out, are due again, or cancelled if a cancel was asked while they were claimed (as
+-- outcomes.sql cancelled_or_scheduled); live dispatchers keep theirs (jobs_delivering_idx keeps
+-- this small).
 UPDATE jobs
-SET state = 'scheduled', leased_until = NULL, claimed_by = NULL, claim_token = NULL,
-    updated_at = now()
+SET state = CASE WHEN cancel_requested_at IS NULL THEN 'scheduled' ELSE 'cancelled' END,
+    finished_at = CASE WHEN cancel_requested_at IS NULL THEN NULL ELSE now() END,
+    leased_until = NULL, claimed_by = NULL, claim_token = NULL, updated_at = now()
 WHERE state = 'delivering'
   AND (leased_until < now()
        OR claimed_by IS NOT NULL AND NOT EXISTS (

@@ -60,6 +60,19 @@ class StateCounts:
 
 
 @dataclasses.dataclass(frozen=True)
+class Cancelled:
+    """What a cancel changed: jobs cancelled at once (they were waiting to be sent), and jobs
+    being delivered that end cancelled, or delivered, when their attempt ends."""
+
+    now: int
+    requested: int
+
+    @property
+    def total(self) -> int:
+        return self.now + self.requested
+
+
+@dataclasses.dataclass(frozen=True)
 class FailedGroup:
     """Failed jobs whose last error was of one kind (jobs.ERROR_KINDS, `http_<status>`, or
     None: recorded before kinds were)."""
@@ -171,14 +184,16 @@ def list_jobs(database: db.Database, filters: JobFilters) -> list[jobs.JobRecord
 
 
 def cancel_job(database: db.Database, job_id: str) -> None:
-    """Cancel a job still waiting to be sent; an unknown or finished job is left alone."""
+    """Cancel a job: at once if it waits to be sent, when its attempt ends if it is being
+    delivered (it may then end delivered); an unknown or finished job is left alone."""
     database.run(QUERIES["cancel_job"], {"id": job_id})
 
 
-def cancel_jobs(database: db.Database, job_ids: Sequence[str]) -> int:
-    """Cancel those of the jobs still waiting to be sent; returns how many were."""
-    rows = database.rows(QUERIES["cancel_jobs"], {"ids": list(job_ids)})
-    return int(rows[0]["cancelled"])
+def cancel_jobs(database: db.Database, job_ids: Sequence[str]) -> Cancelled:
+    """Cancel the jobs as cancel_job does; how many were cancelled now, and how many once their
+    attempt ends."""
+    (row,) = database.rows(QUERIES["cancel_jobs"], {"ids": list(job_ids)})
+    return Cancelled(now=int(row["cancelled"]), requested=int(row["requested"]))
 
 
 def run_job_now(database: db.Database, job_id: str) -> None:

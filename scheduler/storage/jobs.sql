@@ -43,23 +43,42 @@ RETURNING key;
 SELECT job_ids, request_hash FROM idempotency_keys WHERE key = %(key)s;
 
 -- cancel_job --
--- Cancel a job that has not been delivered yet; an unknown or finished job is left alone.
-UPDATE jobs SET state = 'cancelled', finished_at = now(), updated_at = now()
-WHERE id = %(id)s AND state = 'scheduled';
+-- Cancel a job (cancel_requested).
+UPDATE jobs SET {cancel_requested}
+WHERE id = %(id)s AND {cancellable};
 
 -- cancel_jobs --
--- Cancel the given jobs that are still waiting to be sent; the others are left alone.
+-- Cancel the given jobs (cancel_requested), counting those cancelled now and those that will be
+-- once their attempt ends.
 WITH cancelled AS (
-    UPDATE jobs SET state = 'cancelled', finished_at = now(), updated_at = now()
-    WHERE id = ANY(%(ids)s::text[]) AND state = 'scheduled'
-    RETURNING id
+    UPDATE jobs SET {cancel_requested}
+    WHERE id = ANY(%(ids)s::text[]) AND {cancellable}
+    RETURNING state
 )
-SELECT count(*) AS cancelled FROM cancelled;
+SELECT count(*) FILTER (WHERE state = 'cancelled') AS cancelled,
+       count(*) FILTER (WHERE state = 'delivering') AS requested
+FROM cancelled;
+
+-- cancellable --
+-- Part of every cancel (here and crons.sql cancel_pending_fires): the jobs a cancel changes, those
+-- waiting to be sent and those being delivered with no cancel asked yet. A finished job is left
+-- alone, and a repeated cancel keeps the time of the first.
+(state = 'scheduled' OR state = 'delivering' AND cancel_requested_at IS NULL)
+
+-- cancel_requested --
+-- Part of every cancel: a job waiting to be sent is cancelled now; one being delivered keeps its
+-- attempt in flight, and whatever ends that claim (outcomes.sql, deliveries.sql
+-- release_dead_claims) ends the job cancelled, or delivered if that attempt delivered it.
+cancel_requested_at = coalesce(cancel_requested_at, now()),
+state = CASE WHEN state = 'scheduled' THEN 'cancelled' ELSE state END,
+finished_at = CASE WHEN state = 'scheduled' THEN now() ELSE finished_at END,
+updated_at = now()
 
 -- get_job --
 -- One job with everything a user may ask about it.
 SELECT id, cron_id, body, run_at, state, attempts, max_attempts, next_attempt_at, last_status,
-       last_error, created_at, updated_at, finished_at, endpoint, last_error_kind
+       last_error, created_at, updated_at, finished_at, endpoint, last_error_kind,
+       cancel_requested_at
 FROM jobs WHERE id = %(id)s;
 
 -- list_attempts --
@@ -71,7 +90,8 @@ FROM delivery_attempts WHERE job_id = %(job_id)s ORDER BY attempt;
 -- Keyset pagination, newest first: ids sort by creation time and are unique, so pages never
 -- repeat or skip a job whatever is inserted meanwhile.
 SELECT id, cron_id, body, run_at, state, attempts, max_attempts, next_attempt_at, last_status,
-       last_error, created_at, updated_at, finished_at, endpoint, last_error_kind
+       last_error, created_at, updated_at, finished_at, endpoint, last_error_kind,
+       cancel_requested_at
 FROM jobs
 WHERE (%(state)s::text IS NULL OR state = %(state)s)
   AND (%(cron_id)s::text IS NULL OR cron_id = %(cron_id)s)

@@ -13,10 +13,12 @@ ON CONFLICT (job_id, attempt) DO NOTHING;
 
 -- finish_deliveries --
 -- Close deliveries as delivered or failed, one per element of the arrays (a claim never sent,
--- when `attempted` is false, does not count as an attempt); a job cancelled or re-claimed
--- meanwhile is left alone. A job that ends failed makes a failure notification to
--- `notice_endpoint` (id from `notice_ids`) in the same statement, so exactly once per failure;
--- a notification that fails makes none. CTEs: the outcomes, and the jobs they closed.
+-- when `attempted` is false, does not count as an attempt); a job re-claimed meanwhile is left
+-- alone. A failure of a job whose cancel was asked during the attempt ends it cancelled (a cancel
+-- wins over a failure, never over a delivery). A job that ends failed makes a failure
+-- notification to `notice_endpoint` (id from `notice_ids`) in the same statement, so exactly once
+-- per failure; a notification that fails makes none. CTEs: the outcomes, and the jobs they
+-- closed.
 WITH outcomes AS (
     SELECT job_id, claim_token, state, attempted, status_code, error, error_kind, notice_id
     FROM unnest(%(job_ids)s::text[], %(claim_tokens)s::bigint[], %(states)s::text[],
@@ -26,7 +28,9 @@ WITH outcomes AS (
 ),
 finished AS (
     UPDATE jobs
-    SET state = o.state, attempts = jobs.attempts - CASE WHEN o.attempted THEN 0 ELSE 1 END,
+    SET state = CASE WHEN o.state = 'failed' AND jobs.cancel_requested_at IS NOT NULL
+                     THEN 'cancelled' ELSE o.state END,
+        attempts = jobs.attempts - CASE WHEN o.attempted THEN 0 ELSE 1 END,
         leased_until = NULL, claimed_by = NULL, claim_token = NULL,
         last_status = o.status_code, last_error = o.error, last_error_kind = o.error_kind,
         finished_at = now(), updated_at = now()
@@ -48,21 +52,32 @@ FROM finished
 WHERE state = 'failed' AND event IS NULL AND %(notice_endpoint)s::text IS NOT NULL;
 
 -- schedule_retry --
--- Put a failed attempt back in line for its next try, its backoff counted on the database's clock.
+-- Put a failed attempt back in line for its next try, its backoff counted on the database's clock;
+-- a job whose cancel was asked during the attempt ends cancelled instead (its next try is not
+-- set: it has none).
 UPDATE jobs
-SET state = 'scheduled', leased_until = NULL, claimed_by = NULL, claim_token = NULL,
-    next_attempt_at = now() + make_interval(secs => %(retry_in)s),
+SET {cancelled_or_scheduled}, leased_until = NULL, claimed_by = NULL, claim_token = NULL,
+    next_attempt_at = CASE WHEN cancel_requested_at IS NULL
+                           THEN now() + make_interval(secs => %(retry_in)s)
+                           ELSE next_attempt_at END,
     last_status = %(status_code)s, last_error = %(error)s, last_error_kind = %(error_kind)s,
     updated_at = now()
 WHERE id = %(job_id)s AND state = 'delivering' AND claim_token = %(claim_token)s;
 
 -- give_back_delivery --
--- A claimed delivery that was never sent (its dispatcher is stopping) is due again at once, and
--- its claim does not count as an attempt.
+-- A claimed delivery that was never sent (its dispatcher is stopping) is due again at once, or
+-- cancelled if a cancel was asked meanwhile; its claim does not count as an attempt.
 UPDATE jobs
-SET state = 'scheduled', attempts = attempts - 1, leased_until = NULL, claimed_by = NULL,
+SET {cancelled_or_scheduled}, attempts = attempts - 1, leased_until = NULL, claimed_by = NULL,
     claim_token = NULL, updated_at = now()
 WHERE id = %(job_id)s AND state = 'delivering' AND claim_token = %(claim_token)s;
+
+-- cancelled_or_scheduled --
+-- Part of every statement that ends a claim without an answer that closes the job (here, and in
+-- deliveries.sql release_dead_claims, which repeats it): the job is due again, or if a cancel
+-- was asked while it was claimed, it ends cancelled.
+state = CASE WHEN cancel_requested_at IS NULL THEN 'scheduled' ELSE 'cancelled' END,
+finished_at = CASE WHEN cancel_requested_at IS NULL THEN NULL ELSE now() END
 
 -- add_delivery_minute --
 -- Add one recorded batch's outcomes to this dispatcher's row of the current minute by the

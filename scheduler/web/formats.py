@@ -1,4 +1,4 @@
-"""The API's value formats (ids, RFC 3339 timestamps, delays) as parsers and marshmallow fields."""
+"""The API's value formats (ids, RFC 3339 timestamps, delays, numbers) as parsers and fields."""
 
 from __future__ import annotations
 
@@ -123,6 +123,18 @@ class Delay(fields.Field):
         if not 0 <= seconds <= self.maximum:
             raise ValidationError(f"Must be between 0 and {self.maximum} seconds.")
         return seconds
+
+
+class Number(fields.Float):
+    """A JSON number only: a string that holds one ("5") is refused, as a strict Integer refuses
+    it (marshmallow's Float would read it)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> float:
+        # Request numbers arrive exact: an int, or a Decimal (jsonb.loads); the base refuses bools.
+        if not isinstance(value, int | float | Decimal):
+            raise self.make_error("invalid", input=value)
+        number: float = super()._deserialize(value, attr, data, **kwargs)
+        return number
 
 
 class EndpointName(fields.String):

@@ -20,6 +20,7 @@ from scheduler.web.formats import CronId as CronId
 from scheduler.web.formats import Delay as Delay
 from scheduler.web.formats import EndpointName as EndpointName
 from scheduler.web.formats import JobId as JobId
+from scheduler.web.formats import Number as Number
 from scheduler.web.formats import Timestamp as Timestamp
 from scheduler.web.formats import format_timestamp as format_timestamp
 from scheduler.web.formats import parse_duration as parse_duration
@@ -43,6 +44,11 @@ ERROR_KIND_DESCRIPTION = (
     + " (docs/api.md); null when it did not fail, or failed before kinds were recorded."
 )
 MAX_PAGE = 500
+CANCEL_REQUESTED_DESCRIPTION = (
+    "When a cancel was first asked for; null if none was. A job being delivered when it came "
+    "stays `delivering` until its attempt ends, then ends `cancelled`, or `delivered` if that "
+    "attempt delivered it; no other attempt starts."
+)
 
 
 class JobSpecSchema(Schema):
@@ -106,6 +112,9 @@ class JobSchema(Schema):
     updated_at = Timestamp()
     finished_at = Timestamp(allow_none=True)
     endpoint = fields.String()
+    cancel_requested_at = Timestamp(
+        allow_none=True, metadata={"description": CANCEL_REQUESTED_DESCRIPTION}
+    )
 
 
 class JobDetailSchema(JobSchema):
@@ -322,7 +331,7 @@ class EndpointsResponse(Schema):
 class PatchEndpointSchema(Schema):
     """Limits to change; a field left out is unchanged, null means unlimited."""
 
-    rate_limit = fields.Float(
+    rate_limit = Number(
         allow_nan=False,
         allow_none=True,
         validate=validate.Range(min=0, min_inclusive=False, max=MAX_RATE_LIMIT),

@@ -249,6 +249,28 @@ def test_bulk_cancel_confirms_what_can_still_be_cancelled(
     assert sorted(states(db, ids).values()) == ["cancelled"] * 3 + ["failed"]
 
 
+def test_a_job_being_delivered_is_cancelled_once_and_shows_the_cancel_as_requested(
+    client: FlaskClient, db: psycopg.Connection[Any]
+) -> None:
+    waiting, delivering = insert(client, 2)
+    db.execute("UPDATE jobs SET state = 'delivering' WHERE id = %s", (delivering,))
+    page = f"/ui/jobs/{delivering}"
+    button = f'action="/ui/jobs/{delivering}/cancel"'
+    assert button in client.get(page).data.decode()
+    token = csrf_of(client.get("/ui/jobs").data)
+    confirmation = client.post(
+        "/ui/jobs/cancel", data={"ids": [waiting, delivering], "csrf_token": token}
+    )
+    assert confirmed_count(confirmation.data, "cancel-count") == 2
+    done = post_form(client, f"/ui/jobs/{delivering}/cancel", {}, page)
+    assert done.status_code == 303 and "done=cancel_requested" in done.headers["Location"]
+    assert states(db, [delivering]) == {delivering: "delivering"}
+    shown = client.get(done.headers["Location"]).data.decode()
+    assert "Cancel requested" in shown and "no other attempt starts" in shown
+    assert button not in shown
+    assert post_form(client, f"/ui/jobs/{delivering}/cancel", {}, page).status_code == 409
+
+
 def _multi(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
     grouped: dict[str, list[str]] = {}
     for key, value in pairs:

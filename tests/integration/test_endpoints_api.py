@@ -86,8 +86,15 @@ def test_pause_and_resume(client: FlaskClient, auth: dict[str, str]) -> None:
         ({"rate_limit": 0}, "rate_limit"),
         ({"rate_limit": -1}, "rate_limit"),
         ({"rate_limit": "fast"}, "rate_limit"),
+        ({"rate_limit": "5"}, "rate_limit"),
+        ({"rate_limit": "2.5"}, "rate_limit"),
+        ({"rate_limit": True}, "rate_limit"),
+        ({"rate_limit": [5]}, "rate_limit"),
         ({"max_in_flight": 0}, "max_in_flight"),
         ({"max_in_flight": 1.5}, "max_in_flight"),
+        ({"max_in_flight": "5"}, "max_in_flight"),
+        ({"max_in_flight": True}, "max_in_flight"),
+        ({"rate_limit": 5, "max_in_flight": "5"}, "max_in_flight"),
         ({"paused": True}, "paused"),
     ],
 )
@@ -98,6 +105,32 @@ def test_bad_limits_are_refused_naming_the_field(
     assert response.status_code == 400
     assert field in response.get_json()["error"]["fields"]
     assert db.execute("SELECT count(*) FROM endpoints").fetchone() == (0,)
+
+
+def test_a_limit_given_as_a_string_is_a_400_naming_the_field_as_everywhere_else(
+    client: FlaskClient, auth: dict[str, str], db: psycopg.Connection
+) -> None:
+    response = client.patch("/endpoints/billing", json={"rate_limit": "5"}, headers=auth)
+    assert response.status_code == 400
+    assert response.get_json()["error"] == {
+        "code": "invalid_request",
+        "message": "The request has invalid fields.",
+        "fields": {"rate_limit": ["Not a valid number."]},
+    }
+    assert db.execute("SELECT count(*) FROM endpoints").fetchone() == (0,)
+
+
+def test_limits_are_json_numbers_in_any_of_their_forms(
+    client: FlaskClient, auth: dict[str, str]
+) -> None:
+    raw = '{"rate_limit": 1e1, "max_in_flight": 3}'
+    response = client.patch(
+        "/endpoints/billing", data=raw, content_type="application/json", headers=auth
+    )
+    assert response.status_code == 200
+    assert (response.get_json()["rate_limit"], response.get_json()["max_in_flight"]) == (10.0, 3)
+    integral = client.patch("/endpoints/billing", json={"rate_limit": 5}, headers=auth)
+    assert integral.get_json()["rate_limit"] == 5.0
 
 
 @pytest.mark.parametrize(

@@ -398,6 +398,7 @@ def test_a_database_at_each_earlier_level_upgrades_with_its_data_and_the_code_re
     finally:
         database.close()
     assert (sent.state, sent.last_status, sent.endpoint) == ("delivered", 200, "default")
+    assert sent.cancel_requested_at is None
     assert [(a.attempt, a.status_code) for a in attempts] == [(1, 200)]
     assert (cron.id, cron.spec, cron.paused, cron.endpoint) == (
         "nightly",

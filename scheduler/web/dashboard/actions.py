@@ -26,6 +26,8 @@ DONE_MESSAGES = {
     "run": "The job runs now.",
     "retried": "The job was re-queued.",
     "cancelled": "The job was cancelled.",
+    "cancel_requested": "The job will be cancelled when its attempt in flight ends (or "
+    "delivered, if that attempt delivers it); no other attempt starts.",
     "bulk_retried": "{count:,} failed jobs were re-queued.",
     "bulk_cancelled": "{count:,} jobs were cancelled.",
     "paused": "The cron is paused.",
@@ -75,10 +77,12 @@ def retry_job(job_id: str) -> Response:
 @bp.post("/jobs/<job_id>/cancel")
 def cancel_job(job_id: str) -> Response:
     job_id = http.checked_id(job_id)
-    if not job_rows.cancel_jobs(http.database(), [job_id]):
-        abort(409, "Only a job waiting to be sent can be cancelled.")
+    changed = job_rows.cancel_jobs(http.database(), [job_id])
+    if not changed.total:
+        abort(409, "Only a job waiting to be sent or being delivered can be cancelled, once.")
     auth.audit("cancel_job", 1, job_id=job_id)
-    return _back("dashboard.job_page", "cancelled", job_id=job_id)
+    done = "cancelled" if changed.now else "cancel_requested"
+    return _back("dashboard.job_page", done, job_id=job_id)
 
 
 @bp.get("/jobs/retry")
@@ -137,11 +141,11 @@ def bulk_cancel() -> str | Response:
     except ValidationError as exc:
         abort(400, _problems_text(exc))
     if request.form.get("confirmed") != "yes":
-        waiting = [job for job in _jobs_by_id(selected) if job.state == "scheduled"]
+        waiting = [job for job in _jobs_by_id(selected) if job.cancellable]
         return render_template(
             "dashboard/confirm_cancel.html", jobs=waiting, selected=len(selected)
         )
-    cancelled = job_rows.cancel_jobs(http.database(), selected)
+    cancelled = job_rows.cancel_jobs(http.database(), selected).total
     auth.audit("bulk_cancel", cancelled, selected=len(selected))
     return _back("dashboard.jobs_page", "bulk_cancelled", count=cancelled)
 
