@@ -233,6 +233,11 @@ class Dispatcher:
     in_flight: int
     delivered: int
     metrics_port: int | None
+    # The endpoints it knows; () from a server that does not say.
+    endpoints: tuple[str, ...] = ()
+
+
+_DISPATCHER_FIELDS = tuple(field.name for field in dataclasses.fields(Dispatcher))
 
 
 class Client:
@@ -536,9 +541,11 @@ class Client:
             lambda data: [
                 Dispatcher(
                     **{
-                        **item,
+                        # Fields a newer server adds are left out, not an error.
+                        **{key: item[key] for key in _DISPATCHER_FIELDS if key in item},
                         "started_at": _parse_time(item["started_at"]),
                         "heartbeat_at": _parse_time(item["heartbeat_at"]),
+                        "endpoints": tuple(item.get("endpoints", ())),
                     }
                 )
                 for item in data["dispatchers"]

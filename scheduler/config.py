@@ -35,6 +35,7 @@ CRON_CATCHUP_POLICIES = ("latest", "skip")
 DEFAULT_IDEMPOTENCY_TTL = 24 * 3600.0
 DEFAULT_BATCH_LIMIT = 1000
 DEFAULT_HEARTBEAT_MAX_AGE = 30.0
+DEFAULT_UNKNOWN_ENDPOINT_GRACE = 600.0
 DEFAULT_METRICS_PORT = 9100
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 LOG_FORMATS = logs.FORMATS
@@ -318,6 +319,8 @@ class Settings:
         integer(1, MAX_IN_FLIGHT_LIMIT), None, "Deliveries in progress to each endpoint at once")
     failure_endpoint: str | None = setting("SCHEDULER_FAILURE_ENDPOINT", Environment.text, None,
         "Endpoint sent a job.failed notification when a job fails")
+    unknown_endpoint_grace: float = setting("SCHEDULER_UNKNOWN_ENDPOINT_GRACE", seconds(0.0),
+        DEFAULT_UNKNOWN_ENDPOINT_GRACE, "Seconds a job waits for a dispatcher knowing its endpoint")
     dashboard: bool = setting("SCHEDULER_DASHBOARD", Environment.flag, True,
         "Serve the dashboard under /ui/")
     dashboard_readonly: bool = setting("SCHEDULER_DASHBOARD_READONLY", Environment.flag, False,

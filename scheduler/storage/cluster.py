@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
@@ -28,6 +29,7 @@ class LiveDispatcher:
     in_flight: int
     delivered: int
     metrics_port: int | None
+    endpoints: list[str]
 
 
 def database_now(database: db.Database) -> dt.datetime:
@@ -41,11 +43,15 @@ def beat_dispatcher(
     dispatcher_id: str,
     host: str,
     pid: int,
-    in_flight: int,
-    delivered: int,
+    counts: tuple[int, int],
     metrics_port: int | None,
+    endpoints: Sequence[str] = (),
+    grace: float = 0.0,
 ) -> dt.datetime:
-    """Register or renew a dispatcher's heartbeat; the database's clock at that moment."""
+    """Register or renew a dispatcher's heartbeat with its (in flight, delivered) counts and the
+    endpoints it knows (their sightings renewed within a tenth of `grace`); the database's clock
+    at that moment."""
+    in_flight, delivered = counts
     params = {
         "id": dispatcher_id,
         "host": host,
@@ -53,6 +59,8 @@ def beat_dispatcher(
         "in_flight": in_flight,
         "delivered": delivered,
         "metrics_port": metrics_port,
+        "endpoints": list(endpoints),
+        "grace": grace,
     }
     now: dt.datetime = database.rows(QUERIES["beat_dispatcher"], params)[0]["database_now"]
     return now

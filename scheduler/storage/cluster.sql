@@ -3,13 +3,22 @@
 SELECT now() AS database_now;
 
 -- beat_dispatcher --
--- Register a dispatcher or renew its heartbeat, with what it holds and has delivered; returns the
--- database's clock so the dispatcher can tell how far its own is off.
-INSERT INTO dispatchers (id, host, pid, in_flight, delivered, metrics_port)
-VALUES (%(id)s, %(host)s, %(pid)s, %(in_flight)s, %(delivered)s, %(metrics_port)s)
+-- Register a dispatcher or renew its heartbeat, with what it holds and has delivered and the
+-- endpoints it knows; returns the database's clock so the dispatcher can tell how far its own is
+-- off. CTE: the endpoints' sightings, renewed only when older than a tenth of the grace, so that
+-- heartbeats do not rewrite them every time.
+WITH sighted AS (
+    INSERT INTO endpoint_sightings AS s (name)
+    SELECT unnest(%(endpoints)s::text[])
+    ON CONFLICT (name) DO UPDATE SET known_at = now()
+    WHERE s.known_at < now() - make_interval(secs => %(grace)s / 10)
+)
+INSERT INTO dispatchers (id, host, pid, in_flight, delivered, metrics_port, endpoints)
+VALUES (%(id)s, %(host)s, %(pid)s, %(in_flight)s, %(delivered)s, %(metrics_port)s,
+        %(endpoints)s)
 ON CONFLICT (id) DO UPDATE
 SET heartbeat_at = now(), in_flight = EXCLUDED.in_flight, delivered = EXCLUDED.delivered,
-    metrics_port = EXCLUDED.metrics_port
+    metrics_port = EXCLUDED.metrics_port, endpoints = EXCLUDED.endpoints
 RETURNING now() AS database_now;
 
 -- remove_dispatcher --
@@ -17,11 +26,12 @@ RETURNING now() AS database_now;
 DELETE FROM dispatchers WHERE id = %(id)s;
 
 -- list_dispatchers --
--- The live dispatchers, the leader first; the leader is the holder of a current epoch.
+-- The live dispatchers with the endpoints each knows, the leader first; the leader is the holder
+-- of a current epoch.
 SELECT d.id, d.host, d.pid,
        CASE WHEN d.id = l.holder AND l.heartbeat_at > now() - make_interval(secs => %(live_seconds)s)
             THEN 'leader' ELSE 'member' END AS role,
-       d.started_at, d.heartbeat_at, d.in_flight, d.delivered, d.metrics_port
+       d.started_at, d.heartbeat_at, d.in_flight, d.delivered, d.metrics_port, d.endpoints
 FROM dispatchers d CROSS JOIN dispatcher_leader l
 WHERE d.heartbeat_at > now() - make_interval(secs => %(live_seconds)s)
 ORDER BY role, d.started_at, d.id;

@@ -42,11 +42,13 @@ def claim_due_jobs(
     held: Sequence[str] = (),
     known: Sequence[str] = (),
     ahead: float = 0.0,
+    grace: float = 0.0,
 ) -> list[jobs.Delivery]:
     """Claim up to `limit` deliveries due by the database's clock within `ahead` seconds,
     each under a new token, leaving out the `held` endpoints' (paused or limited:
-    claim_endpoint_jobs), and those of `known` endpoints paused or limited at run time since
-    `held` was read."""
+    claim_endpoint_jobs), those of `known` endpoints paused or limited at run time since `held`
+    was read, and those of endpoints not `known` here until no dispatcher has known them for
+    `grace` seconds."""
     params = {
         "dispatcher_id": dispatcher_id,
         "lease_seconds": lease_seconds,
@@ -54,6 +56,7 @@ def claim_due_jobs(
         "held": list(held),
         "known": list(known),
         "ahead": ahead,
+        "grace": grace,
     }
     return [jobs.Delivery(**row) for row in database.rows(QUERIES["claim_due_jobs"], params)]
 
@@ -117,11 +120,14 @@ def claim_endpoint_jobs(
 
 
 def next_due_in(
-    database: db.Database, held: Sequence[str] = (), known: Sequence[str] = ()
+    database: db.Database,
+    held: Sequence[str] = (),
+    known: Sequence[str] = (),
+    grace: float = 0.0,
 ) -> float | None:
-    """Seconds until the next waiting job of an endpoint not held (as in claim_due_jobs) is
-    due, by the database's clock; None if none."""
-    params = {"held": list(held), "known": list(known)}
+    """Seconds until claim_due_jobs (given the same `held`, `known` and `grace`) could claim
+    the next waiting job, by the database's clock; None if none waits."""
+    params = {"held": list(held), "known": list(known), "grace": grace}
     due_in = database.rows(QUERIES["next_due_in"], params)[0]["due_in"]
     return None if due_in is None else float(due_in)
 

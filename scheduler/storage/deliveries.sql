@@ -11,6 +11,19 @@ SET state = 'delivering', attempts = attempts + 1,
 id, cron_id, body::text AS body, run_at, attempts, max_attempts, claim_token, endpoint, event,
 traceparent, tracestate, next_attempt_at AS due_at
 
+-- claimable_until --
+-- Part of claim_due_jobs and next_due_in: the latest due time of `waiting.endpoint` that this
+-- dispatcher claims. An endpoint it knows (`known`): due within `ahead`. One it does not know
+-- (during a rolling deploy that adds it, its jobs can come before every dispatcher knows it): only
+-- once no dispatcher has known it for `grace` seconds (endpoint_sightings), and then only jobs
+-- due that long, which it claims to fail unsent.
+CASE WHEN waiting.endpoint = ANY(%(known)s) THEN now() + make_interval(secs => %(ahead)s)
+     WHEN EXISTS (SELECT 1 FROM endpoint_sightings AS seen
+                  WHERE seen.name = waiting.endpoint
+                    AND seen.known_at > now() - make_interval(secs => %(grace)s))
+     THEN '-infinity'::timestamptz
+     ELSE now() - make_interval(secs => %(grace)s) END
+
 -- claim_due_jobs --
 -- Any dispatcher claims, leader or not; due-ness is judged by the database's clock, and a job due
 -- within `ahead` seconds is claimed already, with `starts_in` saying how many seconds from now it
@@ -18,9 +31,10 @@ traceparent, tracestate, next_attempt_at AS due_at
 -- endpoint with waiting jobs in turn (waiting_endpoints), so that the due backlog of an endpoint
 -- left out is never stepped over: the `held` ones (paused or limited, claimed apart by
 -- claim_endpoint_jobs), and any of the `known` ones paused or limited at run time since `held`
--- was read, so a change holds from its commit (an unknown endpoint's job is claimed, to fail
--- unsent). Both checks name only the endpoint, so the planner runs them once per endpoint before
--- reading its jobs. SKIP LOCKED: a row another dispatcher is claiming is left to it.
+-- was read, so a change holds from its commit. An endpoint this dispatcher does not know is left
+-- to those that do ({claimable_until}). Both checks name only the endpoint, so the planner runs
+-- them once per endpoint before reading its jobs. SKIP LOCKED: a row another dispatcher is
+-- claiming is left to it.
 UPDATE jobs
 {claim}
 WHERE id IN (
@@ -33,8 +47,7 @@ WHERE id IN (
         -- step over every other endpoint's job, and did when its estimates said so.
         WHERE state = 'scheduled'
           AND (jobs.endpoint, next_attempt_at) >= (waiting.endpoint, '-infinity'::timestamptz)
-          AND (jobs.endpoint, next_attempt_at)
-              <= (waiting.endpoint, now() + make_interval(secs => %(ahead)s))
+          AND (jobs.endpoint, next_attempt_at) <= (waiting.endpoint, {claimable_until})
           AND waiting.endpoint <> ALL(%(held)s::text[])
           AND NOT EXISTS (SELECT 1 FROM held_endpoints AS held
                           WHERE held.name = waiting.endpoint AND held.name = ANY(%(known)s))
@@ -97,8 +110,13 @@ WHERE state = 'scheduled' AND endpoint = %(endpoint)s {asked_only};
 -- Seconds until the earliest waiting job is due by the database's clock; negative when one is
 -- overdue; NULL when none waits. The first job of each endpoint claim_due_jobs would claim from,
 -- found as it finds them (a min() over every waiting job read them all: 62 ms a call with
--- 1,000,000 waiting). Paused and limited endpoints' jobs are planned for by their own claims.
-SELECT extract(epoch FROM min(first.next_attempt_at) - now())::float8 AS due_in
+-- 1,000,000 waiting). Paused and limited endpoints' jobs are planned for by their own claims. An
+-- endpoint this dispatcher does not know counts from when its grace would end, as
+-- {claimable_until} has it.
+SELECT extract(epoch FROM min(
+           CASE WHEN waiting.endpoint = ANY(%(known)s) THEN first.next_attempt_at
+                ELSE greatest(first.next_attempt_at, seen.known_at)
+                     + make_interval(secs => %(grace)s) END) - now())::float8 AS due_in
 FROM waiting_endpoints AS waiting
 CROSS JOIN LATERAL (
     SELECT next_attempt_at FROM jobs
@@ -110,7 +128,8 @@ CROSS JOIN LATERAL (
                       WHERE held.name = waiting.endpoint AND held.name = ANY(%(known)s))
     ORDER BY jobs.endpoint, next_attempt_at
     LIMIT 1
-) AS first;
+) AS first
+LEFT JOIN endpoint_sightings AS seen ON seen.name = waiting.endpoint;
 
 -- release_dead_claims --
 -- Deliveries held by a dispatcher whose heartbeat went stale (killed, cut off), or whose lease

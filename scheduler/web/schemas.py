@@ -304,6 +304,14 @@ class DispatcherSchema(Schema):
     metrics_port = fields.Integer(
         allow_none=True, metadata={"description": "Port of its Prometheus metrics, if served."}
     )
+    endpoints = fields.List(
+        fields.String(),
+        metadata={
+            "description": "The endpoints it knows (`ENDPOINT` as `default`, then "
+            "`SCHEDULER_ENDPOINTS`'). It leaves jobs for any other endpoint to the dispatchers "
+            "that know it."
+        },
+    )
 
 
 class DispatchersResponse(Schema):

@@ -97,6 +97,7 @@ class ClaimLoop:
                 held,
                 self.known,
                 tuning.CLAIM_AHEAD_SECONDS,
+                self.settings.unknown_endpoint_grace,
             )
             self._count_claim()
             self.senders.submit(claimed)
@@ -132,7 +133,9 @@ class ClaimLoop:
         if that is within the poll interval, else the poll interval (and the leader's wake timer
         covers the job); sooner when a paused or limited endpoint can take more then."""
         look = self.settings.poll_interval
-        due_in = deliveries.next_due_in(self.database, self.routes.held(), self.known)
+        due_in = deliveries.next_due_in(
+            self.database, self.routes.held(), self.known, self.settings.unknown_endpoint_grace
+        )
         if due_in is not None and due_in <= self.settings.poll_interval:
             look = max(0.0, due_in - tuning.LOOK_BEFORE_DUE_SECONDS)
         elif due_in is not None:

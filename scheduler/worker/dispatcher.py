@@ -113,9 +113,11 @@ class Dispatcher:
             return
         if unknown:
             logger.warning(
-                "jobs or crons name endpoints this dispatcher does not know: %s; their jobs will "
-                "fail unsent unless SCHEDULER_ENDPOINTS names them",
+                "jobs or crons name endpoints this dispatcher does not know: %s; it leaves their "
+                "jobs to dispatchers that know them, and they fail unsent once none has for "
+                "%.0f s (SCHEDULER_UNKNOWN_ENDPOINT_GRACE)",
                 ", ".join(unknown),
+                self.settings.unknown_endpoint_grace,
                 extra={"action": "unknown_endpoints"},
             )
 

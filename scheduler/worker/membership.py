@@ -51,12 +51,19 @@ class Membership:
 
     def beat(self) -> bool:
         """Renew the heartbeat once; False when the database did not take it."""
-        in_flight, delivered = self._counts()
+        counts = self._counts()
         sent_at = dt.datetime.now(dt.UTC)
         started = self._clock()
         try:
             database_now = cluster.beat_dispatcher(
-                self.database, self.id, self.host, self.pid, in_flight, delivered, self.metrics_port
+                self.database,
+                self.id,
+                self.host,
+                self.pid,
+                counts,
+                self.metrics_port,
+                list(self.settings.endpoints),
+                self.settings.unknown_endpoint_grace,
             )
         except errors.StoreUnavailable as exc:
             logger.warning("heartbeat failed: %s", exc, extra={"action": "heartbeat_failed"})

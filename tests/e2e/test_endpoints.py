@@ -30,6 +30,10 @@ def other() -> Iterator[support.Receiver]:
     server.close()
 
 
+# A short grace for unknown endpoints, so that a test sees it end.
+GRACE = 3.0
+
+
 def with_other(system: System, other: support.Receiver, **env: str) -> None:
     system.env.update(SCHEDULER_ENDPOINTS=f"other={other.url}", **env)
 
@@ -286,10 +290,10 @@ def test_a_named_endpoint_gets_its_own_signature_and_never_the_raw_secret(
     assert plain.headers["Scheduler-Secret"] == support.SECRET
 
 
-def test_a_job_for_an_endpoint_no_longer_configured_fails_unsent(
+def test_a_job_for_an_endpoint_no_longer_configured_fails_unsent_after_its_grace(
     system: System, other: support.Receiver
 ) -> None:
-    with_other(system, other)
+    with_other(system, other, SCHEDULER_UNKNOWN_ENDPOINT_GRACE=str(GRACE))
     system.start("web")
     first = system.start("worker")
     system.client.pause_endpoint("other")
@@ -297,12 +301,36 @@ def test_a_job_for_an_endpoint_no_longer_configured_fails_unsent(
     assert first.stop() == 0
     del system.env["SCHEDULER_ENDPOINTS"]
     worker = system.start("worker")
-    support.wait_until(lambda: states_of(system.db_url) == {"failed": 1}, timeout=10)
+    support.wait_until(lambda: states_of(system.db_url) == {"failed": 1}, timeout=30)
     assert "does not know: other" in worker.output()
     with psycopg.connect(system.db_url) as conn:
         row = conn.execute("SELECT attempts, last_error FROM jobs").fetchone()
         attempts = conn.execute("SELECT count(*) FROM delivery_attempts").fetchone()
+        (waited,) = conn.execute(
+            "SELECT extract(epoch FROM jobs.finished_at - seen.known_at)"
+            " FROM jobs, endpoint_sightings AS seen WHERE seen.name = 'other'"
+        ).fetchone()
     assert row == (0, "endpoint 'other' is not configured; not sent")
     assert attempts == (0,)
+    assert waited >= GRACE, "failed before the grace since a dispatcher last knew it"
     assert other.received() == []
     assert job_id
+
+
+def test_a_dispatcher_leaves_jobs_of_an_endpoint_it_does_not_know_to_one_that_knows_it(
+    system: System, other: support.Receiver
+) -> None:
+    # A rolling deploy that adds `other`: the old dispatcher runs on beside the new one.
+    system.start("web", SCHEDULER_ENDPOINTS=f"other={other.url}")
+    old = system.start("worker")
+    due_now(system, 1, endpoint="default")
+    system.receiver.wait_for(1, timeout=10)  # the old dispatcher is claiming
+    with_other(system, other)
+    system.start("worker")
+    ids = due_now(system, 20)
+
+    arrived = other.wait_for(20, timeout=30)
+
+    assert sorted(a.json["id"] for a in arrived) == sorted(ids)
+    support.wait_until(lambda: states_of(system.db_url) == {"delivered": 21}, timeout=10)
+    assert old.proc is not None and old.proc.poll() is None, "the old dispatcher ran throughout"

@@ -134,7 +134,7 @@ def rows_read_from_jobs(
 def test_planning_the_next_look_reads_one_waiting_job(
     backlog: str, database: db.Database, name: str, held: list[str], known: list[str], bound: int
 ) -> None:
-    params = {"held": held, "known": known}
+    params = {"held": held, "known": known, "grace": 600.0}
     assert rows_read_from_jobs(backlog, LOOK_QUERIES[name], params) <= bound
     due_in = deliveries.next_due_in(database, held, known)
     assert due_in is not None and 86_000 < due_in <= 86_401
@@ -148,6 +148,7 @@ def test_claiming_with_nothing_due_reads_no_waiting_job(backlog: str) -> None:
         "held": [],
         "known": ["default"],
         "ahead": 0.05,
+        "grace": 600.0,
     }
     assert rows_read_from_jobs(backlog, LOOK_QUERIES["claim_due_jobs"], params) <= READ_BOUND
 
@@ -185,6 +186,7 @@ HELD_LOOK = {
     "held": [PAUSED],
     "known": ["default", PAUSED],
     "ahead": 0.05,
+    "grace": 600.0,
 }
 
 

@@ -81,7 +81,7 @@ def test_a_claim_ahead_takes_the_jobs_due_within_it_and_says_how_soon_each_is_du
     soon = insert(database, now + dt.timedelta(seconds=30))
     insert(database, now + dt.timedelta(seconds=90))
     assert deliveries.claim_due_jobs(database, "one", 60, 10) == []
-    (claimed,) = deliveries.claim_due_jobs(database, "one", 60, 10, ahead=60)
+    (claimed,) = deliveries.claim_due_jobs(database, "one", 60, 10, known=["default"], ahead=60)
     assert claimed.id == soon
     assert 29 < claimed.starts_in <= 30
 
@@ -144,7 +144,7 @@ def test_one_settlement_records_every_outcome_and_gives_back_unsent_claims(
 
 
 def beat(database: db.Database, dispatcher_id: str, age_seconds: float, db_url: str) -> None:
-    cluster.beat_dispatcher(database, dispatcher_id, "host", 1, 0, 0, None)
+    cluster.beat_dispatcher(database, dispatcher_id, "host", 1, (0, 0), None, ["default"])
     with psycopg.connect(db_url) as conn:
         conn.execute(
             "UPDATE dispatchers SET heartbeat_at = now() - make_interval(secs => %s) WHERE id = %s",

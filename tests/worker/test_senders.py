@@ -152,7 +152,7 @@ def test_a_delivery_claimed_ahead_of_its_time_is_sent_at_its_time_not_before(
 ) -> None:
     (job_id,) = insert_due(database, 1, due_in=0.5)
     sending = make_senders(settings, database, room)
-    (claimed,) = deliveries.claim_due_jobs(database, "test", 60, 10, ahead=5)
+    (claimed,) = deliveries.claim_due_jobs(database, "test", 60, 10, known=["default"], ahead=5)
     assert claimed.starts_in > 0
     sending.submit([claimed])
     try:
@@ -173,7 +173,7 @@ def test_close_gives_back_a_delivery_still_waiting_for_its_time(
 ) -> None:
     insert_due(database, 1, due_in=30)
     sending = make_senders(settings, database, room)
-    sending.submit(deliveries.claim_due_jobs(database, "test", 60, 10, ahead=60))
+    sending.submit(deliveries.claim_due_jobs(database, "test", 60, 10, known=["default"], ahead=60))
     assert sending.in_flight() == 1
     assert sending.close(10)
     assert set(states(db_url).values()) == {("scheduled", 0)}
