@@ -474,32 +474,78 @@ class KeepAliveEndpoint:
 
     def _serve(self, conn: socket.socket) -> None:
         with conn, contextlib.suppress(OSError):
-            pending = b""
+            pending: bytes | None = b""
             while self.answers:
-                while b"\r\n\r\n" not in pending:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        return
-                    pending += chunk
-                head, _, pending = pending.partition(b"\r\n\r\n")
-                length = next(
-                    (
-                        int(line.partition(b":")[2])
-                        for line in head.split(b"\r\n")
-                        if line.lower().startswith(b"content-length:")
-                    ),
-                    0,
-                )
-                while len(pending) < length:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        return
-                    pending += chunk
-                pending = pending[length:]
+                pending = read_request(conn, pending or b"")
+                if pending is None:
+                    return
                 conn.sendall(self.answers.pop(0))
 
     def close(self) -> None:
         self._listener.close()
+
+
+class DrippingEndpoint:
+    """An endpoint that answers with `head` (exact bytes), then sends `body` a byte every
+    `drip_seconds` on the same connection; `sent` counts the bytes of the body it got out."""
+
+    def __init__(self, head: bytes, body: bytes, drip_seconds: float) -> None:
+        self.head = head
+        self.body = body
+        self.drip_seconds = drip_seconds
+        self.sent = 0
+        self._stop = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}/hook"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            if read_request(conn, b"") is None:
+                return
+            conn.sendall(self.head)
+            for index in range(len(self.body)):
+                conn.sendall(self.body[index : index + 1])
+                self.sent += 1
+                if self._stop.wait(self.drip_seconds):
+                    return
+
+    def close(self) -> None:
+        self._stop.set()
+        self._listener.close()
+
+
+def read_request(conn: socket.socket, pending: bytes) -> bytes | None:
+    """Read one whole request from `conn`, after `pending` bytes read before; what came after it,
+    or None when the connection ended first."""
+    while b"\r\n\r\n" not in pending:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return None
+        pending += chunk
+    head, _, pending = pending.partition(b"\r\n\r\n")
+    length = next(
+        (
+            int(line.partition(b":")[2])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        ),
+        0,
+    )
+    while len(pending) < length:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return None
+        pending += chunk
+    return pending[length:]
 
 
 class TcpProxy:

@@ -4,8 +4,9 @@ urllib3's timeouts bound each socket operation, so an endpoint that drips a byte
 a sending thread for as long as it likes. A single watchdog thread (not one per attempt) shuts
 down the socket of any attempt past its deadline, which makes the blocked call fail at once.
 Attempts find their socket through the connection pool: `WatchedAdapter`'s pools hand every
-connection they lend to the watch of the thread that borrows it. Their connections also read
-past interim 1xx answers to the final one.
+connection they lend to the watch of the thread that borrows it, and every answer read on one
+tells the watch its socket too (an answer that ends its connection takes the socket from it).
+Their connections also read past interim 1xx answers to the final one.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ class Watch:
         self.deadline = deadline
         self.expired = False
         self.connection: Any = None
+        # The socket its answer is read from: an answer that ends with its connection (no
+        # length, or `Connection: close`) takes it, and the connection's `sock` is None then.
+        self.answer_socket: socket.socket | None = None
 
 
 class Watchdog:
@@ -88,7 +92,7 @@ class Watchdog:
                     if armed.deadline > now:
                         continue
                     armed.expired = True
-                    if _shut_down(armed.connection):
+                    if _shut_down(armed):
                         self._watches.discard(armed)
                     else:
                         waiting = True
@@ -99,9 +103,9 @@ class Watchdog:
                 self._changed.wait(timeout)
 
 
-def _shut_down(connection: Any) -> bool:
-    """Shut the connection's socket down; False while it has none yet."""
-    sock = getattr(connection, "sock", None)
+def _shut_down(armed: Watch) -> bool:
+    """Shut the attempt's socket down; False while it has none yet."""
+    sock = armed.answer_socket or getattr(armed.connection, "sock", None)
     if sock is None:
         return False
     with contextlib.suppress(OSError):
@@ -126,6 +130,12 @@ class _FinalResponse(http.client.HTTPResponse):
     §15.2); http.client skips only a `100 Continue`, and took a `103 Early Hints` before a 200
     for the answer. A skipped head has the bounds of the final one (line length, header count);
     an endless run of them is one more read the attempt's deadline ends."""
+
+    def __init__(self, sock: socket.socket, *args: Any, **kwargs: Any) -> None:
+        super().__init__(sock, *args, **kwargs)
+        armed: Watch | None = getattr(_current, "watch", None)
+        if armed is not None:
+            armed.answer_socket = sock
 
     def _read_status(self) -> tuple[str, int, str]:
         # The method begin() calls (in a loop of its own that skips a 100) for each status line,

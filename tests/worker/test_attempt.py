@@ -124,6 +124,32 @@ def test_an_answer_dripped_a_byte_a_second_ends_at_the_attempt_deadline(
     assert endpoint.sent < 100
 
 
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1000\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\n\r\n",
+    ],
+    ids=["connection close", "no length"],
+)
+def test_the_deadline_ends_the_body_of_an_answer_that_ends_its_connection(
+    guard: watchdog.Watchdog, head: bytes
+) -> None:
+    # http.client hands such a connection's socket over to the answer; the watchdog, which
+    # once looked for it on the connection only, found none and let the drip go on.
+    endpoint = support.DrippingEndpoint(head, b"x" * 60, drip_seconds=0.5)
+    settings = settings_for(endpoint.url, **TIMEOUTS)
+    try:
+        outcome = attempt.deliver(settings, one_delivery(), guard)
+    finally:
+        endpoint.close()
+    assert outcome.ok and outcome.status_code == 200
+    assert outcome.response_excerpt is not None and set(outcome.response_excerpt) == {"x"}
+    # As in the test above: a correctness bound on how far past the deadline it ran.
+    assert outcome.duration_ms < (settings.attempt_deadline + 2) * 1000
+    assert endpoint.sent < 30
+
+
 class FakeClock:
     def __init__(self) -> None:
         self.now = 1000.0
