@@ -6,10 +6,11 @@ away, counted on this host's monotonic clock: a host whose wall clock is wrong n
 early nor spins.
 
 Jobs of endpoints that are paused or limited (routes.py) are claimed apart, one endpoint at a
-time under its row lock (deliveries.claim_endpoint_jobs), and only as many as there are idle sending
-threads, so that a claim is a start: what the limit counts is when deliveries start. Due rows
-such a claim leaves behind do not make the loop spin: it looks again when the endpoint's next
-token comes, or soon when its in-flight limit held them.
+time under its row lock (deliveries.claim_endpoint_jobs), first, and as many as the slot planner
+(planner.py) gives each room: idle sending threads only, so that a claim is a start (what the
+limit counts is when deliveries start), and while one has due work the shared claim keeps to its
+share of the threads. The loop looks again when a recorded delivery frees room it ran short of,
+when an endpoint's next token or job comes, on a notice, and at the poll interval at the latest.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections.abc import Callable
 
 from scheduler import config, errors, tuning
 from scheduler.storage import db, deliveries
-from scheduler.worker import metrics, routes, senders
+from scheduler.worker import metrics, planner, routes, senders
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +48,14 @@ class ClaimLoop:
         self.dispatcher_id = dispatcher_id
         self.routes = endpoint_routes or routes.EndpointRoutes(settings, database, clock)
         self.known = list(settings.endpoints)
-        self._held_retry: float | None = None
+        # When each paused or limited endpoint's claim could take more (this host's monotonic
+        # clock), which of them had due work at their last claim, and which are claimed apart.
+        self._held_retry: dict[str, float] = {}
+        self._waiting: set[str] = set()
+        self._claimed_apart: set[str] = set()
+        self._fresh = True
+        # The last look ran short of room: the next recorded delivery wakes the loop.
+        self._short_of_room = False
         self.lease = senders.lease_seconds(settings)
         self.claims = 0
         self._may_claim = may_claim
@@ -57,20 +65,27 @@ class ClaimLoop:
         self._next_look = 0.0
 
     def wake(self) -> None:
-        """Look for due deliveries now."""
+        """Look for due deliveries now, for every endpoint."""
+        self._fresh = True
         self._wake.set()
+
+    def room_freed(self) -> None:
+        """Recorded deliveries freed slots: claim again if the last look ran short of room."""
+        if self._short_of_room:
+            self._wake.set()
 
     def job_due_in(self, seconds: float) -> None:
         """A job becomes due in `seconds`: look just before then if that is sooner than
         planned."""
         if self._clock() + seconds - tuning.LOOK_BEFORE_DUE_SECONDS < self._next_look:
-            self._wake.set()
+            self.wake()
 
     def run(self, stopping: threading.Event) -> None:
         while not stopping.is_set():
             try:
                 drained = self.claim_and_send(stopping)
-                timeout = self.plan_next_look() if drained else self.settings.poll_interval
+                # Short of room, a recorded delivery wakes the loop; a token may come sooner.
+                timeout = self.plan_next_look() if drained else self._next_held_retry()
             except errors.StoreUnavailable:
                 logger.warning("cannot claim deliveries: database unavailable")
                 timeout = tuning.LOOP_RETRY_SECONDS
@@ -78,22 +93,34 @@ class ClaimLoop:
                 logger.exception("claim loop failed")
                 timeout = tuning.LOOP_RETRY_SECONDS
             self._next_look = self._clock() + timeout
-            self._wake.wait(timeout)
+            if not self._wake.wait(timeout):
+                self._fresh = True
             self._wake.clear()
 
     def claim_and_send(self, stopping: threading.Event) -> bool:
-        """Claim and hand out due deliveries; True when none is left (False: no room, or this
-        dispatcher may not claim now). With no free slot it does not query at all."""
+        """Claim and hand out due deliveries, as much as the planner gives each flow room for;
+        True when none is left that room allowed (False: no room, or this dispatcher may not
+        claim now). With no room at all it does not query."""
         held = self.routes.held()
+        self._note_waiting(held)
+        # Set before the room is read, so that a slot freed meanwhile still wakes the loop.
+        self._short_of_room = True
         while not stopping.is_set():
-            free = self.senders.free()
-            if free == 0 or not self._may_claim():
+            if not self._may_claim():
+                return False
+            room = self.senders.planner.room(held, self._waiting)
+            if not room.any:
+                return False
+            # Paused and limited endpoints first: their claims take idle threads, a start each.
+            self._claim_held(held, room)
+            if room.shared == 0:
+                # The shared flow waits for its slots: a recorded delivery wakes the loop.
                 return False
             claimed = deliveries.claim_due_jobs(
                 self.database,
                 self.dispatcher_id,
                 self.lease,
-                free,
+                room.shared,
                 held,
                 self.known,
                 tuning.CLAIM_AHEAD_SECONDS,
@@ -101,32 +128,60 @@ class ClaimLoop:
             )
             self._count_claim()
             self.senders.submit(claimed)
-            if len(claimed) < free:
-                return self._claim_held(held)
+            if len(claimed) < room.shared:
+                # Nothing more is due for the shared flow; an endpoint still waiting for an
+                # idle thread wants the next freed slot.
+                self._short_of_room = bool(self._waiting)
+                return not self._short_of_room
         return False
 
-    def _claim_held(self, held: list[str]) -> bool:
-        """Claim for each paused or limited endpoint in turn; False if the room ran out."""
-        self._held_retry = None
+    def _note_waiting(self, held: list[str]) -> None:
+        """Which paused or limited endpoints this look claims for: every one on a fresh look (a
+        notice, a wake, the poll interval); after a freed slot, those that had due work, and
+        those whose next token or job has come."""
+        now = self._clock()
+        if self._fresh:
+            self._waiting, self._fresh = set(held), False
+        else:
+            came = {name for name, at in self._held_retry.items() if at <= now}
+            self._waiting = (self._waiting | came | (set(held) - self._claimed_apart)) & set(held)
+        self._claimed_apart = set(held)
+
+    def _claim_held(self, held: list[str], room: planner.Room) -> None:
+        """Claim for each paused or limited endpoint the planner gives room; note which still
+        have due work, and when each could take more."""
         for endpoint in held:
-            idle = self.senders.idle()
-            if idle == 0 or not self._may_claim():
-                return False
+            asked = room.held.get(endpoint, 0)
+            if asked == 0:
+                continue
             claim = deliveries.claim_endpoint_jobs(
-                self.database, self.dispatcher_id, self.lease, idle, endpoint, self.routes.defaults
+                self.database, self.dispatcher_id, self.lease, asked, endpoint, self.routes.defaults
             )
             self._count_claim()
-            self.senders.submit(claim.claimed)
+            self.senders.submit(claim.claimed, endpoint)
+            self._held_retry.pop(endpoint, None)
             if claim.retry_in is not None:
                 if claim.retry_in > 0:
                     metrics.THROTTLED_CLAIMS.labels(endpoint).inc()
-                if self._held_retry is None or claim.retry_in < self._held_retry:
-                    self._held_retry = claim.retry_in
-        return True
+                self._held_retry[endpoint] = self._clock() + claim.retry_in
+            # More may be due: it took all it asked for, or its next is due (or a token) soon.
+            if len(claim.claimed) == asked or (
+                claim.retry_in is not None and claim.retry_in <= tuning.LOOK_BEFORE_DUE_SECONDS
+            ):
+                self._waiting.add(endpoint)
+            else:
+                self._waiting.discard(endpoint)
 
     def _count_claim(self) -> None:
         self.claims += 1
         metrics.CLAIM_QUERIES.inc()
+
+    def _next_held_retry(self) -> float:
+        """Seconds until a paused or limited endpoint's claim could take more (a token back, a
+        job due), within the poll interval."""
+        now = self._clock()
+        soonest = min(self._held_retry.values(), default=now + self.settings.poll_interval)
+        return min(self.settings.poll_interval, max(0.0, soonest - now))
 
     def plan_next_look(self) -> float:
         """Seconds until the next look: just before the next job is due (LOOK_BEFORE_DUE_SECONDS)
@@ -140,6 +195,10 @@ class ClaimLoop:
             look = max(0.0, due_in - tuning.LOOK_BEFORE_DUE_SECONDS)
         elif due_in is not None:
             self._on_quiet(due_in)
-        if self._held_retry is not None:
-            look = min(look, self._held_retry)
+        now = self._clock()
+        for endpoint, at in list(self._held_retry.items()):
+            if endpoint not in self._claimed_apart:
+                del self._held_retry[endpoint]
+                continue
+            look = min(look, max(0.0, at - now))
         return look

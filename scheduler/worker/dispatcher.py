@@ -50,7 +50,7 @@ class Dispatcher:
         self.senders = senders.Senders(
             settings,
             self.delivery_database,
-            on_room=self._wake,
+            on_room=self._room_freed,
             on_retry=self._job_due_in,
             may_send=self._may_act,
             dispatcher_id=self.id,
@@ -126,6 +126,9 @@ class Dispatcher:
 
     def _wake(self) -> None:
         self.claims.wake()
+
+    def _room_freed(self) -> None:
+        self.claims.room_freed()
 
     def _job_due_in(self, seconds: float) -> None:
         self.claims.job_due_in(seconds)

@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 from scheduler import config, errors, jobs, policy, tuning
 from scheduler.storage import db, outcomes
-from scheduler.worker import attempt, metrics, watchdog
+from scheduler.worker import attempt, metrics, planner, watchdog
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def lease_seconds(settings: config.Settings) -> float:
 class Senders:
     """The sending threads, their slots and the recorder.
 
-    `on_room` is called when slots free up after the claim loop found none; `on_retry` with the
+    `on_room` is called whenever recorded deliveries free their slots; `on_retry` with the
     seconds until each retry scheduled is due; `may_send` is asked before each delivery starts.
     Outcomes count in the per-minute rollup under `dispatcher_id` (a new id when None).
     """
@@ -50,11 +50,12 @@ class Senders:
         on_retry: Callable[[float], None],
         may_send: Callable[[], bool] = lambda: True,
         dispatcher_id: str | None = None,
+        slot_planner: planner.SlotPlanner | None = None,
     ) -> None:
         self.settings = settings
         self.database = database
         self.dispatcher_id = dispatcher_id or jobs.new_job_id()
-        self.capacity = settings.delivery_threads * tuning.SLOTS_PER_THREAD
+        self.planner = slot_planner or planner.SlotPlanner(settings.delivery_threads)
         self.delivered = 0
         self.attempted = 0
         self._on_room = on_room
@@ -75,38 +76,24 @@ class Senders:
         )
         self._lock = threading.Lock()
         self._all_recorded = threading.Condition(self._lock)
-        self._held = 0
-        self._starved = False
+        # The flow each delivery was claimed for, by (job id, claim token), until recorded.
+        self._flows: dict[tuple[str, int], str] = {}
         self._closing = threading.Event()
         self._recorder = threading.Thread(target=self._record_loop, name="record", daemon=True)
         self._recorder.start()
 
-    def free(self) -> int:
-        """Slots free for new claims; when none is, `on_room` fires once some are."""
-        with self._lock:
-            free = self.capacity - self._held
-            self._starved = free == 0
-            return free
-
-    def idle(self) -> int:
-        """Sending threads sure to be free for a claim now (a claim of a limited endpoint must
-        start at once); when none is, `on_room` fires once some are."""
-        with self._lock:
-            idle = max(0, self.settings.delivery_threads - self._held)
-            self._starved = self._starved or idle == 0
-            return idle
-
     def in_flight(self) -> int:
         """Deliveries claimed and not yet recorded."""
-        with self._lock:
-            return self._held
+        return self.planner.holding()
 
-    def submit(self, claimed: list[jobs.Delivery]) -> None:
-        """Send each claimed delivery, none before its `starts_in` has passed on this host's
-        monotonic clock (counted from now, when its claim has been answered)."""
+    def submit(self, claimed: list[jobs.Delivery], flow: str = planner.SHARED) -> None:
+        """Send each delivery claimed for `flow`, none before its `starts_in` has passed on this
+        host's monotonic clock (counted from now, when its claim has been answered)."""
         with self._lock:
-            self._held += len(claimed)
-            metrics.IN_FLIGHT.set(self._held)
+            for item in claimed:
+                self._flows[(item.id, item.claim_token)] = flow
+        self.planner.claimed(flow, len(claimed))
+        metrics.IN_FLIGHT.set(self.planner.holding())
         now = time.monotonic()
         for item in claimed:
             self._pool.submit(self._send, item, now + item.starts_in)
@@ -116,7 +103,9 @@ class Senders:
         `grace`; True if every claimed delivery was settled."""
         self._closing.set()
         with self._all_recorded:
-            finished = self._all_recorded.wait_for(lambda: self._held == 0, timeout=grace)
+            finished = self._all_recorded.wait_for(
+                lambda: self.planner.holding() == 0, timeout=grace
+            )
         self._pool.shutdown(wait=finished, cancel_futures=True)
         self._results.put(None)
         self._recorder.join(timeout=tuning.JOIN_SECONDS)
@@ -161,7 +150,7 @@ class Senders:
             while len(batch) < tuning.RECORD_BATCH:
                 linger = (
                     tuning.RECORD_LINGER_WHEN_FULL_SECONDS
-                    if self._starved
+                    if self.planner.pressed()
                     else tuning.RECORD_LINGER_SECONDS
                 )
                 try:
@@ -177,16 +166,20 @@ class Senders:
             except Exception:
                 logger.exception("recording %d outcomes failed", len(batch))
             finally:
-                self._release(len(batch))
+                self._release([item for item, _ in batch])
 
-    def _release(self, count: int) -> None:
+    def _release(self, recorded: list[jobs.Delivery]) -> None:
+        """Free the slots of recorded deliveries and have the claim loop look again."""
         with self._lock:
-            self._held -= count
-            metrics.IN_FLIGHT.set(self._held)
-            starved, self._starved = self._starved, False
+            flows = [
+                self._flows.pop((item.id, item.claim_token), planner.SHARED) for item in recorded
+            ]
+        for flow in set(flows):
+            self.planner.released(flow, flows.count(flow))
+        metrics.IN_FLIGHT.set(self.planner.holding())
+        with self._lock:
             self._all_recorded.notify_all()
-        if starved:
-            self._on_room()
+        self._on_room()
 
     def _record(self, batch: list[tuple[jobs.Delivery, attempt.Outcome | None]]) -> None:
         unsent = [item for item, outcome in batch if outcome is None]

@@ -7,6 +7,8 @@ import collections
 import threading
 from collections.abc import Callable
 
+import pytest
+
 from scheduler import config
 from scheduler.storage import db
 from scheduler.storage import jobs as job_rows
@@ -118,3 +120,30 @@ def test_only_claims_and_outcomes_commit_without_waiting_for_the_disk(
         running.senders.close(1)
         running.pool.close()
         running.delivery_pool.close()
+
+
+@pytest.mark.parametrize(
+    "limit",
+    [{"SCHEDULER_RATE_LIMIT": "50"}, {"SCHEDULER_MAX_IN_FLIGHT": "2"}],
+    ids=["rate", "in-flight"],
+)
+def test_a_limited_endpoint_claims_again_as_its_deliveries_are_recorded_not_at_the_poll(
+    make_settings: Callable[..., config.Settings],
+    database: db.Database,
+    receiver: support.Receiver,
+    limit: dict[str, str],
+) -> None:
+    # An hour's poll interval: only freed slots, tokens and notices can make the loop look again.
+    receiver.respond = lambda request: (200, 0.01)
+    settings = make_settings(
+        SCHEDULER_POLL_INTERVAL="3600", SCHEDULER_DELIVERY_THREADS="4", **limit
+    )
+    running = dispatcher.Dispatcher(settings)
+    running.start()
+    try:
+        ids = insert_due(database, 30)
+        running.claims.wake()  # as the batch's notice would
+        received = receiver.wait_for(30, timeout=30)
+    finally:
+        assert running.stop(5)
+    assert sorted(r.json["id"] for r in received) == sorted(ids)

@@ -106,7 +106,7 @@ def test_close_gives_back_what_was_not_started_and_lets_the_rest_finish(
     settings = make_settings(SCHEDULER_DELIVERY_THREADS="1")  # type: ignore[operator]
     insert_due(database, 2)
     sending = make_senders(settings, database, room)
-    claimed = deliveries.claim_due_jobs(database, "test", 60, sending.free())
+    claimed = deliveries.claim_due_jobs(database, "test", 60, sending.planner.room([], ()).shared)
     assert len(claimed) == 2
     sending.submit(claimed)
     receiver.wait_for(1)
