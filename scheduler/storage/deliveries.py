@@ -7,7 +7,7 @@ outcomes.settle_deliveries, and only while that token is still the job's.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from scheduler import jobs, policy
 from scheduler.storage import db, endpoints, queries
@@ -43,12 +43,19 @@ def claim_due_jobs(
     known: Sequence[str] = (),
     ahead: float = 0.0,
     grace: float = 0.0,
+    shares: tuple[Mapping[str, int], int] | None = None,
+    holding: Mapping[str, int] | None = None,
 ) -> list[jobs.Delivery]:
     """Claim up to `limit` deliveries due by the database's clock within `ahead` seconds,
     each under a new token, leaving out the `held` endpoints' (paused or limited:
     claim_endpoint_jobs), those of `known` endpoints paused or limited at run time since `held`
     was read, and those of endpoints not `known` here until no dispatcher has known them for
-    `grace` seconds."""
+    `grace` seconds. `shares` caps each endpoint: what is left of its share for those named,
+    the second figure for any other (planner.SlotPlanner.shares); all may take `limit` when
+    None. Endpoints take turns, those `holding` fewer deliveries first."""
+    rooms, newcomer = shares if shares is not None else ({}, limit)
+    busy = dict(holding or {})
+    names = sorted(set(rooms) | set(busy))
     params = {
         "dispatcher_id": dispatcher_id,
         "lease_seconds": lease_seconds,
@@ -57,6 +64,10 @@ def claim_due_jobs(
         "known": list(known),
         "ahead": ahead,
         "grace": grace,
+        "shared": names,
+        "rooms": [rooms.get(name) for name in names],
+        "holding": [busy.get(name, 0) for name in names],
+        "newcomer": newcomer,
     }
     return [jobs.Delivery(**row) for row in database.rows(QUERIES["claim_due_jobs"], params)]
 

@@ -33,8 +33,8 @@ CASE WHEN waiting.endpoint = ANY(%(known)s) THEN now() + make_interval(secs => %
 -- claim_endpoint_jobs), and any of the `known` ones paused or limited at run time since `held`
 -- was read, so a change holds from its commit. An endpoint this dispatcher does not know is left
 -- to those that do ({claimable_until}). Both checks name only the endpoint, so the planner runs
--- them once per endpoint before reading its jobs. SKIP LOCKED: a row another dispatcher is
--- claiming is left to it.
+-- them once per endpoint before reading its jobs. Each endpoint takes no more than its share, and
+-- the endpoints take turns. SKIP LOCKED: a row another dispatcher is claiming is left to it.
 UPDATE jobs
 {claim}
 WHERE id IN (
@@ -52,10 +52,22 @@ WHERE id IN (
           AND NOT EXISTS (SELECT 1 FROM held_endpoints AS held
                           WHERE held.name = waiting.endpoint AND held.name = ANY(%(known)s))
         ORDER BY jobs.endpoint, next_attempt_at
-        LIMIT %(limit)s
+        -- Its share (slot planner): what is left of it for an endpoint named in `shared`,
+        -- `newcomer` for any other.
+        LIMIT coalesce((SELECT share.room
+                        FROM unnest(%(shared)s::text[], %(rooms)s::integer[]) AS share (name, room)
+                        WHERE share.name = waiting.endpoint), %(newcomer)s)
         FOR UPDATE SKIP LOCKED
     ) AS due
-    ORDER BY due.next_attempt_at
+    -- Turns: every endpoint's first due job before any endpoint's second, counting what each
+    -- already holds (`holding`, beside `shared`), so that one endpoint's backlog holds
+    -- another's job back by one turn at most, and the least busy goes first.
+    ORDER BY row_number() OVER (PARTITION BY waiting.endpoint ORDER BY due.next_attempt_at)
+             + coalesce((SELECT busy.holding
+                         FROM unnest(%(shared)s::text[], %(holding)s::integer[])
+                             AS busy (name, holding)
+                         WHERE busy.name = waiting.endpoint), 0),
+             due.next_attempt_at
     LIMIT %(limit)s
 )
 RETURNING {claimed_delivery},

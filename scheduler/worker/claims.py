@@ -54,6 +54,8 @@ class ClaimLoop:
         self._waiting: set[str] = set()
         self._claimed_apart: set[str] = set()
         self._fresh = True
+        # Endpoints at their share of the threads at the last look (planner.shares).
+        self._at_share: list[str] = []
         # The last look ran short of room: the next recorded delivery wakes the loop.
         self._short_of_room = False
         self.lease = senders.lease_seconds(settings)
@@ -116,6 +118,7 @@ class ClaimLoop:
             if room.shared == 0:
                 # The shared flow waits for its slots: a recorded delivery wakes the loop.
                 return False
+            shares = self.senders.planner.shares()
             claimed = deliveries.claim_due_jobs(
                 self.database,
                 self.dispatcher_id,
@@ -125,14 +128,18 @@ class ClaimLoop:
                 self.known,
                 tuning.CLAIM_AHEAD_SECONDS,
                 self.settings.unknown_endpoint_grace,
+                shares,
+                self.senders.planner.holding_by_endpoint(),
             )
             self._count_claim()
             self.senders.submit(claimed)
             if len(claimed) < room.shared:
-                # Nothing more is due for the shared flow; an endpoint still waiting for an
-                # idle thread wants the next freed slot.
-                self._short_of_room = bool(self._waiting)
-                return not self._short_of_room
+                # Nothing more is due for the shared flow but what endpoints at their share
+                # hold back; those, and an endpoint still waiting for an idle thread, want the
+                # next freed slot, and the next look is planned without the former.
+                self._at_share = [name for name, left in shares[0].items() if left == 0]
+                self._short_of_room = bool(self._waiting or self._at_share)
+                return not self._waiting
         return False
 
     def _note_waiting(self, held: list[str]) -> None:
@@ -189,7 +196,10 @@ class ClaimLoop:
         covers the job); sooner when a paused or limited endpoint can take more then."""
         look = self.settings.poll_interval
         due_in = deliveries.next_due_in(
-            self.database, self.routes.held(), self.known, self.settings.unknown_endpoint_grace
+            self.database,
+            [*self.routes.held(), *self._at_share],
+            self.known,
+            self.settings.unknown_endpoint_grace,
         )
         if due_in is not None and due_in <= self.settings.poll_interval:
             look = max(0.0, due_in - tuning.LOOK_BEFORE_DUE_SECONDS)

@@ -44,18 +44,44 @@ class SlotPlanner:
         self.slots = threads * slots_per_thread
         self._lock = threading.Lock()
         self._holding: dict[str, int] = {}
+        # The shared flow's deliveries by endpoint, for the endpoints' shares within it.
+        self._by_endpoint: dict[str, int] = {}
 
-    def claimed(self, flow: str, count: int) -> None:
+    def claimed(self, flow: str, endpoints: Sequence[str]) -> None:
+        """Deliveries claimed for `flow`, to these endpoints (one name per delivery)."""
         with self._lock:
-            self._holding[flow] = self._holding.get(flow, 0) + count
+            _add(self._holding, flow, len(endpoints))
+            if flow == SHARED:
+                for endpoint in endpoints:
+                    _add(self._by_endpoint, endpoint, 1)
 
-    def released(self, flow: str, count: int) -> None:
+    def released(self, flow: str, endpoints: Sequence[str]) -> None:
+        """Deliveries of `flow` recorded (or given back), to these endpoints."""
         with self._lock:
-            left = self._holding.get(flow, 0) - count
-            if left > 0:
-                self._holding[flow] = left
-            else:
-                self._holding.pop(flow, None)
+            _add(self._holding, flow, -len(endpoints))
+            if flow == SHARED:
+                for endpoint in endpoints:
+                    _add(self._by_endpoint, endpoint, -1)
+
+    def holding_by_endpoint(self) -> dict[str, int]:
+        """The shared flow's deliveries in hand, by endpoint."""
+        with self._lock:
+            return dict(self._by_endpoint)
+
+    def shares(self) -> tuple[dict[str, int], int]:
+        """How many more of the shared flow's deliveries each endpoint holding some may take,
+        and how many one holding none may: while several endpoints have deliveries in hand,
+        each keeps to an equal share of the threads, so that a slow one cannot hold them all and
+        an endpoint whose job comes due finds a thread."""
+        holding = self.holding_by_endpoint()
+        if not holding:
+            return {}, self.slots
+        if len(holding) == 1:
+            rooms = {name: max(0, self.slots - count) for name, count in holding.items()}
+            return rooms, max(1, self.threads // 2)
+        share = max(1, self.threads // len(holding))
+        rooms = {name: max(0, share - count) for name, count in holding.items()}
+        return rooms, max(1, self.threads // (len(holding) + 1))
 
     def holding(self, flow: str | None = None) -> int:
         """Deliveries held by `flow`, or by every flow when None."""
@@ -94,3 +120,11 @@ class SlotPlanner:
         # endpoint has work; then it keeps to the threads the others' shares leave it.
         cap = self.slots if not active else self.threads - share * len(active)
         return Room(max(0, cap - holding.get(SHARED, 0)), rooms)
+
+
+def _add(counts: dict[str, int], key: str, change: int) -> None:
+    left = counts.get(key, 0) + change
+    if left > 0:
+        counts[key] = left
+    else:
+        counts.pop(key, None)

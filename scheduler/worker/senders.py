@@ -92,7 +92,7 @@ class Senders:
         with self._lock:
             for item in claimed:
                 self._flows[(item.id, item.claim_token)] = flow
-        self.planner.claimed(flow, len(claimed))
+        self.planner.claimed(flow, [item.endpoint for item in claimed])
         metrics.IN_FLIGHT.set(self.planner.holding())
         now = time.monotonic()
         for item in claimed:
@@ -170,12 +170,13 @@ class Senders:
 
     def _release(self, recorded: list[jobs.Delivery]) -> None:
         """Free the slots of recorded deliveries and have the claim loop look again."""
+        by_flow: dict[str, list[str]] = {}
         with self._lock:
-            flows = [
-                self._flows.pop((item.id, item.claim_token), planner.SHARED) for item in recorded
-            ]
-        for flow in set(flows):
-            self.planner.released(flow, flows.count(flow))
+            for item in recorded:
+                flow = self._flows.pop((item.id, item.claim_token), planner.SHARED)
+                by_flow.setdefault(flow, []).append(item.endpoint)
+        for flow, endpoints in by_flow.items():
+            self.planner.released(flow, endpoints)
         metrics.IN_FLIGHT.set(self.planner.holding())
         with self._lock:
             self._all_recorded.notify_all()

@@ -149,6 +149,10 @@ def test_claiming_with_nothing_due_reads_no_waiting_job(backlog: str) -> None:
         "known": ["default"],
         "ahead": 0.05,
         "grace": 600.0,
+        "shared": [],
+        "rooms": [],
+        "holding": [],
+        "newcomer": 32,
     }
     assert rows_read_from_jobs(backlog, LOOK_QUERIES["claim_due_jobs"], params) <= READ_BOUND
 
@@ -187,6 +191,10 @@ HELD_LOOK = {
     "known": ["default", PAUSED],
     "ahead": 0.05,
     "grace": 600.0,
+    "shared": [],
+    "rooms": [],
+    "holding": [],
+    "newcomer": 32,
 }
 
 

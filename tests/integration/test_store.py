@@ -452,3 +452,39 @@ def test_a_refused_value_that_reached_the_app_is_a_400(app: Flask) -> None:
         "code": "invalid_request",
         "message": "PostgreSQL refused a value: value overflows numeric format.",
     }
+
+
+def due_to(database: db.Database, endpoint: str, seconds_ago: float) -> str:
+    job_id = jobs.new_job_id()
+    due = cluster.database_now(database) - dt.timedelta(seconds=seconds_ago)
+    job_rows.insert_jobs(database, [jobs.NewJob(job_id, "{}", due, 3, endpoint=endpoint)])
+    return job_id
+
+
+def test_the_shared_claim_keeps_each_endpoint_to_its_share_and_the_least_busy_goes_first(
+    database: db.Database,
+) -> None:
+    known = ["default", "slow", "third"]
+    backlog = [due_to(database, "slow", 60 - n) for n in range(6)]
+    fresh = due_to(database, "third", 0.5)
+    mine = due_to(database, "default", 30)
+
+    # `slow` already holds 4 deliveries and may take one more; `default` holds 1.
+    claimed = deliveries.claim_due_jobs(
+        database,
+        "d",
+        60,
+        2,
+        known=known,
+        shares=({"slow": 1, "default": 3}, 2),
+        holding={"slow": 4, "default": 1},
+    )
+
+    # Turn by turn, the least busy first: `third` (holding none), then `default`; in due order
+    # alone, `slow`'s oldest would have gone first.
+    assert {c.id for c in claimed} == {fresh, mine}
+    # With room for all, `slow` still takes no more than its share left: one.
+    rest = deliveries.claim_due_jobs(
+        database, "d", 60, 10, known=known, shares=({"slow": 1}, 2), holding={"slow": 4}
+    )
+    assert [c.id for c in rest] == [backlog[0]]

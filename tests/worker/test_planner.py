@@ -14,7 +14,7 @@ SHARED = planner.SHARED
 def make(holding: dict[str, int] | None = None) -> planner.SlotPlanner:
     slots = planner.SlotPlanner(THREADS)
     for flow, count in (holding or {}).items():
-        slots.claimed(flow, count)
+        slots.claimed(flow, [flow or "default"] * count)
     return slots
 
 
@@ -50,7 +50,7 @@ def test_a_limited_endpoint_never_gets_a_busy_thread() -> None:
     room = slots.room(["billing"], {"billing"})
 
     assert room == planner.Room(0, {"billing": 0})
-    slots.released(SHARED, THREADS + 3)
+    slots.released(SHARED, ["default"] * (THREADS + 3))
     assert slots.room(["billing"], {"billing"}).held == {"billing": 3}
 
 
@@ -74,7 +74,7 @@ def test_shares_are_equal_between_the_flows_with_work() -> None:
 def test_releasing_more_than_held_leaves_nothing_negative() -> None:
     slots = make({"billing": 2})
 
-    slots.released("billing", 5)
+    slots.released("billing", ["billing"] * 5)
 
     assert slots.holding("billing") == 0 and slots.holding() == 0
 
@@ -83,6 +83,25 @@ def test_pressed_when_every_slot_is_held_or_a_limited_endpoint_holds_any() -> No
     assert not make({SHARED: 2 * THREADS - 1}).pressed()
     assert make({SHARED: 2 * THREADS}).pressed()
     assert make({"billing": 1}).pressed()
+
+
+def test_an_endpoint_alone_in_the_shared_flow_may_fill_every_slot() -> None:
+    assert make().shares() == ({}, 2 * THREADS)
+    slots = make({SHARED: 5})
+
+    assert slots.shares() == ({"default": 2 * THREADS - 5}, THREADS // 2)
+
+
+def test_endpoints_in_the_shared_flow_keep_to_equal_shares_of_the_threads() -> None:
+    slots = planner.SlotPlanner(THREADS)
+    slots.claimed(SHARED, ["slow"] * THREADS + ["fast"] * 3)
+
+    rooms, newcomer = slots.shares()
+
+    assert rooms == {"slow": 0, "fast": THREADS // 2 - 3}
+    assert newcomer == THREADS // 3, "an endpoint whose job comes due gets a share at once"
+    slots.released(SHARED, ["fast"] * 3)
+    assert slots.shares() == ({"slow": THREADS}, THREADS // 2)
 
 
 names = st.sampled_from(["a", "b", "c", "d"])
