@@ -87,24 +87,26 @@ def test_no_grace_fails_an_unknown_endpoints_job_at_once(database: db.Database) 
     assert claim(database, OLD, grace=0.0) == [job_id]
 
 
+def sighting_age(db_url: str, name: str) -> float:
+    with psycopg.connect(db_url) as conn:
+        row = conn.execute(
+            "SELECT extract(epoch FROM now() - known_at) FROM endpoint_sightings WHERE name = %s",
+            (name,),
+        ).fetchone()
+    assert row is not None
+    return float(row[0])
+
+
 def test_heartbeats_renew_a_sighting_only_when_it_is_a_tenth_of_the_grace_old(
     database: db.Database, db_url: str
 ) -> None:
     beat(database, "new", NEW)
     age_sighting(db_url, "billing", GRACE / 20)
     beat(database, "new", NEW)
-    with psycopg.connect(db_url) as conn:
-        (kept,) = conn.execute(
-            "SELECT extract(epoch FROM now() - known_at) FROM endpoint_sightings"
-            " WHERE name = 'billing'"
-        ).fetchone()
+    kept = sighting_age(db_url, "billing")
     age_sighting(db_url, "billing", GRACE / 5)
     beat(database, "new", NEW)
-    with psycopg.connect(db_url) as conn:
-        (renewed,) = conn.execute(
-            "SELECT extract(epoch FROM now() - known_at) FROM endpoint_sightings"
-            " WHERE name = 'billing'"
-        ).fetchone()
+    renewed = sighting_age(db_url, "billing")
 
     assert GRACE / 20 - 1 < kept < GRACE / 10
     assert renewed < 1
