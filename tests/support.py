@@ -325,17 +325,15 @@ def command_line(args: list[str]) -> str:
     return " ".join(shlex.quote(a) for a in args)
 
 
-class HostileEndpoint:
-    """An endpoint that misbehaves on purpose, on a raw socket: `huge` answers 200 with a body
-    of `size` bytes, `drip_body` answers 200 then sends its body a byte at a time, `drip_head`
-    sends even its status line a byte at a time. `sent` counts the bytes it got out."""
+class RawServer:
+    """A raw socket server on 127.0.0.1: each connection it accepts is handed to `_serve` on a
+    thread of its own, and closed after it (an OSError there ends it quietly); `_serve` reads
+    one whole request, then has `_answer` write the answer. `sent` counts the bytes a subclass
+    says it got out. Subclasses set their own attributes before calling `__init__`, which starts
+    accepting."""
 
-    def __init__(self, mode: str, size: int = 400 * 1024 * 1024, drip_seconds: float = 1.0) -> None:
-        self.mode = mode
-        self.size = size
-        self.drip_seconds = drip_seconds
+    def __init__(self) -> None:
         self.sent = 0
-        self.requests = 0
         self._stop = threading.Event()
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}/hook"
@@ -347,49 +345,29 @@ class HostileEndpoint:
                 conn, _ = self._listener.accept()
             except OSError:
                 return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+            self._accepted()
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _accepted(self) -> None:
+        """Called on the accepting thread for each connection, before it is served."""
+
+    def _handle(self, conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            self._serve(conn)
 
     def _serve(self, conn: socket.socket) -> None:
-        with conn, contextlib.suppress(OSError):
-            request = b""
-            while b"\r\n\r\n" not in request:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    return
-                request += chunk
-            head, _, body = request.partition(b"\r\n\r\n")
-            length = next(
-                (
-                    int(line.split(b":")[1])
-                    for line in head.split(b"\r\n")
-                    if line.lower().startswith(b"content-length:")
-                ),
-                0,
-            )
-            while len(body) < length:
-                body += conn.recv(65536)
-            self.requests += 1
-            status = f"HTTP/1.1 200 OK\r\nContent-Length: {self.size}\r\n\r\n".encode()
-            if self.mode == "drip_head":
-                self._drip(conn, status + b"x" * self.size)
-            elif self.mode == "drip_body":
-                conn.sendall(status)
-                self._drip(conn, b"x" * self.size)
-            else:
-                conn.sendall(status)
-                block = b"x" * 65536
-                remaining = self.size
-                while remaining > 0 and not self._stop.is_set():
-                    piece = block[: min(remaining, len(block))]
-                    conn.sendall(piece)
-                    self.sent += len(piece)
-                    remaining -= len(piece)
+        if read_request(conn, b"") is not None:
+            self._answer(conn)
 
-    def _drip(self, conn: socket.socket, data: bytes) -> None:
+    def _answer(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+    def _drip(self, conn: socket.socket, data: bytes, seconds: float) -> None:
+        """Send `data` a byte every `seconds`, counting each in `sent`, until closed."""
         for index in range(len(data)):
             conn.sendall(data[index : index + 1])
             self.sent += 1
-            if self._stop.wait(self.drip_seconds):
+            if self._stop.wait(seconds):
                 return
 
     def close(self) -> None:
@@ -397,7 +375,38 @@ class HostileEndpoint:
         self._listener.close()
 
 
-class RawEndpoint:
+class HostileEndpoint(RawServer):
+    """An endpoint that misbehaves on purpose, on a raw socket: `huge` answers 200 with a body
+    of `size` bytes, `drip_body` answers 200 then sends its body a byte at a time, `drip_head`
+    sends even its status line a byte at a time. `sent` counts the bytes it got out."""
+
+    def __init__(self, mode: str, size: int = 400 * 1024 * 1024, drip_seconds: float = 1.0) -> None:
+        self.mode = mode
+        self.size = size
+        self.drip_seconds = drip_seconds
+        self.requests = 0
+        super().__init__()
+
+    def _answer(self, conn: socket.socket) -> None:
+        self.requests += 1
+        status = f"HTTP/1.1 200 OK\r\nContent-Length: {self.size}\r\n\r\n".encode()
+        if self.mode == "drip_head":
+            self._drip(conn, status + b"x" * self.size, self.drip_seconds)
+        elif self.mode == "drip_body":
+            conn.sendall(status)
+            self._drip(conn, b"x" * self.size, self.drip_seconds)
+        else:
+            conn.sendall(status)
+            block = b"x" * 65536
+            remaining = self.size
+            while remaining > 0 and not self._stop.is_set():
+                piece = block[: min(remaining, len(block))]
+                conn.sendall(piece)
+                self.sent += len(piece)
+                remaining -= len(piece)
+
+
+class RawEndpoint(RawServer):
     """An endpoint that answers each request with exactly the bytes it is given, valid HTTP or
     not, then hangs up: `answer`, then `tail` `tail_times` over (an answer too large to hold).
     It reads each whole request first, so that the sender meets the answer, not a reset.
@@ -407,85 +416,38 @@ class RawEndpoint:
         self.answer = b""
         self.tail = b""
         self.tail_times = 0
-        self.sent = 0
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}/hook"
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self._listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        with conn, contextlib.suppress(OSError):
-            request = b""
-            while b"\r\n\r\n" not in request:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    return
-                request += chunk
-            head, _, body = request.partition(b"\r\n\r\n")
-            length = next(
-                (
-                    int(line.partition(b":")[2])
-                    for line in head.split(b"\r\n")
-                    if line.lower().startswith(b"content-length:")
-                ),
-                0,
-            )
-            while len(body) < length:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    return
-                body += chunk
-            answer, tail, times = self.answer, self.tail, self.tail_times
-            conn.sendall(answer)
-            for _ in range(times):
-                conn.sendall(tail)
-                self.sent += len(tail)
-
-    def close(self) -> None:
-        self._listener.close()
+    def _answer(self, conn: socket.socket) -> None:
+        answer, tail, times = self.answer, self.tail, self.tail_times
+        conn.sendall(answer)
+        for _ in range(times):
+            conn.sendall(tail)
+            self.sent += len(tail)
 
 
-class KeepAliveEndpoint:
+class KeepAliveEndpoint(RawServer):
     """An endpoint that keeps each connection open and answers the requests on it, one after
     another, with the next of `answers`, exact bytes; `connections` counts those it accepted."""
 
     def __init__(self, answers: list[bytes]) -> None:
         self.answers = list(answers)
         self.connections = 0
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}/hook"
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self._listener.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+    def _accepted(self) -> None:
+        self.connections += 1
 
     def _serve(self, conn: socket.socket) -> None:
-        with conn, contextlib.suppress(OSError):
-            pending: bytes | None = b""
-            while self.answers:
-                pending = read_request(conn, pending or b"")
-                if pending is None:
-                    return
-                conn.sendall(self.answers.pop(0))
-
-    def close(self) -> None:
-        self._listener.close()
+        pending: bytes | None = b""
+        while self.answers:
+            pending = read_request(conn, pending or b"")
+            if pending is None:
+                return
+            conn.sendall(self.answers.pop(0))
 
 
-class DrippingEndpoint:
+class DrippingEndpoint(RawServer):
     """An endpoint that answers with `head` (exact bytes), then sends `body` a byte every
     `drip_seconds` on the same connection; `sent` counts the bytes of the body it got out."""
 
@@ -493,34 +455,11 @@ class DrippingEndpoint:
         self.head = head
         self.body = body
         self.drip_seconds = drip_seconds
-        self.sent = 0
-        self._stop = threading.Event()
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}/hook"
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self._listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        with conn, contextlib.suppress(OSError):
-            if read_request(conn, b"") is None:
-                return
-            conn.sendall(self.head)
-            for index in range(len(self.body)):
-                conn.sendall(self.body[index : index + 1])
-                self.sent += 1
-                if self._stop.wait(self.drip_seconds):
-                    return
-
-    def close(self) -> None:
-        self._stop.set()
-        self._listener.close()
+    def _answer(self, conn: socket.socket) -> None:
+        conn.sendall(self.head)
+        self._drip(conn, self.body, self.drip_seconds)
 
 
 def read_request(conn: socket.socket, pending: bytes) -> bytes | None:

@@ -45,12 +45,7 @@ def raw_endpoint(serve: Callable[[socket.socket], None]) -> Iterator[str]:
 
 
 def read_request(conn: socket.socket) -> None:
-    request = b""
-    while b"\r\n\r\n" not in request:
-        chunk = conn.recv(65536)
-        if not chunk:
-            return
-        request += chunk
+    support.read_request(conn, b"")
 
 
 def send_attempt(url: str, guard: watchdog.Watchdog, **extra: str) -> attempt.Outcome:

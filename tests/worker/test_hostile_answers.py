@@ -25,6 +25,8 @@ from hypothesis import strategies as st
 from scheduler import config, jobs, policy
 from scheduler.worker import attempt, watchdog
 from tests import support
+from tests.worker import test_attempt
+from tests.worker.test_attempt import one_delivery
 
 HOSTILE = hypothesis.settings(
     max_examples=200,
@@ -290,22 +292,7 @@ def answers(draw: st.DrawFn) -> Answer:
 
 
 def settings_for(url: str) -> config.Settings:
-    env = {"DATABASE_URL": "postgresql://unused/db", "SECRET": support.SECRET, "ENDPOINT": url}
-    return config.Settings.from_env(
-        {**env, "SCHEDULER_CONNECT_TIMEOUT": "2", "SCHEDULER_READ_TIMEOUT": "5"}
-    )
-
-
-def one_delivery() -> jobs.Delivery:
-    return jobs.Delivery(
-        id=jobs.new_job_id(),
-        cron_id=None,
-        body='{"k": 1}',
-        run_at=dt.datetime.now(dt.UTC),
-        attempts=1,
-        max_attempts=3,
-        claim_token=1,
-    )
+    return test_attempt.settings_for(url, SCHEDULER_CONNECT_TIMEOUT="2", SCHEDULER_READ_TIMEOUT="5")
 
 
 @pytest.fixture(scope="module")
