@@ -148,3 +148,9 @@ def release_dead_claims(database: db.Database, epoch: int, live_seconds: float) 
     leases, if `epoch` is still the leader's; how many."""
     params = {"epoch": epoch, "live_seconds": live_seconds}
     return len(database.rows(QUERIES["release_dead_claims"], params))
+
+
+def cancel_asked(database: db.Database, job_id: str, claim_token: int) -> bool:
+    """Whether a cancel was asked for this claimed delivery (or its claim is no longer held)."""
+    rows = database.rows(QUERIES["cancel_asked"], {"id": job_id, "claim_token": claim_token})
+    return not rows or bool(rows[0]["asked"])

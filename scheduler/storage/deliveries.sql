@@ -160,3 +160,9 @@ WHERE state = 'delivering'
              AND dispatchers.heartbeat_at > now() - make_interval(secs => %(live_seconds)s)))
   AND EXISTS (SELECT 1 FROM dispatcher_leader WHERE epoch = %(epoch)s)
 RETURNING id;
+
+-- cancel_asked --
+-- Whether a cancel was asked for a claimed delivery since it was claimed (jobs.sql
+-- cancel_requested): asked before a delivery that waited for a thread starts.
+SELECT cancel_requested_at IS NOT NULL AS asked FROM jobs
+WHERE id = %(id)s AND claim_token = %(claim_token)s;

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 
 from scheduler import config, errors, jobs, policy, tuning
-from scheduler.storage import db, outcomes
+from scheduler.storage import db, deliveries, outcomes
 from scheduler.worker import attempt, metrics, planner, watchdog
 
 logger = logging.getLogger(__name__)
@@ -92,11 +92,13 @@ class Senders:
         with self._lock:
             for item in claimed:
                 self._flows[(item.id, item.claim_token)] = flow
+        # Those beyond the idle threads wait for a busy one to finish (claimed ahead).
+        idle = max(0, self.planner.threads - self.planner.holding())
         self.planner.claimed(flow, [item.endpoint for item in claimed])
         metrics.IN_FLIGHT.set(self.planner.holding())
         now = time.monotonic()
-        for item in claimed:
-            self._pool.submit(self._send, item, now + item.starts_in)
+        for n, item in enumerate(claimed):
+            self._pool.submit(self._send, item, now, now + item.starts_in, n >= idle)
 
     def close(self, grace: float) -> bool:
         """Send nothing new, give back what was not started, let the rest finish within
@@ -112,12 +114,16 @@ class Senders:
         self._guard.stop()
         return finished
 
-    def _send(self, item: jobs.Delivery, start: float) -> None:
+    def _send(self, item: jobs.Delivery, claimed: float, start: float, queued: bool) -> None:
         wait = start - time.monotonic()
         # Closing while a delivery waits for its time gives it back unsent.
         if wait > 0:
             self._closing.wait(wait)
-        if self._closing.is_set() or not self._may_send():
+        if (
+            self._closing.is_set()
+            or not self._may_send()
+            or (queued and self._cancelled_while_queued(item, claimed))
+        ):
             self._results.put((item, None))
             return
         try:
@@ -137,6 +143,19 @@ class Senders:
         self._results.put((item, outcome))
         with self._lock:
             self.attempted += 1
+
+    def _cancelled_while_queued(self, item: jobs.Delivery, claimed: float) -> bool:
+        """A delivery claimed ahead into a busy thread's second slot starts only if no cancel
+        came while it waited: a cancel wins over every attempt but one claimed at most the
+        claim-ahead window before it starts. (Checked only past that window: a burst's queued
+        deliveries wait a few milliseconds, and a check each would cost a round trip.)"""
+        if time.monotonic() - claimed <= tuning.CLAIM_AHEAD_SECONDS:
+            return False
+        try:
+            return deliveries.cancel_asked(self.database, item.id, item.claim_token)
+        except errors.StoreUnavailable:
+            # Unable to tell, so not started: the give-back or the lease makes it due again.
+            return True
 
     # --- recording -------------------------------------------------------------------------
 
