@@ -27,7 +27,7 @@ TRACESTATE_HEADER = "tracestate"
 DEFAULT_TIMEOUT = 10.0
 _EXCERPT = 200
 T = TypeVar("T")
-_JOB_KEYS = frozenset({"body", "at", "delay", "max_attempts", "endpoint"})
+_JOB_KEYS = frozenset({"body", "at", "delay", "max_attempts", "endpoint", "flow"})
 _CRON_KEYS = frozenset({"spec", "jitter", "overlap", "endpoint"})
 # Marks a limit left as it is in `set_endpoint_limits` (None means unlimited).
 UNCHANGED: Any = object()
@@ -212,6 +212,18 @@ class Endpoint:
 
 
 @dataclasses.dataclass(frozen=True)
+class Flow:
+    """A flow-control key of an endpoint: its limits (None: none) and what it holds."""
+
+    key: str
+    rate: float | None
+    max_in_flight: int | None
+    due: int
+    in_flight: int
+    used_at: dt.datetime
+
+
+@dataclasses.dataclass(frozen=True)
 class Health:
     """Readiness as /readyz reports it: `reason` says why not, when not ready."""
 
@@ -287,6 +299,7 @@ class Client:
         max_attempts: int | None = None,
         idempotency_key: str | None = None,
         endpoint: str | None = None,
+        flow: Mapping[str, Any] | None = None,
         traceparent: str | None = None,
         tracestate: str | None = None,
     ) -> str:
@@ -296,9 +309,16 @@ class Client:
         job instead of scheduling another, so a call that raised `ConnectionFailed` can be retried
         safely; the same key with other arguments raises `Conflict`. `traceparent` and
         `tracestate` (W3C Trace Context) are sent as headers and passed on to the deliveries.
+        `flow` is a flow-control key with its limits: `{"key": ..., "rate": ...,
+        "max_in_flight": ...}`.
         """
         payload = _job_payload(
-            body=body, at=at, delay=delay, max_attempts=max_attempts, endpoint=endpoint
+            body=body,
+            at=at,
+            delay=delay,
+            max_attempts=max_attempts,
+            endpoint=endpoint,
+            flow=flow,
         )
         if idempotency_key is not None:
             payload["idempotency_key"] = idempotency_key
@@ -318,7 +338,7 @@ class Client:
         """Schedule several jobs atomically; their ids, in order.
 
         Each item takes the keys of `insert`'s arguments: `body`, `at` or `delay`, `max_attempts`,
-        `endpoint`. The trace context, as for `insert`, applies to every job of the batch.
+        `endpoint`, `flow`. The trace context, as for `insert`, applies to every job of the batch.
         """
         items = []
         for index, item in enumerate(jobs):
@@ -504,6 +524,11 @@ class Client:
 
     def get_endpoint(self, name: str) -> Endpoint:
         return _parse(self._request("GET", _path("endpoints", name)), lambda data: Endpoint(**data))
+
+    def flows(self, name: str) -> builtins.list[Flow]:
+        """The endpoint's flow keys with the most jobs due (at most 100), most due first."""
+        answer = self._request("GET", _path("endpoints", name, "flows"))
+        return _parse(answer, lambda data: [_flow(item) for item in data["flows"]])
 
     def set_endpoint_limits(
         self, name: str, *, rate_limit: Any = UNCHANGED, max_in_flight: Any = UNCHANGED
@@ -697,6 +722,7 @@ def _job_payload(
     delay: float | dt.timedelta | None = None,
     max_attempts: int | None = None,
     endpoint: str | None = None,
+    flow: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     if (at is None) == (delay is None):
         raise ValueError("Give exactly one of at and delay.")
@@ -711,6 +737,8 @@ def _job_payload(
         payload["max_attempts"] = max_attempts
     if endpoint is not None:
         payload["endpoint"] = endpoint
+    if flow is not None:
+        payload["flow"] = dict(flow)
     return payload
 
 
@@ -810,6 +838,12 @@ def _job(data: dict[str, Any]) -> Job:
         last_error_kind=data.get("last_error_kind"),
         cancel_requested_at=_optional_time(data.get("cancel_requested_at")),
     )
+
+
+def _flow(data: dict[str, Any]) -> Flow:
+    fields = {field.name for field in dataclasses.fields(Flow)}
+    known = {name: value for name, value in data.items() if name in fields}
+    return Flow(**{**known, "used_at": _parse_time(data["used_at"])})
 
 
 def _page(data: dict[str, Any]) -> Page:

@@ -35,7 +35,6 @@ CRON_CATCHUP_POLICIES = ("latest", "skip")
 DEFAULT_IDEMPOTENCY_TTL = 24 * 3600.0
 DEFAULT_BATCH_LIMIT = 1000
 DEFAULT_HEARTBEAT_MAX_AGE = 30.0
-DEFAULT_UNKNOWN_ENDPOINT_GRACE = 600.0
 DEFAULT_METRICS_PORT = 9100
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 LOG_FORMATS = logs.FORMATS
@@ -320,7 +319,9 @@ class Settings:
     failure_endpoint: str | None = setting("SCHEDULER_FAILURE_ENDPOINT", Environment.text, None,
         "Endpoint sent a job.failed notification when a job fails")
     unknown_endpoint_grace: float = setting("SCHEDULER_UNKNOWN_ENDPOINT_GRACE", seconds(0.0),
-        DEFAULT_UNKNOWN_ENDPOINT_GRACE, "Seconds a job waits for a dispatcher knowing its endpoint")
+        600.0, "Seconds a job waits for a dispatcher knowing its endpoint")
+    flow_key_idle: float = setting("SCHEDULER_FLOW_KEY_IDLE", seconds(0.0), 3600.0,
+        "Seconds a flow key unused, with nothing waiting, is kept")
     dashboard: bool = setting("SCHEDULER_DASHBOARD", Environment.flag, True,
         "Serve the dashboard under /ui/")
     dashboard_readonly: bool = setting("SCHEDULER_DASHBOARD_READONLY", Environment.flag, False,

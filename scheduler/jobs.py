@@ -107,6 +107,16 @@ ENVELOPE_BYTES = len(job_payload("0" * ID_LENGTH, "").encode("utf-8"))
 
 
 @dataclasses.dataclass(frozen=True)
+class Flow:
+    """A flow-control key and the limits it asks for (None: none). Every job that shares the key
+    within its endpoint shares the limits written last."""
+
+    key: str
+    rate_limit: float | None = None
+    max_in_flight: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class NewJob:
     """A job to store; `body` is its JSON text, as jsonb.encode writes it. It is due at `run_at`,
     or `delay` seconds after it is stored by the database's clock when `run_at` is None."""
@@ -120,6 +130,7 @@ class NewJob:
     # The W3C trace context of the request that scheduled it (tracing.stored_context).
     traceparent: str | None = None
     tracestate: str | None = None
+    flow: Flow | None = None
 
     def due_within(self, seconds: float, now: dt.datetime) -> bool:
         """Whether it is due less than `seconds` after `now`."""

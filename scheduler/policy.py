@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import email.utils
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from scheduler import tuning
 
@@ -67,6 +67,60 @@ def next_claim_in(
     elif not room_left and max_in_flight is not None:
         wait = max(wait, tuning.IN_FLIGHT_RECHECK_SECONDS)
     return wait
+
+
+def take_turns(limit: int, allowances: Sequence[int]) -> list[int]:
+    """How many of `limit` starts each flow key gets: one each in turn, in the order given, for
+    as long as its own allowance lasts, so that no key's backlog holds another back by more
+    than a turn."""
+    counts = [0] * len(allowances)
+    left = limit
+    open_keys = [i for i, allowance in enumerate(allowances) if allowance > 0]
+    while left > 0 and open_keys:
+        # Whole rounds at once: every open key gets as many as the smallest allowance left.
+        rounds = min(left // len(open_keys), min(allowances[i] - counts[i] for i in open_keys))
+        if rounds == 0:
+            for i in open_keys[:left]:
+                counts[i] += 1
+            break
+        for i in open_keys:
+            counts[i] += rounds
+        left -= rounds * len(open_keys)
+        open_keys = [i for i in open_keys if counts[i] < allowances[i]]
+    return counts
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyTurn:
+    """A flow key's part in one claim: its bucket's `level` before it (None: no rate limit),
+    its limits, what it had in flight and due, what it got, and in how many seconds its next job
+    not yet due is (None: none)."""
+
+    level: float | None
+    rate_limit: float | None
+    max_in_flight: int | None
+    in_flight: int
+    due: int
+    got: int
+    next_in: float | None
+
+
+def next_key_claim_in(turns: Sequence[KeyTurn], more_keys: bool) -> float | None:
+    """Seconds until a claim could take more of a keyed endpoint's jobs (None: nothing waits):
+    the soonest any key could (next_claim_in), and soon when the look did not reach every key."""
+    waits = [tuning.IN_FLIGHT_RECHECK_SECONDS] if more_keys else []
+    for turn in turns:
+        if turn.due > turn.got:
+            level = None if turn.level is None else turn.level - turn.got
+            room_left = turn.max_in_flight is None or (
+                turn.in_flight + turn.got < turn.max_in_flight
+            )
+            wait = next_claim_in(0.0, level, turn.rate_limit, turn.max_in_flight, room_left)
+        else:
+            wait = turn.next_in
+        if wait is not None:
+            waits.append(max(0.0, wait))
+    return min(waits, default=None)
 
 
 def retry_delay(attempt: int, base: float, cap: float, draw: Draw) -> float:

@@ -21,6 +21,9 @@ LOOK_BEFORE_DUE_SECONDS = 0.01
 # An endpoint held by max_in_flight is looked at again this soon: the delivery that frees a slot
 # may be another dispatcher's, which no event here announces.
 IN_FLIGHT_RECHECK_SECONDS = 0.25
+# How many of a keyed endpoint's flow keys one claim looks at, in turn (deliveries.key_turns):
+# enough for every sending thread, few enough that a claim's cost does not grow with the keys.
+FLOW_KEYS_PER_LOOK = 256
 # A change of pauses or limits made on another dispatcher holds here within this, even if its
 # notification was lost.
 ENDPOINT_RELOAD_SECONDS = 1.0

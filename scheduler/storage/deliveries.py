@@ -7,22 +7,31 @@ outcomes.settle_deliveries, and only while that token is still the job's.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 from collections.abc import Mapping, Sequence
+from typing import Any
 
-from scheduler import jobs, policy
-from scheduler.storage import db, endpoints, queries
+from scheduler import jobs, policy, tuning
+from scheduler.storage import db, endpoints, flows, queries
 
 QUERIES = queries.load(__name__)
 # While an endpoint is paused only jobs an operator asked to run go (claim_endpoint_jobs).
 _ASKED_ONLY = {False: "", True: "AND run_requested"}
-CLAIM_ENDPOINT_JOBS = {
-    paused: queries.variant(QUERIES["claim_endpoint_jobs"], asked_only=literal)
-    for paused, literal in _ASKED_ONLY.items()
-}
-ENDPOINT_DUE_IN = {
-    paused: queries.variant(QUERIES["endpoint_due_in"], asked_only=literal)
-    for paused, literal in _ASKED_ONLY.items()
-}
+
+
+def _by_pause(query: str) -> dict[bool, str]:
+    """`query` for a running endpoint (False) and for a paused one (True)."""
+    return {
+        paused: queries.variant(query, asked_only=literal)
+        for paused, literal in _ASKED_ONLY.items()
+    }
+
+
+CLAIM_ENDPOINT_JOBS = _by_pause(QUERIES["claim_endpoint_jobs"])
+ENDPOINT_DUE_IN = _by_pause(QUERIES["endpoint_due_in"])
+KEY_TURNS = _by_pause(QUERIES["key_turns"])
+CLAIM_KEY_JOBS = _by_pause(QUERIES["claim_key_jobs"])
+UNKEYED_DUE = _by_pause(QUERIES["unkeyed_due"])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,16 +88,18 @@ def claim_endpoint_jobs(
     limit: int,
     endpoint: str,
     defaults: endpoints.EndpointLimits,
+    keyed: bool = False,
 ) -> EndpointClaim:
     """Claim up to `limit` of one endpoint's due deliveries within its pause and limits, with
     its row locked so that every dispatcher draws on the same token bucket and in-flight count
-    (policy.TokenBucket decides how many may start)."""
+    (policy.TokenBucket decides how many may start). A `keyed` endpoint's flow keys take turns
+    within that, each within its own limits (_claim_by_key)."""
     with database.transaction() as cur:
         cur.execute(QUERIES["lock_endpoint"], {"endpoint": endpoint})
         row = cur.fetchone()
         assert row is not None
         tokens, since_refill = row.pop("tokens"), row.pop("since_refill")
-        locked_at = row.pop("locked_at")
+        locked_at, cursor = row.pop("locked_at"), row.pop("flow_cursor")
         state = endpoints.EndpointState(endpoint, **row)
         limits = state.limits(defaults.rate_limit, defaults.max_in_flight)
         level: float | None = None
@@ -102,13 +113,16 @@ def claim_endpoint_jobs(
             in_flight = int(counted["in_flight"])
         allowance = policy.claim_allowance(limit, level, limits.max_in_flight, in_flight)
         claimed: list[jobs.Delivery] = []
-        if allowance > 0:
-            params = {
-                "dispatcher_id": dispatcher_id,
-                "lease_seconds": lease_seconds,
-                "limit": allowance,
-                "endpoint": endpoint,
-            }
+        params = {
+            "dispatcher_id": dispatcher_id,
+            "lease_seconds": lease_seconds,
+            "limit": allowance,
+            "endpoint": endpoint,
+        }
+        keys_wait: float | None = None
+        if keyed:
+            claimed, keys_wait = _claim_by_key(cur, params, state.paused, cursor, locked_at)
+        elif allowance > 0:
             cur.execute(CLAIM_ENDPOINT_JOBS[state.paused], params)
             claimed = [jobs.Delivery(**found) for found in cur.fetchall()]
         if level is not None:
@@ -123,11 +137,96 @@ def claim_endpoint_jobs(
         cur.execute(ENDPOINT_DUE_IN[state.paused], {"endpoint": endpoint})
         due = cur.fetchone()
         due_in: float | None = due["due_in"] if due else None
+    if keyed:
+        due_in = min((d for d in (due_in, keys_wait) if d is not None), default=None)
     room_left = len(claimed) < allowance
     retry_in = policy.next_claim_in(
         due_in, level, limits.rate_limit, limits.max_in_flight, room_left
     )
     return EndpointClaim(claimed, retry_in)
+
+
+def _claim_by_key(
+    cur: Any, params: dict[str, Any], paused: bool, cursor: str | None, locked_at: dt.datetime
+) -> tuple[list[jobs.Delivery], float | None]:
+    """A keyed endpoint's claim (its row locked): the endpoint's `limit` shared out in turns
+    between its jobs without a key and its keys, from the key after `cursor` on, each key within
+    its own bucket and in-flight limit; with when it could take more (policy.next_key_claim_in)."""
+    endpoint, allowance = params["endpoint"], params["limit"]
+    cap = max(allowance, 1)
+    cur.execute(UNKEYED_DUE[paused], {"endpoint": endpoint, "cap": cap})
+    unkeyed = cur.fetchone()["due"]
+    rows = _key_turns(cur, endpoint, paused, cursor or "", cap)
+    more_keys = len(rows) >= tuning.FLOW_KEYS_PER_LOOK
+    levels, allowances = [], [unkeyed]
+    for row in rows:
+        level = None
+        if row["rate_limit"] is not None:
+            bucket = policy.TokenBucket(row["rate_limit"])
+            level = bucket.level(row["tokens"], row["since_refill"])
+        levels.append(level)
+        allowances.append(
+            policy.claim_allowance(row["due"], level, row["max_in_flight"], row["in_flight"])
+        )
+    counts = policy.take_turns(allowance, allowances)
+    claimed: list[jobs.Delivery] = []
+    if counts[0]:
+        cur.execute(CLAIM_ENDPOINT_JOBS[paused], {**params, "limit": counts[0]})
+        claimed += [jobs.Delivery(**found) for found in cur.fetchall()]
+    given = [(row, count) for row, count in zip(rows, counts[1:], strict=True) if count]
+    if given:
+        keys = {"keys": [row["key"] for row, _ in given], "counts": [n for _, n in given]}
+        cur.execute(CLAIM_KEY_JOBS[paused], {**params, **keys})
+        claimed += [jobs.Delivery(**found) for found in cur.fetchall()]
+    limited = [
+        (row["key"], level - count)
+        for row, level, count in zip(rows, levels, counts[1:], strict=True)
+        if level is not None and count
+    ]
+    # The turns go on after the last key given any when the endpoint's limit ran out, else after
+    # the last key looked at.
+    last = given[-1][0] if given and sum(counts) >= allowance else (rows[-1] if rows else None)
+    cur.execute(
+        flows.QUERIES["save_key_buckets"],
+        {
+            "endpoint": endpoint,
+            "keys": [key for key, _ in limited],
+            "tokens": [tokens for _, tokens in limited],
+            "refilled_at": locked_at,
+            "cursor": cursor if last is None else last["key"],
+        },
+    )
+    turns = [
+        policy.KeyTurn(
+            level,
+            row["rate_limit"],
+            row["max_in_flight"],
+            row["in_flight"],
+            row["due"],
+            count,
+            row["next_in"],
+        )
+        for row, level, count in zip(rows, levels, counts[1:], strict=True)
+    ]
+    return claimed, policy.next_key_claim_in(turns, more_keys)
+
+
+def _key_turns(cur: Any, endpoint: str, paused: bool, after: str, cap: int) -> list[dict[str, Any]]:
+    """key_turns from the key after `after`, going round to the first keys when the last is
+    reached first; each key once."""
+    probes = tuning.FLOW_KEYS_PER_LOOK
+    cur.execute(
+        KEY_TURNS[paused], {"endpoint": endpoint, "after": after, "probes": probes, "cap": cap}
+    )
+    rows: list[dict[str, Any]] = cur.fetchall()
+    if after and len(rows) < probes:
+        cur.execute(
+            KEY_TURNS[paused],
+            {"endpoint": endpoint, "after": "", "probes": probes - len(rows), "cap": cap},
+        )
+        seen = {row["key"] for row in rows}
+        rows += [row for row in cur.fetchall() if row["key"] not in seen]
+    return rows
 
 
 def next_due_in(

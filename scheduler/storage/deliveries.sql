@@ -74,7 +74,8 @@ RETURNING {claimed_delivery},
           extract(epoch FROM next_attempt_at - now())::float8 AS starts_in;
 
 -- claim_endpoint_jobs --
--- A paused or limited endpoint's share, taken while its row in `endpoints` is locked (by
+-- A paused or limited endpoint's share of its jobs without a key (claim_key_jobs takes the
+-- keyed ones), taken while its row in `endpoints` is locked (by
 -- lock_endpoint in the same transaction), so limits hold across dispatchers. `{asked_only}` is
 -- filled in by the module: nothing, or while the endpoint is paused `AND run_requested` (only
 -- jobs an operator asked to run go), a literal rather than a parameter so that even a generic
@@ -84,8 +85,8 @@ UPDATE jobs
 {claim}
 WHERE id IN (
     SELECT id FROM jobs
-    WHERE state = 'scheduled' AND endpoint = %(endpoint)s AND next_attempt_at <= now()
-      {asked_only}
+    WHERE state = 'scheduled' AND endpoint = %(endpoint)s AND flow_key IS NULL
+      AND next_attempt_at <= now() {asked_only}
     ORDER BY next_attempt_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -100,7 +101,7 @@ RETURNING {claimed_delivery},
 INSERT INTO endpoints (name) VALUES (%(endpoint)s)
 ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name
 RETURNING paused, rate_limit, rate_limit_set, max_in_flight, max_in_flight_set, tokens,
-          clock_timestamp() AS locked_at,
+          flow_cursor, clock_timestamp() AS locked_at,
           extract(epoch FROM clock_timestamp() - refilled_at)::float8 AS since_refill;
 
 -- count_in_flight --
@@ -112,11 +113,12 @@ SELECT count(*) AS in_flight FROM jobs WHERE state = 'delivering' AND endpoint =
 UPDATE endpoints SET tokens = %(tokens)s, refilled_at = %(refilled_at)s WHERE name = %(endpoint)s;
 
 -- endpoint_due_in --
--- Seconds until an endpoint's next job is due (negative: overdue); NULL if none. `{asked_only}`
--- as in claim_endpoint_jobs: while paused, only jobs an operator asked to run count.
+-- Seconds until an endpoint's next job without a key is due (negative: overdue); NULL if none
+-- (key_turns says the same of each key). `{asked_only}` as in claim_endpoint_jobs: while paused,
+-- only jobs an operator asked to run count.
 SELECT extract(epoch FROM min(next_attempt_at) - now())::float8 AS due_in
 FROM jobs
-WHERE state = 'scheduled' AND endpoint = %(endpoint)s {asked_only};
+WHERE state = 'scheduled' AND endpoint = %(endpoint)s AND flow_key IS NULL {asked_only};
 
 -- next_due_in --
 -- Seconds until the earliest waiting job is due by the database's clock; negative when one is
@@ -166,3 +168,71 @@ RETURNING id;
 -- cancel_requested): asked before a delivery that waited for a thread starts.
 SELECT cancel_requested_at IS NOT NULL AS asked FROM jobs
 WHERE id = %(id)s AND claim_token = %(claim_token)s;
+
+-- key_turns --
+-- An endpoint's keys with waiting jobs, in turn from the one after `after` (its flow_cursor), one
+-- probe of jobs_flow_due_idx per key and at most `probes` keys: each with its limits and bucket,
+-- its deliveries in progress (counted when it has a max_in_flight), how many of its jobs are due
+-- now (up to `cap`) and in how many seconds the first of the others is. `{asked_only}` as in
+-- claim_endpoint_jobs.
+WITH RECURSIVE scan (key, place) AS (
+    (SELECT flow_key, 1 FROM jobs
+     WHERE state = 'scheduled' AND endpoint = %(endpoint)s AND flow_key > %(after)s
+     ORDER BY flow_key LIMIT 1)
+    UNION ALL
+    SELECT (SELECT jobs.flow_key FROM jobs
+            WHERE jobs.state = 'scheduled' AND jobs.endpoint = %(endpoint)s
+              AND jobs.flow_key > scan.key
+            ORDER BY jobs.flow_key LIMIT 1),
+           scan.place + 1
+    FROM scan
+    WHERE scan.key IS NOT NULL AND scan.place < %(probes)s
+)
+SELECT scan.key, flows.rate_limit, flows.max_in_flight, flows.tokens,
+       extract(epoch FROM clock_timestamp() - flows.refilled_at)::float8 AS since_refill,
+       CASE WHEN flows.max_in_flight IS NULL THEN 0
+            ELSE (SELECT count(*) FROM jobs
+                  WHERE state = 'delivering' AND flow_key IS NOT NULL
+                    AND endpoint = %(endpoint)s AND flow_key = scan.key) END AS in_flight,
+       (SELECT count(*) FROM (
+            SELECT 1 FROM jobs
+            WHERE state = 'scheduled' AND endpoint = %(endpoint)s AND flow_key = scan.key
+              AND next_attempt_at <= now() {asked_only}
+            LIMIT %(cap)s) AS due) AS due,
+       (SELECT extract(epoch FROM min(next_attempt_at) - now())::float8 FROM jobs
+        WHERE state = 'scheduled' AND endpoint = %(endpoint)s AND flow_key = scan.key
+          AND next_attempt_at > now() {asked_only}) AS next_in
+FROM scan
+LEFT JOIN flows ON flows.endpoint = %(endpoint)s AND flows.key = scan.key
+WHERE scan.key IS NOT NULL
+ORDER BY scan.place;
+
+-- claim_key_jobs --
+-- The jobs each key's turns give it (`counts`, beside `keys`), its earliest due first. Run under
+-- the endpoint's row lock (claim_endpoint_jobs); SKIP LOCKED as in claim_due_jobs.
+UPDATE jobs
+{claim}
+WHERE id IN (
+    SELECT picked.id
+    FROM unnest(%(keys)s::text[], %(counts)s::integer[]) AS turn (key, count)
+    CROSS JOIN LATERAL (
+        SELECT id FROM jobs
+        WHERE state = 'scheduled' AND endpoint = %(endpoint)s AND flow_key = turn.key
+          AND next_attempt_at <= now() {asked_only}
+        ORDER BY next_attempt_at
+        LIMIT turn.count
+        FOR UPDATE SKIP LOCKED
+    ) AS picked
+)
+RETURNING {claimed_delivery},
+          extract(epoch FROM now() - next_attempt_at)::float8 AS held_back;
+
+-- unkeyed_due --
+-- How many of an endpoint's jobs without a key are due now, up to `cap` (they take a turn beside
+-- its keys). `{asked_only}` as in claim_endpoint_jobs.
+SELECT count(*) AS due FROM (
+    SELECT 1 FROM jobs
+    WHERE state = 'scheduled' AND endpoint = %(endpoint)s AND flow_key IS NULL
+      AND next_attempt_at <= now() {asked_only}
+    LIMIT %(cap)s
+) AS due;

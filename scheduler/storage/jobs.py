@@ -10,7 +10,7 @@ from typing import Any
 from psycopg.types.json import Jsonb
 
 from scheduler import errors, jobs
-from scheduler.storage import db, notices, queries
+from scheduler.storage import db, flows, notices, queries
 
 QUERIES = queries.load(__name__)
 # Below this many rows (by the planner's estimate) jobs per state are counted exactly.
@@ -97,6 +97,7 @@ def _job_params(job: jobs.NewJob) -> dict[str, Any]:
         "endpoint": job.endpoint,
         "traceparent": job.traceparent,
         "tracestate": job.tracestate,
+        "flow_key": None if job.flow is None else job.flow.key,
     }
 
 
@@ -112,6 +113,7 @@ def _job_columns(new_jobs: Sequence[jobs.NewJob]) -> dict[str, list[Any]]:
         "endpoints": [j.endpoint for j in new_jobs],
         "traceparents": [j.traceparent for j in new_jobs],
         "tracestates": [j.tracestate for j in new_jobs],
+        "flow_keys": [None if j.flow is None else j.flow.key for j in new_jobs],
     }
 
 
@@ -131,11 +133,12 @@ def insert_jobs(
     now = dt.datetime.now(dt.UTC)
     announce = announce_within is None or any(j.due_within(announce_within, now) for j in new_jobs)
     single = QUERIES["insert_job"] if announce else QUERIES["insert_job_quietly"]
-    if key is None and len(new_jobs) == 1:
+    keyed = [j for j in new_jobs if j.flow is not None]
+    if key is None and len(new_jobs) == 1 and not keyed:
         # The hot path: one statement that commits by itself, and no rows to build.
         database.run(single, _job_params(new_jobs[0]))
         return [new_jobs[0].id]
-    if key is None and not announce:
+    if key is None and not announce and not keyed:
         # Grouped single inserts due later than the dispatchers' next look: one statement
         # that commits by itself.
         database.run(QUERIES["insert_jobs_quietly"], _job_columns(new_jobs))
@@ -148,6 +151,9 @@ def insert_jobs(
             )
             if cur.fetchone() is None:
                 return _earlier_result(cur, key)
+        if keyed:
+            # In the same transaction as the jobs: their keys' limits hold from the commit.
+            flows.use_flows(cur, keyed)
         if len(new_jobs) == 1:
             cur.execute(single, _job_params(new_jobs[0]))
         else:

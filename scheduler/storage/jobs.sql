@@ -3,13 +3,13 @@
 -- grouped by the web process), sending no notification. Bodies are JSON text; a delay counts on
 -- the database's clock, as in insert_job_quietly.
 INSERT INTO jobs (id, body, run_at, next_attempt_at, max_attempts, endpoint, traceparent,
-                  tracestate)
+                  tracestate, flow_key)
 SELECT j.id, j.body::jsonb, due.at, due.at, j.max_attempts, j.endpoint, j.traceparent,
-       j.tracestate
+       j.tracestate, j.flow_key
 FROM unnest(%(ids)s::text[], %(bodies)s::text[], %(run_ats)s::timestamptz[],
             %(delays)s::float8[], %(max_attempts)s::integer[], %(endpoints)s::text[],
-            %(traceparents)s::text[], %(tracestates)s::text[])
-    AS j (id, body, run_at, delay, max_attempts, endpoint, traceparent, tracestate),
+            %(traceparents)s::text[], %(tracestates)s::text[], %(flow_keys)s::text[])
+    AS j (id, body, run_at, delay, max_attempts, endpoint, traceparent, tracestate, flow_key),
     LATERAL (SELECT coalesce(j.run_at, now() + make_interval(secs => j.delay))) AS due (at);
 
 -- insert_job --
@@ -26,10 +26,10 @@ FROM inserted;
 -- A job the dispatchers need not hear of now (due beyond their next look), or one of a batch,
 -- which sends a single notification; due at run_at or after a delay by the database's clock.
 INSERT INTO jobs (id, body, run_at, next_attempt_at, max_attempts, endpoint, traceparent,
-                  tracestate)
+                  tracestate, flow_key)
 VALUES (%(id)s, %(body)s, coalesce(%(run_at)s, now() + make_interval(secs => %(delay)s)),
         coalesce(%(run_at)s, now() + make_interval(secs => %(delay)s)), %(max_attempts)s,
-        %(endpoint)s, %(traceparent)s, %(tracestate)s);
+        %(endpoint)s, %(traceparent)s, %(tracestate)s, %(flow_key)s);
 
 -- claim_idempotency_key --
 -- The first request with a key owns it; ON CONFLICT waits for a concurrent owner to commit.

@@ -13,7 +13,15 @@ from flask import Blueprint, Response
 from scheduler import cron, errors, jobs
 from scheduler.storage import cluster, crons, migrate
 from scheduler.storage import jobs as job_rows
-from scheduler.web import cron_routes, endpoint_routes, http, job_routes, openapi, schemas
+from scheduler.web import (
+    cron_routes,
+    endpoint_routes,
+    flow_routes,
+    http,
+    job_routes,
+    openapi,
+    schemas,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -22,6 +30,7 @@ bp.before_request(http.require_secret)
 bp.register_blueprint(job_routes.bp)
 bp.register_blueprint(cron_routes.bp)
 bp.register_blueprint(endpoint_routes.bp)
+bp.register_blueprint(flow_routes.bp)
 
 BANNER = "scheduler: HTTP callbacks at the time you asked for\n"
 HEALTH: dict[str, Any] = {

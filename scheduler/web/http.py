@@ -235,6 +235,7 @@ def new_jobs(items: list[dict[str, Any]], listed_in: str | None = None) -> list[
                 endpoint=known_endpoint(item["endpoint"], index, listed_in),
                 traceparent=traceparent,
                 tracestate=tracestate,
+                flow=schemas.flow_of(item),
             )
         )
     return new

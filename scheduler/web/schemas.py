@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from scheduler import config, cron, errors
 from scheduler import jobs as jobs_module
@@ -33,6 +33,12 @@ MAX_SPEC_LENGTH = cron.MAX_SPEC_LENGTH
 MAX_RATE_LIMIT = config.MAX_RATE_LIMIT
 MAX_IN_FLIGHT_LIMIT = config.MAX_IN_FLIGHT_LIMIT
 MAX_KEY_LENGTH = 255
+# GET /endpoints/<name>/flows lists this many keys, with their due jobs counted up to MAX_FLOW_DUE.
+FLOWS_LISTED = 100
+MAX_FLOW_DUE = 1000
+# A flow key: any text PostgreSQL can store that reads as one line (no control characters, no
+# lone surrogates, which JSON's \u escapes can make).
+FLOW_KEY_PATTERN = re.compile(r"[^\x00-\x1f\x7f\ud800-\udfff]{1,200}\Z")
 # A tick's delivery may wait up to this for its cron's jitter: enough to spread a daily cron over
 # its whole day.
 MAX_JITTER_SECONDS = 24 * 3600
@@ -51,6 +57,61 @@ CANCEL_REQUESTED_DESCRIPTION = (
 )
 
 
+class FlowSchema(Schema):
+    """A flow-control key (docs/api.md, "Flow control"): the jobs of an endpoint that share a key
+    share its limits across every dispatcher, and keys take turns."""
+
+    key = fields.String(
+        required=True,
+        validate=validate.Regexp(
+            FLOW_KEY_PATTERN, error="1 to 200 characters, none of them a control character."
+        ),
+    )
+    rate = Number(
+        load_default=None,
+        allow_nan=False,
+        allow_none=True,
+        validate=validate.Range(min=0, min_inclusive=False, max=MAX_RATE_LIMIT),
+        metadata={"description": "Deliveries per second to start, at most; null: no limit."},
+    )
+    max_in_flight = fields.Integer(
+        load_default=None,
+        strict=True,
+        allow_none=True,
+        validate=validate.Range(1, MAX_IN_FLIGHT_LIMIT),
+        metadata={"description": "Deliveries in progress at once, at most; null: no limit."},
+    )
+
+
+class FlowFiguresSchema(Schema):
+    key = fields.String()
+    rate = fields.Float(
+        attribute="rate_limit",
+        allow_none=True,
+        metadata={"description": "Deliveries started per second, at most; null: no limit."},
+    )
+    max_in_flight = fields.Integer(
+        allow_none=True, metadata={"description": "Deliveries in progress at once; null: none."}
+    )
+    due = fields.Integer(
+        metadata={"description": f"Jobs due and not yet sent, counted up to {MAX_FLOW_DUE:,}."}
+    )
+    in_flight = fields.Integer(metadata={"description": "Deliveries in progress now."})
+    used_at = Timestamp(metadata={"description": "When a job last named it or was claimed."})
+
+
+class FlowsResponse(Schema):
+    flows = fields.List(fields.Nested(FlowFiguresSchema))
+
+
+def flow_of(item: dict[str, Any]) -> jobs_module.Flow | None:
+    """The jobs.Flow of a validated item with a `flow` field."""
+    flow = item.get("flow")
+    if flow is None:
+        return None
+    return jobs_module.Flow(flow["key"], flow["rate"], flow["max_in_flight"])
+
+
 class JobSpecSchema(Schema):
     """One job to schedule: when (`timestamp` or `delay`), what, and how hard to try."""
 
@@ -64,6 +125,15 @@ class JobSpecSchema(Schema):
         validate=validate.Range(1, config.MAX_ATTEMPTS_LIMIT),
     )
     endpoint = EndpointName()
+    flow = fields.Nested(FlowSchema, allow_none=True)
+
+    @post_load
+    def drop_null_flow(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        # A job without a key is the same request however it says so: its idempotency digest
+        # is the one it had before keys existed.
+        if data.get("flow", False) is None:
+            del data["flow"]
+        return data
 
     @validates_schema
     def check_when(self, data: dict[str, Any], **kwargs: Any) -> None:

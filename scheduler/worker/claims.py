@@ -162,7 +162,13 @@ class ClaimLoop:
             if asked == 0:
                 continue
             claim = deliveries.claim_endpoint_jobs(
-                self.database, self.dispatcher_id, self.lease, asked, endpoint, self.routes.defaults
+                self.database,
+                self.dispatcher_id,
+                self.lease,
+                asked,
+                endpoint,
+                self.routes.defaults,
+                self.routes.keyed(endpoint),
             )
             self._count_claim()
             self.senders.submit(claim.claimed, endpoint)

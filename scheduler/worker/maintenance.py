@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 
 from scheduler import config, tuning
-from scheduler.storage import db, deliveries, retention
+from scheduler.storage import db, deliveries, flows, retention
 from scheduler.worker import membership, metrics
 
 logger = logging.getLogger(__name__)
@@ -83,6 +83,7 @@ def prune(
             keys,
             extra={"action": "prune_behind", "count": finished + failed},
         )
+    flows.forget_idle_flows(database, settings.flow_key_idle)
     retention.prune_dispatchers(database, tuning.DEAD_DISPATCHER_SECONDS)
     retention.prune_delivery_minutes(
         database, now - dt.timedelta(seconds=tuning.DELIVERY_MINUTES_RETENTION_SECONDS)

@@ -1,4 +1,5 @@
-"""Which endpoints a dispatcher claims one at a time: those paused or limited.
+"""Which endpoints a dispatcher claims one at a time: those paused or limited, and those with
+keyed jobs waiting (their flow keys' limits are kept under the endpoint's row lock).
 
 Every other endpoint's jobs are claimed together by one statement that takes no lock. The set
 comes from the `endpoints` table (run-time pauses and limits) and the environment's default
@@ -13,7 +14,7 @@ import time
 from collections.abc import Callable
 
 from scheduler import config, tuning
-from scheduler.storage import db, endpoints
+from scheduler.storage import db, endpoints, flows
 
 
 class EndpointRoutes:
@@ -30,27 +31,34 @@ class EndpointRoutes:
         self._lock = threading.Lock()
         self._loaded_at: float | None = None
         self._held: list[str] = []
+        self._keyed: frozenset[str] = frozenset()
 
     def held(self) -> list[str]:
-        """The configured endpoints that are paused or limited, reloaded when stale."""
+        """The configured endpoints that are paused, limited or keyed, reloaded when stale."""
         with self._lock:
             now = self._clock()
             if self._loaded_at is None or now - self._loaded_at >= tuning.ENDPOINT_RELOAD_SECONDS:
-                self._held = self._load()
+                self._held, self._keyed = self._load()
                 self._loaded_at = now
             return self._held
+
+    def keyed(self, endpoint: str) -> bool:
+        """Whether `endpoint` had keyed jobs waiting when the set was last loaded."""
+        with self._lock:
+            return endpoint in self._keyed
 
     def invalidate(self) -> None:
         """Reload at the next look (a notification said pauses or limits changed)."""
         with self._lock:
             self._loaded_at = None
 
-    def _load(self) -> list[str]:
+    def _load(self) -> tuple[list[str], frozenset[str]]:
         states = {state.name: state for state in endpoints.endpoint_states(self.database)}
+        keyed = frozenset(flows.keyed_endpoints(self.database)) & set(self.settings.endpoints)
         held = []
         for name in self.settings.endpoints:
             state = states.get(name, endpoints.EndpointState(name))
             limits = state.limits(self.defaults.rate_limit, self.defaults.max_in_flight)
-            if state.paused or limits.any:
+            if state.paused or limits.any or name in keyed:
                 held.append(name)
-        return held
+        return held, keyed

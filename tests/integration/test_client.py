@@ -446,3 +446,15 @@ def test_a_database_outage_is_unavailable_with_retry_after() -> None:
         flask_app.extensions["scheduler.database"].pool.close()
     error = caught.value
     assert (error.status, error.code, error.retry_after) == (503, "unavailable", 5.0)
+
+
+def test_flow_keys_go_with_jobs_and_are_listed(api: client.Client) -> None:
+    api.insert(1, delay=0, flow={"key": "tenant-1", "rate": 2})
+    api.insert_batch([{"body": 2, "delay": 0, "flow": {"key": "tenant-1", "max_in_flight": 3}}])
+    (listed,) = api.flows("default")
+    assert (listed.key, listed.rate, listed.max_in_flight, listed.due) == ("tenant-1", None, 3, 2)
+    assert listed.used_at.tzinfo is not None
+    with pytest.raises(client.InvalidRequest):
+        api.insert(3, delay=0, flow={"key": ""})
+    with pytest.raises(client.NotFound):
+        api.flows("nowhere")

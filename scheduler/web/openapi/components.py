@@ -106,6 +106,7 @@ COMPONENTS: dict[str, type[Schema]] = {
     "Dispatchers": schemas.DispatchersResponse,
     "Endpoints": schemas.EndpointsResponse,
     "PatchEndpoint": schemas.PatchEndpointSchema,
+    "Flows": schemas.FlowsResponse,
 }
 # Marshmallow dumps every field of these, so each property is always present in an answer.
 RESPONSE_COMPONENTS = (
@@ -123,6 +124,8 @@ RESPONSE_COMPONENTS = (
     "Dispatcher",
     "Endpoints",
     "Endpoint",
+    "Flows",
+    "FlowFigures",
 )
 # "Give exactly one of timestamp and delay" (a null counts as absent).
 ONE_OF_WHEN: list[dict[str, Any]] = [

@@ -1,0 +1,66 @@
+"""Flow-control keys: the limits each key was given last, and what each has waiting.
+
+A key lives within its endpoint. The claims that honour its limits are deliveries.py's (a keyed
+endpoint is claimed apart, key by key, under its row lock); this module makes and forgets keys
+and reads their figures.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+from scheduler import jobs
+from scheduler.storage import db, queries
+
+QUERIES = queries.load(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class FlowFigures:
+    key: str
+    rate_limit: float | None
+    max_in_flight: int | None
+    due: int
+    in_flight: int
+    used_at: dt.datetime
+
+
+def use_flows(cur: Any, keyed: Sequence[jobs.NewJob]) -> None:
+    """Make or refresh the keys of `keyed` jobs (each job's flow set) in the caller's
+    transaction: within one request, the limits of the last job naming a key win."""
+    latest: dict[tuple[str, str], jobs.Flow] = {}
+    for job in keyed:
+        assert job.flow is not None
+        latest[(job.endpoint, job.flow.key)] = job.flow
+    names = sorted(latest)
+    cur.execute(
+        QUERIES["use_flows"],
+        {
+            "endpoints": [endpoint for endpoint, _ in names],
+            "keys": [key for _, key in names],
+            "rates": [latest[name].rate_limit for name in names],
+            "max_in_flights": [latest[name].max_in_flight for name in names],
+        },
+    )
+
+
+def keyed_endpoints(database: db.Database) -> list[str]:
+    """Endpoints with keyed jobs waiting."""
+    return [row["endpoint"] for row in database.rows(QUERIES["keyed_endpoints"])]
+
+
+def flow_figures(
+    database: db.Database, endpoint: str, limit: int, due_cap: int
+) -> list[FlowFigures]:
+    """An endpoint's keys with the most jobs due now (counted up to `due_cap`), at most `limit`."""
+    params = {"endpoint": endpoint, "limit": limit, "due_cap": due_cap}
+    return [FlowFigures(**row) for row in database.rows(QUERIES["key_figures"], params)]
+
+
+def forget_idle_flows(database: db.Database, idle_seconds: float) -> int:
+    """Forget keys unused for `idle_seconds` with nothing waiting, in flight or in a cron; how
+    many."""
+    return len(database.rows(QUERIES["forget_idle_flows"], {"idle": idle_seconds}))

@@ -1,0 +1,64 @@
+-- use_flows --
+-- Make or refresh the keys that jobs are stored with, one element per key (sorted, so that
+-- concurrent inserts lock keys in one order): the limits written last win, and the key is in use.
+INSERT INTO flows (endpoint, key, rate_limit, max_in_flight)
+SELECT f.endpoint, f.key, f.rate_limit, f.max_in_flight
+FROM unnest(%(endpoints)s::text[], %(keys)s::text[], %(rates)s::float8[],
+            %(max_in_flights)s::integer[]) AS f (endpoint, key, rate_limit, max_in_flight)
+ON CONFLICT (endpoint, key) DO UPDATE
+SET rate_limit = EXCLUDED.rate_limit, max_in_flight = EXCLUDED.max_in_flight, used_at = now();
+
+-- keyed_endpoints --
+-- The endpoints with keyed jobs waiting (claimed apart: held_endpoints), one probe of
+-- jobs_flow_due_idx per endpoint.
+WITH RECURSIVE keyed (endpoint) AS (
+    (SELECT endpoint FROM jobs WHERE state = 'scheduled' AND flow_key IS NOT NULL
+     ORDER BY endpoint LIMIT 1)
+    UNION ALL
+    SELECT (SELECT jobs.endpoint FROM jobs
+            WHERE jobs.state = 'scheduled' AND jobs.flow_key IS NOT NULL
+              AND jobs.endpoint > keyed.endpoint
+            ORDER BY jobs.endpoint LIMIT 1)
+    FROM keyed
+    WHERE keyed.endpoint IS NOT NULL
+)
+SELECT endpoint FROM keyed WHERE endpoint IS NOT NULL;
+
+-- save_key_buckets --
+-- What is left in each limited key's bucket after a claim, and where the turns go on from.
+WITH saved AS (
+    UPDATE flows
+    SET tokens = bucket.tokens, refilled_at = %(refilled_at)s, used_at = now()
+    FROM unnest(%(keys)s::text[], %(tokens)s::float8[]) AS bucket (key, tokens)
+    WHERE flows.endpoint = %(endpoint)s AND flows.key = bucket.key
+    RETURNING 1
+)
+UPDATE endpoints SET flow_cursor = %(cursor)s WHERE name = %(endpoint)s;
+
+-- key_figures --
+-- An endpoint's keys with the most due jobs (each counted up to `due_cap`), at most `limit`, with
+-- their limits and what each has in flight; keys known but with nothing waiting come last.
+SELECT flows.key, flows.rate_limit, flows.max_in_flight, flows.used_at,
+       (SELECT count(*) FROM (
+            SELECT 1 FROM jobs
+            WHERE state = 'scheduled' AND endpoint = flows.endpoint AND flow_key = flows.key
+              AND next_attempt_at <= now()
+            LIMIT %(due_cap)s) AS due) AS due,
+       (SELECT count(*) FROM jobs
+        WHERE state = 'delivering' AND flow_key IS NOT NULL AND endpoint = flows.endpoint
+          AND flow_key = flows.key) AS in_flight
+FROM flows
+WHERE flows.endpoint = %(endpoint)s
+ORDER BY due DESC, flows.key
+LIMIT %(limit)s;
+
+-- forget_idle_flows --
+-- Keys unused for `idle` seconds, with no job waiting or in progress and no cron naming them.
+DELETE FROM flows
+WHERE used_at < now() - make_interval(secs => %(idle)s)
+  AND NOT EXISTS (SELECT 1 FROM jobs
+                  WHERE jobs.state IN ('scheduled', 'delivering')
+                    AND jobs.endpoint = flows.endpoint AND jobs.flow_key = flows.key)
+  AND NOT EXISTS (SELECT 1 FROM crons
+                  WHERE crons.endpoint = flows.endpoint AND crons.flow_key = flows.key)
+RETURNING endpoint;
