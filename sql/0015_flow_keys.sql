@@ -36,14 +36,18 @@ ALTER TABLE endpoints ADD COLUMN flow_cursor text;
 
 -- An endpoint with keyed jobs waiting is claimed apart too (by claim_endpoint_jobs, under its
 -- row lock, key by key), so the shared claim never steps over a key's limits: the check is made
--- at run time, so it holds from the commit of the first keyed job.
+-- at run time, so it holds from the commit of the first keyed job. Every statement that stores a
+-- keyed job makes its endpoint's row; the check is one probe of jobs_flow_due_idx per endpoint.
 CREATE OR REPLACE VIEW held_endpoints AS
 SELECT name
 FROM endpoints
 WHERE paused
    OR rate_limit_set AND rate_limit IS NOT NULL
    OR max_in_flight_set AND max_in_flight IS NOT NULL
-UNION ALL
-SELECT keyed.endpoint
-FROM (SELECT DISTINCT endpoint FROM jobs WHERE state = 'scheduled' AND flow_key IS NOT NULL)
-    AS keyed;
+   -- A scalar subquery in the index's order, not EXISTS (which drops ORDER BY and LIMIT): the
+   -- planner might otherwise scan jobs for the first keyed row of an endpoint that has none.
+   OR (SELECT jobs.flow_key FROM jobs
+       WHERE jobs.state = 'scheduled' AND jobs.endpoint = endpoints.name
+         AND jobs.flow_key IS NOT NULL
+       ORDER BY jobs.endpoint, jobs.flow_key
+       LIMIT 1) IS NOT NULL;

@@ -83,14 +83,15 @@ RETURNING {claimed_delivery},
 -- endpoint. SKIP LOCKED as in claim_due_jobs.
 UPDATE jobs
 {claim}
-WHERE id IN (
+-- An array, so that even a generic plan finds the rows by id rather than joining a scan of jobs.
+WHERE id = ANY(ARRAY(
     SELECT id FROM jobs
     WHERE state = 'scheduled' AND endpoint = %(endpoint)s AND flow_key IS NULL
       AND next_attempt_at <= now() {asked_only}
-    ORDER BY next_attempt_at
+    ORDER BY flow_key, next_attempt_at  -- as jobs_flow_due_idx reads them
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
-)
+))
 RETURNING {claimed_delivery},
           extract(epoch FROM now() - next_attempt_at)::float8 AS held_back;
 
@@ -116,9 +117,11 @@ UPDATE endpoints SET tokens = %(tokens)s, refilled_at = %(refilled_at)s WHERE na
 -- Seconds until an endpoint's next job without a key is due (negative: overdue); NULL if none
 -- (key_turns says the same of each key). `{asked_only}` as in claim_endpoint_jobs: while paused,
 -- only jobs an operator asked to run count.
-SELECT extract(epoch FROM min(next_attempt_at) - now())::float8 AS due_in
-FROM jobs
-WHERE state = 'scheduled' AND endpoint = %(endpoint)s AND flow_key IS NULL {asked_only};
+SELECT extract(epoch FROM (
+    SELECT next_attempt_at FROM jobs
+    WHERE state = 'scheduled' AND endpoint = %(endpoint)s AND flow_key IS NULL {asked_only}
+    ORDER BY flow_key, next_attempt_at  -- as jobs_flow_due_idx reads them
+    LIMIT 1) - now())::float8 AS due_in;
 
 -- next_due_in --
 -- Seconds until the earliest waiting job is due by the database's clock; negative when one is
@@ -212,7 +215,7 @@ ORDER BY scan.place;
 -- the endpoint's row lock (claim_endpoint_jobs); SKIP LOCKED as in claim_due_jobs.
 UPDATE jobs
 {claim}
-WHERE id IN (
+WHERE id = ANY(ARRAY(  -- as in claim_endpoint_jobs
     SELECT picked.id
     FROM unnest(%(keys)s::text[], %(counts)s::integer[]) AS turn (key, count)
     CROSS JOIN LATERAL (
@@ -223,7 +226,7 @@ WHERE id IN (
         LIMIT turn.count
         FOR UPDATE SKIP LOCKED
     ) AS picked
-)
+))
 RETURNING {claimed_delivery},
           extract(epoch FROM now() - next_attempt_at)::float8 AS held_back;
 
@@ -234,5 +237,6 @@ SELECT count(*) AS due FROM (
     SELECT 1 FROM jobs
     WHERE state = 'scheduled' AND endpoint = %(endpoint)s AND flow_key IS NULL
       AND next_attempt_at <= now() {asked_only}
+    ORDER BY flow_key, next_attempt_at  -- as jobs_flow_due_idx reads them
     LIMIT %(cap)s
 ) AS due;

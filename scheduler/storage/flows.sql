@@ -1,6 +1,12 @@
 -- use_flows --
 -- Make or refresh the keys that jobs are stored with, one element per key (sorted, so that
 -- concurrent inserts lock keys in one order): the limits written last win, and the key is in use.
+-- Their endpoints' rows are made too: held_endpoints finds keyed endpoints through them.
+WITH named AS (
+    INSERT INTO endpoints (name)
+    SELECT DISTINCT endpoint FROM unnest(%(endpoints)s::text[]) AS named (endpoint)
+    ON CONFLICT (name) DO NOTHING
+)
 INSERT INTO flows (endpoint, key, rate_limit, max_in_flight)
 SELECT f.endpoint, f.key, f.rate_limit, f.max_in_flight
 FROM unnest(%(endpoints)s::text[], %(keys)s::text[], %(rates)s::float8[],
@@ -9,20 +15,16 @@ ON CONFLICT (endpoint, key) DO UPDATE
 SET rate_limit = EXCLUDED.rate_limit, max_in_flight = EXCLUDED.max_in_flight, used_at = now();
 
 -- keyed_endpoints --
--- The endpoints with keyed jobs waiting (claimed apart: held_endpoints), one probe of
--- jobs_flow_due_idx per endpoint.
-WITH RECURSIVE keyed (endpoint) AS (
-    (SELECT endpoint FROM jobs WHERE state = 'scheduled' AND flow_key IS NOT NULL
-     ORDER BY endpoint LIMIT 1)
-    UNION ALL
-    SELECT (SELECT jobs.endpoint FROM jobs
-            WHERE jobs.state = 'scheduled' AND jobs.flow_key IS NOT NULL
-              AND jobs.endpoint > keyed.endpoint
-            ORDER BY jobs.endpoint LIMIT 1)
-    FROM keyed
-    WHERE keyed.endpoint IS NOT NULL
-)
-SELECT endpoint FROM keyed WHERE endpoint IS NOT NULL;
+-- The endpoints with keyed jobs waiting (claimed apart), found as held_endpoints finds them: one
+-- probe of jobs_flow_due_idx per endpoint row.
+SELECT name AS endpoint
+FROM endpoints
+WHERE (SELECT jobs.flow_key FROM jobs
+       WHERE jobs.state = 'scheduled' AND jobs.endpoint = endpoints.name
+         AND jobs.flow_key IS NOT NULL
+       ORDER BY jobs.endpoint, jobs.flow_key
+       LIMIT 1) IS NOT NULL
+ORDER BY name;
 
 -- save_key_buckets --
 -- What is left in each limited key's bucket after a claim, and where the turns go on from.

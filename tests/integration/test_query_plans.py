@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from scheduler.storage import db, deliveries, endpoints
+from scheduler.storage import db, deliveries, endpoints, flows
 from scheduler.storage import jobs as job_rows
 
 WAITING = 5_000
@@ -29,6 +29,10 @@ LOOK_QUERIES = {
     **deliveries.QUERIES,
     "claim_paused_endpoint_jobs": deliveries.CLAIM_ENDPOINT_JOBS[True],
     "paused_endpoint_due_in": deliveries.ENDPOINT_DUE_IN[True],
+    "key_turns": deliveries.KEY_TURNS[False],
+    "unkeyed_due": deliveries.UNKEYED_DUE[False],
+    "claim_endpoint_jobs": deliveries.CLAIM_ENDPOINT_JOBS[False],
+    "endpoint_due_in": deliveries.ENDPOINT_DUE_IN[False],
 }
 
 
@@ -224,3 +228,72 @@ def test_a_look_with_an_endpoint_held_claims_the_other_endpoints_due_jobs(
     assert sorted(delivery.id for delivery in claimed) == ["due-default", "due-unknown"]
     due_in = deliveries.next_due_in(database, held, known)
     assert due_in is not None and 86_000 < due_in <= 86_401
+
+
+KEYED = "keyed"
+KEYS = 1_000
+PER_KEY = 5
+UNKEYED_DUE = 3
+# Rows a keyed endpoint's look may read per key it looks at: the probe finding it, its due jobs
+# (counted up to the claim's limit), the first of its later ones.
+KEYED_LOOK = {"endpoint": KEYED, "after": "", "probes": 64, "cap": 4}
+
+
+@pytest.fixture
+def keyed_backlog(backlog: str, database: db.Database) -> str:
+    """The backlog, plus KEYS keys of the keyed endpoint with PER_KEY jobs each due hours ago,
+    and UNKEYED_DUE jobs of it without a key due now, analysed."""
+    with psycopg.connect(backlog, autocommit=True) as conn:
+        conn.execute(
+            """
+            INSERT INTO jobs (id, body, run_at, next_attempt_at, max_attempts, state, endpoint,
+                              flow_key)
+            SELECT 'keyed' || n, '{}'::jsonb, due, due, 3, 'scheduled', %(endpoint)s,
+                   'key' || lpad((n %% %(keys)s)::text, 5, '0')
+            FROM generate_series(1, %(count)s) AS n,
+                 LATERAL (SELECT now() - interval '3 hours' + n * interval '1 ms') AS t(due)
+            UNION ALL
+            SELECT 'plain' || n, '{}'::jsonb, now(), now(), 3, 'scheduled', %(endpoint)s, NULL
+            FROM generate_series(1, %(unkeyed)s) AS n
+            """,
+            {"endpoint": KEYED, "keys": KEYS, "count": KEYS * PER_KEY, "unkeyed": UNKEYED_DUE},
+        )
+        # As storing a keyed job makes it (flows.use_flows).
+        conn.execute("INSERT INTO endpoints (name) VALUES (%s)", (KEYED,))
+        conn.execute("ANALYZE jobs")
+    return backlog
+
+
+@pytest.mark.parametrize("generic", [False, True], ids=["custom-plan", "generic-plan"])
+def test_a_keyed_look_reads_a_few_rows_per_key_it_looks_at_not_the_backlog(
+    keyed_backlog: str, generic: bool
+) -> None:
+    read = rows_read_from_jobs(keyed_backlog, LOOK_QUERIES["key_turns"], KEYED_LOOK, generic)
+    probes, cap = KEYED_LOOK["probes"], KEYED_LOOK["cap"]
+    assert isinstance(probes, int) and isinstance(cap, int)
+    assert read <= probes * (cap + 3)
+
+
+@pytest.mark.parametrize("generic", [False, True], ids=["custom-plan", "generic-plan"])
+@pytest.mark.parametrize("name", ["unkeyed_due", "claim_endpoint_jobs", "endpoint_due_in"])
+def test_a_keyed_endpoint_s_jobs_without_a_key_are_read_without_its_keyed_backlog(
+    keyed_backlog: str, name: str, generic: bool
+) -> None:
+    params = {"dispatcher_id": "one", "lease_seconds": 60, "limit": 32, "endpoint": KEYED}
+    read = rows_read_from_jobs(keyed_backlog, LOOK_QUERIES[name], {**params, "cap": 32}, generic)
+    # Those due (and one past them), and each again by id when claimed.
+    assert read <= 2 * UNKEYED_DUE + 1
+
+
+@pytest.mark.parametrize("generic", [False, True], ids=["custom-plan", "generic-plan"])
+def test_the_shared_claim_steps_over_no_keyed_backlog(keyed_backlog: str, generic: bool) -> None:
+    look = {**HELD_LOOK, "held": [], "known": ["default", KEYED]}
+    read = rows_read_from_jobs(keyed_backlog, LOOK_QUERIES["claim_due_jobs"], look, generic)
+    assert read <= READ_BOUND
+
+
+def test_finding_the_keyed_endpoints_reads_one_row_of_each(
+    keyed_backlog: str, database: db.Database
+) -> None:
+    assert rows_read_from_jobs(keyed_backlog, flows.QUERIES["keyed_endpoints"], {}) <= 2
+    assert flows.keyed_endpoints(database) == [KEYED]
