@@ -156,6 +156,8 @@ class CronDefinition:
     endpoint: str = DEFAULT_ENDPOINT
     jitter: float = 0.0
     overlap: str = "allow"
+    # The flow-control key every run of it carries, with its limits.
+    flow: Flow | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,6 +173,16 @@ class CronJob:
     endpoint: str = DEFAULT_ENDPOINT
     jitter: float = 0.0
     overlap: str = "allow"
+    flow_key: str | None = None
+    flow_rate: float | None = None
+    flow_max_in_flight: int | None = None
+
+    @property
+    def flow(self) -> Flow | None:
+        """The flow-control key its runs carry, with its limits (CronDefinition.flow)."""
+        if self.flow_key is None:
+            return None
+        return Flow(self.flow_key, self.flow_rate, self.flow_max_in_flight)
 
     @property
     def timer_id(self) -> str:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from scheduler import errors, jobs
-from scheduler.storage import db, notices, queries
+from scheduler.storage import db, flows, notices, queries
 from scheduler.storage import jobs as job_rows
 
 QUERIES = queries.load(__name__)
@@ -34,15 +34,34 @@ def replace_crons(database: db.Database, crons: Sequence[jobs.CronDefinition]) -
         removed = [row["id"] for row in cur.fetchall()]
         if removed:
             cur.execute(CANCEL_PENDING_FIRES, {"cron_ids": removed})
-        cur.executemany(QUERIES["upsert_cron"], [dataclasses.asdict(c) for c in crons])
+        cur.executemany(QUERIES["upsert_cron"], [_cron_params(c) for c in crons])
+        _use_flows(cur, crons)
         cur.execute(notices.QUERIES["notify_crons_changed"])
 
 
 def put_cron(database: db.Database, cron: jobs.CronDefinition) -> None:
     """Create or redefine one cron, leaving the others alone."""
     with database.transaction() as cur:
-        cur.execute(QUERIES["upsert_cron"], dataclasses.asdict(cron))
+        cur.execute(QUERIES["upsert_cron"], _cron_params(cron))
+        _use_flows(cur, [cron])
         cur.execute(notices.QUERIES["notify_crons_changed"])
+
+
+def _cron_params(cron: jobs.CronDefinition) -> dict[str, Any]:
+    params = {field: value for field, value in vars(cron).items() if field != "flow"}
+    flow = cron.flow
+    params["flow_key"] = None if flow is None else flow.key
+    params["flow_rate"] = None if flow is None else flow.rate_limit
+    params["flow_max_in_flight"] = None if flow is None else flow.max_in_flight
+    return params
+
+
+def _use_flows(cur: Any, crons: Sequence[jobs.CronDefinition]) -> None:
+    """A cron's key takes its limits when it is defined (the limits written last win), and is
+    kept while the cron names it (flows.forget_idle_flows)."""
+    named = [(c.endpoint, c.flow) for c in crons if c.flow is not None]
+    if named:
+        flows.use_flows(cur, named)
 
 
 def delete_cron(database: db.Database, cron_id: str) -> bool:

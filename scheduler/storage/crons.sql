@@ -15,14 +15,17 @@ WHERE cron_id = ANY(%(cron_ids)s) AND {cancellable};
 
 -- upsert_cron --
 -- Create a cron, or give it a new revision when its spec changed; an unchanged spec keeps its
--- timer and its revision. Jitter, overlap and the endpoint are read at each tick, so a change of
--- only those is stored without touching the timer (nor updated_at, the start of the current
+-- timer and its revision. Jitter, overlap, the endpoint and the flow key are read at each tick, so
+-- a change of only those is stored without touching the timer (nor updated_at, the start of the current
 -- schedule).
-INSERT INTO crons (id, spec, timezone, jitter, overlap, endpoint)
-VALUES (%(id)s, %(spec)s, %(timezone)s, %(jitter)s, %(overlap)s, %(endpoint)s)
+INSERT INTO crons (id, spec, timezone, jitter, overlap, endpoint, flow_key, flow_rate,
+                   flow_max_in_flight)
+VALUES (%(id)s, %(spec)s, %(timezone)s, %(jitter)s, %(overlap)s, %(endpoint)s, %(flow_key)s,
+        %(flow_rate)s, %(flow_max_in_flight)s)
 ON CONFLICT (id) DO UPDATE
 SET spec = EXCLUDED.spec, timezone = EXCLUDED.timezone, jitter = EXCLUDED.jitter,
-    overlap = EXCLUDED.overlap, endpoint = EXCLUDED.endpoint,
+    overlap = EXCLUDED.overlap, endpoint = EXCLUDED.endpoint, flow_key = EXCLUDED.flow_key,
+    flow_rate = EXCLUDED.flow_rate, flow_max_in_flight = EXCLUDED.flow_max_in_flight,
     revision = CASE WHEN crons.spec IS DISTINCT FROM EXCLUDED.spec
                     THEN nextval('cron_revisions') ELSE crons.revision END,
     last_fire_at = CASE WHEN crons.spec IS DISTINCT FROM EXCLUDED.spec
@@ -32,7 +35,10 @@ SET spec = EXCLUDED.spec, timezone = EXCLUDED.timezone, jitter = EXCLUDED.jitter
 WHERE crons.spec IS DISTINCT FROM EXCLUDED.spec
    OR crons.jitter IS DISTINCT FROM EXCLUDED.jitter
    OR crons.overlap IS DISTINCT FROM EXCLUDED.overlap
-   OR crons.endpoint IS DISTINCT FROM EXCLUDED.endpoint;
+   OR crons.endpoint IS DISTINCT FROM EXCLUDED.endpoint
+   OR crons.flow_key IS DISTINCT FROM EXCLUDED.flow_key
+   OR crons.flow_rate IS DISTINCT FROM EXCLUDED.flow_rate
+   OR crons.flow_max_in_flight IS DISTINCT FROM EXCLUDED.flow_max_in_flight;
 
 -- delete_crons_by_id --
 -- Remove one cron by id.
@@ -48,7 +54,8 @@ FROM crons ORDER BY id;
 -- Crons with their latest run's state and HTTP status: the one named by `id`, or all of them in
 -- id order after `after` (from the first when NULL), up to `limit` (all when NULL).
 SELECT c.id, c.spec, c.timezone, c.revision, c.paused, c.last_fire_at, c.created_at,
-       c.updated_at, c.jitter, c.overlap, c.endpoint, last_run.state AS last_state,
+       c.updated_at, c.jitter, c.overlap, c.endpoint, c.flow_key, c.flow_rate,
+       c.flow_max_in_flight, last_run.state AS last_state,
        last_run.last_status AS last_status
 FROM crons c
 LEFT JOIN LATERAL (
@@ -71,8 +78,9 @@ RETURNING id;
 -- run_cron_now --
 -- One extra run of a cron, due now, waking the dispatchers.
 WITH fired AS (
-    INSERT INTO jobs (id, cron_id, run_at, next_attempt_at, max_attempts, endpoint)
-    SELECT %(job_id)s, id, now(), now(), %(max_attempts)s, endpoint FROM crons WHERE id = %(id)s
+    INSERT INTO jobs (id, cron_id, run_at, next_attempt_at, max_attempts, endpoint, flow_key)
+    SELECT %(job_id)s, id, now(), now(), %(max_attempts)s, endpoint, flow_key
+    FROM crons WHERE id = %(id)s
     RETURNING id
 )
 SELECT id, pg_notify('scheduler', 'j 0') FROM fired;
@@ -84,12 +92,14 @@ SELECT id, pg_notify('scheduler', 'j 0') FROM fired;
 -- redefined since its ticks were computed (another revision). CTEs: the cron as it was, the
 -- ticks recorded or made due again.
 WITH cron AS (
-    SELECT id, jitter, endpoint FROM crons WHERE id = %(id)s AND revision = %(revision)s
+    SELECT id, jitter, endpoint, flow_key FROM crons
+    WHERE id = %(id)s AND revision = %(revision)s
 ),
 recorded AS (
-    INSERT INTO jobs AS j (id, cron_id, run_at, next_attempt_at, max_attempts, endpoint)
+    INSERT INTO jobs AS j (id, cron_id, run_at, next_attempt_at, max_attempts, endpoint,
+                           flow_key)
     SELECT t.job_id, cron.id, t.run_at, t.run_at + make_interval(secs => random() * cron.jitter),
-           %(max_attempts)s, cron.endpoint
+           %(max_attempts)s, cron.endpoint, cron.flow_key
     FROM cron CROSS JOIN unnest(%(job_ids)s::text[], %(run_ats)s::timestamptz[])
         AS t (job_id, run_at)
     ON CONFLICT (cron_id, run_at) WHERE cron_id IS NOT NULL DO UPDATE
@@ -114,18 +124,19 @@ SELECT (SELECT count(*) FROM cron) AS found, (SELECT count(*) FROM recorded) AS 
 -- unique index, draws nothing; and the overlap check reads the cron's unfinished runs in the same
 -- snapshot as the insert, so no run can finish or start between the check and the record.
 WITH ticks AS (
-    SELECT crons.id AS cron_id, crons.endpoint, crons.jitter, crons.overlap, t.revision, t.job_id,
-           t.run_at
+    SELECT crons.id AS cron_id, crons.endpoint, crons.flow_key, crons.jitter, crons.overlap,
+           t.revision, t.job_id, t.run_at
     FROM unnest(%(revisions)s::bigint[], %(job_ids)s::text[], %(run_ats)s::timestamptz[])
         AS t (revision, job_id, run_at)
     JOIN crons ON crons.revision = t.revision
     WHERE EXISTS (SELECT 1 FROM dispatcher_leader WHERE epoch = %(epoch)s)
 ),
 fresh AS (
-    SELECT cron_id, endpoint, jitter, overlap, job_id, run_at,
+    SELECT cron_id, endpoint, flow_key, jitter, overlap, job_id, run_at,
            row_number() OVER (PARTITION BY cron_id ORDER BY run_at) AS place
     FROM (
-        SELECT DISTINCT ON (cron_id, run_at) cron_id, endpoint, jitter, overlap, job_id, run_at
+        SELECT DISTINCT ON (cron_id, run_at) cron_id, endpoint, flow_key, jitter, overlap,
+               job_id, run_at
         FROM ticks
     ) AS distinct_ticks
     WHERE NOT EXISTS (
@@ -134,7 +145,7 @@ fresh AS (
     )
 ),
 decided AS (
-    SELECT job_id, cron_id, endpoint, run_at, jitter,
+    SELECT job_id, cron_id, endpoint, flow_key, run_at, jitter,
            CASE WHEN overlap = 'skip'
                 THEN place > 1 OR EXISTS (
                     SELECT 1 FROM jobs
@@ -145,10 +156,10 @@ decided AS (
 ),
 fired AS (
     INSERT INTO jobs (id, cron_id, run_at, next_attempt_at, max_attempts, state, finished_at,
-                      endpoint)
+                      endpoint, flow_key)
     SELECT job_id, cron_id, run_at, run_at + make_interval(secs => random() * jitter),
            %(max_attempts)s, CASE WHEN skip THEN 'skipped' ELSE 'scheduled' END,
-           CASE WHEN skip THEN now() END, endpoint
+           CASE WHEN skip THEN now() END, endpoint, flow_key
     FROM decided
     ON CONFLICT (cron_id, run_at) WHERE cron_id IS NOT NULL DO NOTHING
     RETURNING id, state

@@ -28,13 +28,10 @@ class FlowFigures:
     used_at: dt.datetime
 
 
-def use_flows(cur: Any, keyed: Sequence[jobs.NewJob]) -> None:
-    """Make or refresh the keys of `keyed` jobs (each job's flow set) in the caller's
-    transaction: within one request, the limits of the last job naming a key win."""
-    latest: dict[tuple[str, str], jobs.Flow] = {}
-    for job in keyed:
-        assert job.flow is not None
-        latest[(job.endpoint, job.flow.key)] = job.flow
+def use_flows(cur: Any, named: Sequence[tuple[str, jobs.Flow]]) -> None:
+    """Make or refresh the keys named, each with its endpoint, in the caller's transaction:
+    within one request, the limits of the last naming a key win."""
+    latest = {(endpoint, flow.key): flow for endpoint, flow in named}
     names = sorted(latest)
     cur.execute(
         QUERIES["use_flows"],

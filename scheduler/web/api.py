@@ -140,6 +140,7 @@ def replace_crons() -> Response:
             jitter=entry["jitter"],
             overlap=entry["overlap"],
             endpoint=http.known_endpoint(entry["endpoint"], index, "jobs"),
+            flow=schemas.flow_of(entry),
         )
         for index, (entry, spec) in enumerate(parsed)
     ]

@@ -28,6 +28,7 @@ def describe(status: jobs.CronStatus, now: dt.datetime) -> dict[str, Any]:
     upcoming = cron.next_fire_times(parsed, now, 1)
     return {
         **vars(status.cron),
+        "flow": status.cron.flow,
         "next_fire_at": upcoming[0] if upcoming and not status.cron.paused else None,
         "last_state": status.last_state,
         "last_status": status.last_status,
@@ -135,6 +136,7 @@ def definition_of(cron_id: str, data: dict[str, Any]) -> jobs.CronDefinition:
         endpoint=http.known_endpoint(data["endpoint"]),
         jitter=data["jitter"],
         overlap=data["overlap"],
+        flow=schemas.flow_of(data),
     )
     warn_if_never_fires(cron_id, parsed)
     return definition

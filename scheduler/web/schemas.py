@@ -241,6 +241,20 @@ class CronPoliciesSchema(Schema):
             "as `skipped`, never delivered, while an earlier run of the cron is unfinished."
         },
     )
+    flow = fields.Nested(
+        FlowSchema,
+        load_default=None,
+        allow_none=True,
+        metadata={"description": "A flow-control key every run carries, with its limits."},
+    )
+
+
+class CronFlowSchema(Schema):
+    """A cron's flow key as the API shows it."""
+
+    key = fields.String()
+    rate = fields.Float(attribute="rate_limit", allow_none=True)
+    max_in_flight = fields.Integer(allow_none=True)
 
 
 class CronEntrySchema(CronPoliciesSchema):
@@ -322,6 +336,11 @@ class CronJobResponse(Schema):
     paused = fields.Boolean()
     jitter = fields.Float(metadata={"description": "Seconds."})
     overlap = fields.String(metadata={"enum": list(jobs_module.OVERLAP_POLICIES)})
+    flow = fields.Nested(
+        CronFlowSchema,
+        allow_none=True,
+        metadata={"description": "The flow-control key every run carries; null: none."},
+    )
     next_fire_at = Timestamp(allow_none=True)
     last_fire_at = Timestamp(allow_none=True)
     last_state = fields.String(allow_none=True)

@@ -14,6 +14,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from scheduler import config
+from scheduler.storage import flows as flow_rows
+from scheduler.storage.db import Database
 from scheduler.web import app as app_module
 from tests import support
 
@@ -116,3 +118,47 @@ def test_a_null_flow_is_the_same_request_as_none(client: FlaskClient, auth: dict
     made = client.post("/insert", json=plain, headers=auth).get_json()["id"]
     nulled = client.post("/insert", json={**plain, "flow": None}, headers=auth)
     assert (nulled.status_code, nulled.get_json()["id"]) == (200, made)
+
+
+def test_a_cron_s_runs_carry_its_key_which_is_kept_while_the_cron_names_it(
+    client: FlaskClient, auth: dict[str, str], db: psycopg.Connection, database: Database
+) -> None:
+    flow = {"key": "reports", "rate": 0.5, "max_in_flight": 1}
+    put = client.put(
+        "/cron/nightly",
+        json={"spec": "0 3 * * *", "endpoint": "billing", "flow": flow},
+        headers=auth,
+    )
+    assert put.status_code == 200
+    assert put.get_json()["flow"] == flow
+    run = client.post("/cron/nightly/run", headers=auth)
+    assert run.status_code == 202
+    row = db.execute("SELECT flow_key FROM jobs WHERE id = %s", (run.get_json()["id"],)).fetchone()
+    assert row == ("reports",)
+    (listed,) = flows(client, auth)
+    assert (listed["key"], listed["rate"], listed["max_in_flight"]) == ("reports", 0.5, 1)
+    db.execute("UPDATE jobs SET state = 'delivered'")
+    db.execute("UPDATE flows SET used_at = now() - interval '1 day'")
+    assert flow_rows.forget_idle_flows(database, 3600) == 0
+    assert [f["key"] for f in flows(client, auth)] == ["reports"]
+    # Replaced without a key, the cron lets it go.
+    set_all = client.post(
+        "/cron", json={"jobs": [{"id": "nightly", "spec": "0 3 * * *"}]}, headers=auth
+    )
+    assert set_all.status_code == 200
+    assert client.get("/cron/nightly", headers=auth).get_json()["flow"] is None
+    assert flow_rows.forget_idle_flows(database, 3600) == 1
+
+
+def test_a_cron_with_a_bad_flow_is_refused_naming_the_field(
+    client: FlaskClient, auth: dict[str, str], db: psycopg.Connection
+) -> None:
+    put = client.put("/cron/nightly", json={"spec": "0 3 * * *", "flow": {"key": ""}}, headers=auth)
+    assert put.status_code == 400
+    assert "key" in put.get_json()["error"]["fields"]["flow"]
+    entry = {"id": "nightly", "spec": "0 3 * * *", "flow": {"key": "k", "rate": "1"}}
+    post = client.post("/cron", json={"jobs": [entry]}, headers=auth)
+    assert post.status_code == 400
+    assert "rate" in post.get_json()["error"]["fields"]["jobs"]["0"]["flow"]
+    assert db.execute("SELECT count(*) FROM crons").fetchone() == (0,)
+    assert db.execute("SELECT count(*) FROM flows").fetchone() == (0,)
