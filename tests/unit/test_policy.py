@@ -335,3 +335,71 @@ def test_lateness_is_never_negative_and_only_of_first_attempts(
         assert lateness is None
     if lateness is not None:
         assert lateness <= max(0.0, started_after) + SLACK
+
+
+# --- flow keys' turns ------------------------------------------------------------------------
+
+
+@given(
+    st.integers(min_value=0, max_value=200),
+    st.lists(st.integers(min_value=0, max_value=50), max_size=60),
+)
+def test_turns_share_the_limit_one_each_in_turn(limit: int, allowances: list[int]) -> None:
+    counts = policy.take_turns(limit, allowances)
+    assert len(counts) == len(allowances)
+    assert sum(counts) == min(limit, sum(allowances))
+    assert all(0 <= got <= allowed for got, allowed in zip(counts, allowances, strict=True))
+    # No key holds another back by more than a turn: one that got fewer than it could had at
+    # most one fewer than any other, and only the later keys of a round go without.
+    for i, (got, allowed) in enumerate(zip(counts, allowances, strict=True)):
+        if got < allowed:
+            assert all(other <= got + 1 for other in counts)
+            assert all(counts[j] <= got for j in range(i + 1, len(counts)))
+
+
+def test_turns_in_a_short_round_go_to_the_first_keys() -> None:
+    assert policy.take_turns(5, [10, 1, 10, 10]) == [2, 1, 1, 1]
+    assert policy.take_turns(2, [3, 3, 3]) == [1, 1, 0]
+    assert policy.take_turns(4, []) == []
+
+
+def turn(**given: float | int | None) -> policy.KeyTurn:
+    fields: dict[str, float | int | None] = {
+        "level": None,
+        "rate_limit": None,
+        "max_in_flight": None,
+        "in_flight": 0,
+        "due": 0,
+        "got": 0,
+        "next_in": None,
+    }
+    fields.update(given)
+    return policy.KeyTurn(**fields)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("turns", "more_keys", "expected"),
+    [
+        ([], False, None),
+        # Nothing more due: its next job, or nothing.
+        ([turn(due=2, got=2, next_in=3.0)], False, 3.0),
+        ([turn(due=2, got=2)], False, None),
+        # Due jobs left behind its bucket: when its next token comes.
+        ([turn(due=5, got=1, level=1.5, rate_limit=2.0)], False, 0.25),
+        # Behind its in-flight limit: soon, since a delivery anywhere may end.
+        ([turn(due=5, got=1, max_in_flight=2, in_flight=1)], False, 0.25),
+        # Left only for want of the endpoint's room: at once.
+        ([turn(due=5, got=1)], False, 0.0),
+        # The soonest key decides; keys not looked at yet come back soon.
+        (
+            [turn(due=1, got=1, next_in=9.0), turn(due=3, got=1, level=1.0, rate_limit=1.0)],
+            False,
+            1.0,
+        ),
+        ([turn(due=1, got=1, next_in=9.0)], True, tuning.IN_FLIGHT_RECHECK_SECONDS),
+    ],
+)
+def test_a_keyed_endpoint_looks_again_when_its_soonest_key_could_take_more(
+    turns: list[policy.KeyTurn], more_keys: bool, expected: float | None
+) -> None:
+    assert policy.next_key_claim_in(turns, more_keys) == expected
