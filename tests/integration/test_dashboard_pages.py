@@ -457,3 +457,19 @@ def test_read_only_pages_show_everything_and_offer_no_action(
         assert "Retry" not in page.replace("Read-only", ""), url
     assert refused.status_code == 403
     assert states(db, ids[1:]) == {ids[1]: "scheduled"}
+
+
+def test_an_endpoint_s_flow_keys_are_listed_most_due_first(
+    client: FlaskClient, db: psycopg.Connection[Any]
+) -> None:
+    insert(client, 2, flow={"key": "<tenant-1>", "rate": 2})
+    insert(client, 1, flow={"key": "tenant-2", "max_in_flight": 3})
+    db.execute("UPDATE jobs SET next_attempt_at = now() - interval '1 minute'")
+    overview = client.get("/ui/").data.decode()
+    assert 'href="/ui/endpoints/default/flows">flow keys<' in overview
+    page = client.get("/ui/endpoints/default/flows").data.decode()
+    rows = re.findall(r"<tr>\s*<td><code>(.*?)</code></td>(.*?)</tr>", page, re.DOTALL)
+    assert [key for key, _ in rows] == ["&lt;tenant-1&gt;", "tenant-2"]
+    cells = [re.findall(r"<td[^>]*>(.*?)</td>", rest) for _, rest in rows]
+    assert [cell[:4] for cell in cells] == [["2/s", "none", "2", "0"], ["none", "3", "1", "0"]]
+    assert client.get("/ui/endpoints/nowhere/flows").status_code == 404

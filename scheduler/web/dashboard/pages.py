@@ -14,7 +14,7 @@ from marshmallow import ValidationError
 from werkzeug.wrappers import Response
 
 from scheduler import cron, errors, jobs, jsonb
-from scheduler.storage import cluster, crons, endpoints, outcomes
+from scheduler.storage import cluster, crons, endpoints, flows, outcomes
 from scheduler.storage import jobs as job_rows
 from scheduler.web import http, schemas
 from scheduler.web.dashboard import chart, forms
@@ -139,6 +139,22 @@ def job_page(job_id: str) -> str:
         job=job,
         attempts=attempts,
         body=jsonb.dumps(job.body, indent=2, ensure_ascii=False),
+    )
+
+
+@bp.get("/endpoints/<name>/flows")
+def flows_page(name: str) -> str:
+    """An endpoint's flow keys with the most due jobs, as GET /endpoints/<name>/flows lists
+    them."""
+    if name not in http.settings().endpoints:
+        abort(404)
+    listed = flows.flow_figures(http.database(), name, schemas.FLOWS_LISTED, schemas.MAX_FLOW_DUE)
+    return render_template(
+        "dashboard/flows.html",
+        endpoint=name,
+        flows=listed,
+        listed_at_most=schemas.FLOWS_LISTED,
+        due_cap=schemas.MAX_FLOW_DUE,
     )
 
 
