@@ -114,6 +114,8 @@ def run_cron_now(database: db.Database, cron_id: str, job_id: str, max_attempts:
     rows = database.rows(QUERIES["run_cron_now"], params)
     if not rows:
         raise errors.CronNotFound(cron_id)
+    if rows[0]["flow_key"] is not None:
+        flows.announce_keyed(database)
     return str(rows[0]["id"])
 
 
@@ -158,6 +160,8 @@ def record_cron_fires(
         **_tick_columns(ticks),
     }
     (row,) = database.rows(QUERIES["record_cron_fires"], params)
+    if row["keyed"]:
+        flows.announce_keyed(database)
     return RecordedTicks(int(row["inserted"]), int(row["skipped"]))
 
 

@@ -81,9 +81,9 @@ WITH fired AS (
     INSERT INTO jobs (id, cron_id, run_at, next_attempt_at, max_attempts, endpoint, flow_key)
     SELECT %(job_id)s, id, now(), now(), %(max_attempts)s, endpoint, flow_key
     FROM crons WHERE id = %(id)s
-    RETURNING id
+    RETURNING id, flow_key
 )
-SELECT id, pg_notify('scheduler', 'j 0') FROM fired;
+SELECT id, flow_key, pg_notify('scheduler', 'j 0') FROM fired;
 
 -- backfill_cron --
 -- Record the ticks of a cron that an operator asks for: jitter applies, overlap does not. A tick
@@ -162,7 +162,7 @@ fired AS (
            CASE WHEN skip THEN now() END, endpoint, flow_key
     FROM decided
     ON CONFLICT (cron_id, run_at) WHERE cron_id IS NOT NULL DO NOTHING
-    RETURNING id, state
+    RETURNING id, state, flow_key
 ),
 advanced AS (
     UPDATE crons SET last_fire_at = greatest(crons.last_fire_at, latest.run_at)
@@ -172,6 +172,7 @@ advanced AS (
 )
 SELECT (SELECT count(*) FROM fired) AS inserted,
        (SELECT count(*) FROM fired WHERE state = 'skipped') AS skipped,
+       (SELECT count(*) FROM fired WHERE state = 'scheduled' AND flow_key IS NOT NULL) AS keyed,
        (SELECT count(*) FROM advanced) AS advanced;
 
 -- crons_missing_timers --

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from scheduler import jobs
-from scheduler.storage import db, queries
+from scheduler.storage import db, notices, queries
 
 QUERIES = queries.load(__name__)
 
@@ -28,11 +28,17 @@ class FlowFigures:
     used_at: dt.datetime
 
 
-def use_flows(cur: Any, named: Sequence[tuple[str, jobs.Flow]]) -> None:
+def use_flows(cur: Any, named: Sequence[tuple[str, jobs.Flow]], announce: bool = False) -> None:
     """Make or refresh the keys named, each with its endpoint, in the caller's transaction:
-    within one request, the limits of the last naming a key win."""
+    within one request, the limits of the last naming a key win. With `announce` (keyed jobs
+    are stored in this transaction), an endpoint with no keyed job waiting until now has every
+    dispatcher claim it apart from the commit on, not from its next reload of the routes."""
     latest = {(endpoint, flow.key): flow for endpoint, flow in named}
     names = sorted(latest)
+    if announce:
+        cur.execute(QUERIES["newly_keyed"], {"endpoints": sorted({e for e, _ in names})})
+        if cur.fetchall():
+            cur.execute(notices.QUERIES["notify_endpoints_changed"])
     cur.execute(
         QUERIES["use_flows"],
         {
@@ -42,6 +48,11 @@ def use_flows(cur: Any, named: Sequence[tuple[str, jobs.Flow]]) -> None:
             "max_in_flights": [latest[name].max_in_flight for name in names],
         },
     )
+
+
+def announce_keyed(database: db.Database) -> None:
+    """Keyed jobs were stored: have every dispatcher reload which endpoints it claims apart."""
+    database.run(notices.QUERIES["notify_endpoints_changed"])
 
 
 def keyed_endpoints(database: db.Database) -> list[str]:

@@ -14,6 +14,16 @@ FROM unnest(%(endpoints)s::text[], %(keys)s::text[], %(rates)s::float8[],
 ON CONFLICT (endpoint, key) DO UPDATE
 SET rate_limit = EXCLUDED.rate_limit, max_in_flight = EXCLUDED.max_in_flight, used_at = now();
 
+-- newly_keyed --
+-- Which of these endpoints have no keyed job waiting (as keyed_endpoints finds them).
+SELECT named.name
+FROM unnest(%(endpoints)s::text[]) AS named (name)
+WHERE (SELECT jobs.flow_key FROM jobs
+       WHERE jobs.state = 'scheduled' AND jobs.endpoint = named.name
+         AND jobs.flow_key IS NOT NULL
+       ORDER BY jobs.endpoint, jobs.flow_key
+       LIMIT 1) IS NULL;
+
 -- keyed_endpoints --
 -- The endpoints with keyed jobs waiting (claimed apart), found as held_endpoints finds them: one
 -- probe of jobs_flow_due_idx per endpoint row.

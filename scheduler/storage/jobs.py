@@ -153,7 +153,8 @@ def insert_jobs(
                 return _earlier_result(cur, key)
         if keyed:
             # In the same transaction as the jobs: their keys' limits hold from the commit.
-            flows.use_flows(cur, [(j.endpoint, j.flow) for j in keyed if j.flow is not None])
+            named = [(j.endpoint, j.flow) for j in keyed if j.flow is not None]
+            flows.use_flows(cur, named, announce=True)
         if len(new_jobs) == 1:
             cur.execute(single, _job_params(new_jobs[0]))
         else:

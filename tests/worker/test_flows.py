@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from scheduler import config, jobs, tuning
-from scheduler.storage import cluster, db, deliveries, endpoints, flows
+from scheduler.storage import cluster, db, deliveries, endpoints, flows, notices
 from scheduler.storage import jobs as job_rows
 from scheduler.worker import dispatcher
 from tests import support
@@ -208,3 +208,27 @@ def test_two_dispatchers_never_start_more_than_a_key_s_max_in_flight(
     assert sorted(r.json["id"] for r in receiver.received()) == sorted(j.id for j in new)
     assert peaks["narrow"] == 1
     assert peaks["pair"] <= 2
+
+
+def notices_sent(db_url: str, action: Callable[[], object]) -> list[str]:
+    """The payloads sent on the scheduler's channel while `action` ran."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(f"LISTEN {notices.CHANNEL}")
+        action()
+        # Notices arrive in commit order: one sent now ends what the action sent.
+        conn.execute(f"NOTIFY {notices.CHANNEL}, 'end'")
+        sent = []
+        for notice in conn.notifies(timeout=10):
+            if notice.payload == "end":
+                return sent
+            sent.append(notice.payload)
+    raise AssertionError("the closing notice never came")
+
+
+def test_the_first_keyed_job_of_an_endpoint_has_the_dispatchers_reload_their_routes(
+    database: db.Database, db_url: str
+) -> None:
+    changed = notices.ENDPOINTS_CHANGED
+    assert changed in notices_sent(db_url, lambda: keyed(database, 2, "tenant-1"))
+    assert changed not in notices_sent(db_url, lambda: keyed(database, 1, "tenant-2"))
+    assert changed in notices_sent(db_url, lambda: keyed(database, 1, "other", endpoint="default"))
