@@ -1,4 +1,4 @@
-"""Which endpoints a dispatcher claims one at a time: those paused or limited.
+"""Which endpoints a dispatcher claims one at a time (those paused or limited), and their weights.
 
 Every other endpoint's jobs are claimed together by one statement that takes no lock. The set
 comes from the `endpoints` table (run-time pauses and limits) and the environment's default
@@ -30,6 +30,7 @@ class EndpointRoutes:
         self._lock = threading.Lock()
         self._loaded_at: float | None = None
         self._held: list[str] = []
+        self._weights: dict[str, float] = {}
 
     def held(self) -> list[str]:
         """The configured endpoints that are paused or limited, reloaded when stale."""
@@ -40,17 +41,26 @@ class EndpointRoutes:
                 self._loaded_at = now
             return self._held
 
+    def weights(self) -> dict[str, float]:
+        """The configured endpoints' weights other than the default, reloaded with `held`."""
+        self.held()
+        with self._lock:
+            return self._weights
+
     def invalidate(self) -> None:
-        """Reload at the next look (a notification said pauses or limits changed)."""
+        """Reload at the next look (a notification said pauses, limits or weights changed)."""
         with self._lock:
             self._loaded_at = None
 
     def _load(self) -> list[str]:
         states = {state.name: state for state in endpoints.endpoint_states(self.database)}
         held = []
+        self._weights = {}
         for name in self.settings.endpoints:
             state = states.get(name, endpoints.EndpointState(name))
             limits = state.limits(self.defaults.rate_limit, self.defaults.max_in_flight)
             if state.paused or limits.any:
                 held.append(name)
+            if state.weight is not None:
+                self._weights[name] = state.weight
         return held
