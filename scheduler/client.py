@@ -200,7 +200,8 @@ class Backfill:
 
 @dataclasses.dataclass(frozen=True)
 class Endpoint:
-    """A configured endpoint: the limits in force (None: unlimited), paused, and what it holds."""
+    """A configured endpoint: the limits in force (None: unlimited), paused, what it holds, and
+    its weight (its share of the threads against other endpoints with work, in proportion)."""
 
     name: str
     url: str
@@ -209,6 +210,8 @@ class Endpoint:
     paused: bool
     in_flight: int
     due: int
+    # A server from before weights sends none: every endpoint then weighs the same.
+    weight: float = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -250,6 +253,7 @@ class Dispatcher:
 
 
 _DISPATCHER_FIELDS = tuple(field.name for field in dataclasses.fields(Dispatcher))
+_ENDPOINT_FIELDS = tuple(field.name for field in dataclasses.fields(Endpoint))
 
 
 class Client:
@@ -520,10 +524,10 @@ class Client:
     def endpoints(self) -> builtins.list[Endpoint]:
         """Every configured endpoint, `default` first."""
         answer = self._request("GET", "/endpoints")
-        return _parse(answer, lambda data: [Endpoint(**item) for item in data["endpoints"]])
+        return _parse(answer, lambda data: [_endpoint(item) for item in data["endpoints"]])
 
     def get_endpoint(self, name: str) -> Endpoint:
-        return _parse(self._request("GET", _path("endpoints", name)), lambda data: Endpoint(**data))
+        return _parse(self._request("GET", _path("endpoints", name)), _endpoint)
 
     def flows(self, name: str) -> builtins.list[Flow]:
         """The endpoint's flow keys with the most jobs due (at most 100), most due first."""
@@ -531,32 +535,35 @@ class Client:
         return _parse(answer, lambda data: [_flow(item) for item in data["flows"]])
 
     def set_endpoint_limits(
-        self, name: str, *, rate_limit: Any = UNCHANGED, max_in_flight: Any = UNCHANGED
+        self,
+        name: str,
+        *,
+        rate_limit: Any = UNCHANGED,
+        max_in_flight: Any = UNCHANGED,
+        weight: Any = UNCHANGED,
     ) -> Endpoint:
-        """Change an endpoint's limits at run time; one left UNCHANGED stays as it is, None
-        means unlimited. They win over the environment's until `reset_endpoint`."""
-        payload = {
-            key: value
-            for key, value in (("rate_limit", rate_limit), ("max_in_flight", max_in_flight))
-            if value is not UNCHANGED
-        }
+        """Change an endpoint's limits or weight at run time; one left UNCHANGED stays as it
+        is. None means unlimited for a limit, the default (1) for the weight. The limits win
+        over the environment's until `reset_endpoint`, which leaves the weight as it is."""
+        given = (("rate_limit", rate_limit), ("max_in_flight", max_in_flight), ("weight", weight))
+        payload = {key: value for key, value in given if value is not UNCHANGED}
         answer = self._request("PATCH", _path("endpoints", name), json_body=payload)
-        return _parse(answer, lambda data: Endpoint(**data))
+        return _parse(answer, _endpoint)
 
     def reset_endpoint(self, name: str) -> Endpoint:
-        """Return an endpoint to the environment's limits."""
+        """Return an endpoint to the environment's limits (its weight stays as set)."""
         answer = self._request("POST", _path("endpoints", name, "reset"))
-        return _parse(answer, lambda data: Endpoint(**data))
+        return _parse(answer, _endpoint)
 
     def pause_endpoint(self, name: str) -> Endpoint:
         """Hold an endpoint's deliveries; its jobs stay scheduled and cron ticks are recorded."""
         answer = self._request("POST", _path("endpoints", name, "pause"))
-        return _parse(answer, lambda data: Endpoint(**data))
+        return _parse(answer, _endpoint)
 
     def resume_endpoint(self, name: str) -> Endpoint:
         """Deliver again, in due order and within the limits."""
         answer = self._request("POST", _path("endpoints", name, "resume"))
-        return _parse(answer, lambda data: Endpoint(**data))
+        return _parse(answer, _endpoint)
 
     def dispatchers(self) -> builtins.list[Dispatcher]:
         """The live dispatchers, the leader first."""
@@ -692,6 +699,11 @@ def _parse(response: requests.Response, build: Callable[[Any], T]) -> T:
             "invalid_response",
             f"Unexpected response from {response.url}: {exc!r}",
         ) from exc
+
+
+def _endpoint(data: Any) -> Endpoint:
+    # Fields a newer server adds are left out, not an error.
+    return Endpoint(**{key: data[key] for key in _ENDPOINT_FIELDS if key in data})
 
 
 def _path(*segments: str) -> str:

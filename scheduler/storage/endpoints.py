@@ -1,4 +1,5 @@
-"""Endpoints' run-time state: pauses and limits set through the API, and what each has in hand."""
+"""Endpoints' run-time state: pauses, limits and weights set through the API, and what each has
+in hand."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
+from scheduler import config
 from scheduler.storage import db, notices, queries
 
 QUERIES = queries.load(__name__)
@@ -23,8 +25,8 @@ class EndpointLimits:
 
 @dataclasses.dataclass(frozen=True)
 class EndpointState:
-    """An endpoint's run-time state: paused, and the limits set at run time (`*_set`; None set
-    means unlimited) that win over the environment's."""
+    """An endpoint's run-time state: paused, the limits set at run time (`*_set`; None set
+    means unlimited) that win over the environment's, and its weight (None: the default)."""
 
     name: str
     paused: bool = False
@@ -32,6 +34,11 @@ class EndpointState:
     rate_limit_set: bool = False
     max_in_flight: int | None = None
     max_in_flight_set: bool = False
+    weight: float | None = None
+
+    @property
+    def weight_in_force(self) -> float:
+        return config.DEFAULT_WEIGHT if self.weight is None else self.weight
 
     def limits(self, rate_limit: float | None, max_in_flight: int | None) -> EndpointLimits:
         """The limits in force, given the environment's defaults."""
@@ -68,14 +75,16 @@ def endpoint_figures(
 def set_endpoint_limits(
     database: db.Database, endpoint: str, limits: dict[str, float | int | None]
 ) -> None:
-    """Override the limits named in `limits` (rate_limit, max_in_flight; None: unlimited),
-    leaving the other as it is, and tell every dispatcher."""
+    """Override the settings named in `limits` (rate_limit, max_in_flight, None: unlimited;
+    weight, None: the default), leaving the others as they are, and tell every dispatcher."""
     params = {
         "endpoint": endpoint,
         "rate_limit": limits.get("rate_limit"),
         "set_rate_limit": "rate_limit" in limits,
         "max_in_flight": limits.get("max_in_flight"),
         "set_max_in_flight": "max_in_flight" in limits,
+        "weight": limits.get("weight"),
+        "set_weight": "weight" in limits,
     }
     _change(database, QUERIES["set_endpoint_limits"], params)
 

@@ -1,13 +1,15 @@
 -- endpoint_states --
--- What every dispatcher caches to route its claims: which endpoints are paused or limited.
-SELECT name, paused, rate_limit, rate_limit_set, max_in_flight, max_in_flight_set
+-- What every dispatcher caches to route its claims: which endpoints are paused or limited, and
+-- their weights.
+SELECT name, paused, rate_limit, rate_limit_set, max_in_flight, max_in_flight_set, weight
 FROM endpoints;
 
 -- set_endpoint_limits --
--- Override an endpoint's limits at run time; a limit not being set (`set_*` false) is unchanged.
-INSERT INTO endpoints (name, rate_limit, rate_limit_set, max_in_flight, max_in_flight_set)
+-- Override an endpoint's limits and weight at run time; one not being set (`set_*` false) is
+-- unchanged.
+INSERT INTO endpoints (name, rate_limit, rate_limit_set, max_in_flight, max_in_flight_set, weight)
 VALUES (%(endpoint)s, %(rate_limit)s, %(set_rate_limit)s, %(max_in_flight)s,
-        %(set_max_in_flight)s)
+        %(set_max_in_flight)s, %(weight)s)
 ON CONFLICT (name) DO UPDATE
 SET rate_limit = CASE WHEN %(set_rate_limit)s THEN EXCLUDED.rate_limit
                       ELSE endpoints.rate_limit END,
@@ -15,6 +17,7 @@ SET rate_limit = CASE WHEN %(set_rate_limit)s THEN EXCLUDED.rate_limit
     max_in_flight = CASE WHEN %(set_max_in_flight)s THEN EXCLUDED.max_in_flight
                          ELSE endpoints.max_in_flight END,
     max_in_flight_set = endpoints.max_in_flight_set OR %(set_max_in_flight)s,
+    weight = CASE WHEN %(set_weight)s THEN EXCLUDED.weight ELSE endpoints.weight END,
     updated_at = now();
 
 -- reset_endpoint_limits --
@@ -35,7 +38,7 @@ ON CONFLICT (name) DO UPDATE SET paused = EXCLUDED.paused, updated_at = now();
 -- one is given).
 SELECT n.name, coalesce(e.paused, false) AS paused, e.rate_limit,
        coalesce(e.rate_limit_set, false) AS rate_limit_set, e.max_in_flight,
-       coalesce(e.max_in_flight_set, false) AS max_in_flight_set,
+       coalesce(e.max_in_flight_set, false) AS max_in_flight_set, e.weight,
        (SELECT count(*) FROM jobs
         WHERE state = 'delivering' AND endpoint = n.name) AS in_flight,
        (SELECT count(*) FROM (SELECT 1 FROM jobs

@@ -1,4 +1,4 @@
-"""Routes for the named endpoints: their limits, pauses and what they hold.
+"""Routes for the named endpoints: their limits, weights, pauses and what they hold.
 
 Endpoint URLs come from the environment only (SCHEDULER_ENDPOINTS); the API changes how much
 goes to an endpoint, never where, so a leaked secret cannot make the scheduler call an address of
@@ -24,7 +24,8 @@ NO_ENDPOINT = "No endpoint of that name is configured."
 
 
 def describe(endpoint: config.Endpoint, figures: endpoints.EndpointFigures) -> dict[str, Any]:
-    """An endpoint as the API shows it: the limits in force, wherever they were set."""
+    """An endpoint as the API shows it: the limits in force, wherever they were set, and its
+    weight."""
     settings = http.settings()
     limits = figures.state.limits(settings.rate_limit, settings.max_in_flight)
     return {
@@ -32,6 +33,7 @@ def describe(endpoint: config.Endpoint, figures: endpoints.EndpointFigures) -> d
         "url": endpoint.url,
         "rate_limit": limits.rate_limit,
         "max_in_flight": limits.max_in_flight,
+        "weight": figures.state.weight_in_force,
         "paused": figures.state.paused,
         "in_flight": figures.in_flight,
         "due": figures.due,
@@ -54,7 +56,7 @@ def one_endpoint(name: str) -> Response:
 
 @bp.get("")
 @openapi.operation(
-    summary="Every configured endpoint: the limits in force, paused, in flight and due.",
+    summary="Every configured endpoint: the limits in force, weight, paused, in flight and due.",
     tag="endpoints",
     responses={200: openapi.returns(schemas.EndpointsResponse, "Endpoints.")},
 )
@@ -81,9 +83,9 @@ def get_endpoint(name: str) -> Response:
 
 @bp.patch("/<name>")
 @openapi.operation(
-    summary="Change an endpoint's limits at run time (a field left out is unchanged; null: "
-    "unlimited). They win over SCHEDULER_RATE_LIMIT and SCHEDULER_MAX_IN_FLIGHT and hold on "
-    "every dispatcher within a second.",
+    summary="Change an endpoint's limits or weight at run time (a field left out is unchanged; "
+    "null: unlimited, or for the weight the default). Limits win over SCHEDULER_RATE_LIMIT and "
+    "SCHEDULER_MAX_IN_FLIGHT; both hold on every dispatcher within a second.",
     tag="endpoints",
     request=schemas.PatchEndpointSchema,
     parameters=[openapi.ENDPOINT_NAME],
@@ -95,7 +97,7 @@ def patch_endpoint(name: str) -> Response:
     limits = http.load(schemas.PatchEndpointSchema, http.json_body())
     endpoints.set_endpoint_limits(http.database(), name, limits)
     logger.info(
-        "endpoint %s limits set: %s",
+        "endpoint %s set: %s",
         name,
         ", ".join(f"{key}={value}" for key, value in sorted(limits.items())),
         extra={"action": "set_endpoint_limits", "endpoint": name},
@@ -105,7 +107,7 @@ def patch_endpoint(name: str) -> Response:
 
 @bp.post("/<name>/reset")
 @openapi.operation(
-    summary="Return an endpoint to the environment's limits.",
+    summary="Return an endpoint to the environment's limits (its weight stays as set).",
     tag="endpoints",
     parameters=[openapi.ENDPOINT_NAME],
     responses={200: openapi.returns(schemas.EndpointSchema, "The endpoint.")},

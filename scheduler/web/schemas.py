@@ -32,6 +32,7 @@ MAX_PREVIEW = 100
 MAX_SPEC_LENGTH = cron.MAX_SPEC_LENGTH
 MAX_RATE_LIMIT = config.MAX_RATE_LIMIT
 MAX_IN_FLIGHT_LIMIT = config.MAX_IN_FLIGHT_LIMIT
+MAX_WEIGHT = config.MAX_WEIGHT
 MAX_KEY_LENGTH = 255
 # GET /endpoints/<name>/flows lists this many keys, with their due jobs counted up to MAX_FLOW_DUE.
 FLOWS_LISTED = 100
@@ -416,6 +417,12 @@ class EndpointSchema(Schema):
     max_in_flight = fields.Integer(
         allow_none=True, metadata={"description": "Deliveries in progress at once; null: none."}
     )
+    weight = fields.Float(
+        metadata={
+            "description": "Its share of each dispatcher's threads against the other endpoints' "
+            "with work, in proportion (1 by default)."
+        }
+    )
     paused = fields.Boolean()
     in_flight = fields.Integer(metadata={"description": "Deliveries in progress now."})
     due = fields.Integer(metadata={"description": "Jobs due and not yet sent."})
@@ -426,7 +433,8 @@ class EndpointsResponse(Schema):
 
 
 class PatchEndpointSchema(Schema):
-    """Limits to change; a field left out is unchanged, null means unlimited."""
+    """Limits and weight to change; a field left out is unchanged, null means unlimited (a
+    limit) or the default (the weight)."""
 
     rate_limit = Number(
         allow_nan=False,
@@ -436,9 +444,15 @@ class PatchEndpointSchema(Schema):
     max_in_flight = fields.Integer(
         strict=True, allow_none=True, validate=validate.Range(1, MAX_IN_FLIGHT_LIMIT)
     )
+    weight = Number(
+        allow_nan=False,
+        allow_none=True,
+        validate=validate.Range(min=0, min_inclusive=False, max=MAX_WEIGHT),
+        metadata={"description": "Above 0, at most 1000; null: back to the default, 1."},
+    )
 
     @validates_schema
     def check_something(self, data: dict[str, Any], **kwargs: Any) -> None:
         if not data:
-            message = "Give rate_limit, max_in_flight or both."
-            raise ValidationError({"rate_limit": [message], "max_in_flight": [message]})
+            message = "Give at least one of rate_limit, max_in_flight and weight."
+            raise ValidationError({name: [message] for name in self.fields})

@@ -110,7 +110,7 @@ class ClaimLoop:
         while not stopping.is_set():
             if not self._may_claim():
                 return False
-            room = self.senders.planner.room(held, self._waiting)
+            room = self.senders.planner.room(held, self._waiting, self.routes.weights())
             if not room.any:
                 return False
             # Paused and limited endpoints first: their claims take idle threads, a start each.
@@ -118,7 +118,7 @@ class ClaimLoop:
             if room.shared == 0:
                 # The shared flow waits for its slots: a recorded delivery wakes the loop.
                 return False
-            shares = self.senders.planner.shares()
+            shares = self.senders.planner.shares(self.routes.weights())
             claimed = deliveries.claim_due_jobs(
                 self.database,
                 self.dispatcher_id,

@@ -5,21 +5,28 @@ one statement) and each paused or limited endpoint, claimed apart under its row 
 endpoint's claim must be a start (its limit counts starts), so it takes only threads that are
 idle now; the shared flow may also queue a second delivery per thread (claiming ahead keeps the
 threads busy). While a limited endpoint has due work, the shared flow keeps to its share of the
-threads instead, so that a busy shared backlog cannot take every thread from it. Shares are equal,
-and a flow alone may use every thread. The planner reads no clock and no database: the claim loop
-tells it what its claims found, the senders what they hold.
+threads instead, so that a busy shared backlog cannot take every thread from it. Shares follow
+the endpoints' weights (equal by default): threads * weight / the sum of the weights of those with
+work, at least 1; a flow alone may use every thread. The shared flow counts as one flow against
+the paused or limited endpoints, weighing as much as the heaviest endpoint it holds deliveries
+for (the default when none), so that equal weights split the threads equally between flows. The
+planner reads no clock and no database: the claim loop tells it what its claims found and the
+endpoints' weights, the senders what they hold.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import threading
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
-from scheduler import tuning
+from scheduler import config, tuning
 
 # The flow of every endpoint that is neither paused nor limited.
 SHARED = ""
+# A share this close below a whole number is that number: float error is far smaller.
+_ROUNDING = 1e-9
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,20 +75,31 @@ class SlotPlanner:
         with self._lock:
             return dict(self._by_endpoint)
 
-    def shares(self) -> tuple[dict[str, int], int]:
+    def shares(self, weights: Mapping[str, float] | None = None) -> tuple[dict[str, int], int]:
         """How many more of the shared flow's deliveries each endpoint holding some may take,
         and how many one holding none may: while several endpoints have deliveries in hand,
-        each keeps to an equal share of the threads, so that a slow one cannot hold them all and
-        an endpoint whose job comes due finds a thread."""
+        each keeps to its share of the threads (in proportion to its weight, default 1 for
+        those not in `weights`), so that a slow one cannot hold them all and an endpoint whose
+        job comes due finds a thread. An endpoint of another weight holding none is named too,
+        with the share it would have."""
+        weights = weights or {}
         holding = self.holding_by_endpoint()
         if not holding:
             return {}, self.slots
+        total = sum(_weight(weights, name) for name in holding)
         if len(holding) == 1:
             rooms = {name: max(0, self.slots - count) for name, count in holding.items()}
-            return rooms, max(1, self.threads // 2)
-        share = max(1, self.threads // len(holding))
-        rooms = {name: max(0, share - count) for name, count in holding.items()}
-        return rooms, max(1, self.threads // (len(holding) + 1))
+        else:
+            rooms = {
+                name: max(0, self._share(_weight(weights, name), total) - count)
+                for name, count in holding.items()
+            }
+        for name in weights:
+            weight = _weight(weights, name)
+            if name not in holding and weight != config.DEFAULT_WEIGHT:
+                rooms[name] = self._share(weight, total + weight)
+        default = config.DEFAULT_WEIGHT
+        return rooms, self._share(default, total + default)
 
     def holding(self, flow: str | None = None) -> int:
         """Deliveries held by `flow`, or by every flow when None."""
@@ -97,20 +115,31 @@ class SlotPlanner:
             total = sum(self._holding.values())
             return total >= self.slots or any(n for flow, n in self._holding.items() if flow)
 
-    def room(self, held: Sequence[str], waiting: Collection[str]) -> Room:
+    def room(
+        self,
+        held: Sequence[str],
+        waiting: Collection[str],
+        weights: Mapping[str, float] | None = None,
+    ) -> Room:
         """What each flow may claim now. `held` are the paused or limited endpoints, `waiting`
-        those of them that had due work at their last claim (or were never claimed)."""
+        those of them that had due work at their last claim (or were never claimed), `weights`
+        the endpoints' weights (default 1 for those not named)."""
+        weights = weights or {}
         with self._lock:
             holding = dict(self._holding)
+            shared_weight = max(
+                (_weight(weights, name) for name in self._by_endpoint),
+                default=config.DEFAULT_WEIGHT,
+            )
         active = [name for name in held if name in waiting or holding.get(name, 0) > 0]
-        share = max(1, self.threads // (len(active) + 1))
-        total = sum(holding.values())
-        idle = max(0, self.threads - total)
+        total = sum((_weight(weights, name) for name in active), shared_weight)
+        shares = {name: self._share(_weight(weights, name), total) for name in active}
+        idle = max(0, self.threads - sum(holding.values()))
         rooms: dict[str, int] = {}
         for name in held:
             room = 0
             if name in waiting:
-                room = max(0, min(share - holding.get(name, 0), idle))
+                room = max(0, min(shares[name] - holding.get(name, 0), idle))
                 if len(active) == 1 and not holding.get(SHARED, 0):
                     # Alone with work: every idle thread is its.
                     room = idle
@@ -118,8 +147,17 @@ class SlotPlanner:
             idle -= room
         # The shared flow may claim ahead (a second slot per thread) only while no limited
         # endpoint has work; then it keeps to the threads the others' shares leave it.
-        cap = self.slots if not active else self.threads - share * len(active)
+        cap = self.slots if not active else self.threads - sum(shares.values())
         return Room(max(0, cap - holding.get(SHARED, 0)), rooms)
+
+    def _share(self, weight: float, total: float) -> int:
+        """Threads * weight / total, rounded down, at least 1."""
+        # Within rounding of a whole number counts as it: 3 * 0.2 / (0.1 + 0.2) is 2, not 1.
+        return max(1, math.floor(self.threads * weight / total + _ROUNDING))
+
+
+def _weight(weights: Mapping[str, float], name: str) -> float:
+    return weights.get(name, config.DEFAULT_WEIGHT)
 
 
 def _add(counts: dict[str, int], key: str, change: int) -> None:

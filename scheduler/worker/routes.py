@@ -1,5 +1,6 @@
-"""Which endpoints a dispatcher claims one at a time: those paused or limited, and those with
-keyed jobs waiting (their flow keys' limits are kept under the endpoint's row lock).
+"""Which endpoints a dispatcher claims one at a time (those paused or limited, and those with
+keyed jobs waiting, whose flow keys' limits are kept under the endpoint's row lock), and their
+weights.
 
 Every other endpoint's jobs are claimed together by one statement that takes no lock. The set
 comes from the `endpoints` table (run-time pauses and limits) and the environment's default
@@ -32,6 +33,7 @@ class EndpointRoutes:
         self._loaded_at: float | None = None
         self._held: list[str] = []
         self._keyed: frozenset[str] = frozenset()
+        self._weights: dict[str, float] = {}
 
     def held(self) -> list[str]:
         """The configured endpoints that are paused, limited or keyed, reloaded when stale."""
@@ -47,8 +49,14 @@ class EndpointRoutes:
         with self._lock:
             return endpoint in self._keyed
 
+    def weights(self) -> dict[str, float]:
+        """The configured endpoints' weights other than the default, reloaded with `held`."""
+        self.held()
+        with self._lock:
+            return self._weights
+
     def invalidate(self) -> None:
-        """Reload at the next look (a notification said pauses or limits changed)."""
+        """Reload at the next look (a notification said pauses, limits or weights changed)."""
         with self._lock:
             self._loaded_at = None
 
@@ -56,9 +64,12 @@ class EndpointRoutes:
         states = {state.name: state for state in endpoints.endpoint_states(self.database)}
         keyed = frozenset(flows.keyed_endpoints(self.database)) & set(self.settings.endpoints)
         held = []
+        self._weights = {}
         for name in self.settings.endpoints:
             state = states.get(name, endpoints.EndpointState(name))
             limits = state.limits(self.defaults.rate_limit, self.defaults.max_in_flight)
             if state.paused or limits.any or name in keyed:
                 held.append(name)
+            if state.weight is not None:
+                self._weights[name] = state.weight
         return held, keyed

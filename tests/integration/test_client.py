@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import datetime as dt
+import json
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -428,6 +429,38 @@ def test_answers_that_are_not_the_api_s(receiver: support.Receiver) -> None:
     assert unavailable.value.retry_after is None
     assert (garbled.value.status, garbled.value.code) == (200, "invalid_response")
     assert receiver.received()[0].headers["Scheduler-Secret"] == support.SECRET
+
+
+def test_endpoint_limits_and_weights(api: client.Client) -> None:
+    assert api.get_endpoint("default").weight == 1.0
+    heavy = api.set_endpoint_limits("default", weight=2.5)
+    assert (heavy.weight, heavy.rate_limit, heavy.max_in_flight) == (2.5, None, None)
+    limited = api.set_endpoint_limits("default", max_in_flight=3)
+    assert (limited.weight, limited.max_in_flight) == (2.5, 3)
+    assert api.reset_endpoint("default").weight == 2.5, "a reset returns the limits only"
+    assert api.set_endpoint_limits("default", weight=None).weight == 1.0
+    assert [item.weight for item in api.endpoints()] == [1.0]
+    with pytest.raises(client.InvalidRequest) as caught:
+        api.set_endpoint_limits("default", weight="2")
+    assert caught.value.fields == {"weight": ["Not a valid number."]}
+
+
+def test_an_endpoint_from_an_older_or_a_newer_server(receiver: support.Receiver) -> None:
+    shown = {
+        "name": "default",
+        "url": "http://127.0.0.1:9/hook",
+        "rate_limit": None,
+        "max_in_flight": None,
+        "paused": False,
+        "in_flight": 0,
+        "due": 2,
+    }
+    base = receiver.url.removesuffix("/hook")
+    with client.Client(base, support.SECRET) as older:
+        receiver.answer = (json.dumps(shown).encode(), "application/json")
+        assert older.reset_endpoint("default").weight == 1.0, "no weight: every one weighs 1"
+        receiver.answer = (json.dumps({**shown, "weight": 2, "colour": "blue"}).encode(), None)
+        assert older.reset_endpoint("default").weight == 2
 
 
 def test_a_database_outage_is_unavailable_with_retry_after() -> None:

@@ -81,6 +81,16 @@ def test_overview_counts_jobs_by_state_and_lists_endpoints(
     assert "No dispatcher is alive" in page
 
 
+def test_overview_shows_each_endpoint_s_weight(client: FlaskClient) -> None:
+    assert (
+        client.patch("/endpoints/default", json={"weight": 2.5}, headers=HEADERS).status_code == 200
+    )
+    page = client.get("/ui/").data.decode()
+    assert "<th>weight</th>" in page
+    row = re.search(r'endpoint=default">default</a></td>(.*?)</tr>', page, re.DOTALL)
+    assert row and "<td>2.5</td>" in row.group(1)
+
+
 def test_overview_estimates_states_on_a_large_table(
     client: FlaskClient, db: psycopg.Connection[Any]
 ) -> None:

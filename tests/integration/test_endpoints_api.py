@@ -48,6 +48,7 @@ def test_every_configured_endpoint_is_listed_with_what_it_holds(
         "url": BILLING.url,
         "rate_limit": None,
         "max_in_flight": 4,
+        "weight": 1.0,
         "paused": False,
         "in_flight": 1,
         "due": 2,
@@ -96,6 +97,17 @@ def test_pause_and_resume(client: FlaskClient, auth: dict[str, str]) -> None:
         ({"max_in_flight": True}, "max_in_flight"),
         ({"rate_limit": 5, "max_in_flight": "5"}, "max_in_flight"),
         ({"paused": True}, "paused"),
+        ({}, "weight"),
+        ({"weight": 0}, "weight"),
+        ({"weight": -2}, "weight"),
+        ({"weight": 1000.5}, "weight"),
+        ({"weight": 10**6}, "weight"),
+        ({"weight": "5"}, "weight"),
+        ({"weight": True}, "weight"),
+        ({"weight": [2]}, "weight"),
+        ({"weight": {"value": 2}}, "weight"),
+        ({"weight": 2, "max_in_flight": "5"}, "max_in_flight"),
+        ({"weight": "2", "rate_limit": 5}, "weight"),
     ],
 )
 def test_bad_limits_are_refused_naming_the_field(
@@ -131,6 +143,51 @@ def test_limits_are_json_numbers_in_any_of_their_forms(
     assert (response.get_json()["rate_limit"], response.get_json()["max_in_flight"]) == (10.0, 3)
     integral = client.patch("/endpoints/billing", json={"rate_limit": 5}, headers=auth)
     assert integral.get_json()["rate_limit"] == 5.0
+
+
+def test_a_weight_is_shown_and_null_returns_it_to_the_default(
+    client: FlaskClient, auth: dict[str, str], db: psycopg.Connection
+) -> None:
+    patched = client.patch("/endpoints/billing", json={"weight": 2.5}, headers=auth)
+    assert patched.status_code == 200
+    assert patched.get_json()["weight"] == 2.5
+    assert client.get("/endpoints/billing", headers=auth).get_json()["weight"] == 2.5
+    listed = endpoints(client, auth)
+    assert (listed["billing"]["weight"], listed["default"]["weight"]) == (2.5, 1.0)
+    # A limit changed alone leaves the weight, and a reset returns only the limits.
+    limited = client.patch("/endpoints/billing", json={"rate_limit": 3}, headers=auth)
+    assert (limited.get_json()["rate_limit"], limited.get_json()["weight"]) == (3.0, 2.5)
+    reset = client.post("/endpoints/billing/reset", headers=auth)
+    assert (reset.get_json()["rate_limit"], reset.get_json()["weight"]) == (None, 2.5)
+    back = client.patch("/endpoints/billing", json={"weight": None}, headers=auth)
+    assert back.status_code == 200 and back.get_json()["weight"] == 1.0
+    assert db.execute("SELECT weight FROM endpoints").fetchall() == [(None,)]
+
+
+@pytest.mark.parametrize("weight", [0.001, 1, 1000, 1e3])
+def test_a_weight_is_any_json_number_above_0_up_to_1000(
+    client: FlaskClient, auth: dict[str, str], weight: float
+) -> None:
+    response = client.patch("/endpoints/billing", json={"weight": weight}, headers=auth)
+    assert response.status_code == 200
+    assert response.get_json()["weight"] == weight
+
+
+def test_a_weight_given_as_a_string_is_a_400_naming_the_field(
+    client: FlaskClient, auth: dict[str, str], db: psycopg.Connection
+) -> None:
+    response = client.patch("/endpoints/billing", json={"weight": "5"}, headers=auth)
+    assert response.status_code == 400
+    assert response.get_json()["error"] == {
+        "code": "invalid_request",
+        "message": "The request has invalid fields.",
+        "fields": {"weight": ["Not a valid number."]},
+    }
+    too_heavy = client.patch("/endpoints/billing", json={"weight": 1001}, headers=auth)
+    assert too_heavy.get_json()["error"]["fields"] == {
+        "weight": ["Must be greater than 0 and less than or equal to 1000.0."]
+    }
+    assert db.execute("SELECT count(*) FROM endpoints").fetchone() == (0,)
 
 
 @pytest.mark.parametrize(

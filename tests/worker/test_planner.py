@@ -129,3 +129,136 @@ def test_rooms_never_overcommit_threads_or_slots(
     assert room.shared <= max(0, 2 * THREADS - holding.get(SHARED, 0))
     if not any(name in waiting or holding.get(name, 0) for name in held):
         assert room.shared == max(0, 2 * THREADS - holding.get(SHARED, 0))
+
+
+def test_endpoints_in_the_shared_flow_keep_to_shares_in_proportion_to_their_weights() -> None:
+    slots = planner.SlotPlanner(THREADS)
+    slots.claimed(SHARED, ["slow"] * THREADS + ["heavy"] * 2)
+
+    rooms, newcomer = slots.shares({"heavy": 3.0})
+
+    # 16 threads, weights 1 and 3: shares of 4 and 12.
+    assert rooms == {"slow": 0, "heavy": 12 - 2}
+    assert newcomer == THREADS // 5, "a newcomer of weight 1 against a sum of 4"
+
+
+def test_a_weighted_endpoint_holding_none_gets_its_weighted_share_at_once() -> None:
+    slots = make({SHARED: 5})
+
+    rooms, newcomer = slots.shares({"heavy": 3.0, "light": 0.5})
+
+    assert rooms == {
+        "default": 2 * THREADS - 5,
+        "heavy": THREADS * 3 // 4,
+        "light": THREADS // 3,
+    }
+    assert newcomer == THREADS // 2
+
+
+def test_an_endpoint_alone_fills_every_slot_whatever_its_weight() -> None:
+    slots = make({SHARED: 5})
+
+    assert slots.shares({"default": 0.01}) == ({"default": 2 * THREADS - 5}, THREADS - 1)
+    assert slots.room([], (), {"default": 0.01}) == planner.Room(2 * THREADS - 5, {})
+    alone = make({"billing": 3})
+    assert alone.room(["billing"], {"billing"}, {"billing": 0.01}).held == {"billing": THREADS - 3}
+
+
+def test_a_light_endpoint_keeps_a_share_of_one_thread() -> None:
+    slots = planner.SlotPlanner(THREADS)
+    slots.claimed(SHARED, ["light", "heavy"])
+
+    rooms, _ = slots.shares({"light": 0.001, "heavy": 1000.0})
+
+    assert rooms == {"light": 0, "heavy": THREADS - 1 - 1}
+
+
+def test_a_share_that_comes_out_whole_is_not_rounded_down() -> None:
+    slots = planner.SlotPlanner(THREADS)
+    slots.claimed(SHARED, ["a", "b"])
+
+    # 16 * 0.3 / (0.1 + 0.3) is 11.999999999999998 in floating point.
+    assert slots.shares({"a": 0.1, "b": 0.3}) == ({"a": 4 - 1, "b": 12 - 1}, 11)
+
+
+def test_limited_endpoints_get_shares_in_proportion_to_their_weights() -> None:
+    slots = make()
+
+    room = slots.room(["billing", "mail"], {"billing", "mail"}, {"billing": 3.0})
+
+    # Billing 3, mail 1 and the shared flow 1: 16 * 3 / 5 and 16 / 5.
+    assert room.held == {"billing": 9, "mail": 3}
+    assert room.shared == THREADS - 9 - 3
+
+
+def test_the_shared_flow_weighs_as_its_heaviest_endpoint_against_a_limited_one() -> None:
+    slots = make({SHARED: 2})
+
+    room = slots.room(["billing"], {"billing"}, {"default": 3.0})
+
+    assert room.held == {"billing": THREADS // 4}
+    assert room.shared == THREADS - THREADS // 4 - 2
+
+
+weights = st.dictionaries(
+    st.sampled_from(["a", "b", "c", "d", "default"]),
+    st.floats(min_value=0.001, max_value=1000, allow_nan=False),
+)
+
+
+@settings(deadline=None, database=None)
+@given(
+    holding=st.dictionaries(st.sampled_from([SHARED, "a", "b", "c", "d"]), st.integers(0, 40)),
+    held=st.lists(names, unique=True),
+    waiting=st.sets(names),
+)
+def test_weights_of_one_change_nothing(
+    holding: dict[str, int], held: list[str], waiting: set[str]
+) -> None:
+    slots = make(holding)
+    ones = dict.fromkeys(["a", "b", "c", "d", "default"], 1.0)
+
+    assert slots.room(held, waiting, ones) == slots.room(held, waiting)
+    assert slots.shares(ones) == slots.shares()
+
+
+@settings(deadline=None, database=None)
+@given(weighed=weights, threads=st.integers(1, 64))
+def test_a_heavier_endpoint_never_gets_a_smaller_share(
+    weighed: dict[str, float], threads: int
+) -> None:
+    slots = planner.SlotPlanner(threads)
+    # One delivery each, so that each room is its share less one.
+    slots.claimed(SHARED, ["a", "b", "c", "d"])
+
+    rooms, _ = slots.shares(weighed)
+
+    share = {name: rooms[name] + 1 for name in "abcd"}
+    weight = {name: weighed.get(name, 1.0) for name in "abcd"}
+    for one in "abcd":
+        for other in "abcd":
+            if weight[one] >= weight[other]:
+                assert share[one] >= share[other]
+    assert all(count >= 1 for count in share.values())
+    assert sum(share.values()) <= threads + 4, "rounded down, or up to one thread"
+
+
+@settings(deadline=None, database=None)
+@given(
+    holding=st.dictionaries(st.sampled_from([SHARED, "a", "b", "c", "d"]), st.integers(0, 40)),
+    held=st.lists(names, unique=True),
+    waiting=st.sets(names),
+    weighed=weights,
+)
+def test_weighted_rooms_never_overcommit_threads_or_slots(
+    holding: dict[str, int], held: list[str], waiting: set[str], weighed: dict[str, float]
+) -> None:
+    slots = make(holding)
+    total = sum(holding.values())
+
+    room = slots.room(held, waiting, weighed)
+
+    assert all(count >= 0 for count in room.held.values()) and room.shared >= 0
+    assert sum(room.held.values()) <= max(0, THREADS - total)
+    assert all(room.held[name] == 0 for name in held if name not in waiting)
+    assert room.shared <= max(0, 2 * THREADS - holding.get(SHARED, 0))
