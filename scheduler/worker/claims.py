@@ -5,8 +5,9 @@ Every dispatcher runs one. Due-ness is the database's to judge (the claim compar
 away, counted on this host's monotonic clock: a host whose wall clock is wrong neither sends
 early nor spins.
 
-Jobs of endpoints that are paused or limited (routes.py) are claimed apart, one endpoint at a
-time under its row lock (deliveries.claim_endpoint_jobs), first, and as many as the slot planner
+Jobs of endpoints that are paused, limited or keyed (routes.py) are claimed apart, one endpoint at
+a time under its row lock (deliveries.claim_endpoint_jobs, which shares a keyed endpoint's claim
+between its flow keys in turn), first, and as many as the slot planner
 (planner.py) gives each room: idle sending threads only, so that a claim is a start (what the
 limit counts is when deliveries start), and while one has due work the shared claim keeps to its
 share of the threads. The loop looks again when a recorded delivery frees room it ran short of,
