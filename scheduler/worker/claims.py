@@ -133,6 +133,7 @@ class ClaimLoop:
                 self.senders.planner.holding_by_endpoint(),
             )
             self._count_claim()
+            self.senders.planner.saw_due({item.endpoint for item in claimed})
             self.senders.submit(claimed)
             if len(claimed) < room.shared:
                 # Nothing more is due for the shared flow but what endpoints at their share

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import threading
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 
 from scheduler import config, tuning
 
@@ -53,6 +53,9 @@ class SlotPlanner:
         self._holding: dict[str, int] = {}
         # The shared flow's deliveries by endpoint, for the endpoints' shares within it.
         self._by_endpoint: dict[str, int] = {}
+        # The endpoints the last shared claim took deliveries for: they had due work then, and
+        # count as active even while their deliveries are all recorded.
+        self._last_claimed: frozenset[str] = frozenset()
 
     def claimed(self, flow: str, endpoints: Sequence[str]) -> None:
         """Deliveries claimed for `flow`, to these endpoints (one name per delivery)."""
@@ -70,6 +73,11 @@ class SlotPlanner:
                 for endpoint in endpoints:
                     _add(self._by_endpoint, endpoint, -1)
 
+    def saw_due(self, endpoints: Iterable[str]) -> None:
+        """The shared claim just took deliveries for these endpoints (they have due work)."""
+        with self._lock:
+            self._last_claimed = frozenset(endpoints)
+
     def holding_by_endpoint(self) -> dict[str, int]:
         """The shared flow's deliveries in hand, by endpoint."""
         with self._lock:
@@ -77,26 +85,30 @@ class SlotPlanner:
 
     def shares(self, weights: Mapping[str, float] | None = None) -> tuple[dict[str, int], int]:
         """How many more of the shared flow's deliveries each endpoint holding some may take,
-        and how many one holding none may: while several endpoints have deliveries in hand,
-        each keeps to its share of the threads (in proportion to its weight, default 1 for
+        and how many one holding none may: while several endpoints have deliveries in hand (or
+        had due work at the last claim, saw_due), each keeps to its share of the threads (in proportion to its weight, default 1 for
         those not in `weights`), so that a slow one cannot hold them all and an endpoint whose
         job comes due finds a thread. An endpoint of another weight holding none is named too,
         with the share it would have."""
         weights = weights or {}
-        holding = self.holding_by_endpoint()
-        if not holding:
+        with self._lock:
+            holding = dict(self._by_endpoint)
+            # An endpoint whose deliveries all came back between two claims (a fast one with a
+            # backlog) still has due work: a slow one must not count as alone meanwhile.
+            active = set(holding) | self._last_claimed
+        if not active:
             return {}, self.slots
-        total = sum(_weight(weights, name) for name in holding)
-        if len(holding) == 1:
-            rooms = {name: max(0, self.slots - count) for name, count in holding.items()}
+        total = sum(_weight(weights, name) for name in active)
+        if len(active) == 1:
+            rooms = {name: max(0, self.slots - holding.get(name, 0)) for name in active}
         else:
             rooms = {
-                name: max(0, self._share(_weight(weights, name), total) - count)
-                for name, count in holding.items()
+                name: max(0, self._share(_weight(weights, name), total) - holding.get(name, 0))
+                for name in active
             }
         for name in weights:
             weight = _weight(weights, name)
-            if name not in holding and weight != config.DEFAULT_WEIGHT:
+            if name not in active and weight != config.DEFAULT_WEIGHT:
                 rooms[name] = self._share(weight, total + weight)
         default = config.DEFAULT_WEIGHT
         return rooms, self._share(default, total + default)

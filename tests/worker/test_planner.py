@@ -92,6 +92,21 @@ def test_an_endpoint_alone_in_the_shared_flow_may_fill_every_slot() -> None:
     assert slots.shares() == ({"default": 2 * THREADS - 5}, THREADS // 2)
 
 
+def test_an_endpoint_whose_deliveries_all_came_back_still_counts_while_it_has_due_work() -> None:
+    slots = planner.SlotPlanner(THREADS)
+    slots.claimed(SHARED, ["slow"] * 3 + ["fast"] * 3)
+    slots.saw_due(["slow", "fast"])
+    # The fast endpoint's deliveries are all recorded before the next claim.
+    slots.released(SHARED, ["fast"] * 3)
+
+    rooms, _ = slots.shares()
+
+    assert rooms == {"slow": THREADS // 2 - 3, "fast": THREADS // 2}
+    # Once a claim finds no more of its work, the slow one is alone and may fill every slot.
+    slots.saw_due(["slow"])
+    assert slots.shares()[0] == {"slow": 2 * THREADS - 3}
+
+
 def test_endpoints_in_the_shared_flow_keep_to_equal_shares_of_the_threads() -> None:
     slots = planner.SlotPlanner(THREADS)
     slots.claimed(SHARED, ["slow"] * THREADS + ["fast"] * 3)
