@@ -87,9 +87,9 @@ class SlotPlanner:
         """How many more of the shared flow's deliveries each endpoint holding some may take,
         and how many one holding none may: while several endpoints have deliveries in hand (or
         had due work at the last claim, saw_due), each keeps to its share of the threads (in
-        proportion to its weight, default 1 for those not in `weights`), so that a slow one cannot hold them all and an endpoint whose
-        job comes due finds a thread. An endpoint of another weight holding none is named too,
-        with the share it would have."""
+        proportion to its weight, default 1 for those not in `weights`), so that a slow one
+        cannot hold them all and an endpoint whose job comes due finds a thread. An endpoint of
+        another weight holding none is named too, with the share it would have."""
         weights = weights or {}
         with self._lock:
             holding = dict(self._by_endpoint)
