@@ -107,7 +107,7 @@ def render(results: dict[str, Any], figure: str | None, runs: list[dict[str, Any
         _cpu(results),
         _instruments(results),
         _figure(figure),
-        _method(results),
+        _method(results, runs[:-1]),
     ]
     if results.get("errors"):
         parts.append(
@@ -1204,30 +1204,49 @@ def _figure(figure: str | None) -> str:
     )
 
 
-def _durations(results: dict[str, Any]) -> str:
-    """How long this run took, and how long the scenarios of each --only plan took in it."""
+def _durations(results: dict[str, Any], earlier: list[dict[str, Any]]) -> str:
+    """How long this run took, how long a full run takes and how long the scenarios of each
+    --only plan take: as measured in this run, else in the latest earlier run of the same sizes
+    that measured them."""
+    plan = results["plan"]["name"]
     spent = results.get("seconds") or {}
+    alike = [run for run in reversed(earlier) if run.get("sizes", run.get("plan")) == plan]
+    kind = "partial" if results.get("only") else "whole"
+    text = f"- This {kind} run took {results['elapsed_s'] / 60:.1f} min with the {plan} plan. "
+    whole = next((run for run in alike if history.is_full(run) or run.get("plan") == "quick"), None)
+    if results.get("only") and whole is not None and whole.get("minutes") is not None:
+        text += (
+            f"A run of every scenario of the {plan} plan (`make bench`, or `--quick`) took "
+            f"{whole['minutes']:g} min on {whole['date']}. "
+        )
+    elif results.get("only"):
+        text += (
+            "The first line of docs/benchmarks.md says how long its run of every scenario took. "
+        )
     plans = []
     for name, scenarios in (results.get("presets") or {}).items():
+        took = "not yet timed"
         if all(scenario in spent for scenario in scenarios):
             minutes = sum(spent[scenario] for scenario in scenarios) / 60
-            took = f"took {minutes:.1f} min in this run"
+            took = f"{minutes:.1f} min in this run"
         else:
-            took = "did not all run in this run"
+            for run in alike:
+                timed = run.get("seconds") or {}
+                if all(scenario in timed for scenario in scenarios):
+                    minutes = sum(timed[scenario] for scenario in scenarios) / 60
+                    took = f"{minutes:.1f} min on {run['date']}"
+                    break
         plans.append(f"`make bench ONLY={name}` runs {', '.join(scenarios)} ({took})")
-    kind = "partial" if results.get("only") else "whole"
     return (
-        f"- This {kind} run took {results['elapsed_s'] / 60:.1f} min with the "
-        f"{results['plan']['name']} plan; `make bench` runs every scenario of the full plan "
-        f"({', '.join(results.get('all_scenarios') or spent)}). "
+        text
+        + f"`make bench` runs every scenario ({', '.join(results.get('all_scenarios') or spent)}); "
         + "; ".join(plans)
-        + ". A plan run alone takes its "
-        "scenarios' time and a few seconds more to start PostgreSQL, the receiver and the "
-        "processes, and writes docs/benchmarks-<plan>.md.\n"
+        + ". A plan run alone takes its scenarios' time and a few seconds more to start "
+        "PostgreSQL, the receiver and the processes, and writes docs/benchmarks-<plan>.md.\n"
     )
 
 
-def _method(results: dict[str, Any]) -> str:
+def _method(results: dict[str, Any], earlier: list[dict[str, Any]]) -> str:
     plan = results["plan"]
     return (
         "## Method\n\n"
@@ -1272,7 +1291,9 @@ def _method(results: dict[str, Any]) -> str:
         "s windows, with 1 and with 2 dispatchers, on a sixth fresh database; the cost of flow "
         f"keys: {plan.get('flow_cost_jobs', 0):,} jobs over "
         f"{' and over '.join(f'{k:,}' for k in plan.get('flow_cost_keys', ()))} keys, on a "
-        "seventh.\n" + _durations(results) + "- Timings are never asserted by the test suite; "
+        "seventh.\n"
+        + _durations(results, earlier)
+        + "- Timings are never asserted by the test suite; "
         "`tests/integration/test_bench_smoke.py` only checks that a quick run writes a "
         "well-formed report.\n"
     )

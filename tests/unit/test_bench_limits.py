@@ -240,3 +240,29 @@ def test_the_mixed_section_has_a_row_per_limit() -> None:
     assert "| 1 dispatcher: slots (busy)" in rows
     assert "| 1 dispatcher: flows" in rows
     assert "not measured" not in text
+
+
+def test_the_method_says_how_long_each_plan_takes() -> None:
+    presets = {"refactor": ["accept", "burst_1"], "mixed": ["mixed_1", "mixed_2"]}
+    results = {
+        "plan": {"name": "full"},
+        "only": ["mixed_1", "mixed_2"],
+        "elapsed_s": 240.0,
+        "seconds": {"mixed_1": 100.0, "mixed_2": 110.0},
+        "presets": presets,
+        "all_scenarios": ["accept", "burst_1", "mixed_1", "mixed_2"],
+    }
+    earlier = [
+        {"date": "d1", "plan": "full", "minutes": 19.5, "seconds": {"accept": 60, "burst_1": 90}},
+        {"date": "d2", "plan": "quick", "minutes": 1.5, "seconds": {"accept": 6, "burst_1": 9}},
+    ]
+    text = report._durations(results, earlier)
+    assert "This partial run took 4.0 min with the full plan." in text
+    assert (
+        "every scenario of the full plan (`make bench`, or `--quick`) took 19.5 min on d1" in text
+    )
+    assert "`make bench ONLY=refactor` runs accept, burst_1 (2.5 min on d1)" in text
+    assert "`make bench ONLY=mixed` runs mixed_1, mixed_2 (3.5 min in this run)" in text
+    whole = report._durations({**results, "only": None}, [])
+    assert whole.startswith("- This whole run took 4.0 min")
+    assert "ONLY=refactor` runs accept, burst_1 (not yet timed)" in whole
