@@ -11,6 +11,7 @@ little shorter than the dispatcher's: the checks grant the window `slack` second
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Iterable, Sequence
 
 Interval = tuple[float, float]
@@ -54,12 +55,22 @@ def reached_rate(starts: Sequence[float], start: float) -> float:
 def peak_burst(starts: Iterable[float], rate: float) -> float:
     """The most starts any window held beyond `rate` times its length: the largest
     `(j - i + 1) - rate * (t[j] - t[i])` over sorted starts t and i <= j (0 for none)."""
-    best_before = float("-inf")
-    peak = 0.0
-    for index, moment in enumerate(sorted(starts)):
-        best_before = max(best_before, rate * moment - index)
-        peak = max(peak, index + 1 - rate * moment + best_before)
-    return peak
+    return peak_window(starts, rate)[0]
+
+
+def peak_window(starts: Iterable[float], rate: float) -> tuple[float, int, Interval]:
+    """peak_burst, with how many starts its window held and the window (first and last start);
+    (0, 0, (nan, nan)) for none."""
+    ordered = sorted(starts)
+    best_before, best_at = float("-inf"), 0
+    found: tuple[float, int, Interval] = (0.0, 0, (math.nan, math.nan))
+    for index, moment in enumerate(ordered):
+        if rate * moment - index > best_before:
+            best_before, best_at = rate * moment - index, index
+        excess = index + 1 - rate * moment + best_before
+        if excess > found[0]:
+            found = (excess, index + 1 - best_at, (ordered[best_at], moment))
+    return found
 
 
 def rate_bound_use(starts: Iterable[float], rate: float, slack: float = 0.0) -> float:

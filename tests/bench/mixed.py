@@ -233,7 +233,7 @@ def summarise(
             starts[RATED], rated_spans, [allowed_rate * width] * len(rated_spans)
         ),
         "bound_use": limits.rate_bound_use(starts[RATED], plan.mixed_rate, SLACK),
-        "peak_burst": limits.peak_burst(starts[RATED], plan.mixed_rate),
+        "peak": _peak(starts[RATED], plan.mixed_rate, start),
     }
     slot_spans = limits.windows(start, width, max(starts[SLOTS], default=start))
     busy_span = (start + width, max(starts[SLOTS], default=start))
@@ -252,6 +252,12 @@ def summarise(
         _flow_figures(plan, start, keys, arrived, starts[FLOWS], unlimited) if keys else None
     )
     return out
+
+
+def _peak(starts: list[float], rate: float, start: float) -> dict[str, float]:
+    """Where the most starts beyond `rate` times the window's length were seen."""
+    excess, count, (low, high) = limits.peak_window(starts, rate)
+    return {"excess": excess, "starts": count, "from_s": low - start, "span_s": high - low}
 
 
 def _flow_figures(
@@ -292,6 +298,7 @@ def _flow_figures(
         "ratios": limits.window_ratios(starts, spans, allowed),
         "bound_use": uses[worst_key] if worst_key else math.nan,
         "worst_key": worst_key,
+        "worst_peak": _peak(by_key[worst_key], plan.mixed_flow_rate, start) if worst_key else None,
         "keys_over_rate": sum(use > 1 for use in uses.values()),
         "single_keys": len(single),
         "single_max_concurrent": max(

@@ -452,6 +452,18 @@ def _mixed_targets(results: dict[str, Any]) -> list[Target]:
             else f"{flows['keys']:,} keys at {flows['rate']:g}/s; " + _windows_text(flows["ratios"])
         )
         bounds_detail = ", ".join(f"{name} {use:.0%}" for name, use in uses.items())
+        peak = rated.get("peak")
+        if peak and peak["starts"]:
+            bounds_detail += (
+                f"; the rate limit's peak: {peak['starts']:,} starts in {peak['span_s']:.3f} s "
+                f"from {peak['from_s']:.2f} s after the instant"
+            )
+        worst_key = (flows or {}).get("worst_peak")
+        if worst_key and worst_key["starts"]:
+            bounds_detail += (
+                f"; the busiest flow key, {flows['worst_key']}: {worst_key['starts']} starts in "
+                f"{worst_key['span_s']:.3f} s"
+            )
         if skipped:
             bounds_detail += "; flow keys not checked (skipped)"
         measured = (rate_min * 100, slots["busy"] * 100, quiet, flow_min * 100, worst * 100, wrong)

@@ -42,6 +42,13 @@ def test_a_full_bucket_then_the_rate_uses_the_bound_exactly() -> None:
     assert limits.rate_bound_use(late, 2.0, slack=0.05) <= 1.0
 
 
+def test_the_peak_window_is_where_the_bucket_was_spent() -> None:
+    starts = [3.0, 0.0, 0.5, 0.0, 0.0, 1.0]
+    excess, count, window = limits.peak_window(starts, 2.0)
+    assert (excess, count, window) == (pytest.approx(3.0), 3, (0.0, 0.0))
+    assert limits.peak_window([], 2.0)[:2] == (0.0, 0)
+
+
 def test_a_slow_rate_has_a_bucket_of_one() -> None:
     assert limits.rate_bound_use([0.0, 2.0, 4.0], 0.5) == pytest.approx(1.0)
     assert limits.rate_bound_use([0.0, 0.1], 0.5) > 1.0
