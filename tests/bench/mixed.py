@@ -36,6 +36,8 @@ SLACK = 0.05
 FLOW_ANSWER_SECONDS = 0.01
 # A rate no flow key of the cost check reaches: the keys are there to be claimed, not to hold back.
 COST_RATE = 1000.0
+# The cost check's endpoint: the receiver's /hook, answered at once.
+COST_ENDPOINT = "default"
 BATCH = 1000
 
 
@@ -311,7 +313,7 @@ def flow_cost(system: System, collector: Collector, plan: Plan) -> dict[str, Any
     """`flow_cost_jobs` jobs due at one instant on one endpoint, spread over few flow keys, then
     as many over many keys, with one dispatcher: what each delivery cost PostgreSQL and the wall
     clock. No claim duration is exported, so the claim's own time is not measured."""
-    skipped = probe_flow(system, FLOWS)
+    skipped = probe_flow(system, COST_ENDPOINT)
     if skipped is not None:
         return {"skipped": skipped}
     rounds = {
@@ -327,14 +329,14 @@ def _cost_round(system: System, collector: Collector, plan: Plan, count: int) ->
     items = [
         {
             "timestamp": moment,
-            "endpoint": FLOWS,
+            "endpoint": COST_ENDPOINT,
             "flow": {"key": f"c{count}-{n % count}", "rate": COST_RATE},
             "body": {"n": n},
         }
         for n in range(plan.flow_cost_jobs)
     ]
     ids = insert(system, items)
-    job = {job_id: (FLOWS, start) for job_id in ids}
+    job = {job_id: (COST_ENDPOINT, start) for job_id in ids}
     scraped = system.scrape_metrics()
     meter = system.cpu_meter()
     time.sleep(max(0.0, start - time.time()))

@@ -965,7 +965,8 @@ def _flow_cost(results: dict[str, Any]) -> str:
     ]
     return (
         text
-        + f"{cost['jobs']:,} jobs due at one instant on one endpoint, their flow keys taken in "
+        + f"{cost['jobs']:,} jobs due at one instant on one endpoint (`{mixed.COST_ENDPOINT}`, "
+        "answered at once), their flow keys taken in "
         f"turn from {' and then from '.join(f'{k:,}' for k in cost['keys'])} keys, each key with "
         f"a rate of {mixed.COST_RATE:g}/s that none reaches, delivered by one dispatcher. The "
         "dispatcher exports no claim duration (`scheduler_claim_queries_total` counts claims, "

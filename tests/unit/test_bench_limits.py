@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from typing import Any
 
 import pytest
@@ -273,3 +274,140 @@ def test_the_method_says_how_long_each_plan_takes() -> None:
     whole = report._durations({**results, "only": None}, [])
     assert whole.startswith("- This whole run took 4.0 min")
     assert "ONLY=refactor` runs accept, burst_1 (not yet timed)" in whole
+
+
+class FakeResponse:
+    def __init__(self, status: int, body: Any) -> None:
+        self.status_code = status
+        self.body = body
+
+    def json(self) -> Any:
+        return self.body
+
+    def raise_for_status(self) -> None:
+        assert self.status_code < 400, self.body
+
+
+class FakeReceiver:
+    """Records a delivery of every job the fake system was given, at its due time."""
+
+    def __init__(self) -> None:
+        self.delivered: list[list[Any]] = []
+
+    def reset(self) -> None:
+        self.delivered = []
+
+    def records(self, since: int = 0) -> list[list[Any]]:
+        return self.delivered[since:]
+
+
+class FakeSystem:
+    """Just what mixed.measure and mixed.flow_cost use of a System, over a server that takes a
+    job's `flow` field (or refuses it) and delivers each job once, at its due time."""
+
+    url = "http://fake"
+
+    def __init__(self, receiver: FakeReceiver, flows: bool = True) -> None:
+        self.receiver = receiver
+        self.flows = flows
+        self.workers = [object()]
+        self.session = self
+        self.items: list[dict[str, Any]] = []
+
+    def post(self, url: str, json: Any, timeout: float) -> FakeResponse:
+        if url.endswith("/insert") and "flow" in json and not self.flows:
+            body = {"error": {"code": "invalid_request", "fields": {"flow": ["Unknown field."]}}}
+            return FakeResponse(400, body)
+        return FakeResponse(200, {"id": "probe"})
+
+    def patch(self, url: str, json: Any, timeout: float) -> FakeResponse:
+        return FakeResponse(200, {})
+
+    def get(self, url: str, timeout: float) -> FakeResponse:
+        return FakeResponse(200, {"flows": [{"key": "k0000"}, {"key": "k0001"}]})
+
+    def add_worker(self) -> None:
+        self.workers.append(object())
+
+    def wait_workers_active(self, grace: float) -> int:
+        return len(self.workers)
+
+    def insert_batch(self, items: list[dict[str, Any]]) -> list[str]:
+        ids = [f"job{len(self.items) + n}" for n in range(len(items))]
+        for job_id, item in zip(ids, items, strict=True):
+            due = scenarios.epoch(item["timestamp"])
+            at = due + 0.001 * (len(self.items) % 7)
+            self.receiver.delivered.append([at, job_id, "", "1", "{}", "", at + 0.002])
+            self.items.append(item)
+        return ids
+
+    def cpu_meter(self) -> Any:
+        return self
+
+    def read(self) -> dict[str, float | None]:
+        return {"worker": 1.0, "postgres": 1.0, "machine": 2.0, "wall": 1.0}
+
+    def scrape_metrics(self) -> list[dict[str, float | None]]:
+        now = time.time()
+        arrived = sum(1 for record in self.receiver.delivered if record[0] <= now)
+        return [{"claims": 10.0, "delivered": float(arrived)}]
+
+
+TINY = dataclasses.replace(
+    scenarios.QUICK,
+    mixed_lead=0.2,
+    mixed_bulk=40,
+    mixed_rated_jobs=20,
+    mixed_slot_jobs=20,
+    mixed_slow_jobs=2,
+    mixed_quiet_seconds=0.3,
+    mixed_flow_keys=8,
+    mixed_flow_jobs=3,
+    flow_cost_keys=(2, 20),
+    flow_cost_jobs=40,
+    settle=0,
+    delivery_deadline=5,
+)
+
+
+def test_the_flow_parts_run_when_the_server_takes_the_field() -> None:
+    receiver = FakeReceiver()
+    system: Any = FakeSystem(receiver)
+    collector = scenarios.Collector(receiver)  # type: ignore[arg-type]
+    out = mixed.measure(system, collector, TINY, 2)
+    assert len(system.workers) == 2
+    flows = [item for item in system.items if item["endpoint"] == mixed.FLOWS]
+    assert len(flows) == 24
+    assert flows[0]["flow"] == {"key": "k0000", "rate": 2, "max_in_flight": 1}
+    assert flows[3]["flow"] == {"key": "k0001", "rate": 2}
+    assert out["flows_skipped"] is None
+    assert out["flows_listed"] == 2
+    assert out["flows"]["keys"] == 8
+    assert (out["lost"], out["duplicates"]) == (0, 0)
+    system.items = []
+    cost = mixed.flow_cost(system, collector, TINY)
+    assert cost["keys"] == [2, 20]
+    assert {item["flow"]["key"] for item in system.items} == {
+        *(f"c2-{n}" for n in range(2)),
+        *(f"c20-{n}" for n in range(20)),
+    }
+    for part in cost["rounds"].values():
+        assert (part["delivered"], part["lost"], part["duplicates"]) == (40, 0, 0)
+    results = {"plan": dataclasses.asdict(TINY), "mixed_2": out, "flow_cost": cost}
+    found = {t.key: t for t in targets.evaluate(results)}
+    assert not math.isnan(found["Flow cost wall"].measured)
+    assert "skipped" not in found["Mixed 2 flows (%)"].detail
+    assert "| 2 dispatchers: flows |" in report._mixed(results)
+    assert "| 20 keys |" in report._flow_cost(results)
+
+
+def test_the_flow_parts_are_skipped_when_the_server_refuses_the_field() -> None:
+    receiver = FakeReceiver()
+    system: Any = FakeSystem(receiver, flows=False)
+    collector = scenarios.Collector(receiver)  # type: ignore[arg-type]
+    out = mixed.measure(system, collector, TINY, 1)
+    assert "Unknown field." in out["flows_skipped"]
+    assert out["flows"] is None
+    assert not [item for item in system.items if "flow" in item]
+    assert out["delivered"] == out["jobs"] == 40 + 20 + 20 + 2 + 3
+    assert "Unknown field." in mixed.flow_cost(system, collector, TINY)["skipped"]
