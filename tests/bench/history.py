@@ -30,13 +30,20 @@ def entry(results: dict[str, Any], note: str) -> dict[str, Any]:
     plan: dict[str, Any] = {"plan": results["plan"]["name"]}
     if results.get("only"):
         plan = {"plan": PARTIAL, "sizes": results["plan"]["name"], "scenarios": results["only"]}
-    return {
+    found = {
         "date": results["date"],
         **plan,
         "code": results.get("machine", {}).get("code"),
         "note": note,
         "targets": measured,
     }
+    # How long the run and each of its scenarios took, so that a later partial report can say
+    # how long a run of what it left out takes.
+    if "elapsed_s" in results:
+        found["minutes"] = round(results["elapsed_s"] / 60, 1)
+    if results.get("seconds"):
+        found["seconds"] = {name: round(value) for name, value in results["seconds"].items()}
+    return found
 
 
 def is_full(run: dict[str, Any]) -> bool:

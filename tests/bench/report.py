@@ -11,7 +11,16 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from tests.bench import compare, dashboard, history, postgres, retention, stats, targets
+from tests.bench import (
+    compare,
+    dashboard,
+    history,
+    mixed,
+    postgres,
+    retention,
+    stats,
+    targets,
+)
 
 TEXT_COLUMNS = frozenset(
     {
@@ -26,12 +35,17 @@ TEXT_COLUMNS = frozenset(
         "p95 per round",
         "Range check",
         "Range from",
+        "Limit",
+        "Each window",
+        "Kept",
     }
 )
 CLAIMS_COLUMN = "Claim statements per delivery"
 MISSING_COLUMNS = frozenset({CLAIMS_COLUMN})
 BURST_HEADING = "## 3. Burst delivery, 1 and 2 dispatchers"
 RETENTION_HEADING = "## 7. Retention under sustained delivery"
+MIXED_HEADING = "## 8. Mixed endpoints and their limits"
+FLOW_COST_HEADING = "## 9. Cost of flow keys"
 COMPARISON_HEADING = "## Against the last full runs"
 SECTIONS = (
     "## Machine",
@@ -45,6 +59,8 @@ SECTIONS = (
     "## 5. Scale",
     "## 6. Cron load",
     RETENTION_HEADING,
+    MIXED_HEADING,
+    FLOW_COST_HEADING,
     "## Dashboard pages",
     "## Where the CPU goes",
     "## Instruments",
@@ -85,11 +101,13 @@ def render(results: dict[str, Any], figure: str | None, runs: list[dict[str, Any
         _scale(results),
         _cron(results),
         _retention(results),
+        _mixed(results),
+        _flow_cost(results),
         _dashboard(results),
         _cpu(results),
         _instruments(results),
         _figure(figure),
-        _method(results),
+        _method(results, runs[:-1]),
     ]
     if results.get("errors"):
         parts.append(
@@ -761,6 +779,216 @@ def _retention(results: dict[str, Any]) -> str:
     )
 
 
+def _mixed_runs(results: dict[str, Any]) -> list[dict[str, Any]]:
+    return [found for n in targets.MIXED_DISPATCHERS if (found := results.get(f"mixed_{n}"))]
+
+
+def _yes(kept: bool) -> str:
+    return "yes" if kept else "NO"
+
+
+def _mixed(results: dict[str, Any]) -> str:
+    found = _mixed_runs(results)
+    text = MIXED_HEADING + "\n\n"
+    if not found:
+        return text + "Not run.\n"
+    plan = results["plan"]
+    width = found[0]["window_s"]
+    overview, limited, endpoints = [], [], []
+    for run in found:
+        label = targets.dispatchers_label(run["dispatchers"])
+        late = run["quiet_lateness_ms"]
+        overview.append(
+            [
+                label,
+                num(run["jobs"]),
+                num(run["delivered"]),
+                num(run["lost"]),
+                num(run["duplicates"]),
+                num(run["unlimited_rate"]),
+                num(late["p50"]),
+                num(late["p99"]),
+                num(late["max"]),
+                num(run["longest_pause"]["seconds"], 1),
+                num(run["longest_pause"]["from_s"], 1),
+                _per_delivery_ms(_dispatcher_cpu(run["cpu"]), run["delivered"]),
+                _per_delivery_ms(run["cpu"].get("postgres"), run["delivered"]),
+            ]
+        )
+        rated, slots, flows = run["rated"], run["slots"], run.get("flows")
+        uses = targets.bound_uses(run)
+        limited.append(
+            [
+                f"{label}: rated",
+                f"{rated['rate']:g}/s",
+                num(rated["allowed_rate"]),
+                num(rated["reached"]),
+                pct(min(rated["ratios"], default=math.nan)),
+                " / ".join(pct(r) for r in rated["ratios"]) or "none",
+                pct(uses["rate limit"]),
+                _yes(uses["rate limit"] <= 1),
+            ]
+        )
+        limited.append(
+            [
+                f"{label}: slots (busy)",
+                f"{slots['max_in_flight']} in flight, answers in {slots['answer_s']:g} s",
+                num(slots["max_in_flight"] / slots["answer_s"]),
+                num(slots["reached"]),
+                pct(slots["busy"]),
+                " / ".join(pct(r) for r in slots["busy_windows"]) or "none",
+                pct(uses["max_in_flight"]),
+                _yes(uses["max_in_flight"] <= 1),
+            ]
+        )
+        if flows:
+            limited.append(
+                [
+                    f"{label}: flows",
+                    f"{flows['keys']:,} keys at {flows['rate']:g}/s, every 4th max_in_flight 1",
+                    num(min(flows["allowed"], default=math.nan) / width),
+                    num(flows["reached"]),
+                    pct(min(flows["ratios"], default=math.nan)),
+                    " / ".join(pct(r) for r in flows["ratios"]) or "none",
+                    pct(max(uses["flow rate"], uses["flow max_in_flight 1"])),
+                    _yes(max(uses["flow rate"], uses["flow max_in_flight 1"]) <= 1),
+                ]
+            )
+        for name, part in run["endpoints"].items():
+            endpoints.append(
+                [
+                    f"{label}: {name}",
+                    num(part["jobs"]),
+                    num(part["delivered"]),
+                    num(part["last_s"], 1) if part["last_s"] is not None else "n/a",
+                ]
+            )
+    skipped = found[0].get("flows_skipped")
+    flow_text = (
+        f"The flow keys were not measured: {skipped}. They are once the server takes the field "
+        "(the scenario probes it with one insert each run)."
+        if skipped
+        else f"The flows endpoint's {plan['mixed_flow_keys']:,} keys each have "
+        f'{plan["mixed_flow_jobs"]} jobs, `"flow": {{"key": "k0001", "rate": '
+        f'{plan["mixed_flow_rate"]:g}}}` (every fourth key also `"max_in_flight": 1`); it '
+        f"answers in {1000 * mixed.FLOW_ANSWER_SECONDS:g} ms, so that two requests of one key would "
+        "overlap at the receiver. Its windows are judged against what the keys that still had "
+        "a backlog allowed, and each key's starts against its own rate bound."
+    )
+    return (
+        text
+        + "Six endpoints of one dispatcher configuration (`SCHEDULER_ENDPOINTS`), each a path of "
+        "its own on the receiver, with jobs due at one instant, inserted through `POST /jobs/batch`: "
+        f"`bulk`, without limits, {plan['mixed_bulk']:,} jobs; `rated`, `PATCH "
+        f'/endpoints/rated {{"rate_limit": {plan["mixed_rate"]:g}}}`, {plan["mixed_rated_jobs"]:,} '
+        f'jobs; `slots`, `{{"max_in_flight": {plan["mixed_slots"]}}}`, answering in '
+        f"{plan['mixed_slot_seconds']:g} s, {plan['mixed_slot_jobs']:,} jobs; `slow`, answering in "
+        f"{plan['mixed_slow_seconds']:g} s, {plan['mixed_slow_jobs']} jobs; `quiet`, one job due "
+        f"every {plan['mixed_quiet_interval'] * 1000:g} ms for {plan['mixed_quiet_seconds']:g} s "
+        "from the instant; `flows`, jobs with flow keys. The same scenario runs with 1 and then "
+        "2 dispatchers.\n\n"
+        f"A limit's use is judged in windows of {width:g} s from the instant, leaving out the "
+        "first and any that ends after the endpoint's last start: deliveries started in each over "
+        "what the limit allows in it, or over what the unlimited endpoint reached in the same "
+        "run (its deliveries over the time to its last one) when that is less, since the "
+        "endpoints share the dispatchers' threads. The max_in_flight endpoint's use is its "
+        "slots kept busy: the requests open at the receiver, time-weighted, over max_in_flight, "
+        "from the first window's end to its last start. A bound's use is the most starts any "
+        "window held beyond the rate times its length, over the bucket (`max(rate, 1)`), and "
+        "the most requests open at once over max_in_flight: above 100% the bound was exceeded. "
+        f"The receiver sees a start a moment after the dispatcher made it, so windows are "
+        f"granted {found[0]['slack_s'] * 1000:g} ms. Lateness of the quiet endpoint is its "
+        "first arrival minus its due time. The longest pause is the longest time, from the "
+        "instant, in which no endpoint saw a request start (from its start, in seconds after the "
+        "instant); the raw results keep each endpoint's starts per second and each quiet job's "
+        "lateness. "
+        + flow_text
+        + "\n\n"
+        + table(
+            [
+                "Dispatchers",
+                "Jobs",
+                "Delivered",
+                "Lost",
+                "Duplicated",
+                "Unlimited endpoint (/s)",
+                "Quiet p50 (ms)",
+                "Quiet p99 (ms)",
+                "Quiet max (ms)",
+                "Longest pause (s)",
+                "Pause from (s)",
+                "Dispatchers CPU (ms per delivery)",
+                "PostgreSQL CPU (ms per delivery)",
+            ],
+            overview,
+        )
+        + "\n"
+        + table(
+            [
+                "Endpoint",
+                "Limit",
+                "Allowed (/s)",
+                "Reached (/s)",
+                "Least window",
+                "Each window",
+                "Bound use",
+                "Kept",
+            ],
+            limited,
+        )
+        + "\n"
+        + table(["Endpoint", "Jobs", "Delivered", "Last start (s after the instant)"], endpoints)
+    )
+
+
+def _flow_cost(results: dict[str, Any]) -> str:
+    cost = results.get("flow_cost")
+    text = FLOW_COST_HEADING + "\n\n"
+    if not cost:
+        return text + "Not run.\n"
+    if cost.get("skipped"):
+        return text + f"Skipped: {cost['skipped']}. It runs once the server takes the field.\n"
+    figures = targets.flow_cost_figures(cost)
+    rows = [
+        [
+            f"{int(keys):,} keys",
+            num(part["jobs"]),
+            num(part["delivered"]),
+            num(part["lost"]),
+            num(part["duplicates"]),
+            num(figures[keys]["wall_ms"], 3),
+            num(figures[keys]["postgres_ms"], 3),
+            num(figures[keys]["dispatcher_ms"], 3),
+            num(part["claims_per_delivery"], 3),
+        ]
+        for keys, part in cost["rounds"].items()
+    ]
+    return (
+        text
+        + f"{cost['jobs']:,} jobs due at one instant on one endpoint (`{mixed.COST_ENDPOINT}`, "
+        "answered at once), their flow keys taken in "
+        f"turn from {' and then from '.join(f'{k:,}' for k in cost['keys'])} keys, each key with "
+        f"a rate of {mixed.COST_RATE:g}/s that none reaches, delivered by one dispatcher. The "
+        "dispatcher exports no claim duration (`scheduler_claim_queries_total` counts claims, "
+        "it does not time them), so the claim's cost is read from PostgreSQL's CPU per delivery "
+        "and the wall time per delivery (from the instant to the last arrival) instead.\n\n"
+        + table(
+            [
+                "Flow keys",
+                "Jobs",
+                "Delivered",
+                "Lost",
+                "Duplicated",
+                "Wall (ms per delivery)",
+                "PostgreSQL CPU (ms per delivery)",
+                "Dispatcher CPU (ms per delivery)",
+                CLAIMS_COLUMN,
+            ],
+            rows,
+        )
+    )
+
+
 def _dashboard(results: dict[str, Any]) -> str:
     measured = results.get("dashboard")
     if not measured:
@@ -843,6 +1071,11 @@ def _cpu(results: dict[str, Any]) -> str:
                 kept.get("cpu"),
                 kept["whole"]["arrived"],
             )
+        )
+    for run in _mixed_runs(results):
+        label = targets.dispatchers_label(run["dispatchers"])
+        rows.append(
+            _cpu_row(f"Mixed endpoints, {label} (per delivery)", run.get("cpu"), run["delivered"])
         )
     found = [row for row in rows if row is not None]
     text = "## Where the CPU goes\n\n"
@@ -972,7 +1205,49 @@ def _figure(figure: str | None) -> str:
     )
 
 
-def _method(results: dict[str, Any]) -> str:
+def _durations(results: dict[str, Any], earlier: list[dict[str, Any]]) -> str:
+    """How long this run took, how long a full run takes and how long the scenarios of each
+    --only plan take: as measured in this run, else in the latest earlier run of the same sizes
+    that measured them."""
+    plan = results["plan"]["name"]
+    spent = results.get("seconds") or {}
+    alike = [run for run in reversed(earlier) if run.get("sizes", run.get("plan")) == plan]
+    kind = "partial" if results.get("only") else "whole"
+    text = f"- This {kind} run took {results['elapsed_s'] / 60:.1f} min with the {plan} plan. "
+    whole = next((run for run in alike if history.is_full(run) or run.get("plan") == "quick"), None)
+    if results.get("only") and whole is not None and whole.get("minutes") is not None:
+        text += (
+            f"A run of every scenario of the {plan} plan (`make bench`, or `--quick`) took "
+            f"{whole['minutes']:g} min on {whole['date']}. "
+        )
+    elif results.get("only"):
+        text += (
+            "The first line of docs/benchmarks.md says how long its run of every scenario took. "
+        )
+    plans = []
+    for name, scenarios in (results.get("presets") or {}).items():
+        took = "not yet timed"
+        if all(scenario in spent for scenario in scenarios):
+            minutes = sum(spent[scenario] for scenario in scenarios) / 60
+            took = f"{minutes:.1f} min in this run"
+        else:
+            for run in alike:
+                timed = run.get("seconds") or {}
+                if all(scenario in timed for scenario in scenarios):
+                    minutes = sum(timed[scenario] for scenario in scenarios) / 60
+                    took = f"{minutes:.1f} min on {run['date']}"
+                    break
+        plans.append(f"`make bench ONLY={name}` runs {', '.join(scenarios)} ({took})")
+    return (
+        text
+        + f"`make bench` runs every scenario ({', '.join(results.get('all_scenarios') or spent)}); "
+        + "; ".join(plans)
+        + ". A plan run alone takes its scenarios' time and a few seconds more to start "
+        "PostgreSQL, the receiver and the processes, and writes docs/benchmarks-<plan>.md.\n"
+    )
+
+
+def _method(results: dict[str, Any], earlier: list[dict[str, Any]]) -> str:
     plan = results["plan"]
     return (
         "## Method\n\n"
@@ -987,10 +1262,10 @@ def _method(results: dict[str, Any]) -> str:
         f"dispatchers delivering for {plan.get('retention_settle', 0):g} s, then "
         f"{plan.get('retention_rounds', 0)} rounds of {plan.get('retention_round_seconds', 0):g} "
         "s.\n"
-        "- Five fresh databases, each copied from the migrated template: one for accept and "
+        "- Seven fresh databases, each copied from the migrated template: one for accept and "
         "batch (they leave many future jobs behind), one for start-up, steady, bursts and crons "
-        "in that order, one for the backlog run, one for the dashboard pages and one for the "
-        "retention run.\n"
+        "in that order, one for the backlog run, one for the dashboard pages, one for the "
+        "retention run, and one each for the mixed endpoints and the cost of flow keys.\n"
         "- Latency percentiles are nearest-rank over every request completed inside the window. "
         "Lateness is the receiver's arrival time minus the job's due time, both read from the "
         "same clock; the receiver records every request with `time.time()` as its last byte is "
@@ -1007,7 +1282,19 @@ def _method(results: dict[str, Any]) -> str:
         "`--profile DIR` also records the dispatchers (bursts, crons, start-ups, steady runs) and "
         "the gunicorn workers (the first insert round) with `py-spy`, whose sampling slows them: a profiled "
         "run's numbers are not the report's.\n"
-        "- Timings are never asserted by the test suite; "
+        f"- Mixed endpoints: {plan.get('mixed_bulk', 0):,} jobs without limits, "
+        f"{plan.get('mixed_rated_jobs', 0):,} at {plan.get('mixed_rate', 0):g}/s, "
+        f"{plan.get('mixed_slot_jobs', 0):,} at max_in_flight {plan.get('mixed_slots', 0)}, "
+        f"{plan.get('mixed_slow_jobs', 0)} answered in {plan.get('mixed_slow_seconds', 0):g} s, "
+        f"a quiet job every {plan.get('mixed_quiet_interval', 0) * 1000:g} ms for "
+        f"{plan.get('mixed_quiet_seconds', 0):g} s and {plan.get('mixed_flow_keys', 0):,} flow "
+        f"keys of {plan.get('mixed_flow_jobs', 0)} jobs, judged in {plan.get('mixed_window', 0):g} "
+        "s windows, with 1 and with 2 dispatchers, on a sixth fresh database; the cost of flow "
+        f"keys: {plan.get('flow_cost_jobs', 0):,} jobs over "
+        f"{' and over '.join(f'{k:,}' for k in plan.get('flow_cost_keys', ()))} keys, on a "
+        "seventh.\n"
+        + _durations(results, earlier)
+        + "- Timings are never asserted by the test suite; "
         "`tests/integration/test_bench_smoke.py` only checks that a quick run writes a "
         "well-formed report.\n"
     )

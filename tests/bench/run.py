@@ -26,6 +26,7 @@ from tests.bench import (
     dashboard,
     history,
     loadgen,
+    mixed,
     plot,
     postgres,
     report,
@@ -50,11 +51,19 @@ SCENARIOS = (
     "steady_backlog",
     "dashboard",
     "retention",
+    "mixed_1",
+    "mixed_2",
+    "flow_cost",
 )
 # Names --only also takes, each for several scenarios. `refactor`: the insert figures (accept,
 # whose ratios are to the no-op ceiling, with the instruments), steady and the bursts, to check
 # that a change meant to alter no timing lands each inside the range of the last full runs.
-PRESETS = {"refactor": ("instruments", "accept", "steady_empty", "burst_1", "burst_2")}
+# `mixed`: the endpoints with limits delivering at once, with 1 and 2 dispatchers, and the cost
+# of flow keys.
+PRESETS = {
+    "refactor": ("instruments", "accept", "steady_empty", "burst_1", "burst_2"),
+    "mixed": ("mixed_1", "mixed_2", "flow_cost"),
+}
 
 
 def selected(names: str) -> tuple[str, ...] | None:
@@ -123,9 +132,18 @@ class Run:
         self.only = selected(args.only) if args.only else None
         self.profiler = spy.Profiler(pathlib.Path(args.profile) if args.profile else None)
         self.logs = pathlib.Path(tempfile.mkdtemp(prefix="scheduler-bench-"))
-        self.results: dict[str, Any] = {"plan": dataclasses.asdict(self.plan), "errors": {}}
+        self.results: dict[str, Any] = {
+            "plan": dataclasses.asdict(self.plan),
+            "errors": {},
+            "all_scenarios": list(SCENARIOS),
+            "presets": {name: list(names) for name, names in PRESETS.items()},
+        }
         if self.only is not None:
             self.results["only"] = list(self.only)
+
+    def wanted(self, *names: str) -> bool:
+        """Whether --only leaves any of these scenarios to run."""
+        return self.only is None or any(name in self.only for name in names)
 
     def attempt(self, name: str, scenario: Callable[[], Any]) -> bool:
         """Run one scenario; a failure is reported and the others still run. A scenario left out
@@ -140,7 +158,9 @@ class Run:
             self.results["errors"][name] = traceback.format_exc()
             log(f"{name} failed:\n{traceback.format_exc()}")
             return False
-        log(f"{name} done in {time.monotonic() - started:.0f} s")
+        elapsed = time.monotonic() - started
+        self.results.setdefault("seconds", {})[name] = elapsed
+        log(f"{name} done in {elapsed:.0f} s")
         return True
 
     def main(self) -> int:
@@ -195,6 +215,15 @@ class Run:
             with fresh(retention.env()) as fifth:
                 self.attempt("retention", lambda: retention.measure(fifth, collector, self.plan))
                 self.results["exit_codes_retention"] = fifth.stop()
+            with fresh(mixed.env(receiver, self.plan)) as sixth:
+                self.mixing(sixth, collector)
+            with fresh(mixed.env(receiver, self.plan)) as seventh:
+                if self.wanted("flow_cost"):
+                    seventh.start_web()
+                    seventh.start_worker()
+                    seventh.wait_active()
+                self.attempt("flow_cost", lambda: mixed.flow_cost(seventh, collector, self.plan))
+                self.results["exit_codes_flow_cost"] = seventh.stop()
         finally:
             receiver.close()
         self.results["elapsed_s"] = time.monotonic() - started
@@ -204,6 +233,8 @@ class Run:
         """The instruments' ceilings, then scenarios 1 and 2."""
         plan, generator = self.plan, self.generator
         self.attempt("instruments", lambda: scenarios.instruments(receiver, plan, generator))
+        if not self.wanted("accept", "batch"):
+            return
         first.start_web()
         first.start_worker()
         first.wait_active()
@@ -233,6 +264,20 @@ class Run:
         with self.profiler.record("cron", worker):
             self.attempt("cron", lambda: scenarios.cron_load(second, collector, plan))
         self.results["exit_codes_empty"] = second.stop()
+
+    def mixing(self, sixth: system.System, collector: scenarios.Collector) -> None:
+        """The mixed endpoints with 1, then 2 dispatchers."""
+        if not self.wanted("mixed_1", "mixed_2"):
+            return
+        sixth.start_web()
+        sixth.start_worker()
+        sixth.wait_active()
+        for dispatchers in (1, 2):
+            self.attempt(
+                f"mixed_{dispatchers}",
+                lambda n=dispatchers: mixed.measure(sixth, collector, self.plan, n),
+            )
+        self.results["exit_codes_mixed"] = sixth.stop()
 
     def write(self) -> int:
         self.output.parent.mkdir(parents=True, exist_ok=True)

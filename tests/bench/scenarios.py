@@ -75,6 +75,29 @@ class Plan:
     retention_sample_seconds: float
     # Delivered jobs finished an hour ago, loaded first so that a short run has history to prune.
     retention_seed: int
+    # Mixed (tests/bench/mixed.py): backlogs due at one instant on an unlimited endpoint, a
+    # rate-limited one, a max_in_flight one answering in `mixed_slot_seconds` and one answering
+    # in `mixed_slow_seconds`; a quiet endpoint's job due every `mixed_quiet_interval` for
+    # `mixed_quiet_seconds`; `mixed_flow_jobs` jobs for each of `mixed_flow_keys` flow keys.
+    # Limits are judged in windows of `mixed_window` seconds.
+    mixed_lead: float
+    mixed_window: float
+    mixed_bulk: int
+    mixed_rate: float
+    mixed_rated_jobs: int
+    mixed_slots: int
+    mixed_slot_seconds: float
+    mixed_slot_jobs: int
+    mixed_slow_seconds: float
+    mixed_slow_jobs: int
+    mixed_quiet_interval: float
+    mixed_quiet_seconds: float
+    mixed_flow_keys: int
+    mixed_flow_rate: float
+    mixed_flow_jobs: int
+    # The cost of flow keys: `flow_cost_jobs` jobs over each number of keys in turn.
+    flow_cost_keys: tuple[int, ...]
+    flow_cost_jobs: int
 
 
 FULL = Plan(
@@ -110,6 +133,24 @@ FULL = Plan(
     retention_round_seconds=60,
     retention_sample_seconds=5,
     retention_seed=0,
+    mixed_lead=15,
+    mixed_window=5,
+    mixed_bulk=10_000,
+    mixed_rate=50,
+    # About 40 s of backlog at the limit, as for the max_in_flight endpoint (4 / 0.1 s).
+    mixed_rated_jobs=2_000,
+    mixed_slots=4,
+    mixed_slot_seconds=0.1,
+    mixed_slot_jobs=1_600,
+    mixed_slow_seconds=6,
+    mixed_slow_jobs=40,
+    mixed_quiet_interval=0.1,
+    mixed_quiet_seconds=40,
+    mixed_flow_keys=1_000,
+    mixed_flow_rate=2,
+    mixed_flow_jobs=10,
+    flow_cost_keys=(10, 10_000),
+    flow_cost_jobs=20_000,
 )
 QUICK = Plan(
     name="quick",
@@ -140,6 +181,23 @@ QUICK = Plan(
     retention_round_seconds=3.5,
     retention_sample_seconds=0.5,
     retention_seed=20_000,
+    mixed_lead=3,
+    mixed_window=1,
+    mixed_bulk=1_000,
+    mixed_rate=50,
+    mixed_rated_jobs=250,
+    mixed_slots=4,
+    mixed_slot_seconds=0.1,
+    mixed_slot_jobs=200,
+    mixed_slow_seconds=2,
+    mixed_slow_jobs=4,
+    mixed_quiet_interval=0.1,
+    mixed_quiet_seconds=5,
+    mixed_flow_keys=100,
+    mixed_flow_rate=2,
+    mixed_flow_jobs=4,
+    flow_cost_keys=(10, 500),
+    flow_cost_jobs=1_000,
 )
 
 
@@ -619,7 +677,7 @@ def cron_load(system: System, collector: Collector, plan: Plan) -> dict[str, Any
 
     def ticks() -> dict[tuple[str, float], list[float]]:
         seen: dict[tuple[str, float], list[float]] = collections.defaultdict(list)
-        for arrived, _, scheduled_at, _, body in collector.fetch():
+        for arrived, _, scheduled_at, _, body, *_ in collector.fetch():
             cron_id = json.loads(body).get("cron_id") if body else None
             if cron_id and start <= (due := epoch(scheduled_at)) < end:
                 seen[(cron_id, due)].append(arrived)

@@ -54,6 +54,8 @@ def evaluate(results: dict[str, Any]) -> list[Target]:
     found += _backlog_targets(results)
     found += _dashboard_targets(results)
     found += _retention_targets(results)
+    found += _mixed_targets(results)
+    found += _flow_cost_targets(results)
     found += _loss_targets(results)
     return found
 
@@ -344,6 +346,214 @@ def _retention_targets(results: dict[str, Any]) -> list[Target]:
     ]
 
 
+MIXED_DISPATCHERS = (1, 2)
+# Each limit is used to at least this share of what it allows (or of what the unlimited endpoint
+# reached, when less), in every window after the first.
+LIMIT_SHARE = 0.9
+QUIET_P99_S = 1.0
+# With many flow keys, a delivery costs at most this many times what it costs with few.
+FLOW_COST_RATIO = 1.2
+
+
+def _windows_text(values: list[float]) -> str:
+    return "windows " + " / ".join(f"{value:.0%}" for value in values) if values else "no window"
+
+
+def _minimum(values: list[float]) -> float:
+    return min(values) if values else math.nan
+
+
+def bound_uses(mixed: dict[str, Any]) -> dict[str, float]:
+    """Each bound's worst use in a mixed run (at most 1 while it held): the rate limit's peak
+    burst over its bucket, the concurrent requests over max_in_flight, and the flow keys'."""
+    uses = {
+        "rate limit": mixed["rated"]["bound_use"],
+        "max_in_flight": stats.ratio(
+            mixed["slots"]["max_concurrent"], mixed["slots"]["max_in_flight"]
+        ),
+    }
+    flows = mixed.get("flows")
+    if flows:
+        uses["flow rate"] = flows["bound_use"]
+        uses["flow max_in_flight 1"] = float(flows["single_max_concurrent"])
+    return uses
+
+
+def flow_keys() -> set[str]:
+    """The targets measured only when the server takes a job's `flow` field."""
+    found = {f"Mixed {count} flows (%)" for count in MIXED_DISPATCHERS}
+    return found | {target.key for target in _flow_cost_targets({})}
+
+
+def _mixed_targets(results: dict[str, Any]) -> list[Target]:
+    found = []
+    share = f"≥ {LIMIT_SHARE * 100:.0f}"
+    for count in MIXED_DISPATCHERS:
+        label = dispatchers_label(count)
+        mixed = _get(results, f"mixed_{count}")
+        names = (
+            (
+                f"Mixed {count} rate (%)",
+                f"Rate-limited endpoint delivers ≥ {LIMIT_SHARE:.0%} of min(limit, unlimited "
+                f"endpoint's rate) in every window after the first ({label})",
+                "%",
+                share,
+            ),
+            (
+                f"Mixed {count} slots busy (%)",
+                f"max_in_flight endpoint: slots kept busy ≥ {LIMIT_SHARE:.0%} while it had a "
+                f"backlog, after the first window ({label})",
+                "%",
+                share,
+            ),
+            (
+                f"Mixed {count} quiet p99 (s)",
+                f"Quiet endpoint beside the backlogs: lateness p99 ≤ {QUIET_P99_S:g} s ({label})",
+                "s",
+                f"≤ {QUIET_P99_S:g}",
+            ),
+            (
+                f"Mixed {count} flows (%)",
+                f"Flow keys deliver ≥ {LIMIT_SHARE:.0%} of min(their rates, unlimited "
+                f"endpoint's rate) in every window after the first ({label})",
+                "%",
+                share,
+            ),
+            (
+                f"Mixed {count} bounds (%)",
+                f"Limits never exceeded: worst use of a bound ≤ 100% ({label})",
+                "%",
+                "≤ 100",
+            ),
+            (
+                f"Mixed {count} lost + duplicated",
+                f"Mixed load: every job delivered once ({label})",
+                "jobs",
+                "= 0",
+            ),
+        )
+        if not mixed:
+            found += [
+                Target(key, name, math.nan, unit, threshold, False, "not run")
+                for key, name, unit, threshold in names
+            ]
+            continue
+        rated, slots, flows = mixed["rated"], mixed["slots"], mixed.get("flows")
+        rate_min = _minimum(rated["ratios"])
+        quiet = mixed["quiet_lateness_ms"]["p99"] / 1000
+        flow_min = _minimum(flows["ratios"]) if flows else math.nan
+        uses = bound_uses(mixed)
+        worst = max(uses.values())
+        wrong = mixed["lost"] + mixed["duplicates"]
+        skipped = mixed.get("flows_skipped")
+        flow_detail = (
+            f"skipped: {skipped}"
+            if skipped
+            else f"{flows['keys']:,} keys at {flows['rate']:g}/s; " + _windows_text(flows["ratios"])
+        )
+        bounds_detail = ", ".join(f"{name} {use:.0%}" for name, use in uses.items())
+        peak = rated.get("peak")
+        if peak and peak["starts"]:
+            bounds_detail += (
+                f"; the rate limit's peak: {peak['starts']:,} starts in {peak['span_s']:.3f} s "
+                f"from {peak['from_s']:.2f} s after the instant"
+            )
+        worst_key = (flows or {}).get("worst_peak")
+        if worst_key and worst_key["starts"]:
+            bounds_detail += (
+                f"; the busiest flow key, {flows['worst_key']}: {worst_key['starts']} starts in "
+                f"{worst_key['span_s']:.3f} s"
+            )
+        if skipped:
+            bounds_detail += "; flow keys not checked (skipped)"
+        measured = (rate_min * 100, slots["busy"] * 100, quiet, flow_min * 100, worst * 100, wrong)
+        passed = (
+            rate_min >= LIMIT_SHARE,
+            slots["busy"] >= LIMIT_SHARE,
+            quiet <= QUIET_P99_S,
+            flow_min >= LIMIT_SHARE,
+            worst <= 1.0,
+            wrong == 0,
+        )
+        details = (
+            f"limit {rated['rate']:g}/s, unlimited endpoint {mixed['unlimited_rate']:,.0f}/s; "
+            + _windows_text(rated["ratios"]),
+            f"max_in_flight {slots['max_in_flight']}, answers in {slots['answer_s']:g} s, "
+            f"over {slots['busy_span_s']:.0f} s; " + _windows_text(slots["busy_windows"]),
+            f"p50 {mixed['quiet_lateness_ms']['p50']:.0f} ms, max "
+            f"{mixed['quiet_lateness_ms']['max']:.0f} ms",
+            flow_detail,
+            bounds_detail + f" (windows granted {mixed['slack_s'] * 1000:.0f} ms for the receiver)",
+            f"{mixed['delivered']:,} of {mixed['jobs']:,} delivered, {mixed['lost']:,} lost, "
+            f"{mixed['duplicates']:,} duplicated",
+        )
+        found += [
+            Target(key, name, value, unit, threshold, ok, detail)
+            for (key, name, unit, threshold), value, ok, detail in zip(
+                names, measured, passed, details, strict=True
+            )
+        ]
+    return found
+
+
+def flow_cost_figures(cost: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Per number of keys: wall, PostgreSQL and dispatcher CPU milliseconds per delivery."""
+    found = {}
+    for keys, part in cost["rounds"].items():
+        delivered = part["delivered"]
+        pg = part["cpu"].get("postgres")
+        found[keys] = {
+            "wall_ms": part["wall_s"] * 1000 / delivered if delivered else math.nan,
+            "postgres_ms": pg * 1000 / delivered if pg is not None and delivered else math.nan,
+            "dispatcher_ms": cpu_per_delivery_ms(part["cpu"], delivered),
+        }
+    return found
+
+
+def _flow_cost_targets(results: dict[str, Any]) -> list[Target]:
+    cost = _get(results, "flow_cost")
+    names = (
+        ("Flow cost PostgreSQL", "PostgreSQL CPU", "postgres_ms"),
+        ("Flow cost wall", "Wall time", "wall_ms"),
+    )
+    threshold = f"≤ {FLOW_COST_RATIO:g}"
+    if not cost or cost.get("skipped"):
+        detail = f"skipped: {cost['skipped']}" if cost else "not run"
+        return [
+            Target(
+                key,
+                f"{what} per delivery with many flow keys over few",
+                math.nan,
+                "ratio",
+                threshold,
+                False,
+                detail,
+            )
+            for key, what, _ in names
+        ]
+    few, many = str(min(cost["keys"])), str(max(cost["keys"]))
+    figures = flow_cost_figures(cost)
+    once = all(p["lost"] == 0 and p["duplicates"] == 0 for p in cost["rounds"].values())
+    found = []
+    for key, what, field in names:
+        ratio = stats.ratio(figures[many][field], figures[few][field])
+        found.append(
+            Target(
+                key,
+                f"{what} per delivery with {int(many):,} flow keys at most {FLOW_COST_RATIO:g} "
+                f"times that with {int(few):,} (stands in for the claim's time, which no metric "
+                "exports), every job delivered once",
+                ratio,
+                "ratio",
+                threshold,
+                ratio <= FLOW_COST_RATIO and once,
+                f"{figures[many][field]:.3f} ms vs {figures[few][field]:.3f} ms per delivery, "
+                f"{cost['jobs']:,} jobs each",
+            )
+        )
+    return found
+
+
 def loss_totals(results: dict[str, Any]) -> tuple[int, int, list[str]]:
     """Lost and duplicated deliveries over every scenario that delivers, and each one's share."""
     lost = duplicated = 0
@@ -357,6 +567,10 @@ def loss_totals(results: dict[str, Any]) -> tuple[int, int, list[str]]:
         ("steady with backlog", ("steady_backlog", "steady"), "lost", "duplicates"),
         ("cron ticks", ("cron",), "missed", "duplicated"),
         ("retention", ("retention",), "lost", "duplicates"),
+        *(
+            (f"mixed with {dispatchers_label(n)}", (f"mixed_{n}",), "lost", "duplicates")
+            for n in MIXED_DISPATCHERS
+        ),
     ):
         part = _get(results, *path)
         if part:
@@ -366,8 +580,9 @@ def loss_totals(results: dict[str, Any]) -> tuple[int, int, list[str]]:
     return lost, duplicated, parts
 
 
-# The scenarios loss_totals adds up: the bursts, steady, steady with backlog, cron, retention.
-LOSS_PARTS = len(BURST_DISPATCHERS) + 4
+# The scenarios loss_totals adds up: the bursts, steady, steady with backlog, cron, retention,
+# the mixed runs.
+LOSS_PARTS = len(BURST_DISPATCHERS) + 4 + len(MIXED_DISPATCHERS)
 LOSS_KEYS = ("Lost", "Duplicated")
 
 

@@ -76,6 +76,9 @@ def test_quick_run_writes_every_section_with_numbers(
     assert "## Errors" not in text
     parsed = tables(text)
     assert len(parsed) >= 10
+    # Until the server takes a job's `flow` field, the flow targets are skipped: they read n/a,
+    # in the targets table (their detail says why) and in the history's columns.
+    skipped = "Skipped: the server refuses the `flow` field" in text
     for rows in parsed:
         header, body = rows[0], rows[1:]
         assert body, header
@@ -85,6 +88,8 @@ def test_quick_run_writes_every_section_with_numbers(
                 if name in report.TEXT_COLUMNS:
                     continue
                 if name in report.MISSING_COLUMNS and cell == "n/a":
+                    continue
+                if skipped and cell == "n/a" and skipped_flow_cell(header, row, name):
                     continue
                 # A ratio of two zero counts has no value; every other cell is a number.
                 if name == "Pending / empty" and row[1] == row[2] == "0":
@@ -114,6 +119,14 @@ def test_quick_run_writes_every_section_with_numbers(
     if plot.available():
         assert (tmp_path / "lateness.png").stat().st_size > 0
         assert "](lateness.png)" in text
+
+
+def skipped_flow_cell(header: list[str], row: list[str], name: str) -> bool:
+    """A cell of a flow target the run skipped: its row in the targets table, or its column in
+    the history table."""
+    if name in targets.flow_keys():
+        return True
+    return name == "Measured" and row[header.index("Detail")].startswith("skipped: ")
 
 
 def earlier_run(plan: str, figures: dict[str, float]) -> dict[str, object]:
