@@ -53,6 +53,8 @@ class ClaimLoop:
         # clock), which of them had due work at their last claim, and which are claimed apart.
         self._held_retry: dict[str, float] = {}
         self._waiting: set[str] = set()
+        # Those whose last claim took all it asked for (threads, not their limits, held them).
+        self._hungry: set[str] = set()
         self._claimed_apart: set[str] = set()
         self._fresh = True
         # Endpoints at their share of the threads at the last look (planner.shares).
@@ -111,7 +113,9 @@ class ClaimLoop:
         while not stopping.is_set():
             if not self._may_claim():
                 return False
-            room = self.senders.planner.room(held, self._waiting, self.routes.weights())
+            room = self.senders.planner.room(
+                held, self._waiting, self.routes.weights(), self._hungry
+            )
             if not room.any:
                 return False
             # Paused and limited endpoints first: their claims take idle threads, a start each.
@@ -151,9 +155,11 @@ class ClaimLoop:
         now = self._clock()
         if self._fresh:
             self._waiting, self._fresh = set(held), False
+            self._hungry |= set(held) - self._claimed_apart
         else:
             came = {name for name, at in self._held_retry.items() if at <= now}
             self._waiting = (self._waiting | came | (set(held) - self._claimed_apart)) & set(held)
+            self._hungry |= set(held) - self._claimed_apart
         self._claimed_apart = set(held)
 
     def _claim_held(self, held: list[str], room: planner.Room) -> None:
@@ -175,13 +181,19 @@ class ClaimLoop:
             self._count_claim()
             self.senders.submit(claim.claimed, endpoint)
             self._held_retry.pop(endpoint, None)
+            if len(claim.claimed) == asked:
+                self._hungry.add(endpoint)
+            else:
+                self._hungry.discard(endpoint)
             if claim.retry_in is not None:
                 if claim.retry_in > 0:
                     metrics.THROTTLED_CLAIMS.labels(endpoint).inc()
                 self._held_retry[endpoint] = self._clock() + claim.retry_in
-            # More may be due: it took all it asked for, or its next is due (or a token) soon.
+            # More may be due: it took all it asked for, or its next is due (or a token, or room
+            # under max_in_flight) soon. Waiting, it is claimed for again as soon as a recorded
+            # delivery frees room: one of its own may be what it waits for.
             if len(claim.claimed) == asked or (
-                claim.retry_in is not None and claim.retry_in <= tuning.LOOK_BEFORE_DUE_SECONDS
+                claim.retry_in is not None and claim.retry_in <= tuning.IN_FLIGHT_RECHECK_SECONDS
             ):
                 self._waiting.add(endpoint)
             else:

@@ -132,10 +132,14 @@ class SlotPlanner:
         held: Sequence[str],
         waiting: Collection[str],
         weights: Mapping[str, float] | None = None,
+        hungry: Collection[str] | None = None,
     ) -> Room:
         """What each flow may claim now. `held` are the paused or limited endpoints, `waiting`
         those of them that had due work at their last claim (or were never claimed), `weights`
-        the endpoints' weights (default 1 for those not named)."""
+        the endpoints' weights (default 1 for those not named), `hungry` those of them whose
+        last claim took all the room it had (all `waiting` when None): one that its own limits
+        held back keeps only one thread more than it holds from the shared flow, not its whole
+        share, so threads it cannot use are not left idle."""
         weights = weights or {}
         with self._lock:
             holding = dict(self._holding)
@@ -159,7 +163,12 @@ class SlotPlanner:
             idle -= room
         # The shared flow may claim ahead (a second slot per thread) only while no limited
         # endpoint has work; then it keeps to the threads the others' shares leave it.
-        cap = self.slots if not active else self.threads - sum(shares.values())
+        wanting = waiting if hungry is None else hungry
+        reserved = sum(
+            share if name in wanting else min(share, holding.get(name, 0) + 1)
+            for name, share in shares.items()
+        )
+        cap = self.slots if not active else self.threads - reserved
         return Room(max(0, cap - holding.get(SHARED, 0)), rooms)
 
     def _share(self, weight: float, total: float) -> int:

@@ -37,6 +37,18 @@ def test_a_limited_endpoint_with_work_gets_its_share_of_idle_threads_and_caps_th
     assert room.shared == THREADS - THREADS // 2 - 4, "no claiming ahead while billing has work"
 
 
+def test_a_limited_endpoint_its_own_limits_held_back_leaves_its_unused_share_to_the_rest() -> None:
+    slots = make({SHARED: 4, "billing": 2})
+
+    hungry = slots.room(["billing"], {"billing"}, hungry={"billing"})
+    sated = slots.room(["billing"], {"billing"}, hungry=set())
+
+    assert hungry.shared == THREADS - THREADS // 2 - 4
+    # It keeps one thread beyond the two it holds, for its next token.
+    assert sated.shared == THREADS - 3 - 4
+    assert sated.held == hungry.held == {"billing": THREADS // 2 - 2}
+
+
 def test_a_limited_endpoint_alone_takes_every_idle_thread() -> None:
     slots = make({"billing": 3})
 
