@@ -53,6 +53,9 @@ class SlotPlanner:
         self._holding: dict[str, int] = {}
         # The shared flow's deliveries by endpoint, for the endpoints' shares within it.
         self._by_endpoint: dict[str, int] = {}
+        # Deliveries claimed whose attempt has not ended: what keeps threads busy. (A delivery
+        # whose outcome waits for the recorder holds a slot, not a thread.)
+        self._sending = 0
         # The endpoints the last shared claim took deliveries for: they had due work then, and
         # count as active even while their deliveries are all recorded.
         self._last_claimed: frozenset[str] = frozenset()
@@ -61,6 +64,7 @@ class SlotPlanner:
         """Deliveries claimed for `flow`, to these endpoints (one name per delivery)."""
         with self._lock:
             _add(self._holding, flow, len(endpoints))
+            self._sending += len(endpoints)
             if flow == SHARED:
                 for endpoint in endpoints:
                     _add(self._by_endpoint, endpoint, 1)
@@ -72,6 +76,17 @@ class SlotPlanner:
             if flow == SHARED:
                 for endpoint in endpoints:
                     _add(self._by_endpoint, endpoint, -1)
+
+    def idle_threads(self) -> int:
+        """Sending threads with no claimed delivery to send."""
+        with self._lock:
+            return max(0, self.threads - self._sending)
+
+    def attempt_ended(self) -> None:
+        """A claimed delivery's attempt ended (or it was given back): its thread is free,
+        though its slot stays held until its outcome is recorded."""
+        with self._lock:
+            self._sending -= 1
 
     def saw_due(self, endpoints: Iterable[str]) -> None:
         """The shared claim just took deliveries for these endpoints (they have due work)."""
@@ -150,7 +165,7 @@ class SlotPlanner:
         active = [name for name in held if name in waiting or holding.get(name, 0) > 0]
         total = sum((_weight(weights, name) for name in active), shared_weight)
         shares = {name: self._share(_weight(weights, name), total) for name in active}
-        idle = max(0, self.threads - sum(holding.values()))
+        idle = self.idle_threads()
         rooms: dict[str, int] = {}
         for name in held:
             room = 0

@@ -93,7 +93,7 @@ class Senders:
             for item in claimed:
                 self._flows[(item.id, item.claim_token)] = flow
         # Those beyond the idle threads wait for a busy one to finish (claimed ahead).
-        idle = max(0, self.planner.threads - self.planner.holding())
+        idle = self.planner.idle_threads()
         self.planner.claimed(flow, [item.endpoint for item in claimed])
         metrics.IN_FLIGHT.set(self.planner.holding())
         now = time.monotonic()
@@ -124,6 +124,7 @@ class Senders:
             or not self._may_send()
             or (queued and self._cancelled_while_queued(item, claimed))
         ):
+            self._attempt_ended()
             self._results.put((item, None))
             return
         try:
@@ -140,9 +141,16 @@ class Senders:
                 None,
                 error_kind="internal",
             )
+        self._attempt_ended()
         self._results.put((item, outcome))
         with self._lock:
             self.attempted += 1
+
+    def _attempt_ended(self) -> None:
+        """The thread is free before the outcome is recorded: a paused or limited endpoint may
+        claim it (its own limits count the delivery until then)."""
+        self.planner.attempt_ended()
+        self._on_room()
 
     def _cancelled_while_queued(self, item: jobs.Delivery, claimed: float) -> bool:
         """A delivery claimed ahead into a busy thread's second slot starts only if no cancel

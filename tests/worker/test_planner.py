@@ -62,6 +62,10 @@ def test_a_limited_endpoint_never_gets_a_busy_thread() -> None:
     room = slots.room(["billing"], {"billing"})
 
     assert room == planner.Room(0, {"billing": 0})
+    for _ in range(THREADS + 3):
+        slots.attempt_ended()
+    # Threads free once their attempts end, before their outcomes are recorded.
+    assert slots.room(["billing"], {"billing"}).held == {"billing": 3}
     slots.released(SHARED, ["default"] * (THREADS + 3))
     assert slots.room(["billing"], {"billing"}).held == {"billing": 3}
 
