@@ -22,7 +22,11 @@ LOOK_BEFORE_DUE_SECONDS = 0.01
 # may be another dispatcher's, which no event here announces.
 IN_FLIGHT_RECHECK_SECONDS = 0.25
 # How many of a keyed endpoint's flow keys one claim looks at, in turn (deliveries.key_turns):
-# enough for every sending thread, few enough that a claim's cost does not grow with the keys.
+# FLOW_KEYS_PER_START for each delivery it may start (keys held back by their own limits are
+# stepped over), at least FLOW_KEYS_MIN_LOOK and at most FLOW_KEYS_PER_LOOK, so that a claim's
+# cost follows what it claims, not how many keys there are.
+FLOW_KEYS_PER_START = 4
+FLOW_KEYS_MIN_LOOK = 16
 FLOW_KEYS_PER_LOOK = 256
 # A change of pauses or limits made on another dispatcher holds here within this, even if its
 # notification was lost.

@@ -120,7 +120,10 @@ def claim_endpoint_jobs(
             "endpoint": endpoint,
         }
         keys_wait: float | None = None
-        if keyed:
+        if keyed and allowance == 0:
+            # Its own limits hold it back: when a token or room comes, keys may be due.
+            keys_wait = 0.0
+        elif keyed:
             claimed, keys_wait = _claim_by_key(cur, params, state.paused, cursor, locked_at)
         elif allowance > 0:
             cur.execute(CLAIM_ENDPOINT_JOBS[state.paused], params)
@@ -157,7 +160,7 @@ def _claim_by_key(
     cur.execute(UNKEYED_DUE[paused], {"endpoint": endpoint, "cap": cap})
     unkeyed = cur.fetchone()["due"]
     rows = _key_turns(cur, endpoint, paused, cursor or "", cap)
-    more_keys = len(rows) >= tuning.FLOW_KEYS_PER_LOOK
+    more_keys = len(rows) >= _keys_to_look_at(cap)
     levels, allowances = [], [unkeyed]
     for row in rows:
         level = None
@@ -214,7 +217,7 @@ def _claim_by_key(
 def _key_turns(cur: Any, endpoint: str, paused: bool, after: str, cap: int) -> list[dict[str, Any]]:
     """key_turns from the key after `after`, going round to the first keys when the last is
     reached first; each key once."""
-    probes = tuning.FLOW_KEYS_PER_LOOK
+    probes = _keys_to_look_at(cap)
     cur.execute(
         KEY_TURNS[paused], {"endpoint": endpoint, "after": after, "probes": probes, "cap": cap}
     )
@@ -227,6 +230,11 @@ def _key_turns(cur: Any, endpoint: str, paused: bool, after: str, cap: int) -> l
         seen = {row["key"] for row in rows}
         rows += [row for row in cur.fetchall() if row["key"] not in seen]
     return rows
+
+
+def _keys_to_look_at(allowance: int) -> int:
+    per_start = allowance * tuning.FLOW_KEYS_PER_START
+    return min(tuning.FLOW_KEYS_PER_LOOK, max(tuning.FLOW_KEYS_MIN_LOOK, per_start))
 
 
 def next_due_in(
