@@ -55,7 +55,7 @@ class SlotPlanner:
         self._by_endpoint: dict[str, int] = {}
         # Deliveries claimed whose attempt has not ended: what keeps threads busy. (A delivery
         # whose outcome waits for the recorder holds a slot, not a thread.)
-        self._sending = 0
+        self._sending: dict[str, int] = {}
         # The endpoints the last shared claim took deliveries for: they had due work then, and
         # count as active even while their deliveries are all recorded.
         self._last_claimed: frozenset[str] = frozenset()
@@ -64,7 +64,7 @@ class SlotPlanner:
         """Deliveries claimed for `flow`, to these endpoints (one name per delivery)."""
         with self._lock:
             _add(self._holding, flow, len(endpoints))
-            self._sending += len(endpoints)
+            _add(self._sending, flow, len(endpoints))
             if flow == SHARED:
                 for endpoint in endpoints:
                     _add(self._by_endpoint, endpoint, 1)
@@ -80,13 +80,13 @@ class SlotPlanner:
     def idle_threads(self) -> int:
         """Sending threads with no claimed delivery to send."""
         with self._lock:
-            return max(0, self.threads - self._sending)
+            return max(0, self.threads - sum(self._sending.values()))
 
-    def attempt_ended(self) -> None:
-        """A claimed delivery's attempt ended (or it was given back): its thread is free,
+    def attempt_ended(self, flow: str = SHARED) -> None:
+        """A delivery of `flow` ended its attempt (or was given back): its thread is free,
         though its slot stays held until its outcome is recorded."""
         with self._lock:
-            self._sending -= 1
+            _add(self._sending, flow, -1)
 
     def saw_due(self, endpoints: Iterable[str]) -> None:
         """The shared claim just took deliveries for these endpoints (they have due work)."""
@@ -158,6 +158,9 @@ class SlotPlanner:
         weights = weights or {}
         with self._lock:
             holding = dict(self._holding)
+            # A paused or limited endpoint's share is of threads: what it is sending counts,
+            # not what waits for the recorder.
+            sending = dict(self._sending)
             shared_weight = max(
                 (_weight(weights, name) for name in self._by_endpoint),
                 default=config.DEFAULT_WEIGHT,
@@ -170,7 +173,7 @@ class SlotPlanner:
         for name in held:
             room = 0
             if name in waiting:
-                room = max(0, min(shares[name] - holding.get(name, 0), idle))
+                room = max(0, min(shares[name] - sending.get(name, 0), idle))
                 if len(active) == 1 and not holding.get(SHARED, 0):
                     # Alone with work: every idle thread is its.
                     room = idle
@@ -180,7 +183,7 @@ class SlotPlanner:
         # endpoint has work; then it keeps to the threads the others' shares leave it.
         wanting = waiting if hungry is None else hungry
         reserved = sum(
-            share if name in wanting else min(share, holding.get(name, 0) + 1)
+            share if name in wanting else min(share, sending.get(name, 0) + 1)
             for name, share in shares.items()
         )
         cap = self.slots if not active else self.threads - reserved

@@ -124,7 +124,7 @@ class Senders:
             or not self._may_send()
             or (queued and self._cancelled_while_queued(item, claimed))
         ):
-            self._attempt_ended()
+            self._attempt_ended(item)
             self._results.put((item, None))
             return
         try:
@@ -141,15 +141,17 @@ class Senders:
                 None,
                 error_kind="internal",
             )
-        self._attempt_ended()
+        self._attempt_ended(item)
         self._results.put((item, outcome))
         with self._lock:
             self.attempted += 1
 
-    def _attempt_ended(self) -> None:
+    def _attempt_ended(self, item: jobs.Delivery) -> None:
         """The thread is free before the outcome is recorded: a paused or limited endpoint may
         claim it (its own limits count the delivery until then)."""
-        self.planner.attempt_ended()
+        with self._lock:
+            flow = self._flows.get((item.id, item.claim_token), planner.SHARED)
+        self.planner.attempt_ended(flow)
         self._on_room()
 
     def _cancelled_while_queued(self, item: jobs.Delivery, claimed: float) -> bool:
