@@ -123,7 +123,7 @@ class ClaimLoop:
             if room.shared == 0:
                 # The shared flow waits for its slots: a recorded delivery wakes the loop.
                 return False
-            shares = self.senders.planner.shares(self.routes.weights())
+            shares = self.senders.planner.shares(self.routes.weights(), room.shared_threads)
             claimed = deliveries.claim_due_jobs(
                 self.database,
                 self.dispatcher_id,

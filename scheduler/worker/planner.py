@@ -36,6 +36,9 @@ class Room:
 
     shared: int
     held: dict[str, int]
+    # The threads the shared flow may keep busy, which its endpoints share (SlotPlanner.shares);
+    # None: all of them.
+    shared_threads: int | None = None
 
     @property
     def any(self) -> bool:
@@ -98,13 +101,16 @@ class SlotPlanner:
         with self._lock:
             return dict(self._by_endpoint)
 
-    def shares(self, weights: Mapping[str, float] | None = None) -> tuple[dict[str, int], int]:
+    def shares(
+        self, weights: Mapping[str, float] | None = None, threads: int | None = None
+    ) -> tuple[dict[str, int], int]:
         """How many more of the shared flow's deliveries each endpoint holding some may take,
         and how many one holding none may: while several endpoints have deliveries in hand (or
         had due work at the last claim, saw_due), each keeps to its share of the threads (in
         proportion to its weight, default 1 for those not in `weights`), so that a slow one
         cannot hold them all and an endpoint whose job comes due finds a thread. An endpoint of
-        another weight holding none is named too, with the share it would have."""
+        another weight holding none is named too, with the share it would have. `threads` is
+        how many the shared flow may use (Room.shared_threads), all when None."""
         weights = weights or {}
         with self._lock:
             holding = dict(self._by_endpoint)
@@ -118,15 +124,17 @@ class SlotPlanner:
             rooms = {name: max(0, self.slots - holding.get(name, 0)) for name in active}
         else:
             rooms = {
-                name: max(0, self._share(_weight(weights, name), total) - holding.get(name, 0))
+                name: max(
+                    0, self._share(_weight(weights, name), total, threads) - holding.get(name, 0)
+                )
                 for name in active
             }
         for name in weights:
             weight = _weight(weights, name)
             if name not in active and weight != config.DEFAULT_WEIGHT:
-                rooms[name] = self._share(weight, total + weight)
+                rooms[name] = self._share(weight, total + weight, threads)
         default = config.DEFAULT_WEIGHT
-        return rooms, self._share(default, total + default)
+        return rooms, self._share(default, total + default, threads)
 
     def holding(self, flow: str | None = None) -> int:
         """Deliveries held by `flow`, or by every flow when None."""
@@ -186,13 +194,16 @@ class SlotPlanner:
             share if name in wanting else min(share, sending.get(name, 0) + 1)
             for name, share in shares.items()
         )
-        cap = self.slots if not active else self.threads - reserved
-        return Room(max(0, cap - holding.get(SHARED, 0)), rooms)
+        if not active:
+            return Room(max(0, self.slots - holding.get(SHARED, 0)), rooms)
+        cap = max(0, self.threads - reserved)
+        return Room(max(0, cap - holding.get(SHARED, 0)), rooms, cap)
 
-    def _share(self, weight: float, total: float) -> int:
-        """Threads * weight / total, rounded down, at least 1."""
+    def _share(self, weight: float, total: float, threads: int | None = None) -> int:
+        """Threads (all when None) * weight / total, rounded down, at least 1."""
+        threads = self.threads if threads is None else threads
         # Within rounding of a whole number counts as it: 3 * 0.2 / (0.1 + 0.2) is 2, not 1.
-        return max(1, math.floor(self.threads * weight / total + _ROUNDING))
+        return max(1, math.floor(threads * weight / total + _ROUNDING))
 
 
 def _weight(weights: Mapping[str, float], name: str) -> float:

@@ -37,6 +37,20 @@ def test_a_limited_endpoint_with_work_gets_its_share_of_idle_threads_and_caps_th
     assert room.shared == THREADS - THREADS // 2 - 4, "no claiming ahead while billing has work"
 
 
+def test_shared_endpoints_share_the_threads_the_limited_ones_leave() -> None:
+    slots = make({"billing": 4})
+    slots.claimed(SHARED, ["slow"] * 2)
+    slots.saw_due(["slow", "quick"])
+
+    room = slots.room(["billing"], {"billing"})
+    rooms, newcomer = slots.shares(threads=room.shared_threads)
+
+    assert room.shared_threads == THREADS - THREADS // 2
+    # Two endpoints with work in the shared flow's half: a quarter of the threads each.
+    assert rooms == {"slow": THREADS // 4 - 2, "quick": THREADS // 4}
+    assert newcomer == (THREADS // 2) // 3
+
+
 def test_a_limited_endpoint_its_own_limits_held_back_leaves_its_unused_share_to_the_rest() -> None:
     slots = make({SHARED: 4, "billing": 2})
 
@@ -61,7 +75,7 @@ def test_a_limited_endpoint_never_gets_a_busy_thread() -> None:
 
     room = slots.room(["billing"], {"billing"})
 
-    assert room == planner.Room(0, {"billing": 0})
+    assert (room.shared, room.held) == (0, {"billing": 0})
     for _ in range(THREADS + 3):
         slots.attempt_ended()
     # Threads free once their attempts end, before their outcomes are recorded.
