@@ -271,7 +271,7 @@ class Senders:
             "error_kind": outcome.error_kind,
         }
         if settlement.state == "delivered":
-            metrics.DELIVERIES.labels("delivered").inc()
+            metrics.DELIVERIES_BY_OUTCOME["delivered"].inc()
             logger.info(
                 "delivered %s (attempt %d, HTTP %s, %d ms)",
                 item.id,
@@ -281,7 +281,7 @@ class Senders:
                 extra=extra,
             )
         elif settlement.state == "failed":
-            metrics.DELIVERIES.labels("failed").inc()
+            metrics.DELIVERIES_BY_OUTCOME["failed"].inc()
             logger.warning(
                 "%s failed after %d attempts: %s",
                 item.id,
@@ -291,7 +291,7 @@ class Senders:
             )
         else:
             assert settlement.retry_in is not None
-            metrics.DELIVERIES.labels("retry").inc()
+            metrics.DELIVERIES_BY_OUTCOME["retry"].inc()
             logger.info(
                 "attempt %d of %s failed (%s); will retry",
                 item.attempts,
