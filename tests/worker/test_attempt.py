@@ -7,6 +7,7 @@ import dataclasses
 import datetime as dt
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 
 import certifi
@@ -168,6 +169,18 @@ def test_the_watchdog_ends_only_attempts_past_their_deadline() -> None:
             guard.poke()
             support.wait_until(lambda: early.expired, timeout=5)
             assert not late.expired
+    finally:
+        guard.stop()
+
+
+def test_a_deadline_before_the_one_the_watchdog_sleeps_until_wakes_it() -> None:
+    guard = watchdog.Watchdog()
+    try:
+        with guard.watch(3600):
+            # Asleep until that deadline: a later one would leave it asleep, an earlier one not.
+            support.wait_until(lambda: guard._wake_at > time.monotonic() + 3000, timeout=5)
+            with guard.watch(0.01) as early:
+                support.wait_until(lambda: early.expired, timeout=5)
     finally:
         guard.stop()
 
