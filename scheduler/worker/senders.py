@@ -165,15 +165,10 @@ class Senders:
             if first is None:
                 return
             batch = [first]
-            started = time.monotonic()
+            self._linger(time.monotonic())
             while len(batch) < tuning.RECORD_BATCH:
-                linger = (
-                    tuning.RECORD_LINGER_WHEN_FULL_SECONDS
-                    if self.planner.pressed()
-                    else tuning.RECORD_LINGER_SECONDS
-                )
                 try:
-                    more = self._results.get(timeout=max(0.0, started + linger - time.monotonic()))
+                    more = self._results.get_nowait()
                 except queue.Empty:
                     break
                 if more is None:
@@ -186,6 +181,21 @@ class Senders:
                 logger.exception("recording %d outcomes failed", len(batch))
             finally:
                 self._release([item for item, _ in batch])
+
+    def _linger(self, started: float) -> None:
+        """Let more outcomes join a batch's transaction. The recorder sleeps through the linger
+        rather than waking for each outcome that arrives (a thread hand-off per delivery), and
+        looks every RECORD_LINGER_WHEN_FULL_SECONDS whether the claim loop now waits for the
+        slots it frees (the shorter linger then) or a whole batch is waiting; closing ends it."""
+        while self._results.qsize() < tuning.RECORD_BATCH:
+            linger = (
+                tuning.RECORD_LINGER_WHEN_FULL_SECONDS
+                if self.planner.pressed()
+                else tuning.RECORD_LINGER_SECONDS
+            )
+            left = started + linger - time.monotonic()
+            if left <= 0 or self._closing.wait(min(left, tuning.RECORD_LINGER_WHEN_FULL_SECONDS)):
+                return
 
     def _release(self, recorded: list[jobs.Delivery]) -> None:
         """Free the slots of recorded deliveries and have the claim loop look again."""
