@@ -1,30 +1,48 @@
--- record_attempts --
--- History of delivery attempts, one row per element of the arrays (one statement per recorded
--- batch: executemany sent and PostgreSQL ran one statement per attempt).
-INSERT INTO delivery_attempts
-    (job_id, attempt, started_at, duration_ms, status_code, error, response_excerpt, error_kind)
-SELECT job_id, attempt, started_at, duration_ms, status_code, error, response_excerpt, error_kind
-FROM unnest(%(job_ids)s::text[], %(attempts)s::integer[], %(started_ats)s::timestamptz[],
-            %(durations_ms)s::integer[], %(status_codes)s::integer[], %(errors)s::text[],
-            %(excerpts)s::text[], %(error_kinds)s::text[])
-    AS a (job_id, attempt, started_at, duration_ms, status_code, error, response_excerpt,
-          error_kind)
-ON CONFLICT (job_id, attempt) DO NOTHING;
-
--- finish_deliveries --
--- Close deliveries as delivered or failed, one per element of the arrays (a claim never sent,
--- when `attempted` is false, does not count as an attempt); a job re-claimed meanwhile is left
--- alone. A failure of a job whose cancel was asked during the attempt ends it cancelled (a cancel
--- wins over a failure, never over a delivery). A job that ends failed makes a failure
--- notification to `notice_endpoint` (id from `notice_ids`) in the same statement, so exactly once
--- per failure; a notification that fails makes none. CTEs: the outcomes, and the jobs they
--- closed.
-WITH outcomes AS (
+-- settle_outcomes --
+-- One recorded batch in one statement, so that a batch without retries or give-backs commits in
+-- a single round trip (BEGIN, three statements and COMMIT took five). Its data-modifying CTEs
+-- each run once, to completion, on the same snapshot, and none reads another's rows:
+-- `recorded`: the attempts, one row per element of `attempts` (JSON rather than an array per
+-- column, which psycopg builds in Python element by element), a repeat of one ignored.
+-- `minute`: the batch's outcomes added to this dispatcher's row of the current minute by the
+-- database's clock (one row per dispatcher, so dispatchers never wait on each other's lock;
+-- lateness buckets add up bucket by bucket); none when `dispatcher_id` is null.
+-- `outcomes` and `finished`: deliveries closed as delivered or failed, one per element of
+-- `outcomes` (a claim never sent, when `attempted` is false, does not count as an attempt); a job
+-- re-claimed meanwhile is left alone. A failure of a job whose cancel was asked during the attempt
+-- ends it cancelled (a cancel wins over a failure, never over a delivery). A job that ends failed
+-- makes a failure notification to `notice_endpoint` (id from `notice_id`) in the same statement,
+-- so exactly once per failure; a notification that fails makes none.
+WITH recorded AS (
+    INSERT INTO delivery_attempts
+        (job_id, attempt, started_at, duration_ms, status_code, error, response_excerpt,
+         error_kind)
+    SELECT job_id, attempt, started_at, duration_ms, status_code, error, response_excerpt,
+           error_kind
+    FROM json_to_recordset(%(attempts)s::json)
+        AS a (job_id text, attempt integer, started_at timestamptz, duration_ms integer,
+              status_code integer, error text, response_excerpt text, error_kind text)
+    ON CONFLICT (job_id, attempt) DO NOTHING
+),
+minute AS (
+    INSERT INTO delivery_minutes AS m (minute, dispatcher_id, delivered, failed, retried, lateness)
+    SELECT date_trunc('minute', now(), 'UTC'), %(dispatcher_id)s::text, %(delivered)s::integer,
+           %(failed)s::integer, %(retried)s::integer, %(lateness)s::integer[]
+    WHERE %(dispatcher_id)s::text IS NOT NULL
+    ON CONFLICT (minute, dispatcher_id) DO UPDATE
+    SET delivered = m.delivered + EXCLUDED.delivered, failed = m.failed + EXCLUDED.failed,
+        retried = m.retried + EXCLUDED.retried,
+        lateness = ARRAY(
+            SELECT coalesce(mine, 0) + coalesce(added, 0)
+            FROM unnest(m.lateness, EXCLUDED.lateness) WITH ORDINALITY AS u (mine, added, place)
+            ORDER BY place
+        )
+),
+outcomes AS (
     SELECT job_id, claim_token, state, attempted, status_code, error, error_kind, notice_id
-    FROM unnest(%(job_ids)s::text[], %(claim_tokens)s::bigint[], %(states)s::text[],
-                %(attempted)s::boolean[], %(status_codes)s::integer[], %(errors)s::text[],
-                %(error_kinds)s::text[], %(notice_ids)s::text[])
-        AS o (job_id, claim_token, state, attempted, status_code, error, error_kind, notice_id)
+    FROM json_to_recordset(%(outcomes)s::json)
+        AS o (job_id text, claim_token bigint, state text, attempted boolean, status_code integer,
+              error text, error_kind text, notice_id text)
 ),
 finished AS (
     UPDATE jobs
@@ -78,22 +96,6 @@ WHERE id = %(job_id)s AND state = 'delivering' AND claim_token = %(claim_token)s
 -- was asked while it was claimed, it ends cancelled.
 state = CASE WHEN cancel_requested_at IS NULL THEN 'scheduled' ELSE 'cancelled' END,
 finished_at = CASE WHEN cancel_requested_at IS NULL THEN NULL ELSE now() END
-
--- add_delivery_minute --
--- Add one recorded batch's outcomes to this dispatcher's row of the current minute by the
--- database's clock (one row per dispatcher, so dispatchers never wait on each other's lock);
--- lateness buckets add up bucket by bucket.
-INSERT INTO delivery_minutes AS m (minute, dispatcher_id, delivered, failed, retried, lateness)
-VALUES (date_trunc('minute', now(), 'UTC'), %(dispatcher_id)s, %(delivered)s, %(failed)s,
-        %(retried)s, %(lateness)s)
-ON CONFLICT (minute, dispatcher_id) DO UPDATE
-SET delivered = m.delivered + EXCLUDED.delivered, failed = m.failed + EXCLUDED.failed,
-    retried = m.retried + EXCLUDED.retried,
-    lateness = ARRAY(
-        SELECT coalesce(mine, 0) + coalesce(added, 0)
-        FROM unnest(m.lateness, EXCLUDED.lateness) WITH ORDINALITY AS u (mine, added, place)
-        ORDER BY place
-    );
 
 -- delivery_minutes --
 -- Every dispatcher's rows of the minutes starting at or after `since`, oldest first (the

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import http.client
-import http.cookiejar
 import json
 import re
 import socket
@@ -38,6 +37,22 @@ RETRY_AFTER_QUOTED = 40
 # codecs such as utf-7 or unicode_escape produce from bytes an endpoint chose.
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 _local = threading.local()
+# The headers every attempt starts with, in the order a requests Session sent them: its
+# defaults (Accept, Connection) with ours over them.
+_FIXED_HEADERS = {
+    **requests.utils.default_headers(),
+    "User-Agent": USER_AGENT,
+    # A compressed answer could inflate far beyond the excerpt read of it.
+    "Accept-Encoding": "identity",
+    "Content-Type": "application/json",
+}
+# Header values taken from a job or the configuration, checked as requests checked each one.
+_CHECKED_HEADERS = (
+    "Scheduler-Delivery-Id",
+    "Scheduler-Secret",
+    "Scheduler-Event",
+    tracing.TRACESTATE_HEADER,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,65 +93,84 @@ def build_headers(
     payload: bytes,
     endpoint: config.Endpoint | None = None,
 ) -> dict[str, str]:
-    """Headers of one attempt, signed with the endpoint's secrets; the signature covers
-    `payload` and the moment it is sent. Only the default endpoint may get the raw secret: a
-    named endpoint must not learn what would let it act as another service."""
+    """Headers of one attempt, as sent and in their order, signed with the endpoint's secrets;
+    the signature covers `payload` and the moment it is sent. Only the default endpoint may get
+    the raw secret: a named endpoint must not learn what would let it act as another service."""
     endpoint = endpoint or settings.endpoints[config.DEFAULT_ENDPOINT]
-    headers = {
-        "Content-Type": "application/json",
-        "User-Agent": USER_AGENT,
-        # A compressed answer could inflate far beyond the excerpt read of it.
-        "Accept-Encoding": "identity",
-        signing.HEADER: signing.sign(payload, endpoint.secrets),
-        "Scheduler-Delivery-Id": delivery.id,
-        "Scheduler-Attempt": str(delivery.attempts),
-        "Scheduler-Scheduled-At": jobs.format_utc(delivery.run_at),
-    }
+    headers = dict(_FIXED_HEADERS)
+    headers[signing.HEADER] = signing.sign(payload, endpoint.secrets)
+    headers["Scheduler-Delivery-Id"] = delivery.id
+    headers["Scheduler-Attempt"] = str(delivery.attempts)
+    headers["Scheduler-Scheduled-At"] = jobs.format_utc(delivery.run_at)
     if settings.send_raw_secret and endpoint.name == config.DEFAULT_ENDPOINT:
         headers["Scheduler-Secret"] = settings.secret
     if delivery.event is not None:
         headers["Scheduler-Event"] = delivery.event
     headers.update(tracing.delivery_headers(delivery.traceparent, delivery.tracestate))
+    headers["Content-Length"] = str(len(payload))
     return headers
 
 
 def prepare(settings: config.Settings) -> None:
-    """Build what every sending thread's session shares (the TLS context) before the first
+    """Build what every sending thread's adapter shares (the TLS context) before the first
     delivery, so that none of them waits for it."""
-    _session(settings.endpoints[config.DEFAULT_ENDPOINT].url)
+    _sender(settings)
 
 
-class _Session(requests.Session):
-    """A session that never looks at where a redirect points. Even with allow_redirects off,
-    requests works out the next request of a 3xx with a Location: it reads the whole body into
-    memory (however large or endless) and parses the Location, raising errors of its own
-    (UnicodeDecodeError, ValueError) on one that is not a URL. A delivery follows no redirect."""
+class _Sender:
+    """One sending thread's way to the endpoints: requests' adapter, given each request ready to
+    send. Through a Session, every request merged environment, proxy, cookie and hook settings
+    that never change here, and prepared its URL and headers again; its answers' cookies went to
+    a jar that kept none, and it worked out where a redirect pointed (reading the whole body of a
+    3xx) only to follow none. The adapter alone does what is left: it picks the connection pool
+    (through a proxy or not), verifies TLS, sends, and turns urllib3's errors into requests'."""
 
-    def get_redirect_target(self, resp: requests.Response) -> str | None:
-        return None
-
-
-def _session(endpoint: str) -> requests.Session:
-    # One pooled session per sending thread: requests.Session is not thread-safe to share.
-    session: requests.Session | None = getattr(_local, "session", None)
-    if session is None:
-        session = _Session()
-        # An endpoint's cookies would be sent back with later deliveries, and new names pile up
-        # in the thread's session without bound: accept none.
-        session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
-        # requests reads the proxy variables and looks for the CA bundle on disk on every
+    def __init__(self, default_url: str) -> None:
+        # requests reads the proxy variables and looks for the CA bundle on disk for each
         # request; a running dispatcher's environment does not change, so read them once.
-        environment = session.merge_environment_settings(endpoint, {}, None, None, None)
+        environment = requests.Session().merge_environment_settings(
+            default_url, {}, None, None, None
+        )
         verify = environment["verify"]
-        bundle = verify if isinstance(verify, str) else None
-        adapter = watchdog.WatchedAdapter(ca_bundle=bundle)
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
-        session.proxies.update(environment["proxies"])
-        session.verify = verify is not False
-        session.trust_env = False
-        _local.session = session
-    return session
+        self.adapter = watchdog.WatchedAdapter(
+            ca_bundle=verify if isinstance(verify, str) else None
+        )
+        self.proxies = dict(environment["proxies"])
+        self._urls: dict[str, str] = {}
+
+    def send(
+        self, url: str, payload: bytes, headers: dict[str, str], timeout: tuple[float, float]
+    ) -> requests.Response:
+        """POST `payload` with exactly `headers`; the answer is streamed, never redirected."""
+        request = requests.PreparedRequest()
+        request.method = "POST"
+        request.url = self._prepared_url(url)
+        for name in _CHECKED_HEADERS:
+            value = headers.get(name)
+            if value is not None:
+                requests.utils.check_header_validity((name, value))
+        request.headers = requests.structures.CaseInsensitiveDict(headers)
+        request.body = payload
+        return self.adapter.send(
+            request, stream=True, timeout=timeout, verify=True, proxies=self.proxies
+        )
+
+    def _prepared_url(self, url: str) -> str:
+        prepared = self._urls.get(url)
+        if prepared is None:
+            request = requests.PreparedRequest()
+            request.prepare_url(url, None)
+            assert request.url is not None
+            prepared = self._urls[url] = request.url
+        return prepared
+
+
+def _sender(settings: config.Settings) -> _Sender:
+    # One per sending thread: a pool of connections per thread, as with one Session each.
+    sender: _Sender | None = getattr(_local, "sender", None)
+    if sender is None:
+        sender = _local.sender = _Sender(settings.endpoints[config.DEFAULT_ENDPOINT].url)
+    return sender
 
 
 def deliver(
@@ -160,13 +194,11 @@ def deliver(
     payload = build_payload(delivery)
     with guard.watch(settings.attempt_deadline) as watch:
         try:
-            with _session(endpoint.url).post(
+            with _sender(settings).send(
                 endpoint.url,
-                data=payload,
-                headers=build_headers(settings, delivery, payload, endpoint),
-                timeout=(settings.connect_timeout, settings.read_timeout),
-                allow_redirects=False,
-                stream=True,
+                payload,
+                build_headers(settings, delivery, payload, endpoint),
+                (settings.connect_timeout, settings.read_timeout),
             ) as response:
                 status_code = response.status_code
                 if status_code in RETRY_AFTER_STATUSES:

@@ -175,15 +175,10 @@ class Senders:
             if first is None:
                 return
             batch = [first]
-            started = time.monotonic()
+            self._linger(time.monotonic())
             while len(batch) < tuning.RECORD_BATCH:
-                linger = (
-                    tuning.RECORD_LINGER_WHEN_FULL_SECONDS
-                    if self.planner.pressed()
-                    else tuning.RECORD_LINGER_SECONDS
-                )
                 try:
-                    more = self._results.get(timeout=max(0.0, started + linger - time.monotonic()))
+                    more = self._results.get_nowait()
                 except queue.Empty:
                     break
                 if more is None:
@@ -196,6 +191,21 @@ class Senders:
                 logger.exception("recording %d outcomes failed", len(batch))
             finally:
                 self._release([item for item, _ in batch])
+
+    def _linger(self, started: float) -> None:
+        """Let more outcomes join a batch's transaction. The recorder sleeps through the linger
+        rather than waking for each outcome that arrives (a thread hand-off per delivery), and
+        looks every RECORD_LINGER_WHEN_FULL_SECONDS whether the claim loop now waits for the
+        slots it frees (the shorter linger then) or a whole batch is waiting; closing ends it."""
+        while self._results.qsize() < tuning.RECORD_BATCH:
+            linger = (
+                tuning.RECORD_LINGER_WHEN_FULL_SECONDS
+                if self.planner.pressed()
+                else tuning.RECORD_LINGER_SECONDS
+            )
+            left = started + linger - time.monotonic()
+            if left <= 0 or self._closing.wait(min(left, tuning.RECORD_LINGER_WHEN_FULL_SECONDS)):
+                return
 
     def _release(self, recorded: list[jobs.Delivery]) -> None:
         """Free the slots of recorded deliveries and have the claim loop look again."""
@@ -281,7 +291,7 @@ class Senders:
             "error_kind": outcome.error_kind,
         }
         if settlement.state == "delivered":
-            metrics.DELIVERIES.labels("delivered").inc()
+            metrics.DELIVERIES_BY_OUTCOME["delivered"].inc()
             logger.info(
                 "delivered %s (attempt %d, HTTP %s, %d ms)",
                 item.id,
@@ -291,7 +301,7 @@ class Senders:
                 extra=extra,
             )
         elif settlement.state == "failed":
-            metrics.DELIVERIES.labels("failed").inc()
+            metrics.DELIVERIES_BY_OUTCOME["failed"].inc()
             logger.warning(
                 "%s failed after %d attempts: %s",
                 item.id,
@@ -301,7 +311,7 @@ class Senders:
             )
         else:
             assert settlement.retry_in is not None
-            metrics.DELIVERIES.labels("retry").inc()
+            metrics.DELIVERIES_BY_OUTCOME["retry"].inc()
             logger.info(
                 "attempt %d of %s failed (%s); will retry",
                 item.attempts,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import http.client
+import math
 import os
 import socket
 import ssl
@@ -50,6 +51,9 @@ class Watchdog:
         self._clock = clock
         self._watches: set[Watch] = set()
         self._changed = threading.Condition()
+        # When the watchdog next looks by itself (its clock); a deadline armed before then wakes
+        # it, a later one (every attempt's, while one is in flight) need not.
+        self._wake_at = math.inf
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="watchdog", daemon=True)
         self._thread.start()
@@ -60,7 +64,8 @@ class Watchdog:
         armed = Watch(self._clock() + seconds)
         with self._changed:
             self._watches.add(armed)
-            self._changed.notify()
+            if armed.deadline < self._wake_at:
+                self._changed.notify()
         _current.watch = armed
         try:
             yield armed
@@ -100,6 +105,7 @@ class Watchdog:
                 timeout = min(pending, default=now + 3600) - now
                 if waiting:
                     timeout = min(timeout, tuning.WATCHDOG_RECHECK_SECONDS)
+                self._wake_at = now + timeout
                 self._changed.wait(timeout)
 
 

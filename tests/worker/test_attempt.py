@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import ssl
+import threading
+import time
 from collections.abc import Iterator
 
 import certifi
@@ -171,6 +173,18 @@ def test_the_watchdog_ends_only_attempts_past_their_deadline() -> None:
         guard.stop()
 
 
+def test_a_deadline_before_the_one_the_watchdog_sleeps_until_wakes_it() -> None:
+    guard = watchdog.Watchdog()
+    try:
+        with guard.watch(3600):
+            # Asleep until that deadline: a later one would leave it asleep, an earlier one not.
+            support.wait_until(lambda: guard._wake_at > time.monotonic() + 3000, timeout=5)
+            with guard.watch(0.01) as early:
+                support.wait_until(lambda: early.expired, timeout=5)
+    finally:
+        guard.stop()
+
+
 @pytest.mark.parametrize(
     ("status", "header", "retry_after", "error"),
     [
@@ -268,3 +282,78 @@ def test_a_ca_bundle_is_loaded_once_not_looked_up_per_request() -> None:
     assert adapter.ssl_context.verify_mode == ssl.CERT_REQUIRED
     assert adapter.poolmanager.connection_pool_kw["ssl_context"] is adapter.ssl_context
     assert watchdog.WatchedAdapter().ssl_context is None
+
+
+def test_an_attempt_sends_these_headers_in_this_order(
+    receiver: support.Receiver, guard: watchdog.Watchdog
+) -> None:
+    traced = dataclasses.replace(
+        one_delivery(),
+        event="job.failed",
+        traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        tracestate="congo=t61rcWkgMzE",
+    )
+    assert attempt.deliver(settings_for(receiver.url), traced, guard).ok
+    (sent,) = receiver.wait_for(1)
+    assert list(sent.headers) == [
+        "Host",
+        "User-Agent",
+        "Accept-Encoding",
+        "Accept",
+        "Connection",
+        "Content-Type",
+        "Scheduler-Signature",
+        "Scheduler-Delivery-Id",
+        "Scheduler-Attempt",
+        "Scheduler-Scheduled-At",
+        "Scheduler-Secret",
+        "Scheduler-Event",
+        "traceparent",
+        "tracestate",
+        "Content-Length",
+    ]
+    fixed = {name: sent.headers[name] for name in list(sent.headers)[1:6]}
+    assert fixed == {
+        "User-Agent": "scheduler-dispatch",
+        "Accept-Encoding": "identity",
+        "Accept": "*/*",
+        "Connection": "keep-alive",
+        "Content-Type": "application/json",
+    }
+    assert sent.headers["Content-Length"] == str(len(sent.body))
+    assert (sent.headers["Scheduler-Delivery-Id"], sent.headers["Scheduler-Attempt"]) == (
+        traced.id,
+        "1",
+    )
+
+
+def test_a_header_value_http_forbids_fails_the_attempt_unsent(
+    receiver: support.Receiver, guard: watchdog.Watchdog
+) -> None:
+    broken = dataclasses.replace(one_delivery(), id="job\r\nX-Injected: 1")
+    outcome = attempt.deliver(settings_for(receiver.url), broken, guard)
+    assert (outcome.status_code, outcome.error_kind) == (None, "invalid_response")
+    assert outcome.error is not None and outcome.error.startswith("connection failed: Invalid")
+    assert attempt.deliver(settings_for(receiver.url), one_delivery(), guard).ok
+    assert len(receiver.wait_for(1)) == 1
+
+
+def test_a_proxy_named_in_the_environment_carries_the_attempts(
+    receiver: support.Receiver, guard: watchdog.Watchdog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proxy = receiver.url.removesuffix("/hook")
+    monkeypatch.setenv("HTTP_PROXY", proxy)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    settings = settings_for("http://endpoint.invalid/hook")
+    outcomes: list[attempt.Outcome] = []
+    # A thread of its own: a sending thread reads the environment once, at its first attempt.
+    sender = threading.Thread(
+        target=lambda: outcomes.append(attempt.deliver(settings, one_delivery(), guard))
+    )
+    sender.start()
+    sender.join()
+    assert outcomes[0].ok
+    (sent,) = receiver.wait_for(1)
+    assert sent.path == "http://endpoint.invalid/hook"
+    assert sent.headers["Host"] == "endpoint.invalid"

@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, example, given
 from hypothesis import strategies as st
 
 from scheduler import config, jobs, policy
+from scheduler.storage import outcomes
 from scheduler.worker import attempt, watchdog
 from tests import support
 from tests.worker import test_attempt
@@ -556,9 +557,14 @@ def test_what_an_attempt_keeps_of_an_answer_is_stored_as_it_is(
     assert outcome.status_code == 503
     assert outcome.error == "HTTP 503; Retry-After ignored: '\\x00'"
     texts = [outcome.error, outcome.response_excerpt]
-    # As the recorder sends them: text arrays (record_attempts in storage/outcomes.sql).
-    row = db.execute("SELECT %s::text[]", (texts,)).fetchone()
-    assert row is not None and row[0] == texts
+    # As the recorder sends them: JSON rows (record_attempts in storage/outcomes.sql).
+    rows = outcomes.json_rows([{"error": texts[0], "response_excerpt": texts[1]}])
+    row = db.execute(
+        "SELECT error, response_excerpt FROM json_to_recordset(%s::json)"
+        " AS a (error text, response_excerpt text)",
+        (rows,),
+    ).fetchone()
+    assert row is not None and list(row) == texts
     assert outcome.response_excerpt is not None and "\ufffd" in outcome.response_excerpt
 
 
