@@ -16,12 +16,13 @@ when an endpoint's next token or job comes, on a notice, and at the poll interva
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
 from collections.abc import Callable
 
-from scheduler import config, errors, tuning
+from scheduler import config, errors, jobs, tuning
 from scheduler.storage import db, deliveries
 from scheduler.worker import metrics, planner, routes, senders
 
@@ -139,7 +140,7 @@ class ClaimLoop:
             self._count_claim()
             self.senders.planner.saw_due({item.endpoint for item in claimed})
             self.senders.submit(claimed)
-            if len(claimed) < room.shared:
+            if len(claimed) < room.shared and not _took_a_whole_share(claimed, shares):
                 # Nothing more is due for the shared flow but what endpoints at their share
                 # hold back; those, and an endpoint still waiting for an idle thread, want the
                 # next freed slot, and the next look is planned without the former.
@@ -232,3 +233,11 @@ class ClaimLoop:
                 continue
             look = min(look, max(0.0, at - now))
         return look
+
+
+def _took_a_whole_share(claimed: list[jobs.Delivery], shares: tuple[dict[str, int], int]) -> bool:
+    """Whether the claim took all that its share let some endpoint take: it may have more due,
+    and the next claim, with shares that count what it holds now, finds out."""
+    rooms, newcomer = shares
+    taken = collections.Counter(item.endpoint for item in claimed)
+    return any(count >= rooms.get(name, newcomer) for name, count in taken.items())

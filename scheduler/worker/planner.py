@@ -118,7 +118,10 @@ class SlotPlanner:
             # backlog) still has due work: a slow one must not count as alone meanwhile.
             active = set(holding) | self._last_claimed
         if not active:
-            return {}, self.slots
+            # The first claim may find several endpoints due at once, each taking turns up to
+            # this: half the threads, so that no one of them (a slow one) can take them all
+            # before its share is known; the next claim, a moment later, knows who is active.
+            return {}, self._share(config.DEFAULT_WEIGHT, 2 * config.DEFAULT_WEIGHT, threads)
         total = sum(_weight(weights, name) for name in active)
         if len(active) == 1:
             rooms = {name: max(0, self.slots - holding.get(name, 0)) for name in active}
