@@ -37,10 +37,12 @@ UNKEYED_DUE = _by_pause(QUERIES["unkeyed_due"])
 @dataclasses.dataclass(frozen=True)
 class EndpointClaim:
     """What one claim for a paused or limited endpoint took, and in how many seconds it could
-    take more (None: not before it is woken, or its next job is due)."""
+    take more (None: not before it is woken, or its next job is due); `left_due`: it left due
+    jobs behind, which its own limits (not the room it was given) held back."""
 
     claimed: list[jobs.Delivery]
     retry_in: float | None
+    left_due: bool = False
 
 
 def claim_due_jobs(
@@ -146,7 +148,7 @@ def claim_endpoint_jobs(
     retry_in = policy.next_claim_in(
         due_in, level, limits.rate_limit, limits.max_in_flight, room_left
     )
-    return EndpointClaim(claimed, retry_in)
+    return EndpointClaim(claimed, retry_in, due_in is not None and due_in <= 0)
 
 
 def _claim_by_key(

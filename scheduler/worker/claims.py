@@ -184,7 +184,9 @@ class ClaimLoop:
             self._held_retry.pop(endpoint, None)
             if len(claim.claimed) == asked:
                 self._hungry.add(endpoint)
-            else:
+            elif claim.left_due:
+                # Its own limits, not threads, hold it back. (One with nothing due yet, as a
+                # look just before its jobs' time finds it, says nothing of what it needs.)
                 self._hungry.discard(endpoint)
             if claim.retry_in is not None:
                 if claim.retry_in > 0:
