@@ -45,10 +45,12 @@ LEASE_MARGIN_SECONDS = 30.0
 RECORD_BATCH = 500
 # The recorder waits for more outcomes before writing a batch, so that jobs due one at a time (a
 # steady flow) share a transaction too, for a few milliseconds' delay in their state: up to
-# RECORD_LINGER_SECONDS while the claim loop has room, and RECORD_LINGER_WHEN_FULL_SECONDS once
-# it waits for the slots that recording frees.
+# RECORD_LINGER_SECONDS while the claim loop has room, RECORD_LINGER_WHEN_FULL_SECONDS once it
+# waits for the slots that recording frees, and RECORD_LINGER_WHEN_HELD_SECONDS while a paused,
+# limited or keyed endpoint holds deliveries (its max_in_flight counts each until recorded).
 RECORD_LINGER_SECONDS = 0.05
 RECORD_LINGER_WHEN_FULL_SECONDS = 0.01
+RECORD_LINGER_WHEN_HELD_SECONDS = 0.002
 # Tries to record a batch while the database is away (waiting 1, 2, 4, 8 s between them): past
 # that, the leases make the deliveries due again, which at-least-once delivery allows.
 RECORD_RETRIES = 5

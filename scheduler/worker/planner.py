@@ -146,12 +146,17 @@ class SlotPlanner:
                 return sum(self._holding.values())
             return self._holding.get(flow, 0)
 
-    def pressed(self) -> bool:
-        """A claim waits for slots that recording frees: every slot is held, or a paused or
-        limited endpoint holds some (its next claim waits for its own to be recorded)."""
+    def record_linger(self) -> float:
+        """How long the recorder may wait for more outcomes (tuning.RECORD_LINGER_SECONDS): a
+        claim waits for what recording frees when a paused, limited or keyed endpoint holds
+        deliveries (its in-flight count drops only once they are recorded) or every slot is
+        held."""
         with self._lock:
-            total = sum(self._holding.values())
-            return total >= self.slots or any(n for flow, n in self._holding.items() if flow)
+            if any(n for flow, n in self._holding.items() if flow):
+                return tuning.RECORD_LINGER_WHEN_HELD_SECONDS
+            if sum(self._holding.values()) >= self.slots:
+                return tuning.RECORD_LINGER_WHEN_FULL_SECONDS
+            return tuning.RECORD_LINGER_SECONDS
 
     def room(
         self,

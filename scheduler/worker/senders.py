@@ -198,12 +198,7 @@ class Senders:
         looks every RECORD_LINGER_WHEN_FULL_SECONDS whether the claim loop now waits for the
         slots it frees (the shorter linger then) or a whole batch is waiting; closing ends it."""
         while self._results.qsize() < tuning.RECORD_BATCH:
-            linger = (
-                tuning.RECORD_LINGER_WHEN_FULL_SECONDS
-                if self.planner.pressed()
-                else tuning.RECORD_LINGER_SECONDS
-            )
-            left = started + linger - time.monotonic()
+            left = started + self.planner.record_linger() - time.monotonic()
             if left <= 0 or self._closing.wait(min(left, tuning.RECORD_LINGER_WHEN_FULL_SECONDS)):
                 return
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from scheduler import tuning
 from scheduler.worker import planner
 
 THREADS = 16
@@ -109,10 +110,10 @@ def test_releasing_more_than_held_leaves_nothing_negative() -> None:
     assert slots.holding("billing") == 0 and slots.holding() == 0
 
 
-def test_pressed_when_every_slot_is_held_or_a_limited_endpoint_holds_any() -> None:
-    assert not make({SHARED: 2 * THREADS - 1}).pressed()
-    assert make({SHARED: 2 * THREADS}).pressed()
-    assert make({"billing": 1}).pressed()
+def test_the_recorder_lingers_less_when_a_claim_waits_for_what_it_frees() -> None:
+    assert make({SHARED: 2 * THREADS - 1}).record_linger() == tuning.RECORD_LINGER_SECONDS
+    assert make({SHARED: 2 * THREADS}).record_linger() == tuning.RECORD_LINGER_WHEN_FULL_SECONDS
+    assert make({"billing": 1}).record_linger() == tuning.RECORD_LINGER_WHEN_HELD_SECONDS
 
 
 def test_an_endpoint_alone_in_the_shared_flow_may_fill_every_slot() -> None:
