@@ -80,7 +80,7 @@ def _json_value(value: object) -> str:
 
 
 def _attempt_rows(settled: Sequence[Settlement]) -> str:
-    """record_attempts' rows, one per attempt."""
+    """settle_outcomes' attempt rows, one per attempt."""
     return json_rows(
         [
             {
@@ -99,7 +99,7 @@ def _attempt_rows(settled: Sequence[Settlement]) -> str:
 
 
 def _finish_rows(finals: Sequence[Settlement]) -> str:
-    """finish_deliveries' rows, one per delivery closed; a notification id for each that failed
+    """settle_outcomes' rows of deliveries closed, one each; a notification id for each that failed
     (used only if failure notifications are on)."""
     return json_rows(
         [
