@@ -195,7 +195,8 @@ QUICK = Plan(
     mixed_quiet_seconds=5,
     mixed_flow_keys=100,
     mixed_flow_rate=2,
-    mixed_flow_jobs=4,
+    # Enough for the keys to take three 1 s windows at their rate, so one is judged.
+    mixed_flow_jobs=8,
     flow_cost_keys=(10, 500),
     flow_cost_jobs=1_000,
 )
