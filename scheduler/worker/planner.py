@@ -182,8 +182,18 @@ class SlotPlanner:
                 default=config.DEFAULT_WEIGHT,
             )
         active = [name for name in held if name in waiting or holding.get(name, 0) > 0]
-        total = sum((_weight(weights, name) for name in active), shared_weight)
-        shares = {name: self._share(_weight(weights, name), total) for name in active}
+        wanting = waiting if hungry is None else hungry
+        # One that its own limits hold back keeps a thread beyond what it sends; the others
+        # with work share the rest with the shared flow.
+        sated = {name: sending.get(name, 0) + 1 for name in active if name not in wanting}
+        total = sum(
+            (_weight(weights, name) for name in active if name not in sated), shared_weight
+        )
+        left = max(1, self.threads - sum(sated.values()))
+        shares = {
+            name: sated.get(name) or self._share(_weight(weights, name), total, left)
+            for name in active
+        }
         idle = self.idle_threads()
         rooms: dict[str, int] = {}
         for name in held:
@@ -197,11 +207,7 @@ class SlotPlanner:
             idle -= room
         # The shared flow may claim ahead (a second slot per thread) only while no limited
         # endpoint has work; then it keeps to the threads the others' shares leave it.
-        wanting = waiting if hungry is None else hungry
-        reserved = sum(
-            share if name in wanting else min(share, sending.get(name, 0) + 1)
-            for name, share in shares.items()
-        )
+        reserved = sum(shares.values())
         if not active:
             return Room(max(0, self.slots - holding.get(SHARED, 0)), rooms)
         cap = max(0, self.threads - reserved)

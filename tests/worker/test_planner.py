@@ -61,7 +61,9 @@ def test_a_limited_endpoint_its_own_limits_held_back_leaves_its_unused_share_to_
     assert hungry.shared == THREADS - THREADS // 2 - 4
     # It keeps one thread beyond the two it holds, for its next token.
     assert sated.shared == THREADS - 3 - 4
-    assert sated.held == hungry.held == {"billing": THREADS // 2 - 2}
+    assert hungry.held == {"billing": THREADS // 2 - 2}
+    # It may start one more (its next token), and becomes hungry again if that was all it asked.
+    assert sated.held == {"billing": 1}
 
 
 def test_a_limited_endpoint_alone_takes_every_idle_thread() -> None:
