@@ -186,9 +186,7 @@ class SlotPlanner:
         # One that its own limits hold back keeps a thread beyond what it sends; the others
         # with work share the rest with the shared flow.
         sated = {name: sending.get(name, 0) + 1 for name in active if name not in wanting}
-        total = sum(
-            (_weight(weights, name) for name in active if name not in sated), shared_weight
-        )
+        total = sum((_weight(weights, name) for name in active if name not in sated), shared_weight)
         left = max(1, self.threads - sum(sated.values()))
         shares = {
             name: sated.get(name) or self._share(_weight(weights, name), total, left)
