@@ -21,10 +21,11 @@ LOOK_BEFORE_DUE_SECONDS = 0.01
 # An endpoint held by max_in_flight is looked at again this soon: the delivery that frees a slot
 # may be another dispatcher's, which no event here announces.
 IN_FLIGHT_RECHECK_SECONDS = 0.25
-# How many of a keyed endpoint's flow keys one claim looks at, in turn (deliveries.key_turns):
-# FLOW_KEYS_PER_START for each delivery it may start (keys held back by their own limits are
-# stepped over), at least FLOW_KEYS_MIN_LOOK and at most FLOW_KEYS_PER_LOOK, so that a claim's
-# cost follows what it claims, not how many keys there are.
+# How many of a keyed endpoint's flow keys one claim may look at, in turn (deliveries.key_turns):
+# it looks at one for each delivery it may start, and at more only while too few of those could
+# take one (keys held back by their own limits are stepped over), up to FLOW_KEYS_PER_START for
+# each delivery it may start, at least FLOW_KEYS_MIN_LOOK and at most FLOW_KEYS_PER_LOOK, so
+# that a claim's cost follows what it claims, not how many keys there are.
 FLOW_KEYS_PER_START = 4
 FLOW_KEYS_MIN_LOOK = 16
 FLOW_KEYS_PER_LOOK = 256

@@ -161,19 +161,9 @@ def _claim_by_key(
     cap = max(allowance, 1)
     cur.execute(UNKEYED_DUE[paused], {"endpoint": endpoint, "cap": cap})
     unkeyed = cur.fetchone()["due"]
-    rows = _key_turns(cur, endpoint, paused, cursor or "", cap)
-    more_keys = len(rows) >= _keys_to_look_at(cap)
-    levels, allowances = [], [unkeyed]
-    for row in rows:
-        level = None
-        if row["rate_limit"] is not None:
-            bucket = policy.TokenBucket(row["rate_limit"])
-            level = bucket.level(row["tokens"], row["since_refill"])
-        levels.append(level)
-        allowances.append(
-            policy.claim_allowance(row["due"], level, row["max_in_flight"], row["in_flight"])
-        )
-    counts = policy.take_turns(allowance, allowances)
+    rows, more_keys = _key_turns(cur, endpoint, paused, cursor or "", cap, unkeyed > 0)
+    levels = [row["level"] for row in rows]
+    counts = policy.take_turns(allowance, [unkeyed, *(row["room"] for row in rows)])
     claimed: list[jobs.Delivery] = []
     if counts[0]:
         cur.execute(CLAIM_ENDPOINT_JOBS[paused], {**params, "limit": counts[0]})
@@ -216,22 +206,47 @@ def _claim_by_key(
     return claimed, policy.next_key_claim_in(turns, more_keys)
 
 
-def _key_turns(cur: Any, endpoint: str, paused: bool, after: str, cap: int) -> list[dict[str, Any]]:
+def _key_turns(
+    cur: Any, endpoint: str, paused: bool, after: str, cap: int, unkeyed_due: bool
+) -> tuple[list[dict[str, Any]], bool]:
     """key_turns from the key after `after`, going round to the first keys when the last is
-    reached first; each key once."""
-    probes = _keys_to_look_at(cap)
-    cur.execute(
-        KEY_TURNS[paused], {"endpoint": endpoint, "after": after, "probes": probes, "cap": cap}
-    )
-    rows: list[dict[str, Any]] = cur.fetchall()
-    if after and len(rows) < probes:
+    reached first, each key once: as many keys as the claim may start deliveries, then twice as
+    many again each time while fewer than that of the keys looked at (and the endpoint's jobs
+    without a key) could take one, up to _keys_to_look_at; with whether keys were left unlooked
+    at. So a claim reads about a key for each delivery it starts when its keys have room, however
+    many keys there are."""
+    budget = _keys_to_look_at(cap)
+    rows: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    could_start = 1 if unkeyed_due else 0
+    start, wrapped, batch = after, not after, cap
+    while len(rows) < budget:
+        probes = min(batch, budget - len(rows))
         cur.execute(
-            KEY_TURNS[paused],
-            {"endpoint": endpoint, "after": "", "probes": probes - len(rows), "cap": cap},
+            KEY_TURNS[paused], {"endpoint": endpoint, "after": start, "probes": probes, "cap": cap}
         )
-        seen = {row["key"] for row in rows}
-        rows += [row for row in cur.fetchall() if row["key"] not in seen]
-    return rows
+        found: list[dict[str, Any]] = cur.fetchall()
+        fresh = [_with_room(row) for row in found if row["key"] not in seen]
+        rows += fresh
+        seen.update(row["key"] for row in fresh)
+        could_start += sum(1 for row in fresh if row["room"] > 0)
+        if len(fresh) < len(found) or (len(found) < probes and wrapped):
+            return rows, False  # every key was looked at
+        if could_start >= cap:
+            return rows, True
+        start, wrapped = ("", True) if len(found) < probes else (found[-1]["key"], wrapped)
+        batch *= 2
+    return rows, True
+
+
+def _with_room(row: dict[str, Any]) -> dict[str, Any]:
+    """A key_turns row with its bucket's `level` (None: no rate limit) and its `room`: how many
+    deliveries it may start now."""
+    level = None
+    if row["rate_limit"] is not None:
+        level = policy.TokenBucket(row["rate_limit"]).level(row["tokens"], row["since_refill"])
+    room = policy.claim_allowance(row["due"], level, row["max_in_flight"], row["in_flight"])
+    return {**row, "level": level, "room": room}
 
 
 def _keys_to_look_at(allowance: int) -> int:

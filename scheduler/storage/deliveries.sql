@@ -176,8 +176,13 @@ WHERE id = %(id)s AND claim_token = %(claim_token)s;
 -- An endpoint's keys with waiting jobs, in turn from the one after `after` (its flow_cursor), one
 -- probe of jobs_flow_due_idx per key and at most `probes` keys: each with its limits and bucket,
 -- its deliveries in progress (counted when it has a max_in_flight), how many of its jobs are due
--- now (up to `cap`) and in how many seconds the first of the others is. `{asked_only}` as in
--- claim_endpoint_jobs.
+-- now (up to `cap`) and in how many seconds the first of the others is (NULL when `cap` are due or
+-- none waits). A key's jobs are asked for as a range of keys in the order of jobs_flow_due_idx,
+-- which only that index gives without a sort: with `flow_key =`, the order by key is implied,
+-- and where the table was last vacuumed empty (retention, then a burst), the narrower
+-- jobs_endpoint_due_idx won the tie and each key read every due job of the endpoint. A key's row
+-- in flows is found by key, not joined from a scan of them.
+-- `{asked_only}` as in claim_endpoint_jobs.
 WITH RECURSIVE scan (key, place) AS (
     (SELECT flow_key, 1 FROM jobs
      WHERE state = 'scheduled' AND endpoint = %(endpoint)s AND flow_key > %(after)s
@@ -191,22 +196,28 @@ WITH RECURSIVE scan (key, place) AS (
     FROM scan
     WHERE scan.key IS NOT NULL AND scan.place < %(probes)s
 )
-SELECT scan.key, flows.rate_limit, flows.max_in_flight, flows.tokens,
-       extract(epoch FROM clock_timestamp() - flows.refilled_at)::float8 AS since_refill,
-       CASE WHEN flows.max_in_flight IS NULL THEN 0
+SELECT scan.key, flow.rate_limit, flow.max_in_flight, flow.tokens, flow.since_refill,
+       CASE WHEN flow.max_in_flight IS NULL THEN 0
             ELSE (SELECT count(*) FROM jobs
                   WHERE state = 'delivering' AND flow_key IS NOT NULL
                     AND endpoint = %(endpoint)s AND flow_key = scan.key) END AS in_flight,
-       (SELECT count(*) FROM (
-            SELECT 1 FROM jobs
-            WHERE state = 'scheduled' AND endpoint = %(endpoint)s AND flow_key = scan.key
-              AND next_attempt_at <= now() {asked_only}
-            LIMIT %(cap)s) AS due) AS due,
-       (SELECT extract(epoch FROM min(next_attempt_at) - now())::float8 FROM jobs
-        WHERE state = 'scheduled' AND endpoint = %(endpoint)s AND flow_key = scan.key
-          AND next_attempt_at > now() {asked_only}) AS next_in
+       least(waiting.due, %(cap)s) AS due, waiting.next_in
 FROM scan
-LEFT JOIN flows ON flows.endpoint = %(endpoint)s AND flows.key = scan.key
+LEFT JOIN LATERAL (
+    SELECT rate_limit, max_in_flight, tokens,
+           extract(epoch FROM clock_timestamp() - refilled_at)::float8 AS since_refill
+    FROM flows WHERE flows.endpoint = %(endpoint)s AND flows.key = scan.key
+) AS flow ON true
+CROSS JOIN LATERAL (
+    SELECT count(*) FILTER (WHERE first.at <= now()) AS due,
+           extract(epoch FROM min(first.at) FILTER (WHERE first.at > now()) - now())::float8
+               AS next_in
+    FROM (SELECT next_attempt_at AS at FROM jobs
+          WHERE state = 'scheduled' AND endpoint = %(endpoint)s
+            AND flow_key >= scan.key AND flow_key <= scan.key {asked_only}
+          ORDER BY flow_key, next_attempt_at  -- as jobs_flow_due_idx reads them
+          LIMIT %(cap)s + 1) AS first
+) AS waiting
 WHERE scan.key IS NOT NULL
 ORDER BY scan.place;
 
@@ -220,9 +231,10 @@ WHERE id = ANY(ARRAY(  -- as in claim_endpoint_jobs
     FROM unnest(%(keys)s::text[], %(counts)s::integer[]) AS turn (key, count)
     CROSS JOIN LATERAL (
         SELECT id FROM jobs
-        WHERE state = 'scheduled' AND endpoint = %(endpoint)s AND flow_key = turn.key
+        WHERE state = 'scheduled' AND endpoint = %(endpoint)s
+          AND flow_key >= turn.key AND flow_key <= turn.key  -- as in key_turns
           AND next_attempt_at <= now() {asked_only}
-        ORDER BY next_attempt_at
+        ORDER BY flow_key, next_attempt_at  -- as jobs_flow_due_idx reads them
         LIMIT turn.count
         FOR UPDATE SKIP LOCKED
     ) AS picked

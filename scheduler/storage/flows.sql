@@ -53,8 +53,10 @@ UPDATE endpoints SET flow_cursor = %(cursor)s WHERE name = %(endpoint)s;
 SELECT flows.key, flows.rate_limit, flows.max_in_flight, flows.used_at,
        (SELECT count(*) FROM (
             SELECT 1 FROM jobs
-            WHERE state = 'scheduled' AND endpoint = flows.endpoint AND flow_key = flows.key
+            WHERE state = 'scheduled' AND endpoint = flows.endpoint
+              AND flow_key >= flows.key AND flow_key <= flows.key  -- as deliveries.sql key_turns
               AND next_attempt_at <= now()
+            ORDER BY flow_key, next_attempt_at
             LIMIT %(due_cap)s) AS due) AS due,
        (SELECT count(*) FROM jobs
         WHERE state = 'delivering' AND flow_key IS NOT NULL AND endpoint = flows.endpoint

@@ -125,6 +125,7 @@ class ClaimLoop:
                 # The shared flow waits for its slots: a recorded delivery wakes the loop.
                 return False
             shares = self.senders.planner.shares(self.routes.weights(), room.shared_threads)
+            started = time.perf_counter()
             claimed = deliveries.claim_due_jobs(
                 self.database,
                 self.dispatcher_id,
@@ -137,7 +138,7 @@ class ClaimLoop:
                 shares,
                 self.senders.planner.holding_by_endpoint(),
             )
-            self._count_claim()
+            self._count_claim(started)
             self.senders.planner.saw_due({item.endpoint for item in claimed})
             self.senders.submit(claimed)
             if len(claimed) < room.shared and not _took_a_whole_share(claimed, shares):
@@ -170,6 +171,7 @@ class ClaimLoop:
             asked = room.held.get(endpoint, 0)
             if asked == 0:
                 continue
+            started = time.perf_counter()
             claim = deliveries.claim_endpoint_jobs(
                 self.database,
                 self.dispatcher_id,
@@ -179,7 +181,7 @@ class ClaimLoop:
                 self.routes.defaults,
                 self.routes.keyed(endpoint),
             )
-            self._count_claim()
+            self._count_claim(started)
             self.senders.submit(claim.claimed, endpoint)
             self._held_retry.pop(endpoint, None)
             if len(claim.claimed) == asked:
@@ -202,9 +204,10 @@ class ClaimLoop:
             else:
                 self._waiting.discard(endpoint)
 
-    def _count_claim(self) -> None:
+    def _count_claim(self, started: float) -> None:
         self.claims += 1
         metrics.CLAIM_QUERIES.inc()
+        metrics.CLAIM_SECONDS.inc(time.perf_counter() - started)
 
     def _next_held_retry(self) -> float:
         """Seconds until a paused or limited endpoint's claim could take more (a token back, a

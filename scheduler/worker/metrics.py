@@ -58,6 +58,11 @@ IN_FLIGHT = prometheus_client.Gauge(
 CLAIM_QUERIES = prometheus_client.Counter(
     "scheduler_claim_queries", "Claim statements this dispatcher ran (a look for due deliveries)."
 )
+CLAIM_SECONDS = prometheus_client.Counter(
+    "scheduler_claim_seconds",
+    "Seconds this dispatcher spent in claims (each claim's transaction, from its first statement "
+    "to its commit); over deliveries, what a delivery costs in claiming.",
+)
 CLOCK_SKEW = prometheus_client.Gauge(
     "scheduler_clock_skew_seconds",
     "This host's clock minus the database's, measured at each heartbeat.",

@@ -353,6 +353,7 @@ def _cost_round(system: System, collector: Collector, plan: Plan, count: int) ->
     delivered = len(arrived)
     wait_for(lambda: _claims(system, scraped)[1] >= delivered, METRICS_CATCH_UP, 0.1)
     claims, counted = _claims(system, scraped)
+    claim_seconds = _claim_seconds(system, scraped)
     collector.reset()
     return {
         "keys": count,
@@ -363,7 +364,19 @@ def _cost_round(system: System, collector: Collector, plan: Plan, count: int) ->
         "wall_s": last - start,
         "cpu": cpu,
         "claims_per_delivery": claims / counted if counted else None,
+        "claim_ms_per_delivery": (
+            claim_seconds * 1000 / counted if counted and claim_seconds is not None else None
+        ),
     }
+
+
+def _claim_seconds(system: System, before: list[dict[str, float | None]]) -> float | None:
+    """Seconds the dispatchers spent in claims since `before`; None when it is not exported."""
+    spent = None
+    for start, end in zip(before, system.scrape_metrics(), strict=True):
+        if end["claim_seconds"] is not None:
+            spent = (spent or 0.0) + end["claim_seconds"] - (start["claim_seconds"] or 0.0)
+    return spent
 
 
 def _claims(system: System, before: list[dict[str, float | None]]) -> tuple[float, float]:

@@ -956,6 +956,7 @@ def _flow_cost(results: dict[str, Any]) -> str:
             num(part["delivered"]),
             num(part["lost"]),
             num(part["duplicates"]),
+            num(figures[keys]["claim_ms"], 3),
             num(figures[keys]["wall_ms"], 3),
             num(figures[keys]["postgres_ms"], 3),
             num(figures[keys]["dispatcher_ms"], 3),
@@ -969,9 +970,8 @@ def _flow_cost(results: dict[str, Any]) -> str:
         "answered at once), their flow keys taken in "
         f"turn from {' and then from '.join(f'{k:,}' for k in cost['keys'])} keys, each key with "
         f"a rate of {mixed.COST_RATE:g}/s that none reaches, delivered by one dispatcher. The "
-        "dispatcher exports no claim duration (`scheduler_claim_queries_total` counts claims, "
-        "it does not time them), so the claim's cost is read from PostgreSQL's CPU per delivery "
-        "and the wall time per delivery (from the instant to the last arrival) instead.\n\n"
+        "claim time is the dispatcher's `scheduler_claim_seconds_total` over the round, the wall "
+        "time runs from the instant to the last arrival; each is divided by the deliveries.\n\n"
         + table(
             [
                 "Flow keys",
@@ -979,6 +979,7 @@ def _flow_cost(results: dict[str, Any]) -> str:
                 "Delivered",
                 "Lost",
                 "Duplicated",
+                "Claim (ms per delivery)",
                 "Wall (ms per delivery)",
                 "PostgreSQL CPU (ms per delivery)",
                 "Dispatcher CPU (ms per delivery)",

@@ -26,6 +26,7 @@ HEADERS = {"Scheduler-Secret": support.SECRET, "Content-Type": "application/json
 # Harmless while the metrics endpoint asks for no credential.
 METRICS_HEADERS = {"Authorization": f"Bearer {support.SECRET}"}
 CLAIMS_SAMPLE = "scheduler_claim_queries_total"
+CLAIM_SECONDS_SAMPLE = "scheduler_claim_seconds_total"
 DELIVERIES_SAMPLE = "scheduler_deliveries_total"
 PRUNE_SAMPLES = {
     "scheduler_pruned_jobs_total": "pruned",
@@ -316,12 +317,14 @@ class System:
 
 
 def scrape_metrics(port: int) -> dict[str, float | None]:
-    """`claims` (scheduler_claim_queries_total, summed over its labels), `delivered`
+    """`claims` (scheduler_claim_queries_total, summed over its labels), `claim_seconds`
+    (scheduler_claim_seconds_total), `delivered`
     (scheduler_deliveries_total{outcome="delivered"}), `pruned` and `prune_seconds` (the
     leader's scheduler_pruned_jobs_total and scheduler_prune_seconds_total); None for what is not
     exported."""
     found: dict[str, float | None] = {
         "claims": None,
+        "claim_seconds": None,
         "delivered": None,
         "pruned": None,
         "prune_seconds": None,
@@ -337,6 +340,8 @@ def scrape_metrics(port: int) -> dict[str, float | None]:
         for sample in family.samples:
             if sample.name == CLAIMS_SAMPLE:
                 found["claims"] = (found["claims"] or 0.0) + sample.value
+            elif sample.name == CLAIM_SECONDS_SAMPLE:
+                found["claim_seconds"] = sample.value
             elif sample.name == DELIVERIES_SAMPLE and sample.labels.get("outcome") == "delivered":
                 found["delivered"] = sample.value
             elif sample.name in PRUNE_SAMPLES:

@@ -123,6 +123,9 @@ def test_web_and_dispatcher_metrics_after_one_delivery(system: System) -> None:
     print(f"firing lateness of a job inserted 0.3 s ahead: {lateness * 1000:.1f} ms")
     assert value(worker, "scheduler_dispatcher_leader") == 1
     assert value(worker, "scheduler_claim_queries_total") >= 1
+    claim_seconds = value(worker, "scheduler_claim_seconds_total")
+    assert claim_seconds is not None
+    assert claim_seconds > 0
     assert value(worker, "scheduler_due_jobs") == 0
     assert value(worker, "scheduler_cron_ticks_total") == 0
 

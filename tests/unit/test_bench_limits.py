@@ -197,15 +197,15 @@ def test_skipped_flows_miss_and_say_why() -> None:
     out.update(flows_skipped=reason, dispatchers=1)
     results = {"mixed_1": out, "flow_cost": {"skipped": reason}}
     found = {t.key: t for t in targets.evaluate(results)}
-    for key in ("Mixed 1 flows (%)", "Flow cost PostgreSQL", "Flow cost wall"):
+    for key in ("Mixed 1 flows (%)", "Flow cost PostgreSQL", "Flow cost claim"):
         assert not found[key].passed
         assert math.isnan(found[key].measured)
         assert found[key].detail == f"skipped: {reason}"
     assert "flow keys not checked" in found["Mixed 1 bounds (%)"].detail
-    assert {"Mixed 1 flows (%)", "Flow cost wall"} <= targets.flow_keys()
+    assert {"Mixed 1 flows (%)", "Flow cost claim"} <= targets.flow_keys()
 
 
-def cost_round(keys: int, wall_s: float, postgres_s: float) -> dict[str, Any]:
+def cost_round(keys: int, wall_s: float, postgres_s: float, claim_ms: float) -> dict[str, Any]:
     cpu = {"worker": 2.0, "postgres": postgres_s, "web": 0.1, "machine": 5.0, "wall": 10.0}
     return {
         "keys": keys,
@@ -216,6 +216,7 @@ def cost_round(keys: int, wall_s: float, postgres_s: float) -> dict[str, Any]:
         "wall_s": wall_s,
         "cpu": cpu,
         "claims_per_delivery": 0.05,
+        "claim_ms_per_delivery": claim_ms,
     }
 
 
@@ -223,7 +224,10 @@ def test_flow_cost_compares_many_keys_with_few() -> None:
     cost = {
         "keys": [10, 500],
         "jobs": 1000,
-        "rounds": {"10": cost_round(10, 1.0, 0.5), "500": cost_round(500, 1.25, 0.55)},
+        "rounds": {
+            "10": cost_round(10, 1.0, 0.5, 0.2),
+            "500": cost_round(500, 1.25, 0.55, 0.25),
+        },
     }
     figures = targets.flow_cost_figures(cost)
     assert figures["500"]["wall_ms"] == pytest.approx(1.25)
@@ -231,9 +235,10 @@ def test_flow_cost_compares_many_keys_with_few() -> None:
     found = {t.key: t for t in targets.evaluate({"flow_cost": cost})}
     assert found["Flow cost PostgreSQL"].passed
     assert found["Flow cost PostgreSQL"].measured == pytest.approx(1.1)
-    assert not found["Flow cost wall"].passed
+    assert not found["Flow cost claim"].passed
+    assert found["Flow cost claim"].measured == pytest.approx(1.25)
     text = report._flow_cost({"flow_cost": cost})
-    assert "| 500 keys | 1,000 | 1,000 | 0 | 0 | 1.250 | 0.550 | 2.000 | 0.050 |" in text
+    assert "| 500 keys | 1,000 | 1,000 | 0 | 0 | 0.250 | 1.250 | 0.550 | 2.000 | 0.050 |" in text
 
 
 def test_the_mixed_section_has_a_row_per_limit() -> None:
@@ -350,7 +355,7 @@ class FakeSystem:
     def scrape_metrics(self) -> list[dict[str, float | None]]:
         now = time.time()
         arrived = sum(1 for record in self.receiver.delivered if record[0] <= now)
-        return [{"claims": 10.0, "delivered": float(arrived)}]
+        return [{"claims": 10.0, "claim_seconds": arrived / 1000, "delivered": float(arrived)}]
 
 
 TINY = dataclasses.replace(
@@ -395,7 +400,7 @@ def test_the_flow_parts_run_when_the_server_takes_the_field() -> None:
         assert (part["delivered"], part["lost"], part["duplicates"]) == (40, 0, 0)
     results = {"plan": dataclasses.asdict(TINY), "mixed_2": out, "flow_cost": cost}
     found = {t.key: t for t in targets.evaluate(results)}
-    assert not math.isnan(found["Flow cost wall"].measured)
+    assert not math.isnan(found["Flow cost claim"].measured)
     assert "skipped" not in found["Mixed 2 flows (%)"].detail
     assert "| 2 dispatchers: flows |" in report._mixed(results)
     assert "| 20 keys |" in report._flow_cost(results)
