@@ -28,6 +28,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from scheduler import tuning
+from scheduler.worker import headers
 
 _current = threading.local()
 
@@ -205,6 +206,7 @@ class WatchedAdapter(HTTPAdapter):
 
     def __init__(self, ca_bundle: str | None = None) -> None:
         self.ssl_context = tls_context(ca_bundle) if ca_bundle is not None else None
+        headers.install()
         super().__init__()
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
