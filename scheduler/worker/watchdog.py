@@ -20,10 +20,11 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from requests.adapters import HTTPAdapter
+from requests.adapters import DEFAULT_POOLSIZE, HTTPAdapter
+from requests.models import PreparedRequest
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
@@ -184,6 +185,8 @@ class _WatchedHTTPSPool(HTTPSConnectionPool):
 
 
 _POOLS = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+# How many pools (one per host) an adapter's pool manager keeps open: requests' default.
+POOLS_KEPT = DEFAULT_POOLSIZE
 
 
 @functools.cache
@@ -202,12 +205,45 @@ class WatchedAdapter(HTTPAdapter):
 
     `ca_bundle` (a file or a directory) is loaded once into the pools' TLS context: given to
     requests as `verify`, it would be looked up on disk for every request, plain HTTP included.
+
+    Each adapter belongs to one sending thread and sends to the few URLs the endpoints have, so
+    the pool and the URL to ask for, which requests works out again for each request (proxy
+    selection, the pool's key, parsing the URL), are kept by URL, for at most POOLS_KEPT URLs (as
+    many pools as the pool manager keeps); a pool closed since is looked up again.
     """
 
     def __init__(self, ca_bundle: str | None = None) -> None:
         self.ssl_context = tls_context(ca_bundle) if ca_bundle is not None else None
+        self._pools: dict[tuple[Any, ...], Any] = {}
+        self._request_urls: dict[tuple[Any, ...], str] = {}
         headers.install()
         super().__init__()
+
+    def get_connection_with_tls_context(
+        self,
+        request: PreparedRequest,
+        verify: bool | str | None,
+        proxies: Mapping[str, str] | None = None,
+        cert: Any = None,
+    ) -> Any:
+        key = (request.url, verify, cert, tuple(sorted((proxies or {}).items())))
+        pool = self._pools.get(key)
+        if pool is None or pool.pool is None:
+            if len(self._pools) >= POOLS_KEPT:
+                self._pools.clear()
+            pool = self._pools[key] = super().get_connection_with_tls_context(
+                request, verify, proxies, cert
+            )
+        return pool
+
+    def request_url(self, request: PreparedRequest, proxies: Mapping[str, str] | None) -> str:
+        key = (request.url, tuple(sorted((proxies or {}).items())))
+        url = self._request_urls.get(key)
+        if url is None:
+            if len(self._request_urls) >= POOLS_KEPT:
+                self._request_urls.clear()
+            url = self._request_urls[key] = super().request_url(request, proxies)
+        return url
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         if self.ssl_context is not None:

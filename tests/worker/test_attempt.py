@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import certifi
 import pytest
+import requests
 
 from scheduler import config, jobs
 from scheduler.worker import attempt, watchdog
@@ -357,3 +358,16 @@ def test_a_proxy_named_in_the_environment_carries_the_attempts(
     (sent,) = receiver.wait_for(1)
     assert sent.path == "http://endpoint.invalid/hook"
     assert sent.headers["Host"] == "endpoint.invalid"
+
+
+def test_a_pool_closed_since_it_was_kept_is_looked_up_again(receiver: support.Receiver) -> None:
+    adapter = watchdog.WatchedAdapter()
+    request = requests.Request("POST", receiver.url, data=b"{}").prepare()
+    assert adapter.send(request, timeout=5).status_code == 200
+    # Dropped and closed, as a pool manager that closes the pools it drops would (urllib3 1.x).
+    kept = adapter.get_connection_with_tls_context(request, True)
+    adapter.poolmanager.clear()
+    kept.close()
+    assert adapter.send(request, timeout=5).status_code == 200
+    assert adapter.get_connection_with_tls_context(request, True) is not kept
+    receiver.wait_for(2)
