@@ -21,6 +21,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from scheduler import config, errors, jobs, policy, tuning
 from scheduler.storage import db, deliveries, outcomes
@@ -276,27 +277,19 @@ class Senders:
     def _report(
         self, item: jobs.Delivery, outcome: attempt.Outcome, settlement: outcomes.Settlement
     ) -> None:
-        extra = {
-            "action": "deliver",
-            "job_id": item.id,
-            "cron_id": item.cron_id,
-            "attempt": item.attempts,
-            "status": outcome.status_code,
-            "duration_ms": outcome.duration_ms,
-            "error_kind": outcome.error_kind,
-        }
         if settlement.state == "delivered":
             metrics.DELIVERIES_BY_OUTCOME["delivered"].inc()
             # DEBUG, as an insert is: the attempt's row records it, and at a burst's rate a line
             # each cost a seventh of the dispatcher's CPU. Retries and failures stay above.
-            logger.debug(
-                "delivered %s (attempt %d, HTTP %s, %d ms)",
-                item.id,
-                item.attempts,
-                outcome.status_code,
-                outcome.duration_ms,
-                extra=extra,
-            )
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug(
+                    "delivered %s (attempt %d, HTTP %s, %d ms)",
+                    item.id,
+                    item.attempts,
+                    outcome.status_code,
+                    outcome.duration_ms,
+                    extra=_log_fields(item, outcome),
+                )
         elif settlement.state == "failed":
             metrics.DELIVERIES_BY_OUTCOME["failed"].inc()
             logger.warning(
@@ -304,7 +297,7 @@ class Senders:
                 item.id,
                 item.attempts,
                 outcome.error,
-                extra=extra,
+                extra=_log_fields(item, outcome),
             )
         else:
             assert settlement.retry_in is not None
@@ -314,6 +307,19 @@ class Senders:
                 item.attempts,
                 item.id,
                 outcome.error,
-                extra=extra,
+                extra=_log_fields(item, outcome),
             )
             self._on_retry(settlement.retry_in)
+
+
+def _log_fields(item: jobs.Delivery, outcome: attempt.Outcome) -> dict[str, Any]:
+    """The structured fields of an attempt's log line (docs/observability.md)."""
+    return {
+        "action": "deliver",
+        "job_id": item.id,
+        "cron_id": item.cron_id,
+        "attempt": item.attempts,
+        "status": outcome.status_code,
+        "duration_ms": outcome.duration_ms,
+        "error_kind": outcome.error_kind,
+    }

@@ -24,7 +24,8 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from requests.adapters import DEFAULT_POOLSIZE, HTTPAdapter
-from requests.models import PreparedRequest
+from requests.models import PreparedRequest, Response
+from requests.utils import get_encoding_from_headers
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
@@ -162,12 +163,20 @@ class _FinalResponse(http.client.HTTPResponse):
             self.will_close = True
 
 
+def _put_header(self: Any, header: Any, *values: Any) -> None:
+    """A header put as http.client puts it, which checks its name and values. urllib3 first
+    looks through every value for its SKIP_HEADER marker, which no delivery's headers carry."""
+    http.client.HTTPConnection.putheader(self, header, *values)
+
+
 class _WatchedHTTPConnection(HTTPConnection):
     response_class = _FinalResponse
+    putheader = _put_header
 
 
 class _WatchedHTTPSConnection(HTTPSConnection):
     response_class = _FinalResponse
+    putheader = _put_header
 
 
 class _WatchedHTTPPool(HTTPConnectionPool):
@@ -235,6 +244,21 @@ class WatchedAdapter(HTTPAdapter):
                 request, verify, proxies, cert
             )
         return pool
+
+    def build_response(self, req: PreparedRequest, resp: Any) -> Response:
+        """requests' Response without what deliveries never use: a case-insensitive copy of
+        urllib3's headers (which are case-insensitive already) and the answer's cookies (no
+        jar is kept, and none is sent back)."""
+        response = Response()
+        response.status_code = resp.status
+        response.headers = resp.headers
+        response.encoding = get_encoding_from_headers(resp.headers)
+        response.raw = resp
+        response.reason = resp.reason
+        response.url = req.url or ""
+        response.request = req
+        response.connection = self
+        return response
 
     def request_url(self, request: PreparedRequest, proxies: Mapping[str, str] | None) -> str:
         key = (request.url, tuple(sorted((proxies or {}).items())))
