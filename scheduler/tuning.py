@@ -93,6 +93,16 @@ LOOP_RETRY_SECONDS = 1.0
 LISTEN_MAX_RETRY_SECONDS = 5.0
 # One wait for notifications lasts this long, so a stop is noticed within it.
 LISTEN_WAIT_SECONDS = 1.0
+# A long-lived thread that failed unexpectedly is restarted after this, doubling at each failure
+# in a row up to THREAD_RESTART_MAX_SECONDS (worker/supervisor.py): the first restart comes soon
+# enough to lose little, and a thread that keeps failing neither spins nor floods the log. The cap
+# is under half of LEASE_MARGIN_SECONDS, so a watchdog down for one backoff still cuts both
+# attempts a claim's lease covers before the lease runs out.
+THREAD_RESTART_FIRST_SECONDS = 1.0
+THREAD_RESTART_MAX_SECONDS = 10.0
+# A thread that ran this long before failing starts again from the first backoff: it was healthy,
+# not failing in a loop.
+THREAD_HEALTHY_SECONDS = 60.0
 # The main thread waits in slices of this, so that a signal's handler always gets to run.
 SIGNAL_CHECK_SECONDS = 1.0
 # A thread given this long to end at shutdown is left behind (they are daemons) rather than

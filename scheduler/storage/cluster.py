@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
 from scheduler import tuning
 from scheduler.storage import db, queries
@@ -30,6 +31,8 @@ class LiveDispatcher:
     delivered: int
     metrics_port: int | None
     endpoints: list[str]
+    # Its threads not running at its last heartbeat, by name: "restarting" or "dead".
+    threads_down: dict[str, str]
 
 
 def database_now(database: db.Database) -> dt.datetime:
@@ -47,10 +50,11 @@ def beat_dispatcher(
     metrics_port: int | None,
     endpoints: Sequence[str] = (),
     grace: float = 0.0,
+    threads_down: Mapping[str, str] | None = None,
 ) -> dt.datetime:
-    """Register or renew a dispatcher's heartbeat with its (in flight, delivered) counts and the
-    endpoints it knows (their sightings renewed within a tenth of `grace`); the database's clock
-    at that moment."""
+    """Register or renew a dispatcher's heartbeat with its (in flight, delivered) counts, the
+    endpoints it knows (their sightings renewed within a tenth of `grace`) and its threads not
+    running; the database's clock at that moment."""
     in_flight, delivered = counts
     params = {
         "id": dispatcher_id,
@@ -61,6 +65,7 @@ def beat_dispatcher(
         "metrics_port": metrics_port,
         "endpoints": list(endpoints),
         "grace": grace,
+        "threads_down": Jsonb(dict(threads_down or {})),
     }
     now: dt.datetime = database.rows(QUERIES["beat_dispatcher"], params)[0]["database_now"]
     return now
@@ -73,6 +78,12 @@ def remove_dispatcher(database: db.Database, dispatcher_id: str) -> None:
 def list_dispatchers(database: db.Database, live_seconds: float) -> list[LiveDispatcher]:
     rows = database.rows(QUERIES["list_dispatchers"], {"live_seconds": live_seconds})
     return [LiveDispatcher(**row) for row in rows]
+
+
+def threads_down(database: db.Database, live_seconds: float) -> dict[str, dict[str, str]]:
+    """The live dispatchers that reported threads not running, by id, for readiness checks."""
+    rows = database.rows(QUERIES["threads_down"], {"live_seconds": live_seconds})
+    return {row["id"]: row["threads_down"] for row in rows}
 
 
 def read_leader(database: db.Database) -> dict[str, Any]:

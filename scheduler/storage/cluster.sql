@@ -4,8 +4,8 @@ SELECT now() AS database_now;
 
 -- beat_dispatcher --
 -- Register a dispatcher or renew its heartbeat, with what it holds and has delivered and the
--- endpoints it knows; returns the database's clock so the dispatcher can tell how far its own is
--- off. CTE: the endpoints' sightings, renewed only when older than a tenth of the grace, so that
+-- endpoints it knows and its threads not running; returns the database's clock so the dispatcher
+-- can tell how far its own is off. CTE: the endpoints' sightings, renewed only when older than a tenth of the grace, so that
 -- heartbeats do not rewrite them every time.
 WITH sighted AS (
     INSERT INTO endpoint_sightings AS s (name)
@@ -13,12 +13,14 @@ WITH sighted AS (
     ON CONFLICT (name) DO UPDATE SET known_at = now()
     WHERE s.known_at < now() - make_interval(secs => %(grace)s / 10)
 )
-INSERT INTO dispatchers (id, host, pid, in_flight, delivered, metrics_port, endpoints)
+INSERT INTO dispatchers (id, host, pid, in_flight, delivered, metrics_port, endpoints,
+                         threads_down)
 VALUES (%(id)s, %(host)s, %(pid)s, %(in_flight)s, %(delivered)s, %(metrics_port)s,
-        %(endpoints)s)
+        %(endpoints)s, %(threads_down)s)
 ON CONFLICT (id) DO UPDATE
 SET heartbeat_at = now(), in_flight = EXCLUDED.in_flight, delivered = EXCLUDED.delivered,
-    metrics_port = EXCLUDED.metrics_port, endpoints = EXCLUDED.endpoints
+    metrics_port = EXCLUDED.metrics_port, endpoints = EXCLUDED.endpoints,
+    threads_down = EXCLUDED.threads_down
 RETURNING now() AS database_now;
 
 -- remove_dispatcher --
@@ -31,10 +33,19 @@ DELETE FROM dispatchers WHERE id = %(id)s;
 SELECT d.id, d.host, d.pid,
        CASE WHEN d.id = l.holder AND l.heartbeat_at > now() - make_interval(secs => %(live_seconds)s)
             THEN 'leader' ELSE 'member' END AS role,
-       d.started_at, d.heartbeat_at, d.in_flight, d.delivered, d.metrics_port, d.endpoints
+       d.started_at, d.heartbeat_at, d.in_flight, d.delivered, d.metrics_port, d.endpoints,
+       d.threads_down
 FROM dispatchers d CROSS JOIN dispatcher_leader l
 WHERE d.heartbeat_at > now() - make_interval(secs => %(live_seconds)s)
 ORDER BY role, d.started_at, d.id;
+
+-- threads_down --
+-- The live dispatchers with a thread restarting or dead, for readiness checks.
+SELECT id, threads_down
+FROM dispatchers
+WHERE heartbeat_at > now() - make_interval(secs => %(live_seconds)s)
+  AND threads_down <> '{}'::jsonb
+ORDER BY started_at, id;
 
 -- read_leader --
 -- The dispatcher's heartbeat, for readiness checks.

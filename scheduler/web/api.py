@@ -188,16 +188,19 @@ def healthz() -> Response:
 
 @bp.get("/readyz")
 @openapi.operation(
-    summary="Database reachable, schema current, dispatcher heartbeat fresh.",
+    summary="Database reachable, schema current, dispatcher heartbeat fresh, every dispatcher "
+    "thread running.",
     tag="health",
     responses={200: openapi.returns(READY, "Ready.")},
     errors={503: "Not ready, and why."},
 )
 def readyz() -> Response:
-    """Ready when the database answers, its schema is current and a dispatcher is alive."""
+    """Ready when the database answers, its schema is current, a dispatcher leads and no live
+    dispatcher reports a thread restarting or dead."""
     try:
         pending = migrate.pending_migrations(http.database())
         leader = cluster.read_leader(http.database())
+        down = cluster.threads_down(http.database(), http.settings().leader_timeout)
     except errors.StoreUnavailable:
         return http.error_body(503, "not_ready", "The database is unavailable.")
     if pending:
@@ -214,6 +217,13 @@ def readyz() -> Response:
             if leader["epoch"]
             else "No dispatcher has ever been active.",
         )
+    if down:
+        threads = "; ".join(
+            f"dispatcher {dispatcher_id}: "
+            + ", ".join(f"{name} {state}" for name, state in states.items())
+            for dispatcher_id, states in down.items()
+        )
+        return http.error_body(503, "not_ready", f"Dispatcher threads are not running: {threads}.")
     body = {"status": "ready", "dispatcher_heartbeat_age_seconds": round(age, 3)}
     return Response(json.dumps(body), mimetype="application/json")
 

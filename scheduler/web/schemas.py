@@ -402,6 +402,16 @@ class DispatcherSchema(Schema):
             "that know it."
         },
     )
+    threads_down = fields.Dict(
+        keys=fields.String(),
+        values=fields.String(),
+        metadata={
+            "description": "Its threads not running at its last heartbeat, by name (`claim`, "
+            "`listen`, `heartbeat`, `campaign`, `timers`, `maintenance`, `watchdog`, `metrics`, "
+            "`record`, `deliver`): `restarting` after a failure, or `dead` (the dispatcher is "
+            "stopping and its process exits non-zero); `{}` while all run."
+        },
+    )
 
 
 class DispatchersResponse(Schema):

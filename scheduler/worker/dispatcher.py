@@ -4,10 +4,12 @@ Any number run against one database. Each registers a heartbeat, claims due deli
 SKIP LOCKED and sends them; the one elected leader also runs the timers and the maintenance
 (leader.py). Threads: the claim loop, the listener, the heartbeat, the campaign, and while
 leading APScheduler's and the maintenance thread; plus the senders' pool, recorder and watchdog.
+Every one runs under one supervisor (supervisor.py), whose report each heartbeat stores.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable
@@ -22,15 +24,22 @@ from scheduler.worker import (
     notifications,
     routes,
     senders,
+    supervisor,
 )
 
 logger = logging.getLogger(__name__)
 
 
 class Dispatcher:
-    def __init__(self, settings: config.Settings, metrics_port: int | None = None) -> None:
+    def __init__(
+        self,
+        settings: config.Settings,
+        metrics_port: int | None = None,
+        supervising: supervisor.Supervisor | None = None,
+    ) -> None:
         self.settings = settings
         self.stopping = threading.Event()
+        self.supervisor = supervising or supervisor.Supervisor()
         self.pool = db.open_pool(
             settings.database_url, tuning.DISPATCHER_POOL_SIZE, name="dispatcher"
         )
@@ -45,8 +54,10 @@ class Dispatcher:
             self.database,
             lambda: (self.senders.in_flight(), self.senders.delivered),
             metrics_port,
+            threads_down=self.supervisor.threads_down,
         )
         self.id = self.membership.id
+        self.supervisor.on_change = self._threads_changed
         self.senders = senders.Senders(
             settings,
             self.delivery_database,
@@ -54,6 +65,7 @@ class Dispatcher:
             on_retry=self._job_due_in,
             may_send=self._may_act,
             dispatcher_id=self.id,
+            supervising=self.supervisor,
         )
         self.leadership = leadership.Leadership(settings, self.id, self._make_term)
         self.routes = routes.EndpointRoutes(settings, self.database)
@@ -69,22 +81,26 @@ class Dispatcher:
         self.listener = notifications.Listener(
             settings.database_url, self._on_notice, self._on_listening
         )
-        self.threads = [
-            threading.Thread(target=self.claims.run, args=(self.stopping,), name="claim"),
-            threading.Thread(target=self.listener.run, args=(self.stopping,), name="listen"),
-            threading.Thread(target=self.membership.run, args=(self.stopping,), name="heartbeat"),
-            threading.Thread(target=self.leadership.run, args=(self.stopping,), name="campaign"),
-        ]
+        self.loops: dict[str, Callable[[threading.Event], None]] = {
+            "claim": self.claims.run,
+            "listen": self.listener.run,
+            "heartbeat": self.membership.run,
+            "campaign": self.leadership.run,
+        }
+        self.threads: list[threading.Thread] = []
+        self._registered = False
 
     def start(self) -> None:
         """Register, campaign once (a lone dispatcher leads from its first moment), and start
         claiming."""
         self.membership.beat()
+        self._registered = True
         self._warn_of_unknown_endpoints()
         self.leadership.campaign_once()
-        for thread in self.threads:
-            thread.daemon = True
-            thread.start()
+        self.threads = [
+            self.supervisor.start(name, functools.partial(loop, self.stopping), self.stopping)
+            for name, loop in self.loops.items()
+        ]
         logger.info(
             "dispatcher active (id %s, pid %d)",
             self.id,
@@ -94,14 +110,20 @@ class Dispatcher:
 
     def stop(self, grace: float) -> bool:
         """Stop claiming and leading, let in-flight deliveries finish within `grace`, leave the
-        list; True if every claimed delivery was settled."""
+        list; True if every claimed delivery was settled. After a thread that cannot be
+        restarted failed, the row stays instead, with that thread dead, until it is stale: what
+        this dispatcher still holds is handed on then, as for one that vanished."""
         self.stopping.set()
+        self.supervisor.stop()
         self.claims.wake()
         self.leadership.stop()
         finished = self.senders.close(grace)
         for thread in self.threads:
             thread.join(timeout=tuning.JOIN_SECONDS)
-        self.membership.leave()
+        if self.supervisor.failed.is_set():
+            self.membership.beat()
+        else:
+            self.membership.leave()
         self.pool.close(timeout=2)
         self.delivery_pool.close(timeout=2)
         return finished
@@ -121,6 +143,13 @@ class Dispatcher:
                 extra={"action": "unknown_endpoints"},
             )
 
+    def _threads_changed(self) -> None:
+        # Beat now rather than at the next interval, so the row shows the change at once. Not
+        # before start() registers (with the state as it is then), and not once stopping, when a
+        # beat could bring back the row leave() removed.
+        if self._registered and not self.stopping.is_set():
+            self.membership.beat()
+
     def _may_act(self) -> bool:
         return self.membership.is_live() and not self.stopping.is_set()
 
@@ -134,7 +163,9 @@ class Dispatcher:
         self.claims.job_due_in(seconds)
 
     def _make_term(self, epoch: int, is_current: Callable[[], bool]) -> leader.LeaderTerm:
-        return leader.LeaderTerm(self.settings, self.database, epoch, is_current, self._wake)
+        return leader.LeaderTerm(
+            self.settings, self.database, epoch, is_current, self._wake, self.supervisor
+        )
 
     def _set_wake_timer(self, due_in: float) -> None:
         term = self.leadership.term

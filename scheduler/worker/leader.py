@@ -27,7 +27,7 @@ from apscheduler.triggers.date import DateTrigger
 from scheduler import config, cron, errors, jobs, tuning
 from scheduler.storage import cluster, crons, db, endpoints, notices
 from scheduler.storage import jobs as job_rows
-from scheduler.worker import maintenance, membership, metrics, timers
+from scheduler.worker import maintenance, membership, metrics, supervisor, timers
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +46,7 @@ class LeaderTerm:
         epoch: int,
         is_current: Callable[[], bool],
         wake_local: Callable[[], None],
+        supervising: supervisor.Supervisor | None = None,
     ) -> None:
         self.settings = settings
         self.database = database
@@ -56,31 +57,36 @@ class LeaderTerm:
         self._held_ticks: list[jobs.CronTick] = []
         self._sync_lock = threading.Lock()
         self.stopping = threading.Event()
+        self._supervisor = supervising or supervisor.Supervisor()
         self._timer_store = timers.TimerStore(settings.sqlalchemy_url)
         self.scheduler = timers.GuardedScheduler(
             self._timer_store,
             self._record_held_ticks,
+            self._supervisor,
+            self.stopping,
             timezone=UTC,
             executors={"default": timers.OutboxExecutor(self._on_timer)},
             job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 1},
             jobstore_retry_interval=tuning.JOBSTORE_RETRY_SECONDS,
         )
-        self._maintenance = threading.Thread(
-            target=self._maintenance_loop, name="maintenance", daemon=True
-        )
+        self._maintenance: threading.Thread | None = None
 
     def start(self) -> None:
         self.reconcile()
         self.scheduler.start()
-        self._maintenance.start()
+        self._maintenance = self._supervisor.start(
+            "maintenance", self._maintenance_loop, self.stopping
+        )
 
     def stop(self) -> None:
         self.stopping.set()
+        # Ends a wait to restart a thread of this term.
+        self._supervisor.poke()
         try:
             self.scheduler.shutdown(wait=False)
         except Exception:
             logger.exception("scheduler shutdown failed")
-        if self._maintenance.ident is not None:
+        if self._maintenance is not None:
             self._maintenance.join(timeout=tuning.JOIN_SECONDS)
         self._timer_store.engine.dispose()
         # A member's count would be stale: 0 lets dashboards sum over every dispatcher.
@@ -154,6 +160,7 @@ class LeaderTerm:
     # --- maintenance -----------------------------------------------------------------------
 
     def _maintenance_loop(self) -> None:
+        """Run by the supervisor, which logs and restarts it after an unexpected error."""
         interval = membership.heartbeat_interval(self.settings)
         ticks_per_reconcile = max(1, round(self.settings.reconcile_interval / interval))
         tick = 0
@@ -167,8 +174,6 @@ class LeaderTerm:
                 self.prune()
             except errors.StoreUnavailable:
                 logger.warning("maintenance skipped: database unavailable")
-            except Exception:
-                logger.exception("maintenance failed")
 
     def rescue(self) -> None:
         """Re-queue what dispatchers without a live heartbeat hold, and expired leases."""

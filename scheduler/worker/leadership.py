@@ -108,14 +108,24 @@ class Leadership:
         return False
 
     def run(self, stopping: threading.Event) -> None:
-        """Campaign while a member, probe while leading, until `stopping`."""
+        """Campaign while a member, probe while leading, until `stopping`. An unexpected error
+        steps down before it is raised to the supervisor, which restarts the campaign."""
         probe = min(tuning.PROBE_SECONDS, self.settings.leader_timeout / 5)
         campaign = min(tuning.CAMPAIGN_SECONDS, self.settings.leader_timeout / 10)
-        while not stopping.wait(probe if self.term is not None else campaign):
-            if self.term is None:
-                self.campaign_once()
-            else:
-                self.probe()
+        try:
+            while not stopping.wait(probe if self.term is not None else campaign):
+                if self.term is None:
+                    self.campaign_once()
+                else:
+                    self.probe()
+        except Exception:
+            # Nothing would confirm the lock until the restart, and what failed may have left
+            # the term half-started: closing the lock's connection frees it at once, for
+            # another dispatcher to lead meanwhile, and whoever leads next starts a new epoch.
+            logger.error("campaign failed; stepping down", extra={"action": "leader_lost"})
+            with self._turn:
+                self._step_down()
+            raise
 
     def stop(self) -> None:
         """Step down (if leading) and close the lock's connection, which frees it at once; no
@@ -128,6 +138,8 @@ class Leadership:
         term, self.term = self.term, None
         self._confirmed_at = None
         metrics.LEADER.set(0)
-        if term is not None:
-            term.stop()
-        self._lock.close()
+        try:
+            if term is not None:
+                term.stop()
+        finally:
+            self._lock.close()

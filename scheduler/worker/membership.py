@@ -28,7 +28,8 @@ def heartbeat_interval(settings: config.Settings) -> float:
 
 class Membership:
     """Registers this dispatcher and renews its heartbeat; `counts` gives (in flight,
-    delivered) for each beat, `clock` is monotonic and injectable."""
+    delivered) for each beat and `threads_down` the threads not running (supervisor.py), `clock`
+    is monotonic and injectable."""
 
     def __init__(
         self,
@@ -37,6 +38,7 @@ class Membership:
         counts: Callable[[], tuple[int, int]],
         metrics_port: int | None = None,
         clock: Callable[[], float] = time.monotonic,
+        threads_down: Callable[[], dict[str, str]] = dict,
     ) -> None:
         self.settings = settings
         self.database = database
@@ -45,6 +47,7 @@ class Membership:
         self.pid = os.getpid()
         self.metrics_port = metrics_port
         self._counts = counts
+        self._threads_down = threads_down
         self._clock = clock
         self._confirmed_at: float | None = None
         self._skew_warned = False
@@ -64,6 +67,7 @@ class Membership:
                 self.metrics_port,
                 list(self.settings.endpoints),
                 self.settings.unknown_endpoint_grace,
+                self._threads_down(),
             )
         except errors.StoreUnavailable as exc:
             logger.warning("heartbeat failed: %s", exc, extra={"action": "heartbeat_failed"})

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import socketserver
 import threading
+from collections.abc import Callable
 from typing import Any
 from wsgiref import simple_server
 
@@ -109,6 +110,17 @@ PRUNE_SECONDS = prometheus_client.Counter(
     "Seconds the leader spent deleting jobs past their retention; pruned jobs over it is the rate "
     "pruning runs at.",
 )
+THREAD_RESTARTS = prometheus_client.Counter(
+    "scheduler_thread_restarts",
+    "Restarts of each long-lived thread after it failed unexpectedly (worker/supervisor.py).",
+    ["thread"],
+)
+THREAD_DOWN = prometheus_client.Gauge(
+    "scheduler_thread_down",
+    "1 while a long-lived thread is not running: restarting (waiting out its backoff) or dead "
+    "(its process is stopping); 0 otherwise.",
+    ["thread"],
+)
 
 # Every outcome is exported from the start, so a rate over it is 0 rather than absent; each
 # child is looked up once, as labels() takes a lock and builds a key for every call.
@@ -124,9 +136,15 @@ class _QuietHandler(simple_server.WSGIRequestHandler):
         """A line on stderr per scrape would be noise; refused scrapes are logged as warnings."""
 
 
-def serve(port: int, secrets: tuple[str, ...], public: bool = False) -> MetricsServer | None:
-    """Serve the metrics on 0.0.0.0 at `port`, or the next free one of PORT_RANGE, from a daemon
-    thread; the server (its `server_port`), or None when off (0) or impossible.
+def serve(
+    port: int,
+    secrets: tuple[str, ...],
+    public: bool = False,
+    start: Callable[[str, Callable[[], None]], object] | None = None,
+) -> MetricsServer | None:
+    """Serve the metrics on 0.0.0.0 at `port`, or the next free one of PORT_RANGE, from a thread
+    `start(name, target)` starts (the dispatcher's supervisor; a plain daemon thread when None);
+    the server (its `server_port`), or None when off (0) or impossible.
 
     Not prometheus_client.start_http_server: it serves its own app, with no place for the check
     of the secret (skipped when `public`). No free port costs the metrics, never the dispatcher:
@@ -144,7 +162,10 @@ def serve(port: int, secrets: tuple[str, ...], public: bool = False) -> MetricsS
         except OSError as exc:
             last_error = exc
             continue
-        threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+        if start is None:
+            threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+        else:
+            start("metrics", server.serve_forever)
         logger.info(
             "metrics served on port %d",
             candidate,

@@ -34,6 +34,8 @@ class Listener:
         self._on_connected = on_connected
 
     def run(self, stopping: threading.Event) -> None:
+        """Listen until `stopping`; an unexpected error is the supervisor's, which logs it and
+        restarts the listener."""
         backoff = tuning.LOOP_RETRY_SECONDS
         while not stopping.is_set():
             try:
@@ -51,9 +53,6 @@ class Listener:
                 )
                 stopping.wait(backoff)
                 backoff = min(backoff * 2, tuning.LISTEN_MAX_RETRY_SECONDS)
-            except Exception:
-                logger.exception("listener failed; restarting it")
-                stopping.wait(backoff)
 
     def _consume(self, conn: psycopg.Connection[Any], stopping: threading.Event) -> None:
         while not stopping.is_set():

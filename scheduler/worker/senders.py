@@ -25,7 +25,7 @@ from typing import Any
 
 from scheduler import config, errors, jobs, policy, tuning
 from scheduler.storage import db, deliveries, outcomes
-from scheduler.worker import attempt, metrics, planner, watchdog
+from scheduler.worker import attempt, metrics, planner, supervisor, watchdog
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +52,7 @@ class Senders:
         may_send: Callable[[], bool] = lambda: True,
         dispatcher_id: str | None = None,
         slot_planner: planner.SlotPlanner | None = None,
+        supervising: supervisor.Supervisor | None = None,
     ) -> None:
         self.settings = settings
         self.database = database
@@ -62,7 +63,8 @@ class Senders:
         self._on_room = on_room
         self._on_retry = on_retry
         self._may_send = may_send
-        self._guard = watchdog.Watchdog()
+        self._supervisor = supervising or supervisor.Supervisor()
+        self._guard = watchdog.Watchdog(supervising=self._supervisor)
         attempt.prepare(settings)
         self._notices = (
             outcomes.FailureNotices(settings.failure_endpoint, settings.max_attempts)
@@ -80,8 +82,7 @@ class Senders:
         # The flow each delivery was claimed for, by (job id, claim token), until recorded.
         self._flows: dict[tuple[str, int], str] = {}
         self._closing = threading.Event()
-        self._recorder = threading.Thread(target=self._record_loop, name="record", daemon=True)
-        self._recorder.start()
+        self._recorder = self._supervisor.start("record", self._record_loop)
 
     def in_flight(self) -> int:
         """Deliveries claimed and not yet recorded."""
@@ -99,7 +100,15 @@ class Senders:
         metrics.IN_FLIGHT.set(self.planner.holding())
         now = time.monotonic()
         for n, item in enumerate(claimed):
-            self._pool.submit(self._send, item, now, now + item.starts_in, n >= idle)
+            self._pool.submit(
+                self._supervisor.call,
+                "deliver",
+                self._send,
+                item,
+                now,
+                now + item.starts_in,
+                n >= idle,
+            )
 
     def close(self, grace: float) -> bool:
         """Send nothing new, give back what was not started, let the rest finish within

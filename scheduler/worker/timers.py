@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import pickle
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +26,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.util import datetime_to_utc_timestamp
 
 from scheduler import tuning
+from scheduler.worker import supervisor
 
 logger = logging.getLogger(__name__)
 
@@ -107,12 +109,29 @@ class TimerStore(SQLAlchemyJobStore):
 class GuardedScheduler(BackgroundScheduler):
     """Runs each pass with its timer updates held until `after_pass` (which records what the
     pass fired) has succeeded; keeps the loop alive through errors (a database blip), retrying
-    the pass a second later."""
+    the pass a second later. Its thread runs under `supervising` as `timers`, until `stopping`."""
 
-    def __init__(self, store: TimerStore, after_pass: Callable[[], None], **options: Any) -> None:
+    def __init__(
+        self,
+        store: TimerStore,
+        after_pass: Callable[[], None],
+        supervising: supervisor.Supervisor | None = None,
+        stopping: threading.Event | None = None,
+        **options: Any,
+    ) -> None:
         super().__init__(jobstores={"default": store}, **options)
         self._timer_store = store
         self._after_pass = after_pass
+        self._supervisor = supervising or supervisor.Supervisor()
+        self._stopping = stopping
+
+    def _main_loop(self) -> None:
+        self._supervisor.run("timers", self._timer_loop, self._stopping)
+
+    def _timer_loop(self) -> None:
+        # A restarted loop would otherwise wait for the next change of a timer before a pass.
+        self._event.set()
+        super()._main_loop()
 
     def _process_jobs(self) -> float | None:
         # Every jobstore access holds this (reentrant) lock, so nothing else reads or writes a

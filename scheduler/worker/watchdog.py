@@ -30,7 +30,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from scheduler import tuning
-from scheduler.worker import headers
+from scheduler.worker import headers, supervisor
 
 _current = threading.local()
 
@@ -50,7 +50,11 @@ class Watch:
 class Watchdog:
     """Ends attempts that outlive their deadline; `clock` is injectable for tests."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        supervising: supervisor.Supervisor | None = None,
+    ) -> None:
         self._clock = clock
         self._watches: set[Watch] = set()
         self._changed = threading.Condition()
@@ -58,8 +62,7 @@ class Watchdog:
         # it, a later one (every attempt's, while one is in flight) need not.
         self._wake_at = math.inf
         self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="watchdog", daemon=True)
-        self._thread.start()
+        self._thread = (supervising or supervisor.Supervisor()).start("watchdog", self._run)
 
     @contextlib.contextmanager
     def watch(self, seconds: float) -> Iterator[Watch]:
