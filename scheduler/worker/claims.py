@@ -166,10 +166,8 @@ class ClaimLoop:
 
     def _claim_held(self, held: list[str], room: planner.Room) -> None:
         """Claim for each paused or limited endpoint the planner gives room; note which still
-        have due work, and when each could take more. Keyed endpoints come last: their claims
-        read key by key and take the longest, and a slot freed under another endpoint's
-        max_in_flight would otherwise wait behind them."""
-        for endpoint in sorted(held, key=self.routes.keyed):
+        have due work, and when each could take more."""
+        for endpoint in held:
             asked = room.held.get(endpoint, 0)
             if asked == 0:
                 continue
