@@ -91,11 +91,13 @@ def claim_endpoint_jobs(
     endpoint: str,
     defaults: endpoints.EndpointLimits,
     keyed: bool = False,
+    ended: Sequence[str] = (),
 ) -> EndpointClaim:
     """Claim up to `limit` of one endpoint's due deliveries within its pause and limits, with
     its row locked so that every dispatcher draws on the same token bucket and in-flight count
     (policy.TokenBucket decides how many may start). A `keyed` endpoint's flow keys take turns
-    within that, each within its own limits (_claim_by_key)."""
+    within that, each within its own limits (_claim_by_key). The jobs `ended` name deliveries
+    whose attempts have ended and whose outcomes are not recorded yet: not in flight."""
     with database.transaction() as cur:
         cur.execute(QUERIES["lock_endpoint"], {"endpoint": endpoint})
         row = cur.fetchone()
@@ -109,7 +111,7 @@ def claim_endpoint_jobs(
             level = policy.TokenBucket(limits.rate_limit).level(tokens, since_refill)
         in_flight = 0
         if limits.max_in_flight is not None:
-            cur.execute(QUERIES["count_in_flight"], {"endpoint": endpoint})
+            cur.execute(QUERIES["count_in_flight"], {"endpoint": endpoint, "ended": list(ended)})
             counted = cur.fetchone()
             assert counted is not None
             in_flight = int(counted["in_flight"])

@@ -106,8 +106,11 @@ RETURNING paused, rate_limit, rate_limit_set, max_in_flight, max_in_flight_set, 
           extract(epoch FROM clock_timestamp() - refilled_at)::float8 AS since_refill;
 
 -- count_in_flight --
--- Deliveries in progress to one endpoint, across every dispatcher (jobs_endpoint_delivering_idx).
-SELECT count(*) AS in_flight FROM jobs WHERE state = 'delivering' AND endpoint = %(endpoint)s;
+-- Deliveries in progress to one endpoint, across every dispatcher (jobs_endpoint_delivering_idx),
+-- but those whose attempt has `ended` (the claiming dispatcher's, not yet recorded): they hold a
+-- row in `delivering` and no request at the endpoint.
+SELECT count(*) AS in_flight FROM jobs
+WHERE state = 'delivering' AND endpoint = %(endpoint)s AND id <> ALL(%(ended)s::text[]);
 
 -- save_tokens --
 -- What is left in an endpoint's token bucket after a claim.

@@ -180,6 +180,7 @@ class ClaimLoop:
                 endpoint,
                 self.routes.defaults,
                 self.routes.keyed(endpoint),
+                self.senders.ended_unrecorded(endpoint),
             )
             self._count_claim(started)
             self.senders.submit(claim.claimed, endpoint)

@@ -81,12 +81,21 @@ class Senders:
         self._all_recorded = threading.Condition(self._lock)
         # The flow each delivery was claimed for, by (job id, claim token), until recorded.
         self._flows: dict[tuple[str, int], str] = {}
+        # Deliveries whose attempt ended, by endpoint, until recorded (ended_unrecorded).
+        self._ended: dict[str, set[str]] = {}
         self._closing = threading.Event()
         self._recorder = self._supervisor.start("record", self._record_loop)
 
     def in_flight(self) -> int:
         """Deliveries claimed and not yet recorded."""
         return self.planner.holding()
+
+    def ended_unrecorded(self, endpoint: str) -> list[str]:
+        """The jobs of `endpoint` whose attempts ended here and whose outcomes are not recorded
+        yet: their rows still say `delivering`, but no request of theirs is at the endpoint, so
+        its max_in_flight need not wait for the recorder to count them out."""
+        with self._lock:
+            return list(self._ended.get(endpoint, ()))
 
     def submit(self, claimed: list[jobs.Delivery], flow: str = planner.SHARED) -> None:
         """Send each delivery claimed for `flow`, none before its `starts_in` has passed on this
@@ -161,6 +170,7 @@ class Senders:
         claim it (its own limits count the delivery until then)."""
         with self._lock:
             flow = self._flows.get((item.id, item.claim_token), planner.SHARED)
+            self._ended.setdefault(item.endpoint, set()).add(item.id)
         self.planner.attempt_ended(flow)
         self._on_room()
 
@@ -219,6 +229,11 @@ class Senders:
             for item in recorded:
                 flow = self._flows.pop((item.id, item.claim_token), planner.SHARED)
                 by_flow.setdefault(flow, []).append(item.endpoint)
+                ended = self._ended.get(item.endpoint)
+                if ended is not None:
+                    ended.discard(item.id)
+                    if not ended:
+                        del self._ended[item.endpoint]
         for flow, endpoints in by_flow.items():
             self.planner.released(flow, endpoints)
         metrics.IN_FLIGHT.set(self.planner.holding())

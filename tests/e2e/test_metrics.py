@@ -249,9 +249,14 @@ def test_dispatchers_on_one_host_take_successive_ports_and_none_free_costs_only_
 
 
 def test_json_logs_from_both_processes_carry_ids_and_no_secrets(system: System) -> None:
-    # DEBUG on the web process: each insert is logged at that level.
+    # DEBUG: each insert and each delivered attempt is logged at that level.
     web = system.start("web", SCHEDULER_LOG_FORMAT="json", SCHEDULER_LOG_LEVEL="DEBUG")
-    worker = system.start("worker", SCHEDULER_LOG_FORMAT="json", SCHEDULER_METRICS_PORT="0")
+    worker = system.start(
+        "worker",
+        SCHEDULER_LOG_FORMAT="json",
+        SCHEDULER_LOG_LEVEL="DEBUG",
+        SCHEDULER_METRICS_PORT="0",
+    )
     marker = "body-marker-6f1c2a"
     job_id = system.insert(at(0.2), {"marker": marker})
     refused = requests.post(

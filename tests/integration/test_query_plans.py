@@ -169,7 +169,13 @@ def test_claiming_with_nothing_due_reads_no_waiting_job(backlog: str) -> None:
 def test_a_paused_endpoint_look_reads_the_job_asked_to_run_not_its_backlog(
     paused_backlog: str, name: str, generic: bool
 ) -> None:
-    params = {"dispatcher_id": "one", "lease_seconds": 60, "limit": 32, "endpoint": PAUSED}
+    params = {
+        "dispatcher_id": "one",
+        "lease_seconds": 60,
+        "limit": 32,
+        "endpoint": PAUSED,
+        "ended": ["ended-1"],
+    }
     read = rows_read_from_jobs(paused_backlog, LOOK_QUERIES[name], params, generic)
     assert read <= ASKED_READ_BOUND
 

@@ -63,6 +63,25 @@ def test_max_in_flight_counts_every_dispatcher_s_deliveries(
     )
 
 
+def test_an_attempt_that_ended_leaves_max_in_flight_before_its_outcome_is_recorded(
+    database: db.Database,
+) -> None:
+    due_for(database, 4)
+    defaults = endpoints.EndpointLimits(None, 2)
+    held = deliveries.claim_endpoint_jobs(database, "one", 60, 10, "billing", defaults)
+    assert len(held.claimed) == 2
+    full = deliveries.claim_endpoint_jobs(database, "one", 60, 10, "billing", defaults)
+    assert full.claimed == []
+    # The first attempt has its answer; its row says `delivering` until the recorder writes.
+    ended = [held.claimed[0].id]
+    more = deliveries.claim_endpoint_jobs(database, "one", 60, 10, "billing", defaults, ended=ended)
+    assert len(more.claimed) == 1
+    # Another dispatcher, which cannot know, still counts it.
+    assert (
+        deliveries.claim_endpoint_jobs(database, "two", 60, 10, "billing", defaults).claimed == []
+    )
+
+
 def test_a_limit_set_at_run_time_wins_over_the_environment_until_reset(
     database: db.Database,
 ) -> None:

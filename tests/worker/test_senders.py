@@ -65,6 +65,27 @@ def test_outcomes_that_pile_up_are_recorded_in_one_transaction(
     assert sending.delivered == len(ids)
 
 
+def test_attempts_that_ended_are_named_until_their_outcomes_are_recorded(
+    settings: config.Settings,
+    database: db.Database,
+    receiver: support.Receiver,
+    room: threading.Event,
+    db_url: str,
+) -> None:
+    ids = insert_due(database, 3)
+    sending = make_senders(settings, database, room)
+    with psycopg.connect(db_url) as blocker:
+        blocker.execute("LOCK TABLE delivery_attempts IN EXCLUSIVE MODE")
+        sending.submit(deliveries.claim_due_jobs(database, "test", 60, 3))
+        support.wait_until(lambda: sending.attempted == 3, timeout=10)
+        # Answered, not yet recorded: the recorder waits for the lock.
+        assert sorted(sending.ended_unrecorded("default")) == sorted(ids)
+        assert sending.ended_unrecorded("billing") == []
+    support.wait_until(lambda: sending.in_flight() == 0, timeout=10)
+    assert sending.ended_unrecorded("default") == []
+    assert sending.close(5)
+
+
 def test_the_recorder_adds_each_batch_to_its_dispatcher_s_minute_with_its_kinds(
     settings: config.Settings,
     database: db.Database,
