@@ -31,7 +31,12 @@ DEFAULT_WEB_WORKERS = 2
 DEFAULT_LEADER_TIMEOUT = 10.0
 DEFAULT_RETENTION = 7 * 24 * 3600.0
 DEFAULT_FAILED_RETENTION = 30 * 24 * 3600.0
-CRON_CATCHUP_POLICIES = ("latest", "skip")
+# A cron's ticks missed while no leader ran, or while it was behind, are delivered late for this
+# long (Temporal's schedules call it the catch-up window); older ones are recorded `missed`.
+DEFAULT_CATCHUP_WINDOW = 3600.0
+# SCHEDULER_CRON_CATCHUP's words from before the window: `skip` is a window of 0, and `latest`
+# (deliver the latest missed tick) gave way to the default window.
+CRON_CATCHUP_WORDS = {"skip": 0.0, "latest": DEFAULT_CATCHUP_WINDOW}
 DEFAULT_IDEMPOTENCY_TTL = 24 * 3600.0
 DEFAULT_BATCH_LIMIT = 1000
 DEFAULT_HEARTBEAT_MAX_AGE = 30.0
@@ -211,6 +216,25 @@ def seconds(minimum: float = 0.001) -> Reader:
     return number(minimum, MAX_SECONDS, "seconds", below=True)
 
 
+def catchup_window() -> Reader:
+    """Seconds, or a word of CRON_CATCHUP_WORDS."""
+    read_seconds = number(0, MAX_SECONDS, "seconds", below=True)
+
+    def read(env: Environment, name: str, default: float) -> float:
+        word = (env.str(name, None) or "").strip().lower()
+        if word in CRON_CATCHUP_WORDS:
+            return CRON_CATCHUP_WORDS[word]
+        try:
+            value: float = read_seconds(env, name, default)
+        except environs.EnvValidationError as exc:
+            words = " or ".join(CRON_CATCHUP_WORDS)
+            messages = [f"{message}, or {words}" for message in exc.error_messages]
+            raise environs.EnvValidationError(str(exc), messages) from exc
+        return value
+
+    return read
+
+
 def choice(choices: tuple[str, ...]) -> Reader:
     """One of `choices`, written in any case and kept in theirs."""
     one_of = environs.validate.OneOf(choices, error="must be one of {choices}")
@@ -292,8 +316,8 @@ class Settings:
         "Seconds delivered, cancelled and skipped jobs are kept")
     failed_retention: float = setting("SCHEDULER_FAILED_RETENTION", seconds(60.0),
         DEFAULT_FAILED_RETENTION, "Seconds failed jobs are kept")
-    cron_catchup: str = setting("SCHEDULER_CRON_CATCHUP", choice(CRON_CATCHUP_POLICIES),
-        CRON_CATCHUP_POLICIES[0], "What a cron does with ticks missed while no dispatcher ran")
+    cron_catchup_window: float = setting("SCHEDULER_CRON_CATCHUP", catchup_window(),
+        DEFAULT_CATCHUP_WINDOW, "Seconds a cron's missed ticks are still delivered, by default")
     idempotency_ttl: float = setting("SCHEDULER_IDEMPOTENCY_TTL", seconds(86400.0),
         DEFAULT_IDEMPOTENCY_TTL, "Seconds an idempotency key is remembered")
     batch_limit: int = setting("SCHEDULER_BATCH_LIMIT", integer(1, 100_000), DEFAULT_BATCH_LIMIT,

@@ -67,7 +67,7 @@ class Dispatcher:
             dispatcher_id=self.id,
             supervising=self.supervisor,
         )
-        self.leadership = leadership.Leadership(settings, self.id, self._make_term)
+        self.leadership = leadership.Leadership(settings, self.id, self.database, self._make_term)
         self.routes = routes.EndpointRoutes(settings, self.database)
         self.claims = claims.ClaimLoop(
             settings,
@@ -176,9 +176,7 @@ class Dispatcher:
         if notice.kind == notices.JOB_DUE and notice.due_in is not None:
             self.claims.job_due_in(notice.due_in)
         elif notice.kind == notices.CRONS_CHANGED:
-            term = self.leadership.term
-            if term is not None:
-                term.sync_crons()
+            self._sync_crons()
         elif notice.kind == notices.ENDPOINTS_CHANGED:
             self.routes.invalidate()
             self.claims.wake()
@@ -188,6 +186,14 @@ class Dispatcher:
     def _on_listening(self) -> None:
         # Notifications sent while we were not listening are gone: look, and resynchronise.
         self.claims.wake()
+        self._sync_crons()
+
+    def _sync_crons(self) -> None:
         term = self.leadership.term
-        if term is not None:
+        if term is None:
+            return
+        try:
             term.sync_crons()
+        except errors.TermEnded as exc:
+            # The campaign's next renewal steps the term down; the next leader syncs.
+            logger.warning("cron sync refused: %s", exc, extra={"action": "term_ended"})

@@ -217,8 +217,9 @@ class System:
         with psycopg.connect(self.db_url, autocommit=True) as conn:
             conn.execute("VACUUM (ANALYZE) jobs, delivery_attempts, delivery_minutes, flows")
             support.wait_until(
-                lambda: conn.execute("SELECT count(*) FROM pg_stat_progress_vacuum").fetchone()
-                == (0,),
+                lambda: (
+                    conn.execute("SELECT count(*) FROM pg_stat_progress_vacuum").fetchone() == (0,)
+                ),
                 timeout,
                 interval=0.2,
             )

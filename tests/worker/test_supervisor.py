@@ -224,9 +224,9 @@ def test_a_leader_whose_campaign_fails_steps_down_so_that_another_leads(
     second.start()
     try:
         assert first.leadership.term is not None and second.leadership.term is None
-        lock = first.leadership._lock
+        lease = first.leadership._lease
         # Any error but StoreUnavailable, at its next probe.
-        lock.confirm = failing_once(lock.confirm)  # type: ignore[method-assign]
+        lease.renew = failing_once(lease.renew)  # type: ignore[method-assign]
         support.wait_until(lambda: second.leadership.term is not None, timeout=10)
         assert first.leadership.term is None
         support.wait_until(
@@ -237,7 +237,7 @@ def test_a_leader_whose_campaign_fails_steps_down_so_that_another_leads(
         clock.advance(tuning.THREAD_RESTART_FIRST_SECONDS)
         first.supervisor.poke()
         support.wait_until(lambda: first.supervisor.threads_down() == {}, timeout=10)
-        assert not first.leadership.campaign_once(), "the lock is the other's now"
+        assert not first.leadership.campaign_once(), "the lease is the other's now"
     finally:
         assert first.stop(5)
         assert second.stop(5)
