@@ -6,6 +6,7 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import re
+import signal
 import time
 
 import psycopg
@@ -127,6 +128,58 @@ def test_a_killed_leader_s_duties_pass_on_while_deliveries_continue(system: Syst
     received = [r for r in system.receiver.received() if r.json["cron_id"]]
     scheduled = collections.Counter(r.headers["Scheduler-Scheduled-At"] for r in received)
     assert max(scheduled.values()) == 1, "a cron tick was delivered twice"
+    leaders = [d for d in system.client.dispatchers() if d.role == "leader"]
+    assert [d.pid for d in leaders] == [second.proc.pid if second.proc else None]
+
+
+def ticks_by_cron(db_url: str) -> dict[str, list[dt.datetime]]:
+    by_cron: dict[str, list[dt.datetime]] = collections.defaultdict(list)
+    with psycopg.connect(db_url) as conn:
+        for cron_id, run_at in conn.execute(
+            "SELECT cron_id, run_at FROM jobs WHERE cron_id IS NOT NULL ORDER BY run_at"
+        ):
+            by_cron[cron_id].append(run_at)
+    return by_cron
+
+
+def test_a_frozen_leader_loses_its_lease_and_no_tick_is_lost_or_doubled(system: System) -> None:
+    lease = {"SCHEDULER_LEADER_TIMEOUT": "3"}
+    system.start("web")
+    first = system.start("worker", **lease)
+    support.wait_until(lambda: "leading (epoch 1)" in first.output(), timeout=10)
+    second = system.start("worker", **lease)
+    names = [f"tick{n}" for n in range(5)]
+    crons = [{"id": name, "spec": "* * * * * *"} for name in names]
+    assert system.call("POST", "/cron", {"jobs": crons}).ok
+    support.wait_until(lambda: len(ticks_by_cron(system.db_url)) == len(names), timeout=10)
+
+    first.signal(signal.SIGSTOP)  # frozen: its sockets stay open, its lease runs out
+    frozen_at = time.time()
+    try:
+        support.wait_until(lambda: "leading (epoch 2)" in second.output(), timeout=15)
+        # Frozen for twice its lease, by the ticks the new leader records meanwhile.
+        support.wait_until(
+            lambda: max(ticks_by_cron(system.db_url)["tick0"]).timestamp() > frozen_at + 6,
+            timeout=15,
+        )
+    finally:
+        first.signal(signal.SIGCONT)
+    support.wait_until(lambda: "lost the leader's lease" in first.output(), timeout=15)
+    resumed_at = time.time()
+    support.wait_until(
+        lambda: max(ticks_by_cron(system.db_url)["tick0"]).timestamp() > resumed_at + 2,
+        timeout=10,
+    )
+    assert system.call("POST", "/cron", {"jobs": []}).ok
+
+    for name, ticks in ticks_by_cron(system.db_url).items():
+        every_second = [ticks[0] + dt.timedelta(seconds=n) for n in range(len(ticks))]
+        assert ticks == every_second, f"{name}: a tick is missing"
+    received = [r for r in system.receiver.received() if r.json["cron_id"]]
+    sent = collections.Counter(
+        (r.json["cron_id"], r.headers["Scheduler-Scheduled-At"]) for r in received
+    )
+    assert max(sent.values()) == 1, "a cron tick was delivered twice"
     leaders = [d for d in system.client.dispatchers() if d.role == "leader"]
     assert [d.pid for d in leaders] == [second.proc.pid if second.proc else None]
 
