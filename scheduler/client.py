@@ -252,6 +252,8 @@ class Dispatcher:
     metrics_port: int | None
     # The endpoints it knows; () from a server that does not say.
     endpoints: tuple[str, ...] = ()
+    # Its threads not running at its last heartbeat, by name: "restarting" or "dead".
+    threads_down: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 _DISPATCHER_FIELDS = tuple(field.name for field in dataclasses.fields(Dispatcher))
@@ -584,6 +586,7 @@ class Client:
                         "started_at": _parse_time(item["started_at"]),
                         "heartbeat_at": _parse_time(item["heartbeat_at"]),
                         "endpoints": tuple(item.get("endpoints", ())),
+                        "threads_down": dict(item.get("threads_down", {})),
                     }
                 )
                 for item in data["dispatchers"]

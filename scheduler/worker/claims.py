@@ -87,6 +87,9 @@ class ClaimLoop:
             self.wake()
 
     def run(self, stopping: threading.Event) -> None:
+        """Look until `stopping`; an unexpected error is the supervisor's, which logs it with
+        its stack, counts it and restarts the loop (which then looks at once)."""
+        self._fresh = True
         while not stopping.is_set():
             try:
                 drained = self.claim_and_send(stopping)
@@ -94,9 +97,6 @@ class ClaimLoop:
                 timeout = self.plan_next_look() if drained else self._next_held_retry()
             except errors.StoreUnavailable:
                 logger.warning("cannot claim deliveries: database unavailable")
-                timeout = tuning.LOOP_RETRY_SECONDS
-            except Exception:
-                logger.exception("claim loop failed")
                 timeout = tuning.LOOP_RETRY_SECONDS
             self._next_look = self._clock() + timeout
             if not self._wake.wait(timeout):

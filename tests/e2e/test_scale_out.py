@@ -68,6 +68,7 @@ def test_every_dispatcher_delivers_and_none_twice(system: System, count: int) ->
     assert sorted(d.id for d in live) == sorted(dispatcher_id(w) for w in workers)
     assert [d.role for d in live] == ["leader"] + ["member"] * (count - 1)
     assert all(d.delivered > 0 for d in live), [(d.id, d.delivered) for d in live]
+    assert [d.threads_down for d in live] == [{}] * count, "every thread runs"
     assert {d.pid for d in live} == {w.proc.pid for w in workers if w.proc is not None}
 
 

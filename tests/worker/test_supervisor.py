@@ -263,3 +263,30 @@ def test_a_heartbeat_that_fails_unexpectedly_beats_again(
         assert running.membership.is_live()
     finally:
         assert running.stop(5)
+
+
+def test_an_error_inside_a_look_restarts_the_claim_loop_which_then_delivers(
+    settings: config.Settings,
+    database: db.Database,
+    receiver: support.Receiver,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = FakeClock()
+    running = dispatcher.Dispatcher(settings, supervising=supervisor.Supervisor(clock))
+    restarts = sample("scheduler_thread_restarts_total", "claim")
+    running.claims.claim_and_send = failing_once(running.claims.claim_and_send)  # type: ignore[method-assign]
+    running.start()
+    try:
+        support.wait_until(
+            lambda: running.supervisor.threads_down() == {"claim": "restarting"}, timeout=10
+        )
+        assert failures_logged(caplog) == [("claim", Injected)]
+        assert sample("scheduler_thread_restarts_total", "claim") == restarts + 1
+        clock.advance(tuning.THREAD_RESTART_FIRST_SECONDS)
+        running.supervisor.poke()
+        (job_id,) = insert_due(database, 1)
+        (arrival,) = receiver.wait_for(1, timeout=10)
+        assert arrival.json["id"] == job_id
+        assert running.supervisor.threads_down() == {}
+    finally:
+        assert running.stop(5)
