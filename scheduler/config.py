@@ -25,6 +25,9 @@ DEFAULT_RETRY_BASE = 1.0
 DEFAULT_RETRY_CAP = 3600.0
 DEFAULT_RECONCILE_INTERVAL = 30.0
 DEFAULT_POLL_INTERVAL = 2.0
+# What stands between the processes and PostgreSQL at DATABASE_URL: nothing (or a session-mode
+# pooler), or a transaction-mode pooler such as PgBouncer's `pool_mode = transaction`.
+DB_POOLERS = ("none", "transaction")
 DEFAULT_SHUTDOWN_GRACE = 30.0
 DEFAULT_DB_POOL_SIZE = 8
 DEFAULT_WEB_WORKERS = 2
@@ -115,9 +118,9 @@ class Environment(environs.Env):
     def text(self, name: str, default: str | None) -> str | None:
         return self.str(name, default)
 
-    def postgresql_url(self, name: str, default: str) -> str:
+    def postgresql_url(self, name: str, default: str | None) -> str | None:
         url = self.str(name, default)
-        if urlsplit(url).scheme not in ("postgres", "postgresql"):
+        if url is not None and urlsplit(url).scheme not in ("postgres", "postgresql"):
             raise environs.ValidationError("must be a postgresql:// URL")
         return url
 
@@ -287,6 +290,10 @@ class Settings:
         "SECRET", Environment.secrets, "Shared secrets, comma-separated; the first is sent"))
     endpoint: str = dataclasses.field(metadata=declare(
         "ENDPOINT", Environment.http_url, "http:// or https:// URL of the endpoint `default`"))
+    database_direct_url: str | None = setting("DATABASE_DIRECT_URL", Environment.postgresql_url,
+        None, "PostgreSQL URL bypassing a pooler in DATABASE_URL, for the dispatchers' LISTEN")
+    db_pooler: str = setting("SCHEDULER_DB_POOLER", choice(DB_POOLERS), DB_POOLERS[0],
+        "`transaction`: DATABASE_URL is a transaction-mode pooler (implied by DATABASE_DIRECT_URL)")
     port: int = setting("PORT", integer(1, 65535), DEFAULT_PORT, "Port the web process binds on")
     connect_timeout: float = setting("SCHEDULER_CONNECT_TIMEOUT", seconds(),
         DEFAULT_CONNECT_TIMEOUT, "Seconds to connect to an endpoint")
@@ -392,6 +399,29 @@ class Settings:
     def secret(self) -> str:
         """The secret sent on deliveries; the first of SECRET's comma-separated values."""
         return self.secrets[0]
+
+    @property
+    def transaction_pooled(self) -> bool:
+        """Whether DATABASE_URL is a transaction-mode pooler: no session state may outlive a
+        transaction (no prepared statements, startup options or LISTEN through it)."""
+        return self.db_pooler == "transaction" or self.database_direct_url is not None
+
+    @property
+    def listen_url(self) -> str | None:
+        """Where the dispatchers LISTEN for notices; None when only a transaction-mode pooler
+        is given, where notices cannot arrive and the dispatchers poll instead."""
+        if self.database_direct_url is not None:
+            return self.database_direct_url
+        return None if self.transaction_pooled else self.database_url
+
+    @property
+    def look_interval(self) -> float:
+        """Seconds between a dispatcher's looks for due deliveries when nothing wakes it: the
+        poll interval, but no more than tuning.NOTICELESS_LOOK_SECONDS where notices cannot
+        arrive (listen_url None), so that a job due now still starts within about that."""
+        if self.listen_url is None:
+            return min(self.poll_interval, tuning.NOTICELESS_LOOK_SECONDS)
+        return self.poll_interval
 
     @property
     def sqlalchemy_url(self) -> str:

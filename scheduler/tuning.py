@@ -162,3 +162,8 @@ KEEPALIVES: dict[str, Any] = {
 # announce_within): the margin covers a slow look for due jobs and clock drift between the web
 # and dispatcher hosts.
 ANNOUNCE_MARGIN_SECONDS = 5.0
+
+# Where no notice can reach the dispatchers (a transaction-mode pooler and no DATABASE_DIRECT_URL),
+# each looks for due deliveries at least this often, and the leader resynchronises its cron timers
+# at each maintenance tick: a job due now starts within about this, and a new cron within a tick.
+NOTICELESS_LOOK_SECONDS = 0.5

@@ -214,21 +214,21 @@ class ClaimLoop:
         """Seconds until a paused or limited endpoint's claim could take more (a token back, a
         job due), within the poll interval."""
         now = self._clock()
-        soonest = min(self._held_retry.values(), default=now + self.settings.poll_interval)
-        return min(self.settings.poll_interval, max(0.0, soonest - now))
+        soonest = min(self._held_retry.values(), default=now + self.settings.look_interval)
+        return min(self.settings.look_interval, max(0.0, soonest - now))
 
     def plan_next_look(self) -> float:
         """Seconds until the next look: just before the next job is due (LOOK_BEFORE_DUE_SECONDS)
         if that is within the poll interval, else the poll interval (and the leader's wake timer
         covers the job); sooner when a paused or limited endpoint can take more then."""
-        look = self.settings.poll_interval
+        look = self.settings.look_interval
         due_in = deliveries.next_due_in(
             self.database,
             [*self.routes.held(), *self._at_share],
             self.known,
             self.settings.unknown_endpoint_grace,
         )
-        if due_in is not None and due_in <= self.settings.poll_interval:
+        if due_in is not None and due_in <= self.settings.look_interval:
             look = max(0.0, due_in - tuning.LOOK_BEFORE_DUE_SECONDS)
         elif due_in is not None:
             self._on_quiet(due_in)

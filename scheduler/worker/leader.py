@@ -74,7 +74,9 @@ class LeaderTerm:
         self._sync_lock = threading.Lock()
         self.stopping = threading.Event()
         self._supervisor = supervising or supervisor.Supervisor()
-        self._timer_store = timers.TimerStore(settings.sqlalchemy_url, self.database)
+        self._timer_store = timers.TimerStore(
+            settings.sqlalchemy_url, self.database, settings.transaction_pooled
+        )
         self.scheduler = timers.GuardedScheduler(
             self._timer_store,
             self._record_held_ticks,
@@ -218,6 +220,9 @@ class LeaderTerm:
                     self.reconcile()
                 else:
                     self.rescue()
+                    if self.settings.listen_url is None:
+                        # No notice says the crons changed: look at each tick instead.
+                        self.sync_crons()
                 self.prune()
             except errors.StoreUnavailable:
                 logger.warning("maintenance skipped: database unavailable")

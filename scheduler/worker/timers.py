@@ -36,12 +36,14 @@ FIRE_REF = f"{__name__}:fire"
 # The jobstore only reads through this engine: autocommit saves the BEGIN and COMMIT round trips.
 # No ping per checkout either: SQLAlchemy discards its pool on a disconnect error, and
 # GuardedScheduler retries the pass that hit it.
-ENGINE_OPTIONS = {
+ENGINE_OPTIONS: dict[str, Any] = {
     "isolation_level": "AUTOCOMMIT",
     "pool_size": 2,
     "max_overflow": 2,
     "pool_recycle": 1800,
 }
+# Through a transaction-mode pooler: no named prepared statements (db._session_free).
+POOLED_CONNECT_ARGS = {"prepare_threshold": None}
 
 
 def fire(kind: str, ref: str) -> None:
@@ -72,8 +74,11 @@ class TimerStore(SQLAlchemyJobStore):
     (a deposed leader's timer writes change nothing), and whose timer updates can be held
     during a pass and written together. Reads stay SQLAlchemy's."""
 
-    def __init__(self, url: str, database: db.Database) -> None:
-        super().__init__(url=url, engine_options=ENGINE_OPTIONS)
+    def __init__(self, url: str, database: db.Database, pooled: bool = False) -> None:
+        options = (
+            {**ENGINE_OPTIONS, "connect_args": POOLED_CONNECT_ARGS} if pooled else ENGINE_OPTIONS
+        )
+        super().__init__(url=url, engine_options=options)
         self._database = database
         self.holding = False
         self._held: dict[str, Job] = {}

@@ -99,6 +99,16 @@ def test_a_killed_member_s_deliveries_are_delivered_within_30_s(system: System) 
     assert duplicates <= held
 
 
+def held_by(db_url: str, dispatcher: str) -> int:
+    """Deliveries the dispatcher has claimed and not settled."""
+    with psycopg.connect(db_url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM jobs WHERE state = 'delivering' AND claimed_by = %s",
+            (dispatcher,),
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
 def recorded_ticks(db_url: str) -> list[dt.datetime]:
     with psycopg.connect(db_url) as conn:
         rows = conn.execute("SELECT run_at FROM jobs WHERE cron_id = 'tick' ORDER BY run_at")
@@ -112,8 +122,10 @@ def test_a_killed_leader_s_duties_pass_on_while_deliveries_continue(system: Syst
     assert system.call("POST", "/cron", {"jobs": [{"id": "tick", "spec": "* * * * * *"}]}).ok
     support.wait_until(lambda: len(recorded_ticks(system.db_url)) >= 2, timeout=10)
 
+    first_id = dispatcher_id(first)
     first.kill()
     killed_at = time.time()
+    held = held_by(system.db_url, first_id)
     during = batch(system, 20, delay=0)
     support.wait_until(lambda: set(during) <= set(deliveries_by_job(system)), timeout=10)
     support.wait_until(lambda: "leading (epoch 2)" in second.output(), timeout=15)
@@ -128,7 +140,8 @@ def test_a_killed_leader_s_duties_pass_on_while_deliveries_continue(system: Syst
     assert len(ticks) == len(set(ticks))
     received = [r for r in system.receiver.received() if r.json["cron_id"]]
     scheduled = collections.Counter(r.headers["Scheduler-Scheduled-At"] for r in received)
-    assert max(scheduled.values()) == 1, "a cron tick was delivered twice"
+    # Only what the killed one held when it died may go out twice (at least once).
+    assert sum(n - 1 for n in scheduled.values()) <= held
     leaders = [d for d in system.client.dispatchers() if d.role == "leader"]
     assert [d.pid for d in leaders] == [second.proc.pid if second.proc else None]
 
@@ -154,8 +167,10 @@ def test_a_frozen_leader_loses_its_lease_and_no_tick_is_lost_or_doubled(system: 
     assert system.call("POST", "/cron", {"jobs": crons}).ok
     support.wait_until(lambda: len(ticks_by_cron(system.db_url)) == len(names), timeout=10)
 
+    first_id = dispatcher_id(first)
     first.signal(signal.SIGSTOP)  # frozen: its sockets stay open, its lease runs out
     frozen_at = time.time()
+    held = held_by(system.db_url, first_id)
     try:
         support.wait_until(lambda: "leading (epoch 2)" in second.output(), timeout=15)
         # Frozen for twice its lease, by the ticks the new leader records meanwhile.
@@ -180,7 +195,8 @@ def test_a_frozen_leader_loses_its_lease_and_no_tick_is_lost_or_doubled(system: 
     sent = collections.Counter(
         (r.json["cron_id"], r.headers["Scheduler-Scheduled-At"]) for r in received
     )
-    assert max(sent.values()) == 1, "a cron tick was delivered twice"
+    # Only what the frozen one held may go out twice: sent before its freeze, unrecorded.
+    assert sum(n - 1 for n in sent.values()) <= held
     leaders = [d for d in system.client.dispatchers() if d.role == "leader"]
     assert [d.pid for d in leaders] == [second.proc.pid if second.proc else None]
 
