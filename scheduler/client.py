@@ -27,9 +27,11 @@ TRACESTATE_HEADER = "tracestate"
 DEFAULT_TIMEOUT = 10.0
 _EXCERPT = 200
 T = TypeVar("T")
-_JOB_KEYS = frozenset({"body", "at", "delay", "max_attempts", "endpoint", "flow"})
+_JOB_KEYS = frozenset({"body", "at", "delay", "max_attempts", "endpoint", "flow", "debounce"})
+_DEBOUNCE_KEYS = frozenset({"key", "period", "max_wait"})
 _CRON_KEYS = frozenset({"spec", "jitter", "overlap", "endpoint", "catchup_window"})
-# Marks a limit left as it is in `set_endpoint_limits` (None means unlimited).
+# Marks a limit left as it is in `set_endpoint_limits` (None means unlimited), and a field left
+# as it is in `update` (where None is a value: a null body, no flow key).
 UNCHANGED: Any = object()
 _RFC3339 = re.compile(
     r"(?P<date>[0-9]{4}-[0-9]{2}-[0-9]{2})[Tt ](?P<time>[0-9]{2}:[0-9]{2}:[0-9]{2})"
@@ -160,6 +162,19 @@ class Job:
     endpoint: str = "default"
     last_error_kind: str | None = None
     cancel_requested_at: dt.datetime | None = None
+    flow_key: str | None = None
+    # A debounced job's key and deadline (None for others, and from a server that does not say).
+    debounce_key: str | None = None
+    debounce_until: dt.datetime | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Debounced:
+    """What a debounced insert did: `debounced` is True when it joined a job waiting with its
+    key (`id` is that job's), False when it scheduled a new one."""
+
+    id: str
+    debounced: bool
 
 
 @dataclasses.dataclass(frozen=True)
@@ -335,6 +350,39 @@ class Client:
         )
         return _parse(answer, lambda data: str(data["id"]))
 
+    def debounce(
+        self,
+        key: str,
+        body: Any = None,
+        *,
+        period: float | dt.timedelta,
+        max_wait: float | dt.timedelta | None = None,
+        max_attempts: int | None = None,
+        endpoint: str | None = None,
+        flow: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        traceparent: str | None = None,
+        tracestate: str | None = None,
+    ) -> Debounced:
+        """Schedule `body` `period` after now, debounced by `key` (within its endpoint): while a
+        job inserted with the key waits and was never claimed, this call updates it instead (its
+        body, attempts, flow key and trace context become this call's, and it is due `period`
+        from now), though never later than `max_wait` after the call that made it. The answer
+        says which happened. Other arguments as for `insert`.
+        """
+        debounce: dict[str, Any] = {"key": key, "period": period}
+        if max_wait is not None:
+            debounce["max_wait"] = max_wait
+        payload = _job_payload(
+            body=body, max_attempts=max_attempts, endpoint=endpoint, flow=flow, debounce=debounce
+        )
+        if idempotency_key is not None:
+            payload["idempotency_key"] = idempotency_key
+        answer = self._request(
+            "POST", "/insert", json_body=payload, headers=_trace(traceparent, tracestate)
+        )
+        return _parse(answer, lambda data: Debounced(str(data["id"]), bool(data["debounced"])))
+
     def insert_batch(
         self,
         jobs: Sequence[Mapping[str, Any]],
@@ -346,7 +394,9 @@ class Client:
         """Schedule several jobs atomically; their ids, in order.
 
         Each item takes the keys of `insert`'s arguments: `body`, `at` or `delay`, `max_attempts`,
-        `endpoint`, `flow`. The trace context, as for `insert`, applies to every job of the batch.
+        `endpoint`, `flow`; or, instead of `at` and `delay`, `debounce`: `{"key": ..., "period":
+        ..., "max_wait": ...}` as `debounce` takes them (an item that joins a waiting job gets its
+        id). The trace context, as for `insert`, applies to every job of the batch.
         """
         items = []
         for index, item in enumerate(jobs):
@@ -364,6 +414,44 @@ class Client:
         """Cancel a job; one being delivered finishes its attempt and starts no other (it ends
         cancelled, or delivered). An unknown or finished job is no error."""
         self._request("POST", "/delete", json_body={"id": job_id})
+
+    def update(
+        self,
+        job_id: str,
+        *,
+        body: Any = UNCHANGED,
+        at: dt.datetime | str | None = None,
+        delay: float | dt.timedelta | None = None,
+        max_attempts: int | None = UNCHANGED,
+        endpoint: str | None = None,
+        flow: Mapping[str, Any] | None = UNCHANGED,
+    ) -> Job:
+        """Change a scheduled job in place (waiting for its time or for a retry); the job as
+        edited. What is left out stays as it is: `body` (None is a null body), the due time (`at`
+        or `delay` from now, not both), `max_attempts` (the whole budget, more than the attempts
+        made so far; None: the server's default), `endpoint`, and `flow` (None: no key). The job
+        keeps its id, idempotency key, attempts and history. `Conflict` if the job is in flight
+        or finished (the message gives its state), or is a cron's run; `NotFound` if unknown.
+        """
+        if at is not None and delay is not None:
+            raise ValueError("Give at most one of at and delay.")
+        payload: dict[str, Any] = {}
+        if body is not UNCHANGED:
+            payload["body"] = body
+        if at is not None:
+            payload["timestamp"] = format_time(at) if isinstance(at, dt.datetime) else at
+        if delay is not None:
+            payload["delay"] = _seconds(delay)
+        if max_attempts is not UNCHANGED:
+            payload["max_attempts"] = max_attempts
+        if endpoint is not None:
+            payload["endpoint"] = endpoint
+        if flow is not UNCHANGED:
+            payload["flow"] = None if flow is None else dict(flow)
+        if not payload:
+            raise ValueError("Give something to change.")
+        answer = self._request("PATCH", _path("jobs", job_id), json_body=payload)
+        return _parse(answer, _job)
 
     def get(self, job_id: str) -> Job:
         """One job with its delivery history; `NotFound` if there is no such job."""
@@ -744,10 +832,16 @@ def _job_payload(
     max_attempts: int | None = None,
     endpoint: str | None = None,
     flow: Mapping[str, Any] | None = None,
+    debounce: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    if (at is None) == (delay is None):
+    if debounce is not None:
+        if at is not None or delay is not None:
+            raise ValueError("A debounced job takes neither at nor delay.")
+    elif (at is None) == (delay is None):
         raise ValueError("Give exactly one of at and delay.")
     payload: dict[str, Any] = {"body": body}
+    if debounce is not None:
+        payload["debounce"] = _debounce(debounce)
     if at is not None:
         payload["timestamp"] = format_time(at) if isinstance(at, dt.datetime) else at
     if delay is not None:
@@ -761,6 +855,17 @@ def _job_payload(
     if flow is not None:
         payload["flow"] = dict(flow)
     return payload
+
+
+def _debounce(debounce: Mapping[str, Any]) -> dict[str, Any]:
+    unknown = set(debounce) - _DEBOUNCE_KEYS
+    if unknown:
+        raise ValueError(f"debounce: unknown keys {sorted(unknown)}")
+    given = {key: value for key, value in debounce.items() if value is not None}
+    for name in ("period", "max_wait"):
+        if isinstance(given.get(name), dt.timedelta):
+            given[name] = _seconds(given[name])
+    return given
 
 
 def _trace(traceparent: str | None, tracestate: str | None) -> dict[str, str]:
@@ -868,6 +973,9 @@ def _job(data: dict[str, Any]) -> Job:
         endpoint=data.get("endpoint", "default"),
         last_error_kind=data.get("last_error_kind"),
         cancel_requested_at=_optional_time(data.get("cancel_requested_at")),
+        flow_key=data.get("flow_key"),
+        debounce_key=data.get("debounce_key"),
+        debounce_until=_optional_time(data.get("debounce_until")),
     )
 
 

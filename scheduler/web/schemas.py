@@ -5,7 +5,15 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
+from marshmallow import (
+    Schema,
+    ValidationError,
+    fields,
+    missing,
+    post_load,
+    validate,
+    validates_schema,
+)
 
 from scheduler import config, cron, errors
 from scheduler import jobs as jobs_module
@@ -37,9 +45,11 @@ MAX_KEY_LENGTH = 255
 # GET /endpoints/<name>/flows lists this many keys, with their due jobs counted up to MAX_FLOW_DUE.
 FLOWS_LISTED = 100
 MAX_FLOW_DUE = 1000
-# A flow key: any text PostgreSQL can store that reads as one line (no control characters, no
-# lone surrogates, which JSON's \u escapes can make).
-FLOW_KEY_PATTERN = re.compile(r"[^\x00-\x1f\x7f\ud800-\udfff]{1,200}\Z")
+# A flow or debounce key: any text PostgreSQL can store that reads as one line (no control
+# characters, no lone surrogates, which JSON's \u escapes can make).
+KEY_PATTERN = re.compile(r"[^\x00-\x1f\x7f\ud800-\udfff]{1,200}\Z")
+KEY_MESSAGE = "1 to 200 characters, none of them a control character."
+FLOW_KEY_PATTERN = KEY_PATTERN
 # A tick's delivery may wait up to this for its cron's jitter: enough to spread a daily cron over
 # its whole day.
 MAX_JITTER_SECONDS = 24 * 3600
@@ -64,12 +74,7 @@ class FlowSchema(Schema):
     """A flow-control key (docs/api.md, "Flow control"): the jobs of an endpoint that share a key
     share its limits across every dispatcher, and keys take turns."""
 
-    key = fields.String(
-        required=True,
-        validate=validate.Regexp(
-            FLOW_KEY_PATTERN, error="1 to 200 characters, none of them a control character."
-        ),
-    )
+    key = fields.String(required=True, validate=validate.Regexp(KEY_PATTERN, error=KEY_MESSAGE))
     rate = Number(
         load_default=None,
         allow_nan=False,
@@ -115,8 +120,45 @@ def flow_of(item: dict[str, Any]) -> jobs_module.Flow | None:
     return jobs_module.Flow(flow["key"], flow["rate"], flow["max_in_flight"])
 
 
+class DebounceSchema(Schema):
+    """A debounce key (docs/api.md, "Debounce"): while a job inserted with it waits and was never
+    claimed, another insert with the key (within the endpoint) updates that job instead."""
+
+    key = fields.String(required=True, validate=validate.Regexp(KEY_PATTERN, error=KEY_MESSAGE))
+    period = Delay(
+        required=True,
+        above_zero=True,
+        metadata={
+            "description": "Seconds (or ISO 8601, PT5M), more than 0: the job is due this long "
+            "after the latest insert with the key."
+        },
+    )
+    max_wait = Delay(
+        load_default=None,
+        allow_none=True,
+        metadata={
+            "description": "Seconds (or ISO 8601), at least `period`: the job is never due later "
+            "than this long after the insert that made it. Null or left out: no limit."
+        },
+    )
+
+    @validates_schema
+    def check_max_wait(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if data.get("max_wait") is not None and data["max_wait"] < data.get("period", 0):
+            raise ValidationError("Must be at least period.", "max_wait")
+
+
+def debounce_of(item: dict[str, Any]) -> jobs_module.Debounce | None:
+    """The jobs.Debounce of a validated item with a `debounce` field."""
+    debounce = item.get("debounce")
+    if debounce is None:
+        return None
+    return jobs_module.Debounce(debounce["key"], debounce["period"], debounce["max_wait"])
+
+
 class JobSpecSchema(Schema):
-    """One job to schedule: when (`timestamp` or `delay`), what, and how hard to try."""
+    """One job to schedule: when (`timestamp`, `delay` or `debounce`), what, and how hard to
+    try."""
 
     timestamp = Timestamp(load_default=None)
     delay = Delay(load_default=None, metadata={"description": "Seconds, or ISO 8601 (PT90S)."})
@@ -129,19 +171,34 @@ class JobSpecSchema(Schema):
     )
     endpoint = EndpointName()
     flow = fields.Nested(FlowSchema, allow_none=True)
+    debounce = fields.Nested(
+        DebounceSchema,
+        allow_none=True,
+        metadata={
+            "description": "Instead of `timestamp` and `delay`: due `period` after this insert, "
+            "and joined by later inserts with the key while it waits (docs/api.md, "
+            '"Debounce"). Null is the same as leaving it out.'
+        },
+    )
 
     @post_load
-    def drop_null_flow(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    def drop_null_keys(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         # A job without a key is the same request however it says so: its idempotency digest
         # is the one it had before keys existed.
-        if data.get("flow", False) is None:
-            del data["flow"]
+        for name in ("flow", "debounce"):
+            if data.get(name, False) is None:
+                del data[name]
         return data
 
     @validates_schema
     def check_when(self, data: dict[str, Any], **kwargs: Any) -> None:
-        if (data["timestamp"] is None) == (data["delay"] is None):
-            message = "Give exactly one of timestamp and delay."
+        if data.get("debounce") is not None:
+            given = [name for name in ("timestamp", "delay") if data[name] is not None]
+            message = "A debounced job is due `period` after its latest insert: give neither."
+            if given:
+                raise ValidationError({name: [message] for name in given})
+        elif (data["timestamp"] is None) == (data["delay"] is None):
+            message = "Give exactly one of timestamp and delay (or a debounce)."
             raise ValidationError({"timestamp": [message], "delay": [message]})
 
 
@@ -155,6 +212,13 @@ class BatchSchema(Schema):
 
 class BatchResponse(Schema):
     ids = fields.List(fields.String())
+    debounced = fields.List(
+        fields.Boolean(),
+        metadata={
+            "description": "Only when some job of the batch has a `debounce`: for each job, in "
+            "order, whether it joined a waiting job with its key (its id is that job's)."
+        },
+    )
 
 
 class AttemptSchema(Schema):
@@ -188,6 +252,23 @@ class JobSchema(Schema):
     cancel_requested_at = Timestamp(
         allow_none=True, metadata={"description": CANCEL_REQUESTED_DESCRIPTION}
     )
+    flow_key = fields.String(
+        allow_none=True, metadata={"description": "Its flow-control key; null: none."}
+    )
+    debounce_key = fields.String(
+        allow_none=True,
+        metadata={
+            "description": "The debounce key it was inserted with (kept once it is claimed, "
+            "when later inserts with the key no longer join it); null: none."
+        },
+    )
+    debounce_until = Timestamp(
+        allow_none=True,
+        metadata={
+            "description": "A debounced job's deadline: a later insert with its key never makes "
+            "it due after this (its first insert plus `max_wait`); null: none."
+        },
+    )
 
 
 class JobDetailSchema(JobSchema):
@@ -218,6 +299,47 @@ class JobListResponse(Schema):
 
 class JobIdResponse(Schema):
     id = fields.String()
+
+
+class InsertedJobResponse(JobIdResponse):
+    debounced = fields.Boolean(
+        metadata={
+            "description": "Only for a job with a `debounce`: true when it joined a waiting job "
+            "with its key (the id is that job's), false when it made one."
+        }
+    )
+
+
+class PatchJobSchema(Schema):
+    """What an edit changes; a field left out stays as it is."""
+
+    timestamp = Timestamp()
+    delay = Delay(metadata={"description": "Seconds from now, or ISO 8601 (PT90S)."})
+    body = fields.Raw(allow_none=True)
+    max_attempts = fields.Integer(
+        strict=True,
+        allow_none=True,
+        validate=validate.Range(1, config.MAX_ATTEMPTS_LIMIT),
+        metadata={
+            "description": "The whole budget, the attempts made so far included (so more than "
+            "them); null: SCHEDULER_MAX_ATTEMPTS."
+        },
+    )
+    endpoint = EndpointName(load_default=missing)
+    flow = fields.Nested(
+        FlowSchema,
+        allow_none=True,
+        metadata={"description": "A flow-control key with its limits; null: no key."},
+    )
+
+    @validates_schema
+    def check_fields(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if not data:
+            message = "Give at least one of timestamp, delay, body, max_attempts, endpoint, flow."
+            raise ValidationError({name: [message] for name in self.fields})
+        if "timestamp" in data and "delay" in data:
+            message = "Give at most one of timestamp and delay."
+            raise ValidationError({"timestamp": [message], "delay": [message]})
 
 
 class DeleteJobSchema(Schema):
