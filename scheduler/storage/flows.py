@@ -68,6 +68,12 @@ def announce_keyed(database: db.Database) -> None:
     database.run(notices.QUERIES["notify_endpoints_changed"])
 
 
+def flow_limits(database: db.Database, endpoint: str, key: str) -> jobs.Flow | None:
+    """The key with the limits it has now; None when the endpoint has no such key."""
+    found = database.rows(QUERIES["flow_limits"], {"endpoint": endpoint, "key": key})
+    return jobs.Flow(key, **found[0]) if found else None
+
+
 def keyed_endpoints(database: db.Database) -> list[str]:
     """Endpoints with keyed jobs waiting."""
     return [row["endpoint"] for row in database.rows(QUERIES["keyed_endpoints"])]

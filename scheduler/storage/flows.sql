@@ -28,6 +28,10 @@ FROM (SELECT 1) AS one
 LEFT JOIN flows AS former ON former.endpoint = %(former)s AND former.key = %(key)s
 ON CONFLICT (endpoint, key) DO UPDATE SET used_at = now();
 
+-- flow_limits --
+-- One key's limits (none: no such key).
+SELECT rate_limit, max_in_flight FROM flows WHERE endpoint = %(endpoint)s AND key = %(key)s;
+
 -- newly_keyed --
 -- Which of these endpoints have no keyed job waiting (as keyed_endpoints finds them).
 SELECT named.name
