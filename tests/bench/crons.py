@@ -31,7 +31,13 @@ import psycopg
 
 from scheduler import cron
 from tests.bench import spy, stats
-from tests.bench.scenarios import CRON_FIRST_TICK_TIMEOUT, CRON_STALL_SECONDS, Plan, wait_for
+from tests.bench.scenarios import (
+    CRON_FIRST_TICK_TIMEOUT,
+    CRON_STALL_SECONDS,
+    Plan,
+    utc,
+    wait_for,
+)
 from tests.bench.system import System
 
 EVERY_SECOND = "* * * * * *"
@@ -66,8 +72,15 @@ class Recorded(NamedTuple):
     rows: int
 
 
-def utc(moment: float) -> dt.datetime:
-    return dt.datetime.fromtimestamp(moment, dt.UTC)
+class Window(NamedTuple):
+    """A measured stretch: CPU by part, the leader's part, its bounds (epoch) and what the
+    stretch waited for."""
+
+    cpu: dict[str, Any]
+    leader_part: str | None
+    began: float
+    ended: float
+    outcome: Any
 
 
 def cron_ids(prefix: str, count: int) -> list[str]:
@@ -302,13 +315,15 @@ def sleep_until(moment: float) -> None:
     time.sleep(max(0.0, moment - time.time()))
 
 
-def cpu_figures(cpu: dict[str, Any], leader_part: str | None, ticks: int) -> dict[str, Any]:
-    """CPU seconds of a window with the leader's and PostgreSQL's per tick recorded in it."""
-    spent = cpu.get(leader_part) if leader_part else None
-    postgres = cpu.get("postgres")
+def cpu_figures(window: Window, recorded: Sequence[Recorded]) -> dict[str, Any]:
+    """A window's CPU seconds, with the leader's and PostgreSQL's per tick whose recording began
+    in it."""
+    ticks = recorded_between(recorded, window.began, window.ended)
+    spent = window.cpu.get(window.leader_part) if window.leader_part else None
+    postgres = window.cpu.get("postgres")
     return {
-        "cpu": cpu,
-        "leader_part": leader_part,
+        "cpu": window.cpu,
+        "leader_part": window.leader_part,
         "ticks_recorded": ticks,
         "leader_ms_per_tick": spent * 1000 / ticks if spent is not None and ticks else math.nan,
         "postgres_ms_per_tick": (
@@ -317,23 +332,20 @@ def cpu_figures(cpu: dict[str, Any], leader_part: str | None, ticks: int) -> dic
     }
 
 
-def _measure_window(
-    system: System,
-    profiler: spy.Profiler,
-    name: str,
-    opens: float,
-    closes: Callable[[], float],
-) -> tuple[dict[str, Any], str | None, float, float]:
-    """CPU from `opens` (epoch) until `closes()` returns, recording the leader with py-spy when
-    asked; the CPU delta, the leader's part, and both moments."""
+def measure_window(
+    system: System, profiler: spy.Profiler, name: str, opens: float, until: Callable[[], Any]
+) -> Window:
+    """CPU from `opens` (epoch) until `until()` returns, with the leader recorded by py-spy when
+    asked."""
     meter = system.cpu_meter()
     _, pid = leader(system)
-    part = part_of(meter.parts, pid)
     sleep_until(opens)
     before, began = meter.read(), time.time()
     with profiler.record(name, lambda: [pid] if pid else []):
-        ended = closes()
-    return stats.cpu_delta(before, meter.read()), part, began, ended
+        outcome = until()
+    ended = time.time()
+    cpu = stats.cpu_delta(before, meter.read())
+    return Window(cpu, part_of(meter.parts, pid), began, ended, outcome)
 
 
 def boundary(system: System, plan: Plan, profiler: spy.Profiler) -> dict[str, Any]:
@@ -344,8 +356,12 @@ def boundary(system: System, plan: Plan, profiler: spy.Profiler) -> dict[str, An
     pause_endpoint(system)
     count = plan.cron_scale_count
     every = cron_ids("s", count)
-    sent, answered = post_crons(system, every, EVERY_SECOND)
-    wait_for(lambda: count_fired(system, every) >= count, CRON_FIRST_TICK_TIMEOUT, 0.1)
+    watcher = Watcher(system.db_url, every[-1])
+    try:
+        sent, answered = post_crons(system, every, EVERY_SECOND)
+        wait_for(lambda: count_fired(system, every) >= count, CRON_FIRST_TICK_TIMEOUT, 0.1)
+    finally:
+        first_seen = watcher.stop()
     firsts = system.query(
         "SELECT first_at, count(*) FROM (SELECT min(created_at) AS first_at FROM jobs "
         "WHERE cron_id = ANY(%s) GROUP BY cron_id) AS f GROUP BY first_at",
@@ -353,6 +369,7 @@ def boundary(system: System, plan: Plan, profiler: spy.Profiler) -> dict[str, An
     )
     post = first_ticks(answered, [(first, int(n)) for first, n in firsts], count)
     post["answer_s"] = answered - sent
+    post["seen_s"] = first_seen[0][0] - answered if first_seen else math.nan
     # The set is replaced when its next boundary is at least the lead away, so that the new set
     # owes exactly one tick: the one at the boundary after.
     spec = plan.cron_boundary_spec
@@ -365,12 +382,12 @@ def boundary(system: System, plan: Plan, profiler: spy.Profiler) -> dict[str, An
     (tick,) = cron.next_fire_times(parsed, utc(replaced), 1)
     watcher = Watcher(system.db_url, shared[-1])
     try:
-        cpu, part, began, ended = _measure_window(
+        window = measure_window(
             system,
             profiler,
             "crons-boundary",
             tick.timestamp() - CPU_LEAD,
-            lambda: (wait_recorded(system, tick, plan.cron_catch_up), time.time())[1],
+            lambda: wait_recorded(system, tick, plan.cron_catch_up),
         )
     finally:
         seen = watcher.stop()
@@ -386,10 +403,11 @@ def boundary(system: System, plan: Plan, profiler: spy.Profiler) -> dict[str, An
         "replace_answer_s": replaced - replace_sent,
         "tick": tick.isoformat(),
         "lead_s": tick.timestamp() - replaced,
+        "caught_up": window.outcome,
         "ticks": ticks,
         "seen_ms": stats.summary_ms(late),
         "unseen": unseen,
-        **cpu_figures(cpu, part, recorded_between(recorded, began, ended)),
+        **cpu_figures(window, recorded),
         "catchup_window_s": system.settings.cron_catchup_window,
     }
 
@@ -428,12 +446,12 @@ class EverySecond:
         end = start + plan.cron_seconds_window
         watcher = Watcher(system.db_url, self.ids[-1])
         try:
-            cpu, part, began, ended = _measure_window(
+            window = measure_window(
                 system,
                 self.profiler,
                 "crons-seconds",
                 start - CPU_LEAD,
-                lambda: (sleep_until(end - CPU_LEAD), time.time())[1],
+                lambda: sleep_until(end - CPU_LEAD),
             )
             caught_up = wait_recorded(system, utc(end - 1), plan.cron_catch_up)
         finally:
@@ -452,7 +470,7 @@ class EverySecond:
             "ticks": ticks,
             "seen_ms": stats.summary_ms(late),
             "unseen": unseen,
-            **cpu_figures(cpu, part, recorded_between(recorded, began, ended)),
+            **cpu_figures(window, recorded),
         }
 
     def failover(self) -> dict[str, Any]:

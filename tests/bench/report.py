@@ -1042,6 +1042,10 @@ def _crons(results: dict[str, Any]) -> str:
             ["Half of them fired by (ms after the answer)", _ms(post["p50_s"])],
             ["All of them fired by (ms after the answer)", _ms(post["all_s"])],
             [
+                "The first ticks visible to a reader (committed), after the answer (ms)",
+                _ms(post["seen_s"]),
+            ],
+            [
                 f"POST /cron replacing them by {shared['crons']:,} crons of other ids sharing a "
                 "boundary, answered in (ms)",
                 _ms(shared["replace_answer_s"]),

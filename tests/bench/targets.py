@@ -585,7 +585,7 @@ def _tick_targets(part: dict[str, Any] | None, key: str, what: str) -> tuple[Tar
         ticks["recorded_pct"] if ticks else math.nan,
         "%",
         "= 100, none extra",
-        bool(ticks) and crons.complete(ticks),
+        ticks is not None and crons.complete(ticks),
         _ticks_detail(ticks) if ticks else "not run",
     )
     p99 = ticks["lateness_ms"]["p99"] if ticks else math.nan
@@ -672,7 +672,7 @@ def _cron_scale_targets(results: dict[str, Any]) -> list[Target]:
             whole["recorded_pct"] if whole else math.nan,
             "%",
             "= 100, none extra",
-            bool(whole) and crons.complete(whole),
+            whole is not None and crons.complete(whole),
             detail,
         )
     )
