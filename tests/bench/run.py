@@ -277,7 +277,13 @@ class Run:
             )
         self.results["exit_codes_extra_workers"] = second.stop_extra_workers()
         worker = lambda: [second.worker_pid]  # noqa: E731
-        with self.profiler.record("cron", worker):
+        # Left out by --only, the scenario has no worker to record.
+        recording = (
+            self.profiler.record("cron", worker)
+            if self.wanted("cron")
+            else contextlib.nullcontext()
+        )
+        with recording:
             self.attempt("cron", lambda: scenarios.cron_load(second, collector, plan))
         self.results["exit_codes_empty"] = second.stop()
 
