@@ -248,8 +248,8 @@ def count_fired(system: System, ids: Sequence[str]) -> int:
 
 
 def tick_rows(system: System) -> tuple[list[Schedule], list[Recorded]]:
-    """The running crons by schedule, and their ticks' rows since each schedule started, grouped
-    (one statement records many rows that share everything but the cron)."""
+    """The running crons by schedule, and their ticks' rows, grouped (one statement records many
+    rows that share everything but the cron)."""
     schedules = [
         Schedule(spec, updated_at, int(count))
         for spec, updated_at, count in system.query(
@@ -262,7 +262,7 @@ def tick_rows(system: System) -> tuple[list[Schedule], list[Recorded]]:
             """
             SELECT c.spec, c.updated_at, j.run_at, j.created_at, j.state, count(*)
             FROM jobs j JOIN crons c ON c.id = j.cron_id
-            WHERE NOT c.paused AND j.run_at > c.updated_at
+            WHERE NOT c.paused
             GROUP BY 1, 2, 3, 4, 5
             """
         )
@@ -479,7 +479,10 @@ class EverySecond:
         self.prepare()
         system, plan = self.system, self.plan
         epoch, pid = leader(system)
-        (victim,) = [w for w in system.workers if w.proc is not None and w.proc.pid == pid]
+        victims = [w for w in system.workers if w.proc is not None and w.proc.pid == pid]
+        if not victims:
+            raise RuntimeError(f"no dispatcher of ours holds the leader's lease (pid {pid})")
+        (victim,) = victims
         killed_at = time.time()
         victim.kill()
         timeout = 3 * system.settings.leader_timeout + CRON_FIRST_TICK_TIMEOUT
