@@ -57,12 +57,14 @@ def test_every_tick_owed_since_each_schedule_started_has_its_row() -> None:
 def test_a_missing_row_an_extra_row_and_a_tick_missed_inside_the_window_are_counted() -> None:
     recorded = rows_for(SECONDS, [1, 3, 4])
     recorded.append(Recorded(EVERY, SECONDS.updated_at, at(2), at(2.1), "scheduled", 2))
+    # Not a time the spec fires at, and a tick before the schedule started.
     recorded.append(Recorded(EVERY, SECONDS.updated_at, at(2.5), at(2.6), "scheduled", 1))
+    recorded.append(Recorded(EVERY, SECONDS.updated_at, at(0), at(0.6), "scheduled", 1))
     recorded += rows_for(MINUTES, [0], late=5.0, state="missed")
     out = crons.summarise_ticks([SECONDS, MINUTES], recorded, None, at(5), WINDOW)
-    assert (out["expected"], out["recorded"], out["missing"], out["extra"]) == (14, 13, 1, 1)
+    assert (out["expected"], out["recorded"], out["missing"], out["extra"]) == (14, 13, 1, 2)
     assert out["missed_inside_window"] == 2
-    assert out["states"] == {"missed": 2, "scheduled": 12}
+    assert out["states"] == {"missed": 2, "scheduled": 13}
     assert out["recorded_pct"] == pytest.approx(100 * 13 / 14)
     assert not crons.complete(out)
     # A tick older than the window when recorded may be missed.
