@@ -1090,8 +1090,9 @@ def _crons(results: dict[str, Any]) -> str:
     text += (
         "Crons whose endpoint is paused (`POST /endpoints/default/pause`): each tick is recorded "
         "as a job and none is sent, so what is measured is the leader recording ticks. A "
-        "tick's *tick to record* is its job's `created_at` (the start of the transaction that "
-        "recorded it) minus its `run_at`; what each cron is owed is computed from its spec by the "
+        "tick's *tick to record*, the target's figure, runs until its row is visible to others "
+        "(committed), as a reader sees it (below); *the transaction began* is its job's "
+        "`created_at` minus its `run_at`; what each cron is owed is computed from its spec by the "
         "scheduler's cron code, every tick after the start of its schedule (`updated_at`), and "
         "compared with its rows: *missing* is a tick owed without a row, *extra* a row nothing "
         "owed, and a tick recorded `missed` while no older than the catch-up window is counted "
