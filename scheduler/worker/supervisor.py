@@ -133,8 +133,11 @@ class Supervisor:
                 backoff,
                 extra={"action": "thread_restart", "thread_name": name},
             )
+            # The restart's moment is fixed before the thread shows as restarting, so that what
+            # sees it restarting (a test moving the injected clock) moves it from there.
+            until = self._clock() + backoff
             self._set(name, RESTARTING)
-            self._wait(backoff, stopping)
+            self._wait_until(until, stopping)
             backoff = min(backoff * 2, tuning.THREAD_RESTART_MAX_SECONDS)
             self._set(name, None)
             if stopping.is_set():
@@ -169,8 +172,7 @@ class Supervisor:
         self.stopping.set()
         self.poke()
 
-    def _wait(self, seconds: float, stopping: threading.Event) -> None:
-        until = self._clock() + seconds
+    def _wait_until(self, until: float, stopping: threading.Event) -> None:
         with self._changed:
             while not stopping.is_set():
                 left = until - self._clock()
