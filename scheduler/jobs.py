@@ -167,10 +167,6 @@ class JobEdit:
     set_flow: bool = False
     flow: Flow | None = None
 
-    @property
-    def moves_time(self) -> bool:
-        return self.run_at is not None or self.delay is not None
-
 
 @dataclasses.dataclass(frozen=True)
 class CronTick:
