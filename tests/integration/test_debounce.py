@@ -389,3 +389,38 @@ def test_a_debounced_job_due_soon_wakes_the_dispatchers(
     (payload,) = payloads
     kind, due_in = payload.split()
     assert kind == "j" and 0 < float(due_in) <= 1
+
+
+def test_debounced_inserts_among_grouped_single_inserts(
+    app: Flask, auth: dict[str, str], db_url: str
+) -> None:
+    """Plain single inserts share group commit's transactions; debounced ones arriving with them
+    go around it, and neither kind is lost or doubled."""
+    start = threading.Barrier(12)
+    answers: list[tuple[str, dict[str, Any]]] = []
+    lock = threading.Lock()
+
+    def send(n: int) -> None:
+        client = app.test_client()
+        payload: dict[str, Any] = {"body": n, "delay": 600}
+        kind = "plain"
+        if n % 2:
+            payload = {"body": n, "debounce": {"key": "mixed", "period": 600}}
+            kind = "debounced"
+        start.wait()
+        response = client.post("/insert", json=payload, headers=auth)
+        assert response.status_code == 200
+        with lock:
+            answers.append((kind, response.get_json()))
+
+    workers = [threading.Thread(target=send, args=(n,)) for n in range(12)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=30)
+    plain = {answer["id"] for kind, answer in answers if kind == "plain"}
+    debounced = {answer["id"] for kind, answer in answers if kind == "debounced"}
+    assert len(plain) == 6 and len(debounced) == 1
+    stored = rows(db_url)
+    assert {r["id"] for r in stored} == plain | debounced
+    assert [r["debounce_key"] for r in stored if r["id"] in debounced] == ["mixed"]
