@@ -41,7 +41,7 @@ class Dispatcher:
         self.stopping = threading.Event()
         self.supervisor = supervising or supervisor.Supervisor()
         self.pool = db.open_pool(
-            settings.database_url, tuning.DISPATCHER_POOL_SIZE, name="dispatcher"
+            settings.database_url, settings.dispatcher_pool_size, name="dispatcher"
         )
         self.database = db.Database(self.pool)
         self.delivery_pool = db.open_pool(
