@@ -209,15 +209,8 @@ class BufferingThreadWorker(gthread.ThreadWorker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         cfg = self.cfg
-        self.buffering = not cfg.is_ssl and (
-            cfg.protocol,
-            cfg.http2_cleartext,
-            cfg.proxy_protocol,
-        ) == (
-            "http",
-            "off",
-            "off",
-        )
+        plain = (cfg.protocol, cfg.http2_cleartext, cfg.proxy_protocol) == ("http", "off", "off")
+        self.buffering = plain and not cfg.is_ssl
         # Connections whose next request is arriving, by the deadline for all of it (in the
         # order they began, so the first ones are the first to expire).
         self.reading: dict[Any, tuple[RequestReader, float]] = {}
@@ -237,11 +230,16 @@ class BufferingThreadWorker(gthread.ThreadWorker):
         if verdict is not Verdict.WAIT:
             self._decide(conn, reader, verdict)
             return
-        conn.sock.setblocking(False)
+        try:
+            conn.sock.setblocking(False)
+            self.poller.register(
+                conn.sock, selectors.EVENT_READ, functools.partial(self._readable, conn)
+            )
+        except (OSError, ValueError):
+            # Closed meanwhile: an exception here would end the worker's event loop.
+            self._close(conn)
+            return
         self.reading[conn] = (reader, time.monotonic() + tuning.REQUEST_READ_SECONDS)
-        self.poller.register(
-            conn.sock, selectors.EVENT_READ, functools.partial(self._readable, conn)
-        )
         self._continue_if_expected(conn, reader)
 
     def _readable(self, conn: Any, _sock: Any) -> None:
@@ -286,7 +284,8 @@ class BufferingThreadWorker(gthread.ThreadWorker):
         """Also end the requests that did not arrive in time: a 408, or nothing if nothing came."""
         super().murder_pending()
         now = time.monotonic()
-        for conn, (reader, deadline) in list(self.reading.items()):
+        while self.reading:
+            conn, (reader, deadline) = next(iter(self.reading.items()))
             if deadline > now:
                 break
             self._forget(conn)
@@ -311,6 +310,7 @@ class BufferingThreadWorker(gthread.ThreadWorker):
         # Small enough for an empty send buffer; a client that has not read what it was sent
         # before loses the rest, since the loop never waits on a client.
         with contextlib.suppress(OSError):
+            conn.sock.setblocking(False)
             conn.sock.send(data)
 
     def _close(self, conn: Any) -> None:

@@ -8,12 +8,13 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 import pytest
 import requests
 
-from scheduler import tuning
+from scheduler import config, tuning
 from tests import support
 from tests.e2e.conftest import System
 
@@ -141,3 +142,79 @@ def test_a_request_that_does_not_arrive_in_time_is_answered_408(web: System) -> 
     assert healthz_seconds(web) < 5.0
     with psycopg.connect(web.db_url) as conn:
         assert conn.execute("SELECT count(*) FROM jobs").fetchone() == (0,)
+
+
+def read_answer(stream: Any) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP answer from a socket's file: status, headers (lower-cased) and body."""
+    status = int(stream.readline().split()[1])
+    headers: dict[str, str] = {}
+    while (line := stream.readline()) not in (b"\r\n", b""):
+        name, _, value = line.decode("latin-1").partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return status, headers, stream.read(int(headers.get("content-length", 0)))
+
+
+def insert_request(body: bytes, *, chunked: bool = False, expect: bool = False) -> bytes:
+    head = (
+        b"POST /insert HTTP/1.1\r\nHost: scheduler.test\r\nContent-Type: application/json\r\n"
+        b"Scheduler-Secret: " + support.SECRET.encode() + b"\r\n"
+    )
+    if expect:
+        head += b"Expect: 100-continue\r\n"
+    if chunked:
+        middle = len(body) // 2
+        chunks = [body[:middle], body[middle:]]
+        framed = b"".join(b"%x;x=1\r\n%s\r\n" % (len(c), c) for c in chunks) + b"0\r\n\r\n"
+        return head + b"Transfer-Encoding: chunked\r\n\r\n" + framed
+    return head + b"Content-Length: %d\r\n\r\n" % len(body) + body
+
+
+def test_requests_pipelined_chunked_or_sent_in_pieces_are_each_served(web: System) -> None:
+    job = json.dumps({"delay": 3600, "body": {"n": 1}}).encode()
+    requests_ = (
+        b"GET /healthz HTTP/1.1\r\nHost: scheduler.test\r\n\r\n"
+        + insert_request(job)
+        + insert_request(job, chunked=True)
+    )
+    with socket.create_connection(("127.0.0.1", web.port), timeout=10) as sock:
+        # Pieces of every size, cutting the heads, the bodies and the chunk framing anywhere.
+        for start in range(0, len(requests_), 7):
+            sock.sendall(requests_[start : start + 7])
+        stream = sock.makefile("rb")
+        answers = [read_answer(stream) for _ in range(3)]
+
+    assert [status for status, _, _ in answers] == [200, 200, 200], answers
+    ids = [json.loads(body)["id"] for _, _, body in answers[1:]]
+    with psycopg.connect(web.db_url) as conn:
+        rows = conn.execute("SELECT count(*) FROM jobs WHERE id = ANY(%s)", (ids,)).fetchone()
+    assert rows == (2,)
+
+
+def test_a_client_expecting_100_continue_gets_it_before_sending_its_body(web: System) -> None:
+    job = json.dumps({"delay": 3600, "body": {"n": 2}}).encode()
+    head, _, body = insert_request(job, expect=True).partition(b"\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", web.port), timeout=10) as sock:
+        sock.sendall(head + b"\r\n\r\n")
+        stream = sock.makefile("rb")
+        interim = read_answer(stream)
+        sock.sendall(body)
+        answers = [read_answer(stream)]
+        # gunicorn sends its own once a thread has the request: any number may come first.
+        while answers[-1][0] == 100:
+            answers.append(read_answer(stream))
+
+    assert interim[0] == 100
+    assert answers[-1][0] == 200, answers
+
+
+def test_a_body_over_the_limit_is_refused_before_it_is_sent(web: System) -> None:
+    with socket.create_connection(("127.0.0.1", web.port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /insert HTTP/1.1\r\nHost: scheduler.test\r\nContent-Length: %d\r\n\r\n"
+            % (config.DEFAULT_MAX_BODY_BYTES + 1)
+        )
+        status, headers, body = read_answer(sock.makefile("rb"))
+
+    assert status == 413
+    assert headers["connection"] == "close"
+    assert json.loads(body)["error"]["code"] == "request_entity_too_large"
