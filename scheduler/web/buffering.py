@@ -9,6 +9,10 @@ gunicorn 27 sets such a connection aside only while it sends nothing at all
 maintainers advise a buffering proxy in front). Here the worker's event loop reads each request,
 head and body, without blocking, and hands it to a thread whole, so no thread waits on a client:
 a slow one costs a socket and its bytes until REQUEST_READ_SECONDS, then gets a 408.
+
+It overrides gthread's ThreadWorker where a connection goes to a thread (enqueue_req) and where
+waiting connections expire (murder_pending), as they are in gunicorn 27; setup.cfg holds gunicorn
+to that major version.
 """
 
 from __future__ import annotations
