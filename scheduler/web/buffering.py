@@ -230,40 +230,49 @@ class BufferingThreadWorker(gthread.ThreadWorker):
             return
         reader = RequestReader(self.max_body_bytes)
         ahead = conn.parser.unreader.take_buffered() if conn.parser is not None else b""
-        verdict = reader.feed(ahead) if ahead else Verdict.WAIT
-        if verdict is not Verdict.WAIT:
-            self._decide(conn, reader, verdict)
-            return
-        try:
-            conn.sock.setblocking(False)
-            self.poller.register(
-                conn.sock, selectors.EVENT_READ, functools.partial(self._readable, conn)
-            )
-        except (OSError, ValueError):
-            # Closed meanwhile: an exception here would end the worker's event loop.
+        verdict: Verdict | None = reader.feed(ahead) if ahead else Verdict.WAIT
+        if verdict is Verdict.WAIT:
+            # Most requests have arrived by now (the connection turned readable, or the client
+            # sent right after connecting): read before waiting for the poller to say so.
+            verdict = self._receive(conn, reader)
+        if verdict is None:
             self._close(conn)
-            return
-        self.reading[conn] = (reader, time.monotonic() + tuning.REQUEST_READ_SECONDS)
-        self._continue_if_expected(conn, reader)
+        elif verdict is not Verdict.WAIT:
+            self._decide(conn, reader, verdict)
+        else:
+            try:
+                self.poller.register(
+                    conn.sock, selectors.EVENT_READ, functools.partial(self._readable, conn)
+                )
+            except (OSError, ValueError):
+                # Closed meanwhile: an exception here would end the worker's event loop.
+                self._close(conn)
+                return
+            self.reading[conn] = (reader, time.monotonic() + tuning.REQUEST_READ_SECONDS)
+            self._continue_if_expected(conn, reader)
 
     def _readable(self, conn: Any, _sock: Any) -> None:
         reader, _ = self.reading[conn]
-        try:
-            data = conn.sock.recv(_RECV_BYTES)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self._forget(conn)
-            self._close(conn)
-            return
-        verdict = reader.feed(data)
+        verdict = self._receive(conn, reader)
         if verdict is Verdict.WAIT:
             self._continue_if_expected(conn, reader)
             return
         self._forget(conn)
-        self._decide(conn, reader, verdict)
+        if verdict is None:
+            self._close(conn)
+        else:
+            self._decide(conn, reader, verdict)
+
+    def _receive(self, conn: Any, reader: RequestReader) -> Verdict | None:
+        """What `reader` makes of the bytes that arrived; None once the client closed."""
+        try:
+            conn.sock.setblocking(False)
+            data = conn.sock.recv(_RECV_BYTES)
+        except (BlockingIOError, InterruptedError):
+            return Verdict.WAIT
+        except OSError:
+            return None
+        return reader.feed(data) if data else None
 
     def _continue_if_expected(self, conn: Any, reader: RequestReader) -> None:
         if reader.expects_continue and reader.head_read:
