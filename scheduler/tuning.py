@@ -132,9 +132,10 @@ LISTEN_CONNECTIONS = 1
 # need not wait for the disk: one lost in a crash of PostgreSQL makes its job due again, after
 # its lease, and it is sent again, which at-least-once delivery allows.
 DELIVERY_POOL_SIZE = 2
-# APScheduler's SQLAlchemy engine, on the leader: its scheduler thread reads the due timers, and
-# another thread may look one up meanwhile (a wake timer set from the claim loop).
-TIMER_ENGINE_POOL = {"pool_size": 1, "max_overflow": 1}
+# APScheduler's SQLAlchemy engine, on the leader: one connection, since APScheduler holds its
+# jobstores lock around every use of the jobstore (a timer pass, a wake timer set from the claim
+# loop, a cron synchronised from the listener), so they take turns anyway.
+TIMER_ENGINE_POOL = {"pool_size": 1, "max_overflow": 0}
 TIMER_ENGINE_CONNECTIONS = TIMER_ENGINE_POOL["pool_size"] + TIMER_ENGINE_POOL["max_overflow"]
 # The dispatcher's own pool takes what is left, between these: its heartbeat, the campaign, the
 # endpoint routes, and the leader's ticks and maintenance each use one at a time (senders use

@@ -180,12 +180,12 @@ DERIVED = [
     ({"SCHEDULER_POLL_INTERVAL": "0.25"}, "announce_within", 5.25),
     ({"SCHEDULER_CONNECT_TIMEOUT": "2", "SCHEDULER_READ_TIMEOUT": "10"}, "attempt_deadline", 12.0),
     # The connection budget's split (docs/operations.md, "Connections"): each gunicorn worker
-    # an even share, rounded down; a dispatcher's own pool what its 5 fixed ones leave, up to 5.
+    # an even share, rounded down; a dispatcher's own pool what its 4 fixed ones leave, up to 5.
     ({"SCHEDULER_DB_CONNECTIONS": "7"}, "web_pool_size", 3),
-    ({"SCHEDULER_DB_CONNECTIONS": "7", "WEB_CONCURRENCY": "7"}, "web_pool_size", 1),
+    ({"SCHEDULER_DB_CONNECTIONS": "6", "WEB_CONCURRENCY": "6"}, "web_pool_size", 1),
     ({"SCHEDULER_DB_CONNECTIONS": "40", "WEB_CONCURRENCY": "3"}, "web_pool_size", 13),
-    ({"SCHEDULER_DB_CONNECTIONS": "7"}, "dispatcher_pool_size", 2),
-    ({"SCHEDULER_DB_CONNECTIONS": "9"}, "dispatcher_pool_size", 4),
+    ({"SCHEDULER_DB_CONNECTIONS": "6"}, "dispatcher_pool_size", 2),
+    ({"SCHEDULER_DB_CONNECTIONS": "8"}, "dispatcher_pool_size", 4),
     ({"SCHEDULER_DB_CONNECTIONS": "400"}, "dispatcher_pool_size", 5),
     *[({"DATABASE_URL": url}, "sqlalchemy_url", dialect) for url, dialect in URLS],
 ]
@@ -229,7 +229,7 @@ REFUSALS = [
     ({"SCHEDULER_DELIVERY_THREADS": "0"}, "SCHEDULER_DELIVERY_THREADS", "between"),
     ({"SCHEDULER_MAX_ATTEMPTS": "101"}, "SCHEDULER_MAX_ATTEMPTS", "between 1 and 100"),
     ({"SCHEDULER_MAX_ATTEMPTS": "0"}, "SCHEDULER_MAX_ATTEMPTS", "between 1 and 100"),
-    ({"SCHEDULER_DB_CONNECTIONS": "6"}, "SCHEDULER_DB_CONNECTIONS", "between 7 and 10000, got 6"),
+    ({"SCHEDULER_DB_CONNECTIONS": "5"}, "SCHEDULER_DB_CONNECTIONS", "between 6 and 10000, got 5"),
     ({"SCHEDULER_WEB_THREADS": "0"}, "SCHEDULER_WEB_THREADS", "between 1 and 1024"),
     ({"WEB_CONCURRENCY": "0"}, "WEB_CONCURRENCY", "between"),
     ({"SCHEDULER_MAX_IN_FLIGHT": "0"}, "SCHEDULER_MAX_IN_FLIGHT", "between"),
