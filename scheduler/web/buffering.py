@@ -29,7 +29,7 @@ from typing import Any
 from gunicorn import http as gunicorn_http
 from gunicorn.workers import gthread
 
-from scheduler import errors, tuning
+from scheduler import config, errors, tuning
 
 _HEAD_END = b"\r\n\r\n"
 _CRLF = b"\r\n"
@@ -170,15 +170,16 @@ class RequestReader:
             size = bytes(data[self._body_end : line_end]).split(b";", 1)[0].strip(b" \t")
             if not _HEX.fullmatch(size):
                 return Verdict.READY
-            self._chunk_total += int(size, 16)
+            length = int(size, 16)
+            self._chunk_total += length
             if self._chunk_total > self._max_body:
                 return Verdict.BODY_TOO_LARGE
-            if int(size, 16) == 0:
+            self._body_end = line_end + len(_CRLF)
+            if length == 0:
                 self._in_trailers = True
-                self._body_end = line_end + len(_CRLF)
                 self._searched = self._body_end
             else:
-                self._body_end = line_end + len(_CRLF) + int(size, 16) + len(_CRLF)
+                self._body_end += length + len(_CRLF)
 
     def _follow_trailers(self) -> Verdict:
         if self.data.startswith(_CRLF, self._body_end):
@@ -208,7 +209,7 @@ class BufferingThreadWorker(gthread.ThreadWorker):
     goes to a thread at its first byte.
     """
 
-    max_body_bytes = 1024 * 1024
+    max_body_bytes = config.DEFAULT_MAX_BODY_BYTES
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -266,7 +267,8 @@ class BufferingThreadWorker(gthread.ThreadWorker):
     def _receive(self, conn: Any, reader: RequestReader) -> Verdict | None:
         """What `reader` makes of the bytes that arrived; None once the client closed."""
         try:
-            conn.sock.setblocking(False)
+            if conn.sock.getblocking():
+                conn.sock.setblocking(False)
             data = conn.sock.recv(_RECV_BYTES)
         except (BlockingIOError, InterruptedError):
             return Verdict.WAIT
