@@ -28,7 +28,7 @@ DEFAULT_TIMEOUT = 10.0
 _EXCERPT = 200
 T = TypeVar("T")
 _JOB_KEYS = frozenset({"body", "at", "delay", "max_attempts", "endpoint", "flow"})
-_CRON_KEYS = frozenset({"spec", "jitter", "overlap", "endpoint"})
+_CRON_KEYS = frozenset({"spec", "jitter", "overlap", "endpoint", "catchup_window"})
 # Marks a limit left as it is in `set_endpoint_limits` (None means unlimited).
 UNCHANGED: Any = object()
 _RFC3339 = re.compile(
@@ -187,6 +187,8 @@ class Cron:
     jitter: float = 0.0
     overlap: str = "allow"
     endpoint: str = "default"
+    # Seconds a missed tick is still delivered; None: the dispatcher's default.
+    catchup_window: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -250,6 +252,8 @@ class Dispatcher:
     metrics_port: int | None
     # The endpoints it knows; () from a server that does not say.
     endpoints: tuple[str, ...] = ()
+    # Its threads not running at its last heartbeat, by name: "restarting" or "dead".
+    threads_down: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 _DISPATCHER_FIELDS = tuple(field.name for field in dataclasses.fields(Dispatcher))
@@ -424,11 +428,12 @@ class Client:
     ) -> None:
         """Replace the whole set of crons with `{id: spec}` (or `(id, spec)` pairs), atomically;
         instead of a spec, a mapping of the entry's fields (`spec`, `jitter`, `overlap`,
-        `endpoint`).
+        `endpoint`, `catchup_window`).
 
-        A spec may also be a mapping with the keys `spec`, `jitter` and `overlap` (those of
-        `put_cron`): `{"report": {"spec": "@hourly", "jitter": 60}}`. A key left out takes its
-        default. An empty set removes every cron. If any entry is invalid, nothing changes.
+        A spec may also be a mapping with the keys `spec`, `jitter`, `overlap` and
+        `catchup_window` (those of `put_cron`): `{"report": {"spec": "@hourly", "jitter": 60}}`.
+        A key left out takes its default. An empty set removes every cron. If any entry is
+        invalid, nothing changes.
         """
         pairs = crons.items() if isinstance(crons, Mapping) else crons
         entries = [_cron_entry(cron_id, spec) for cron_id, spec in pairs]
@@ -451,19 +456,22 @@ class Client:
         jitter: float | dt.timedelta | None = None,
         overlap: str | None = None,
         endpoint: str | None = None,
+        catchup_window: float | dt.timedelta | None = None,
     ) -> Cron:
         """Create or redefine one cron, leaving the others alone.
 
         `timezone` is an IANA name, the same as a `CRON_TZ=` prefix on `spec` (give one, not
         both); without either, the spec runs in UTC. `jitter` (seconds, default 0) delays each
         tick's delivery by a random part of it; `overlap` is `allow` (the default) or `skip` (a
-        tick is recorded as skipped while an earlier run is unfinished). Left out, each takes
-        its default: the cron is exactly what this call says. `endpoint` names where it goes.
+        tick is recorded as skipped while an earlier run is unfinished); `catchup_window`
+        (seconds) is how late a missed tick is still delivered, older ones being recorded
+        missed (default: the dispatcher's). Left out, each takes its default: the cron is
+        exactly what this call says. `endpoint` names where it goes.
         """
         payload: dict[str, Any] = {"spec": spec}
         if timezone is not None:
             payload["timezone"] = timezone
-        payload.update(_cron_policies(jitter, overlap))
+        payload.update(_cron_policies(jitter, overlap, catchup_window))
         if endpoint is not None:
             payload["endpoint"] = endpoint
         return _parse(self._request("PUT", _path("cron", cron_id), json_body=payload), _cron)
@@ -578,6 +586,7 @@ class Client:
                         "started_at": _parse_time(item["started_at"]),
                         "heartbeat_at": _parse_time(item["heartbeat_at"]),
                         "endpoints": tuple(item.get("endpoints", ())),
+                        "threads_down": dict(item.get("threads_down", {})),
                     }
                 )
                 for item in data["dispatchers"]
@@ -771,20 +780,30 @@ def _cron_entry(cron_id: str, spec: str | Mapping[str, Any]) -> dict[str, Any]:
         raise ValueError(f"cron {cron_id!r}: unknown keys {sorted(unknown)}")
     if "spec" not in spec:
         raise ValueError(f"cron {cron_id!r}: no spec")
-    policies = _cron_policies(spec.get("jitter"), spec.get("overlap"))
+    policies = _cron_policies(spec.get("jitter"), spec.get("overlap"), spec.get("catchup_window"))
     if spec.get("endpoint") is not None:
         policies["endpoint"] = spec["endpoint"]
     return {"id": cron_id, "spec": spec["spec"], **policies}
 
 
-def _cron_policies(jitter: float | dt.timedelta | None, overlap: str | None) -> dict[str, Any]:
+def _cron_policies(
+    jitter: float | dt.timedelta | None,
+    overlap: str | None,
+    catchup_window: float | dt.timedelta | None = None,
+) -> dict[str, Any]:
     policies: dict[str, Any] = {}
     if jitter is not None:
-        seconds = jitter.total_seconds() if isinstance(jitter, dt.timedelta) else jitter
-        policies["jitter"] = int(seconds) if float(seconds).is_integer() else seconds
+        policies["jitter"] = _seconds(jitter)
     if overlap is not None:
         policies["overlap"] = overlap
+    if catchup_window is not None:
+        policies["catchup_window"] = _seconds(catchup_window)
     return policies
+
+
+def _seconds(value: float | dt.timedelta) -> float | int:
+    seconds = value.total_seconds() if isinstance(value, dt.timedelta) else value
+    return int(seconds) if float(seconds).is_integer() else seconds
 
 
 def _time_param(value: dt.datetime | str | None) -> str | None:
@@ -877,4 +896,5 @@ def _cron(data: dict[str, Any]) -> Cron:
         jitter=float(data.get("jitter", 0.0)),
         overlap=str(data.get("overlap", "allow")),
         endpoint=data.get("endpoint", "default"),
+        catchup_window=data.get("catchup_window"),
     )

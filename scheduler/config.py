@@ -25,6 +25,9 @@ DEFAULT_RETRY_BASE = 1.0
 DEFAULT_RETRY_CAP = 3600.0
 DEFAULT_RECONCILE_INTERVAL = 30.0
 DEFAULT_POLL_INTERVAL = 2.0
+# What stands between the processes and PostgreSQL at DATABASE_URL: nothing (or a session-mode
+# pooler), or a transaction-mode pooler such as PgBouncer's `pool_mode = transaction`.
+DB_POOLERS = ("none", "transaction")
 DEFAULT_SHUTDOWN_GRACE = 30.0
 DEFAULT_WEB_WORKERS = 2
 # Connections each process may open: the web process's gunicorn workers share them, and a
@@ -50,7 +53,12 @@ RETIRED_VARIABLES = {
 DEFAULT_LEADER_TIMEOUT = 10.0
 DEFAULT_RETENTION = 7 * 24 * 3600.0
 DEFAULT_FAILED_RETENTION = 30 * 24 * 3600.0
-CRON_CATCHUP_POLICIES = ("latest", "skip")
+# A cron's ticks missed while no leader ran, or while it was behind, are delivered late for this
+# long (Temporal's schedules call it the catch-up window); older ones are recorded `missed`.
+DEFAULT_CATCHUP_WINDOW = 3600.0
+# SCHEDULER_CRON_CATCHUP's words from before the window: `skip` is a window of 0, and `latest`
+# (deliver the latest missed tick) gave way to the default window.
+CRON_CATCHUP_WORDS = {"skip": 0.0, "latest": DEFAULT_CATCHUP_WINDOW}
 DEFAULT_IDEMPOTENCY_TTL = 24 * 3600.0
 DEFAULT_BATCH_LIMIT = 1000
 DEFAULT_HEARTBEAT_MAX_AGE = 30.0
@@ -129,9 +137,9 @@ class Environment(environs.Env):
     def text(self, name: str, default: str | None) -> str | None:
         return self.str(name, default)
 
-    def postgresql_url(self, name: str, default: str) -> str:
+    def postgresql_url(self, name: str, default: str | None) -> str | None:
         url = self.str(name, default)
-        if urlsplit(url).scheme not in ("postgres", "postgresql"):
+        if url is not None and urlsplit(url).scheme not in ("postgres", "postgresql"):
             raise environs.ValidationError("must be a postgresql:// URL")
         return url
 
@@ -230,6 +238,25 @@ def seconds(minimum: float = 0.001) -> Reader:
     return number(minimum, MAX_SECONDS, "seconds", below=True)
 
 
+def catchup_window() -> Reader:
+    """Seconds, or a word of CRON_CATCHUP_WORDS."""
+    read_seconds = number(0, MAX_SECONDS, "seconds", below=True)
+
+    def read(env: Environment, name: str, default: float) -> float:
+        word = (env.str(name, None) or "").strip().lower()
+        if word in CRON_CATCHUP_WORDS:
+            return CRON_CATCHUP_WORDS[word]
+        try:
+            value: float = read_seconds(env, name, default)
+        except environs.EnvValidationError as exc:
+            words = " or ".join(CRON_CATCHUP_WORDS)
+            messages = [f"{message}, or {words}" for message in exc.error_messages]
+            raise environs.EnvValidationError(str(exc), messages) from exc
+        return value
+
+    return read
+
+
 def choice(choices: tuple[str, ...]) -> Reader:
     """One of `choices`, written in any case and kept in theirs."""
     one_of = environs.validate.OneOf(choices, error="must be one of {choices}")
@@ -282,6 +309,10 @@ class Settings:
         "SECRET", Environment.secrets, "Shared secrets, comma-separated; the first is sent"))
     endpoint: str = dataclasses.field(metadata=declare(
         "ENDPOINT", Environment.http_url, "http:// or https:// URL of the endpoint `default`"))
+    database_direct_url: str | None = setting("DATABASE_DIRECT_URL", Environment.postgresql_url,
+        None, "PostgreSQL URL bypassing a pooler in DATABASE_URL, for the dispatchers' LISTEN")
+    db_pooler: str = setting("SCHEDULER_DB_POOLER", choice(DB_POOLERS), DB_POOLERS[0],
+        "`transaction`: DATABASE_URL is a transaction-mode pooler (implied by DATABASE_DIRECT_URL)")
     port: int = setting("PORT", integer(1, 65535), DEFAULT_PORT, "Port the web process binds on")
     connect_timeout: float = setting("SCHEDULER_CONNECT_TIMEOUT", seconds(),
         DEFAULT_CONNECT_TIMEOUT, "Seconds to connect to an endpoint")
@@ -314,8 +345,8 @@ class Settings:
         "Seconds delivered, cancelled and skipped jobs are kept")
     failed_retention: float = setting("SCHEDULER_FAILED_RETENTION", seconds(60.0),
         DEFAULT_FAILED_RETENTION, "Seconds failed jobs are kept")
-    cron_catchup: str = setting("SCHEDULER_CRON_CATCHUP", choice(CRON_CATCHUP_POLICIES),
-        CRON_CATCHUP_POLICIES[0], "What a cron does with ticks missed while no dispatcher ran")
+    cron_catchup_window: float = setting("SCHEDULER_CRON_CATCHUP", catchup_window(),
+        DEFAULT_CATCHUP_WINDOW, "Seconds a cron's missed ticks are still delivered, by default")
     idempotency_ttl: float = setting("SCHEDULER_IDEMPOTENCY_TTL", seconds(86400.0),
         DEFAULT_IDEMPOTENCY_TTL, "Seconds an idempotency key is remembered")
     batch_limit: int = setting("SCHEDULER_BATCH_LIMIT", integer(1, 100_000), DEFAULT_BATCH_LIMIT,
@@ -402,6 +433,29 @@ class Settings:
     def secret(self) -> str:
         """The secret sent on deliveries; the first of SECRET's comma-separated values."""
         return self.secrets[0]
+
+    @property
+    def transaction_pooled(self) -> bool:
+        """Whether DATABASE_URL is a transaction-mode pooler: no session state may outlive a
+        transaction (no prepared statements, startup options or LISTEN through it)."""
+        return self.db_pooler == "transaction" or self.database_direct_url is not None
+
+    @property
+    def listen_url(self) -> str | None:
+        """Where the dispatchers LISTEN for notices; None when only a transaction-mode pooler
+        is given, where notices cannot arrive and the dispatchers poll instead."""
+        if self.database_direct_url is not None:
+            return self.database_direct_url
+        return None if self.transaction_pooled else self.database_url
+
+    @property
+    def look_interval(self) -> float:
+        """Seconds between a dispatcher's looks for due deliveries when nothing wakes it: the
+        poll interval, but no more than tuning.NOTICELESS_LOOK_SECONDS where notices cannot
+        arrive (listen_url None), so that a job due now still starts within about that."""
+        if self.listen_url is None:
+            return min(self.poll_interval, tuning.NOTICELESS_LOOK_SECONDS)
+        return self.poll_interval
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -48,6 +48,14 @@ class JobNotFound(SchedulerError):
         super().__init__(f"no job with id {job_id!r}")
 
 
+class TermEnded(SchedulerError):
+    """This dispatcher's term as leader is over: another took the lease, or it ran out."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+        super().__init__(f"the term of epoch {epoch} is over; nothing was written")
+
+
 class CronNotFound(SchedulerError):
     """No such cron."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 import http
 import itertools
 import json
@@ -158,6 +159,8 @@ class CronDefinition:
     overlap: str = "allow"
     # The flow-control key every run of it carries, with its limits.
     flow: Flow | None = None
+    # Seconds a missed tick is still delivered late; None: the dispatcher's default.
+    catchup_window: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,6 +179,7 @@ class CronJob:
     flow_key: str | None = None
     flow_rate: float | None = None
     flow_max_in_flight: int | None = None
+    catchup_window: float | None = None
 
     @property
     def flow(self) -> Flow | None:
@@ -184,14 +188,11 @@ class CronJob:
             return None
         return Flow(self.flow_key, self.flow_rate, self.flow_max_in_flight)
 
-    @property
-    def timer_id(self) -> str:
-        """The APScheduler job id of this revision's timer."""
-        return cron_timer_id(self.revision)
 
-
-def cron_timer_id(revision: int) -> str:
-    return f"cron:{revision}"
+def schedule_timer_id(spec: str) -> str:
+    """The APScheduler job id of the one timer every running cron with `spec` shares (as
+    crons.sql `timer_id` computes it)."""
+    return "schedule:" + hashlib.md5(spec.encode(), usedforsecurity=False).hexdigest()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -273,8 +274,9 @@ def format_utc(moment: dt.datetime, timespec: str = "milliseconds") -> str:
 
 
 # `skipped`: a cron tick recorded but never sent, because its cron's overlap policy is `skip`
-# and an earlier run was not finished.
-JOB_STATES = ("scheduled", "delivering", "delivered", "failed", "cancelled", "skipped")
+# and an earlier run was not finished. `missed`: a cron tick recorded but never sent, because it
+# was older than its cron's catch-up window when it was recorded (no leader ran, or it was behind).
+JOB_STATES = ("scheduled", "delivering", "delivered", "failed", "cancelled", "skipped", "missed")
 # What a cron tick does while an earlier run of the cron is unfinished: go out anyway, or be
 # recorded as skipped. The first is the default.
 OVERLAP_POLICIES = ("allow", "skip")

@@ -74,9 +74,15 @@ PROBE_SECONDS = 2.0
 
 # --- timers (the leader's APScheduler) ----------------------------------------------------------
 
-# A tick this late at the leader is a missed one under SCHEDULER_CRON_CATCHUP=skip: later than any
-# timer pass runs when the leader is healthy, earlier than a human would call on time.
-SKIP_MISSED_AFTER_SECONDS = 2.0
+# No tick recorded this late or less is missed, whatever its cron's catch-up window (0 included):
+# later than any timer pass runs when the leader is healthy, earlier than anyone would call on
+# time.
+TICK_LATENESS_TOLERATED_SECONDS = 2.0
+# Rows one statement recording cron ticks may insert: 10,000 crons sharing a schedule record their
+# tick in one, and a long catch-up is cut into statements that each commit what they recorded.
+TICK_ROWS_PER_STATEMENT = 20_000
+# Parsed specs the leader keeps, so a schedule's spec is not parsed again at each of its ticks.
+PARSED_SPECS_CACHED = 10_000
 # A wake timer already set this close to the wanted time is left alone: each claim loop's plan
 # asks for it again, and rewriting it is a jobstore write.
 WAKE_TOLERANCE_SECONDS = 0.25
@@ -183,3 +189,8 @@ WEB_CONNECTIONS_PER_WORKER = 256
 # announce_within): the margin covers a slow look for due jobs and clock drift between the web
 # and dispatcher hosts.
 ANNOUNCE_MARGIN_SECONDS = 5.0
+
+# Where no notice can reach the dispatchers (a transaction-mode pooler and no DATABASE_DIRECT_URL),
+# each looks for due deliveries at least this often, and the leader resynchronises its cron timers
+# at each maintenance tick: a job due now starts within about this, and a new cron within a tick.
+NOTICELESS_LOOK_SECONDS = 0.5

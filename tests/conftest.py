@@ -67,10 +67,10 @@ def database(db_url: str) -> Iterator[db_module.Database]:
 
 
 @pytest.fixture
-def epoch(db_url: str) -> Iterator[int]:
-    """The current epoch of a leader lock this test holds (as holder `test`)."""
-    lock = cluster.LeaderLock(db_url, timeout=10)
-    value = lock.try_acquire("test")
+def epoch(database: db_module.Database) -> Iterator[int]:
+    """The current epoch of a leader's lease this test holds (as holder `test`)."""
+    lease = cluster.LeaderLease(database, timeout=600)
+    value = lease.try_acquire("test")
     assert value is not None
     yield value
-    lock.close()
+    lease.release(value)

@@ -10,6 +10,7 @@ import json
 import os
 import pathlib
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -553,6 +554,72 @@ class TcpProxy:
                 sink.sendall(data)
         with contextlib.suppress(OSError):
             sink.shutdown(socket.SHUT_WR)
+
+
+def has_pgbouncer() -> bool:
+    """Whether Debian's pgbouncer is installed (`.ci/run` installs it)."""
+    return shutil.which("pgbouncer") is not None
+
+
+class PgBouncer:
+    """Debian's PgBouncer in `pool_mode = transaction` with an otherwise stock configuration
+    (`ignore_startup_parameters` names only `extra_float_digits`), in front of the test server:
+    any database name maps to the same name there. It reaches the server through a TcpProxy,
+    so that a server on a Unix socket its user cannot open serves all the same. PgBouncer
+    refuses to run as root: as root it is started with `-u nobody`."""
+
+    def __init__(self, server_url: str, workdir: pathlib.Path) -> None:
+        self.bridge = TcpProxy(server_url)
+        self.port = free_port()
+        user = psycopg.conninfo.conninfo_to_dict(server_url).get("user") or "postgres"
+        workdir.mkdir(parents=True, exist_ok=True)
+        workdir.chmod(0o755)
+        users = workdir / "users.txt"
+        users.write_text(f'"{user}" ""\n')
+        ini = workdir / "pgbouncer.ini"
+        ini.write_text(
+            "[databases]\n"
+            f"* = host=127.0.0.1 port={self.bridge.port}\n"
+            "[pgbouncer]\n"
+            "listen_addr = 127.0.0.1\n"
+            f"listen_port = {self.port}\n"
+            "unix_socket_dir =\n"
+            "auth_type = trust\n"
+            f"auth_file = {users}\n"
+            "pool_mode = transaction\n"
+            "ignore_startup_parameters = extra_float_digits\n"
+        )
+        for path in (users, ini):
+            path.chmod(0o644)
+        self.log_path = workdir / "pgbouncer.log"
+        as_nobody = ["-u", "nobody"] if os.geteuid() == 0 else []
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                ["pgbouncer", *as_nobody, str(ini)], stdout=log, stderr=subprocess.STDOUT
+            )
+        wait_until(self._answers, timeout=10, interval=0.05)
+
+    def _answers(self) -> bool:
+        with socket.socket() as sock:
+            return sock.connect_ex(("127.0.0.1", self.port)) == 0
+
+    def url_for(self, db_url: str) -> str:
+        """`db_url`'s database and user, through the pooler."""
+        params = psycopg.conninfo.conninfo_to_dict(db_url)
+        params.update(host="127.0.0.1", port=str(self.port))
+        return to_uri(psycopg.conninfo.make_conninfo(**params))
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.bridge.close()
 
 
 def faketime_library() -> str:

@@ -1,17 +1,18 @@
-"""The dispatchers as a cluster: their heartbeats, the leader's lock and epoch, the clock."""
+"""The dispatchers as a cluster: their heartbeats, the leader's lease and epoch, the clock."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import psycopg
-from psycopg import sql
+import psycopg_pool
 from psycopg.types.json import Jsonb
 
-from scheduler import tuning
+from scheduler import errors
 from scheduler.storage import db, queries
 
 QUERIES = queries.load(__name__)
@@ -91,60 +92,56 @@ def read_leader(database: db.Database) -> dict[str, Any]:
     return database.rows(QUERIES["read_leader"])[0]
 
 
-class LeaderLock:
-    """The dispatcher's election: a session advisory lock on a dedicated connection, fenced by an
-    epoch. Keepalives on both ends bound how long a holder that vanished keeps the lock."""
+class LeaderLease:
+    """The dispatchers' election: a lease on the leader row, in database time, taken under a new
+    epoch once it has run out and renewed by its holder. Plain statements through `database`:
+    no session holds anything, so it works through a transaction-mode pooler as well."""
 
-    def __init__(self, database_url: str, timeout: float) -> None:
-        self.database_url = database_url
+    def __init__(self, database: db.Database, timeout: float) -> None:
+        self.database = database
         self.timeout = timeout
-        self.conn: psycopg.Connection[Any] | None = None
 
     def try_acquire(self, holder: str) -> int | None:
-        """The new epoch if this process is now the leader, None if another one is."""
-        conn = self._connection()
-        with db.wrap_errors():
-            row = conn.execute(QUERIES["try_leader_lock"]).fetchone()
-            if not (row and row[0]):
-                return None
-            epoch_row = conn.execute(QUERIES["begin_epoch"], {"holder": holder}).fetchone()
-        assert epoch_row is not None
-        return int(epoch_row[0])
+        """The new epoch if this process now leads, None while another's lease runs."""
+        rows = self.database.rows(QUERIES["take_lease"], {"holder": holder, "lease": self.timeout})
+        return int(rows[0]["epoch"]) if rows else None
 
-    def confirm(self, epoch: int) -> bool:
-        """True while this connection still holds the lock and `epoch` is current."""
-        if self.conn is None:
-            return False
-        with db.wrap_errors():
-            row = self.conn.execute(QUERIES["confirm_leadership"], {"epoch": epoch}).fetchone()
-        return row is not None
+    def renew(self, epoch: int) -> bool:
+        """Extend the lease by `timeout` from now; False once `epoch`'s lease ran out or was
+        taken."""
+        params = {"epoch": epoch, "lease": self.timeout}
+        return bool(self.database.rows(QUERIES["renew_lease"], params))
 
-    def close(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
-            self.conn = None
+    def release(self, epoch: int) -> None:
+        """Free the lease of `epoch` at once (a no-op once another leads)."""
+        self.database.run(QUERIES["release_lease"], {"epoch": epoch})
 
-    def _connection(self) -> psycopg.Connection[Any]:
-        if self.conn is None or self.conn.closed:
-            seconds = max(1, int(self.timeout))
-            options = dict(
-                tuning.KEEPALIVES,
-                keepalives_idle=1,
-                keepalives_interval=1,
-                keepalives_count=2,
-                tcp_user_timeout=seconds * 1000 // 3,
-            )
-            with db.wrap_errors():
-                self.conn = psycopg.connect(self.database_url, autocommit=True, **options)
-                # The server's side of the same bound: a leader that vanished without closing its
-                # socket loses the lock after about `timeout` seconds.
-                for name, value in (
-                    ("tcp_keepalives_idle", max(1, seconds // 2)),
-                    ("tcp_keepalives_interval", 1),
-                    ("tcp_keepalives_count", max(1, seconds // 4)),
-                    ("tcp_user_timeout", seconds * 1000),
-                ):
-                    self.conn.execute(
-                        sql.SQL("SET {} = {}").format(sql.Identifier(name), sql.Literal(value))
-                    )
-        return self.conn
+
+class TermDatabase(db.Database):
+    """A pool as one term of leadership writes through it: every statement runs in a transaction
+    that first holds the term's lease row (hold_term), so whatever a deposed leader still sends,
+    a tick, a timer, a rescue or a prune, changes nothing.
+
+    :raise errors.TermEnded: from any statement once `epoch` is no longer the leader's.
+    """
+
+    def __init__(self, pool: psycopg_pool.ConnectionPool, epoch: int) -> None:
+        super().__init__(pool)
+        self.epoch = epoch
+
+    def rows(self, query: str, params: dict[str, Any] | None = None) -> list[db.Row]:
+        with self.transaction() as cur:
+            cur.execute(query, params or {})
+            return cur.fetchall() if cur.description else []
+
+    def run(self, query: str, params: dict[str, Any] | None = None) -> None:
+        with self.transaction() as cur:
+            cur.execute(query, params or {})
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[psycopg.Cursor[db.Row]]:
+        with super().transaction() as cur:
+            cur.execute(QUERIES["hold_term"], {"epoch": self.epoch})
+            if cur.fetchone() is None:
+                raise errors.TermEnded(self.epoch)
+            yield cur

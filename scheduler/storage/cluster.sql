@@ -29,9 +29,9 @@ DELETE FROM dispatchers WHERE id = %(id)s;
 
 -- list_dispatchers --
 -- The live dispatchers with the endpoints each knows, the leader first; the leader is the holder
--- of a current epoch.
+-- of the unexpired lease.
 SELECT d.id, d.host, d.pid,
-       CASE WHEN d.id = l.holder AND l.heartbeat_at > now() - make_interval(secs => %(live_seconds)s)
+       CASE WHEN d.id = l.holder AND l.lease_until > now()
             THEN 'leader' ELSE 'member' END AS role,
        d.started_at, d.heartbeat_at, d.in_flight, d.delivered, d.metrics_port, d.endpoints,
        d.threads_down
@@ -48,25 +48,34 @@ WHERE heartbeat_at > now() - make_interval(secs => %(live_seconds)s)
 ORDER BY started_at, id;
 
 -- read_leader --
--- The dispatcher's heartbeat, for readiness checks.
-SELECT epoch, heartbeat_at, now() - heartbeat_at AS age FROM dispatcher_leader;
+-- The leader's epoch and heartbeat, and whether its lease is unexpired, for readiness checks.
+SELECT epoch, heartbeat_at, now() - heartbeat_at AS age, lease_until > now() AS leased
+FROM dispatcher_leader;
 
--- try_leader_lock --
--- Session-level: held until unlocked or until this connection ends.
-SELECT pg_try_advisory_lock(hashtext('scheduler.dispatcher')) AS acquired;
-
--- begin_epoch --
--- A new leader fences out every leader write its predecessors may still attempt.
+-- take_lease --
+-- Lead from now on, under a new epoch, if the lease ran out (or was never taken): the new epoch
+-- fences out every write its predecessors may still attempt (hold_term).
 UPDATE dispatcher_leader
-SET epoch = epoch + 1, holder = %(holder)s, elected_at = now(), heartbeat_at = now()
+SET epoch = epoch + 1, holder = %(holder)s, elected_at = now(), heartbeat_at = now(),
+    lease_until = now() + make_interval(secs => %(lease)s)
+WHERE lease_until <= now()
 RETURNING epoch;
 
--- confirm_leadership --
--- Still holding the lock and still the current epoch; also the heartbeat readiness checks read.
-UPDATE dispatcher_leader SET heartbeat_at = now()
-WHERE epoch = %(epoch)s
-  AND EXISTS (
-      SELECT 1 FROM pg_locks
-      WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted
-  )
+-- renew_lease --
+-- Extend the lease of a term still current; also the heartbeat readiness checks read.
+UPDATE dispatcher_leader
+SET heartbeat_at = now(), lease_until = now() + make_interval(secs => %(lease)s)
+WHERE epoch = %(epoch)s AND lease_until > now()
 RETURNING epoch;
+
+-- release_lease --
+-- A leader stepping down frees the lease at once, for another dispatcher to lead.
+UPDATE dispatcher_leader SET lease_until = now() WHERE epoch = %(epoch)s;
+
+-- hold_term --
+-- First statement of every transaction a leader's term writes in: the term is current and its
+-- lease unexpired, and FOR SHARE keeps it so until the transaction ends, since taking the lease
+-- (an UPDATE) waits for it. A transaction of a term that is over finds no row and writes nothing.
+SELECT epoch FROM dispatcher_leader
+WHERE epoch = %(epoch)s AND lease_until > now()
+FOR SHARE;

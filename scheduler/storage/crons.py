@@ -1,8 +1,10 @@
-"""Crons and their ticks: the cron set, one cron's changes, tick records, and their timers' rows."""
+"""Crons and their ticks: the cron set, one cron's changes, tick records, and their schedules'
+timers."""
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,10 +22,33 @@ CANCEL_PENDING_FIRES = queries.variant(
 
 @dataclasses.dataclass(frozen=True)
 class RecordedTicks:
-    """Cron ticks new to the table, and how many of those were recorded as skipped."""
+    """Cron ticks new to the table, how many of those were recorded as skipped and as missed,
+    and how many owed ticks were left for another statement."""
 
     recorded: int
     skipped: int
+    missed: int = 0
+    left_over: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class ScheduleStart:
+    """The running crons of one spec: how many, and the earliest moment after which one of them
+    is owed ticks."""
+
+    crons: int
+    since: dt.datetime
+
+
+@dataclasses.dataclass(frozen=True)
+class TickPolicy:
+    """What decides a tick's record besides its cron: the catch-up window of crons that set
+    none, the lateness under which no tick is missed whatever its window, and the attempts a
+    run may take."""
+
+    default_window: float
+    tolerance: float
+    max_attempts: int
 
 
 def replace_crons(database: db.Database, crons: Sequence[jobs.CronDefinition]) -> None:
@@ -148,28 +173,47 @@ def backfill_cron(
     return int(row["recorded"])
 
 
-def record_cron_fires(
-    database: db.Database, epoch: int, ticks: Sequence[jobs.CronTick], max_attempts: int
+def running_schedules(database: db.Database) -> list[str]:
+    """The distinct specs of the running crons."""
+    return [row["spec"] for row in database.rows(QUERIES["running_schedules"])]
+
+
+def schedule_starts(database: db.Database, specs: Sequence[str]) -> dict[str, ScheduleStart]:
+    """For each of `specs` that running crons have: how many, and since when one is owed ticks."""
+    rows = database.rows(QUERIES["schedule_starts"], {"specs": list(specs)})
+    return {row["spec"]: ScheduleStart(int(row["crons"]), row["since"]) for row in rows}
+
+
+def record_ticks(
+    database: db.Database,
+    ticks: Sequence[tuple[str, dt.datetime]],
+    job_ids: Sequence[str],
+    policy: TickPolicy,
 ) -> RecordedTicks:
-    """Record cron ticks in one statement, if `epoch` is still the leader's; how many were new,
-    and how many of those were skipped (overlap)."""
+    """Record the (spec, tick) pairs for every running cron of each spec that is owed them, in
+    one statement, the jobs taking their ids from `job_ids` in tick order; ticks beyond them are
+    left over, still owed."""
     params = {
-        "epoch": epoch,
-        "revisions": [t.revision for t in ticks],
-        "max_attempts": max_attempts,
-        **_tick_columns(ticks),
+        "specs": [spec for spec, _ in ticks],
+        "run_ats": [run_at for _, run_at in ticks],
+        "job_ids": list(job_ids),
+        "window": policy.default_window,
+        "tolerance": policy.tolerance,
+        "max_attempts": policy.max_attempts,
     }
-    (row,) = database.rows(QUERIES["record_cron_fires"], params)
+    (row,) = database.rows(QUERIES["record_ticks"], params)
     if row["keyed"]:
         flows.announce_keyed(database)
-    return RecordedTicks(int(row["inserted"]), int(row["skipped"]))
+    return RecordedTicks(
+        int(row["inserted"]), int(row["skipped"]), int(row["missed"]), int(row["left_over"])
+    )
 
 
-def crons_missing_timers(database: db.Database) -> list[jobs.CronJob]:
-    """Running crons whose current revision has no timer."""
-    return [jobs.CronJob(**row) for row in database.rows(QUERIES["crons_missing_timers"])]
+def schedules_missing_timers(database: db.Database) -> list[str]:
+    """Specs of running crons that have no timer."""
+    return [row["spec"] for row in database.rows(QUERIES["schedules_missing_timers"])]
 
 
-def stale_cron_timers(database: db.Database) -> list[str]:
-    """Timers of cron revisions replaced, removed or paused."""
-    return [row["id"] for row in database.rows(QUERIES["stale_cron_timers"])]
+def stale_schedule_timers(database: db.Database) -> list[str]:
+    """Timers of schedules no running cron has any more."""
+    return [row["id"] for row in database.rows(QUERIES["stale_schedule_timers"])]

@@ -15,17 +15,18 @@ WHERE cron_id = ANY(%(cron_ids)s) AND {cancellable};
 
 -- upsert_cron --
 -- Create a cron, or give it a new revision when its spec changed; an unchanged spec keeps its
--- timer and its revision. Jitter, overlap, the endpoint and the flow key are read at each tick, so
--- a change of only those is stored without touching the timer (nor updated_at, the start of the current
+-- timer and its revision. Jitter, overlap, the catch-up window, the endpoint and the flow key are
+-- read at each tick, so a change of only those is stored without touching the timer (nor updated_at, the start of the current
 -- schedule).
 INSERT INTO crons (id, spec, timezone, jitter, overlap, endpoint, flow_key, flow_rate,
-                   flow_max_in_flight)
+                   flow_max_in_flight, catchup_window)
 VALUES (%(id)s, %(spec)s, %(timezone)s, %(jitter)s, %(overlap)s, %(endpoint)s, %(flow_key)s,
-        %(flow_rate)s, %(flow_max_in_flight)s)
+        %(flow_rate)s, %(flow_max_in_flight)s, %(catchup_window)s)
 ON CONFLICT (id) DO UPDATE
 SET spec = EXCLUDED.spec, timezone = EXCLUDED.timezone, jitter = EXCLUDED.jitter,
     overlap = EXCLUDED.overlap, endpoint = EXCLUDED.endpoint, flow_key = EXCLUDED.flow_key,
     flow_rate = EXCLUDED.flow_rate, flow_max_in_flight = EXCLUDED.flow_max_in_flight,
+    catchup_window = EXCLUDED.catchup_window,
     revision = CASE WHEN crons.spec IS DISTINCT FROM EXCLUDED.spec
                     THEN nextval('cron_revisions') ELSE crons.revision END,
     last_fire_at = CASE WHEN crons.spec IS DISTINCT FROM EXCLUDED.spec
@@ -38,7 +39,8 @@ WHERE crons.spec IS DISTINCT FROM EXCLUDED.spec
    OR crons.endpoint IS DISTINCT FROM EXCLUDED.endpoint
    OR crons.flow_key IS DISTINCT FROM EXCLUDED.flow_key
    OR crons.flow_rate IS DISTINCT FROM EXCLUDED.flow_rate
-   OR crons.flow_max_in_flight IS DISTINCT FROM EXCLUDED.flow_max_in_flight;
+   OR crons.flow_max_in_flight IS DISTINCT FROM EXCLUDED.flow_max_in_flight
+   OR crons.catchup_window IS DISTINCT FROM EXCLUDED.catchup_window;
 
 -- delete_crons_by_id --
 -- Remove one cron by id.
@@ -47,7 +49,7 @@ DELETE FROM crons WHERE id = %(id)s RETURNING id;
 -- list_crons --
 -- Every cron with what the dispatcher needs to schedule it.
 SELECT id, spec, timezone, revision, paused, last_fire_at, created_at, updated_at, jitter,
-       overlap, endpoint
+       overlap, endpoint, catchup_window
 FROM crons ORDER BY id;
 
 -- cron_statuses --
@@ -55,7 +57,7 @@ FROM crons ORDER BY id;
 -- id order after `after` (from the first when NULL), up to `limit` (all when NULL).
 SELECT c.id, c.spec, c.timezone, c.revision, c.paused, c.last_fire_at, c.created_at,
        c.updated_at, c.jitter, c.overlap, c.endpoint, c.flow_key, c.flow_rate,
-       c.flow_max_in_flight, last_run.state AS last_state,
+       c.flow_max_in_flight, c.catchup_window, last_run.state AS last_state,
        last_run.last_status AS last_status
 FROM crons c
 LEFT JOIN LATERAL (
@@ -110,85 +112,107 @@ recorded AS (
 )
 SELECT (SELECT count(*) FROM cron) AS found, (SELECT count(*) FROM recorded) AS recorded;
 
--- record_cron_fires --
--- One job per cron tick; the unique (cron_id, run_at) index absorbs repeats. A tick of a cron
--- removed or redefined since its timer was set (another revision) records nothing. A tick is due
--- a random part of its cron's jitter after it. Under overlap 'skip' it is recorded as skipped,
--- never to be sent, while the cron has a run not finished; in a pass that holds several new
--- ticks of one cron, each after the first has such a run (the first, or what made it skip).
--- CTEs: the ticks of live crons, those not recorded yet in order per cron, the jobs they make,
--- and each cron's latest tick.
--- Two policies stay here rather than in Python, because they must be decided in the statement
--- that records the tick: the jitter is drawn (random()) from the cron's row as it is when the
--- tick is recorded, so a jitter changed meanwhile applies and a repeated tick, absorbed by the
--- unique index, draws nothing; and the overlap check reads the cron's unfinished runs in the same
--- snapshot as the insert, so no run can finish or start between the check and the record.
-WITH ticks AS (
+-- running_schedules --
+-- The distinct specs of the running crons: one timer each.
+SELECT DISTINCT spec FROM crons WHERE NOT paused ORDER BY spec;
+
+-- schedule_starts --
+-- For each spec of `specs`, how many running crons have it and the earliest moment after which
+-- one of them is owed ticks: its latest recorded tick, or the start of its current schedule
+-- (creation, spec change or resume) when that is later.
+SELECT spec, count(*) AS crons, min(greatest(last_fire_at, updated_at)) AS since
+FROM crons
+WHERE NOT paused AND spec = ANY(%(specs)s::text[])
+GROUP BY spec;
+
+-- record_ticks --
+-- One job per tick owed, for every running cron of each (spec, run_at) pair: a tick after its
+-- cron's latest recorded tick and after the start of its current schedule. The unique (cron_id,
+-- run_at) index absorbs repeats. A tick older than its cron's catch-up window (at least
+-- `tolerance`) is recorded `missed`, never to be sent; under overlap 'skip' one is recorded
+-- `skipped` while the cron has a run not finished (in a statement that holds several new ticks
+-- of one cron, each after the first has such a run). Others are due a random part of the cron's
+-- jitter after their tick. Jobs take their ids from `job_ids` in tick order: ticks past its end
+-- are left for the next statement, and a cron's latest recorded tick moves only over what was
+-- recorded, so what is left over is still owed.
+-- CTEs: the ticks owed, numbered in time order; those with an id; those not recorded yet; their
+-- states; the jobs; each cron's latest tick.
+-- The policies stay in the statement that records the tick, as in backfill_cron: jitter and
+-- window are read from the cron's row as it is then, and the overlap check reads the cron's
+-- unfinished runs in the same snapshot as the insert.
+WITH owed AS (
     SELECT crons.id AS cron_id, crons.endpoint, crons.flow_key, crons.jitter, crons.overlap,
-           t.revision, t.job_id, t.run_at
-    FROM unnest(%(revisions)s::bigint[], %(job_ids)s::text[], %(run_ats)s::timestamptz[])
-        AS t (revision, job_id, run_at)
-    JOIN crons ON crons.revision = t.revision
-    WHERE EXISTS (SELECT 1 FROM dispatcher_leader WHERE epoch = %(epoch)s)
+           t.run_at,
+           t.run_at < now() - make_interval(
+               secs => greatest(coalesce(crons.catchup_window, %(window)s), %(tolerance)s)
+           ) AS missed,
+           row_number() OVER (ORDER BY t.run_at, crons.id) AS place
+    FROM unnest(%(specs)s::text[], %(run_ats)s::timestamptz[]) AS t (spec, run_at)
+    JOIN crons ON crons.spec = t.spec
+    WHERE NOT crons.paused AND t.run_at > greatest(crons.last_fire_at, crons.updated_at)
+),
+ticks AS (
+    SELECT owed.*, (%(job_ids)s::text[])[place] AS job_id
+    FROM owed
+    WHERE place <= cardinality(%(job_ids)s::text[])
 ),
 fresh AS (
-    SELECT cron_id, endpoint, flow_key, jitter, overlap, job_id, run_at,
-           row_number() OVER (PARTITION BY cron_id ORDER BY run_at) AS place
-    FROM (
-        SELECT DISTINCT ON (cron_id, run_at) cron_id, endpoint, flow_key, jitter, overlap,
-               job_id, run_at
-        FROM ticks
-    ) AS distinct_ticks
+    SELECT ticks.*,
+           row_number() OVER (PARTITION BY cron_id, missed ORDER BY run_at) AS turn
+    FROM ticks
     WHERE NOT EXISTS (
-        SELECT 1 FROM jobs WHERE jobs.cron_id = distinct_ticks.cron_id
-                             AND jobs.run_at = distinct_ticks.run_at
+        SELECT 1 FROM jobs WHERE jobs.cron_id = ticks.cron_id AND jobs.run_at = ticks.run_at
     )
 ),
 decided AS (
     SELECT job_id, cron_id, endpoint, flow_key, run_at, jitter,
-           CASE WHEN overlap = 'skip'
-                THEN place > 1 OR EXISTS (
+           CASE WHEN missed THEN 'missed'
+                WHEN overlap = 'skip' AND (turn > 1 OR EXISTS (
                     SELECT 1 FROM jobs
                     WHERE jobs.cron_id = fresh.cron_id AND jobs.state IN ('scheduled', 'delivering')
-                )
-                ELSE false END AS skip
+                )) THEN 'skipped'
+                ELSE 'scheduled' END AS state
     FROM fresh
 ),
 fired AS (
     INSERT INTO jobs (id, cron_id, run_at, next_attempt_at, max_attempts, state, finished_at,
                       endpoint, flow_key)
     SELECT job_id, cron_id, run_at, run_at + make_interval(secs => random() * jitter),
-           %(max_attempts)s, CASE WHEN skip THEN 'skipped' ELSE 'scheduled' END,
-           CASE WHEN skip THEN now() END, endpoint, flow_key
+           %(max_attempts)s, state, CASE WHEN state <> 'scheduled' THEN now() END, endpoint,
+           flow_key
     FROM decided
     ON CONFLICT (cron_id, run_at) WHERE cron_id IS NOT NULL DO NOTHING
     RETURNING id, state, flow_key
 ),
 advanced AS (
-    UPDATE crons SET last_fire_at = greatest(crons.last_fire_at, latest.run_at)
-    FROM (SELECT revision, max(run_at) AS run_at FROM ticks GROUP BY revision) AS latest
-    WHERE crons.revision = latest.revision
+    UPDATE crons SET last_fire_at = latest.run_at
+    FROM (SELECT cron_id, max(run_at) AS run_at FROM ticks GROUP BY cron_id) AS latest
+    WHERE crons.id = latest.cron_id
+      AND (crons.last_fire_at IS NULL OR crons.last_fire_at < latest.run_at)
     RETURNING crons.id
 )
 SELECT (SELECT count(*) FROM fired) AS inserted,
        (SELECT count(*) FROM fired WHERE state = 'skipped') AS skipped,
+       (SELECT count(*) FROM fired WHERE state = 'missed') AS missed,
        (SELECT count(*) FROM fired WHERE state = 'scheduled' AND flow_key IS NOT NULL) AS keyed,
+       (SELECT count(*) FROM owed) - (SELECT count(*) FROM ticks) AS left_over,
        (SELECT count(*) FROM advanced) AS advanced;
 
--- crons_missing_timers --
--- Running crons whose current revision has no APScheduler timer.
-SELECT id, spec, timezone, revision, paused, last_fire_at, created_at, updated_at, jitter,
-       overlap, endpoint
-FROM crons
+-- schedules_missing_timers --
+-- Specs of running crons that have no APScheduler timer; `{timer_id}` is the timer id of `spec`.
+SELECT DISTINCT spec FROM crons
 WHERE NOT paused AND NOT EXISTS (
-    SELECT 1 FROM apscheduler_jobs WHERE apscheduler_jobs.id = 'cron:' || crons.revision
+    SELECT 1 FROM apscheduler_jobs WHERE apscheduler_jobs.id = {timer_id}
 );
 
--- stale_cron_timers --
--- APScheduler timers of cron revisions that were replaced, removed or paused.
+-- stale_schedule_timers --
+-- APScheduler timers of schedules no running cron has any more (and per-cron timers of old).
 SELECT id FROM apscheduler_jobs
 WHERE id LIKE 'cron:%%'
-  AND NOT EXISTS (
-      SELECT 1 FROM crons
-      WHERE 'cron:' || crons.revision = apscheduler_jobs.id AND NOT crons.paused
-  );
+   OR id LIKE 'schedule:%%' AND NOT EXISTS (
+       SELECT 1 FROM crons WHERE NOT crons.paused AND {timer_id} = apscheduler_jobs.id
+   );
+
+-- timer_id --
+-- The timer id of a schedule: its spec's digest, as jobs.schedule_timer_id computes it.
+'schedule:' || md5(spec)

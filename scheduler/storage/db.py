@@ -54,30 +54,40 @@ def _primary_message(exc: psycopg.Error) -> str:
     return exc.diag.message_primary or (lines[0] if lines else type(exc).__name__)
 
 
-def connect(database_url: str, **kwargs: Any) -> psycopg.Connection[Any]:
-    """A dedicated connection (LISTEN, advisory locks), outside any pool."""
+def connect(database_url: str, pooled: bool = False, **kwargs: Any) -> psycopg.Connection[Any]:
+    """A dedicated connection (LISTEN, migrations), outside any pool; `pooled` as open_pool's."""
     with wrap_errors():
-        return psycopg.connect(database_url, **tuning.KEEPALIVES, **kwargs)
+        return psycopg.connect(database_url, **tuning.KEEPALIVES, **_session_free(pooled), **kwargs)
+
+
+def _session_free(pooled: bool) -> dict[str, Any]:
+    """Connection options for a transaction-mode pooler, which hands each transaction to any
+    server connection: psycopg's named prepared statements would be missing from the next one
+    (PgBouncer before 1.21 cannot carry them). Without one, psycopg prepares a statement run
+    often, which saves its planning."""
+    return {"prepare_threshold": None} if pooled else {}
 
 
 def open_pool(
-    database_url: str, max_size: int, name: str, durable: bool = True
+    database_url: str, max_size: int, name: str, durable: bool = True, pooled: bool = False
 ) -> psycopg_pool.ConnectionPool:
-    """A pool opened now; call it after fork, never before.
+    """A pool opened now; call it after fork, never before. `pooled`: `database_url` is a
+    transaction-mode pooler (config.Settings.transaction_pooled).
 
     Its connections are in autocommit mode: a single statement commits by itself in one round
     trip, and Database.transaction() groups statements that must be atomic.
     With `durable` false they commit with synchronous_commit off: a commit returns before its
     WAL reaches the disk, so a crash of PostgreSQL can lose the last fraction of a second of
     them. Use it only for writes whose loss can cause no more than a re-send (docs/operations.md,
-    "Durability").
+    "Durability"). Through a transaction-mode pooler they commit durably all the same: the
+    setting is a startup option, which PgBouncer refuses before 1.20.
     """
-    options = {} if durable else {"options": "-c synchronous_commit=off"}
+    options = {} if durable or pooled else {"options": "-c synchronous_commit=off"}
     return psycopg_pool.ConnectionPool(
         database_url,
         min_size=1,
         max_size=max_size,
-        kwargs={**tuning.KEEPALIVES, **options, "autocommit": True},
+        kwargs={**tuning.KEEPALIVES, **options, **_session_free(pooled), "autocommit": True},
         # No `reset` callback: with one, the pool returns every connection through a worker
         # thread, a handoff per request.
         check=_check_if_idle,

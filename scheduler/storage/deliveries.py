@@ -269,10 +269,10 @@ def next_due_in(
     return None if due_in is None else float(due_in)
 
 
-def release_dead_claims(database: db.Database, epoch: int, live_seconds: float) -> int:
+def release_dead_claims(database: db.Database, live_seconds: float) -> int:
     """Re-queue what dispatchers without a heartbeat in `live_seconds` hold, and expired
-    leases, if `epoch` is still the leader's; how many."""
-    params = {"epoch": epoch, "live_seconds": live_seconds}
+    leases; how many. Called through the leader's fenced connection (cluster.TermDatabase)."""
+    params = {"live_seconds": live_seconds}
     return len(database.rows(QUERIES["release_dead_claims"], params))
 
 

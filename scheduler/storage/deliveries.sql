@@ -166,7 +166,6 @@ WHERE state = 'delivering'
            SELECT 1 FROM dispatchers
            WHERE dispatchers.id = jobs.claimed_by
              AND dispatchers.heartbeat_at > now() - make_interval(secs => %(live_seconds)s)))
-  AND EXISTS (SELECT 1 FROM dispatcher_leader WHERE epoch = %(epoch)s)
 RETURNING id;
 
 -- cancel_asked --

@@ -57,30 +57,30 @@ def _migrations_folder() -> Traversable:
 
 
 def migrate(database_url: str) -> list[str]:
-    """Apply pending migrations; return the names applied. Safe to run from two places at once."""
+    """Apply pending migrations; return the names applied. Safe to run from two places at once,
+    and through a transaction-mode pooler: each migration is one transaction that first takes a
+    transaction-scoped advisory lock (a second release step waits there instead of racing, and
+    no lock outlives its transaction), then reads what is applied."""
     migrations = load_migrations()
-    with db.wrap_errors(), db.connect(database_url, autocommit=True) as conn:
-        # Session-level lock: a second release step waits here instead of racing.
-        conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (_LOCK_KEY,))
-        try:
-            _ensure_ledger(conn)
-            applied = _applied(conn)
-            _check_checksums(migrations, applied)
-            done = []
-            for migration in migrations:
-                if migration.filename in applied:
-                    continue
-                with conn.transaction():
-                    conn.execute(migration.sql.encode("utf-8"))
-                    conn.execute(
-                        "INSERT INTO schema_migrations (filename, sha256) VALUES (%s, %s)",
-                        (migration.filename, migration.checksum),
-                    )
-                logger.info("applied migration %s", migration.filename)
-                done.append(migration.filename)
-            return done
-        finally:
-            conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (_LOCK_KEY,))
+    done: list[str] = []
+    with db.wrap_errors(), db.connect(database_url, autocommit=True, pooled=True) as conn:
+        while True:
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (_LOCK_KEY,))
+                _ensure_ledger(conn)
+                applied = _applied(conn)
+                _check_checksums(migrations, applied)
+                waiting = [m for m in migrations if m.filename not in applied]
+                if not waiting:
+                    return done
+                migration = waiting[0]
+                conn.execute(migration.sql.encode("utf-8"))
+                conn.execute(
+                    "INSERT INTO schema_migrations (filename, sha256) VALUES (%s, %s)",
+                    (migration.filename, migration.checksum),
+                )
+            logger.info("applied migration %s", migration.filename)
+            done.append(migration.filename)
 
 
 def pending(conn: psycopg.Connection[tuple[object, ...]]) -> list[str]:

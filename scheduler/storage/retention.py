@@ -9,7 +9,7 @@ from scheduler.storage import db, queries
 QUERIES = queries.load(__name__)
 # The two retentions of finished jobs, as the predicates their partial indexes are built on
 # (migrations 0009 and 0010): literal, never a parameter, so the planner can match the index.
-FINISHED = "state IN ('delivered', 'cancelled', 'skipped')"
+FINISHED = "state IN ('delivered', 'cancelled', 'skipped', 'missed')"
 FAILED = "state = 'failed'"
 _PRUNE_JOBS = {
     states: queries.variant(QUERIES["prune_jobs"], finished_in=states)

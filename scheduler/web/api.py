@@ -141,6 +141,7 @@ def replace_crons() -> Response:
             overlap=entry["overlap"],
             endpoint=http.known_endpoint(entry["endpoint"], index, "jobs"),
             flow=schemas.flow_of(entry),
+            catchup_window=entry["catchup_window"],
         )
         for index, (entry, spec) in enumerate(parsed)
     ]

@@ -34,7 +34,12 @@ def create_app(settings: config.Settings | None = None) -> Flask:
     # Flask sends past every error handler; without it the path is a JSON 404.
     app.url_map.merge_slashes = False
     app.config["SETTINGS"] = settings
-    pool = db.open_pool(settings.database_url, settings.web_pool_size, name="web")
+    pool = db.open_pool(
+        settings.database_url,
+        settings.web_pool_size,
+        name="web",
+        pooled=settings.transaction_pooled,
+    )
     atexit.register(pool.close)
     database = db.Database(pool)
     app.extensions["scheduler.database"] = database

@@ -137,6 +137,7 @@ def definition_of(cron_id: str, data: dict[str, Any]) -> jobs.CronDefinition:
         jitter=data["jitter"],
         overlap=data["overlap"],
         flow=schemas.flow_of(data),
+        catchup_window=data["catchup_window"],
     )
     warn_if_never_fires(cron_id, parsed)
     return definition

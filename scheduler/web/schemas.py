@@ -43,6 +43,8 @@ FLOW_KEY_PATTERN = re.compile(r"[^\x00-\x1f\x7f\ud800-\udfff]{1,200}\Z")
 # A tick's delivery may wait up to this for its cron's jitter: enough to spread a daily cron over
 # its whole day.
 MAX_JITTER_SECONDS = 24 * 3600
+# A cron may deliver its missed ticks for up to a year late (Temporal's schedules default to it).
+MAX_CATCHUP_WINDOW_SECONDS = 366 * 24 * 3600
 MAX_BACKFILL_TICKS = 1000
 DEFAULT_PAGE = 50
 ERROR_KIND_DESCRIPTION = (
@@ -248,6 +250,17 @@ class CronPoliciesSchema(Schema):
         allow_none=True,
         metadata={"description": "A flow-control key every run carries, with its limits."},
     )
+    catchup_window = Delay(
+        maximum=MAX_CATCHUP_WINDOW_SECONDS,
+        load_default=None,
+        allow_none=True,
+        metadata={
+            "description": "Seconds (or ISO 8601): a tick missed while no dispatcher led, or "
+            "while the leader was behind, is still delivered, in order, this long after its "
+            "time; an older one is recorded `missed`, never delivered. Null or left out: the "
+            "dispatcher's default (SCHEDULER_CRON_CATCHUP, 1 hour unless set)."
+        },
+    )
 
 
 class CronFlowSchema(Schema):
@@ -341,6 +354,12 @@ class CronJobResponse(Schema):
         CronFlowSchema,
         allow_none=True,
         metadata={"description": "The flow-control key every run carries; null: none."},
+    )
+    catchup_window = fields.Float(
+        allow_none=True,
+        metadata={
+            "description": "Seconds; null: the dispatcher's default (SCHEDULER_CRON_CATCHUP)."
+        },
     )
     next_fire_at = Timestamp(allow_none=True)
     last_fire_at = Timestamp(allow_none=True)

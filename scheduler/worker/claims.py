@@ -87,6 +87,9 @@ class ClaimLoop:
             self.wake()
 
     def run(self, stopping: threading.Event) -> None:
+        """Look until `stopping`; an unexpected error is the supervisor's, which logs it with
+        its stack, counts it and restarts the loop (which then looks at once)."""
+        self._fresh = True
         while not stopping.is_set():
             try:
                 drained = self.claim_and_send(stopping)
@@ -94,9 +97,6 @@ class ClaimLoop:
                 timeout = self.plan_next_look() if drained else self._next_held_retry()
             except errors.StoreUnavailable:
                 logger.warning("cannot claim deliveries: database unavailable")
-                timeout = tuning.LOOP_RETRY_SECONDS
-            except Exception:
-                logger.exception("claim loop failed")
                 timeout = tuning.LOOP_RETRY_SECONDS
             self._next_look = self._clock() + timeout
             if not self._wake.wait(timeout):
@@ -214,21 +214,21 @@ class ClaimLoop:
         """Seconds until a paused or limited endpoint's claim could take more (a token back, a
         job due), within the poll interval."""
         now = self._clock()
-        soonest = min(self._held_retry.values(), default=now + self.settings.poll_interval)
-        return min(self.settings.poll_interval, max(0.0, soonest - now))
+        soonest = min(self._held_retry.values(), default=now + self.settings.look_interval)
+        return min(self.settings.look_interval, max(0.0, soonest - now))
 
     def plan_next_look(self) -> float:
         """Seconds until the next look: just before the next job is due (LOOK_BEFORE_DUE_SECONDS)
         if that is within the poll interval, else the poll interval (and the leader's wake timer
         covers the job); sooner when a paused or limited endpoint can take more then."""
-        look = self.settings.poll_interval
+        look = self.settings.look_interval
         due_in = deliveries.next_due_in(
             self.database,
             [*self.routes.held(), *self._at_share],
             self.known,
             self.settings.unknown_endpoint_grace,
         )
-        if due_in is not None and due_in <= self.settings.poll_interval:
+        if due_in is not None and due_in <= self.settings.look_interval:
             look = max(0.0, due_in - tuning.LOOK_BEFORE_DUE_SECONDS)
         elif due_in is not None:
             self._on_quiet(due_in)

@@ -41,11 +41,18 @@ class Dispatcher:
         self.stopping = threading.Event()
         self.supervisor = supervising or supervisor.Supervisor()
         self.pool = db.open_pool(
-            settings.database_url, settings.dispatcher_pool_size, name="dispatcher"
+            settings.database_url,
+            settings.dispatcher_pool_size,
+            name="dispatcher",
+            pooled=settings.transaction_pooled,
         )
         self.database = db.Database(self.pool)
         self.delivery_pool = db.open_pool(
-            settings.database_url, tuning.DELIVERY_POOL_SIZE, name="deliveries", durable=False
+            settings.database_url,
+            tuning.DELIVERY_POOL_SIZE,
+            name="deliveries",
+            durable=False,
+            pooled=settings.transaction_pooled,
         )
         self.delivery_database = db.Database(self.delivery_pool)
         # The heartbeat reads the senders' counts only once started.
@@ -67,7 +74,7 @@ class Dispatcher:
             dispatcher_id=self.id,
             supervising=self.supervisor,
         )
-        self.leadership = leadership.Leadership(settings, self.id, self._make_term)
+        self.leadership = leadership.Leadership(settings, self.id, self.database, self._make_term)
         self.routes = routes.EndpointRoutes(settings, self.database)
         self.claims = claims.ClaimLoop(
             settings,
@@ -78,15 +85,19 @@ class Dispatcher:
             on_quiet=self._set_wake_timer,
             endpoint_routes=self.routes,
         )
-        self.listener = notifications.Listener(
-            settings.database_url, self._on_notice, self._on_listening
+        listen_url = settings.listen_url
+        self.listener = (
+            None
+            if listen_url is None
+            else notifications.Listener(listen_url, self._on_notice, self._on_listening)
         )
         self.loops: dict[str, Callable[[threading.Event], None]] = {
             "claim": self.claims.run,
-            "listen": self.listener.run,
             "heartbeat": self.membership.run,
             "campaign": self.leadership.run,
         }
+        if self.listener is not None:
+            self.loops["listen"] = self.listener.run
         self.threads: list[threading.Thread] = []
         self._registered = False
 
@@ -97,6 +108,15 @@ class Dispatcher:
         self._registered = True
         self._warn_of_unknown_endpoints()
         self.leadership.campaign_once()
+        if self.listener is None:
+            logger.warning(
+                "DATABASE_URL is a transaction-mode pooler and DATABASE_DIRECT_URL is not set: "
+                "no notices reach this dispatcher, so it looks for due deliveries every %.1f s "
+                "and, while leading, for changed crons every %.1f s",
+                self.settings.look_interval,
+                membership.heartbeat_interval(self.settings),
+                extra={"action": "polling_without_notices"},
+            )
         self.threads = [
             self.supervisor.start(name, functools.partial(loop, self.stopping), self.stopping)
             for name, loop in self.loops.items()
@@ -176,9 +196,7 @@ class Dispatcher:
         if notice.kind == notices.JOB_DUE and notice.due_in is not None:
             self.claims.job_due_in(notice.due_in)
         elif notice.kind == notices.CRONS_CHANGED:
-            term = self.leadership.term
-            if term is not None:
-                term.sync_crons()
+            self._sync_crons()
         elif notice.kind == notices.ENDPOINTS_CHANGED:
             self.routes.invalidate()
             self.claims.wake()
@@ -188,6 +206,14 @@ class Dispatcher:
     def _on_listening(self) -> None:
         # Notifications sent while we were not listening are gone: look, and resynchronise.
         self.claims.wake()
+        self._sync_crons()
+
+    def _sync_crons(self) -> None:
         term = self.leadership.term
-        if term is not None:
+        if term is None:
+            return
+        try:
             term.sync_crons()
+        except errors.TermEnded as exc:
+            # The campaign's next renewal steps the term down; the next leader syncs.
+            logger.warning("cron sync refused: %s", exc, extra={"action": "term_ended"})

@@ -1,24 +1,31 @@
 """What the elected leader runs for one term: the APScheduler timers and the maintenance.
 
 Our `jobs` and `crons` tables are the truth; APScheduler's jobstore holds timers: one cron
-trigger per cron, and one date trigger, `wake`, for the next job due after a quiet spell. A
-timer firing never sends anything itself: the wake timer has every dispatcher look for due
-deliveries (the job rows already exist); a cron timer records its tick as a job row, unique on
-(cron, tick), before APScheduler advances the timer, and any dispatcher sends it. Every leader
-write carries the term's epoch, so a deposed leader's late writes change nothing.
+trigger per distinct schedule (spec), shared by every running cron with it, and one date
+trigger, `wake`, for the next job due after a quiet spell. A timer firing never sends anything
+itself: the wake timer has every dispatcher look for due deliveries (the job rows already
+exist); a schedule's timer records, in one statement, a job row for each tick owed to each of its
+crons, unique on (cron, tick), before APScheduler advances the timer, and any dispatcher sends
+them. What is owed is the crons' own: every tick after a cron's latest recorded one (last_fire_at)
+and after the start of its current schedule. So a timer that coalesced ticks, a pass that failed
+or a term without a leader leaves nothing unrecorded: the next record catches up, each tick once,
+`missed` when older than the cron's catch-up window. Every leader write runs through the term's
+fenced connection (cluster.TermDatabase), so a deposed leader's late writes change nothing.
 
 Maintenance, every heartbeat interval: re-queue what dispatchers that stopped heartbeating hold
 and what outlived its lease, and prune history past its retention for at most half the interval,
-so it keeps up with any delivery rate; at each reconcile also resynchronise cron timers.
+so it keeps up with any delivery rate; at each reconcile also resynchronise the schedules' timers
+and record what they owe.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from apscheduler.job import Job
 from apscheduler.jobstores.base import JobLookupError
@@ -34,6 +41,9 @@ logger = logging.getLogger(__name__)
 WAKE_TIMER = "wake"
 WAKE_TOLERANCE = dt.timedelta(seconds=tuning.WAKE_TOLERANCE_SECONDS)
 UTC = dt.UTC
+_JUST_AFTER = dt.timedelta(microseconds=1)
+# Every second, each schedule's spec would otherwise be parsed again.
+_parsed_spec = functools.lru_cache(maxsize=tuning.PARSED_SPECS_CACHED)(cron.parse_spec)
 
 
 class LeaderTerm:
@@ -49,16 +59,24 @@ class LeaderTerm:
         supervising: supervisor.Supervisor | None = None,
     ) -> None:
         self.settings = settings
-        self.database = database
+        self.database = cluster.TermDatabase(database.pool, epoch)
         self.epoch = epoch
         self.is_current = is_current
         self._wake_local = wake_local
         self._wake_at: dt.datetime | None = None
-        self._held_ticks: list[jobs.CronTick] = []
+        # The schedules a timer pass fired, each with its latest tick, to record after the pass.
+        self._fired: dict[str, dt.datetime] = {}
+        self._tick_policy = crons.TickPolicy(
+            settings.cron_catchup_window,
+            tuning.TICK_LATENESS_TOLERATED_SECONDS,
+            settings.max_attempts,
+        )
         self._sync_lock = threading.Lock()
         self.stopping = threading.Event()
         self._supervisor = supervising or supervisor.Supervisor()
-        self._timer_store = timers.TimerStore(settings.sqlalchemy_url)
+        self._timer_store = timers.TimerStore(
+            settings.sqlalchemy_url, self.database, settings.transaction_pooled
+        )
         self.scheduler = timers.GuardedScheduler(
             self._timer_store,
             self._record_held_ticks,
@@ -95,35 +113,67 @@ class LeaderTerm:
     # --- timers ----------------------------------------------------------------------------
 
     def _on_timer(self, job: Job, run_times: list[dt.datetime]) -> None:
-        if not self.is_current():
-            # A successor catches the tick up; recording it here could not be fenced in time.
-            logger.warning("timer %s fired while leadership is unconfirmed; skipped", job.id)
-            return
         kind, ref = job.args
-        if kind != "cron":
+        if kind == "schedule":
+            latest = max(run_times)
+            self._fired[ref] = max(latest, self._fired.get(ref, latest))
+        elif kind == "wake":
             self._wake_at = None
             self._wake_local()
             notices.notify_jobs_due(self.database)
-            return
-        for run_time in run_times:
-            late = (dt.datetime.now(UTC) - run_time).total_seconds()
-            if self.settings.cron_catchup == "skip" and late > tuning.SKIP_MISSED_AFTER_SECONDS:
-                logger.info("skipped a missed tick of cron revision %s (%.0fs late)", ref, late)
-            else:
-                self._held_ticks.append(jobs.CronTick(int(ref), jobs.new_job_id(), run_time))
+        # Any other kind is a timer of old (one per cron), which the next sync removes.
 
     def _record_held_ticks(self) -> None:
-        """Record the ticks of the timer pass that just ended, before its timers move on."""
-        ticks, self._held_ticks = self._held_ticks, []
+        """Record what the schedules of the timer pass that just ended owe, before their timers
+        move on; raising leaves them where they were, to fire again."""
+        fired, self._fired = self._fired, {}
+        if fired:
+            self.record_owed(fired)
+
+    def record_owed(self, until: Mapping[str, dt.datetime]) -> None:
+        """Record every tick owed to the running crons of each spec up to its moment in
+        `until`, in statements of at most tuning.TICK_ROWS_PER_STATEMENT rows."""
+        pending = dict(until)
+        while pending:
+            behind: dict[str, dt.datetime] = {}
+            batch: list[tuple[str, dt.datetime]] = []
+            rows = 0
+            for spec, start in crons.schedule_starts(self.database, list(pending)).items():
+                most = max(1, tuning.TICK_ROWS_PER_STATEMENT // start.crons)
+                times = cron.fire_times_between(
+                    _parsed_spec(spec), start.since + _JUST_AFTER, pending[spec] + _JUST_AFTER, most
+                )
+                if len(times) > most:
+                    times, behind[spec] = times[:most], pending[spec]
+                if batch and rows + len(times) * start.crons > tuning.TICK_ROWS_PER_STATEMENT:
+                    self._record(batch, rows)
+                    batch, rows = [], 0
+                batch.extend((spec, moment) for moment in times)
+                rows += len(times) * start.crons
+            left_over = self._record(batch, rows)
+            if left_over:
+                # Crons added since their schedules were read: the next record owes them.
+                behind.update((spec, pending[spec]) for spec, _ in batch)
+            pending = behind
+
+    def _record(self, ticks: list[tuple[str, dt.datetime]], rows: int) -> int:
+        """Record one statement's ticks; how many owed ticks it left over."""
         if not ticks:
-            return
-        counts = crons.record_cron_fires(
-            self.database, self.epoch, ticks, self.settings.max_attempts
-        )
+            return 0
+        job_ids = [jobs.new_job_id() for _ in range(rows)]
+        counts = crons.record_ticks(self.database, ticks, job_ids, self._tick_policy)
         metrics.CRON_TICKS.inc(counts.recorded)
         metrics.CRON_TICKS_SKIPPED.inc(counts.skipped)
-        if counts.recorded > counts.skipped:
+        metrics.CRON_TICKS_MISSED.inc(counts.missed)
+        if counts.missed:
+            logger.warning(
+                "recorded %d cron ticks as missed: older than their catch-up window",
+                counts.missed,
+                extra={"action": "cron_ticks_missed", "count": counts.missed},
+            )
+        if counts.recorded > counts.skipped + counts.missed:
             notices.notify_jobs_due(self.database)
+        return counts.left_over
 
     def set_wake_timer(self, due_in: float) -> None:
         """Have every dispatcher look again in `due_in` seconds, unless an earlier wake is set."""
@@ -147,13 +197,12 @@ class LeaderTerm:
         with contextlib.suppress(JobLookupError):
             self.scheduler.remove_job(timer_id)
 
-    def _set_cron_timer(self, job: jobs.CronJob) -> None:
-        spec = cron.parse_spec(job.spec)
+    def _set_schedule_timer(self, spec: str) -> None:
         self.scheduler.add_job(
             timers.FIRE_REF,
-            trigger=spec.trigger,
-            args=("cron", str(job.revision)),
-            id=job.timer_id,
+            trigger=_parsed_spec(spec).trigger,
+            args=("schedule", spec),
+            id=jobs.schedule_timer_id(spec),
             replace_existing=True,
         )
 
@@ -171,15 +220,21 @@ class LeaderTerm:
                     self.reconcile()
                 else:
                     self.rescue()
+                    if self.settings.listen_url is None:
+                        # No notice says the crons changed: look at each tick instead.
+                        self.sync_crons()
                 self.prune()
             except errors.StoreUnavailable:
                 logger.warning("maintenance skipped: database unavailable")
+            except errors.TermEnded as exc:
+                # The campaign's next renewal steps this term down.
+                logger.warning("maintenance refused: %s", exc, extra={"action": "term_ended"})
 
     def rescue(self) -> None:
         """Re-queue what dispatchers without a live heartbeat hold, and expired leases."""
         if not self.is_current():
             return
-        rescued = maintenance.rescue_claims(self.database, self.epoch, self.settings)
+        rescued = maintenance.rescue_claims(self.database, self.settings)
         if rescued:
             metrics.RESCUED.inc(rescued)
             self._wake_local()
@@ -204,40 +259,14 @@ class LeaderTerm:
         self._wake_at = None  # the claim loops set the timer afresh
 
     def sync_crons(self) -> None:
-        """Timers for exactly the running crons, and the latest missed tick of each recorded."""
+        """A timer for exactly each schedule of the running crons, and every tick they owe up to
+        now recorded (catch-up: after an outage, a failover, a resume or a new cron)."""
         if not self.is_current():
             return
         with self._sync_lock:
-            now = cluster.database_now(self.database)
-            for timer_id in crons.stale_cron_timers(self.database):
+            for timer_id in crons.stale_schedule_timers(self.database):
                 self._remove_timer(timer_id)
-            for job in crons.list_crons(self.database):
-                if not job.paused:
-                    self._catch_up(job, now)
-            for job in crons.crons_missing_timers(self.database):
-                self._set_cron_timer(job)
-
-    def _catch_up(self, job: jobs.CronJob, now: dt.datetime) -> None:
-        """Record the latest tick missed since the last recorded one (once, coalesced)."""
-        if self.settings.cron_catchup == "skip":
-            return
-        # A redefined or resumed cron starts afresh: nothing before updated_at is owed.
-        since = max(job.last_fire_at or job.updated_at, job.updated_at)
-        missed = cron.latest_fire_time(cron.parse_spec(job.spec), since, now)
-        if missed is None:
-            return
-        tick = jobs.CronTick(job.revision, jobs.new_job_id(), missed)
-        counts = crons.record_cron_fires(
-            self.database, self.epoch, [tick], self.settings.max_attempts
-        )
-        if counts.recorded:
-            metrics.CRON_TICKS.inc()
-            metrics.CRON_TICKS_SKIPPED.inc(counts.skipped)
-            notices.notify_jobs_due(self.database)
-            logger.info(
-                "cron %s caught up on its tick of %s%s",
-                job.id,
-                missed.isoformat(),
-                " (skipped: an earlier run is unfinished)" if counts.skipped else "",
-                extra={"action": "cron_catch_up", "cron_id": job.id},
-            )
+            for spec in crons.schedules_missing_timers(self.database):
+                self._set_schedule_timer(spec)
+            now = cluster.database_now(self.database)
+            self.record_owed(dict.fromkeys(crons.running_schedules(self.database), now))

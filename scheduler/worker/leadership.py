@@ -1,9 +1,10 @@
-"""Leader election among the dispatchers: a session advisory lock, fenced by an epoch.
+"""Leader election among the dispatchers: a lease in database time, fenced by an epoch.
 
-Every dispatcher campaigns; the one holding the lock runs a LeaderTerm and confirms the lock
-every probe. It acts only while its last confirmation is younger than half the leader timeout:
-the server frees a vanished leader's lock only after about the whole timeout, so a leader cut
-off stops firing before a successor can start.
+Every dispatcher campaigns; the one holding the lease runs a LeaderTerm and renews the lease
+every probe, for the leader timeout from the renewal. It acts only while its last renewal was
+sent less than half the timeout ago: a leader cut off or frozen stops acting well before its
+lease can run out and a successor take it. Whatever it still sends after that is refused by
+the database (cluster.TermDatabase), which is what fences a term, not this clock.
 """
 
 from __future__ import annotations
@@ -14,20 +15,21 @@ import time
 from collections.abc import Callable
 
 from scheduler import config, errors, tuning
-from scheduler.storage import cluster
+from scheduler.storage import cluster, db
 from scheduler.worker import leader, metrics
 
 logger = logging.getLogger(__name__)
 
 
 class Leadership:
-    """Campaigns for the lock as `dispatcher_id`; `make_term(epoch, is_current)` builds the
-    term to run while leading. `clock` is monotonic and injectable."""
+    """Campaigns for the lease as `dispatcher_id`, through `database`; `make_term(epoch,
+    is_current)` builds the term to run while leading. `clock` is monotonic and injectable."""
 
     def __init__(
         self,
         settings: config.Settings,
         dispatcher_id: str,
+        database: db.Database,
         make_term: Callable[[int, Callable[[], bool]], leader.LeaderTerm],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -35,7 +37,7 @@ class Leadership:
         self.dispatcher_id = dispatcher_id
         self._make_term = make_term
         self._clock = clock
-        self._lock = cluster.LeaderLock(settings.database_url, settings.leader_timeout)
+        self._lease = cluster.LeaderLease(database, settings.leader_timeout)
         self._confirmed_at: float | None = None
         self.term: leader.LeaderTerm | None = None
         self._announced_standby = False
@@ -44,7 +46,7 @@ class Leadership:
         self._turn = threading.RLock()
 
     def is_current(self) -> bool:
-        """Whether leadership was confirmed recently enough to act on; when in doubt, don't."""
+        """Whether the lease was renewed recently enough to act on; when in doubt, don't."""
         confirmed = self._confirmed_at
         fresh = (
             confirmed is not None and self._clock() - confirmed < self.settings.leader_timeout / 2
@@ -52,7 +54,7 @@ class Leadership:
         return fresh and self.term is not None and not self.term.stopping.is_set()
 
     def campaign_once(self) -> bool:
-        """Try for the lock once and start a term if won; True while leading."""
+        """Try for the lease once and start a term if won; True while leading."""
         with self._turn:
             if self._stopped:
                 return False
@@ -61,18 +63,18 @@ class Leadership:
             return self._campaign()
 
     def _campaign(self) -> bool:
+        sent_at = self._clock()
         try:
-            epoch = self._lock.try_acquire(self.dispatcher_id)
+            epoch = self._lease.try_acquire(self.dispatcher_id)
         except errors.StoreUnavailable as exc:
             logger.warning("cannot campaign for leadership: %s", exc)
-            self._lock.close()
             return False
         if epoch is None:
             if not self._announced_standby:
                 logger.info("another dispatcher leads; delivering as a member")
                 self._announced_standby = True
             return False
-        self._confirmed_at = self._clock()
+        self._confirmed_at = sent_at
         term = self._make_term(epoch, self.is_current)
         self.term = term
         try:
@@ -87,23 +89,28 @@ class Leadership:
         return True
 
     def probe(self) -> bool:
-        """Confirm the lock and the epoch; step down when they cannot be. True while leading."""
+        """Renew the lease; step down once it cannot be. True while leading."""
         with self._turn:
             return self._probe()
 
     def _probe(self) -> bool:
         if self.term is None:
             return False
+        # Measured before the renewal is sent: the lease runs from the database's clock when it
+        # arrives, which is later.
+        sent_at = self._clock()
         try:
-            confirmed = self._lock.confirm(self.term.epoch)
-        except errors.StoreUnavailable:
-            confirmed = False
-        if confirmed:
-            self._confirmed_at = self._clock()
+            renewed = self._lease.renew(self.term.epoch)
+        except errors.StoreUnavailable as exc:
+            if self.is_current():
+                # The lease still runs: a blip need not cost the term.
+                logger.warning("cannot renew the leader's lease yet: %s", exc)
+                return True
+            renewed = False
+        if renewed:
+            self._confirmed_at = sent_at
             return True
-        # The lock lives and dies with its connection: after an error it may already be
-        # another's, so step down and campaign afresh.
-        logger.error("cannot confirm leadership; stepping down", extra={"action": "leader_lost"})
+        logger.error("lost the leader's lease; stepping down", extra={"action": "leader_lost"})
         self._step_down()
         return False
 
@@ -119,17 +126,16 @@ class Leadership:
                 else:
                     self.probe()
         except Exception:
-            # Nothing would confirm the lock until the restart, and what failed may have left
-            # the term half-started: closing the lock's connection frees it at once, for
-            # another dispatcher to lead meanwhile, and whoever leads next starts a new epoch.
+            # Nothing would renew the lease until the restart, and what failed may have left
+            # the term half-started: releasing the lease lets another dispatcher lead meanwhile,
+            # and whoever leads next starts a new epoch.
             logger.error("campaign failed; stepping down", extra={"action": "leader_lost"})
             with self._turn:
                 self._step_down()
             raise
 
     def stop(self) -> None:
-        """Step down (if leading) and close the lock's connection, which frees it at once; no
-        campaign after this."""
+        """Step down (if leading), which frees the lease at once; no campaign after this."""
         with self._turn:
             self._stopped = True
             self._step_down()
@@ -138,8 +144,13 @@ class Leadership:
         term, self.term = self.term, None
         self._confirmed_at = None
         metrics.LEADER.set(0)
+        if term is None:
+            return
         try:
-            if term is not None:
-                term.stop()
+            term.stop()
         finally:
-            self._lock.close()
+            # After the term's threads stopped, so none of them writes after another leads.
+            try:
+                self._lease.release(term.epoch)
+            except errors.StoreUnavailable:
+                logger.warning("could not release the leader's lease; it runs out by itself")

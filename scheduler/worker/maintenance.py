@@ -15,10 +15,10 @@ from scheduler.worker import membership, metrics
 logger = logging.getLogger(__name__)
 
 
-def rescue_claims(database: db.Database, epoch: int, settings: config.Settings) -> int:
+def rescue_claims(database: db.Database, settings: config.Settings) -> int:
     """Re-queue the deliveries of dispatchers whose heartbeat is older than the leader timeout,
     and those whose lease ran out; how many."""
-    rescued = deliveries.release_dead_claims(database, epoch, settings.leader_timeout)
+    rescued = deliveries.release_dead_claims(database, settings.leader_timeout)
     if rescued:
         logger.warning(
             "re-queued %d deliveries held by a dispatcher that stopped heartbeating",

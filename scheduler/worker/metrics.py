@@ -91,11 +91,16 @@ ENDPOINT_DUE = prometheus_client.Gauge(
     ["endpoint"],
 )
 CRON_TICKS = prometheus_client.Counter(
-    "scheduler_cron_ticks", "Cron ticks recorded as jobs, catch-up and skipped ticks included."
+    "scheduler_cron_ticks",
+    "Cron ticks recorded as jobs, catch-up, skipped and missed ticks included.",
 )
 CRON_TICKS_SKIPPED = prometheus_client.Counter(
     "scheduler_cron_ticks_skipped",
     "Cron ticks recorded as skipped (overlap skip: an earlier run of the cron was unfinished).",
+)
+CRON_TICKS_MISSED = prometheus_client.Counter(
+    "scheduler_cron_ticks_missed",
+    "Cron ticks recorded as missed: older than their cron's catch-up window when recorded.",
 )
 RESCUED = prometheus_client.Counter(
     "scheduler_rescued_deliveries",

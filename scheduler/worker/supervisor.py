@@ -15,9 +15,9 @@ Restarted, because running the loop again is what it does anyway:
 - heartbeat: each beat is one statement. While it is down no beat renews the row, so after half
   the leader timeout this dispatcher stops claiming and sending (membership.is_live) before the
   leader hands on what it holds.
-- campaign: it first steps down (leadership.Leadership.run): closing the lock's connection frees
-  the lock at once, so a term half-started or a lock in doubt is never kept, and the next
-  campaign (this dispatcher's or another's) starts a new epoch.
+- campaign: it first steps down (leadership.Leadership.run): releasing the lease frees it at
+  once, so a term half-started or a lease in doubt is never kept, and the next campaign (this
+  dispatcher's or another's) starts a new epoch.
 - timers: APScheduler's loop reads the due timers from the jobstore on every pass, and a pass that
   failed already leaves its timers where they were (timers.GuardedScheduler).
 - maintenance: rescue, pruning and reconcile are each repeatable and fenced by the epoch.
@@ -133,8 +133,11 @@ class Supervisor:
                 backoff,
                 extra={"action": "thread_restart", "thread_name": name},
             )
+            # The restart's moment is fixed before the thread shows as restarting, so that what
+            # sees it restarting (a test moving the injected clock) moves it from there.
+            until = self._clock() + backoff
             self._set(name, RESTARTING)
-            self._wait(backoff, stopping)
+            self._wait_until(until, stopping)
             backoff = min(backoff * 2, tuning.THREAD_RESTART_MAX_SECONDS)
             self._set(name, None)
             if stopping.is_set():
@@ -169,8 +172,7 @@ class Supervisor:
         self.stopping.set()
         self.poke()
 
-    def _wait(self, seconds: float, stopping: threading.Event) -> None:
-        until = self._clock() + seconds
+    def _wait_until(self, until: float, stopping: threading.Event) -> None:
         with self._changed:
             while not stopping.is_set():
                 left = until - self._clock()

@@ -18,28 +18,32 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-import sqlalchemy
 from apscheduler.executors.base import BaseExecutor
 from apscheduler.job import Job
+from apscheduler.jobstores.base import ConflictingIdError, JobLookupError
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.util import datetime_to_utc_timestamp
 
-from scheduler import tuning
+from scheduler import errors, tuning
+from scheduler.storage import db
+from scheduler.storage import timers as timer_rows
 from scheduler.worker import supervisor
 
 logger = logging.getLogger(__name__)
 
 FIRE_REF = f"{__name__}:fire"
-# Every jobstore call is one statement, so autocommit saves the BEGIN and COMMIT round trips.
+# The jobstore only reads through this engine: autocommit saves the BEGIN and COMMIT round trips.
 # No ping per checkout either: SQLAlchemy discards its pool on a disconnect error, and
 # GuardedScheduler retries the pass that hit it.
-ENGINE_OPTIONS = {
+ENGINE_OPTIONS: dict[str, Any] = {
     "isolation_level": "AUTOCOMMIT",
     "pool_size": 2,
     "max_overflow": 2,
     "pool_recycle": 1800,
 }
+# Through a transaction-mode pooler: no named prepared statements (db._session_free).
+POOLED_CONNECT_ARGS = {"prepare_threshold": None}
 
 
 def fire(kind: str, ref: str) -> None:
@@ -66,41 +70,49 @@ class OutboxExecutor(BaseExecutor):
 
 
 class TimerStore(SQLAlchemyJobStore):
-    """SQLAlchemyJobStore whose timer updates can be held during a pass and written together."""
+    """SQLAlchemyJobStore whose writes go through `database`, the term's fenced connection
+    (a deposed leader's timer writes change nothing), and whose timer updates can be held
+    during a pass and written together. Reads stay SQLAlchemy's."""
 
-    def __init__(self, url: str) -> None:
-        super().__init__(url=url, engine_options=ENGINE_OPTIONS)
+    def __init__(self, url: str, database: db.Database, pooled: bool = False) -> None:
+        options = (
+            {**ENGINE_OPTIONS, "connect_args": POOLED_CONNECT_ARGS} if pooled else ENGINE_OPTIONS
+        )
+        super().__init__(url=url, engine_options=options)
+        self._database = database
         self.holding = False
         self._held: dict[str, Job] = {}
+
+    def _row(self, job: Job) -> timer_rows.TimerRow:
+        return timer_rows.TimerRow(
+            job.id,
+            datetime_to_utc_timestamp(job.next_run_time),
+            pickle.dumps(job.__getstate__(), self.pickle_protocol),
+        )
+
+    def add_job(self, job: Job) -> None:
+        try:
+            timer_rows.add_timer(self._database, self._row(job))
+        except errors.Conflict:
+            raise ConflictingIdError(job.id) from None
 
     def update_job(self, job: Job) -> None:
         if self.holding:
             self._held[job.id] = job
-        else:
-            super().update_job(job)
+        elif not timer_rows.update_timers(self._database, [self._row(job)]):
+            raise JobLookupError(job.id)
+
+    def remove_job(self, job_id: str) -> None:
+        if not timer_rows.remove_timer(self._database, job_id):
+            raise JobLookupError(job_id)
+
+    def remove_all_jobs(self) -> None:
+        timer_rows.remove_all_timers(self._database)
 
     def write_held(self) -> None:
         held, self._held = self._held, {}
-        if not held:
-            return
-        rows = [
-            {
-                "timer_id": job.id,
-                "timer_next": datetime_to_utc_timestamp(job.next_run_time),
-                "timer_state": pickle.dumps(job.__getstate__(), self.pickle_protocol),
-            }
-            for job in held.values()
-        ]
-        update = (
-            self.jobs_t.update()
-            .where(self.jobs_t.c.id == sqlalchemy.bindparam("timer_id"))
-            .values(
-                next_run_time=sqlalchemy.bindparam("timer_next"),
-                job_state=sqlalchemy.bindparam("timer_state"),
-            )
-        )
-        with self.engine.begin() as connection:
-            connection.execute(update, rows)
+        if held:
+            timer_rows.update_timers(self._database, [self._row(job) for job in held.values()])
 
     def drop_held(self) -> None:
         self._held = {}
@@ -143,6 +155,12 @@ class GuardedScheduler(BackgroundScheduler):
                 self._timer_store.holding = False
                 self._after_pass()
                 self._timer_store.write_held()
+            except errors.TermEnded as exc:
+                # The campaign's next renewal steps this term down; until then nothing it
+                # writes lands, and its timers stay where they were for the next leader.
+                self._timer_store.drop_held()
+                logger.warning("timer pass refused: %s", exc, extra={"action": "term_ended"})
+                return tuning.LOOP_RETRY_SECONDS
             except Exception:
                 self._timer_store.drop_held()
                 logger.exception(

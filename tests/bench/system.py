@@ -210,6 +210,20 @@ class System:
         parts["receiver"] = self.receiver_pid
         return CpuMeter(parts)
 
+    def quiesce(self, timeout: float = 120) -> None:
+        """Vacuum the tables deliveries write and wait until no vacuum runs on the server, so a
+        measurement that follows pays for none of the work before it (autovacuum of an earlier
+        round or scenario would otherwise land in whichever round it overlaps)."""
+        with psycopg.connect(self.db_url, autocommit=True) as conn:
+            conn.execute("VACUUM (ANALYZE) jobs, delivery_attempts, delivery_minutes, flows")
+            support.wait_until(
+                lambda: (
+                    conn.execute("SELECT count(*) FROM pg_stat_progress_vacuum").fetchone() == (0,)
+                ),
+                timeout,
+                interval=0.2,
+            )
+
     @property
     def web_pid(self) -> int:
         assert self.web is not None and self.web.proc is not None

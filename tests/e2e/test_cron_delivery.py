@@ -44,7 +44,7 @@ def miss_one_tick(system: System, policy: str) -> tuple[float, list[dt.datetime]
 
 
 def test_a_tick_missed_while_down_is_caught_up_late(system: System) -> None:
-    missed, ticks = miss_one_tick(system, "latest")
+    missed, ticks = miss_one_tick(system, "3600")
     assert [t.timestamp() for t in ticks] == [missed - 6, missed, missed + 6]
     stamp = dt.datetime.fromtimestamp(missed, dt.UTC).isoformat(timespec="milliseconds")
     (late,) = [
@@ -55,9 +55,18 @@ def test_a_tick_missed_while_down_is_caught_up_late(system: System) -> None:
     assert late.arrived_at > missed + 2, "the missed tick was delivered when the worker returned"
 
 
-def test_skip_policy_drops_a_missed_tick(system: System) -> None:
+def test_a_window_of_0_records_a_tick_missed_while_down_as_missed_never_sent(
+    system: System,
+) -> None:
     missed, ticks = miss_one_tick(system, "skip")
-    assert [t.timestamp() for t in ticks] == [missed - 6, missed + 6]
+    assert [t.timestamp() for t in ticks] == [missed - 6, missed, missed + 6]
+    with psycopg.connect(system.db_url) as conn:
+        states = dict(conn.execute("SELECT run_at, state FROM jobs WHERE cron_id = 'six'"))
+    assert states[ticks[1]] == "missed"
+    support.wait_until(lambda: len(system.receiver.received()) >= 2, timeout=10)
+    sent = {r.headers["Scheduler-Scheduled-At"] for r in system.receiver.received()}
+    stamp = dt.datetime.fromtimestamp(missed, dt.UTC).isoformat(timespec="milliseconds")
+    assert stamp.replace("+00:00", "Z") not in sent
 
 
 def test_failed_cron_tick_is_retried_with_the_same_delivery_id(system: System) -> None:

@@ -165,7 +165,7 @@ def test_a_rescued_claim_of_a_cancelled_job_ends_cancelled_and_others_are_due_ag
     kept = claimed_job(database)
     job_rows.cancel_job(database, cancelled.id)
     # Dispatcher `one` has no heartbeat row: it is dead, and the leader hands its claims on.
-    assert deliveries.release_dead_claims(database, epoch, 10) == 2
+    assert deliveries.release_dead_claims(cluster.TermDatabase(database.pool, epoch), 10) == 2
     ended = row(db_url, cancelled.id)
     assert (ended["state"], ended["claim_token"]) == ("cancelled", None)
     assert ended["finished_at"] is not None

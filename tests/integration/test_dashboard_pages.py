@@ -81,6 +81,24 @@ def test_overview_counts_jobs_by_state_and_lists_endpoints(
     assert "No dispatcher is alive" in page
 
 
+def test_overview_lists_each_dispatcher_with_its_threads_down(
+    client: FlaskClient, db: psycopg.Connection[Any]
+) -> None:
+    db.execute(
+        "INSERT INTO dispatchers (id, host, pid, threads_down) VALUES"
+        " ('well', 'h1', 1, '{}'), ('ailing', 'h2', 2, '{\"claim\": \"restarting\"}')"
+    )
+    page = client.get("/ui/").data.decode()
+    assert "No dispatcher is alive" not in page
+    rows = {
+        row.split("<code>")[1].split("</code>")[0]: row
+        for row in page.split("<tr>")
+        if "<code>" in row and ("well" in row or "ailing" in row)
+    }
+    assert "claim restarting" in rows["ailing"]
+    assert "none" in rows["well"] and "restarting" not in rows["well"]
+
+
 def test_overview_shows_each_endpoint_s_weight(client: FlaskClient) -> None:
     assert (
         client.patch("/endpoints/default", json={"weight": 2.5}, headers=HEADERS).status_code == 200

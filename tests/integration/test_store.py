@@ -171,8 +171,9 @@ def test_dead_dispatchers_claims_and_expired_leases_are_released_live_ones_kept(
             (unowned,),
         )
 
-    assert deliveries.release_dead_claims(database, epoch - 1, 10) == 0, "only the leader rescues"
-    assert deliveries.release_dead_claims(database, epoch, 10) == 3
+    with pytest.raises(errors.TermEnded):
+        deliveries.release_dead_claims(cluster.TermDatabase(database.pool, epoch - 1), 10)
+    assert deliveries.release_dead_claims(cluster.TermDatabase(database.pool, epoch), 10) == 3
     assert state_of(db_url, held["live"])[0] == "delivering"
     assert state_of(db_url, held["dead"])[0] == "scheduled"
     assert state_of(db_url, held["expired"])[0] == "scheduled"
@@ -190,140 +191,6 @@ def test_live_dispatchers_are_listed_with_the_leader_first(
     cluster.remove_dispatcher(database, "member")
     assert [d.id for d in cluster.list_dispatchers(database, 10)] == ["test"]
     assert retention.prune_dispatchers(database, 20) == 1
-
-
-def tick(revision: int, at: dt.datetime) -> jobs.CronTick:
-    return jobs.CronTick(revision, jobs.new_job_id(), at)
-
-
-def test_cron_ticks_are_unique_and_fenced(database: db.Database, epoch: int, db_url: str) -> None:
-    crons.replace_crons(database, [jobs.CronDefinition("c", "* * * * * *", "UTC")])
-    revision = crons.list_crons(database)[0].revision
-    assert crons.record_cron_fires(database, epoch, [tick(revision, NOW)], 3).recorded == 1
-    assert crons.record_cron_fires(database, epoch, [tick(revision, NOW)], 3).recorded == 0, (
-        "a repeat"
-    )
-    old_leader = crons.record_cron_fires(database, epoch - 1, [tick(revision, NOW)], 3)
-    assert old_leader.recorded == 0
-    later = NOW + dt.timedelta(seconds=1)
-    unknown = crons.record_cron_fires(database, epoch, [tick(revision + 1, later)], 3)
-    assert unknown.recorded == 0, "no such cron"
-    with psycopg.connect(db_url) as conn:
-        ticks = conn.execute("SELECT cron_id, run_at FROM jobs").fetchall()
-    assert ticks == [("c", NOW)]
-    assert crons.list_crons(database)[0].last_fire_at == NOW
-
-
-def test_a_pass_of_ticks_is_recorded_at_once(
-    database: db.Database, epoch: int, db_url: str
-) -> None:
-    crons.replace_crons(
-        database, [jobs.CronDefinition(name, "* * * * * *", "UTC") for name in ("a", "b", "gone")]
-    )
-    revisions = {c.id: c.revision for c in crons.list_crons(database)}
-    crons.replace_crons(
-        database, [jobs.CronDefinition(name, "* * * * * *", "UTC") for name in ("a", "b")]
-    )
-    later = NOW + dt.timedelta(seconds=1)
-    recorded = crons.record_cron_fires(
-        database,
-        epoch,
-        [
-            tick(revisions["a"], NOW),
-            tick(revisions["a"], later),
-            tick(revisions["a"], later),  # the same tick twice in one pass
-            tick(revisions["b"], NOW),
-            tick(revisions["gone"], NOW),
-        ],
-        3,
-    )
-    assert recorded == crons.RecordedTicks(recorded=3, skipped=0)
-    with psycopg.connect(db_url) as conn:
-        ticks = conn.execute("SELECT cron_id, run_at FROM jobs ORDER BY cron_id, run_at").fetchall()
-    assert ticks == [("a", NOW), ("a", later), ("b", NOW)]
-    last = {c.id: c.last_fire_at for c in crons.list_crons(database)}
-    assert last == {"a": later, "b": NOW}
-
-
-def run_states(db_url: str) -> dict[dt.datetime, str]:
-    with psycopg.connect(db_url) as conn:
-        rows = conn.execute("SELECT run_at, state FROM jobs WHERE cron_id IS NOT NULL")
-        return dict(rows.fetchall())
-
-
-def test_each_tick_is_due_within_its_cron_jitter(
-    database: db.Database, epoch: int, db_url: str
-) -> None:
-    crons.replace_crons(database, [jobs.CronDefinition("c", "* * * * * *", "UTC", jitter=2)])
-    revision = crons.list_crons(database)[0].revision
-    times = [NOW + dt.timedelta(seconds=n) for n in range(50)]
-    assert (
-        crons.record_cron_fires(database, epoch, [tick(revision, t) for t in times], 3).recorded
-        == 50
-    )
-    with psycopg.connect(db_url) as conn:
-        rows = conn.execute(
-            "SELECT extract(epoch FROM next_attempt_at - run_at)::float8, state FROM jobs"
-        ).fetchall()
-    delays = [delay for delay, _ in rows]
-    assert all(0 <= delay <= 2 for delay in delays)
-    assert len(set(delays)) > 1, "each tick draws its own delay"
-    assert {state for _, state in rows} == {"scheduled"}, "overlap allows by default"
-
-
-def test_overlap_skip_records_ticks_as_skipped_while_a_run_is_unfinished(
-    database: db.Database, epoch: int, db_url: str
-) -> None:
-    crons.replace_crons(database, [jobs.CronDefinition("c", "* * * * * *", "UTC", overlap="skip")])
-    revision = crons.list_crons(database)[0].revision
-    at = [NOW + dt.timedelta(seconds=n) for n in range(6)]
-
-    def record(*ticks: dt.datetime) -> crons.RecordedTicks:
-        return crons.record_cron_fires(database, epoch, [tick(revision, t) for t in ticks], 3)
-
-    assert record(at[0]) == crons.RecordedTicks(1, 0)
-    assert record(at[1]) == crons.RecordedTicks(1, 1), "the first run waits"
-    with psycopg.connect(db_url) as conn:
-        conn.execute("UPDATE jobs SET state = 'delivering' WHERE run_at = %s", (at[0],))
-    assert record(at[2]) == crons.RecordedTicks(1, 1), "the first run is in flight"
-    assert record(at[1]) == crons.RecordedTicks(0, 0), "a repeat of a skipped tick"
-    with psycopg.connect(db_url) as conn:
-        conn.execute("UPDATE jobs SET state = 'delivered' WHERE run_at = %s", (at[0],))
-    # Several new ticks in one pass: the first finds the cron idle, the others the first.
-    assert record(at[3], at[4], at[3]) == crons.RecordedTicks(2, 1)
-    assert run_states(db_url) == {
-        at[0]: "delivered",
-        at[1]: "skipped",
-        at[2]: "skipped",
-        at[3]: "scheduled",
-        at[4]: "skipped",
-    }
-    with psycopg.connect(db_url) as conn:
-        unfinished = conn.execute(
-            "SELECT count(*) FROM jobs WHERE state = 'skipped' AND finished_at IS NULL"
-        ).fetchone()
-    assert unfinished == (0,), "a skipped tick is finished (and pruned in time)"
-    assert crons.list_crons(database)[0].last_fire_at == at[4]
-
-
-def test_overlap_allow_records_every_tick_to_send(
-    database: db.Database, epoch: int, db_url: str
-) -> None:
-    crons.replace_crons(database, [jobs.CronDefinition("c", "* * * * * *", "UTC", overlap="allow")])
-    revision = crons.list_crons(database)[0].revision
-    first, second = NOW, NOW + dt.timedelta(seconds=1)
-    crons.record_cron_fires(database, epoch, [tick(revision, first)], 3)
-    assert crons.record_cron_fires(database, epoch, [tick(revision, second)], 3).skipped == 0
-    assert run_states(db_url) == {first: "scheduled", second: "scheduled"}
-
-
-def test_a_second_leader_cannot_take_the_lock(db_url: str, epoch: int) -> None:
-    other = cluster.LeaderLock(db_url, timeout=10)
-    try:
-        assert other.try_acquire("other") is None
-        assert not other.confirm(epoch)
-    finally:
-        other.close()
 
 
 def test_pruning_removes_old_delivered_cancelled_and_skipped_jobs_only(

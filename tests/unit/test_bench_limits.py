@@ -318,6 +318,7 @@ class FakeSystem:
         self.workers = [object()]
         self.session = self
         self.items: list[dict[str, Any]] = []
+        self.quiesced = 0
 
     def post(self, url: str, json: Any, timeout: float) -> FakeResponse:
         if url.endswith("/insert") and "flow" in json and not self.flows:
@@ -336,6 +337,9 @@ class FakeSystem:
 
     def wait_workers_active(self, grace: float) -> int:
         return len(self.workers)
+
+    def quiesce(self) -> None:
+        self.quiesced += 1
 
     def insert_batch(self, items: list[dict[str, Any]]) -> list[str]:
         ids = [f"job{len(self.items) + n}" for n in range(len(items))]

@@ -99,7 +99,8 @@ def test_one_pass_prunes_everything_past_retention_however_many_batches(
     add_finished(db_url, "delivered-young-", "delivered", 3, 60)
     before = pruned_total()
 
-    maintenance.prune(database, short, cluster.database_now(database))
+    # A budget no pass needs: how many batches, not how fast this machine is, is the point.
+    maintenance.prune(database, short, cluster.database_now(database), budget=600)
 
     assert left(db_url) == ({"delivered-young-": 3}, {"delivered-young-": 3})
     assert pruned_total() - before == batches + 6 + tuning.PRUNE_BATCH + 1

@@ -224,9 +224,9 @@ def test_a_leader_whose_campaign_fails_steps_down_so_that_another_leads(
     second.start()
     try:
         assert first.leadership.term is not None and second.leadership.term is None
-        lock = first.leadership._lock
+        lease = first.leadership._lease
         # Any error but StoreUnavailable, at its next probe.
-        lock.confirm = failing_once(lock.confirm)  # type: ignore[method-assign]
+        lease.renew = failing_once(lease.renew)  # type: ignore[method-assign]
         support.wait_until(lambda: second.leadership.term is not None, timeout=10)
         assert first.leadership.term is None
         support.wait_until(
@@ -237,7 +237,7 @@ def test_a_leader_whose_campaign_fails_steps_down_so_that_another_leads(
         clock.advance(tuning.THREAD_RESTART_FIRST_SECONDS)
         first.supervisor.poke()
         support.wait_until(lambda: first.supervisor.threads_down() == {}, timeout=10)
-        assert not first.leadership.campaign_once(), "the lock is the other's now"
+        assert not first.leadership.campaign_once(), "the lease is the other's now"
     finally:
         assert first.stop(5)
         assert second.stop(5)
@@ -261,5 +261,32 @@ def test_a_heartbeat_that_fails_unexpectedly_beats_again(
         running.supervisor.poke()
         support.wait_until(lambda: threads_down_listed(client, running.id) == {}, timeout=10)
         assert running.membership.is_live()
+    finally:
+        assert running.stop(5)
+
+
+def test_an_error_inside_a_look_restarts_the_claim_loop_which_then_delivers(
+    settings: config.Settings,
+    database: db.Database,
+    receiver: support.Receiver,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = FakeClock()
+    running = dispatcher.Dispatcher(settings, supervising=supervisor.Supervisor(clock))
+    restarts = sample("scheduler_thread_restarts_total", "claim")
+    running.claims.claim_and_send = failing_once(running.claims.claim_and_send)  # type: ignore[method-assign]
+    running.start()
+    try:
+        support.wait_until(
+            lambda: running.supervisor.threads_down() == {"claim": "restarting"}, timeout=10
+        )
+        assert failures_logged(caplog) == [("claim", Injected)]
+        assert sample("scheduler_thread_restarts_total", "claim") == restarts + 1
+        clock.advance(tuning.THREAD_RESTART_FIRST_SECONDS)
+        running.supervisor.poke()
+        (job_id,) = insert_due(database, 1)
+        (arrival,) = receiver.wait_for(1, timeout=10)
+        assert arrival.json["id"] == job_id
+        assert running.supervisor.threads_down() == {}
     finally:
         assert running.stop(5)
