@@ -39,6 +39,7 @@ pickle them.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 from collections.abc import Iterator
@@ -54,7 +55,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from cron_descriptor import Options, get_description
 
-from scheduler import errors
+from scheduler import errors, tuning
 
 MAX_SPEC_LENGTH = 200
 # A spec that no date matches is accepted, as the seed accepts it (refusing it would fail an
@@ -265,8 +266,10 @@ class WallClockTrigger(BaseTrigger):
         )
 
 
+@functools.lru_cache(maxsize=tuning.PARSED_SPECS_CACHED)
 def parse_spec(spec: str) -> CronSpec:
-    """Parse a cron spec.
+    """Parse a cron spec (kept: the same spec, checked then stored by POST /cron and recorded
+    by the leader at each tick, is parsed once; a CronSpec and its trigger are immutable).
 
     :raise errors.InvalidCronSpec: with a reason naming the offending field and value.
     """

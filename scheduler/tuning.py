@@ -81,7 +81,8 @@ TICK_LATENESS_TOLERATED_SECONDS = 2.0
 # Rows one statement recording cron ticks may insert: 10,000 crons sharing a schedule record their
 # tick in one, and a long catch-up is cut into statements that each commit what they recorded.
 TICK_ROWS_PER_STATEMENT = 20_000
-# Parsed specs the leader keeps, so a schedule's spec is not parsed again at each of its ticks.
+# Parsed cron specs each process keeps (cron.parse_spec): a POST /cron of 10,000 crons checks and
+# stores each spec, and the leader computes each schedule's ticks every time it fires.
 PARSED_SPECS_CACHED = 10_000
 # A wake timer already set this close to the wanted time is left alone: each claim loop's plan
 # asks for it again, and rewriting it is a jobstore write.

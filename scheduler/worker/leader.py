@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import functools
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -42,8 +41,6 @@ WAKE_TIMER = "wake"
 WAKE_TOLERANCE = dt.timedelta(seconds=tuning.WAKE_TOLERANCE_SECONDS)
 UTC = dt.UTC
 _JUST_AFTER = dt.timedelta(microseconds=1)
-# Every second, each schedule's spec would otherwise be parsed again.
-_parsed_spec = functools.lru_cache(maxsize=tuning.PARSED_SPECS_CACHED)(cron.parse_spec)
 
 
 class LeaderTerm:
@@ -141,7 +138,10 @@ class LeaderTerm:
             for spec, start in crons.schedule_starts(self.database, list(pending)).items():
                 most = max(1, tuning.TICK_ROWS_PER_STATEMENT // start.crons)
                 times = cron.fire_times_between(
-                    _parsed_spec(spec), start.since + _JUST_AFTER, pending[spec] + _JUST_AFTER, most
+                    cron.parse_spec(spec),
+                    start.since + _JUST_AFTER,
+                    pending[spec] + _JUST_AFTER,
+                    most,
                 )
                 if len(times) > most:
                     times, behind[spec] = times[:most], pending[spec]
@@ -200,7 +200,7 @@ class LeaderTerm:
     def _set_schedule_timer(self, spec: str) -> None:
         self.scheduler.add_job(
             timers.FIRE_REF,
-            trigger=_parsed_spec(spec).trigger,
+            trigger=cron.parse_spec(spec).trigger,
             args=("schedule", spec),
             id=jobs.schedule_timer_id(spec),
             replace_existing=True,

@@ -13,6 +13,7 @@ from typing import Any
 
 from tests.bench import (
     compare,
+    crons,
     dashboard,
     history,
     mixed,
@@ -46,6 +47,7 @@ BURST_HEADING = "## 3. Burst delivery, 1 and 2 dispatchers"
 RETENTION_HEADING = "## 7. Retention under sustained delivery"
 MIXED_HEADING = "## 8. Mixed endpoints and their limits"
 FLOW_COST_HEADING = "## 9. Cost of flow keys"
+CRONS_HEADING = "## 10. Crons at scale"
 COMPARISON_HEADING = "## Against the last full runs"
 SECTIONS = (
     "## Machine",
@@ -61,6 +63,7 @@ SECTIONS = (
     RETENTION_HEADING,
     MIXED_HEADING,
     FLOW_COST_HEADING,
+    CRONS_HEADING,
     "## Dashboard pages",
     "## Where the CPU goes",
     "## Instruments",
@@ -103,6 +106,7 @@ def render(results: dict[str, Any], figure: str | None, runs: list[dict[str, Any
         _retention(results),
         _mixed(results),
         _flow_cost(results),
+        _crons(results),
         _dashboard(results),
         _cpu(results),
         _instruments(results),
@@ -990,6 +994,174 @@ def _flow_cost(results: dict[str, Any]) -> str:
     )
 
 
+def _tick_row(label: str, ticks: dict[str, Any]) -> list[str]:
+    late = ticks["lateness_ms"]
+    return [
+        label,
+        num(ticks["crons"]),
+        num(ticks["expected"]),
+        num(ticks["recorded"]),
+        num(ticks["missing"]),
+        num(ticks["extra"]),
+        num(ticks["missed_inside_window"]),
+        num(late["p50"]),
+        num(late["p99"]),
+        num(late["max"]),
+    ]
+
+
+def _ms(seconds: float | None) -> str:
+    return num(None if seconds is None else seconds * 1000)
+
+
+def _crons(results: dict[str, Any]) -> str:
+    shared = results.get("cron_boundary")
+    seconds = results.get("cron_seconds")
+    failover = results.get("cron_failover")
+    text = CRONS_HEADING + "\n\n"
+    if not (shared or seconds or failover):
+        return text + "Not run.\n"
+    plan = results["plan"]
+    ticks, facts, costs = [], [], []
+    if shared:
+        post = shared["post"]
+        ticks.append(
+            _tick_row(
+                f"{shared['crons']:,} crons at one boundary (`{shared['spec']}`)", shared["ticks"]
+            )
+        )
+        facts += [
+            [
+                f"POST /cron of {post['crons']:,} every-second crons, answered in (ms)",
+                _ms(post["answer_s"]),
+            ],
+            [
+                "Their first tick recorded, the first cron's, after the answer (ms)",
+                _ms(post["first_s"]),
+            ],
+            ["Half of them fired by (ms after the answer)", _ms(post["p50_s"])],
+            ["All of them fired by (ms after the answer)", _ms(post["all_s"])],
+            [
+                "The first ticks visible to a reader (committed), after the answer (ms)",
+                _ms(post["seen_s"]),
+            ],
+            [
+                f"POST /cron replacing them by {shared['crons']:,} crons of other ids sharing a "
+                "boundary, answered in (ms)",
+                _ms(shared["replace_answer_s"]),
+            ],
+            ["That boundary came after the answer (s)", num(shared["lead_s"], 1)],
+            [
+                "The boundary's ticks visible to a reader (committed), after the boundary (ms)",
+                num(shared["seen_ms"]["max"]),
+            ],
+        ]
+        costs.append(_cron_cost_row(f"{shared['crons']:,} crons at one boundary", shared))
+    if seconds:
+        ticks.append(
+            _tick_row(
+                f"{seconds['crons']:,} every-second crons, {seconds['seconds']} s, "
+                f"{seconds['dispatchers']} dispatchers",
+                seconds["ticks"],
+            )
+        )
+        seen = seconds["seen_ms"]
+        facts += [
+            ["Every-second ticks visible to a reader, after the tick: p50 (ms)", num(seen["p50"])],
+            ["Every-second ticks visible to a reader, after the tick: p99 (ms)", num(seen["p99"])],
+            ["Every-second ticks visible to a reader, after the tick: max (ms)", num(seen["max"])],
+        ]
+        costs.append(_cron_cost_row(f"{seconds['crons']:,} every-second crons", seconds))
+    if failover:
+        ticks.append(
+            _tick_row("Leader killed: every tick since the crons' start", failover["whole"])
+        )
+        ticks.append(_tick_row("Leader killed: the ticks left to the next leader", failover["gap"]))
+        facts += [
+            ["Leader's lease, SCHEDULER_LEADER_TIMEOUT (s)", num(failover["leader_timeout_s"], 1)],
+            [
+                "Lease taken by the other dispatcher after the kill (s)",
+                num(failover["lease_taken_s"], 1),
+            ],
+            ["First tick recorded again after the kill (s)", num(failover["resumed_s"], 1)],
+            ["Ticks of each cron left to the next leader", num(failover["gap"]["ticks"])],
+            ["Catch-up window, SCHEDULER_CRON_CATCHUP (s)", num(failover["catchup_window_s"])],
+        ]
+    text += (
+        "Crons whose endpoint is paused (`POST /endpoints/default/pause`): each tick is recorded "
+        "as a job and none is sent, so what is measured is the leader recording ticks. A "
+        "tick's *tick to record*, the target's figure, runs until its row is visible to others "
+        "(committed), as a reader sees it (below); *the transaction began* is its job's "
+        "`created_at` minus its `run_at`; what each cron is owed is computed from its spec by the "
+        "scheduler's cron code, every tick after the start of its schedule (`updated_at`), and "
+        "compared with its rows: *missing* is a tick owed without a row, *extra* a row nothing "
+        "owed, and a tick recorded `missed` while no older than the catch-up window is counted "
+        "apart. A reader polls the last cron's `last_fire_at` every "
+        f"{crons.WATCH_SECONDS * 1000:g} ms on a connection of its own, to see when the rows "
+        "became visible (committed).\n\n"
+        f"One system takes {plan.get('cron_scale_count', 0):,} every-second crons in one "
+        "`POST /cron`, then, once each fired, the same number of crons of other ids sharing "
+        f"the boundaries of `{plan.get('cron_boundary_spec', '')}`, set at least "
+        f"{plan.get('cron_boundary_lead', 0):g} s before the next (which replaces the first set "
+        "and cancels its unsent runs). Another runs two dispatchers and "
+        f"{plan.get('cron_seconds_count', 0):,} every-second crons for "
+        f"{plan.get('cron_seconds_window', 0)} s, then kills the leader with SIGKILL and, "
+        f"{plan.get('cron_failover_after', 0)} s after the other dispatcher took the lease, "
+        "compares every tick each cron was owed since its start with its rows; the gap is from "
+        "the latest tick recorded before the kill to the first record after it.\n\n"
+        + table(
+            [
+                "Crons",
+                "Count",
+                "Ticks owed",
+                "Recorded",
+                "Missing",
+                "Extra",
+                "Missed inside the window",
+                "Tick to record p50 (ms)",
+                "p99 (ms)",
+                "Max (ms)",
+            ],
+            ticks,
+        )
+        + "\n"
+        + table(["Measure", "Value"], facts)
+    )
+    if costs:
+        text += (
+            "\nThe leader's CPU (the dispatcher process holding the lease, all its threads) and "
+            "PostgreSQL's, from `/proc`, over a window from half a second before the first tick "
+            "(the boundary, or the first of the every-second window) to when every tick was "
+            "recorded (the boundary) or half a second before the window's end, per tick whose "
+            "recording began in it.\n\n"
+            + table(
+                [
+                    "Window",
+                    "Ticks recorded",
+                    "Leader CPU (s)",
+                    "Leader CPU (ms per tick)",
+                    "PostgreSQL CPU (ms per tick)",
+                    "Cores busy",
+                ],
+                costs,
+            )
+        )
+    return text
+
+
+def _cron_cost_row(label: str, part: dict[str, Any]) -> list[str]:
+    cpu = part["cpu"]
+    leader = cpu.get(part["leader_part"]) if part["leader_part"] else None
+    return [
+        label,
+        num(part["ticks_recorded"]),
+        num(leader, 2),
+        num(part["leader_ms_per_tick"], 3),
+        num(part["postgres_ms_per_tick"], 3),
+        num(cpu["machine"] / cpu["wall"], 2) if cpu.get("wall") else "n/a",
+    ]
+
+
 def _dashboard(results: dict[str, Any]) -> str:
     measured = results.get("dashboard")
     if not measured:
@@ -1078,6 +1250,13 @@ def _cpu(results: dict[str, Any]) -> str:
         rows.append(
             _cpu_row(f"Mixed endpoints, {label} (per delivery)", run.get("cpu"), run["delivered"])
         )
+    for key, label in (
+        ("cron_boundary", "Crons at one boundary (per tick recorded)"),
+        ("cron_seconds", "Every-second crons (per tick recorded)"),
+    ):
+        part = results.get(key)
+        if part:
+            rows.append(_cpu_row(label, part.get("cpu"), part["ticks_recorded"]))
     found = [row for row in rows if row is not None]
     text = "## Where the CPU goes\n\n"
     if not found:
@@ -1263,10 +1442,11 @@ def _method(results: dict[str, Any], earlier: list[dict[str, Any]]) -> str:
         f"dispatchers delivering for {plan.get('retention_settle', 0):g} s, then "
         f"{plan.get('retention_rounds', 0)} rounds of {plan.get('retention_round_seconds', 0):g} "
         "s.\n"
-        "- Seven fresh databases, each copied from the migrated template: one for accept and "
+        "- Nine fresh databases, each copied from the migrated template: one for accept and "
         "batch (they leave many future jobs behind), one for start-up, steady, bursts and crons "
         "in that order, one for the backlog run, one for the dashboard pages, one for the "
-        "retention run, and one each for the mixed endpoints and the cost of flow keys.\n"
+        "retention run, one each for the mixed endpoints and the cost of flow keys, and one each "
+        "for the crons at one boundary and the every-second crons with their failover.\n"
         "- Latency percentiles are nearest-rank over every request completed inside the window. "
         "Lateness is the receiver's arrival time minus the job's due time, both read from the "
         "same clock; the receiver records every request with `time.time()` as its last byte is "
@@ -1280,7 +1460,8 @@ def _method(results: dict[str, Any], earlier: list[dict[str, Any]]) -> str:
         "own (data in `.scheduler/bench-pgdata`) on PostgreSQL's default settings, durable ones "
         "included, never the test suite's server, which turns them off for speed; "
         "`--generator python` forces the Python load generator when `wrk` is installed; "
-        "`--profile DIR` also records the dispatchers (bursts, crons, start-ups, steady runs) and "
+        "`--profile DIR` also records the dispatchers (bursts, crons, start-ups, steady runs; "
+        "the leader alone in the windows of crons at scale) and "
         "the gunicorn workers (the first insert round) with `py-spy`, whose sampling slows them: a profiled "
         "run's numbers are not the report's.\n"
         f"- Mixed endpoints: {plan.get('mixed_bulk', 0):,} jobs without limits, "
@@ -1294,6 +1475,12 @@ def _method(results: dict[str, Any], earlier: list[dict[str, Any]]) -> str:
         f"keys: {plan.get('flow_cost_jobs', 0):,} jobs over "
         f"{' and over '.join(f'{k:,}' for k in plan.get('flow_cost_keys', ()))} keys, on a "
         "seventh.\n"
+        f"- Crons at scale: {plan.get('cron_scale_count', 0):,} every-second crons in one POST, "
+        f"then as many on `{plan.get('cron_boundary_spec', '')}` until its next boundary, on an "
+        f"eighth fresh database; {plan.get('cron_seconds_count', 0):,} every-second crons for "
+        f"{plan.get('cron_seconds_window', 0)} s with two dispatchers, then the leader killed, on "
+        f"a ninth; the leader is given {plan.get('cron_catch_up', 0):g} s to record what is "
+        "owed once a window ends.\n"
         + _durations(results, earlier)
         + "- Timings are never asserted by the test suite; "
         "`tests/integration/test_bench_smoke.py` only checks that a quick run writes a "

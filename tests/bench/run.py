@@ -23,6 +23,7 @@ from typing import Any
 from tests import support
 from tests.bench import (
     compare,
+    crons,
     dashboard,
     history,
     loadgen,
@@ -54,15 +55,20 @@ SCENARIOS = (
     "mixed_1",
     "mixed_2",
     "flow_cost",
+    "cron_boundary",
+    "cron_seconds",
+    "cron_failover",
 )
 # Names --only also takes, each for several scenarios. `refactor`: the insert figures (accept,
 # whose ratios are to the no-op ceiling, with the instruments), steady and the bursts, to check
 # that a change meant to alter no timing lands each inside the range of the last full runs.
 # `mixed`: the endpoints with limits delivering at once, with 1 and 2 dispatchers, and the cost
-# of flow keys.
+# of flow keys. `crons`: crons at scale, recorded with their endpoint paused: many crons at one
+# boundary and the POST that sets them, every-second crons, and their leader's failover.
 PRESETS = {
     "refactor": ("instruments", "accept", "steady_empty", "burst_1", "burst_2"),
     "mixed": ("mixed_1", "mixed_2", "flow_cost"),
+    "crons": ("cron_boundary", "cron_seconds", "cron_failover"),
 }
 
 
@@ -224,6 +230,16 @@ class Run:
                     seventh.wait_active()
                 self.attempt("flow_cost", lambda: mixed.flow_cost(seventh, collector, self.plan))
                 self.results["exit_codes_flow_cost"] = seventh.stop()
+            with fresh() as eighth:
+                self.attempt(
+                    "cron_boundary", lambda: crons.boundary(eighth, self.plan, self.profiler)
+                )
+                self.results["exit_codes_cron_boundary"] = eighth.stop()
+            with fresh() as ninth:
+                every_second = crons.EverySecond(ninth, self.plan, self.profiler)
+                self.attempt("cron_seconds", every_second.measure)
+                self.attempt("cron_failover", every_second.failover)
+                self.results["exit_codes_cron_seconds"] = ninth.stop()
         finally:
             receiver.close()
         self.results["elapsed_s"] = time.monotonic() - started
@@ -261,7 +277,13 @@ class Run:
             )
         self.results["exit_codes_extra_workers"] = second.stop_extra_workers()
         worker = lambda: [second.worker_pid]  # noqa: E731
-        with self.profiler.record("cron", worker):
+        # Left out by --only, the scenario has no worker to record.
+        recording = (
+            self.profiler.record("cron", worker)
+            if self.wanted("cron")
+            else contextlib.nullcontext()
+        )
+        with recording:
             self.attempt("cron", lambda: scenarios.cron_load(second, collector, plan))
         self.results["exit_codes_empty"] = second.stop()
 

@@ -98,6 +98,18 @@ class Plan:
     # The cost of flow keys: `flow_cost_jobs` jobs over each number of keys in turn.
     flow_cost_keys: tuple[int, ...]
     flow_cost_jobs: int
+    # Crons at scale (tests/bench/crons.py), their endpoint paused: `cron_scale_count` every-second
+    # crons in one POST /cron, then as many sharing the boundaries of `cron_boundary_spec`, set at
+    # least `cron_boundary_lead` seconds before one; `cron_seconds_count` every-second crons for
+    # `cron_seconds_window` seconds, then their leader killed and `cron_failover_after` seconds
+    # recorded by the next. The leader is given `cron_catch_up` seconds to record what is owed.
+    cron_scale_count: int
+    cron_boundary_spec: str
+    cron_boundary_lead: float
+    cron_seconds_count: int
+    cron_seconds_window: int
+    cron_failover_after: int
+    cron_catch_up: float
 
 
 FULL = Plan(
@@ -151,6 +163,13 @@ FULL = Plan(
     mixed_flow_jobs=10,
     flow_cost_keys=(10, 10_000),
     flow_cost_jobs=20_000,
+    cron_scale_count=10_000,
+    cron_boundary_spec="0 * * * * *",
+    cron_boundary_lead=5,
+    cron_seconds_count=4_000,
+    cron_seconds_window=120,
+    cron_failover_after=5,
+    cron_catch_up=60,
 )
 QUICK = Plan(
     name="quick",
@@ -199,6 +218,13 @@ QUICK = Plan(
     mixed_flow_jobs=8,
     flow_cost_keys=(10, 500),
     flow_cost_jobs=1_000,
+    cron_scale_count=200,
+    cron_boundary_spec="*/5 * * * * *",
+    cron_boundary_lead=1,
+    cron_seconds_count=100,
+    cron_seconds_window=5,
+    cron_failover_after=2,
+    cron_catch_up=20,
 )
 
 
