@@ -36,7 +36,7 @@ def create_app(settings: config.Settings | None = None) -> Flask:
     app.config["SETTINGS"] = settings
     pool = db.open_pool(
         settings.database_url,
-        settings.db_pool_size,
+        settings.web_pool_size,
         name="web",
         pooled=settings.transaction_pooled,
     )
