@@ -29,7 +29,19 @@ _EXCERPT = 200
 T = TypeVar("T")
 _JOB_KEYS = frozenset({"body", "at", "delay", "max_attempts", "endpoint", "flow", "debounce"})
 _DEBOUNCE_KEYS = frozenset({"key", "period", "max_wait"})
-_CRON_KEYS = frozenset({"spec", "jitter", "overlap", "endpoint", "catchup_window"})
+_CRON_KEYS = frozenset(
+    {
+        "spec",
+        "jitter",
+        "overlap",
+        "endpoint",
+        "catchup_window",
+        "start_at",
+        "end_at",
+        "max_runs",
+        "delete_after_end",
+    }
+)
 # Marks a limit left as it is in `set_endpoint_limits` (None means unlimited), and a field left
 # as it is in `update` (where None is a value: a null body, no flow key).
 UNCHANGED: Any = object()
@@ -204,6 +216,15 @@ class Cron:
     endpoint: str = "default"
     # Seconds a missed tick is still delivered; None: the dispatcher's default.
     catchup_window: float | None = None
+    # Its lifecycle: `active`, `paused` or `ended` (for good); its bounds and runs.
+    state: str = "active"
+    start_at: dt.datetime | None = None
+    end_at: dt.datetime | None = None
+    max_runs: int | None = None
+    runs: int = 0
+    runs_left: int | None = None
+    ended_at: dt.datetime | None = None
+    delete_after_end: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -545,6 +566,10 @@ class Client:
         overlap: str | None = None,
         endpoint: str | None = None,
         catchup_window: float | dt.timedelta | None = None,
+        start_at: dt.datetime | None = None,
+        end_at: dt.datetime | None = None,
+        max_runs: int | None = None,
+        delete_after_end: bool = False,
     ) -> Cron:
         """Create or redefine one cron, leaving the others alone.
 
@@ -553,13 +578,16 @@ class Client:
         tick's delivery by a random part of it; `overlap` is `allow` (the default) or `skip` (a
         tick is recorded as skipped while an earlier run is unfinished); `catchup_window`
         (seconds) is how late a missed tick is still delivered, older ones being recorded
-        missed (default: the dispatcher's). Left out, each takes its default: the cron is
-        exactly what this call says. `endpoint` names where it goes.
+        missed (default: the dispatcher's). `start_at`, `end_at` and `max_runs` bound its
+        life: no tick before the first or after the second, none after that many runs; then
+        it is `ended` for good, or removed with `delete_after_end`. Left out, each takes its
+        default: the cron is exactly what this call says. `endpoint` names where it goes.
         """
         payload: dict[str, Any] = {"spec": spec}
         if timezone is not None:
             payload["timezone"] = timezone
         payload.update(_cron_policies(jitter, overlap, catchup_window))
+        payload.update(_cron_bounds(start_at, end_at, max_runs, delete_after_end))
         if endpoint is not None:
             payload["endpoint"] = endpoint
         return _parse(self._request("PUT", _path("cron", cron_id), json_body=payload), _cron)
@@ -886,6 +914,14 @@ def _cron_entry(cron_id: str, spec: str | Mapping[str, Any]) -> dict[str, Any]:
     if "spec" not in spec:
         raise ValueError(f"cron {cron_id!r}: no spec")
     policies = _cron_policies(spec.get("jitter"), spec.get("overlap"), spec.get("catchup_window"))
+    policies.update(
+        _cron_bounds(
+            spec.get("start_at"),
+            spec.get("end_at"),
+            spec.get("max_runs"),
+            bool(spec.get("delete_after_end", False)),
+        )
+    )
     if spec.get("endpoint") is not None:
         policies["endpoint"] = spec["endpoint"]
     return {"id": cron_id, "spec": spec["spec"], **policies}
@@ -904,6 +940,24 @@ def _cron_policies(
     if catchup_window is not None:
         policies["catchup_window"] = _seconds(catchup_window)
     return policies
+
+
+def _cron_bounds(
+    start_at: dt.datetime | str | None,
+    end_at: dt.datetime | str | None,
+    max_runs: int | None,
+    delete_after_end: bool,
+) -> dict[str, Any]:
+    bounds: dict[str, Any] = {}
+    if start_at is not None:
+        bounds["start_at"] = _time_param(start_at)
+    if end_at is not None:
+        bounds["end_at"] = _time_param(end_at)
+    if max_runs is not None:
+        bounds["max_runs"] = max_runs
+    if delete_after_end:
+        bounds["delete_after_end"] = True
+    return bounds
 
 
 def _seconds(value: float | dt.timedelta) -> float | int:
@@ -1005,4 +1059,12 @@ def _cron(data: dict[str, Any]) -> Cron:
         overlap=str(data.get("overlap", "allow")),
         endpoint=data.get("endpoint", "default"),
         catchup_window=data.get("catchup_window"),
+        state=str(data.get("state", "paused" if data.get("paused") else "active")),
+        start_at=_optional_time(data.get("start_at")),
+        end_at=_optional_time(data.get("end_at")),
+        max_runs=data.get("max_runs"),
+        runs=int(data.get("runs", 0)),
+        runs_left=data.get("runs_left"),
+        ended_at=_optional_time(data.get("ended_at")),
+        delete_after_end=bool(data.get("delete_after_end", False)),
     )

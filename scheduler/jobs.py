@@ -189,6 +189,12 @@ class CronDefinition:
     flow: Flow | None = None
     # Seconds a missed tick is still delivered late; None: the dispatcher's default.
     catchup_window: float | None = None
+    # Its lifecycle: no tick before start_at or after end_at, none after max_runs runs; once
+    # ended, removed if delete_after_end.
+    start_at: dt.datetime | None = None
+    end_at: dt.datetime | None = None
+    max_runs: int | None = None
+    delete_after_end: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,6 +214,24 @@ class CronJob:
     flow_rate: float | None = None
     flow_max_in_flight: int | None = None
     catchup_window: float | None = None
+    start_at: dt.datetime | None = None
+    end_at: dt.datetime | None = None
+    max_runs: int | None = None
+    runs: int = 0
+    ended_at: dt.datetime | None = None
+    delete_after_end: bool = False
+
+    @property
+    def state(self) -> str:
+        """`ended` for good, `paused`, or `active` (which includes waiting for its start_at)."""
+        if self.ended_at is not None:
+            return "ended"
+        return "paused" if self.paused else "active"
+
+    @property
+    def runs_left(self) -> int | None:
+        """Runs before it ends by max_runs; None without one."""
+        return None if self.max_runs is None else max(0, self.max_runs - self.runs)
 
     @property
     def flow(self) -> Flow | None:
@@ -319,6 +343,8 @@ JOB_STATES = ("scheduled", "delivering", "delivered", "failed", "cancelled", "sk
 # What a cron tick does while an earlier run of the cron is unfinished: go out anyway, or be
 # recorded as skipped. The first is the default.
 OVERLAP_POLICIES = ("allow", "skip")
+# A cron's state (CronJob.state): `ended` once past its end_at or its max_runs, for good.
+CRON_STATES = ("active", "paused", "ended")
 
 
 # Why an attempt failed, recorded with it and as its job's last_error_kind: the dashboard groups

@@ -165,6 +165,10 @@ def replace_crons() -> Response:
             endpoint=http.known_endpoint(entry["endpoint"], index, "jobs"),
             flow=schemas.flow_of(entry),
             catchup_window=entry["catchup_window"],
+            start_at=entry["start_at"],
+            end_at=entry["end_at"],
+            max_runs=entry["max_runs"],
+            delete_after_end=entry["delete_after_end"],
         )
         for index, (entry, spec) in enumerate(parsed)
     ]
@@ -195,7 +199,8 @@ def preview_cron() -> Response:
             {"spec": [f"Invalid spec {exc.spec!r}: {exc.reason}"]},
         ) from None
     after = query["after"] or dt.datetime.now(dt.UTC)
-    upcoming = cron.next_fire_times(spec, after, query["count"])
+    count = min(query["count"], query["max_runs"] or query["count"])
+    upcoming = cron.bounded_fire_times(spec, after, count, query["start_at"], query["end_at"])
     return http.dump(schemas.CronPreviewResponse, {"spec": query["spec"], "next": upcoming})
 
 

@@ -55,6 +55,8 @@ FLOW_KEY_PATTERN = KEY_PATTERN
 MAX_JITTER_SECONDS = 24 * 3600
 # A cron may deliver its missed ticks for up to a year late (Temporal's schedules default to it).
 MAX_CATCHUP_WINDOW_SECONDS = 366 * 24 * 3600
+# A cron's max_runs fits the database's integer.
+MAX_CRON_RUNS = 2**31 - 1
 MAX_BACKFILL_TICKS = 1000
 DEFAULT_PAGE = 50
 ERROR_KIND_DESCRIPTION = (
@@ -383,6 +385,44 @@ class CronPoliciesSchema(Schema):
             "dispatcher's default (SCHEDULER_CRON_CATCHUP, 1 hour unless set)."
         },
     )
+    start_at = Timestamp(
+        load_default=None,
+        allow_none=True,
+        metadata={"description": "RFC 3339: no tick before it. Null or left out: at once."},
+    )
+    end_at = Timestamp(
+        load_default=None,
+        allow_none=True,
+        metadata={
+            "description": "RFC 3339, after start_at: no tick after it, and the cron ends for "
+            "good once it has passed. Null or left out: never."
+        },
+    )
+    max_runs = fields.Integer(
+        load_default=None,
+        strict=True,
+        allow_none=True,
+        validate=validate.Range(1, MAX_CRON_RUNS),
+        metadata={
+            "description": "The cron ends for good after this many runs recorded from its ticks "
+            "to be delivered (not skipped or missed ticks, backfills or `run`). Null or left "
+            "out: no limit."
+        },
+    )
+    delete_after_end = fields.Boolean(
+        load_default=False,
+        metadata={
+            "description": "Remove the cron once it ended, instead of listing it as `ended`. "
+            "Either way, sending it again with the same start_at, end_at and max_runs does not "
+            "start it again; changing one of them does."
+        },
+    )
+
+    @validates_schema
+    def check_bounds(self, data: dict[str, Any], **kwargs: Any) -> None:
+        start, end = data.get("start_at"), data.get("end_at")
+        if start is not None and end is not None and end <= start:
+            raise ValidationError("Must be after start_at.", "end_at")
 
 
 class CronFlowSchema(Schema):
@@ -427,6 +467,13 @@ class CronPreviewQuery(Schema):
     spec = fields.String(required=True, validate=validate.Length(1, MAX_SPEC_LENGTH))
     after = Timestamp(load_default=None)
     count = fields.Integer(load_default=5, validate=validate.Range(1, MAX_PREVIEW))
+    start_at = Timestamp(load_default=None, metadata={"description": "No time before it."})
+    end_at = Timestamp(load_default=None, metadata={"description": "No time after it."})
+    max_runs = fields.Integer(
+        load_default=None,
+        validate=validate.Range(1, MAX_CRON_RUNS),
+        metadata={"description": "At most this many times."},
+    )
 
 
 class CronPreviewResponse(Schema):
@@ -483,6 +530,19 @@ class CronJobResponse(Schema):
             "description": "Seconds; null: the dispatcher's default (SCHEDULER_CRON_CATCHUP)."
         },
     )
+    state = fields.String(
+        metadata={
+            "enum": list(jobs_module.CRON_STATES),
+            "description": "`ended`: past its end_at or its max_runs, for good.",
+        }
+    )
+    start_at = Timestamp(allow_none=True)
+    end_at = Timestamp(allow_none=True)
+    max_runs = fields.Integer(allow_none=True)
+    runs = fields.Integer(metadata={"description": "Runs counted toward max_runs."})
+    runs_left = fields.Integer(allow_none=True, metadata={"description": "Null: no max_runs."})
+    ended_at = Timestamp(allow_none=True)
+    delete_after_end = fields.Boolean()
     next_fire_at = Timestamp(allow_none=True)
     last_fire_at = Timestamp(allow_none=True)
     last_state = fields.String(allow_none=True)

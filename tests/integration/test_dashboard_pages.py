@@ -613,3 +613,20 @@ def test_a_read_only_dashboard_offers_no_job_edit_and_refuses_one(
     assert 'name="body"' not in page and "/edit" not in page
     assert refused.status_code == 403
     assert db.execute("SELECT max_attempts FROM jobs").fetchone() == (8,)
+
+
+def test_a_cron_page_shows_its_lifecycle_and_an_edit_keeps_it(
+    client: FlaskClient, db: psycopg.Connection[Any]
+) -> None:
+    bounds = {"start_at": "2030-01-01T00:00:00Z", "end_at": "2030-02-01T00:00:00Z", "max_runs": 3}
+    put_cron(client, "report", "0 0 12 * * *", **bounds)
+    page = client.get("/ui/crons/report").data.decode()
+    assert "0 of 3 (3 left)" in page
+    assert "2030-01-01" in page and "2030-02-01" in page
+    assert "2030-01-01 12:00:00" in page, "the next fire times start at its start"
+    listed = client.get("/ui/crons").data.decode()
+    assert "active (3 runs left)" in listed
+
+    post_form(client, "/ui/crons/report/edit", {"spec": "0 0 13 * * *"}, "/ui/crons/report")
+    kept = db.execute("SELECT spec, max_runs, end_at IS NOT NULL FROM crons").fetchone()
+    assert kept == ("0 0 13 * * *", 3, True), "what the form does not show is kept"

@@ -4,6 +4,7 @@ show a confirmation that states how many jobs they will touch."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -276,8 +277,20 @@ def edit_cron(cron_id: str) -> tuple[str, int] | Response:
         return pages.render_cron(cron_id, given, forms.problems_of(exc)), 400
     except http.RequestRejected as exc:
         return pages.render_cron(cron_id, given, exc.fields or {}), 400
-    if not crons.cron_statuses(http.database(), cron_id):
+    statuses = crons.cron_statuses(http.database(), cron_id)
+    if not statuses:
         abort(404, f"No cron has the id {cron_id!r}.")
+    # What the form does not show is kept as it is.
+    kept = statuses[0].cron
+    definition = dataclasses.replace(
+        definition,
+        flow=kept.flow,
+        catchup_window=kept.catchup_window,
+        start_at=kept.start_at,
+        end_at=kept.end_at,
+        max_runs=kept.max_runs,
+        delete_after_end=kept.delete_after_end,
+    )
     crons.put_cron(http.database(), definition)
     auth.audit("edit_cron", 1, cron_id=cron_id, spec=definition.spec)
     return _back("dashboard.cron_page", "cron_saved", cron_id=cron_id)

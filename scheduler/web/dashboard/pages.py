@@ -208,21 +208,22 @@ def crons_page() -> str:
     )
 
 
-# A cron's spec parsed and put in words once per process, not once per row per view: both
-# cost a millisecond or so, and specs change rarely. MAX_CRONS bounds how many there are.
-@functools.lru_cache(maxsize=schemas.MAX_CRONS)
-def _parsed(spec: str) -> cron.CronSpec:
-    return cron.parse_spec(spec)
-
-
+# A cron's spec put in words once per process, not once per row per view: it costs a millisecond
+# or so, and specs change rarely (cron.parse_spec keeps its parses too). MAX_CRONS bounds how many.
 @functools.lru_cache(maxsize=schemas.MAX_CRONS)
 def _in_words(spec: str) -> str:
-    return cron.describe(_parsed(spec))
+    return cron.describe(cron.parse_spec(spec))
 
 
 def _cron_view(status: jobs.CronStatus, now: dt.datetime, upcoming: int = 1) -> dict[str, Any]:
-    parsed = _parsed(status.cron.spec)
-    times = [] if status.cron.paused else cron.next_fire_times(parsed, now, upcoming)
+    job = status.cron
+    parsed = cron.parse_spec(job.spec)
+    count = upcoming if job.runs_left is None else min(upcoming, job.runs_left)
+    times = (
+        cron.bounded_fire_times(parsed, now, count, job.start_at, job.end_at)
+        if job.state == "active"
+        else []
+    )
     return {
         "cron": status.cron,
         "words": _in_words(status.cron.spec),
