@@ -550,3 +550,26 @@ def test_debounce_joins_the_waiting_job_and_says_so(
         api.debounce("k", period=60, max_wait=30)
     assert invalid.value.fields == {"debounce": {"max_wait": ["Must be at least period."]}}
     assert count_jobs(db) == 2
+
+
+def test_cron_lifecycles_and_catch_up_windows(api: client.Client) -> None:
+    start = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+    made = api.put_cron(
+        "report",
+        "0 0 12 * * *",
+        start_at=start,
+        end_at=start + dt.timedelta(days=30),
+        max_runs=3,
+        delete_after_end=True,
+        catchup_window=dt.timedelta(minutes=10),
+    )
+    assert (made.state, made.runs, made.runs_left, made.max_runs) == ("active", 0, 3, 3)
+    assert (made.start_at, made.end_at) == (start, start + dt.timedelta(days=30))
+    assert made.delete_after_end and made.catchup_window == 600
+    assert made.next_fire_at == start + dt.timedelta(hours=12)
+    api.set_crons({"report": {"spec": "0 0 12 * * *", "max_runs": 2}})
+    (listed,) = api.list_crons()
+    assert (listed.max_runs, listed.start_at, listed.catchup_window) == (2, None, None)
+    with pytest.raises(client.InvalidRequest) as refused:
+        api.put_cron("report", "@daily", start_at=start, end_at=start)
+    assert "end_at" in refused.value.fields
