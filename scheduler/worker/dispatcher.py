@@ -73,6 +73,7 @@ class Dispatcher:
             may_send=self._may_act,
             dispatcher_id=self.id,
             supervising=self.supervisor,
+            vouched_until=self.membership.vouched_until,
         )
         self.leadership = leadership.Leadership(settings, self.id, self.database, self._make_term)
         self.routes = routes.EndpointRoutes(settings, self.database)
@@ -137,6 +138,11 @@ class Dispatcher:
         self.supervisor.stop()
         self.claims.wake()
         self.leadership.stop()
+        # A claim in flight must reach the senders before they close, to be sent or given back
+        # with the rest: it would otherwise stay claimed until the leader rescued it.
+        for thread in self.threads:
+            if thread.name == "claim":
+                thread.join(timeout=tuning.JOIN_SECONDS)
         finished = self.senders.close(grace)
         for thread in self.threads:
             thread.join(timeout=tuning.JOIN_SECONDS)

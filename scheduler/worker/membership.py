@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import os
 import socket
 import threading
@@ -80,9 +81,16 @@ class Membership:
 
     def is_live(self) -> bool:
         """Whether the last heartbeat the database took is recent enough to act on."""
+        return self._clock() < self.vouched_until()
+
+    def vouched_until(self) -> float:
+        """Until when (on its clock) the last heartbeat the database took lets this dispatcher
+        act: half the leader timeout after it was sent, while the leader hands on what a
+        dispatcher holds only after the whole timeout."""
         confirmed = self._confirmed_at
-        limit = self.settings.leader_timeout / 2
-        return confirmed is not None and self._clock() - confirmed < limit
+        if confirmed is None:
+            return -math.inf
+        return confirmed + self.settings.leader_timeout / 2
 
     def run(self, stopping: threading.Event) -> None:
         interval = heartbeat_interval(self.settings)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import concurrent.futures
 import datetime as dt
 import logging
+import math
 import queue
 import random
 import threading
@@ -53,6 +54,7 @@ class Senders:
         dispatcher_id: str | None = None,
         slot_planner: planner.SlotPlanner | None = None,
         supervising: supervisor.Supervisor | None = None,
+        vouched_until: Callable[[], float] = lambda: math.inf,
     ) -> None:
         self.settings = settings
         self.database = database
@@ -64,7 +66,7 @@ class Senders:
         self._on_retry = on_retry
         self._may_send = may_send
         self._supervisor = supervising or supervisor.Supervisor()
-        self._guard = watchdog.Watchdog(supervising=self._supervisor)
+        self._guard = watchdog.Watchdog(supervising=self._supervisor, vouched_until=vouched_until)
         attempt.prepare(settings)
         self._notices = (
             outcomes.FailureNotices(settings.failure_endpoint, settings.max_attempts)

@@ -48,14 +48,19 @@ class Watch:
 
 
 class Watchdog:
-    """Ends attempts that outlive their deadline; `clock` is injectable for tests."""
+    """Ends attempts that outlive their deadline, or the dispatcher's own vouch: `vouched_until()`
+    is the moment (on `clock`) until which its last heartbeat lets it act. Past that the leader
+    may hand its claims on, so an attempt still on the wire would overlap its re-send (and count
+    twice against a max_in_flight): it is ended first. `clock` is injectable for tests."""
 
     def __init__(
         self,
         clock: Callable[[], float] = time.monotonic,
         supervising: supervisor.Supervisor | None = None,
+        vouched_until: Callable[[], float] = lambda: math.inf,
     ) -> None:
         self._clock = clock
+        self._vouched_until = vouched_until
         self._watches: set[Watch] = set()
         self._changed = threading.Condition()
         # When the watchdog next looks by itself (its clock); a deadline armed before then wakes
@@ -98,16 +103,20 @@ class Watchdog:
         with self._changed:
             while not self._stopping:
                 now = self._clock()
+                vouched = self._vouched_until()
                 waiting = False
                 for armed in list(self._watches):
-                    if armed.deadline > now:
+                    if min(armed.deadline, vouched) > now:
                         continue
                     armed.expired = True
                     if _shut_down(armed):
                         self._watches.discard(armed)
                     else:
                         waiting = True
-                pending = [armed.deadline for armed in self._watches if armed.deadline > now]
+                # While attempts are in flight, it also looks when the vouch runs out; a heartbeat
+                # renewed meanwhile only moves it later.
+                pending = [min(armed.deadline, vouched) for armed in self._watches]
+                pending = [moment for moment in pending if moment > now]
                 timeout = min(pending, default=now + 3600) - now
                 if waiting:
                     timeout = min(timeout, tuning.WATCHDOG_RECHECK_SECONDS)

@@ -174,6 +174,23 @@ def test_the_watchdog_ends_only_attempts_past_their_deadline() -> None:
         guard.stop()
 
 
+def test_the_watchdog_ends_attempts_once_the_heartbeat_no_longer_vouches_for_them() -> None:
+    clock = FakeClock()
+    vouched = [clock.now + 50]
+    guard = watchdog.Watchdog(clock, vouched_until=lambda: vouched[0])
+    try:
+        with guard.watch(5) as early, guard.watch(500) as long:
+            clock.now += 10
+            guard.poke()
+            support.wait_until(lambda: early.expired, timeout=5)
+            assert not long.expired, "vouched for still"
+            clock.now += 50  # past the vouch: the leader may hand its claim on
+            guard.poke()
+            support.wait_until(lambda: long.expired, timeout=5)
+    finally:
+        guard.stop()
+
+
 def test_a_deadline_before_the_one_the_watchdog_sleeps_until_wakes_it() -> None:
     guard = watchdog.Watchdog()
     try:
