@@ -1,0 +1,47 @@
+"""The soak's short form: a fixed seed, faults for 20 s, at most a minute in all; each invariant
+is its own test over the one run."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.chaos import checker, runner
+
+pytestmark = pytest.mark.e2e
+
+SEED = 22
+DURATION = 20.0
+DRAIN = 20.0
+
+
+@pytest.fixture(scope="module")
+def soak() -> runner.Result:
+    result = runner.run(SEED, DURATION, drain_seconds=DRAIN)
+    print(f"short soak: {result.took:.0f}s, {len(result.faults)} faults, {result.jobs} jobs")
+    return result
+
+
+def test_the_short_soak_injects_every_kind_of_fault_and_drains(soak: runner.Result) -> None:
+    assert soak.errors == []
+    assert soak.drained
+    assert soak.jobs > 100 and soak.arrivals > 100
+    injected = {fault.kind for fault in soak.faults}
+    assert len(injected) >= len(set(soak.skipped) | injected) - 2, (injected, soak.skipped)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(
+            name,
+            marks=pytest.mark.xfail(reason=checker.PENDING[name], strict=False)
+            if name in checker.PENDING
+            else (),
+        )
+        for name in checker.RULES
+    ],
+)
+def test_invariant(soak: runner.Result, name: str) -> None:
+    finding = next(f for f in soak.findings if f.name == name)
+    assert finding.checked > 0
+    assert finding.violations == 0, "\n".join(finding.examples)
