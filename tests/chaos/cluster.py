@@ -289,12 +289,14 @@ class Cluster:
                     run_at=float(row[5]),
                     cron_id=row[6],
                     cancel_requested_at=None if row[7] is None else float(row[7]),
+                    created_at=float(row[8]),
                     recorded=recorded.get(row[0], {}),
                 )
                 for row in conn.execute(
                     "SELECT id, endpoint, state, attempts, max_attempts,"
                     " extract(epoch FROM run_at)::float8, cron_id,"
-                    " extract(epoch FROM cancel_requested_at)::float8 FROM jobs"
+                    " extract(epoch FROM cancel_requested_at)::float8,"
+                    " extract(epoch FROM created_at)::float8 FROM jobs"
                 )
             )
             crons = tuple(

@@ -235,8 +235,11 @@ def test_rescues_refuse_a_deadline_a_cut_dispatcher_could_outlive() -> None:
     assert "not less than half the leader timeout" in found.examples[0]
 
 
-def tick(cron_id: str, second: int, state: str = "delivered") -> Job:
-    return job(f"{cron_id}-{second}", state=state, cron_id=cron_id, run_at=T0 + second)
+def tick(cron_id: str, second: int, state: str = "delivered", made: float | None = None) -> Job:
+    created = T0 + (second if made is None else made)
+    return job(
+        f"{cron_id}-{second}", state=state, cron_id=cron_id, run_at=T0 + second, created_at=created
+    )
 
 
 def test_every_tick_since_the_last_change_has_one_record_in_any_state() -> None:
@@ -251,11 +254,17 @@ def test_every_tick_since_the_last_change_has_one_record_in_any_state() -> None:
     found = verdict(run, "ticks")
     assert (found.checked, found.violations) == (49, 0)
 
-    gap = make_run(crons=crons, jobs=(*records[:5], *records[6:], tick("every_2s", 15)))
+    # A fast leader's early record of the old spec is no violation; a late one is.
+    early = tick("every_2s", 5, made=3)
+    late = tick("every_2s", 15)
+    gap = make_run(crons=crons, jobs=(*records[:5], *records[6:], early, late))
     found = verdict(gap, "ticks")
     assert found.violations == 2
     assert "tick 2030-01-01T00:00:14.000+00:00 has 0 records" in found.examples[0]
-    assert "not a tick of '*/2 * * * * *'" in found.examples[1]
+    assert found.examples[1] == (
+        "cron every_2s: a record at 2030-01-01T00:00:15.000+00:00, made after its spec became"
+        " '*/2 * * * * *', which does not fire then"
+    )
 
 
 def test_ticks_are_owed_over_every_span_the_harness_ran_a_cron() -> None:
