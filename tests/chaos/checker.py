@@ -46,8 +46,8 @@ EXAMPLES = 20
 
 @dataclasses.dataclass(frozen=True)
 class Arrival:
-    """One attempt as a receiver saw it: its first byte, its end (answer written or sender
-    gone) and the status answered (None: the sender left before an answer)."""
+    """One attempt as a receiver saw it: its first byte, its end (its answer going out, or the
+    sender gone) and the status answered (None: the sender left before an answer)."""
 
     endpoint: str
     job_id: str

@@ -66,6 +66,8 @@ CRONS = {
     "beat": ("*/3 * * * * *", "default"),
 }
 CRON_SPECS = ("* * * * * *", "*/2 * * * * *", "*/3 * * * * *", "1-59/2 * * * * *")
+# A fault whose target is busy (another fault holds it) is tried again this often.
+RETRY_SECONDS = 0.5
 # A management call (limits, pauses) is tried again for this long while the web process or
 # PostgreSQL is away.
 MANAGE_SECONDS = 30.0
@@ -255,16 +257,20 @@ class Injector:
     # --- applying one fault ----------------------------------------------------------------
 
     def _apply(self, card: Card) -> None:
+        """Apply the card, waiting for a free target while the chaos lasts."""
         rng = random.Random(card.draw)
-        started = time.time()
-        try:
-            outcome = getattr(self, "_" + card.kind)(card, rng)
-        except Exception:
-            self.errors.append(f"{card.kind}: {traceback.format_exc()}")
-            return
-        if outcome is None:
-            self.skipped[card.kind] += 1
-            return
+        while True:
+            started = time.time()
+            try:
+                outcome = getattr(self, "_" + card.kind)(card, rng)
+            except Exception:
+                self.errors.append(f"{card.kind}: {traceback.format_exc()}")
+                return
+            if outcome is not None:
+                break
+            if self.healing.wait(RETRY_SECONDS):
+                self.skipped[card.kind] += 1
+                return
         target, held = outcome
         with self._lock:
             self.faults.append(checker.Fault(card.kind, target, started, time.time(), held))

@@ -1,6 +1,6 @@
 """The soak's endpoints: real HTTP servers that log every attempt, server side, as a JSON line.
 
-Each line holds the attempt's arrival (its first byte) and its end (the answer written, or the
+Each line holds the attempt's arrival (its first byte) and its end (its answer going out, or the
 sender gone), the job id and attempt the scheduler's headers carry, and the answer. A receiver
 answers in one of a few modes, which a fault switches for a while: normal, errors, slow (some
 answers held past every deadline, until the sender gives up) and Retry-After. Each answer is
@@ -113,6 +113,9 @@ class ChaosReceiver(support.RawServer):
             status = 503 if stayed else None
         elif not _hold(conn, decision.hold, self._stop):
             status = None
+        # Read before the answer goes out: the sender may start its next attempt as soon as it
+        # has the answer, before this thread gets the processor back.
+        ended = time.time()
         answered = False
         if status is not None:
             extra = f"Retry-After: {decision.retry_after}\r\n" if decision.retry_after else ""
@@ -131,7 +134,7 @@ class ChaosReceiver(support.RawServer):
                 "attempt": int(headers.get("scheduler-attempt") or 0),
                 "scheduled_at": headers.get("scheduler-scheduled-at", ""),
                 "arrived": arrived,
-                "ended": time.time(),
+                "ended": ended,
                 "status": status if answered else None,
                 "retry_after": decision.retry_after if answered else None,
                 "mode": self.mode,

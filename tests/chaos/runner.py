@@ -30,8 +30,13 @@ from tests.chaos.cluster import LIMITED, Cluster
 
 DEFAULT_DURATION = 420.0
 DEFAULT_DISPATCHERS = 3
-# After the faults are healed: how long the jobs due by then get to finish.
+# After the faults are healed: how long the jobs due by then get to finish (less, if the run's
+# time limit is nearer).
 DEFAULT_DRAIN = 90.0
+# A whole run (`make chaos`) takes at most this long...
+DEFAULT_LIMIT = 600.0
+# ...of which stopping everything, the snapshot and the checks take at most this.
+CLOSING_SECONDS = 30.0
 # Jobs inserted per second, and the share that goes to the limited endpoint.
 INSERTS_PER_SECOND = 8.0
 LIMITED_SHARE = 0.3
@@ -112,8 +117,10 @@ def run(
     drain_seconds: float = DEFAULT_DRAIN,
     keep: pathlib.Path | None = None,
     log: Callable[[str], None] = print,
+    limit: float = DEFAULT_LIMIT,
 ) -> Result:
-    """One soak; raises only when the system could not be set up at all."""
+    """One soak, within `limit` seconds in all (the drain is cut short to fit, which fails the
+    run); raises only when the system could not be set up at all."""
     begun = time.monotonic()
     result = Result(seed, duration, dispatchers)
     workdir = keep or pathlib.Path(tempfile.mkdtemp(prefix="scheduler-chaos-"))
@@ -139,7 +146,8 @@ def run(
         loader.join(10)
         log(f"chaos: faults over after {time.monotonic() - begun:.0f}s; healing")
         injector.heal()
-        window_end, result.drained = drain(cluster, drain_seconds)
+        left = limit - (time.monotonic() - begun) - CLOSING_SECONDS
+        window_end, result.drained = drain(cluster, max(5.0, min(drain_seconds, left)))
         log(f"chaos: drained={result.drained} after {time.monotonic() - begun:.0f}s; checking")
         run_record = collect(cluster, injector, window_end)
         cluster = None
@@ -252,6 +260,12 @@ def main(argv: list[str] | None = None) -> int:
         default=DEFAULT_DRAIN,
         help="seconds the jobs get to finish after the faults (default %(default)g)",
     )
+    parser.add_argument(
+        "--limit",
+        type=float,
+        default=DEFAULT_LIMIT,
+        help="seconds the whole run may take (default %(default)g)",
+    )
     parser.add_argument("--keep", type=pathlib.Path, help="keep the logs and run.json here")
     parser.add_argument("--output", type=pathlib.Path, help="write the report into this file")
     parser.add_argument("--check", type=pathlib.Path, help="check a kept run.json again, only")
@@ -269,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         args.drain,
         args.keep,
         log=lambda line: print(line, flush=True),
+        limit=args.limit,
     )
     text = report.render(result)
     print(text)

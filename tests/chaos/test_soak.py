@@ -5,18 +5,19 @@ from __future__ import annotations
 
 import pytest
 
-from tests.chaos import checker, runner
+from tests.chaos import checker, faults, runner
 
 pytestmark = pytest.mark.e2e
 
 SEED = 22
 DURATION = 20.0
 DRAIN = 20.0
+LIMIT = 60.0
 
 
 @pytest.fixture(scope="module")
 def soak() -> runner.Result:
-    result = runner.run(SEED, DURATION, drain_seconds=DRAIN)
+    result = runner.run(SEED, DURATION, drain_seconds=DRAIN, limit=LIMIT)
     print(f"short soak: {result.took:.0f}s, {len(result.faults)} faults, {result.jobs} jobs")
     return result
 
@@ -25,8 +26,9 @@ def test_the_short_soak_injects_every_kind_of_fault_and_drains(soak: runner.Resu
     assert soak.errors == []
     assert soak.drained
     assert soak.jobs > 100 and soak.arrivals > 100
+    # A fault waits for its target while another holds it: the last few may find none in time.
     injected = {fault.kind for fault in soak.faults}
-    assert len(injected) >= len(set(soak.skipped) | injected) - 2, (injected, soak.skipped)
+    assert len(injected) >= len(faults.available_kinds()) - 2, soak.skipped
 
 
 @pytest.mark.parametrize(
