@@ -20,6 +20,8 @@ import traceback
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
+import psycopg
+
 from scheduler import client
 from tests import support
 from tests.chaos import checker, receivers
@@ -269,7 +271,8 @@ class Injector:
             if outcome is not None:
                 break
             if self.healing.wait(RETRY_SECONDS):
-                self.skipped[card.kind] += 1
+                with self._lock:
+                    self.skipped[card.kind] += 1
                 return
         target, held = outcome
         with self._lock:
@@ -474,15 +477,33 @@ class Injector:
         return f"{LIMITED} (rate {rate:g}, max_in_flight {most})", ()
 
     def _cancel_jobs(self, card: Card, rng: random.Random) -> tuple[str, tuple[str, ...]] | None:
-        # The latest jobs: most are still waiting or being delivered.
-        candidates = self.recent_jobs()[-30:]
-        chosen = rng.sample(candidates, min(len(candidates), rng.randint(1, 5)))
+        chosen = self._unfinished_jobs(rng, rng.randint(1, 5))
         cancelled = 0
         for job_id in chosen:
             with contextlib.suppress(client.SchedulerError):
                 self._api_once(lambda api, job_id=job_id: api.delete(job_id))
                 cancelled += 1
         return (f"{cancelled} jobs", ()) if cancelled else None
+
+    def _unfinished_jobs(self, rng: random.Random, count: int) -> list[str]:
+        """Up to `count` jobs waiting or being delivered (a cancel of a finished job checks
+        nothing); the latest inserted when PostgreSQL cannot say."""
+        try:
+            with self.cluster.database() as conn:
+                rows = conn.execute(
+                    "SELECT id, state FROM jobs WHERE state IN ('scheduled', 'delivering')"
+                    " AND cron_id IS NULL ORDER BY id DESC LIMIT 200"
+                ).fetchall()
+        except psycopg.Error:
+            rows = [(job_id, "") for job_id in self.recent_jobs()[-30:]]
+        # Half of them being delivered when there are such: a cancel during an attempt is the
+        # subtle case.
+        delivering = [job_id for job_id, state in rows if state == "delivering"]
+        waiting = [job_id for job_id, state in rows if state != "delivering"]
+        rng.shuffle(delivering)
+        rng.shuffle(waiting)
+        chosen = delivering[: (count + 1) // 2]
+        return chosen + waiting[: count - len(chosen)]
 
     def _edit_cron(self, card: Card, rng: random.Random) -> tuple[str, tuple[str, ...]] | None:
         cron_id = rng.choice(sorted(CRONS))

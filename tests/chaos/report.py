@@ -34,8 +34,8 @@ def render(result: Result) -> str:
         "",
         faults_table(result),
         "",
-        f"Killed or cut dispatchers held {len(held):,} deliveries in all (the bound on"
-        " duplicates).",
+        f"{result.repeats:,} deliveries were answered 2xx again; killed, cut or stopped"
+        f" dispatchers held {len(held):,} in all (the bound on duplicates).",
         "",
         findings_table(result.findings),
     ]

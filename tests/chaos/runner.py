@@ -103,6 +103,7 @@ class Result:
     refused: int = 0
     jobs: int = 0
     arrivals: int = 0
+    repeats: int = 0
     drained: bool = False
 
     @property
@@ -158,6 +159,8 @@ def run(
         result.errors = injector.errors + ([] if result.drained else ["the drain ran out of time"])
         result.inserted, result.refused = workload.inserted, workload.refused
         result.jobs, result.arrivals = len(run_record.jobs), len(run_record.arrivals)
+        delivered = collections.Counter(a.job_id for a in run_record.arrivals if a.delivered)
+        result.repeats = sum(count - 1 for count in delivered.values())
         (workdir / "run.json").write_text(json.dumps(run_record.to_json()))
     finally:
         if cluster is not None:
