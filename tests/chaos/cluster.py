@@ -106,7 +106,11 @@ class Cluster:
             retry_cap=self.settings.retry_cap,
         )
         self.postgres = support.OwnServer(workdir / "pgdata")
-        migrate.migrate(self.postgres.url)
+        try:
+            migrate.migrate(self.postgres.url)
+        except BaseException:
+            self.postgres.cleanup()
+            raise
         hang = 2 * self.settings.attempt_deadline + 1
         self.receivers = {
             name: receivers.ChaosReceiver(

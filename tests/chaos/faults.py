@@ -477,7 +477,7 @@ class Injector:
         return f"{LIMITED} (rate {rate:g}, max_in_flight {most})", ()
 
     def _cancel_jobs(self, card: Card, rng: random.Random) -> tuple[str, tuple[str, ...]] | None:
-        chosen = self._unfinished_jobs(rng, rng.randint(1, 5))
+        chosen = self._unfinished_jobs(rng, rng.randint(2, 6))
         cancelled = 0
         for job_id in chosen:
             with contextlib.suppress(client.SchedulerError):

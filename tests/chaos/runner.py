@@ -28,7 +28,7 @@ from tests import support
 from tests.chaos import checker, faults, report
 from tests.chaos.cluster import LIMITED, Cluster
 
-DEFAULT_DURATION = 420.0
+DEFAULT_DURATION = 400.0
 DEFAULT_DISPATCHERS = 3
 # After the faults are healed: how long the jobs due by then get to finish (less, if the run's
 # time limit is nearer).
