@@ -6,9 +6,12 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import random
 from typing import Any
 
+import hypothesis
 import pytest
+from hypothesis import strategies as st
 
 from tests.chaos import checker
 from tests.chaos.checker import Arrival, Cron, CronSpan, Ending, Fault, Job, Limits, Run, Timing
@@ -330,3 +333,46 @@ def test_a_run_survives_its_json_form() -> None:
 @pytest.mark.parametrize("name", list(checker.RULES))
 def test_every_rule_has_a_check(name: str) -> None:
     assert callable(checker.CHECKS[name])
+
+
+def bucket_starts(
+    rate: float, demand: list[float], lags: list[float], cheat: float = 1.0
+) -> list[Arrival]:
+    """Starts a token bucket (`rate` a second, one second's worth, refilled `cheat` times too
+    fast) allows for jobs due at `demand`, each arriving `lag` after its start."""
+    tokens, at, starts = max(rate, 1.0), 0.0, []
+    for due in sorted(demand):
+        moment = max(due, at)
+        tokens = min(max(rate, 1.0), tokens + rate * cheat * (moment - at))
+        if tokens < 1:
+            moment += (1 - tokens) / (rate * cheat)
+            tokens = 1.0
+        tokens -= 1
+        at = moment
+        starts.append(moment)
+    return [
+        limited(start + lag, 0.001, f"j{n}")
+        for n, (start, lag) in enumerate(zip(starts, lags, strict=False))
+    ]
+
+
+@hypothesis.settings(max_examples=60, deadline=None)
+@hypothesis.given(
+    rate=st.sampled_from([0.5, 2.0, 4.0, 8.0]),
+    demand=st.lists(st.floats(1, 30), min_size=5, max_size=200),
+    seed=st.integers(0, 2**32),
+)
+def test_a_token_bucket_s_starts_pass_the_rate_check_whatever_their_lag(
+    rate: float, demand: list[float], seed: int
+) -> None:
+    lags = [random.Random(seed + n).uniform(0, checker.LATENCY_SLACK) for n in range(len(demand))]
+    arrivals = bucket_starts(rate, demand, lags)
+    run = make_run(limits=(change(0, rate, None),), arrivals=tuple(arrivals))
+    assert verdict(run, "limits").violations == 0
+
+
+def test_a_bucket_refilled_a_fifth_too_fast_fails_the_rate_check() -> None:
+    demand = [1 + 0.01 * n for n in range(400)]
+    arrivals = bucket_starts(4.0, demand, [0.0] * len(demand), cheat=1.2)
+    run = make_run(limits=(change(0, 4.0, None),), arrivals=tuple(arrivals))
+    assert verdict(run, "limits").violations > 0
