@@ -6,6 +6,7 @@ that exits is started again, and an exit it did not cause is written down.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import os
@@ -328,7 +329,10 @@ class Cluster:
     def close(self) -> dict[str, int | None]:
         """Stop every process (SIGTERM) and everything else; each slot's exit status."""
         self.stop_managing()
-        codes = {slot.name: self.stop(slot) for slot in self.slots if slot.running()}
+        running = [slot for slot in self.slots if slot.running()]
+        # All at once: each dispatcher may take its shutdown grace.
+        with concurrent.futures.ThreadPoolExecutor(max(1, len(running))) as pool:
+            codes = dict(zip([s.name for s in running], pool.map(self.stop, running), strict=True))
         self.system.stop_all()
         for proxy in self.proxies.values():
             proxy.close()

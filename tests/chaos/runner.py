@@ -35,8 +35,9 @@ DEFAULT_DISPATCHERS = 3
 DEFAULT_DRAIN = 90.0
 # A whole run (`make chaos`) takes at most this long...
 DEFAULT_LIMIT = 600.0
-# ...of which stopping everything, the snapshot and the checks take at most this.
-CLOSING_SECONDS = 30.0
+# ...of which stopping everything (the dispatchers together, each within its shutdown grace),
+# the snapshot and the checks take at most this.
+CLOSING_SECONDS = 12.0
 # Jobs inserted per second, and the share that goes to the limited endpoint.
 INSERTS_PER_SECOND = 8.0
 LIMITED_SHARE = 0.3
