@@ -14,6 +14,7 @@ import collections
 import dataclasses
 import datetime as dt
 import heapq
+import itertools
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -344,6 +345,13 @@ class _Envelope:
             {start for start, _, _ in self.spans}
             | {end + LATENCY_SLACK for _, end, _ in self.spans if end != float("inf")}
         )
+        # A raised rate refills the bucket at the new rate since its last refill, made under the
+        # old one (up to the new capacity): up to the difference in capacity more at once.
+        self.raises = [
+            (change.asked, _capacity(change.rate) - (_capacity(old.rate) if old.rate >= 1 else 0))
+            for old, change in itertools.pairwise(self.changes)
+            if old.rate is not None and change.rate is not None and change.rate > old.rate
+        ]
         # The rate allowed on each piece between breaks, and the starts allowed up to each break.
         self._totals = [0.0]
         for start, end in zip(self.breaks, self.breaks[1:], strict=False):
@@ -368,13 +376,19 @@ class _Envelope:
         if moment < first:
             return UNLIMITED_RATE * (moment - first)
         index = bisect.bisect_right(self.breaks, moment) - 1
-        return self._totals[index] + self.rate_at(moment) * (moment - self.breaks[index])
+        raised = sum(bonus for asked, bonus in self.raises if asked <= moment)
+        return self._totals[index] + self.rate_at(moment) * (moment - self.breaks[index]) + raised
 
     def burst_at(self, moment: float) -> float:
         """The most the bucket can hold at a start that arrived at `moment`: one second's worth
         (at least one) of the rates in force then."""
         rates = [c.rate for c in self.values_around(moment) if c.rate is not None]
-        return max((max(rate, 1.0) for rate in rates), default=1.0)
+        return max((_capacity(rate) for rate in rates), default=1.0)
+
+
+def _capacity(rate: float) -> float:
+    """A token bucket's size: one second's worth, at least one token (policy.TokenBucket)."""
+    return max(rate, 1.0)
 
 
 def check_limits(run: Run) -> _Tally:

@@ -222,6 +222,18 @@ def test_a_paused_bucket_fills_while_nothing_starts() -> None:
     assert verdict(make_run(limits=limits, arrivals=(*before, *more)), "limits").violations > 0
 
 
+def test_a_raised_rate_may_refill_the_bucket_at_once() -> None:
+    # Rate 2 drained by a burst; raised to 8 at 3 s: the bucket refills at 8 a second since its
+    # last refill, up to 8 tokens, so 8 start at once and then 8 a second.
+    limits = (change(0, 2, None), change(3, 8, None))
+    drained = [limited(1 + 0.5 * n, 0.01, f"d{n}") for n in range(4)]
+    burst = [limited(3.05, 0.01, f"b{n}") for n in range(8)]
+    run = make_run(limits=limits, arrivals=(*drained, *burst))
+    assert verdict(run, "limits").violations == 0
+    too_many = [*burst, *(limited(3.06, 0.01, f"x{n}") for n in range(4))]
+    assert verdict(make_run(limits=limits, arrivals=(*drained, *too_many)), "limits").violations > 0
+
+
 def test_rescues_catch_overlapping_attempts_and_attempts_past_their_deadline() -> None:
     overlap = (arrival("a", 10, took=2, status=None), arrival("a", 11, attempt=2))
     found = verdict(make_run(arrivals=overlap), "rescues")

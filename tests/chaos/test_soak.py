@@ -1,7 +1,10 @@
 """The soak's short form: a fixed seed, faults for 18 s, at most a minute in all; each invariant
-is its own test over the one run."""
+is its own test over the one run. Its logs and run.json stay in pytest's temporary directory
+(`python -m tests.chaos --check <dir>/run.json` checks them again)."""
 
 from __future__ import annotations
+
+import pathlib
 
 import pytest
 
@@ -16,8 +19,13 @@ LIMIT = 60.0
 
 
 @pytest.fixture(scope="module")
-def soak() -> runner.Result:
-    result = runner.run(SEED, DURATION, drain_seconds=DRAIN, limit=LIMIT)
+def kept(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    return tmp_path_factory.mktemp("chaos")
+
+
+@pytest.fixture(scope="module")
+def soak(kept: pathlib.Path) -> runner.Result:
+    result = runner.run(SEED, DURATION, drain_seconds=DRAIN, limit=LIMIT, keep=kept)
     print(f"short soak: {result.took:.0f}s, {len(result.faults)} faults, {result.jobs} jobs")
     return result
 
@@ -43,7 +51,7 @@ def test_the_short_soak_injects_every_kind_of_fault_and_drains(soak: runner.Resu
         for name in checker.RULES
     ],
 )
-def test_invariant(soak: runner.Result, name: str) -> None:
+def test_invariant(soak: runner.Result, kept: pathlib.Path, name: str) -> None:
     finding = next(f for f in soak.findings if f.name == name)
     assert finding.checked > 0
-    assert finding.violations == 0, "\n".join(finding.examples)
+    assert finding.violations == 0, "\n".join([*finding.examples, f"(the run is in {kept})"])
