@@ -36,9 +36,9 @@ UNSENT_TICK_STATES = ("skipped", "missed")
 # others, but they do not fail a run. Remove an entry once its cause is fixed.
 PENDING = {
     "ticks": (
-        "ticks missed while no leader could record them are dropped (SCHEDULER_CRON_CATCHUP "
-        "records only the latest); they will be recorded as `missed` by the tick-recording "
-        "rewrite (issue 22)"
+        "ticks are dropped while no leader can record them (the catch-up records only the "
+        "latest; the tick-recording rewrite of issue 22 records them as `missed`) and within a "
+        "leader's clock skew when it is ahead (docs/reliability.md, findings 1 and 2)"
     ),
 }
 # How many violations a finding keeps in full; the count is always exact.
