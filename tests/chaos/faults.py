@@ -426,7 +426,11 @@ class Injector:
                 return None
             # Every dispatcher is cut: what they all hold may be sent again.
             held = self.cluster.held(None) or ()
-            self.cluster.postgres.stop()
+            failed = self.cluster.stop_postgres()
+            if failed:
+                self.notes.append(f"pg_ctl could not stop PostgreSQL: {failed}")
+                if self.cluster.wait_for_database(1):
+                    return None
             self._hold(card)
             self.cluster.postgres.start()
             if not self.cluster.wait_for_database(10):
