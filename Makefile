@@ -43,6 +43,11 @@ bench: $(STAMP)  ## run the benchmarks (about 25 minutes; NOTE="what changed", O
 	$(BIN)/python -m tests.bench --note "$(NOTE)" $(if $(ONLY),--only $(ONLY) \
 		--output docs/benchmarks-$(ONLY).md --history docs/benchmarks-history.json,--output docs/benchmarks.md)
 
+# SEED=n replays a run's plan (the seed is printed when drawn); DURATION=s shortens the faults.
+chaos: $(STAMP)  ## chaos soak: faults at random under load, then the invariants (at most 10 minutes; SEED=n, DURATION=s) into docs/reliability.md
+	$(BIN)/python -m tests.chaos $(if $(SEED),--seed $(SEED)) $(if $(DURATION),--duration $(DURATION)) \
+		--output docs/reliability.md
+
 screenshots: $(STAMP)  ## refresh the dashboard screenshots in docs/screenshots (needs Debian's chromium)
 	DASHBOARD_SCREENSHOTS=$(CURDIR)/docs/screenshots $(BIN)/python -m pytest \
 		tests/e2e/test_dashboard_browser.py -k "every_page or editing_a_job"
@@ -55,4 +60,4 @@ audit: $(STAMP)  ## check the installed dependencies for known vulnerabilities (
 migrate: $(STAMP)  ## apply migrations to DATABASE_URL
 	$(BIN)/scheduler migrate
 
-.PHONY: help install run test lint fmt bench screenshots audit migrate
+.PHONY: help install run test lint fmt bench chaos screenshots audit migrate
