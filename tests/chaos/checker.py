@@ -30,17 +30,11 @@ LATENCY_SLACK = 0.25
 # second, and it keeps the sums finite.
 UNLIMITED_RATE = 1e6
 # States a cron tick may end in without being sent: an overlap skip, and a tick missed beyond its
-# cron's catch-up window (recorded as `missed` once the tick-recording rewrite lands).
+# cron's catch-up window.
 UNSENT_TICK_STATES = ("skipped", "missed")
 # Invariants today's code is known to break under the soak's faults, with why; reported like the
 # others, but they do not fail a run. Remove an entry once its cause is fixed.
-PENDING = {
-    "ticks": (
-        "ticks are dropped while no leader can record them (the catch-up records only the "
-        "latest; the tick-recording rewrite of issue 22 records them as `missed`) and within a "
-        "leader's clock skew when it is ahead (docs/reliability.md, findings 1 and 2)"
-    ),
-}
+PENDING: dict[str, str] = {}
 # How many violations a finding keeps in full; the count is always exact.
 EXAMPLES = 20
 

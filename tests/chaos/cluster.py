@@ -34,7 +34,7 @@ from tests.e2e.conftest import System
 # its claims on. Retries and attempts are few and short so that every job ends within the drain.
 SOAK_ENV = {
     "WEB_CONCURRENCY": "2",
-    "SCHEDULER_DB_POOL_SIZE": "4",
+    "SCHEDULER_DB_CONNECTIONS": "8",
     "SCHEDULER_LEADER_TIMEOUT": "6",
     "SCHEDULER_CONNECT_TIMEOUT": "0.5",
     "SCHEDULER_READ_TIMEOUT": "2",
