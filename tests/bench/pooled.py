@@ -16,6 +16,7 @@ run; the benchmark's own queries go to the server directly.
 from __future__ import annotations
 
 import contextlib
+import getpass
 import os
 import pathlib
 import pwd
@@ -59,7 +60,8 @@ def server_address(server_url: str) -> tuple[str, int, str]:
     """Host (a Unix socket directory or an address), port and user of `server_url`."""
     params = psycopg.conninfo.conninfo_to_dict(server_url)
     host = str(params.get("host") or "127.0.0.1")
-    return host, int(params.get("port") or 5432), str(params.get("user") or "postgres")
+    # libpq's default user is the operating system's.
+    return host, int(params.get("port") or 5432), str(params.get("user") or getpass.getuser())
 
 
 def bouncer_config(host: str, port: int, listen_port: int, users: pathlib.Path) -> str:
