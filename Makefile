@@ -47,7 +47,7 @@ bench: $(STAMP)  ## run the benchmarks (about 25 minutes; NOTE="what changed", O
 
 screenshots: $(STAMP)  ## refresh the dashboard screenshots in docs/screenshots (needs Debian's chromium)
 	DASHBOARD_SCREENSHOTS=$(CURDIR)/docs/screenshots $(BIN)/python -m pytest \
-		tests/e2e/test_dashboard_browser.py -k every_page
+		tests/e2e/test_dashboard_browser.py -k "every_page or editing_a_job"
 
 audit: $(STAMP)  ## check the installed dependencies for known vulnerabilities (needs PyPI's JSON API)
 	$(BIN)/python -m pip install --quiet -e '.[audit]'

@@ -27,9 +27,23 @@ TRACESTATE_HEADER = "tracestate"
 DEFAULT_TIMEOUT = 10.0
 _EXCERPT = 200
 T = TypeVar("T")
-_JOB_KEYS = frozenset({"body", "at", "delay", "max_attempts", "endpoint", "flow"})
-_CRON_KEYS = frozenset({"spec", "jitter", "overlap", "endpoint", "catchup_window"})
-# Marks a limit left as it is in `set_endpoint_limits` (None means unlimited).
+_JOB_KEYS = frozenset({"body", "at", "delay", "max_attempts", "endpoint", "flow", "debounce"})
+_DEBOUNCE_KEYS = frozenset({"key", "period", "max_wait"})
+_CRON_KEYS = frozenset(
+    {
+        "spec",
+        "jitter",
+        "overlap",
+        "endpoint",
+        "catchup_window",
+        "start_at",
+        "end_at",
+        "max_runs",
+        "delete_after_end",
+    }
+)
+# Marks a limit left as it is in `set_endpoint_limits` (None means unlimited), and a field left
+# as it is in `update` (where None is a value: a null body, no flow key).
 UNCHANGED: Any = object()
 _RFC3339 = re.compile(
     r"(?P<date>[0-9]{4}-[0-9]{2}-[0-9]{2})[Tt ](?P<time>[0-9]{2}:[0-9]{2}:[0-9]{2})"
@@ -160,6 +174,19 @@ class Job:
     endpoint: str = "default"
     last_error_kind: str | None = None
     cancel_requested_at: dt.datetime | None = None
+    flow_key: str | None = None
+    # A debounced job's key and deadline (None for others, and from a server that does not say).
+    debounce_key: str | None = None
+    debounce_until: dt.datetime | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Debounced:
+    """What a debounced insert did: `debounced` is True when it joined a job waiting with its
+    key (`id` is that job's), False when it scheduled a new one."""
+
+    id: str
+    debounced: bool
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,6 +216,15 @@ class Cron:
     endpoint: str = "default"
     # Seconds a missed tick is still delivered; None: the dispatcher's default.
     catchup_window: float | None = None
+    # Its lifecycle: `active`, `paused` or `ended` (for good); its bounds and runs.
+    state: str = "active"
+    start_at: dt.datetime | None = None
+    end_at: dt.datetime | None = None
+    max_runs: int | None = None
+    runs: int = 0
+    runs_left: int | None = None
+    ended_at: dt.datetime | None = None
+    delete_after_end: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -335,6 +371,39 @@ class Client:
         )
         return _parse(answer, lambda data: str(data["id"]))
 
+    def debounce(
+        self,
+        key: str,
+        body: Any = None,
+        *,
+        period: float | dt.timedelta,
+        max_wait: float | dt.timedelta | None = None,
+        max_attempts: int | None = None,
+        endpoint: str | None = None,
+        flow: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        traceparent: str | None = None,
+        tracestate: str | None = None,
+    ) -> Debounced:
+        """Schedule `body` `period` after now, debounced by `key` (within its endpoint): while a
+        job inserted with the key waits and was never claimed, this call updates it instead (its
+        body, attempts, flow key and trace context become this call's, and it is due `period`
+        from now), though never later than `max_wait` after the call that made it. The answer
+        says which happened. Other arguments as for `insert`.
+        """
+        debounce: dict[str, Any] = {"key": key, "period": period}
+        if max_wait is not None:
+            debounce["max_wait"] = max_wait
+        payload = _job_payload(
+            body=body, max_attempts=max_attempts, endpoint=endpoint, flow=flow, debounce=debounce
+        )
+        if idempotency_key is not None:
+            payload["idempotency_key"] = idempotency_key
+        answer = self._request(
+            "POST", "/insert", json_body=payload, headers=_trace(traceparent, tracestate)
+        )
+        return _parse(answer, lambda data: Debounced(str(data["id"]), bool(data["debounced"])))
+
     def insert_batch(
         self,
         jobs: Sequence[Mapping[str, Any]],
@@ -346,7 +415,9 @@ class Client:
         """Schedule several jobs atomically; their ids, in order.
 
         Each item takes the keys of `insert`'s arguments: `body`, `at` or `delay`, `max_attempts`,
-        `endpoint`, `flow`. The trace context, as for `insert`, applies to every job of the batch.
+        `endpoint`, `flow`; or, instead of `at` and `delay`, `debounce`: `{"key": ..., "period":
+        ..., "max_wait": ...}` as `debounce` takes them (an item that joins a waiting job gets its
+        id). The trace context, as for `insert`, applies to every job of the batch.
         """
         items = []
         for index, item in enumerate(jobs):
@@ -364,6 +435,44 @@ class Client:
         """Cancel a job; one being delivered finishes its attempt and starts no other (it ends
         cancelled, or delivered). An unknown or finished job is no error."""
         self._request("POST", "/delete", json_body={"id": job_id})
+
+    def update(
+        self,
+        job_id: str,
+        *,
+        body: Any = UNCHANGED,
+        at: dt.datetime | str | None = None,
+        delay: float | dt.timedelta | None = None,
+        max_attempts: int | None = UNCHANGED,
+        endpoint: str | None = None,
+        flow: Mapping[str, Any] | None = UNCHANGED,
+    ) -> Job:
+        """Change a scheduled job in place (waiting for its time or for a retry); the job as
+        edited. What is left out stays as it is: `body` (None is a null body), the due time (`at`
+        or `delay` from now, not both), `max_attempts` (the whole budget, more than the attempts
+        made so far; None: the server's default), `endpoint`, and `flow` (None: no key). The job
+        keeps its id, idempotency key, attempts and history. `Conflict` if the job is in flight
+        or finished (the message gives its state), or is a cron's run; `NotFound` if unknown.
+        """
+        if at is not None and delay is not None:
+            raise ValueError("Give at most one of at and delay.")
+        payload: dict[str, Any] = {}
+        if body is not UNCHANGED:
+            payload["body"] = body
+        if at is not None:
+            payload["timestamp"] = format_time(at) if isinstance(at, dt.datetime) else at
+        if delay is not None:
+            payload["delay"] = _seconds(delay)
+        if max_attempts is not UNCHANGED:
+            payload["max_attempts"] = max_attempts
+        if endpoint is not None:
+            payload["endpoint"] = endpoint
+        if flow is not UNCHANGED:
+            payload["flow"] = None if flow is None else dict(flow)
+        if not payload:
+            raise ValueError("Give something to change.")
+        answer = self._request("PATCH", _path("jobs", job_id), json_body=payload)
+        return _parse(answer, _job)
 
     def get(self, job_id: str) -> Job:
         """One job with its delivery history; `NotFound` if there is no such job."""
@@ -457,6 +566,10 @@ class Client:
         overlap: str | None = None,
         endpoint: str | None = None,
         catchup_window: float | dt.timedelta | None = None,
+        start_at: dt.datetime | None = None,
+        end_at: dt.datetime | None = None,
+        max_runs: int | None = None,
+        delete_after_end: bool = False,
     ) -> Cron:
         """Create or redefine one cron, leaving the others alone.
 
@@ -465,13 +578,16 @@ class Client:
         tick's delivery by a random part of it; `overlap` is `allow` (the default) or `skip` (a
         tick is recorded as skipped while an earlier run is unfinished); `catchup_window`
         (seconds) is how late a missed tick is still delivered, older ones being recorded
-        missed (default: the dispatcher's). Left out, each takes its default: the cron is
-        exactly what this call says. `endpoint` names where it goes.
+        missed (default: the dispatcher's). `start_at`, `end_at` and `max_runs` bound its
+        life: no tick before the first or after the second, none after that many runs; then
+        it is `ended` for good, or removed with `delete_after_end`. Left out, each takes its
+        default: the cron is exactly what this call says. `endpoint` names where it goes.
         """
         payload: dict[str, Any] = {"spec": spec}
         if timezone is not None:
             payload["timezone"] = timezone
         payload.update(_cron_policies(jitter, overlap, catchup_window))
+        payload.update(_cron_bounds(start_at, end_at, max_runs, delete_after_end))
         if endpoint is not None:
             payload["endpoint"] = endpoint
         return _parse(self._request("PUT", _path("cron", cron_id), json_body=payload), _cron)
@@ -744,10 +860,16 @@ def _job_payload(
     max_attempts: int | None = None,
     endpoint: str | None = None,
     flow: Mapping[str, Any] | None = None,
+    debounce: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    if (at is None) == (delay is None):
+    if debounce is not None:
+        if at is not None or delay is not None:
+            raise ValueError("A debounced job takes neither at nor delay.")
+    elif (at is None) == (delay is None):
         raise ValueError("Give exactly one of at and delay.")
     payload: dict[str, Any] = {"body": body}
+    if debounce is not None:
+        payload["debounce"] = _debounce(debounce)
     if at is not None:
         payload["timestamp"] = format_time(at) if isinstance(at, dt.datetime) else at
     if delay is not None:
@@ -761,6 +883,17 @@ def _job_payload(
     if flow is not None:
         payload["flow"] = dict(flow)
     return payload
+
+
+def _debounce(debounce: Mapping[str, Any]) -> dict[str, Any]:
+    unknown = set(debounce) - _DEBOUNCE_KEYS
+    if unknown:
+        raise ValueError(f"debounce: unknown keys {sorted(unknown)}")
+    given = {key: value for key, value in debounce.items() if value is not None}
+    for name in ("period", "max_wait"):
+        if isinstance(given.get(name), dt.timedelta):
+            given[name] = _seconds(given[name])
+    return given
 
 
 def _trace(traceparent: str | None, tracestate: str | None) -> dict[str, str]:
@@ -781,6 +914,14 @@ def _cron_entry(cron_id: str, spec: str | Mapping[str, Any]) -> dict[str, Any]:
     if "spec" not in spec:
         raise ValueError(f"cron {cron_id!r}: no spec")
     policies = _cron_policies(spec.get("jitter"), spec.get("overlap"), spec.get("catchup_window"))
+    policies.update(
+        _cron_bounds(
+            spec.get("start_at"),
+            spec.get("end_at"),
+            spec.get("max_runs"),
+            bool(spec.get("delete_after_end", False)),
+        )
+    )
     if spec.get("endpoint") is not None:
         policies["endpoint"] = spec["endpoint"]
     return {"id": cron_id, "spec": spec["spec"], **policies}
@@ -799,6 +940,24 @@ def _cron_policies(
     if catchup_window is not None:
         policies["catchup_window"] = _seconds(catchup_window)
     return policies
+
+
+def _cron_bounds(
+    start_at: dt.datetime | str | None,
+    end_at: dt.datetime | str | None,
+    max_runs: int | None,
+    delete_after_end: bool,
+) -> dict[str, Any]:
+    bounds: dict[str, Any] = {}
+    if start_at is not None:
+        bounds["start_at"] = _time_param(start_at)
+    if end_at is not None:
+        bounds["end_at"] = _time_param(end_at)
+    if max_runs is not None:
+        bounds["max_runs"] = max_runs
+    if delete_after_end:
+        bounds["delete_after_end"] = True
+    return bounds
 
 
 def _seconds(value: float | dt.timedelta) -> float | int:
@@ -868,6 +1027,9 @@ def _job(data: dict[str, Any]) -> Job:
         endpoint=data.get("endpoint", "default"),
         last_error_kind=data.get("last_error_kind"),
         cancel_requested_at=_optional_time(data.get("cancel_requested_at")),
+        flow_key=data.get("flow_key"),
+        debounce_key=data.get("debounce_key"),
+        debounce_until=_optional_time(data.get("debounce_until")),
     )
 
 
@@ -897,4 +1059,12 @@ def _cron(data: dict[str, Any]) -> Cron:
         overlap=str(data.get("overlap", "allow")),
         endpoint=data.get("endpoint", "default"),
         catchup_window=data.get("catchup_window"),
+        state=str(data.get("state", "paused" if data.get("paused") else "active")),
+        start_at=_optional_time(data.get("start_at")),
+        end_at=_optional_time(data.get("end_at")),
+        max_runs=data.get("max_runs"),
+        runs=int(data.get("runs", 0)),
+        runs_left=data.get("runs_left"),
+        ended_at=_optional_time(data.get("ended_at")),
+        delete_after_end=bool(data.get("delete_after_end", False)),
     )

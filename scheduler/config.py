@@ -29,8 +29,27 @@ DEFAULT_POLL_INTERVAL = 2.0
 # pooler), or a transaction-mode pooler such as PgBouncer's `pool_mode = transaction`.
 DB_POOLERS = ("none", "transaction")
 DEFAULT_SHUTDOWN_GRACE = 30.0
-DEFAULT_DB_POOL_SIZE = 8
 DEFAULT_WEB_WORKERS = 2
+# Connections each process may open: the web process's gunicorn workers share them, and a
+# dispatcher's fixed split needs all of them (docs/operations.md, "Connections"). One web process
+# and one dispatcher then stay within 20, a small managed plan's limit.
+DEFAULT_DB_CONNECTIONS = 10
+# A dispatcher's connections other than its own pool, and the least that pool works with: its
+# heartbeat must not wait behind the leader's maintenance.
+DISPATCHER_FIXED_CONNECTIONS = (
+    tuning.LISTEN_CONNECTIONS + tuning.DELIVERY_POOL_SIZE + tuning.TIMER_ENGINE_CONNECTIONS
+)
+MIN_DB_CONNECTIONS = DISPATCHER_FIXED_CONNECTIONS + tuning.DISPATCHER_POOL_MIN
+MAX_DB_CONNECTIONS = 10_000
+# Request threads per gunicorn worker, apart from the connections: slow clients take none (the
+# worker reads each request whole first), and requests beyond the pool wait for a connection.
+DEFAULT_WEB_THREADS = 8
+# Variables read by earlier releases, and what replaced them: set, they stop the process rather
+# than be ignored and change its capacity silently.
+RETIRED_VARIABLES = {
+    "SCHEDULER_DB_POOL_SIZE": "is no longer read: set SCHEDULER_DB_CONNECTIONS (connections per "
+    "process) and SCHEDULER_WEB_THREADS (threads per gunicorn worker) instead",
+}
 DEFAULT_LEADER_TIMEOUT = 10.0
 DEFAULT_RETENTION = 7 * 24 * 3600.0
 DEFAULT_FAILED_RETENTION = 30 * 24 * 3600.0
@@ -313,8 +332,11 @@ class Settings:
         "Seconds between looks for due deliveries, whatever the timers say")
     shutdown_grace: float = setting("SCHEDULER_SHUTDOWN_GRACE", seconds(0.0),
         DEFAULT_SHUTDOWN_GRACE, "Seconds in-flight deliveries get to finish after SIGTERM")
-    db_pool_size: int = setting("SCHEDULER_DB_POOL_SIZE", integer(1, 256), DEFAULT_DB_POOL_SIZE,
-        "Threads and database connections per web worker")
+    db_connections: int = setting("SCHEDULER_DB_CONNECTIONS",
+        integer(MIN_DB_CONNECTIONS, MAX_DB_CONNECTIONS), DEFAULT_DB_CONNECTIONS,
+        "Most PostgreSQL connections each web process and each dispatcher opens")
+    web_threads: int = setting("SCHEDULER_WEB_THREADS", integer(1, 1024), DEFAULT_WEB_THREADS,
+        "Request threads per gunicorn worker")
     web_workers: int = setting("WEB_CONCURRENCY", integer(1, 64), DEFAULT_WEB_WORKERS,
         "Gunicorn worker processes")
     leader_timeout: float = setting("SCHEDULER_LEADER_TIMEOUT", seconds(3.0),
@@ -392,6 +414,18 @@ class Settings:
         return self.connect_timeout + self.read_timeout
 
     @property
+    def web_pool_size(self) -> int:
+        """Connections of each gunicorn worker's pool: an even share of SCHEDULER_DB_CONNECTIONS."""
+        return self.db_connections // self.web_workers
+
+    @property
+    def dispatcher_pool_size(self) -> int:
+        """Connections of a dispatcher's own pool: what SCHEDULER_DB_CONNECTIONS leaves after its
+        listener, delivery pool and timer engine, up to what its threads can use."""
+        own = self.db_connections - DISPATCHER_FIXED_CONNECTIONS
+        return min(own, tuning.DISPATCHER_POOL_MAX)
+
+    @property
     def dashboard_session_seconds(self) -> float:
         return self.dashboard_session_hours * 3600.0
 
@@ -432,6 +466,9 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read every variable; raise ConfigError naming the first one that is missing or bad."""
         env = Environment(os.environ if environ is None else environ)
+        for variable, problem in RETIRED_VARIABLES.items():
+            if env.source.get(variable, "").strip():
+                raise errors.ConfigError(variable, problem)
         values = {
             f.name: env.read(v, f.metadata["reader"], f.default) for v, f in VARIABLES.items()
         }
@@ -439,6 +476,12 @@ class Settings:
 
     def checked(self) -> Settings:
         """Cross-field checks that no single variable can express."""
+        if self.db_connections < self.web_workers:
+            raise errors.ConfigError(
+                "SCHEDULER_DB_CONNECTIONS",
+                f"must be at least WEB_CONCURRENCY ({self.web_workers}): a connection for each "
+                "gunicorn worker",
+            )
         if self.retry_cap < self.retry_base:
             raise errors.ConfigError("SCHEDULER_RETRY_CAP", "must be at least SCHEDULER_RETRY_BASE")
         if self.failure_endpoint is not None and self.failure_endpoint not in self.endpoints:

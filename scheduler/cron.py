@@ -325,6 +325,21 @@ def next_fire_times(spec: CronSpec, after: datetime, count: int) -> list[datetim
     return list(itertools.islice(_fire_times(spec, after), count))
 
 
+def bounded_fire_times(
+    spec: CronSpec,
+    after: datetime,
+    count: int,
+    start_at: datetime | None = None,
+    end_at: datetime | None = None,
+) -> list[datetime]:
+    """The next ``count`` fire times strictly after ``after``, from ``start_at`` on (inclusive)
+    and up to ``end_at`` (inclusive), as a cron with those bounds fires them."""
+    if start_at is not None and start_at > after:
+        after = start_at - timedelta(microseconds=1)
+    times = next_fire_times(spec, after, count)
+    return [moment for moment in times if end_at is None or moment <= end_at]
+
+
 def fire_times_between(spec: CronSpec, start: datetime, end: datetime, most: int) -> list[datetime]:
     """The fire times t with ``start <= t < end``, in the spec's zone, as ``next_fire_times``
     computes them; at most ``most + 1``, so a caller can tell a window that holds more than

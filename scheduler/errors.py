@@ -75,6 +75,24 @@ class EndpointNotFound(SchedulerError):
 class Conflict(SchedulerError):
     """The request conflicts with the current state."""
 
+    # The field of the request the conflict is about, if one is, and what to say of it there.
+    field: str | None = None
+    field_message: str = ""
+
+
+class AttemptsSpent(Conflict):
+    """A job's new attempt budget would leave it no attempt."""
+
+    field = "max_attempts"
+
+    def __init__(self, job_id: str, attempts: int) -> None:
+        self.job_id = job_id
+        self.attempts = attempts
+        self.field_message = f"Must be more than the {attempts} attempts the job has made."
+        super().__init__(
+            f"job {job_id} has made {attempts} attempts: max_attempts must be more than that"
+        )
+
 
 class IdempotencyConflict(Conflict):
     """An idempotency key was reused for a different request."""

@@ -118,6 +118,17 @@ class Flow:
 
 
 @dataclasses.dataclass(frozen=True)
+class Debounce:
+    """A debounce key (within the job's endpoint): while a job inserted with it waits and was
+    never claimed, another insert with the key updates that job, due `period` seconds after the
+    latest insert but never later than `max_wait` seconds after the first (None: no limit)."""
+
+    key: str
+    period: float
+    max_wait: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class NewJob:
     """A job to store; `body` is its JSON text, as jsonb.encode writes it. It is due at `run_at`,
     or `delay` seconds after it is stored by the database's clock when `run_at` is None."""
@@ -132,12 +143,29 @@ class NewJob:
     traceparent: str | None = None
     tracestate: str | None = None
     flow: Flow | None = None
+    # Set on a debounced insert, whose `delay` is then the debounce's period.
+    debounce: Debounce | None = None
 
     def due_within(self, seconds: float, now: dt.datetime) -> bool:
         """Whether it is due less than `seconds` after `now`."""
         if self.run_at is None:
             return (self.delay or 0.0) < seconds
         return self.run_at < now + dt.timedelta(seconds=seconds)
+
+
+@dataclasses.dataclass(frozen=True)
+class JobEdit:
+    """What an edit of a waiting job changes; a field left None (`set_flow` False) stays as it
+    is. `body` is JSON text, as in NewJob; the due time is `run_at`, or `delay` seconds after the
+    edit by the database's clock; `flow` None with `set_flow` takes the job's key away."""
+
+    body: str | None = None
+    run_at: dt.datetime | None = None
+    delay: float | None = None
+    max_attempts: int | None = None
+    endpoint: str | None = None
+    set_flow: bool = False
+    flow: Flow | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,6 +189,12 @@ class CronDefinition:
     flow: Flow | None = None
     # Seconds a missed tick is still delivered late; None: the dispatcher's default.
     catchup_window: float | None = None
+    # Its lifecycle: no tick before start_at or after end_at, none after max_runs runs; once
+    # ended, removed if delete_after_end.
+    start_at: dt.datetime | None = None
+    end_at: dt.datetime | None = None
+    max_runs: int | None = None
+    delete_after_end: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,6 +214,24 @@ class CronJob:
     flow_rate: float | None = None
     flow_max_in_flight: int | None = None
     catchup_window: float | None = None
+    start_at: dt.datetime | None = None
+    end_at: dt.datetime | None = None
+    max_runs: int | None = None
+    runs: int = 0
+    ended_at: dt.datetime | None = None
+    delete_after_end: bool = False
+
+    @property
+    def state(self) -> str:
+        """`ended` for good, `paused`, or `active` (which includes waiting for its start_at)."""
+        if self.ended_at is not None:
+            return "ended"
+        return "paused" if self.paused else "active"
+
+    @property
+    def runs_left(self) -> int | None:
+        """Runs before it ends by max_runs; None without one."""
+        return None if self.max_runs is None else max(0, self.max_runs - self.runs)
 
     @property
     def flow(self) -> Flow | None:
@@ -240,6 +292,17 @@ class JobRecord:
     # When a cancel was first asked for. One that came while the job was being delivered is
     # pending until that attempt ends: the job then ends cancelled, or delivered.
     cancel_requested_at: dt.datetime | None = None
+    flow_key: str | None = None
+    # Debounced jobs only: the key, and the latest time a debounce may move the job to.
+    debounce_key: str | None = None
+    debounce_until: dt.datetime | None = None
+    event: str | None = None
+
+    @property
+    def editable(self) -> bool:
+        """Whether an edit may change it: a job inserted through the API that waits to be sent
+        (a cron's run and a failure notification are made by the scheduler, and are not)."""
+        return self.state == "scheduled" and self.cron_id is None and self.event is None
 
     @property
     def cancellable(self) -> bool:
@@ -280,6 +343,8 @@ JOB_STATES = ("scheduled", "delivering", "delivered", "failed", "cancelled", "sk
 # What a cron tick does while an earlier run of the cron is unfinished: go out anyway, or be
 # recorded as skipped. The first is the default.
 OVERLAP_POLICIES = ("allow", "skip")
+# A cron's state (CronJob.state): `ended` once past its end_at or its max_runs, for good.
+CRON_STATES = ("active", "paused", "ended")
 
 
 # Why an attempt failed, recorded with it and as its job's last_error_kind: the dashboard groups

@@ -1,4 +1,4 @@
-"""The dispatcher's and the storage's fixed timings and sizes, each with why it has its value.
+"""The processes' and the storage's fixed timings and sizes, each with why it has its value.
 
 These are not settings: nothing reads them from the environment (config.py holds those). A
 change here is a change of behaviour, to be shown in `make bench` or argued in the commit.
@@ -131,13 +131,25 @@ DELIVERY_MINUTES_RETENTION_SECONDS = 24 * 3600.0
 
 # --- connections --------------------------------------------------------------------------------
 
-# Connections of the dispatcher's pool: the heartbeat, the endpoint routes and the leader's
-# timers and maintenance each use one at a time; senders use none.
-DISPATCHER_POOL_SIZE = 3
-# Connections of the delivery pool: the claim loop and the recorder. Their commits (claims,
-# outcomes) need not wait for the disk: one lost in a crash of PostgreSQL makes its job due
-# again, after its lease, and it is sent again, which at-least-once delivery allows.
+# A dispatcher's connections, which SCHEDULER_DB_CONNECTIONS bounds (config.Settings.
+# dispatcher_pool_size splits it; docs/operations.md, "Connections"):
+# the listener's own connection, for LISTEN.
+LISTEN_CONNECTIONS = 1
+# The delivery pool: the claim loop and the recorder, one each. Their commits (claims, outcomes)
+# need not wait for the disk: one lost in a crash of PostgreSQL makes its job due again, after
+# its lease, and it is sent again, which at-least-once delivery allows.
 DELIVERY_POOL_SIZE = 2
+# APScheduler's SQLAlchemy engine, on the leader: one connection, since APScheduler holds its
+# jobstores lock around every use of the jobstore (a timer pass, a wake timer set from the claim
+# loop, a cron synchronised from the listener), so they take turns anyway.
+TIMER_ENGINE_POOL = {"pool_size": 1, "max_overflow": 0}
+TIMER_ENGINE_CONNECTIONS = TIMER_ENGINE_POOL["pool_size"] + TIMER_ENGINE_POOL["max_overflow"]
+# The dispatcher's own pool takes what is left, between these: its heartbeat, the campaign, the
+# endpoint routes, and the leader's ticks and maintenance each use one at a time (senders use
+# none), so more than one each would stay idle, and fewer than two would leave the heartbeat
+# waiting behind the leader's work.
+DISPATCHER_POOL_MIN = 2
+DISPATCHER_POOL_MAX = 5
 # A pooled connection not handed out for longer than this is pinged before use: one in steady
 # use has just proved itself, and a ping on every checkout doubled a request's round trips.
 IDLE_CHECK_SECONDS = 1.0
@@ -156,6 +168,21 @@ KEEPALIVES: dict[str, Any] = {
     "tcp_user_timeout": 20000,
     "connect_timeout": 5,
 }
+
+# --- the web process's requests ------------------------------------------------------------------
+
+# A request has this long from its first byte (or from the connection, for the first request) to
+# arrive whole, head and body, before it is answered 408: it waits in the worker's event loop
+# meanwhile, not in a thread (web/buffering.py). The API's clients are programs sending at most
+# SCHEDULER_MAX_BODY_BYTES (1 MiB by default, so at 100 KiB/s or more).
+REQUEST_READ_SECONDS = 10.0
+# The most a request's head (request line and headers) may take; more is answered 431. Heroku's
+# router allows 8 KiB per header line, and our requests need a few short ones.
+REQUEST_HEAD_MAX_BYTES = 32 * 1024
+# Connections each gunicorn worker holds at once, waiting ones included: each may hold a head
+# and a body in memory while it arrives, so this bounds a worker's memory (256 x 1 MiB at most)
+# as well as the slow clients it outlasts. A platform's router keeps far fewer.
+WEB_CONNECTIONS_PER_WORKER = 256
 
 # --- announcing new jobs ------------------------------------------------------------------------
 

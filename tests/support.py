@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import getpass
 import hashlib
 import http.server
 import json
@@ -571,7 +572,8 @@ class PgBouncer:
     def __init__(self, server_url: str, workdir: pathlib.Path) -> None:
         self.bridge = TcpProxy(server_url)
         self.port = free_port()
-        user = psycopg.conninfo.conninfo_to_dict(server_url).get("user") or "postgres"
+        # libpq's default user is the operating system's.
+        user = psycopg.conninfo.conninfo_to_dict(server_url).get("user") or getpass.getuser()
         workdir.mkdir(parents=True, exist_ok=True)
         workdir.chmod(0o755)
         users = workdir / "users.txt"

@@ -23,12 +23,14 @@ CANCEL_PENDING_FIRES = queries.variant(
 @dataclasses.dataclass(frozen=True)
 class RecordedTicks:
     """Cron ticks new to the table, how many of those were recorded as skipped and as missed,
-    and how many owed ticks were left for another statement."""
+    how many owed ticks were left for another statement, and how many crons it ended."""
 
     recorded: int
     skipped: int
     missed: int = 0
     left_over: int = 0
+    # Crons that reached their max_runs in this statement.
+    ended: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,18 +57,24 @@ def replace_crons(database: db.Database, crons: Sequence[jobs.CronDefinition]) -
     """Make the cron set exactly `crons`, atomically; unchanged crons keep their timers."""
     with database.transaction() as cur:
         cur.execute(QUERIES["lock_crons"])
-        cur.execute(QUERIES["delete_crons_except"], {"ids": [c.id for c in crons]})
+        ids = [c.id for c in crons]
+        cur.execute(QUERIES["delete_crons_except"], {"ids": ids})
         removed = [row["id"] for row in cur.fetchall()]
         if removed:
             cur.execute(CANCEL_PENDING_FIRES, {"cron_ids": removed})
-        cur.executemany(QUERIES["upsert_cron"], [_cron_params(c) for c in crons])
+        cur.execute(QUERIES["forget_tombstones_except"], {"ids": ids})
+        params = [_cron_params(c) for c in crons]
+        cur.executemany(QUERIES["forget_changed_tombstone"], params)
+        cur.executemany(QUERIES["upsert_cron"], params)
         _use_flows(cur, crons)
         cur.execute(notices.QUERIES["notify_crons_changed"])
 
 
 def put_cron(database: db.Database, cron: jobs.CronDefinition) -> None:
-    """Create or redefine one cron, leaving the others alone."""
+    """Create or redefine one cron, leaving the others alone; a cron removed when it ended is
+    made afresh."""
     with database.transaction() as cur:
+        cur.execute(QUERIES["forget_tombstone"], {"id": cron.id})
         cur.execute(QUERIES["upsert_cron"], _cron_params(cron))
         _use_flows(cur, [cron])
         cur.execute(notices.QUERIES["notify_crons_changed"])
@@ -205,8 +213,22 @@ def record_ticks(
     if row["keyed"]:
         flows.announce_keyed(database)
     return RecordedTicks(
-        int(row["inserted"]), int(row["skipped"]), int(row["missed"]), int(row["left_over"])
+        int(row["inserted"]),
+        int(row["skipped"]),
+        int(row["missed"]),
+        int(row["left_over"]),
+        int(row["ended"]),
     )
+
+
+def end_past_crons(database: db.Database, now: dt.datetime) -> int:
+    """End the crons whose end_at is before `now`; how many. Record what they are owed first."""
+    return len(database.rows(QUERIES["end_past_crons"], {"now": now}))
+
+
+def retire_ended_crons(database: db.Database) -> list[str]:
+    """Remove the ended crons that asked to be, leaving their tombstones; their ids."""
+    return [row["id"] for row in database.rows(QUERIES["retire_ended_crons"])]
 
 
 def schedules_missing_timers(database: db.Database) -> list[str]:

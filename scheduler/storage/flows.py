@@ -36,9 +36,7 @@ def use_flows(cur: Any, named: Sequence[tuple[str, jobs.Flow]], announce: bool =
     latest = {(endpoint, flow.key): flow for endpoint, flow in named}
     names = sorted(latest)
     if announce:
-        cur.execute(QUERIES["newly_keyed"], {"endpoints": sorted({e for e, _ in names})})
-        if cur.fetchall():
-            cur.execute(notices.QUERIES["notify_endpoints_changed"])
+        _announce_newly_keyed(cur, [endpoint for endpoint, _ in names])
     cur.execute(
         QUERIES["use_flows"],
         {
@@ -50,9 +48,30 @@ def use_flows(cur: Any, named: Sequence[tuple[str, jobs.Flow]], announce: bool =
     )
 
 
+def carry_flow(cur: Any, key: str, former: str, endpoint: str) -> None:
+    """Move a job's key from endpoint `former` to `endpoint` in the caller's transaction (an edit
+    that changes only its endpoint): made there with its limits on `former` unless `endpoint`
+    has the key already. An endpoint with no keyed job waiting until now is announced, as by
+    use_flows."""
+    _announce_newly_keyed(cur, [endpoint])
+    cur.execute(QUERIES["carry_flow"], {"key": key, "former": former, "endpoint": endpoint})
+
+
+def _announce_newly_keyed(cur: Any, endpoints: Sequence[str]) -> None:
+    cur.execute(QUERIES["newly_keyed"], {"endpoints": sorted(set(endpoints))})
+    if cur.fetchall():
+        cur.execute(notices.QUERIES["notify_endpoints_changed"])
+
+
 def announce_keyed(database: db.Database) -> None:
     """Keyed jobs were stored: have every dispatcher reload which endpoints it claims apart."""
     database.run(notices.QUERIES["notify_endpoints_changed"])
+
+
+def flow_limits(database: db.Database, endpoint: str, key: str) -> jobs.Flow | None:
+    """The key with the limits it has now; None when the endpoint has no such key."""
+    found = database.rows(QUERIES["flow_limits"], {"endpoint": endpoint, "key": key})
+    return jobs.Flow(key, **found[0]) if found else None
 
 
 def keyed_endpoints(database: db.Database) -> list[str]:

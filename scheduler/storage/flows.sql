@@ -14,6 +14,24 @@ FROM unnest(%(endpoints)s::text[], %(keys)s::text[], %(rates)s::float8[],
 ON CONFLICT (endpoint, key) DO UPDATE
 SET rate_limit = EXCLUDED.rate_limit, max_in_flight = EXCLUDED.max_in_flight, used_at = now();
 
+-- carry_flow --
+-- A job's flow key moved with the job to another endpoint (an edit): the key is made there with
+-- the limits it has on the job's former endpoint, unless the endpoint has the key already, whose
+-- limits then stay; in use either way. The endpoint's row is made, as by use_flows.
+WITH named AS (
+    INSERT INTO endpoints (name) VALUES (%(endpoint)s)
+    ON CONFLICT (name) DO NOTHING
+)
+INSERT INTO flows (endpoint, key, rate_limit, max_in_flight)
+SELECT %(endpoint)s, %(key)s, former.rate_limit, former.max_in_flight
+FROM (SELECT 1) AS one
+LEFT JOIN flows AS former ON former.endpoint = %(former)s AND former.key = %(key)s
+ON CONFLICT (endpoint, key) DO UPDATE SET used_at = now();
+
+-- flow_limits --
+-- One key's limits (none: no such key).
+SELECT rate_limit, max_in_flight FROM flows WHERE endpoint = %(endpoint)s AND key = %(key)s;
+
 -- newly_keyed --
 -- Which of these endpoints have no keyed job waiting (as keyed_endpoints finds them).
 SELECT named.name

@@ -1,4 +1,5 @@
-"""Jobs as the API sees them: insert (with idempotency keys), read, list, cancel, run now, retry."""
+"""Jobs as the API sees them: insert (with idempotency keys and debounce keys), read, list, edit,
+cancel, run now, retry."""
 
 from __future__ import annotations
 
@@ -73,6 +74,15 @@ class Cancelled:
 
 
 @dataclasses.dataclass(frozen=True)
+class Scheduled:
+    """A job a request asked for: its id, and whether it joined a waiting job with its debounce
+    key (the id is then that job's) rather than being added."""
+
+    id: str
+    debounced: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
 class FailedGroup:
     """Failed jobs whose last error was of one kind (jobs.ERROR_KINDS, `http_<status>`, or
     None: recorded before kinds were)."""
@@ -123,7 +133,8 @@ def insert_jobs(
     key: Idempotency | None = None,
     announce_within: float | None = None,
 ) -> list[str]:
-    """Insert jobs in one transaction, or return what an earlier request with `key` made.
+    """Insert jobs without a debounce key (insert_debounced_jobs takes those) in one
+    transaction, or return what an earlier request with `key` made.
 
     Jobs due within `announce_within` seconds (every job when it is None) wake the
     dispatchers with a notification; they find later ones on their own periodic look.
@@ -165,23 +176,107 @@ def insert_jobs(
 
 
 def _earlier_result(cur: Any, key: Idempotency) -> list[str]:
+    return [scheduled.id for scheduled in _earlier_answer(cur, key)]
+
+
+def _earlier_answer(cur: Any, key: Idempotency) -> list[Scheduled]:
     cur.execute(QUERIES["find_idempotency_key"], {"key": key.key})
     row = cur.fetchone()
     assert row is not None, "a key that conflicted exists once its owner committed"
     if row["request_hash"] != key.digest:
         raise errors.IdempotencyConflict(key.key)
-    return list(row["job_ids"])
+    debounced = row["debounced"] or [False] * len(row["job_ids"])
+    return [Scheduled(*answer) for answer in zip(row["job_ids"], debounced, strict=True)]
+
+
+def _debounce_params(job: jobs.NewJob, announce_within: float | None) -> dict[str, Any]:
+    assert job.debounce is not None and job.delay is not None
+    return {
+        **_job_params(job),
+        "debounce_key": job.debounce.key,
+        "max_wait": job.debounce.max_wait,
+        "announce_within": announce_within,
+    }
+
+
+def insert_debounced_jobs(
+    database: db.Database,
+    new_jobs: Sequence[jobs.NewJob],
+    key: Idempotency | None = None,
+    announce_within: float | None = None,
+) -> list[Scheduled]:
+    """Insert jobs of which some are debounced (jobs.NewJob.debounce) in one transaction, or
+    return what an earlier request with `key` made. A debounced job joins the job of its
+    endpoint and key that waits and was never claimed, if there is one (debounce_job), in the
+    order given, so that of two in one request the second joins the first. The dispatchers are
+    woken as insert_jobs wakes them.
+
+    :raise errors.IdempotencyConflict: `key` was used for a different request.
+    """
+    if key is None and len(new_jobs) == 1 and new_jobs[0].flow is None:
+        # One statement that commits by itself, and announces the job as it goes.
+        params = {**_debounce_params(new_jobs[0], announce_within), "announce": True}
+        (row,) = database.rows(QUERIES["debounce_job"], params)
+        return [Scheduled(row["id"], row["debounced"])]
+    plain = [j for j in new_jobs if j.debounce is None]
+    now = dt.datetime.now(dt.UTC)
+    announce = announce_within is None or any(j.due_within(announce_within, now) for j in plain)
+    answers = {j.id: Scheduled(j.id) for j in plain}
+    with database.transaction() as cur:
+        if key is not None:
+            cur.execute(
+                QUERIES["claim_idempotency_key"],
+                {"key": key.key, "job_ids": [j.id for j in new_jobs], "request_hash": key.digest},
+            )
+            if cur.fetchone() is None:
+                return _earlier_answer(cur, key)
+        named = [(j.endpoint, j.flow) for j in new_jobs if j.flow is not None]
+        if named:
+            flows.use_flows(cur, named, announce=True)
+        if plain:
+            cur.execute(QUERIES["insert_jobs_quietly"], _job_columns(plain))
+        # By endpoint and key, so that concurrent requests wait for each other's keys in one
+        # order instead of deadlocking; the sort is stable, so one key's jobs keep theirs.
+        debounced = sorted(
+            (j for j in new_jobs if j.debounce is not None),
+            key=lambda j: (j.endpoint, j.debounce.key if j.debounce else ""),
+        )
+        for job in debounced:
+            params = {**_debounce_params(job, announce_within), "announce": False}
+            cur.execute(QUERIES["debounce_job"], params)
+            upserted = cur.fetchone()
+            assert upserted is not None
+            answers[job.id] = Scheduled(upserted["id"], upserted["debounced"])
+            if announce_within is not None and upserted["due_in"] < announce_within:
+                announce = True
+        if announce:
+            cur.execute(notices.QUERIES["notify_jobs_due"])
+        scheduled = [answers[j.id] for j in new_jobs]
+        if key is not None:
+            cur.execute(
+                QUERIES["answer_idempotency_key"],
+                {
+                    "key": key.key,
+                    "job_ids": [s.id for s in scheduled],
+                    "debounced": [s.debounced for s in scheduled],
+                },
+            )
+    return scheduled
 
 
 def get_job(database: db.Database, job_id: str) -> tuple[jobs.JobRecord, list[jobs.Attempt]]:
     """:raise errors.JobNotFound: no job has this id."""
     with database.transaction() as cur:
-        cur.execute(QUERIES["get_job"], {"id": job_id})
-        row = cur.fetchone()
-        if row is None:
-            raise errors.JobNotFound(job_id)
-        cur.execute(QUERIES["list_attempts"], {"job_id": job_id})
-        attempts = [jobs.Attempt(**a) for a in cur.fetchall()]
+        return _read_job(cur, job_id)
+
+
+def _read_job(cur: Any, job_id: str) -> tuple[jobs.JobRecord, list[jobs.Attempt]]:
+    cur.execute(QUERIES["get_job"], {"id": job_id})
+    row = cur.fetchone()
+    if row is None:
+        raise errors.JobNotFound(job_id)
+    cur.execute(QUERIES["list_attempts"], {"job_id": job_id})
+    attempts = [jobs.Attempt(**a) for a in cur.fetchall()]
     return jobs.JobRecord(**row), attempts
 
 
@@ -201,6 +296,61 @@ def cancel_jobs(database: db.Database, job_ids: Sequence[str]) -> Cancelled:
     attempt ends."""
     (row,) = database.rows(QUERIES["cancel_jobs"], {"ids": list(job_ids)})
     return Cancelled(now=int(row["cancelled"]), requested=int(row["requested"]))
+
+
+def edit_job(
+    database: db.Database, job_id: str, edit: jobs.JobEdit, announce_within: float | None = None
+) -> tuple[jobs.JobRecord, list[jobs.Attempt]]:
+    """Change a job that waits to be sent (for its time, or for a retry) as `edit` says, in one
+    transaction that holds its row (lock_job), so that a claim either took the job before (the
+    edit is refused) or takes it as edited; the job as edited, read in that transaction. Its
+    attempts so far stay counted. A changed flow key is made or refreshed as an insert's is; a
+    key kept on another endpoint moves with the job (flows.carry_flow). The dispatchers are
+    woken when it is due within `announce_within` seconds (always when None).
+
+    :raise errors.JobNotFound: no job has this id.
+    :raise errors.Conflict: it is not waiting to be sent, or is a cron's run or a notification.
+    :raise errors.AttemptsSpent: `edit.max_attempts` is not above the attempts it has made.
+    """
+    with database.transaction() as cur:
+        cur.execute(QUERIES["lock_job"], {"id": job_id})
+        row = cur.fetchone()
+        if row is None:
+            raise errors.JobNotFound(job_id)
+        _check_editable(job_id, row)
+        if edit.max_attempts is not None and edit.max_attempts <= row["attempts"]:
+            raise errors.AttemptsSpent(job_id, row["attempts"])
+        endpoint = edit.endpoint or row["endpoint"]
+        if edit.set_flow and edit.flow is not None:
+            flows.use_flows(cur, [(endpoint, edit.flow)], announce=True)
+        elif not edit.set_flow and row["flow_key"] is not None and endpoint != row["endpoint"]:
+            flows.carry_flow(cur, row["flow_key"], row["endpoint"], endpoint)
+        cur.execute(
+            QUERIES["edit_job"],
+            {
+                "id": job_id,
+                "body": None if edit.body is None else Jsonb(edit.body, dumps=_as_is),
+                "run_at": edit.run_at,
+                "delay": edit.delay,
+                "max_attempts": edit.max_attempts,
+                "endpoint": edit.endpoint,
+                "set_flow": edit.set_flow,
+                "flow_key": None if edit.flow is None else edit.flow.key,
+                "announce_within": announce_within,
+            },
+        )
+        return _read_job(cur, job_id)
+
+
+def _check_editable(job_id: str, row: dict[str, Any]) -> None:
+    if row["cron_id"] is not None:
+        raise errors.Conflict(
+            f"job {job_id} is a run of cron {row['cron_id']!r}: change the cron instead"
+        )
+    if row["event"] is not None:
+        raise errors.Conflict(f"job {job_id} is a {row['event']} notification: it has no edit")
+    if row["state"] != "scheduled":
+        raise errors.Conflict(f"job {job_id} is {row['state']}: only a scheduled job can be edited")
 
 
 def run_job_now(database: db.Database, job_id: str) -> None:

@@ -31,6 +31,45 @@ VALUES (%(id)s, %(body)s, coalesce(%(run_at)s, now() + make_interval(secs => %(d
         coalesce(%(run_at)s, now() + make_interval(secs => %(delay)s)), %(max_attempts)s,
         %(endpoint)s, %(traceparent)s, %(tracestate)s, %(flow_key)s);
 
+-- debounce_job --
+-- A job due `delay` seconds from now, or, while a job of its endpoint with its debounce key waits
+-- and was never claimed (jobs_debounce_key, sql/0020), that job instead: it takes this insert's
+-- body, attempts, flow key and trace context, and is due `delay` seconds from now, but never
+-- later than its first insert's deadline (least() passes over a NULL one), and not moved at all
+-- when an operator asked for it to run now. ON CONFLICT waits for a concurrent insert with the
+-- key to commit and then updates the job it made; a claim that took the job first leaves no
+-- conflict, and this insert makes a new job. With `announce`, the dispatchers are woken (as by
+-- insert_job) when the job is due within `announce_within` seconds (always when NULL): the job
+-- it joined may be due sooner than before, at its deadline.
+WITH debounced AS (
+    INSERT INTO jobs AS waiting (id, body, run_at, next_attempt_at, max_attempts, endpoint,
+                                 traceparent, tracestate, flow_key, debounce_key, debounce_until,
+                                 debounce_open)
+    VALUES (%(id)s, %(body)s, now() + make_interval(secs => %(delay)s),
+            now() + make_interval(secs => %(delay)s), %(max_attempts)s, %(endpoint)s,
+            %(traceparent)s, %(tracestate)s, %(flow_key)s, %(debounce_key)s,
+            now() + make_interval(secs => %(max_wait)s::float8), true)
+    ON CONFLICT (endpoint, debounce_key) WHERE debounce_open DO UPDATE
+    SET body = EXCLUDED.body, max_attempts = EXCLUDED.max_attempts,
+        flow_key = EXCLUDED.flow_key, traceparent = EXCLUDED.traceparent,
+        tracestate = EXCLUDED.tracestate,
+        run_at = CASE WHEN waiting.run_requested THEN waiting.run_at
+                      ELSE least(EXCLUDED.run_at, waiting.debounce_until) END,
+        next_attempt_at = CASE WHEN waiting.run_requested THEN waiting.next_attempt_at
+                               ELSE least(EXCLUDED.next_attempt_at, waiting.debounce_until) END,
+        updated_at = now()
+    RETURNING id, next_attempt_at
+)
+SELECT id, id <> %(id)s AS debounced,
+       extract(epoch FROM next_attempt_at - now())::float8 AS due_in,
+       CASE WHEN %(announce)s
+                 AND (%(announce_within)s::float8 IS NULL
+                      OR next_attempt_at
+                         < now() + make_interval(secs => %(announce_within)s::float8))
+            THEN pg_notify('scheduler', 'j ' || extract(epoch FROM next_attempt_at - now()))
+       END AS announced
+FROM debounced;
+
 -- claim_idempotency_key --
 -- The first request with a key owns it; ON CONFLICT waits for a concurrent owner to commit.
 INSERT INTO idempotency_keys (key, job_ids, request_hash)
@@ -40,7 +79,13 @@ RETURNING key;
 
 -- find_idempotency_key --
 -- What an earlier request with this key scheduled.
-SELECT job_ids, request_hash FROM idempotency_keys WHERE key = %(key)s;
+SELECT job_ids, request_hash, debounced FROM idempotency_keys WHERE key = %(key)s;
+
+-- answer_idempotency_key --
+-- What a request with debounced jobs answered, kept under its key (claimed in the same
+-- transaction) for its repeats: a debounced job that joined a waiting one has that job's id.
+UPDATE idempotency_keys SET job_ids = %(job_ids)s, debounced = %(debounced)s
+WHERE key = %(key)s;
 
 -- cancel_job --
 -- Cancel a job (cancel_requested).
@@ -74,11 +119,15 @@ state = CASE WHEN state = 'scheduled' THEN 'cancelled' ELSE state END,
 finished_at = CASE WHEN state = 'scheduled' THEN now() ELSE finished_at END,
 updated_at = now()
 
+-- job_columns --
+-- Part of get_job and list_jobs: a job as jobs.JobRecord holds it.
+id, cron_id, body, run_at, state, attempts, max_attempts, next_attempt_at, last_status,
+last_error, created_at, updated_at, finished_at, endpoint, last_error_kind, cancel_requested_at,
+flow_key, debounce_key, debounce_until, event
+
 -- get_job --
 -- One job with everything a user may ask about it.
-SELECT id, cron_id, body, run_at, state, attempts, max_attempts, next_attempt_at, last_status,
-       last_error, created_at, updated_at, finished_at, endpoint, last_error_kind,
-       cancel_requested_at
+SELECT {job_columns}
 FROM jobs WHERE id = %(id)s;
 
 -- list_attempts --
@@ -89,9 +138,7 @@ FROM delivery_attempts WHERE job_id = %(job_id)s ORDER BY attempt;
 -- list_jobs --
 -- Keyset pagination, newest first: ids sort by creation time and are unique, so pages never
 -- repeat or skip a job whatever is inserted meanwhile.
-SELECT id, cron_id, body, run_at, state, attempts, max_attempts, next_attempt_at, last_status,
-       last_error, created_at, updated_at, finished_at, endpoint, last_error_kind,
-       cancel_requested_at
+SELECT {job_columns}
 FROM jobs
 WHERE (%(state)s::text IS NULL OR state = %(state)s)
   AND (%(cron_id)s::text IS NULL OR cron_id = %(cron_id)s)
@@ -106,6 +153,46 @@ LIMIT %(limit)s;
 -- job_state --
 -- The state of one job, to explain why an action did not apply.
 SELECT state FROM jobs WHERE id = %(id)s;
+
+-- lock_job --
+-- A job's row, locked for the rest of an edit's transaction. FOR UPDATE, not SKIP LOCKED: an
+-- edit waits for a claim of the row in progress and then reads what that claim committed (the
+-- job `delivering`, which the edit refuses), and while the edit holds the row every claim skips
+-- it (their SKIP LOCKED) and takes it, edited, at a later look. Nothing is sent half-edited.
+SELECT state, cron_id, event, attempts, endpoint, flow_key
+FROM jobs WHERE id = %(id)s
+FOR UPDATE;
+
+-- edit_job --
+-- An edit of a job locked by lock_job and found waiting to be sent: each column whose parameter
+-- is NULL (`set_flow` false for the flow key) stays as it is. Its attempts stay as they are (a
+-- job waiting for a retry keeps its count). A new due time replaces a run an operator asked
+-- for; a job moved to another endpoint leaves its debounce key (keys belong to an endpoint). The
+-- dispatchers are woken (as by insert_job) when it is due within `announce_within` seconds
+-- (always when NULL).
+WITH edited AS (
+    UPDATE jobs
+    SET body = coalesce(%(body)s::jsonb, body),
+        run_at = coalesce(%(run_at)s::timestamptz,
+                          now() + make_interval(secs => %(delay)s::float8), run_at),
+        next_attempt_at = coalesce(%(run_at)s::timestamptz,
+                                   now() + make_interval(secs => %(delay)s::float8),
+                                   next_attempt_at),
+        run_requested = run_requested AND %(run_at)s::timestamptz IS NULL
+                        AND %(delay)s::float8 IS NULL,
+        max_attempts = coalesce(%(max_attempts)s::integer, max_attempts),
+        debounce_open = debounce_open AND endpoint = coalesce(%(endpoint)s::text, endpoint),
+        endpoint = coalesce(%(endpoint)s::text, endpoint),
+        flow_key = CASE WHEN %(set_flow)s THEN %(flow_key)s::text ELSE flow_key END,
+        updated_at = now()
+    WHERE id = %(id)s
+    RETURNING next_attempt_at
+)
+SELECT CASE WHEN %(announce_within)s::float8 IS NULL
+                 OR next_attempt_at < now() + make_interval(secs => %(announce_within)s::float8)
+            THEN pg_notify('scheduler', 'j ' || extract(epoch FROM next_attempt_at - now()))
+       END AS announced
+FROM edited;
 
 -- run_job_now --
 -- Make a waiting job due now and wake the dispatchers; it goes even while its endpoint is paused.

@@ -70,11 +70,17 @@ def banner() -> Response:
     examples={
         "at": {"timestamp": openapi.EXAMPLE_TIME, "body": {"foo": "bar"}, "max_attempts": 5},
         "after": {"delay": "PT90S", "body": {"foo": "bar"}, "idempotency_key": "order-42"},
+        "debounced": {
+            "body": {"user": 42},
+            "debounce": {"key": "digest-42", "period": 300, "max_wait": 3600},
+        },
     },
     parameters=[openapi.IDEMPOTENCY_KEY, *openapi.TRACE_HEADERS],
     responses={
         200: openapi.returns(
-            schemas.JobIdResponse, "Scheduled (or, for a repeated idempotent request, was)."
+            schemas.InsertedJobResponse,
+            "Scheduled (or, for a repeated idempotent request, was); a debounced insert also "
+            "says whether it joined a waiting job.",
         )
     },
     errors={400: openapi.INVALID, 409: openapi.REUSED_KEY},
@@ -82,7 +88,10 @@ def banner() -> Response:
 def insert_job() -> Response:
     data = http.load(schemas.InsertJobSchema, http.json_body())
     (job,) = http.new_jobs([data])
-    (job_id,) = http.insert([job], http.idempotency(data, data["idempotency_key"]))
+    key = http.idempotency(data, data["idempotency_key"])
+    if job.debounce is not None:
+        return _insert_debounced(job, key)
+    (job_id,) = http.insert([job], key)
     # DEBUG: at thousands of inserts a second an INFO line each would cost more than the insert
     # itself, and the job's row already records it (GET /jobs/{id}). Checked first, so that its
     # arguments are not written out only to be dropped.
@@ -95,6 +104,20 @@ def insert_job() -> Response:
         )
     # The seed's answer; JobIdResponse in the OpenAPI document, without a schema's dump per job.
     return http.job_id_response(job_id)
+
+
+def _insert_debounced(job: jobs.NewJob, key: job_rows.Idempotency | None) -> Response:
+    (scheduled,) = http.insert_debounced([job], key)
+    if logger.isEnabledFor(logging.DEBUG):
+        logger.debug(
+            "debounced job %s %s",
+            scheduled.id,
+            "joined" if scheduled.debounced else "inserted",
+            extra={"action": "debounce_job", "job_id": scheduled.id},
+        )
+    return http.dump(
+        schemas.InsertedJobResponse, {"id": scheduled.id, "debounced": scheduled.debounced}
+    )
 
 
 @bp.post("/delete")
@@ -142,6 +165,10 @@ def replace_crons() -> Response:
             endpoint=http.known_endpoint(entry["endpoint"], index, "jobs"),
             flow=schemas.flow_of(entry),
             catchup_window=entry["catchup_window"],
+            start_at=entry["start_at"],
+            end_at=entry["end_at"],
+            max_runs=entry["max_runs"],
+            delete_after_end=entry["delete_after_end"],
         )
         for index, (entry, spec) in enumerate(parsed)
     ]
@@ -172,7 +199,8 @@ def preview_cron() -> Response:
             {"spec": [f"Invalid spec {exc.spec!r}: {exc.reason}"]},
         ) from None
     after = query["after"] or dt.datetime.now(dt.UTC)
-    upcoming = cron.next_fire_times(spec, after, query["count"])
+    count = min(query["count"], query["max_runs"] or query["count"])
+    upcoming = cron.bounded_fire_times(spec, after, count, query["start_at"], query["end_at"])
     return http.dump(schemas.CronPreviewResponse, {"spec": query["spec"], "next": upcoming})
 
 

@@ -36,7 +36,7 @@ def create_app(settings: config.Settings | None = None) -> Flask:
     app.config["SETTINGS"] = settings
     pool = db.open_pool(
         settings.database_url,
-        settings.db_pool_size,
+        settings.web_pool_size,
         name="web",
         pooled=settings.transaction_pooled,
     )
@@ -112,7 +112,8 @@ def _register_error_handlers(app: Flask, dashboard_on: bool) -> None:
 
     @app.errorhandler(errors.Conflict)
     def conflict(exc: errors.Conflict) -> Response:
-        return answer(409, "conflict", str(exc))
+        fields = None if exc.field is None else {exc.field: [exc.field_message]}
+        return answer(409, "conflict", str(exc), fields)
 
     @app.errorhandler(errors.StoreUnavailable)
     def unavailable(exc: errors.StoreUnavailable) -> Response:

@@ -24,12 +24,15 @@ NO_CRON = "No such cron."
 
 def describe(status: jobs.CronStatus, now: dt.datetime) -> dict[str, Any]:
     """A cron as the API shows it, with its next fire time computed by the dispatcher's code."""
-    parsed = cron.parse_spec(status.cron.spec)
-    upcoming = cron.next_fire_times(parsed, now, 1)
+    job = status.cron
+    parsed = cron.parse_spec(job.spec)
+    upcoming = cron.bounded_fire_times(parsed, now, 1, job.start_at, job.end_at)
     return {
-        **vars(status.cron),
-        "flow": status.cron.flow,
-        "next_fire_at": upcoming[0] if upcoming and not status.cron.paused else None,
+        **vars(job),
+        "flow": job.flow,
+        "state": job.state,
+        "runs_left": job.runs_left,
+        "next_fire_at": upcoming[0] if upcoming and job.state == "active" else None,
         "last_state": status.last_state,
         "last_status": status.last_status,
         "warning": cron.NEVER_FIRES if parsed.never_fires else None,
@@ -138,6 +141,10 @@ def definition_of(cron_id: str, data: dict[str, Any]) -> jobs.CronDefinition:
         overlap=data["overlap"],
         flow=schemas.flow_of(data),
         catchup_window=data["catchup_window"],
+        start_at=data["start_at"],
+        end_at=data["end_at"],
+        max_runs=data["max_runs"],
+        delete_after_end=data["delete_after_end"],
     )
     warn_if_never_fires(cron_id, parsed)
     return definition

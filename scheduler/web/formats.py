@@ -104,11 +104,14 @@ def parse_duration(value: str) -> float:
 
 class Delay(fields.Field):
     """Seconds (from now, for a job's delay): a non-negative number, or an ISO 8601 duration
-    string; at most `maximum`."""
+    string; at most `maximum`, and more than 0 when `above_zero`."""
 
-    def __init__(self, maximum: int = MAX_DELAY_SECONDS, **kwargs: Any) -> None:
+    def __init__(
+        self, maximum: int = MAX_DELAY_SECONDS, above_zero: bool = False, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.maximum = maximum
+        self.above_zero = above_zero
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> float:
         # Request numbers arrive exact: an int, or a Decimal (jsonb.loads).
@@ -122,6 +125,8 @@ class Delay(fields.Field):
             raise ValidationError(str(exc)) from None
         if not 0 <= seconds <= self.maximum:
             raise ValidationError(f"Must be between 0 and {self.maximum} seconds.")
+        if self.above_zero and seconds == 0:
+            raise ValidationError(f"Must be more than 0 seconds (and at most {self.maximum}).")
         return seconds
 
 

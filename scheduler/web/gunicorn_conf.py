@@ -1,5 +1,6 @@
-"""Gunicorn settings for the `web` process: gthread workers bound to 0.0.0.0:$PORT, gunicorn's
-own log lines in our format, and prometheus_client's multiprocess mode for GET /metrics."""
+"""Gunicorn settings for the `web` process: gthread workers that hand threads whole requests,
+bound to 0.0.0.0:$PORT, gunicorn's own log lines in our format, and prometheus_client's
+multiprocess mode for GET /metrics."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from gunicorn.workers.base import Worker
 
 # Gunicorn reads every module-level name as a setting, and `config` is one of them.
 from scheduler import config as scheduler_config
-from scheduler import errors
+from scheduler import errors, tuning
 from scheduler import logs as scheduler_logs
+from scheduler.web import buffering
 
 try:
     _settings = scheduler_config.Settings.from_env()
@@ -42,10 +44,15 @@ bind = f"0.0.0.0:{_settings.port}"
 # keep-alive clients then stay on it: we measured all 8 of a load generator's connections on one
 # of two workers, which halved the rate (gunicorn PR 2938; Heroku enables it too).
 reuse_port = True
-worker_class = "gthread"
+# gthread, except that a thread only gets a request once all of it arrived, so that slow
+# clients cannot take the threads (web/buffering.py). The threads are as many as requests
+# served at once, whatever the database pool: a request beyond the pool waits for a connection.
+worker_class = buffering.worker_class(_settings.max_body_bytes)
 workers = _settings.web_workers
-threads = _settings.db_pool_size
-# Requests are single short transactions; a stuck worker is replaced rather than waited on.
+threads = _settings.web_threads
+worker_connections = tuning.WEB_CONNECTIONS_PER_WORKER
+# The worker's heartbeat: its event loop never blocks, so a silent worker is a stuck one and is
+# replaced. Requests are single short transactions.
 timeout = 30
 graceful_timeout = 30
 keepalive = 5

@@ -225,20 +225,51 @@ def new_jobs(items: list[dict[str, Any]], listed_in: str | None = None) -> list[
         except errors.BodyTooLarge:
             raise _too_large_as_stored(index, listed_in) from None
         budget -= size
+        debounce = schemas.debounce_of(item)
         new.append(
             jobs.NewJob(
                 id=jobs.new_job_id(),
                 body=body,
                 run_at=item["timestamp"],
                 max_attempts=item["max_attempts"] or current.max_attempts,
-                delay=item["delay"],
+                # A debounced job is due its period after the insert, as a delay would be.
+                delay=item["delay"] if debounce is None else debounce.period,
                 endpoint=known_endpoint(item["endpoint"], index, listed_in),
                 traceparent=traceparent,
                 tracestate=tracestate,
                 flow=schemas.flow_of(item),
+                debounce=debounce,
             )
         )
     return new
+
+
+def job_edit(loaded: dict[str, Any]) -> jobs.JobEdit:
+    """The edit a validated PatchJobSchema asks for: its body encoded once and checked against
+    the size limit as an insert's is, its endpoint checked to be configured, a null max_attempts
+    read as SCHEDULER_MAX_ATTEMPTS.
+
+    :raise RequestRejected: 413 for a body too large as stored, 400 for an unknown endpoint.
+    """
+    current = settings()
+    body = None
+    if BODY_FIELD in loaded:
+        try:
+            body, _ = jsonb.encode(loaded[BODY_FIELD], current.max_body_bytes - jobs.ENVELOPE_BYTES)
+        except errors.BodyTooLarge:
+            raise _too_large_as_stored(0, None) from None
+    max_attempts = None
+    if "max_attempts" in loaded:
+        max_attempts = loaded["max_attempts"] or current.max_attempts
+    return jobs.JobEdit(
+        body=body,
+        run_at=loaded.get("timestamp"),
+        delay=loaded.get("delay"),
+        max_attempts=max_attempts,
+        endpoint=known_endpoint(loaded["endpoint"]) if "endpoint" in loaded else None,
+        set_flow="flow" in loaded,
+        flow=schemas.flow_of(loaded),
+    )
 
 
 def known_endpoint(name: str, index: int | None = None, listed_in: str | None = None) -> str:
@@ -284,6 +315,16 @@ def insert(new: list[jobs.NewJob], key: job_rows.Idempotency | None) -> list[str
         group_commit().insert(new[0])
         return [new[0].id]
     return job_rows.insert_jobs(database(), new, key, announce_within=settings().announce_within)
+
+
+def insert_debounced(
+    new: list[jobs.NewJob], key: job_rows.Idempotency | None
+) -> list[job_rows.Scheduled]:
+    """Store `new`, of which some are debounced, outside group commit: a debounced job may
+    update a waiting one rather than add a row, which a group's one statement of new rows
+    cannot. Announced as `insert` announces."""
+    announce_within = settings().announce_within
+    return job_rows.insert_debounced_jobs(database(), new, key, announce_within=announce_within)
 
 
 def idempotency(loaded: dict[str, Any], field_key: str | None) -> job_rows.Idempotency | None:

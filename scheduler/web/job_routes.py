@@ -1,4 +1,4 @@
-"""Routes under /jobs: schedule in batches, look up, list, cancel, run now and retry."""
+"""Routes under /jobs: schedule in batches, look up, list, edit, cancel, run now and retry."""
 
 from __future__ import annotations
 
@@ -39,7 +39,18 @@ def insert_batch() -> Response:
             {"jobs": [f"Give between 1 and {limit} jobs."]},
         )
     new = http.new_jobs(data["jobs"], "jobs")
-    ids = http.insert(new, http.idempotency(data, None))
+    key = http.idempotency(data, None)
+    if any(job.debounce is not None for job in new):
+        scheduled = http.insert_debounced(new, key)
+        logger.info(
+            "inserted a batch of %d jobs, %d of them joining waiting ones",
+            len(scheduled),
+            sum(s.debounced for s in scheduled),
+            extra={"action": "insert_batch"},
+        )
+        answer = {"ids": [s.id for s in scheduled], "debounced": [s.debounced for s in scheduled]}
+        return http.dump(schemas.BatchResponse, answer)
+    ids = http.insert(new, key)
     logger.info("inserted a batch of %d jobs", len(ids), extra={"action": "insert_batch"})
     return http.dump(schemas.BatchResponse, {"ids": ids})
 
@@ -67,6 +78,40 @@ def list_jobs() -> Response:
 )
 def get_job(job_id: str) -> Response:
     job, attempts = job_rows.get_job(http.database(), http.checked_id(job_id))
+    return http.dump(schemas.JobDetailSchema, {**vars(job), "history": attempts})
+
+
+@bp.patch("/<job_id>")
+@openapi.operation(
+    summary="Change a scheduled job in place: its time, body, endpoint, attempts or flow key.",
+    tag="jobs",
+    request=schemas.PatchJobSchema,
+    examples={
+        "later": {"delay": "PT1H"},
+        "all": {
+            "timestamp": openapi.EXAMPLE_TIME,
+            "body": {"foo": "baz"},
+            "max_attempts": 5,
+            "endpoint": "default",
+            "flow": None,
+        },
+    },
+    parameters=[openapi.JOB_ID],
+    responses={200: openapi.returns(schemas.JobDetailSchema, "The job as edited.")},
+    errors={
+        400: openapi.INVALID,
+        404: NO_JOB,
+        409: "The job is not scheduled (the message gives its state), is a cron's run or a "
+        "notification, or has made as many attempts as the new max_attempts.",
+    },
+)
+def edit_job(job_id: str) -> Response:
+    job_id = http.checked_id(job_id)
+    edit = http.job_edit(http.load(schemas.PatchJobSchema, http.json_body()))
+    job, attempts = job_rows.edit_job(
+        http.database(), job_id, edit, announce_within=http.settings().announce_within
+    )
+    logger.info("edited job %s", job_id, extra={"action": "edit_job", "job_id": job_id})
     return http.dump(schemas.JobDetailSchema, {**vars(job), "history": attempts})
 
 

@@ -5,7 +5,15 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
+from marshmallow import (
+    Schema,
+    ValidationError,
+    fields,
+    missing,
+    post_load,
+    validate,
+    validates_schema,
+)
 
 from scheduler import config, cron, errors
 from scheduler import jobs as jobs_module
@@ -37,14 +45,18 @@ MAX_KEY_LENGTH = 255
 # GET /endpoints/<name>/flows lists this many keys, with their due jobs counted up to MAX_FLOW_DUE.
 FLOWS_LISTED = 100
 MAX_FLOW_DUE = 1000
-# A flow key: any text PostgreSQL can store that reads as one line (no control characters, no
-# lone surrogates, which JSON's \u escapes can make).
-FLOW_KEY_PATTERN = re.compile(r"[^\x00-\x1f\x7f\ud800-\udfff]{1,200}\Z")
+# A flow or debounce key: any text PostgreSQL can store that reads as one line (no control
+# characters, no lone surrogates, which JSON's \u escapes can make).
+KEY_PATTERN = re.compile(r"[^\x00-\x1f\x7f\ud800-\udfff]{1,200}\Z")
+KEY_MESSAGE = "1 to 200 characters, none of them a control character."
+FLOW_KEY_PATTERN = KEY_PATTERN
 # A tick's delivery may wait up to this for its cron's jitter: enough to spread a daily cron over
 # its whole day.
 MAX_JITTER_SECONDS = 24 * 3600
 # A cron may deliver its missed ticks for up to a year late (Temporal's schedules default to it).
 MAX_CATCHUP_WINDOW_SECONDS = 366 * 24 * 3600
+# A cron's max_runs fits the database's integer.
+MAX_CRON_RUNS = 2**31 - 1
 MAX_BACKFILL_TICKS = 1000
 DEFAULT_PAGE = 50
 ERROR_KIND_DESCRIPTION = (
@@ -64,12 +76,7 @@ class FlowSchema(Schema):
     """A flow-control key (docs/api.md, "Flow control"): the jobs of an endpoint that share a key
     share its limits across every dispatcher, and keys take turns."""
 
-    key = fields.String(
-        required=True,
-        validate=validate.Regexp(
-            FLOW_KEY_PATTERN, error="1 to 200 characters, none of them a control character."
-        ),
-    )
+    key = fields.String(required=True, validate=validate.Regexp(KEY_PATTERN, error=KEY_MESSAGE))
     rate = Number(
         load_default=None,
         allow_nan=False,
@@ -115,8 +122,45 @@ def flow_of(item: dict[str, Any]) -> jobs_module.Flow | None:
     return jobs_module.Flow(flow["key"], flow["rate"], flow["max_in_flight"])
 
 
+class DebounceSchema(Schema):
+    """A debounce key (docs/api.md, "Debounce"): while a job inserted with it waits and was never
+    claimed, another insert with the key (within the endpoint) updates that job instead."""
+
+    key = fields.String(required=True, validate=validate.Regexp(KEY_PATTERN, error=KEY_MESSAGE))
+    period = Delay(
+        required=True,
+        above_zero=True,
+        metadata={
+            "description": "Seconds (or ISO 8601, PT5M), more than 0: the job is due this long "
+            "after the latest insert with the key."
+        },
+    )
+    max_wait = Delay(
+        load_default=None,
+        allow_none=True,
+        metadata={
+            "description": "Seconds (or ISO 8601), at least `period`: the job is never due later "
+            "than this long after the insert that made it. Null or left out: no limit."
+        },
+    )
+
+    @validates_schema
+    def check_max_wait(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if data.get("max_wait") is not None and data["max_wait"] < data.get("period", 0):
+            raise ValidationError("Must be at least period.", "max_wait")
+
+
+def debounce_of(item: dict[str, Any]) -> jobs_module.Debounce | None:
+    """The jobs.Debounce of a validated item with a `debounce` field."""
+    debounce = item.get("debounce")
+    if debounce is None:
+        return None
+    return jobs_module.Debounce(debounce["key"], debounce["period"], debounce["max_wait"])
+
+
 class JobSpecSchema(Schema):
-    """One job to schedule: when (`timestamp` or `delay`), what, and how hard to try."""
+    """One job to schedule: when (`timestamp`, `delay` or `debounce`), what, and how hard to
+    try."""
 
     timestamp = Timestamp(load_default=None)
     delay = Delay(load_default=None, metadata={"description": "Seconds, or ISO 8601 (PT90S)."})
@@ -129,19 +173,34 @@ class JobSpecSchema(Schema):
     )
     endpoint = EndpointName()
     flow = fields.Nested(FlowSchema, allow_none=True)
+    debounce = fields.Nested(
+        DebounceSchema,
+        allow_none=True,
+        metadata={
+            "description": "Instead of `timestamp` and `delay`: due `period` after this insert, "
+            "and joined by later inserts with the key while it waits (docs/api.md, "
+            '"Debounce"). Null is the same as leaving it out.'
+        },
+    )
 
     @post_load
-    def drop_null_flow(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    def drop_null_keys(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         # A job without a key is the same request however it says so: its idempotency digest
         # is the one it had before keys existed.
-        if data.get("flow", False) is None:
-            del data["flow"]
+        for name in ("flow", "debounce"):
+            if data.get(name, False) is None:
+                del data[name]
         return data
 
     @validates_schema
     def check_when(self, data: dict[str, Any], **kwargs: Any) -> None:
-        if (data["timestamp"] is None) == (data["delay"] is None):
-            message = "Give exactly one of timestamp and delay."
+        if data.get("debounce") is not None:
+            given = [name for name in ("timestamp", "delay") if data[name] is not None]
+            message = "A debounced job is due `period` after its latest insert: give neither."
+            if given:
+                raise ValidationError({name: [message] for name in given})
+        elif (data["timestamp"] is None) == (data["delay"] is None):
+            message = "Give exactly one of timestamp and delay (or a debounce)."
             raise ValidationError({"timestamp": [message], "delay": [message]})
 
 
@@ -155,6 +214,13 @@ class BatchSchema(Schema):
 
 class BatchResponse(Schema):
     ids = fields.List(fields.String())
+    debounced = fields.List(
+        fields.Boolean(),
+        metadata={
+            "description": "Only when some job of the batch has a `debounce`: for each job, in "
+            "order, whether it joined a waiting job with its key (its id is that job's)."
+        },
+    )
 
 
 class AttemptSchema(Schema):
@@ -188,6 +254,23 @@ class JobSchema(Schema):
     cancel_requested_at = Timestamp(
         allow_none=True, metadata={"description": CANCEL_REQUESTED_DESCRIPTION}
     )
+    flow_key = fields.String(
+        allow_none=True, metadata={"description": "Its flow-control key; null: none."}
+    )
+    debounce_key = fields.String(
+        allow_none=True,
+        metadata={
+            "description": "The debounce key it was inserted with (kept once it is claimed, "
+            "when later inserts with the key no longer join it); null: none."
+        },
+    )
+    debounce_until = Timestamp(
+        allow_none=True,
+        metadata={
+            "description": "A debounced job's deadline: a later insert with its key never makes "
+            "it due after this (its first insert plus `max_wait`); null: none."
+        },
+    )
 
 
 class JobDetailSchema(JobSchema):
@@ -218,6 +301,47 @@ class JobListResponse(Schema):
 
 class JobIdResponse(Schema):
     id = fields.String()
+
+
+class InsertedJobResponse(JobIdResponse):
+    debounced = fields.Boolean(
+        metadata={
+            "description": "Only for a job with a `debounce`: true when it joined a waiting job "
+            "with its key (the id is that job's), false when it made one."
+        }
+    )
+
+
+class PatchJobSchema(Schema):
+    """What an edit changes; a field left out stays as it is."""
+
+    timestamp = Timestamp()
+    delay = Delay(metadata={"description": "Seconds from now, or ISO 8601 (PT90S)."})
+    body = fields.Raw(allow_none=True)
+    max_attempts = fields.Integer(
+        strict=True,
+        allow_none=True,
+        validate=validate.Range(1, config.MAX_ATTEMPTS_LIMIT),
+        metadata={
+            "description": "The whole budget, the attempts made so far included (so more than "
+            "them); null: SCHEDULER_MAX_ATTEMPTS."
+        },
+    )
+    endpoint = EndpointName(load_default=missing)
+    flow = fields.Nested(
+        FlowSchema,
+        allow_none=True,
+        metadata={"description": "A flow-control key with its limits; null: no key."},
+    )
+
+    @validates_schema
+    def check_fields(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if not data:
+            message = "Give at least one of timestamp, delay, body, max_attempts, endpoint, flow."
+            raise ValidationError({name: [message] for name in self.fields})
+        if "timestamp" in data and "delay" in data:
+            message = "Give at most one of timestamp and delay."
+            raise ValidationError({"timestamp": [message], "delay": [message]})
 
 
 class DeleteJobSchema(Schema):
@@ -261,6 +385,44 @@ class CronPoliciesSchema(Schema):
             "dispatcher's default (SCHEDULER_CRON_CATCHUP, 1 hour unless set)."
         },
     )
+    start_at = Timestamp(
+        load_default=None,
+        allow_none=True,
+        metadata={"description": "RFC 3339: no tick before it. Null or left out: at once."},
+    )
+    end_at = Timestamp(
+        load_default=None,
+        allow_none=True,
+        metadata={
+            "description": "RFC 3339, after start_at: no tick after it, and the cron ends for "
+            "good once it has passed. Null or left out: never."
+        },
+    )
+    max_runs = fields.Integer(
+        load_default=None,
+        strict=True,
+        allow_none=True,
+        validate=validate.Range(1, MAX_CRON_RUNS),
+        metadata={
+            "description": "The cron ends for good after this many runs recorded from its ticks "
+            "to be delivered (not skipped or missed ticks, backfills or `run`). Null or left "
+            "out: no limit."
+        },
+    )
+    delete_after_end = fields.Boolean(
+        load_default=False,
+        metadata={
+            "description": "Remove the cron once it ended, instead of listing it as `ended`. "
+            "Either way, sending it again with the same start_at, end_at and max_runs does not "
+            "start it again; changing one of them does."
+        },
+    )
+
+    @validates_schema
+    def check_bounds(self, data: dict[str, Any], **kwargs: Any) -> None:
+        start, end = data.get("start_at"), data.get("end_at")
+        if start is not None and end is not None and end <= start:
+            raise ValidationError("Must be after start_at.", "end_at")
 
 
 class CronFlowSchema(Schema):
@@ -305,6 +467,13 @@ class CronPreviewQuery(Schema):
     spec = fields.String(required=True, validate=validate.Length(1, MAX_SPEC_LENGTH))
     after = Timestamp(load_default=None)
     count = fields.Integer(load_default=5, validate=validate.Range(1, MAX_PREVIEW))
+    start_at = Timestamp(load_default=None, metadata={"description": "No time before it."})
+    end_at = Timestamp(load_default=None, metadata={"description": "No time after it."})
+    max_runs = fields.Integer(
+        load_default=None,
+        validate=validate.Range(1, MAX_CRON_RUNS),
+        metadata={"description": "At most this many times."},
+    )
 
 
 class CronPreviewResponse(Schema):
@@ -361,6 +530,19 @@ class CronJobResponse(Schema):
             "description": "Seconds; null: the dispatcher's default (SCHEDULER_CRON_CATCHUP)."
         },
     )
+    state = fields.String(
+        metadata={
+            "enum": list(jobs_module.CRON_STATES),
+            "description": "`ended`: past its end_at or its max_runs, for good.",
+        }
+    )
+    start_at = Timestamp(allow_none=True)
+    end_at = Timestamp(allow_none=True)
+    max_runs = fields.Integer(allow_none=True)
+    runs = fields.Integer(metadata={"description": "Runs counted toward max_runs."})
+    runs_left = fields.Integer(allow_none=True, metadata={"description": "Null: no max_runs."})
+    ended_at = Timestamp(allow_none=True)
+    delete_after_end = fields.Boolean()
     next_fire_at = Timestamp(allow_none=True)
     last_fire_at = Timestamp(allow_none=True)
     last_state = fields.String(allow_none=True)

@@ -42,7 +42,7 @@ class Dispatcher:
         self.supervisor = supervising or supervisor.Supervisor()
         self.pool = db.open_pool(
             settings.database_url,
-            tuning.DISPATCHER_POOL_SIZE,
+            settings.dispatcher_pool_size,
             name="dispatcher",
             pooled=settings.transaction_pooled,
         )

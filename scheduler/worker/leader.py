@@ -173,7 +173,17 @@ class LeaderTerm:
             )
         if counts.recorded > counts.skipped + counts.missed:
             notices.notify_jobs_due(self.database)
+        if counts.ended:
+            self._retire_ended()
         return counts.left_over
+
+    def _retire_ended(self) -> None:
+        for cron_id in crons.retire_ended_crons(self.database):
+            logger.info(
+                "cron %s ended and was removed (delete_after_end)",
+                cron_id,
+                extra={"action": "cron_retired", "cron_id": cron_id},
+            )
 
     def set_wake_timer(self, due_in: float) -> None:
         """Have every dispatcher look again in `due_in` seconds, unless an earlier wake is set."""
@@ -259,8 +269,9 @@ class LeaderTerm:
         self._wake_at = None  # the claim loops set the timer afresh
 
     def sync_crons(self) -> None:
-        """A timer for exactly each schedule of the running crons, and every tick they owe up to
-        now recorded (catch-up: after an outage, a failover, a resume or a new cron)."""
+        """A timer for exactly each schedule of the running crons, every tick they owe up to now
+        recorded (catch-up: after an outage, a failover, a resume or a new cron), and the crons
+        past their end_at ended."""
         if not self.is_current():
             return
         with self._sync_lock:
@@ -270,3 +281,6 @@ class LeaderTerm:
                 self._set_schedule_timer(spec)
             now = cluster.database_now(self.database)
             self.record_owed(dict.fromkeys(crons.running_schedules(self.database), now))
+            # Every tick up to now is recorded: those past their end_at may end.
+            if crons.end_past_crons(self.database, now):
+                self._retire_ended()

@@ -38,8 +38,7 @@ FIRE_REF = f"{__name__}:fire"
 # GuardedScheduler retries the pass that hit it.
 ENGINE_OPTIONS: dict[str, Any] = {
     "isolation_level": "AUTOCOMMIT",
-    "pool_size": 2,
-    "max_overflow": 2,
+    **tuning.TIMER_ENGINE_POOL,
     "pool_recycle": 1800,
 }
 # Through a transaction-mode pooler: no named prepared statements (db._session_free).

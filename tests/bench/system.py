@@ -407,7 +407,8 @@ def bulk_load(db_url: str, count: int) -> float:
 
 SETTINGS = (
     ("WEB_CONCURRENCY", "web_workers"),
-    ("SCHEDULER_DB_POOL_SIZE", "db_pool_size"),
+    ("SCHEDULER_DB_CONNECTIONS", "db_connections"),
+    ("SCHEDULER_WEB_THREADS", "web_threads"),
     ("SCHEDULER_DELIVERY_THREADS", "delivery_threads"),
     ("SCHEDULER_POLL_INTERVAL", "poll_interval"),
     ("SCHEDULER_RECONCILE_INTERVAL", "reconcile_interval"),

@@ -3,6 +3,7 @@ cannot hold back."""
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import itertools
 import time
@@ -96,3 +97,47 @@ def test_a_stalled_endpoint_does_not_stall_the_clock(system: System) -> None:
     assert len(ticks) >= 3, ticks
     assert all((b - a).total_seconds() == 1 for a, b in itertools.pairwise(ticks))
     assert len(system.receiver.received()) == 2
+
+
+def test_a_cron_with_max_runs_ends_for_good_and_one_asked_to_is_removed(system: System) -> None:
+    system.start("web")
+    system.start("worker")
+    crons = {
+        "jobs": [
+            {"id": "twice", "spec": "* * * * * *", "max_runs": 2},
+            {"id": "once", "spec": "* * * * * *", "max_runs": 1, "delete_after_end": True},
+        ]
+    }
+    assert system.call("POST", "/cron", crons).ok
+    support.wait_until(
+        lambda: (
+            [c.id for c in system.client.list_crons()] == ["twice"]
+            and system.client.get_cron("twice").state == "ended"
+        ),
+        timeout=15,
+    )
+    # Every run is delivered; the application then sends its set again unchanged, as at a start.
+    support.wait_until(lambda: len(system.receiver.received()) >= 3, timeout=10)
+    assert system.call("POST", "/cron", crons).ok
+    ended = system.client.get_cron("twice")
+    assert (ended.state, ended.runs, ended.runs_left, ended.next_fire_at) == ("ended", 2, 0, None)
+    assert [c.id for c in system.client.list_crons()] == ["twice"], "the removed one stays gone"
+    sent = collections.Counter(r.json["cron_id"] for r in system.receiver.received())
+    assert sent == {"twice": 2, "once": 1}
+    assert recorded_ticks(system.db_url, "twice")[1:] == [
+        recorded_ticks(system.db_url, "twice")[0] + dt.timedelta(seconds=1)
+    ]
+
+    # New bounds start it again, from now.
+    crons["jobs"][0]["max_runs"] = 3
+    assert system.call("POST", "/cron", crons).ok
+    restarted = system.client.get_cron("twice")
+    assert (restarted.state, restarted.runs, restarted.runs_left) == ("active", 0, 3)
+    support.wait_until(lambda: system.client.get_cron("twice").state == "ended", timeout=15)
+    support.wait_until(
+        lambda: (
+            collections.Counter(r.json["cron_id"] for r in system.receiver.received())
+            == {"twice": 5, "once": 1}
+        ),
+        timeout=10,
+    )

@@ -5,6 +5,7 @@ them under docs/screenshots)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import pathlib
 import re
@@ -233,3 +234,31 @@ def test_every_page_and_action_in_chromium(
     page.goto(base + "/ui/")
     expect(page).to_have_url(re.compile(r"/ui/login"))
     assert not problems.seen, problems.seen
+
+
+def test_editing_a_job_in_chromium(
+    system: System,
+    db: psycopg.Connection[Any],
+    browser_page: tuple[Page, Problems],
+    screenshots: pathlib.Path,
+) -> None:
+    system.start("web")
+    job_id = system.insert("2099-01-01T00:00:00Z", {"order": 1})
+    page, problems = browser_page
+    page.goto(system.url + f"/ui/jobs/{job_id}")
+    page.get_by_label("Secret").fill(support.SECRET)
+    submit(page, "Log in")
+    expect(page.get_by_label("Body (JSON)")).to_have_value('{\n  "order": 1\n}')
+    page.get_by_label("Body (JSON)").fill('{"order": 2,}')
+    submit(page, "Save")
+    expect(page.locator(".field-error")).to_contain_text("Not valid JSON")
+    expect(page.get_by_label("Body (JSON)")).to_have_value('{"order": 2,}')
+    check_page(page, problems.expecting(400), screenshots, "job-edit-refused")
+    page.get_by_label("Body (JSON)").fill('{"order": 2}')
+    page.get_by_label("Due (RFC 3339, or a date and time in UTC)").fill("2098-05-01T10:30")
+    submit(page, "Save")
+    expect(page.locator(".notice-ok")).to_have_text("The job was saved.")
+    expect(page.locator("pre.body")).to_contain_text('"order": 2')
+    check_page(page, problems, screenshots, "job-edited")
+    row = db.execute("SELECT body, next_attempt_at FROM jobs WHERE id = %s", (job_id,)).fetchone()
+    assert row == ({"order": 2}, dt.datetime(2098, 5, 1, 10, 30, tzinfo=dt.UTC))

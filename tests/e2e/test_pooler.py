@@ -15,6 +15,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from scheduler import client
 from tests import support
 from tests.e2e.conftest import System
 
@@ -85,6 +86,20 @@ def test_the_api_the_dispatchers_the_leader_and_crons_work_through_the_pooler(
     assert pooled.client.ready()
     assert pooled.call("GET", "/ui/login").status_code == 200
     assert pooled.call("GET", "/jobs?state=delivered&limit=5").ok
+
+
+def test_edits_and_debounced_inserts_work_through_the_pooler(pooled: System) -> None:
+    pooled.start("web")
+    pooled.start("worker")
+    edited = pooled.client.insert({"v": "old"}, delay=600)
+    assert pooled.client.update(edited, body={"v": "new"}, delay=0.2).body == {"v": "new"}
+    first = pooled.client.debounce("digest", {"n": 1}, period=1, idempotency_key="d1")
+    joined = pooled.client.debounce("digest", {"n": 2}, period=1)
+    assert joined == client.Debounced(first.id, True)
+    support.wait_until(lambda: len(pooled.receiver.received()) >= 2, timeout=15)
+    assert sorted((r.json["id"], r.json["body"]) for r in pooled.receiver.received()) == sorted(
+        [(edited, {"v": "new"}), (first.id, {"n": 2})]
+    )
 
 
 def test_a_killed_dispatcher_mid_burst_loses_nothing_through_the_pooler(pooled: System) -> None:

@@ -491,3 +491,85 @@ def test_flow_keys_go_with_jobs_and_are_listed(api: client.Client) -> None:
         api.insert(3, delay=0, flow={"key": ""})
     with pytest.raises(client.NotFound):
         api.flows("nowhere")
+
+
+def test_update_changes_what_it_is_given_and_answers_the_job(
+    api: client.Client, db: psycopg.Connection
+) -> None:
+    job_id = api.insert({"v": 1}, at=FUTURE, max_attempts=3, flow={"key": "k"})
+    later = FUTURE + dt.timedelta(days=1, microseconds=250)
+    job = api.update(job_id, body=None, at=later, max_attempts=5)
+    assert (job.id, job.body, job.timestamp, job.max_attempts, job.flow_key) == (
+        job_id,
+        None,
+        later,
+        5,
+        "k",
+    )
+    assert job.history == ()
+    job = api.update(job_id, flow=None, max_attempts=None, delay=dt.timedelta(minutes=5))
+    assert (job.flow_key, job.max_attempts) == (None, 8)
+    assert job.next_attempt_at - job.updated_at == dt.timedelta(minutes=5)
+    with pytest.raises(ValueError, match="at most one"):
+        api.update(job_id, at=later, delay=5)
+    with pytest.raises(ValueError, match="Give something"):
+        api.update(job_id)
+    with pytest.raises(client.InvalidRequest) as invalid:
+        api.update(job_id, max_attempts=0)
+    assert invalid.value.fields is not None and set(invalid.value.fields) == {"max_attempts"}
+    db.execute("UPDATE jobs SET state = 'delivered'")
+    with pytest.raises(client.Conflict, match="is delivered"):
+        api.update(job_id, body=2)
+    with pytest.raises(client.NotFound):
+        api.update("01m8dd8yqdh7n7gfnsea966a31", body=2)
+
+
+def test_debounce_joins_the_waiting_job_and_says_so(
+    api: client.Client, db: psycopg.Connection
+) -> None:
+    first = api.debounce("digest-42", {"n": 1}, period=dt.timedelta(minutes=5), max_wait=3600)
+    assert first.debounced is False
+    second = api.debounce("digest-42", {"n": 2}, period=300, idempotency_key="i")
+    assert second == client.Debounced(first.id, True)
+    assert api.debounce("digest-42", {"n": 2}, period=300, idempotency_key="i") == second
+    job = api.get(first.id)
+    assert (job.body, job.debounce_key) == ({"n": 2}, "digest-42")
+    assert job.debounce_until == job.created_at + dt.timedelta(hours=1)
+    ids = api.insert_batch(
+        [
+            {"body": 3, "debounce": {"key": "digest-42", "period": 60}},
+            {"body": 4, "debounce": {"key": "other", "period": dt.timedelta(seconds=60)}},
+        ]
+    )
+    assert ids[0] == first.id and ids[1] != first.id
+    with pytest.raises(ValueError, match="neither at nor delay"):
+        api.insert_batch([{"debounce": {"key": "k", "period": 1}, "delay": 5}])
+    with pytest.raises(ValueError, match="unknown keys"):
+        api.insert_batch([{"debounce": {"key": "k", "period": 1, "wait": 5}}])
+    with pytest.raises(client.InvalidRequest) as invalid:
+        api.debounce("k", period=60, max_wait=30)
+    assert invalid.value.fields == {"debounce": {"max_wait": ["Must be at least period."]}}
+    assert count_jobs(db) == 2
+
+
+def test_cron_lifecycles_and_catch_up_windows(api: client.Client) -> None:
+    start = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+    made = api.put_cron(
+        "report",
+        "0 0 12 * * *",
+        start_at=start,
+        end_at=start + dt.timedelta(days=30),
+        max_runs=3,
+        delete_after_end=True,
+        catchup_window=dt.timedelta(minutes=10),
+    )
+    assert (made.state, made.runs, made.runs_left, made.max_runs) == ("active", 0, 3, 3)
+    assert (made.start_at, made.end_at) == (start, start + dt.timedelta(days=30))
+    assert made.delete_after_end and made.catchup_window == 600
+    assert made.next_fire_at == start + dt.timedelta(hours=12)
+    api.set_crons({"report": {"spec": "0 0 12 * * *", "max_runs": 2}})
+    (listed,) = api.list_crons()
+    assert (listed.max_runs, listed.start_at, listed.catchup_window) == (2, None, None)
+    with pytest.raises(client.InvalidRequest) as refused:
+        api.put_cron("report", "@daily", start_at=start, end_at=start)
+    assert "end_at" in refused.value.fields

@@ -90,6 +90,16 @@ def test_a_policy_change_is_stored_without_restarting_the_schedule(
         ("overlap", "sometimes"),
         ("overlap", None),
         ("overlap", 1),
+        ("catchup_window", -5),
+        ("catchup_window", "never"),
+        ("start_at", "tomorrow"),
+        ("start_at", "2030-01-01T00:00:00"),  # no offset
+        ("end_at", 5),
+        ("max_runs", 0),
+        ("max_runs", 1.5),
+        ("max_runs", "3"),
+        ("max_runs", 2**31),
+        ("delete_after_end", "yes please"),
     ],
 )
 def test_a_bad_policy_is_a_400_naming_the_field(
@@ -201,3 +211,33 @@ def test_skipped_runs_are_listed(
     assert [(j["id"], j["state"]) for j in runs] == [("01skipped", "skipped")]
     assert client.get("/cron/ten", headers=auth).get_json()["last_state"] == "skipped"
     assert client.post("/jobs/01skipped/run", headers=auth).status_code == 409
+
+
+def test_an_end_before_the_start_is_a_400_naming_end_at(
+    client: FlaskClient, auth: dict[str, str], db: psycopg.Connection
+) -> None:
+    bounds = {"start_at": "2030-01-02T00:00:00Z", "end_at": "2030-01-01T00:00:00Z"}
+    answer = client.put("/cron/report", json={"spec": "@daily", **bounds}, headers=auth)
+    assert answer.status_code == 400
+    assert "end_at" in answer.get_json()["error"]["fields"]
+    assert db.execute("SELECT count(*) FROM crons").fetchone() == (0,)
+
+
+def test_a_cron_shows_its_bounds_and_fires_within_them(
+    client: FlaskClient, auth: dict[str, str]
+) -> None:
+    bounds = {"start_at": "2030-01-01T00:00:00Z", "end_at": "2030-01-03T00:00:00Z"}
+    shown = put(client, auth, "daily", spec="0 0 12 * * *", max_runs=2, **bounds)
+    assert shown["state"] == "active"
+    assert (shown["start_at"], shown["end_at"]) == ("2030-01-01T00:00:00Z", "2030-01-03T00:00:00Z")
+    assert (shown["max_runs"], shown["runs"], shown["runs_left"]) == (2, 0, 2)
+    assert shown["delete_after_end"] is False and shown["ended_at"] is None
+    assert shown["next_fire_at"] == "2030-01-01T12:00:00Z", "not before its start"
+    preview = client.get(
+        "/cron/next?spec=0%200%2012%20*%20*%20*&count=5&max_runs=2"
+        "&start_at=2030-01-01T00:00:00Z&end_at=2030-01-03T00:00:00Z",
+        headers=auth,
+    ).get_json()
+    assert preview["next"] == ["2030-01-01T12:00:00Z", "2030-01-02T12:00:00Z"]
+    ended = put(client, auth, "gone", spec="0 0 12 * * *", end_at="2020-01-01T00:00:00Z")
+    assert ended["next_fire_at"] is None, "past its end"

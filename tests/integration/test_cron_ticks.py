@@ -3,6 +3,7 @@ cluster.TermDatabase), on a real database."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Sequence
 
@@ -223,3 +224,92 @@ def test_taking_the_lease_waits_for_a_write_of_the_term_in_progress(
         rival.execute("SET lock_timeout = '200ms'")
         with pytest.raises(psycopg.errors.LockNotAvailable):
             rival.execute(cluster.QUERIES["take_lease"], {"holder": "rival", "lease": 1})
+
+
+def cron_row(database: db.Database, cron_id: str) -> jobs.CronJob | None:
+    return next((c for c in crons.list_crons(database) if c.id == cron_id), None)
+
+
+def test_no_tick_is_owed_before_start_at_or_after_end_at(
+    database: db.Database, term: cluster.TermDatabase, soon: dt.datetime, db_url: str
+) -> None:
+    start, end = soon + dt.timedelta(seconds=2), soon + dt.timedelta(seconds=5)
+    define(database, jobs.CronDefinition("c", EVERY_SECOND, "UTC", start_at=start, end_at=end))
+    assert record(term, [(EVERY_SECOND, t) for t in seconds(soon, 10)]).recorded == 4
+    assert sorted(t for _, t in runs(db_url)) == seconds(start, 4), "both bounds inclusive"
+
+
+def test_a_cron_ends_after_max_runs_and_skipped_or_missed_ticks_do_not_count(
+    database: db.Database, term: cluster.TermDatabase, db_url: str
+) -> None:
+    define(database, jobs.CronDefinition("c", EVERY_SECOND, "UTC", max_runs=2))
+    with psycopg.connect(db_url) as conn:
+        conn.execute("UPDATE crons SET updated_at = now() - interval '2 hours'")
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    old = now - dt.timedelta(seconds=5400)
+    recent = seconds(now - dt.timedelta(seconds=10), 4)
+    counts = record(term, [(EVERY_SECOND, t) for t in (old, *recent)])
+    assert counts == crons.RecordedTicks(3, 0, 1, 0, ended=1)
+    assert runs(db_url) == {
+        ("c", old): "missed",
+        ("c", recent[0]): "scheduled",
+        ("c", recent[1]): "scheduled",
+    }
+    ended = cron_row(database, "c")
+    assert ended is not None and ended.state == "ended" and (ended.runs, ended.runs_left) == (2, 0)
+    later = now + dt.timedelta(seconds=30)
+    assert record(term, [(EVERY_SECOND, later)]).recorded == 0, "ended for good"
+    assert crons.running_schedules(term) == []
+
+
+def test_a_cron_past_its_end_ends_and_one_that_asked_is_removed_leaving_a_tombstone(
+    database: db.Database, term: cluster.TermDatabase, soon: dt.datetime, db_url: str
+) -> None:
+    past = soon - dt.timedelta(hours=1)
+    kept = jobs.CronDefinition("kept", EVERY_SECOND, "UTC", end_at=past)
+    removed = jobs.CronDefinition("gone", EVERY_SECOND, "UTC", end_at=past, delete_after_end=True)
+    define(database, kept, removed)
+    assert crons.end_past_crons(term, soon) == 2
+    assert crons.retire_ended_crons(term) == ["gone"]
+    assert [(c.id, c.state) for c in crons.list_crons(database)] == [("kept", "ended")]
+
+    # The application sends its whole set again at its next start, unchanged: still ended.
+    define(database, kept, removed)
+    assert [(c.id, c.state) for c in crons.list_crons(database)] == [("kept", "ended")]
+    # New bounds start each again, afresh.
+    later = soon + dt.timedelta(hours=1)
+    define(
+        database,
+        dataclasses.replace(kept, end_at=later),
+        dataclasses.replace(removed, end_at=later),
+    )
+    states = {c.id: (c.state, c.runs) for c in crons.list_crons(database)}
+    assert states == {"kept": ("active", 0), "gone": ("active", 0)}
+
+
+def test_a_spec_change_keeps_the_runs_counted_and_new_bounds_reset_them(
+    database: db.Database, term: cluster.TermDatabase, soon: dt.datetime
+) -> None:
+    define(database, jobs.CronDefinition("c", EVERY_SECOND, "UTC", max_runs=5))
+    assert record(term, [(EVERY_SECOND, t) for t in seconds(soon, 2)]).recorded == 2
+    define(database, jobs.CronDefinition("c", "*/2 * * * * *", "UTC", max_runs=5))
+    counted = cron_row(database, "c")
+    assert counted is not None and (counted.runs, counted.runs_left) == (2, 3)
+    define(database, jobs.CronDefinition("c", "*/2 * * * * *", "UTC", max_runs=6))
+    reset = cron_row(database, "c")
+    assert reset is not None and (reset.runs, reset.runs_left, reset.state) == (0, 6, "active")
+    assert reset.updated_at > counted.updated_at, "its schedule starts again now"
+
+
+def test_put_cron_makes_a_removed_cron_afresh(
+    database: db.Database, term: cluster.TermDatabase, soon: dt.datetime
+) -> None:
+    gone = jobs.CronDefinition(
+        "gone", EVERY_SECOND, "UTC", end_at=soon - dt.timedelta(hours=1), delete_after_end=True
+    )
+    define(database, gone)
+    crons.end_past_crons(term, soon)
+    crons.retire_ended_crons(term)
+    assert crons.list_crons(database) == []
+    crons.put_cron(database, dataclasses.replace(gone, end_at=None))
+    assert [(c.id, c.state) for c in crons.list_crons(database)] == [("gone", "active")]

@@ -501,3 +501,132 @@ def test_an_endpoint_s_flow_keys_are_listed_most_due_first(
     cells = [re.findall(r"<td[^>]*>(.*?)</td>", rest) for _, rest in rows]
     assert [cell[:4] for cell in cells] == [["2/s", "none", "2", "0"], ["none", "3", "1", "0"]]
     assert client.get("/ui/endpoints/nowhere/flows").status_code == 404
+
+
+def job_form(page: bytes) -> dict[str, str]:
+    """The job page's edit form as a browser would send it untouched."""
+    text = page.decode()
+    values = {
+        name: html.unescape(value)
+        for name, value in re.findall(
+            r'<input type="[a-z]+" name="([a-z_]+)" value="([^"]*)"', text
+        )
+    }
+    body = re.search(r'<textarea name="body"[^>]*>(.*?)</textarea>', text, re.DOTALL)
+    assert body, "the page has the edit form"
+    chosen = re.search(r'<option value="([^"]+)" selected>', text)
+    assert chosen
+    return {**values, "body": html.unescape(body.group(1)), "endpoint": chosen.group(1)}
+
+
+def test_editing_a_job_saves_only_what_changed(
+    client: FlaskClient, db: psycopg.Connection[Any]
+) -> None:
+    (job_id,) = insert(client, 1, flow={"key": "tenant-1", "rate": 2})
+    page = f"/ui/jobs/{job_id}"
+    form = job_form(client.get(page).data)
+    assert (form["timestamp"], form["max_attempts"], form["flow_key"], form["flow_rate"]) == (
+        "2099-01-01T00:00:00Z",
+        "8",
+        "tenant-1",
+        "2",
+    )
+    assert json.loads(form["body"]) == {"n": 0}
+    # Meanwhile the job moves (an application's edit, a debounced insert): the form's untouched
+    # time must not move it back.
+    moved = client.patch(f"/jobs/{job_id}", json={"delay": 60}, headers=HEADERS)
+    assert moved.status_code == 200
+    form["body"] = '{\r\n  "n": 1, "exact": 1.50\r\n}'
+    form["max_attempts"] = "5"
+    saved = client.post(f"/ui/jobs/{job_id}/edit", data=form)
+    assert saved.status_code == 303
+    assert "done=job_saved" in saved.headers["Location"]
+    row = db.execute(
+        "SELECT body::text, max_attempts, next_attempt_at < '2099-01-01', flow_key FROM jobs"
+    ).fetchone()
+    assert row == ('{"n": 1, "exact": 1.50}', 5, True, "tenant-1")
+    assert "The job was saved." in client.get(saved.headers["Location"]).data.decode()
+    form = job_form(client.get(page).data)
+    form.update(flow_key="", timestamp="2098-05-01T10:30", endpoint="default")
+    assert client.post(f"/ui/jobs/{job_id}/edit", data=form).status_code == 303
+    row = db.execute("SELECT next_attempt_at, flow_key FROM jobs").fetchone()
+    assert row == (dt.datetime(2098, 5, 1, 10, 30, tzinfo=dt.UTC), None)
+
+
+def test_a_refused_job_edit_shows_its_problems_beside_what_was_typed(
+    client: FlaskClient, db: psycopg.Connection[Any]
+) -> None:
+    (job_id,) = insert(client, 1)
+    form = job_form(client.get(f"/ui/jobs/{job_id}").data)
+    before = db.execute("SELECT body, max_attempts, next_attempt_at FROM jobs").fetchone()
+    unchanged = client.post(f"/ui/jobs/{job_id}/edit", data=form)
+    assert unchanged.status_code == 400
+    assert "Nothing to save" in unchanged.data.decode()
+    for changes, problem in [
+        ({"body": '{"n": 1,}'}, "Not valid JSON"),
+        ({"body": '{"n": 1e400}'}, "At /n: The number 1e400"),
+        ({"timestamp": "tomorrow"}, "Not a date and time"),
+        ({"max_attempts": "0"}, "Must be greater than or equal to 1"),
+        ({"flow_key": "k", "flow_rate": "fast"}, "Not a valid number."),
+        ({"endpoint": "nowhere"}, "Unknown endpoint"),
+    ]:
+        refused = client.post(f"/ui/jobs/{job_id}/edit", data={**form, **changes})
+        assert refused.status_code == 400, changes
+        text = html.unescape(refused.data.decode())
+        assert problem in text, (changes, text[-3000:])
+        typed = next(iter(changes.values()))
+        assert typed in text, "what was typed stays in the form"
+    assert db.execute("SELECT body, max_attempts, next_attempt_at FROM jobs").fetchone() == before
+
+
+def test_a_job_that_is_not_waiting_has_no_edit_form_and_refuses_one(
+    client: FlaskClient, db: psycopg.Connection[Any]
+) -> None:
+    (job_id,) = insert(client, 1)
+    form = job_form(client.get(f"/ui/jobs/{job_id}").data)
+    db.execute("UPDATE jobs SET state = 'delivering', attempts = 1")
+    assert 'name="body"' not in client.get(f"/ui/jobs/{job_id}").data.decode()
+    refused = client.post(f"/ui/jobs/{job_id}/edit", data={**form, "max_attempts": "3"})
+    assert refused.status_code == 409
+    assert "is delivering" in html.unescape(refused.data.decode())
+    db.execute("UPDATE jobs SET state = 'scheduled'")
+    spent = client.post(f"/ui/jobs/{job_id}/edit", data={**form, "max_attempts": "1"})
+    assert spent.status_code == 409
+    assert "Must be more than the 1 attempts" in html.unescape(spent.data.decode())
+
+
+def test_a_read_only_dashboard_offers_no_job_edit_and_refuses_one(
+    settings: config.Settings, client: FlaskClient, db: psycopg.Connection[Any]
+) -> None:
+    (job_id,) = insert(client, 1)
+    form = job_form(client.get(f"/ui/jobs/{job_id}").data)
+    with test_dashboard_auth.started(
+        dataclasses.replace(settings, dashboard_readonly=True)
+    ) as flask_app:
+        reader = flask_app.test_client()
+        test_dashboard_auth.log_in(reader)
+        page = reader.get(f"/ui/jobs/{job_id}").data.decode()
+        token = csrf_of(page.encode())
+        refused = reader.post(
+            f"/ui/jobs/{job_id}/edit", data={**form, "max_attempts": "3", "csrf_token": token}
+        )
+    assert 'name="body"' not in page and "/edit" not in page
+    assert refused.status_code == 403
+    assert db.execute("SELECT max_attempts FROM jobs").fetchone() == (8,)
+
+
+def test_a_cron_page_shows_its_lifecycle_and_an_edit_keeps_it(
+    client: FlaskClient, db: psycopg.Connection[Any]
+) -> None:
+    bounds = {"start_at": "2030-01-01T00:00:00Z", "end_at": "2030-02-01T00:00:00Z", "max_runs": 3}
+    put_cron(client, "report", "0 0 12 * * *", **bounds)
+    page = client.get("/ui/crons/report").data.decode()
+    assert "0 of 3 (3 left)" in page
+    assert "2030-01-01" in page and "2030-02-01" in page
+    assert "2030-01-01 12:00:00" in page, "the next fire times start at its start"
+    listed = client.get("/ui/crons").data.decode()
+    assert "active (3 runs left)" in listed
+
+    post_form(client, "/ui/crons/report/edit", {"spec": "0 0 13 * * *"}, "/ui/crons/report")
+    kept = db.execute("SELECT spec, max_runs, end_at IS NOT NULL FROM crons").fetchone()
+    assert kept == ("0 0 13 * * *", 3, True), "what the form does not show is kept"

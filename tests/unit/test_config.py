@@ -76,8 +76,11 @@ DEFAULTS = [
     ("poll_interval", 2.0),
     ("announce_within", 7.0),
     ("shutdown_grace", 30.0),
-    ("db_pool_size", 8),
+    ("db_connections", 10),
+    ("web_threads", 8),
     ("web_workers", 2),
+    ("web_pool_size", 5),
+    ("dispatcher_pool_size", 5),
     ("leader_timeout", 10.0),
     ("retention", 7 * 24 * 3600.0),
     ("failed_retention", 30 * 24 * 3600.0),
@@ -114,7 +117,8 @@ READS = [
     ({"SCHEDULER_RETRY_CAP": "60"}, {"retry_cap": 60.0}),
     ({"SCHEDULER_RECONCILE_INTERVAL": "15"}, {"reconcile_interval": 15.0}),
     ({"SCHEDULER_POLL_INTERVAL": "0.25"}, {"poll_interval": 0.25}),
-    ({"SCHEDULER_DB_POOL_SIZE": "20"}, {"db_pool_size": 20}),
+    ({"SCHEDULER_DB_CONNECTIONS": "20"}, {"db_connections": 20}),
+    ({"SCHEDULER_WEB_THREADS": "32"}, {"web_threads": 32}),
     ({"WEB_CONCURRENCY": "5"}, {"web_workers": 5}),
     ({"SCHEDULER_LEADER_TIMEOUT": "3"}, {"leader_timeout": 3.0}),
     ({"SCHEDULER_RETENTION": "60"}, {"retention": 60.0}),
@@ -177,6 +181,14 @@ DERIVED = [
     ({"SCHEDULER_DASHBOARD_SESSION_HOURS": "0.5"}, "dashboard_session_seconds", 1800.0),
     ({"SCHEDULER_POLL_INTERVAL": "0.25"}, "announce_within", 5.25),
     ({"SCHEDULER_CONNECT_TIMEOUT": "2", "SCHEDULER_READ_TIMEOUT": "10"}, "attempt_deadline", 12.0),
+    # The connection budget's split (docs/operations.md, "Connections"): each gunicorn worker
+    # an even share, rounded down; a dispatcher's own pool what its 4 fixed ones leave, up to 5.
+    ({"SCHEDULER_DB_CONNECTIONS": "7"}, "web_pool_size", 3),
+    ({"SCHEDULER_DB_CONNECTIONS": "6", "WEB_CONCURRENCY": "6"}, "web_pool_size", 1),
+    ({"SCHEDULER_DB_CONNECTIONS": "40", "WEB_CONCURRENCY": "3"}, "web_pool_size", 13),
+    ({"SCHEDULER_DB_CONNECTIONS": "6"}, "dispatcher_pool_size", 2),
+    ({"SCHEDULER_DB_CONNECTIONS": "8"}, "dispatcher_pool_size", 4),
+    ({"SCHEDULER_DB_CONNECTIONS": "400"}, "dispatcher_pool_size", 5),
     *[({"DATABASE_URL": url}, "sqlalchemy_url", dialect) for url, dialect in URLS],
 ]
 
@@ -219,7 +231,8 @@ REFUSALS = [
     ({"SCHEDULER_DELIVERY_THREADS": "0"}, "SCHEDULER_DELIVERY_THREADS", "between"),
     ({"SCHEDULER_MAX_ATTEMPTS": "101"}, "SCHEDULER_MAX_ATTEMPTS", "between 1 and 100"),
     ({"SCHEDULER_MAX_ATTEMPTS": "0"}, "SCHEDULER_MAX_ATTEMPTS", "between 1 and 100"),
-    ({"SCHEDULER_DB_POOL_SIZE": "0"}, "SCHEDULER_DB_POOL_SIZE", "between"),
+    ({"SCHEDULER_DB_CONNECTIONS": "5"}, "SCHEDULER_DB_CONNECTIONS", "between 6 and 10000, got 5"),
+    ({"SCHEDULER_WEB_THREADS": "0"}, "SCHEDULER_WEB_THREADS", "between 1 and 1024"),
     ({"WEB_CONCURRENCY": "0"}, "WEB_CONCURRENCY", "between"),
     ({"SCHEDULER_MAX_IN_FLIGHT": "0"}, "SCHEDULER_MAX_IN_FLIGHT", "between"),
     ({"SCHEDULER_MAX_BODY_BYTES": "1023"}, "SCHEDULER_MAX_BODY_BYTES", "between 1024 and"),
@@ -293,6 +306,13 @@ REFUSALS = [
     ({"SCHEDULER_TRUSTED_PROXIES": "10.0.0.1,"}, "SCHEDULER_TRUSTED_PROXIES", "''"),
     ({"SCHEDULER_TRUSTED_PROXIES": "*,10.0.0.1"}, "SCHEDULER_TRUSTED_PROXIES", "alone"),
     # Cross-field checks.
+    (
+        {"SCHEDULER_DB_CONNECTIONS": "8", "WEB_CONCURRENCY": "9"},
+        "SCHEDULER_DB_CONNECTIONS",
+        "must be at least WEB_CONCURRENCY (9)",
+    ),
+    # Retired: what it set is split differently now, so it is not silently ignored.
+    ({"SCHEDULER_DB_POOL_SIZE": "8"}, "SCHEDULER_DB_POOL_SIZE", "set SCHEDULER_DB_CONNECTIONS"),
     (
         {"SCHEDULER_RETRY_BASE": "10", "SCHEDULER_RETRY_CAP": "5"},
         "SCHEDULER_RETRY_CAP",

@@ -245,3 +245,47 @@ def test_delay_accepts_seconds_and_iso_durations(delay: Any, seconds: float) -> 
     loaded = schemas.InsertJobSchema().load({"delay": delay})
     assert loaded["delay"] == seconds
     assert loaded["timestamp"] is None
+
+
+def test_a_debounce_takes_the_place_of_a_time_and_leaves_old_digests_alone() -> None:
+    loaded = schemas.InsertJobSchema().load(
+        {"debounce": {"key": "digest-42", "period": "PT5M", "max_wait": 3600}}
+    )
+    assert loaded["debounce"] == {"key": "digest-42", "period": 300.0, "max_wait": 3600.0}
+    assert schemas.debounce_of(loaded) is not None
+    # Without one, the loaded request (and so its idempotency digest) is what it was before.
+    plain = schemas.InsertJobSchema().load({"delay": 5, "debounce": None})
+    assert "debounce" not in plain and schemas.debounce_of(plain) is None
+
+
+@pytest.mark.parametrize(
+    ("debounce", "problems"),
+    [
+        (
+            {"key": "k", "period": 0},
+            {"period": ["Must be more than 0 seconds (and at most 316224000)."]},
+        ),
+        ({"key": "k", "period": 10, "max_wait": 9.5}, {"max_wait": ["Must be at least period."]}),
+        ({"key": "\x00", "period": 10}, {"key": [schemas.KEY_MESSAGE]}),
+    ],
+)
+def test_a_debounce_is_checked_field_by_field(
+    debounce: dict[str, Any], problems: dict[str, list[str]]
+) -> None:
+    with pytest.raises(ValidationError) as refused:
+        schemas.InsertJobSchema().load({"debounce": debounce})
+    assert refused.value.messages == {"debounce": problems}
+
+
+def test_an_edit_gives_something_and_at_most_one_time() -> None:
+    assert schemas.PatchJobSchema().load({"body": None}) == {"body": None}
+    assert schemas.PatchJobSchema().load({"flow": None, "max_attempts": None}) == {
+        "flow": None,
+        "max_attempts": None,
+    }
+    with pytest.raises(ValidationError) as empty:
+        schemas.PatchJobSchema().load({})
+    assert set(empty.value.messages) == set(schemas.PatchJobSchema().fields)
+    with pytest.raises(ValidationError) as both:
+        schemas.PatchJobSchema().load({"timestamp": "2031-01-01T00:00:00Z", "delay": 1})
+    assert set(both.value.messages) == {"timestamp", "delay"}

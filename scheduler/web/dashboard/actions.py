@@ -4,6 +4,7 @@ show a confirmation that states how many jobs they will touch."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -14,7 +15,7 @@ from werkzeug.wrappers import Response
 from scheduler import errors, jobs
 from scheduler.storage import cluster, crons
 from scheduler.storage import jobs as job_rows
-from scheduler.web import cron_routes, http
+from scheduler.web import cron_routes, http, schemas
 from scheduler.web.dashboard import auth, forms, pages
 from scheduler.web.dashboard.blueprint import bp
 
@@ -26,6 +27,7 @@ DONE_MESSAGES = {
     "run": "The job runs now.",
     "retried": "The job was re-queued.",
     "cancelled": "The job was cancelled.",
+    "job_saved": "The job was saved.",
     "cancel_requested": "The job will be cancelled when its attempt in flight ends (or "
     "delivered, if that attempt delivers it); no other attempt starts.",
     "bulk_retried": "{count:,} failed jobs were re-queued.",
@@ -83,6 +85,47 @@ def cancel_job(job_id: str) -> Response:
     auth.audit("cancel_job", 1, job_id=job_id)
     done = "cancelled" if changed.now else "cancel_requested"
     return _back("dashboard.job_page", done, job_id=job_id)
+
+
+@bp.post("/jobs/<job_id>/edit")
+def edit_job(job_id: str) -> tuple[str, int] | Response:
+    """Change what the form changed, checked as PATCH /jobs/<id> checks it; problems are shown
+    on the form beside what was typed."""
+    job_id = http.checked_id(job_id)
+    given = request.form.to_dict()
+    try:
+        changes = forms.job_changes(given)
+        if not changes:
+            raise ValidationError({"form": ["Nothing to save: no field was changed."]})
+        edit = http.job_edit(schemas.PatchJobSchema().load(changes))
+    except ValidationError as exc:
+        return pages.render_job(job_id, given, _form_problems(forms.problems_of(exc))), 400
+    except http.RequestRejected as exc:
+        return pages.render_job(job_id, given, _form_problems(exc.fields or {})), exc.status
+    try:
+        job_rows.edit_job(
+            http.database(), job_id, edit, announce_within=http.settings().announce_within
+        )
+    except errors.JobNotFound:
+        abort(404, f"No job has the id {job_id!r}.")
+    except errors.Conflict as exc:
+        if exc.field is None:
+            abort(409, str(exc))
+        return pages.render_job(job_id, given, {exc.field: [exc.field_message]}), 409
+    auth.audit("edit_job", 1, job_id=job_id, changed=sorted(changes))
+    return _back("dashboard.job_page", "job_saved", job_id=job_id)
+
+
+def _form_problems(problems: dict[str, Any]) -> dict[str, Any]:
+    """The API's problems by the form's inputs: those of `flow` by its three inputs."""
+    shown = {name: messages for name, messages in problems.items() if name != "flow"}
+    flow = problems.get("flow", {})
+    if isinstance(flow, dict):
+        for field, messages in flow.items():
+            shown[f"flow_{field}"] = messages
+    else:
+        shown["flow_key"] = flow
+    return shown
 
 
 @bp.get("/jobs/retry")
@@ -234,8 +277,20 @@ def edit_cron(cron_id: str) -> tuple[str, int] | Response:
         return pages.render_cron(cron_id, given, forms.problems_of(exc)), 400
     except http.RequestRejected as exc:
         return pages.render_cron(cron_id, given, exc.fields or {}), 400
-    if not crons.cron_statuses(http.database(), cron_id):
+    statuses = crons.cron_statuses(http.database(), cron_id)
+    if not statuses:
         abort(404, f"No cron has the id {cron_id!r}.")
+    # What the form does not show is kept as it is.
+    kept = statuses[0].cron
+    definition = dataclasses.replace(
+        definition,
+        flow=kept.flow,
+        catchup_window=kept.catchup_window,
+        start_at=kept.start_at,
+        end_at=kept.end_at,
+        max_runs=kept.max_runs,
+        delete_after_end=kept.delete_after_end,
+    )
     crons.put_cron(http.database(), definition)
     auth.audit("edit_cron", 1, cron_id=cron_id, spec=definition.spec)
     return _back("dashboard.cron_page", "cron_saved", cron_id=cron_id)

@@ -9,7 +9,7 @@ from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
-from scheduler import jobs
+from scheduler import jobs, jsonb
 from scheduler.web import schemas
 
 # Jobs shown per page, and so the most one "cancel selected" can take.
@@ -102,3 +102,96 @@ def cron_edit(values: dict[str, str]) -> dict[str, Any]:
             given["jitter"] = float(given["jitter"])
     loaded: dict[str, Any] = schemas.PutCronSchema().load(given)
     return loaded
+
+
+# The job form's inputs, each sent beside the value the page showed (`was_<name>`): only what
+# the user changed is edited, so an input left alone never undoes a change made meanwhile (a
+# debounced insert that moved the job, say).
+JOB_EDIT_INPUTS = (
+    "timestamp",
+    "body",
+    "max_attempts",
+    "endpoint",
+    "flow_key",
+    "flow_rate",
+    "flow_max_in_flight",
+)
+FLOW_INPUTS = ("flow_key", "flow_rate", "flow_max_in_flight")
+
+
+def _typed(text: str) -> str:
+    # Browsers send \r\n in a textarea; a body left alone must compare equal to what was shown.
+    return text.replace("\r\n", "\n").strip()
+
+
+def job_changes(values: dict[str, str]) -> dict[str, Any]:
+    """The PATCH /jobs/<id> request the job form makes: the inputs whose value differs from
+    what the page showed, read as the API reads them (a time as WindowTime reads it, the body as
+    JSON). The result goes through the API's own PatchJobSchema.
+
+    :raise ValidationError: a problem with a typed value, by input.
+    """
+    changed = {
+        name
+        for name in JOB_EDIT_INPUTS
+        if _typed(values.get(name, "")) != _typed(values.get(f"was_{name}", ""))
+    }
+    changes: dict[str, Any] = {}
+    problems: dict[str, list[str]] = {}
+    if "timestamp" in changed:
+        try:
+            moment = WindowTime().deserialize(_typed(values.get("timestamp", "")))
+            changes["timestamp"] = schemas.format_timestamp(moment)
+        except ValidationError as exc:
+            problems["timestamp"] = list(exc.messages)
+    if "body" in changed:
+        try:
+            changes["body"] = _body(_typed(values.get("body", "")))
+        except ValueError as exc:
+            problems["body"] = [str(exc)]
+    if "max_attempts" in changed:
+        text = _typed(values.get("max_attempts", ""))
+        changes["max_attempts"] = int(text) if text.isdecimal() else text or None
+    if "endpoint" in changed:
+        changes["endpoint"] = _typed(values.get("endpoint", ""))
+    if changed & set(FLOW_INPUTS):
+        changes["flow"] = _flow({name: _typed(values.get(name, "")) for name in FLOW_INPUTS})
+    if problems:
+        raise ValidationError(problems)
+    return changes
+
+
+def _body(text: str) -> Any:
+    """The body typed, read with the API's rules: what cannot be stored is refused, and nesting
+    is counted as in a request, whose object is the first level."""
+    try:
+        value, problem = jsonb.read_request(text.encode("utf-8"))
+    except (ValueError, RecursionError) as exc:
+        raise ValueError(f"Not valid JSON: {exc}") from None
+    if problem is None:
+        problem = jsonb.find_problem({"body": value})
+        path = problem.path[1:] if problem else ()
+    else:
+        path = problem.path
+    if problem is not None:
+        where = f"At {jsonb.pointer(path)}: " if path else ""
+        raise ValueError(f"{where}{problem.reason[0].upper()}{problem.reason[1:]}.")
+    return value
+
+
+def _flow(given: dict[str, str]) -> dict[str, Any] | None:
+    """The flow of the form's three flow inputs; no key is no flow."""
+    if not given["flow_key"]:
+        return None
+    flow: dict[str, Any] = {"key": given["flow_key"], "rate": None, "max_in_flight": None}
+    for name, field in (("flow_rate", "rate"), ("flow_max_in_flight", "max_in_flight")):
+        text = given[name]
+        if not text:
+            continue
+        try:
+            number = float(text)
+        except ValueError:
+            flow[field] = text  # a mistake the schema names
+            continue
+        flow[field] = int(number) if number.is_integer() and field == "max_in_flight" else number
+    return flow

@@ -13,7 +13,7 @@ from flask import abort, redirect, render_template, request, url_for
 from marshmallow import ValidationError
 from werkzeug.wrappers import Response
 
-from scheduler import cron, errors, jobs, jsonb
+from scheduler import config, cron, errors, jobs, jsonb
 from scheduler.storage import cluster, crons, endpoints, flows, outcomes
 from scheduler.storage import jobs as job_rows
 from scheduler.web import http, schemas
@@ -130,16 +130,49 @@ def _job_list(
 
 @bp.get("/jobs/<job_id>")
 def job_page(job_id: str) -> str:
+    return render_job(job_id, {}, {})
+
+
+def render_job(job_id: str, given: dict[str, str], problems: dict[str, Any]) -> str:
+    """The job's page; with `problems`, its edit form shows them beside what was typed."""
     try:
         job, attempts = job_rows.get_job(http.database(), http.checked_id(job_id))
     except errors.JobNotFound:
         abort(404, f"No job has the id {job_id!r}.")
+    body = jsonb.dumps(job.body, indent=2, ensure_ascii=False)
+    shown = _job_form(job, body) if job.editable else {}
+    # After a refused edit, what the page showed first stays what the inputs compare with.
+    was = {name: given.get(f"was_{name}", value) for name, value in shown.items()}
+    form = {name: given.get(name, value) for name, value in shown.items()}
     return render_template(
         "dashboard/job.html",
         job=job,
         attempts=attempts,
-        body=jsonb.dumps(job.body, indent=2, ensure_ascii=False),
+        body=body,
+        form=form,
+        was=was,
+        problems=problems,
+        endpoints=list(http.settings().endpoints),
+        max_attempts_limit=config.MAX_ATTEMPTS_LIMIT,
     )
+
+
+def _job_form(job: jobs.JobRecord, body: str) -> dict[str, str]:
+    """The edit form's inputs as the job is now: its next attempt's time, to the microsecond."""
+    flow = None
+    if job.flow_key is not None:
+        flow = flows.flow_limits(http.database(), job.endpoint, job.flow_key)
+    rate = None if flow is None else flow.rate_limit
+    in_flight = None if flow is None else flow.max_in_flight
+    return {
+        "timestamp": schemas.format_timestamp(job.next_attempt_at),
+        "body": body,
+        "max_attempts": str(job.max_attempts),
+        "endpoint": job.endpoint,
+        "flow_key": job.flow_key or "",
+        "flow_rate": "" if rate is None else f"{rate:g}",
+        "flow_max_in_flight": "" if in_flight is None else str(in_flight),
+    }
 
 
 @bp.get("/endpoints/<name>/flows")
@@ -175,21 +208,22 @@ def crons_page() -> str:
     )
 
 
-# A cron's spec parsed and put in words once per process, not once per row per view: both
-# cost a millisecond or so, and specs change rarely. MAX_CRONS bounds how many there are.
-@functools.lru_cache(maxsize=schemas.MAX_CRONS)
-def _parsed(spec: str) -> cron.CronSpec:
-    return cron.parse_spec(spec)
-
-
+# A cron's spec put in words once per process, not once per row per view: it costs a millisecond
+# or so, and specs change rarely (cron.parse_spec keeps its parses too). MAX_CRONS bounds how many.
 @functools.lru_cache(maxsize=schemas.MAX_CRONS)
 def _in_words(spec: str) -> str:
-    return cron.describe(_parsed(spec))
+    return cron.describe(cron.parse_spec(spec))
 
 
 def _cron_view(status: jobs.CronStatus, now: dt.datetime, upcoming: int = 1) -> dict[str, Any]:
-    parsed = _parsed(status.cron.spec)
-    times = [] if status.cron.paused else cron.next_fire_times(parsed, now, upcoming)
+    job = status.cron
+    parsed = cron.parse_spec(job.spec)
+    count = upcoming if job.runs_left is None else min(upcoming, job.runs_left)
+    times = (
+        cron.bounded_fire_times(parsed, now, count, job.start_at, job.end_at)
+        if job.state == "active"
+        else []
+    )
     return {
         "cron": status.cron,
         "words": _in_words(status.cron.spec),

@@ -116,10 +116,15 @@ def _refine(document: dict[str, Any]) -> dict[str, Any]:
     """What marshmallow's fields cannot say on their own."""
     component_schemas = document["components"]["schemas"]
     for name in components.RESPONSE_COMPONENTS:
-        component_schemas[name]["required"] = sorted(component_schemas[name]["properties"])
+        optional = components.OPTIONAL_PROPERTIES.get(name, set())
+        properties = set(component_schemas[name]["properties"]) - optional
+        component_schemas[name]["required"] = sorted(properties)
     for name in ("JobSpec", "InsertJob"):
         component_schemas[name]["oneOf"] = components.ONE_OF_WHEN
-        component_schemas[name]["description"] = "Give exactly one of `timestamp` and `delay`."
+        component_schemas[name]["description"] = (
+            "Give exactly one of `timestamp`, `delay` and `debounce`."
+        )
+    component_schemas["PatchJob"].update(components.EDIT_RULES)
     batch = component_schemas["Batch"]["properties"]["jobs"]
     batch["minItems"] = 1
     batch["description"] = (

@@ -73,8 +73,9 @@ def describe_custom_field(self: Any, field: fields.Field, **kwargs: Any) -> dict
     if regexes:
         return {"pattern": ecma_pattern(regexes[0])}
     if isinstance(field, formats.Delay):
+        lowest = {"exclusiveMinimum": 0} if field.above_zero else {"minimum": 0}
         choices: list[dict[str, Any]] = [
-            {"type": "number", "minimum": 0, "maximum": field.maximum},
+            {"type": "number", **lowest, "maximum": field.maximum},
             {"type": "string", "pattern": DURATION_PATTERN},
         ]
         if field.allow_none:
@@ -92,6 +93,8 @@ COMPONENTS: dict[str, type[Schema]] = {
     "Batch": schemas.BatchSchema,
     "BatchIds": schemas.BatchResponse,
     "JobId": schemas.JobIdResponse,
+    "InsertedJob": schemas.InsertedJobResponse,
+    "PatchJob": schemas.PatchJobSchema,
     "DeleteJob": schemas.DeleteJobSchema,
     "Job": schemas.JobSchema,
     "JobDetail": schemas.JobDetailSchema,
@@ -112,6 +115,7 @@ COMPONENTS: dict[str, type[Schema]] = {
 RESPONSE_COMPONENTS = (
     "BatchIds",
     "JobId",
+    "InsertedJob",
     "Job",
     "JobDetail",
     "JobList",
@@ -127,8 +131,18 @@ RESPONSE_COMPONENTS = (
     "Flows",
     "FlowFigures",
 )
-# "Give exactly one of timestamp and delay" (a null counts as absent).
+# Properties of those answers that only some answers carry (a debounced insert's).
+OPTIONAL_PROPERTIES = {"BatchIds": {"debounced"}, "InsertedJob": {"debounced"}}
+# "Give exactly one of timestamp, delay and debounce" (a null counts as absent).
 ONE_OF_WHEN: list[dict[str, Any]] = [
     {"required": ["timestamp"], "properties": {"timestamp": {"type": "string"}}},
     {"required": ["delay"], "properties": {"delay": {"type": ["number", "string"]}}},
+    {"required": ["debounce"], "properties": {"debounce": {"type": "object"}}},
 ]
+# An edit gives something, and not both a time and a delay.
+EDIT_RULES: dict[str, Any] = {
+    "minProperties": 1,
+    "not": {"required": ["timestamp", "delay"]},
+    "description": "A field left out stays as it is; give at least one, and at most one of "
+    "`timestamp` and `delay`.",
+}
