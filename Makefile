@@ -37,8 +37,10 @@ fmt: $(STAMP)  ## format the code
 # each figure against the range of the last three full runs. ONLY=mixed runs the mixed endpoints
 # with their limits and the cost of flow keys alone, into docs/benchmarks-mixed.md. ONLY=crons runs
 # the crons at scale alone (a boundary, every-second crons, a leader killed), into
-# docs/benchmarks-crons.md.
-bench: $(STAMP)  ## run the benchmarks (about 25 minutes; NOTE="what changed", ONLY=refactor, mixed or crons) into docs/
+# docs/benchmarks-crons.md. ONLY=pooler runs steady, a burst and jobs due now through PgBouncer in
+# transaction mode (no direct URL) beside the direct steady and burst runs, into
+# docs/benchmarks-pooler.md.
+bench: $(STAMP)  ## run the benchmarks (about 25 minutes; NOTE="what changed", ONLY=refactor, mixed, crons or pooler) into docs/
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python -m tests.bench --note "$(NOTE)" $(if $(ONLY),--only $(ONLY) \
 		--output docs/benchmarks-$(ONLY).md --history docs/benchmarks-history.json,--output docs/benchmarks.md)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from tests.bench import (
     compare,
@@ -17,6 +17,7 @@ from tests.bench import (
     dashboard,
     history,
     mixed,
+    pooled,
     postgres,
     retention,
     stats,
@@ -48,6 +49,7 @@ RETENTION_HEADING = "## 7. Retention under sustained delivery"
 MIXED_HEADING = "## 8. Mixed endpoints and their limits"
 FLOW_COST_HEADING = "## 9. Cost of flow keys"
 CRONS_HEADING = "## 10. Crons at scale"
+POOLER_HEADING = "## 11. Through a transaction-mode pooler"
 COMPARISON_HEADING = "## Against the last full runs"
 SECTIONS = (
     "## Machine",
@@ -64,6 +66,7 @@ SECTIONS = (
     MIXED_HEADING,
     FLOW_COST_HEADING,
     CRONS_HEADING,
+    POOLER_HEADING,
     "## Dashboard pages",
     "## Where the CPU goes",
     "## Instruments",
@@ -107,6 +110,7 @@ def render(results: dict[str, Any], figure: str | None, runs: list[dict[str, Any
         _mixed(results),
         _flow_cost(results),
         _crons(results),
+        _pooler(results),
         _dashboard(results),
         _cpu(results),
         _instruments(results),
@@ -1162,6 +1166,206 @@ def _cron_cost_row(label: str, part: dict[str, Any]) -> list[str]:
     ]
 
 
+class Figure(NamedTuple):
+    """One figure of a steady session or a burst series, and the digits it is shown with."""
+
+    label: str
+    digits: int
+    value: float | None
+
+
+def _ms_per(seconds: float | None, count: int) -> float | None:
+    return seconds * 1000 / count if seconds is not None and count else None
+
+
+def steady_figures(session: dict[str, Any] | None, clients: int) -> list[Figure]:
+    """What a steady session (steady_empty or pooled_steady) measured, None where it did not."""
+    steady = (session or {}).get("steady") or {}
+    late = steady.get("lateness_ms") or {}
+    cpu = steady.get("cpu") or {}
+    delivered = steady.get("delivered", 0)
+    insert = (session or {}).get("insert") or {}
+    startup = (session or {}).get("startup") or {}
+    return [
+        *(
+            Figure(f"Steady: lateness {name} (ms)", 1, late.get(name))
+            for name in ("p50", "p95", "p99", "max")
+        ),
+        Figure(
+            "Steady: dispatcher CPU per delivery (ms)", 2, _ms_per(_dispatcher_cpu(cpu), delivered)
+        ),
+        Figure(
+            "Steady: PostgreSQL CPU per delivery (ms)", 2, _ms_per(cpu.get("postgres"), delivered)
+        ),
+        Figure(f"POST /insert, {clients} clients (/s)", 0, insert.get("rate")),
+        Figure("POST /insert p99 (ms)", 2, insert.get("p99_ms")),
+        Figure(
+            "Start-up: job due 1 s after the start delivered (s)",
+            2,
+            startup.get("probe_delivered_s"),
+        ),
+    ]
+
+
+def burst_figures(series: dict[str, Any] | None) -> list[Figure]:
+    """What a series of bursts with one dispatcher (burst_1 or pooled_burst) measured, None
+    where it did not."""
+    series = series if series and "runs" in series else {}
+    cpu = series.get("cpu") or {}
+    delivered = series.get("delivered", 0)
+    dispatcher, postgres = _dispatcher_cpu(cpu), cpu.get("postgres")
+    both = None if dispatcher is None or postgres is None else dispatcher + postgres
+    ratio = series.get("ratio")
+    return [
+        Figure("Burst, 1 dispatcher: median (/s)", 0, series.get("rate")),
+        Figure("Burst: ceiling, median (/s)", 0, series.get("ceiling_rate")),
+        Figure("Burst / ceiling, median (%)", 0, None if ratio is None else ratio * 100),
+        Figure("Burst: dispatcher CPU per delivery (ms)", 2, _ms_per(dispatcher, delivered)),
+        Figure("Burst: PostgreSQL CPU per delivery (ms)", 2, _ms_per(postgres, delivered)),
+        Figure("Burst: dispatcher + PostgreSQL CPU per delivery (ms)", 2, _ms_per(both, delivered)),
+        Figure("Burst: claim statements per delivery", 3, series.get("claims_per_delivery")),
+    ]
+
+
+def _side_by_side(results: dict[str, Any]) -> str:
+    """The pooled steady and burst figures, beside the direct ones where this run has them."""
+    clients = results["plan"]["clients"][0]
+    pooled_figures = steady_figures(results.get("pooled_steady"), clients) + burst_figures(
+        results.get("pooled_burst")
+    )
+    direct = steady_figures(results.get("steady_empty"), clients) + burst_figures(
+        results.get("burst_1")
+    )
+    if all(figure.value is None for figure in direct):
+        rows = [[f.label, num(f.value, f.digits)] for f in pooled_figures if f.value is not None]
+        return (
+            "This run measured no direct steady session or burst (`steady_empty`, `burst_1`) "
+            "to set these beside.\n\n" + table(["Measure", "Through the pooler"], rows)
+        )
+    rows = [
+        [
+            mine.label,
+            num(theirs.value, mine.digits),
+            num(mine.value, mine.digits),
+            num(
+                None
+                if mine.value is None or theirs.value is None
+                else stats.ratio(mine.value, theirs.value),
+                2,
+            ),
+        ]
+        for mine, theirs in zip(pooled_figures, direct, strict=True)
+        if mine.value is not None or theirs.value is not None
+    ]
+    return table(["Measure", "Direct", "Through the pooler", "Pooler / direct"], rows)
+
+
+def _pooled_cpu_row(label: str, cpu: dict[str, Any] | None, count: int) -> list[str] | None:
+    if not cpu or not count:
+        return None
+
+    def per(value: float | None) -> str:
+        return num(_ms_per(value, count), 2)
+
+    return [
+        label,
+        per(cpu.get("web")),
+        per(_dispatcher_cpu(cpu)),
+        per(cpu.get("postgres")),
+        per(cpu.get("pgbouncer")),
+        per(cpu.get("receiver")),
+        per(cpu.get("other")),
+        num(cpu["machine"] / cpu["wall"], 2) if cpu.get("wall") else "n/a",
+    ]
+
+
+def _due_now_rows(due: dict[str, Any]) -> list[list[str]]:
+    late, sent, answer = due["lateness_ms"], due["from_sent_ms"], due["answer_ms"]
+    return [
+        ["Jobs inserted, one `POST /insert` each", num(due["jobs"])],
+        ["Over (s)", num(due["seconds"], 1)],
+        ["Delivered", num(due["delivered"])],
+        ["Lost", num(due["lost"])],
+        ["Duplicated", num(due["duplicates"])],
+        ["Each dispatcher looks every (s)", num(due["look_interval_s"], 2)],
+        *(
+            [f"Answer to arrival {name} (ms)", num(late[name])]
+            for name in ("p50", "p95", "p99", "max")
+        ),
+        ["Sending to arrival p95 (ms)", num(sent["p95"])],
+        ["Insert answered in, p50 (ms)", num(answer["p50"])],
+        ["Insert answered in, p99 (ms)", num(answer["p99"])],
+    ]
+
+
+def _pooler(results: dict[str, Any]) -> str:
+    text = POOLER_HEADING + "\n\n"
+    reason = pooled.skipped(results)
+    if reason:
+        return text + f"Skipped: {reason}.\n"
+    parts = {name: results.get(name) for name in pooled.SCENARIOS}
+    if not any(parts.values()):
+        return text + "Not run.\n"
+    facts = results.get("pooler") or {}
+    plan = results["plan"]
+    text += (
+        f"The Procfile's processes with `DATABASE_URL` at {facts.get('version', 'PgBouncer')} in "
+        f"`pool_mode = {facts.get('pool_mode', pooled.POOL_MODE)}`, otherwise its stock "
+        f"configuration, reaching PostgreSQL over its {facts.get('reaches', 'socket')} (no proxy "
+        "between them), started for the run; `SCHEDULER_DB_POOLER=transaction` and no "
+        "`DATABASE_DIRECT_URL`, as a managed database's pooled URL alone gives them. So nothing "
+        "is prepared, the delivery pool commits durably, and no notice reaches the dispatcher: "
+        f"it looks for due deliveries every {facts.get('look_interval_s', math.nan):g} s "
+        '(docs/operations.md, "Behind a connection pooler"). On a fresh database of its own: '
+        "the steady session of table 4 (start-up, inserts, steady), the bursts of table 3 with "
+        "one dispatcher, then jobs due now; the benchmark's own queries go to PostgreSQL "
+        "directly, its jobs through the API. Lost and duplicated deliveries here have their own "
+        "target; the run's totals leave them out, as earlier runs had no pooler to count.\n\n"
+        + _side_by_side(results)
+    )
+    due = parts["pooled_due_now"]
+    if due and "jobs" in due:
+        low, high = due["spacing_s"]
+        text += (
+            f"\nJobs due now: one `POST /insert` with `delay` 0 every {low:g} to {high:g} s "
+            f"(at random, the same moments each run) for {plan['due_now_seconds']:g} s, each "
+            "meeting the dispatcher idle at a random point of its look; the target's figure "
+            "runs from the insert's answer to the job's arrival at the receiver.\n\n"
+            + table(["Measure", "Value"], _due_now_rows(due))
+        )
+    steady = (parts["pooled_steady"] or {}).get("steady") or {}
+    burst = parts["pooled_burst"] or {}
+    rows = [
+        _pooled_cpu_row("Steady (per delivery)", steady.get("cpu"), steady.get("delivered", 0)),
+        _pooled_cpu_row("Burst (per delivery)", burst.get("cpu"), burst.get("delivered", 0)),
+        _pooled_cpu_row(
+            "Jobs due now (per job, inserts included)",
+            (due or {}).get("cpu"),
+            (due or {}).get("delivered", 0),
+        ),
+    ]
+    found = [row for row in rows if row is not None]
+    if found:
+        text += (
+            "\nCPU time per delivery through the pooler, by process, as in *Where the CPU goes* "
+            "with PgBouncer apart.\n\n"
+            + table(
+                [
+                    "Window",
+                    "Web (ms)",
+                    "Dispatchers (ms)",
+                    "PostgreSQL (ms)",
+                    "PgBouncer (ms)",
+                    "Receiver (ms)",
+                    "Other (ms)",
+                    "Cores busy",
+                ],
+                found,
+            )
+        )
+    return text
+
+
 def _dashboard(results: dict[str, Any]) -> str:
     measured = results.get("dashboard")
     if not measured:
@@ -1442,11 +1646,12 @@ def _method(results: dict[str, Any], earlier: list[dict[str, Any]]) -> str:
         f"dispatchers delivering for {plan.get('retention_settle', 0):g} s, then "
         f"{plan.get('retention_rounds', 0)} rounds of {plan.get('retention_round_seconds', 0):g} "
         "s.\n"
-        "- Nine fresh databases, each copied from the migrated template: one for accept and "
+        "- Ten fresh databases, each copied from the migrated template: one for accept and "
         "batch (they leave many future jobs behind), one for start-up, steady, bursts and crons "
         "in that order, one for the backlog run, one for the dashboard pages, one for the "
         "retention run, one each for the mixed endpoints and the cost of flow keys, and one each "
-        "for the crons at one boundary and the every-second crons with their failover.\n"
+        "for the crons at one boundary and the every-second crons with their failover; a tenth "
+        "for the runs through a transaction-mode pooler (PgBouncer, started for them).\n"
         "- Latency percentiles are nearest-rank over every request completed inside the window. "
         "Lateness is the receiver's arrival time minus the job's due time, both read from the "
         "same clock; the receiver records every request with `time.time()` as its last byte is "
@@ -1481,6 +1686,9 @@ def _method(results: dict[str, Any], earlier: list[dict[str, Any]]) -> str:
         f"{plan.get('cron_seconds_window', 0)} s with two dispatchers, then the leader killed, on "
         f"a ninth; the leader is given {plan.get('cron_catch_up', 0):g} s to record what is "
         "owed once a window ends.\n"
+        f"- Through the pooler: the steady session and {_runs(plan.get('burst_runs', 1))} of the "
+        f"burst with one dispatcher as above, then jobs due now for "
+        f"{plan.get('due_now_seconds', 0):g} s.\n"
         + _durations(results, earlier)
         + "- Timings are never asserted by the test suite; "
         "`tests/integration/test_bench_smoke.py` only checks that a quick run writes a "

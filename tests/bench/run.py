@@ -29,6 +29,7 @@ from tests.bench import (
     loadgen,
     mixed,
     plot,
+    pooled,
     postgres,
     report,
     retention,
@@ -58,6 +59,7 @@ SCENARIOS = (
     "cron_boundary",
     "cron_seconds",
     "cron_failover",
+    *pooled.SCENARIOS,
 )
 # Names --only also takes, each for several scenarios. `refactor`: the insert figures (accept,
 # whose ratios are to the no-op ceiling, with the instruments), steady and the bursts, to check
@@ -65,10 +67,13 @@ SCENARIOS = (
 # `mixed`: the endpoints with limits delivering at once, with 1 and 2 dispatchers, and the cost
 # of flow keys. `crons`: crons at scale, recorded with their endpoint paused: many crons at one
 # boundary and the POST that sets them, every-second crons, and their leader's failover.
+# `pooler`: steady, a burst with one dispatcher and jobs due now, through a transaction-mode
+# pooler without a direct URL, beside the direct steady and burst runs they are compared with.
 PRESETS = {
     "refactor": ("instruments", "accept", "steady_empty", "burst_1", "burst_2"),
     "mixed": ("mixed_1", "mixed_2", "flow_cost"),
     "crons": ("cron_boundary", "cron_seconds", "cron_failover"),
+    "pooler": ("steady_empty", "burst_1", *pooled.SCENARIOS),
 }
 
 
@@ -240,6 +245,9 @@ class Run:
                 self.attempt("cron_seconds", every_second.measure)
                 self.attempt("cron_failover", every_second.failover)
                 self.results["exit_codes_cron_seconds"] = ninth.stop()
+            if self.wanted(*pooled.SCENARIOS):
+                with pooled.pooler(server, self.logs) as bouncer, fresh() as tenth:
+                    self.pooling(tenth, bouncer, collector)
         finally:
             receiver.close()
         self.results["elapsed_s"] = time.monotonic() - started
@@ -300,6 +308,23 @@ class Run:
                 lambda n=dispatchers: mixed.measure(sixth, collector, self.plan, n),
             )
         self.results["exit_codes_mixed"] = sixth.stop()
+
+    def pooling(
+        self, tenth: system.System, bouncer: pooled.Bouncer | None, collector: scenarios.Collector
+    ) -> None:
+        """Steady, a burst and jobs due now with every process through the pooler."""
+        if bouncer is None:
+            log(f"{', '.join(pooled.SCENARIOS)} skipped: {pooled.MISSING}")
+            for name in pooled.SCENARIOS:
+                self.attempt(name, lambda: {"skipped": pooled.MISSING})
+            return
+        pooled.route(tenth, bouncer)
+        self.results["pooler"] = bouncer.facts()
+        through = pooled.Pooled(tenth, collector, self.plan, self.generator, self.profiler)
+        self.attempt("pooled_steady", through.steady)
+        self.attempt("pooled_burst", through.burst)
+        self.attempt("pooled_due_now", through.due_now)
+        self.results["exit_codes_pooled"] = tenth.stop()
 
     def write(self) -> int:
         self.output.parent.mkdir(parents=True, exist_ok=True)

@@ -110,6 +110,10 @@ class Plan:
     cron_seconds_window: int
     cron_failover_after: int
     cron_catch_up: float
+    # Through a transaction-mode pooler (tests/bench/pooled.py): single jobs due now, inserted
+    # for `due_now_seconds`, each a random time in `due_now_spacing` seconds after the last.
+    due_now_seconds: float
+    due_now_spacing: tuple[float, float]
 
 
 FULL = Plan(
@@ -170,6 +174,9 @@ FULL = Plan(
     cron_seconds_window=120,
     cron_failover_after=5,
     cron_catch_up=60,
+    # About a hundred jobs, at random phases of the dispatcher's look.
+    due_now_seconds=30,
+    due_now_spacing=(0.2, 0.4),
 )
 QUICK = Plan(
     name="quick",
@@ -225,6 +232,8 @@ QUICK = Plan(
     cron_seconds_window=5,
     cron_failover_after=2,
     cron_catch_up=20,
+    due_now_seconds=3,
+    due_now_spacing=(0.2, 0.4),
 )
 
 
@@ -433,17 +442,23 @@ def batch_accept(system: System, plan: Plan, generator: str) -> dict[str, Any]:
 
 
 def burst_series(
-    system: System, collector: Collector, plan: Plan, dispatchers: int, profiler: spy.Profiler
+    system: System,
+    collector: Collector,
+    plan: Plan,
+    dispatchers: int,
+    profiler: spy.Profiler,
+    label: str = "burst",
 ) -> dict[str, Any]:
     """`burst_runs` bursts with `dispatchers` dispatcher processes running (started here when
-    fewer run), each followed by the ceiling of as many requests pools."""
+    fewer run), each followed by the ceiling of as many requests pools; `label` names the
+    profiles."""
     while len(system.workers) < dispatchers:
         system.add_worker()
     active = system.wait_workers_active(ACTIVE_GRACE)
     runs = []
     for number in range(plan.burst_runs):
         recording = (
-            profiler.record(f"burst-{dispatchers}", system.worker_pids)
+            profiler.record(f"{label}-{dispatchers}", system.worker_pids)
             if number == 0
             else contextlib.nullcontext()
         )
@@ -569,13 +584,15 @@ def steady_session(
     backlog: int,
     generator: str,
     profiler: spy.Profiler,
+    label: str | None = None,
 ) -> dict[str, Any]:
-    """Load the backlog, start the processes (timing the worker), measure inserts, then steady."""
+    """Load the backlog, start the processes (timing the worker), measure inserts, then steady;
+    `label` names the profiles (by default after the backlog)."""
     out: dict[str, Any] = {"backlog": backlog}
     if backlog:
         out["load_seconds"] = bulk_load(system.db_url, backlog)
     system.start_web()
-    label = "backlog" if backlog else "empty"
+    label = label or ("backlog" if backlog else "empty")
     out["startup"] = startup(system, collector, profiler, label)
     sampler = RssSampler(system.worker_pid)
     out["rss_after_start_kb"] = sampler.read()

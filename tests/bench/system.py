@@ -164,6 +164,9 @@ class System:
         # Further dispatchers beside `worker`, each with a metrics port of its own.
         self.extra_workers: list[support.Process] = []
         self.metrics_ports = [self.settings.metrics_port]
+        # Processes of the system beside its own (a pooler between it and PostgreSQL), measured
+        # as parts of their own so that their CPU is not counted as the benchmark's.
+        self.meter_parts: dict[str, int | None] = {}
         self.session = requests.Session()
         self.session.headers.update(HEADERS)
 
@@ -208,6 +211,7 @@ class System:
             parts[f"worker{number}"] = pid
         parts["postgres"] = postmaster_pid(self.db_url)
         parts["receiver"] = self.receiver_pid
+        parts.update(self.meter_parts)
         return CpuMeter(parts)
 
     def quiesce(self, timeout: float = 120) -> None:

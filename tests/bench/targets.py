@@ -7,7 +7,7 @@ import math
 import statistics
 from typing import Any
 
-from tests.bench import crons, dashboard, stats
+from tests.bench import crons, dashboard, pooled, stats
 
 MB = 1024.0
 # Two runs of the same steady load differ by a few milliseconds here; a change under both
@@ -57,6 +57,7 @@ def evaluate(results: dict[str, Any]) -> list[Target]:
     found += _mixed_targets(results)
     found += _flow_cost_targets(results)
     found += _cron_scale_targets(results)
+    found += _pooled_targets(results)
     found += _loss_targets(results)
     return found
 
@@ -681,6 +682,60 @@ def _cron_scale_targets(results: dict[str, Any]) -> list[Target]:
             detail,
         )
     )
+    return found
+
+
+# Issue 23: through a transaction-mode pooler and without a direct URL, where no notice reaches
+# the dispatchers, a job inserted due now starts within a second at p95.
+DUE_NOW_P95_MS = 1000.0
+POOLED = " through a transaction-mode pooler, no direct URL"
+
+
+def _pooled_targets(results: dict[str, Any]) -> list[Target]:
+    """The direct steady bounds, a job due now within DUE_NOW_P95_MS, and every job delivered
+    once, with the processes through the pooler."""
+    steady = _get(results, "pooled_steady", "steady")
+    found = _lateness_targets(steady, POOLED, "Pooled steady")
+    if steady is None:
+        found = [dataclasses.replace(t, detail="not run") for t in found]
+    due = _get(results, "pooled_due_now") or {}
+    late = due.get("lateness_ms") or {"p95": math.nan}
+    detail = "not run"
+    if "jobs" in due:
+        detail = (
+            f"{due['delivered']:,} of {due['jobs']:,} arrived; from the answer p50 "
+            f"{late['p50']:,.0f} ms, p99 {late['p99']:,.0f} ms, max {late['max']:,.0f} ms; the "
+            f"inserts answered in p50 {due['answer_ms']['p50']:,.0f} ms; each dispatcher looks "
+            f"every {due['look_interval_s']:g} s"
+        )
+    found.append(
+        Target(
+            "Pooled due now p95 (ms)",
+            f"A job inserted due now arrives < {DUE_NOW_P95_MS:,.0f} ms after the insert's "
+            f"answer at p95{POOLED}",
+            late["p95"],
+            "ms",
+            f"< {DUE_NOW_P95_MS:,.0f}",
+            late["p95"] < DUE_NOW_P95_MS,
+            detail,
+        )
+    )
+    lost, duplicated, parts = pooled.lost_and_duplicated(results)
+    ran = bool(parts)
+    found.append(
+        Target(
+            "Pooled lost + duplicated",
+            f"Steady, burst and due now{POOLED}: every job delivered once",
+            lost + duplicated if ran else math.nan,
+            "jobs",
+            "= 0",
+            len(parts) == len(pooled.SCENARIOS) and lost + duplicated == 0,
+            "lost/duplicated: " + ", ".join(parts) if ran else "not run",
+        )
+    )
+    reason = pooled.skipped(results)
+    if reason:
+        found = [dataclasses.replace(t, detail=f"skipped: {reason}") for t in found]
     return found
 
 
