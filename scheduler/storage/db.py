@@ -79,8 +79,8 @@ def open_pool(
     With `durable` false they commit with synchronous_commit off: a commit returns before its
     WAL reaches the disk, so a crash of PostgreSQL can lose the last fraction of a second of
     them. Use it only for writes whose loss can cause no more than a re-send (docs/operations.md,
-    "Durability"). Through a transaction-mode pooler they commit durably all the same: the
-    setting is a startup option, which PgBouncer refuses before 1.20.
+    "Durability"). Through a transaction-mode pooler (`pooled`) the startup option is left out,
+    since PgBouncer refuses it before 1.20: use UnsyncedDatabase over such a pool instead.
     """
     options = {} if durable or pooled else {"options": "-c synchronous_commit=off"}
     return psycopg_pool.ConnectionPool(
@@ -157,3 +157,36 @@ class Database:
 
     def close(self, timeout: float = 5.0) -> None:
         self.pool.close(timeout=timeout)
+
+
+class UnsyncedDatabase(Database):
+    """A pool behind a transaction-mode pooler whose writes commit with synchronous_commit off
+    all the same (what open_pool's `durable=False` does with a startup option, which PgBouncer
+    refuses before 1.20): each transaction sets it locally first. A single statement is sent
+    pipelined with its BEGIN, SET and COMMIT, so it costs no round trip more than alone."""
+
+    def rows(self, query: str, params: dict[str, Any] | None = None) -> list[Row]:
+        with wrap_errors(), self.pool.connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            try:
+                with conn.pipeline(), conn.transaction():
+                    cur.execute(_UNSYNCED)
+                    cur.execute(query, params or {})
+                # Results arrive once the pipeline is synced, at its end.
+                return cur.fetchall() if cur.description else []
+            finally:
+                cur.close()
+
+    def run(self, query: str, params: dict[str, Any] | None = None) -> None:
+        with wrap_errors(), self.pool.connection() as conn, conn.pipeline(), conn.transaction():
+            conn.execute(_UNSYNCED)
+            conn.execute(query, params or {})
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[psycopg.Cursor[Row]]:
+        with super().transaction() as cur:
+            cur.execute(_UNSYNCED)
+            yield cur
+
+
+_UNSYNCED = "SET LOCAL synchronous_commit = off"

@@ -54,7 +54,13 @@ class Dispatcher:
             durable=False,
             pooled=settings.transaction_pooled,
         )
-        self.delivery_database = db.Database(self.delivery_pool)
+        # Claims and outcomes commit with synchronous_commit off (open_pool's `durable`); through
+        # a transaction-mode pooler each transaction sets it itself.
+        self.delivery_database = (
+            db.UnsyncedDatabase(self.delivery_pool)
+            if settings.transaction_pooled
+            else db.Database(self.delivery_pool)
+        )
         # The heartbeat reads the senders' counts only once started.
         self.membership = membership.Membership(
             settings,

@@ -313,3 +313,26 @@ def test_put_cron_makes_a_removed_cron_afresh(
     assert crons.list_crons(database) == []
     crons.put_cron(database, dataclasses.replace(gone, end_at=None))
     assert [(c.id, c.state) for c in crons.list_crons(database)] == [("gone", "active")]
+
+
+def test_an_unsynced_database_commits_each_statement_with_synchronous_commit_off(
+    db_url: str,
+) -> None:
+    one = db.open_pool(db_url, 1, name="probe")  # one connection: what leaks would show
+    try:
+        plain, unsynced = db.Database(one), db.UnsyncedDatabase(one)
+        plain.run("SET synchronous_commit = on")
+        setting = "SELECT current_setting('synchronous_commit') AS value"
+        assert unsynced.rows(setting) == [{"value": "off"}]
+        with unsynced.transaction() as cur:
+            cur.execute(setting)
+            assert cur.fetchone() == {"value": "off"}
+        assert plain.rows(setting) == [{"value": "on"}], "set locally, not on the connection"
+        unsynced.run("CREATE TABLE unsynced_probe (n integer)")
+        inserted = unsynced.rows("INSERT INTO unsynced_probe VALUES (1), (2) RETURNING n")
+        assert inserted == [{"n": 1}, {"n": 2}]
+        assert unsynced.rows("UPDATE unsynced_probe SET n = n + 1 WHERE n > 5") == []
+        with psycopg.connect(db_url) as conn:
+            assert conn.execute("SELECT count(*) FROM unsynced_probe").fetchone() == (2,)
+    finally:
+        one.close()
