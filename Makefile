@@ -40,7 +40,7 @@ fmt: $(STAMP)  ## format the code
 # docs/benchmarks-crons.md. ONLY=pooler runs steady, a burst and jobs due now through PgBouncer in
 # transaction mode (no direct URL) beside the direct steady and burst runs, into
 # docs/benchmarks-pooler.md.
-bench: $(STAMP)  ## run the benchmarks (about 25 minutes; NOTE="what changed", ONLY=refactor, mixed, crons or pooler) into docs/
+bench: $(STAMP)  ## run the benchmarks (about 30 minutes; NOTE="what changed", ONLY=refactor, mixed, crons or pooler) into docs/
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python -m tests.bench --note "$(NOTE)" $(if $(ONLY),--only $(ONLY) \
 		--output docs/benchmarks-$(ONLY).md --history docs/benchmarks-history.json,--output docs/benchmarks.md)
