@@ -259,3 +259,11 @@ def test_the_cron_section_has_a_row_per_part_and_numbers_in_every_cell() -> None
 def test_only_crons_runs_the_three_cron_scenarios() -> None:
     assert run.selected("crons") == ("cron_boundary", "cron_seconds", "cron_failover")
     assert run.selected("cron_failover,mixed_1") == ("mixed_1", "cron_failover")
+
+
+def test_a_record_no_reader_saw_is_judged_by_its_transaction_start() -> None:
+    unseen = results()
+    unseen["cron_boundary"]["seen_ms"] = dict.fromkeys(("p50", "p95", "p99", "max"), math.nan)
+    found = cron_targets(unseen)["Cron boundary p99 (ms)"]
+    assert found.measured == pytest.approx(20.0)
+    assert found.passed and "no reader saw the commit" in found.detail
