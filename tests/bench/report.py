@@ -1046,8 +1046,9 @@ def _crons(results: dict[str, Any]) -> str:
             ["Half of them fired by (ms after the answer)", _ms(post["p50_s"])],
             ["All of them fired by (ms after the answer)", _ms(post["all_s"])],
             [
-                "The first ticks visible to a reader (committed), after the answer (ms)",
-                _ms(post["seen_s"]),
+                "The first ticks visible to a reader (committed; where no reader saw the commit,"
+                " when the last transaction began), after the answer (ms)",
+                _ms(post["all_s"] if math.isnan(post["seen_s"]) else post["seen_s"]),
             ],
             [
                 f"POST /cron replacing them by {shared['crons']:,} crons of other ids sharing a "
