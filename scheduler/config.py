@@ -19,6 +19,10 @@ from scheduler import errors, jobs, logs, tuning
 DEFAULT_PORT = 8080
 DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_READ_TIMEOUT = 30.0
+# The longest `timeout` a job may set for its attempts (its claim's lease follows it), and the
+# most SCHEDULER_MAX_TIMEOUT may allow: a sending thread is held that long.
+DEFAULT_MAX_TIMEOUT = 300.0
+MAX_TIMEOUT_LIMIT = 24 * 3600.0
 DEFAULT_DELIVERY_THREADS = 16
 DEFAULT_MAX_ATTEMPTS = 8
 DEFAULT_RETRY_BASE = 1.0
@@ -318,6 +322,9 @@ class Settings:
         DEFAULT_CONNECT_TIMEOUT, "Seconds to connect to an endpoint")
     read_timeout: float = setting("SCHEDULER_READ_TIMEOUT", seconds(), DEFAULT_READ_TIMEOUT,
         "Seconds to wait for each read of an endpoint's answer")
+    max_timeout: float = setting("SCHEDULER_MAX_TIMEOUT",
+        number(0.0, MAX_TIMEOUT_LIMIT, "seconds", above=True), DEFAULT_MAX_TIMEOUT,
+        "Longest timeout a job may set for its attempts, in seconds")
     delivery_threads: int = setting("SCHEDULER_DELIVERY_THREADS", integer(1, 1024),
         DEFAULT_DELIVERY_THREADS, "Deliveries sent at once by each dispatcher")
     max_attempts: int = setting("SCHEDULER_MAX_ATTEMPTS", integer(1, MAX_ATTEMPTS_LIMIT),

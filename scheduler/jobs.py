@@ -129,6 +129,63 @@ class Debounce:
 
 
 @dataclasses.dataclass(frozen=True)
+class HttpOptions:
+    """How one job's request differs from its endpoint's default: a `path` appended to the
+    endpoint's URL, a `method` (None: POST), `headers` as (name, value) pairs in the order given,
+    the whole attempt's `timeout` in seconds (None: the dispatcher's attempt deadline), and its
+    own backoff (`retry_base`, `retry_cap`; None: the dispatcher's). http_options.py holds the
+    rules each is checked against."""
+
+    path: str | None = None
+    method: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    timeout: float | None = None
+    retry_base: float | None = None
+    retry_cap: float | None = None
+
+    @property
+    def binds_request(self) -> bool:
+        """Whether its request differs from the endpoint's default POST, so that the signature
+        must bind the method and path (signing's v2) rather than the body alone."""
+        return self.path is not None or self.method not in (None, "POST")
+
+    def to_json(self) -> dict[str, Any] | None:
+        """As stored in jobs.http_options: only what is set; None when nothing is."""
+        stored: dict[str, Any] = {}
+        if self.path is not None:
+            stored["path"] = self.path
+        if self.method is not None:
+            stored["method"] = self.method
+        if self.headers:
+            stored["headers"] = [list(pair) for pair in self.headers]
+        if self.timeout is not None:
+            stored["timeout"] = self.timeout
+        if self.retry_base is not None:
+            stored["retry"] = {"base": self.retry_base, "cap": self.retry_cap}
+        return stored or None
+
+    @classmethod
+    def from_json(cls, stored: Any) -> HttpOptions | None:
+        """The options stored by to_json (None for NULL)."""
+        if not stored:
+            return None
+        retry = stored.get("retry") or {}
+        return cls(
+            path=stored.get("path"),
+            method=stored.get("method"),
+            headers=tuple((name, value) for name, value in stored.get("headers", ())),
+            # Stored numbers read back as Decimal (jsonb.read) unless whole.
+            timeout=_seconds(stored.get("timeout")),
+            retry_base=_seconds(retry.get("base")),
+            retry_cap=_seconds(retry.get("cap")),
+        )
+
+
+def _seconds(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+@dataclasses.dataclass(frozen=True)
 class NewJob:
     """A job to store; `body` is its JSON text, as jsonb.encode writes it. It is due at `run_at`,
     or `delay` seconds after it is stored by the database's clock when `run_at` is None."""
@@ -145,6 +202,9 @@ class NewJob:
     flow: Flow | None = None
     # Set on a debounced insert, whose `delay` is then the debounce's period.
     debounce: Debounce | None = None
+    http_options: HttpOptions | None = None
+    # The endpoint told when the job ends delivered or failed (docs/api.md, "Callbacks").
+    callback: str | None = None
 
     def due_within(self, seconds: float, now: dt.datetime) -> bool:
         """Whether it is due less than `seconds` after `now`."""
@@ -166,6 +226,11 @@ class JobEdit:
     endpoint: str | None = None
     set_flow: bool = False
     flow: Flow | None = None
+    # The HTTP options it changes, as HttpOptions.to_json stores them (None: back to the
+    # default); those not named stay. Its callback changes when `set_callback`.
+    http_changes: dict[str, Any] = dataclasses.field(default_factory=dict)
+    set_callback: bool = False
+    callback: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,6 +260,9 @@ class CronDefinition:
     end_at: dt.datetime | None = None
     max_runs: int | None = None
     delete_after_end: bool = False
+    # What each run carries, as a job's (NewJob).
+    http_options: HttpOptions | None = None
+    callback: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,6 +288,8 @@ class CronJob:
     runs: int = 0
     ended_at: dt.datetime | None = None
     delete_after_end: bool = False
+    http_options: HttpOptions | None = None
+    callback: str | None = None
 
     @property
     def state(self) -> str:
@@ -268,6 +338,8 @@ class Delivery:
     traceparent: str | None = None
     tracestate: str | None = None
     starts_in: float = 0.0
+    http_options: HttpOptions | None = None
+    callback: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -297,6 +369,8 @@ class JobRecord:
     debounce_key: str | None = None
     debounce_until: dt.datetime | None = None
     event: str | None = None
+    http_options: HttpOptions | None = None
+    callback: str | None = None
 
     @property
     def editable(self) -> bool:

@@ -18,7 +18,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length)
         try:
-            signing.verify(raw, self.headers.get(signing.HEADER), self.secrets)
+            signing.verify(
+                raw,
+                self.headers.get(signing.HEADER),
+                self.secrets,
+                method=self.command,
+                target=self.path,
+            )
         except signing.SignatureError as exc:
             self.send_response(401)
             self.send_header("Content-Length", "0")
@@ -30,14 +36,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         except ValueError:
             message = raw.decode("utf-8", "replace")
         kind = f"cron {message['cron_id']}" if message.get("cron_id") else f"job {message['id']}"
+        scheduled = self.headers.get("Scheduler-Scheduled-At")
         print(
             f"delivery #{self.headers.get('Scheduler-Attempt')} of {kind} "
-            f"(scheduled {self.headers.get('Scheduler-Scheduled-At')}): {json.dumps(message)}",
+            f"({self.command} {self.path}, scheduled {scheduled}): {json.dumps(message)}",
             flush=True,
         )
         self.send_response(200)
         self.send_header("Content-Length", "0")
         self.end_headers()
+
+    # A job may choose its method; each is signed (v2) and checked the same way.
+    do_PUT = do_PATCH = do_DELETE = do_POST
 
     def log_message(self, format: str, *args: Any) -> None:
         """Silence the default access log; each delivery prints one line of its own."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -82,6 +83,8 @@ def put_cron(database: db.Database, cron: jobs.CronDefinition) -> None:
 
 def _cron_params(cron: jobs.CronDefinition) -> dict[str, Any]:
     params = {field: value for field, value in vars(cron).items() if field != "flow"}
+    stored = None if cron.http_options is None else cron.http_options.to_json()
+    params["http_options"] = None if stored is None else json.dumps(stored)
     flow = cron.flow
     params["flow_key"] = None if flow is None else flow.key
     params["flow_rate"] = None if flow is None else flow.rate_limit
@@ -119,7 +122,11 @@ def set_cron_paused(database: db.Database, cron_id: str, paused: bool) -> None:
 
 
 def list_crons(database: db.Database) -> list[jobs.CronJob]:
-    return [jobs.CronJob(**row) for row in database.rows(QUERIES["list_crons"])]
+    return [_cron(row) for row in database.rows(QUERIES["list_crons"])]
+
+
+def _cron(row: dict[str, Any]) -> jobs.CronJob:
+    return jobs.CronJob(**{**row, "http_options": jobs.HttpOptions.from_json(row["http_options"])})
 
 
 def cron_statuses(
@@ -134,7 +141,7 @@ def cron_statuses(
     statuses = []
     for row in database.rows(QUERIES["cron_statuses"], params):
         last_state, last_status = row.pop("last_state"), row.pop("last_status")
-        statuses.append(jobs.CronStatus(jobs.CronJob(**row), last_state, last_status))
+        statuses.append(jobs.CronStatus(_cron(row), last_state, last_status))
     return statuses
 
 

@@ -15,18 +15,18 @@ WHERE cron_id = ANY(%(cron_ids)s) AND {cancellable};
 
 -- upsert_cron --
 -- Create a cron, or give it a new revision when its spec changed; an unchanged spec keeps its
--- timer and its revision. Jitter, overlap, the catch-up window, the endpoint and the flow key are
--- read at each tick, so a change of only those is stored without touching the timer (nor
+-- timer and its revision. Jitter, overlap, the catch-up window, the endpoint, the flow key, the
+-- HTTP options and the callback are read at each tick, so a change of only those is stored without touching the timer (nor
 -- updated_at, the start of the current schedule). New bounds (start_at, end_at, max_runs) start
 -- the cron again: no runs counted, not ended, its schedule starting now. A cron removed when it
 -- ended is not made again while its tombstone holds the same bounds (forget_changed_tombstone
 -- runs first).
 INSERT INTO crons (id, spec, timezone, jitter, overlap, endpoint, flow_key, flow_rate,
                    flow_max_in_flight, catchup_window, start_at, end_at, max_runs,
-                   delete_after_end)
+                   delete_after_end, http_options, callback)
 SELECT %(id)s, %(spec)s, %(timezone)s, %(jitter)s, %(overlap)s, %(endpoint)s, %(flow_key)s,
        %(flow_rate)s, %(flow_max_in_flight)s, %(catchup_window)s, %(start_at)s, %(end_at)s,
-       %(max_runs)s, %(delete_after_end)s
+       %(max_runs)s, %(delete_after_end)s, %(http_options)s::jsonb, %(callback)s
 WHERE NOT EXISTS (SELECT 1 FROM cron_tombstones WHERE cron_tombstones.id = %(id)s)
 ON CONFLICT (id) DO UPDATE
 SET spec = EXCLUDED.spec, timezone = EXCLUDED.timezone, jitter = EXCLUDED.jitter,
@@ -34,6 +34,7 @@ SET spec = EXCLUDED.spec, timezone = EXCLUDED.timezone, jitter = EXCLUDED.jitter
     flow_rate = EXCLUDED.flow_rate, flow_max_in_flight = EXCLUDED.flow_max_in_flight,
     catchup_window = EXCLUDED.catchup_window, delete_after_end = EXCLUDED.delete_after_end,
     start_at = EXCLUDED.start_at, end_at = EXCLUDED.end_at, max_runs = EXCLUDED.max_runs,
+    http_options = EXCLUDED.http_options, callback = EXCLUDED.callback,
     revision = CASE WHEN crons.spec IS DISTINCT FROM EXCLUDED.spec
                     THEN nextval('cron_revisions') ELSE crons.revision END,
     last_fire_at = CASE WHEN crons.spec IS DISTINCT FROM EXCLUDED.spec
@@ -51,6 +52,8 @@ WHERE crons.spec IS DISTINCT FROM EXCLUDED.spec
    OR crons.flow_max_in_flight IS DISTINCT FROM EXCLUDED.flow_max_in_flight
    OR crons.catchup_window IS DISTINCT FROM EXCLUDED.catchup_window
    OR crons.delete_after_end IS DISTINCT FROM EXCLUDED.delete_after_end
+   OR crons.http_options IS DISTINCT FROM EXCLUDED.http_options
+   OR crons.callback IS DISTINCT FROM EXCLUDED.callback
    OR {bounds_changed};
 
 -- bounds_changed --
@@ -82,7 +85,7 @@ DELETE FROM crons WHERE id = %(id)s RETURNING id;
 -- Every cron with what the dispatcher needs to schedule it.
 SELECT id, spec, timezone, revision, paused, last_fire_at, created_at, updated_at, jitter,
        overlap, endpoint, catchup_window, start_at, end_at, max_runs, runs, ended_at,
-       delete_after_end
+       delete_after_end, http_options, callback
 FROM crons ORDER BY id;
 
 -- cron_statuses --
@@ -91,7 +94,7 @@ FROM crons ORDER BY id;
 SELECT c.id, c.spec, c.timezone, c.revision, c.paused, c.last_fire_at, c.created_at,
        c.updated_at, c.jitter, c.overlap, c.endpoint, c.flow_key, c.flow_rate,
        c.flow_max_in_flight, c.catchup_window, c.start_at, c.end_at, c.max_runs, c.runs,
-       c.ended_at, c.delete_after_end, last_run.state AS last_state,
+       c.ended_at, c.delete_after_end, c.http_options, c.callback, last_run.state AS last_state,
        last_run.last_status AS last_status
 FROM crons c
 LEFT JOIN LATERAL (
@@ -114,8 +117,10 @@ RETURNING id;
 -- run_cron_now --
 -- One extra run of a cron, due now, waking the dispatchers.
 WITH fired AS (
-    INSERT INTO jobs (id, cron_id, run_at, next_attempt_at, max_attempts, endpoint, flow_key)
-    SELECT %(job_id)s, id, now(), now(), %(max_attempts)s, endpoint, flow_key
+    INSERT INTO jobs (id, cron_id, run_at, next_attempt_at, max_attempts, endpoint, flow_key,
+                      http_options, callback)
+    SELECT %(job_id)s, id, now(), now(), %(max_attempts)s, endpoint, flow_key, http_options,
+           callback
     FROM crons WHERE id = %(id)s
     RETURNING id, flow_key
 )
@@ -128,14 +133,14 @@ SELECT id, flow_key, pg_notify('scheduler', 'j 0') FROM fired;
 -- redefined since its ticks were computed (another revision). CTEs: the cron as it was, the
 -- ticks recorded or made due again.
 WITH cron AS (
-    SELECT id, jitter, endpoint, flow_key FROM crons
+    SELECT id, jitter, endpoint, flow_key, http_options, callback FROM crons
     WHERE id = %(id)s AND revision = %(revision)s
 ),
 recorded AS (
     INSERT INTO jobs AS j (id, cron_id, run_at, next_attempt_at, max_attempts, endpoint,
-                           flow_key)
+                           flow_key, http_options, callback)
     SELECT t.job_id, cron.id, t.run_at, t.run_at + make_interval(secs => random() * cron.jitter),
-           %(max_attempts)s, cron.endpoint, cron.flow_key
+           %(max_attempts)s, cron.endpoint, cron.flow_key, cron.http_options, cron.callback
     FROM cron CROSS JOIN unnest(%(job_ids)s::text[], %(run_ats)s::timestamptz[])
         AS t (job_id, run_at)
     ON CONFLICT (cron_id, run_at) WHERE cron_id IS NOT NULL DO UPDATE
@@ -179,7 +184,7 @@ GROUP BY spec;
 -- unfinished runs in the same snapshot as the insert.
 WITH owed AS (
     SELECT crons.id AS cron_id, crons.endpoint, crons.flow_key, crons.jitter, crons.overlap,
-           crons.runs, crons.max_runs, t.run_at,
+           crons.runs, crons.max_runs, crons.http_options, crons.callback, t.run_at,
            t.run_at < now() - make_interval(
                secs => greatest(coalesce(crons.catchup_window, %(window)s), %(tolerance)s)
            ) AS missed,
@@ -207,7 +212,8 @@ fresh AS (
     )
 ),
 decided AS (
-    SELECT job_id, cron_id, endpoint, flow_key, run_at, jitter, runs, max_runs,
+    SELECT job_id, cron_id, endpoint, flow_key, http_options, callback, run_at, jitter, runs,
+           max_runs,
            CASE WHEN missed THEN 'missed'
                 WHEN overlap = 'skip' AND (turn > 1 OR EXISTS (
                     SELECT 1 FROM jobs
@@ -229,10 +235,10 @@ within AS (
 ),
 fired AS (
     INSERT INTO jobs (id, cron_id, run_at, next_attempt_at, max_attempts, state, finished_at,
-                      endpoint, flow_key)
+                      endpoint, flow_key, http_options, callback)
     SELECT job_id, cron_id, run_at, run_at + make_interval(secs => random() * jitter),
            %(max_attempts)s, state, CASE WHEN state <> 'scheduled' THEN now() END, endpoint,
-           flow_key
+           flow_key, http_options, callback
     FROM within
     ON CONFLICT (cron_id, run_at) WHERE cron_id IS NOT NULL DO NOTHING
     RETURNING id, cron_id, state, flow_key

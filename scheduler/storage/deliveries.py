@@ -34,6 +34,14 @@ CLAIM_KEY_JOBS = _by_pause(QUERIES["claim_key_jobs"])
 UNKEYED_DUE = _by_pause(QUERIES["unkeyed_due"])
 
 
+def delivery(row: dict[str, Any]) -> jobs.Delivery:
+    """A claimed_delivery row as a jobs.Delivery."""
+    options = row["http_options"]
+    if options is not None:
+        row["http_options"] = jobs.HttpOptions.from_json(options)
+    return jobs.Delivery(**row)
+
+
 @dataclasses.dataclass(frozen=True)
 class EndpointClaim:
     """What one claim for a paused or limited endpoint took, and in how many seconds it could
@@ -80,7 +88,7 @@ def claim_due_jobs(
         "holding": [busy.get(name, 0) for name in names],
         "newcomer": newcomer,
     }
-    return [jobs.Delivery(**row) for row in database.rows(QUERIES["claim_due_jobs"], params)]
+    return [delivery(row) for row in database.rows(QUERIES["claim_due_jobs"], params)]
 
 
 def claim_endpoint_jobs(
@@ -131,7 +139,7 @@ def claim_endpoint_jobs(
             claimed, keys_wait = _claim_by_key(cur, params, state.paused, cursor, locked_at)
         elif allowance > 0:
             cur.execute(CLAIM_ENDPOINT_JOBS[state.paused], params)
-            claimed = [jobs.Delivery(**found) for found in cur.fetchall()]
+            claimed = [delivery(found) for found in cur.fetchall()]
         if level is not None:
             level -= len(claimed)
             cur.execute(
@@ -169,12 +177,12 @@ def _claim_by_key(
     claimed: list[jobs.Delivery] = []
     if counts[0]:
         cur.execute(CLAIM_ENDPOINT_JOBS[paused], {**params, "limit": counts[0]})
-        claimed += [jobs.Delivery(**found) for found in cur.fetchall()]
+        claimed += [delivery(found) for found in cur.fetchall()]
     given = [(row, count) for row, count in zip(rows, counts[1:], strict=True) if count]
     if given:
         keys = {"keys": [row["key"] for row, _ in given], "counts": [n for _, n in given]}
         cur.execute(CLAIM_KEY_JOBS[paused], {**params, **keys})
-        claimed += [jobs.Delivery(**found) for found in cur.fetchall()]
+        claimed += [delivery(found) for found in cur.fetchall()]
     limited = [
         (row["key"], level - count)
         for row, level, count in zip(rows, levels, counts[1:], strict=True)
@@ -280,3 +288,13 @@ def cancel_asked(database: db.Database, job_id: str, claim_token: int) -> bool:
     """Whether a cancel was asked for this claimed delivery (or its claim is no longer held)."""
     rows = database.rows(QUERIES["cancel_asked"], {"id": job_id, "claim_token": claim_token})
     return not rows or bool(rows[0]["asked"])
+
+
+def renew_lease(
+    database: db.Database, job_id: str, claim_token: int, lease_seconds: float
+) -> bool | None:
+    """Hold a claimed delivery's lease `lease_seconds` from now (never less than it had); None
+    when the claim is no longer held, else whether a cancel was asked for it."""
+    params = {"id": job_id, "claim_token": claim_token, "lease_seconds": lease_seconds}
+    rows = database.rows(QUERIES["renew_lease"], params)
+    return bool(rows[0]["asked"]) if rows else None

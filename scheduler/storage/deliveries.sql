@@ -1,15 +1,18 @@
 -- claim --
 -- Part of every claim: a claimed job is being delivered under a new token and a lease, its
--- attempt counted (a claim given back unsent uncounts it).
+-- attempt counted (a claim given back unsent uncounts it). A job with its own timeout holds its
+-- lease that much longer, so that its own attempt fits after one of the usual length; one that
+-- waited longer for its thread has its lease renewed before it starts (renew_lease).
 SET state = 'delivering', attempts = attempts + 1,
-    leased_until = now() + make_interval(secs => %(lease_seconds)s),
+    leased_until = now() + make_interval(
+        secs => %(lease_seconds)s + coalesce((http_options ->> 'timeout')::float8, 0)),
     claimed_by = %(dispatcher_id)s, claim_token = nextval('claim_tokens'), run_requested = false,
     updated_at = now()
 
 -- claimed_delivery --
 -- Part of every claim: what a claimed delivery carries to its sending thread (jobs.Delivery).
 id, cron_id, body::text AS body, run_at, attempts, max_attempts, claim_token, endpoint, event,
-traceparent, tracestate, next_attempt_at AS due_at
+traceparent, tracestate, next_attempt_at AS due_at, http_options, callback
 
 -- claimable_until --
 -- Part of claim_due_jobs and next_due_in: the latest due time of `waiting.endpoint` that this
@@ -254,3 +257,12 @@ SELECT count(*) AS due FROM (
     ORDER BY flow_key, next_attempt_at  -- as jobs_flow_due_idx reads them
     LIMIT %(cap)s
 ) AS due;
+
+-- renew_lease --
+-- A claimed delivery about to start whose lease might run out before its attempt's deadline
+-- (it waited for its thread behind a long attempt) holds it for `lease_seconds` more from now, if
+-- its claim is still this one; whether it is, and whether a cancel was asked meanwhile.
+UPDATE jobs
+SET leased_until = greatest(leased_until, now() + make_interval(secs => %(lease_seconds)s))
+WHERE id = %(id)s AND state = 'delivering' AND claim_token = %(claim_token)s
+RETURNING cancel_requested_at IS NOT NULL AS asked;

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -108,7 +109,26 @@ def _job_params(job: jobs.NewJob) -> dict[str, Any]:
         "traceparent": job.traceparent,
         "tracestate": job.tracestate,
         "flow_key": None if job.flow is None else job.flow.key,
+        "http_options": _options_param(job.http_options),
+        "callback": job.callback,
     }
+
+
+def _options_param(options: jobs.HttpOptions | None) -> Jsonb | None:
+    stored = None if options is None else options.to_json()
+    return None if stored is None else Jsonb(stored)
+
+
+def _options_text(options: jobs.HttpOptions | None) -> str | None:
+    stored = None if options is None else options.to_json()
+    return None if stored is None else json.dumps(stored)
+
+
+def job_record(row: dict[str, Any]) -> jobs.JobRecord:
+    """A job_columns row as a jobs.JobRecord."""
+    return jobs.JobRecord(
+        **{**row, "http_options": jobs.HttpOptions.from_json(row["http_options"])}
+    )
 
 
 def _job_columns(new_jobs: Sequence[jobs.NewJob]) -> dict[str, list[Any]]:
@@ -124,6 +144,8 @@ def _job_columns(new_jobs: Sequence[jobs.NewJob]) -> dict[str, list[Any]]:
         "traceparents": [j.traceparent for j in new_jobs],
         "tracestates": [j.tracestate for j in new_jobs],
         "flow_keys": [None if j.flow is None else j.flow.key for j in new_jobs],
+        "http_options": [_options_text(j.http_options) for j in new_jobs],
+        "callbacks": [j.callback for j in new_jobs],
     }
 
 
@@ -277,12 +299,12 @@ def _read_job(cur: Any, job_id: str) -> tuple[jobs.JobRecord, list[jobs.Attempt]
         raise errors.JobNotFound(job_id)
     cur.execute(QUERIES["list_attempts"], {"job_id": job_id})
     attempts = [jobs.Attempt(**a) for a in cur.fetchall()]
-    return jobs.JobRecord(**row), attempts
+    return job_record(row), attempts
 
 
 def list_jobs(database: db.Database, filters: JobFilters) -> list[jobs.JobRecord]:
     rows = database.rows(QUERIES["list_jobs"], dataclasses.asdict(filters))
-    return [jobs.JobRecord(**row) for row in rows]
+    return [job_record(row) for row in rows]
 
 
 def cancel_job(database: db.Database, job_id: str) -> None:
@@ -336,10 +358,21 @@ def edit_job(
                 "endpoint": edit.endpoint,
                 "set_flow": edit.set_flow,
                 "flow_key": None if edit.flow is None else edit.flow.key,
+                "set_http_options": bool(edit.http_changes),
+                "http_options": _options_param(_merged(row["http_options"], edit.http_changes)),
+                "set_callback": edit.set_callback,
+                "callback": edit.callback,
                 "announce_within": announce_within,
             },
         )
         return _read_job(cur, job_id)
+
+
+def _merged(stored: dict[str, Any] | None, changes: dict[str, Any]) -> jobs.HttpOptions | None:
+    """A job's stored HTTP options with an edit's changes: each option named is replaced, or
+    removed when None."""
+    merged = {**(stored or {}), **changes}
+    return jobs.HttpOptions.from_json({k: v for k, v in merged.items() if v is not None})
 
 
 def _check_editable(job_id: str, row: dict[str, Any]) -> None:

@@ -3,13 +3,15 @@
 -- grouped by the web process), sending no notification. Bodies are JSON text; a delay counts on
 -- the database's clock, as in insert_job_quietly.
 INSERT INTO jobs (id, body, run_at, next_attempt_at, max_attempts, endpoint, traceparent,
-                  tracestate, flow_key)
+                  tracestate, flow_key, http_options, callback)
 SELECT j.id, j.body::jsonb, due.at, due.at, j.max_attempts, j.endpoint, j.traceparent,
-       j.tracestate, j.flow_key
+       j.tracestate, j.flow_key, j.http_options::jsonb, j.callback
 FROM unnest(%(ids)s::text[], %(bodies)s::text[], %(run_ats)s::timestamptz[],
             %(delays)s::float8[], %(max_attempts)s::integer[], %(endpoints)s::text[],
-            %(traceparents)s::text[], %(tracestates)s::text[], %(flow_keys)s::text[])
-    AS j (id, body, run_at, delay, max_attempts, endpoint, traceparent, tracestate, flow_key),
+            %(traceparents)s::text[], %(tracestates)s::text[], %(flow_keys)s::text[],
+            %(http_options)s::text[], %(callbacks)s::text[])
+    AS j (id, body, run_at, delay, max_attempts, endpoint, traceparent, tracestate, flow_key,
+          http_options, callback),
     LATERAL (SELECT coalesce(j.run_at, now() + make_interval(secs => j.delay))) AS due (at);
 
 -- insert_job --
@@ -26,15 +28,16 @@ FROM inserted;
 -- A job the dispatchers need not hear of now (due beyond their next look), or one of a batch,
 -- which sends a single notification; due at run_at or after a delay by the database's clock.
 INSERT INTO jobs (id, body, run_at, next_attempt_at, max_attempts, endpoint, traceparent,
-                  tracestate, flow_key)
+                  tracestate, flow_key, http_options, callback)
 VALUES (%(id)s, %(body)s, coalesce(%(run_at)s, now() + make_interval(secs => %(delay)s)),
         coalesce(%(run_at)s, now() + make_interval(secs => %(delay)s)), %(max_attempts)s,
-        %(endpoint)s, %(traceparent)s, %(tracestate)s, %(flow_key)s);
+        %(endpoint)s, %(traceparent)s, %(tracestate)s, %(flow_key)s, %(http_options)s,
+        %(callback)s);
 
 -- debounce_job --
 -- A job due `delay` seconds from now, or, while a job of its endpoint with its debounce key waits
 -- and was never claimed (jobs_debounce_key, sql/0020), that job instead: it takes this insert's
--- body, attempts, flow key and trace context, and is due `delay` seconds from now, but never
+-- body, attempts, flow key, trace context, HTTP options and callback, and is due `delay` seconds from now, but never
 -- later than its first insert's deadline (least() passes over a NULL one), and not moved at all
 -- when an operator asked for it to run now. ON CONFLICT waits for a concurrent insert with the
 -- key to commit and then updates the job it made; a claim that took the job first leaves no
@@ -44,15 +47,17 @@ VALUES (%(id)s, %(body)s, coalesce(%(run_at)s, now() + make_interval(secs => %(d
 WITH debounced AS (
     INSERT INTO jobs AS waiting (id, body, run_at, next_attempt_at, max_attempts, endpoint,
                                  traceparent, tracestate, flow_key, debounce_key, debounce_until,
-                                 debounce_open)
+                                 debounce_open, http_options, callback)
     VALUES (%(id)s, %(body)s, now() + make_interval(secs => %(delay)s),
             now() + make_interval(secs => %(delay)s), %(max_attempts)s, %(endpoint)s,
             %(traceparent)s, %(tracestate)s, %(flow_key)s, %(debounce_key)s,
-            now() + make_interval(secs => %(max_wait)s::float8), true)
+            now() + make_interval(secs => %(max_wait)s::float8), true, %(http_options)s,
+            %(callback)s)
     ON CONFLICT (endpoint, debounce_key) WHERE debounce_open DO UPDATE
     SET body = EXCLUDED.body, max_attempts = EXCLUDED.max_attempts,
         flow_key = EXCLUDED.flow_key, traceparent = EXCLUDED.traceparent,
-        tracestate = EXCLUDED.tracestate,
+        tracestate = EXCLUDED.tracestate, http_options = EXCLUDED.http_options,
+        callback = EXCLUDED.callback,
         run_at = CASE WHEN waiting.run_requested THEN waiting.run_at
                       ELSE least(EXCLUDED.run_at, waiting.debounce_until) END,
         next_attempt_at = CASE WHEN waiting.run_requested THEN waiting.next_attempt_at
@@ -123,7 +128,7 @@ updated_at = now()
 -- Part of get_job and list_jobs: a job as jobs.JobRecord holds it.
 id, cron_id, body, run_at, state, attempts, max_attempts, next_attempt_at, last_status,
 last_error, created_at, updated_at, finished_at, endpoint, last_error_kind, cancel_requested_at,
-flow_key, debounce_key, debounce_until, event
+flow_key, debounce_key, debounce_until, event, http_options, callback
 
 -- get_job --
 -- One job with everything a user may ask about it.
@@ -159,13 +164,14 @@ SELECT state FROM jobs WHERE id = %(id)s;
 -- edit waits for a claim of the row in progress and then reads what that claim committed (the
 -- job `delivering`, which the edit refuses), and while the edit holds the row every claim skips
 -- it (their SKIP LOCKED) and takes it, edited, at a later look. Nothing is sent half-edited.
-SELECT state, cron_id, event, attempts, endpoint, flow_key
+SELECT state, cron_id, event, attempts, endpoint, flow_key, http_options
 FROM jobs WHERE id = %(id)s
 FOR UPDATE;
 
 -- edit_job --
 -- An edit of a job locked by lock_job and found waiting to be sent: each column whose parameter
--- is NULL (`set_flow` false for the flow key) stays as it is. Its attempts stay as they are (a
+-- is NULL (`set_flow`, `set_http_options`, `set_callback` false for the flow key, the HTTP
+-- options, the callback) stays as it is. Its attempts stay as they are (a
 -- job waiting for a retry keeps its count). A new due time replaces a run an operator asked
 -- for; a job moved to another endpoint leaves its debounce key (keys belong to an endpoint). The
 -- dispatchers are woken (as by insert_job) when it is due within `announce_within` seconds
@@ -184,6 +190,9 @@ WITH edited AS (
         debounce_open = debounce_open AND endpoint = coalesce(%(endpoint)s::text, endpoint),
         endpoint = coalesce(%(endpoint)s::text, endpoint),
         flow_key = CASE WHEN %(set_flow)s THEN %(flow_key)s::text ELSE flow_key END,
+        http_options = CASE WHEN %(set_http_options)s THEN %(http_options)s::jsonb
+                            ELSE http_options END,
+        callback = CASE WHEN %(set_callback)s THEN %(callback)s::text ELSE callback END,
         updated_at = now()
     WHERE id = %(id)s
     RETURNING next_attempt_at

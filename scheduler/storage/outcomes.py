@@ -41,6 +41,9 @@ class Settlement:
     retry_in: float | None = None
     attempted: bool = True
     lateness: float | None = None
+    # A job with a callback that ends: the callback's id, and its `response` (callbacks.py).
+    callback_id: str | None = None
+    response: dict[str, Any] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +115,8 @@ def _finish_rows(finals: Sequence[Settlement]) -> str:
                 "error": s.record.error,
                 "error_kind": s.record.error_kind,
                 "notice_id": jobs.new_job_id() if s.state == "failed" else None,
+                "callback_id": s.callback_id,
+                "response": s.response,
             }
             for s in finals
         ]
@@ -147,10 +152,12 @@ def settle_deliveries(
     unsent: Sequence[tuple[str, int]] = (),
     notices: FailureNotices | None = None,
     dispatcher_id: str | None = None,
+    callback_attempts: int = 1,
 ) -> None:
     """Record attempts and what becomes of their jobs, and give back claims never sent
     (job id, claim token), all in one transaction. With `dispatcher_id`, the outcomes are also
-    added to its row of the per-minute rollup (delivery_minutes)."""
+    added to its row of the per-minute rollup (delivery_minutes). Callbacks made try
+    `callback_attempts` times."""
     retries = [s for s in settled if s.state == "scheduled"]
     # What needs statements of its own, and so a transaction: retries and give-backs.
     others: list[tuple[str, list[dict[str, Any]]]] = []
@@ -159,7 +166,7 @@ def settle_deliveries(
     if unsent:
         given_back = [{"job_id": job_id, "claim_token": token} for job_id, token in unsent]
         others.append((QUERIES["give_back_delivery"], given_back))
-    params = _settle_params(settled, notices, dispatcher_id) if settled else None
+    params = _settle_params(settled, notices, dispatcher_id, callback_attempts) if settled else None
     if not others:
         if params is not None:
             # One statement commits by itself: no BEGIN and COMMIT round trips.
@@ -173,13 +180,17 @@ def settle_deliveries(
 
 
 def _settle_params(
-    settled: Sequence[Settlement], notices: FailureNotices | None, dispatcher_id: str | None
+    settled: Sequence[Settlement],
+    notices: FailureNotices | None,
+    dispatcher_id: str | None,
+    callback_attempts: int,
 ) -> dict[str, Any]:
     return {
         "attempts": _attempt_rows([s for s in settled if s.attempted]),
         "outcomes": _finish_rows([s for s in settled if s.state != "scheduled"]),
         "notice_endpoint": notices.endpoint if notices else None,
         "notice_attempts": notices.max_attempts if notices else 1,
+        "callback_attempts": callback_attempts,
         **_minute_params(dispatcher_id, settled),
     }
 

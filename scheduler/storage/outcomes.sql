@@ -12,7 +12,10 @@
 -- re-claimed meanwhile is left alone. A failure of a job whose cancel was asked during the attempt
 -- ends it cancelled (a cancel wins over a failure, never over a delivery). A job that ends failed
 -- makes a failure notification to `notice_endpoint` (id from `notice_id`) in the same statement,
--- so exactly once per failure; a notification that fails makes none.
+-- so exactly once per failure; a notification that fails makes none. Likewise a job with a
+-- callback that ends delivered or failed makes its callback (id from `callback_id`, its answer's
+-- `response` from the dispatcher, callbacks.py), to its callback endpoint with
+-- `callback_attempts` and the job's trace context; a notification or a callback makes neither.
 WITH recorded AS (
     INSERT INTO delivery_attempts
         (job_id, attempt, started_at, duration_ms, status_code, error, response_excerpt,
@@ -39,10 +42,11 @@ minute AS (
         )
 ),
 outcomes AS (
-    SELECT job_id, claim_token, state, attempted, status_code, error, error_kind, notice_id
+    SELECT job_id, claim_token, state, attempted, status_code, error, error_kind, notice_id,
+           callback_id, response
     FROM json_to_recordset(%(outcomes)s::json)
         AS o (job_id text, claim_token bigint, state text, attempted boolean, status_code integer,
-              error text, error_kind text, notice_id text)
+              error text, error_kind text, notice_id text, callback_id text, response jsonb)
 ),
 finished AS (
     UPDATE jobs
@@ -56,18 +60,39 @@ finished AS (
     WHERE jobs.id = o.job_id AND jobs.state = 'delivering' AND jobs.claim_token = o.claim_token
     RETURNING jobs.id, jobs.cron_id, jobs.endpoint, jobs.attempts, jobs.last_status,
               jobs.last_error, jobs.last_error_kind, jobs.run_at, jobs.event, jobs.state,
-              o.notice_id
+              jobs.created_at, jobs.finished_at, jobs.callback, jobs.traceparent,
+              jobs.tracestate, o.notice_id, o.callback_id, o.response
 )
-INSERT INTO jobs (id, body, run_at, next_attempt_at, max_attempts, endpoint, event)
+INSERT INTO jobs (id, body, run_at, next_attempt_at, max_attempts, endpoint, event, traceparent,
+                  tracestate)
 SELECT notice_id,
        jsonb_build_object('event', 'job.failed', 'job', jsonb_build_object(
            'id', id, 'cron_id', cron_id, 'endpoint', endpoint, 'attempts', attempts,
            'last_status', last_status, 'last_error', last_error,
            'last_error_kind', last_error_kind,
-           'timestamp', to_char(run_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))),
-       now(), now(), %(notice_attempts)s, %(notice_endpoint)s, 'job.failed'
+           'timestamp', to_char(run_at AT TIME ZONE 'UTC', {utc_format}))),
+       now(), now(), %(notice_attempts)s, %(notice_endpoint)s, 'job.failed', NULL, NULL
 FROM finished
-WHERE state = 'failed' AND event IS NULL AND %(notice_endpoint)s::text IS NOT NULL;
+WHERE state = 'failed' AND event IS NULL AND %(notice_endpoint)s::text IS NOT NULL
+UNION ALL
+SELECT callback_id,
+       jsonb_build_object('event', 'job.' || state, 'job', jsonb_build_object(
+           'id', id, 'cron_id', cron_id, 'endpoint', endpoint, 'state', state,
+           'attempts', attempts, 'last_status', last_status, 'last_error', last_error,
+           'last_error_kind', last_error_kind,
+           'timestamp', to_char(run_at AT TIME ZONE 'UTC', {utc_format}),
+           'created_at', to_char(created_at AT TIME ZONE 'UTC', {utc_format}),
+           'finished_at', to_char(finished_at AT TIME ZONE 'UTC', {utc_format})),
+           'response', response),
+       now(), now(), %(callback_attempts)s, callback, 'job.' || state, traceparent, tracestate
+FROM finished
+WHERE state IN ('delivered', 'failed') AND event IS NULL AND callback IS NOT NULL
+  AND callback_id IS NOT NULL;
+
+-- utc_format --
+-- Part of settle_outcomes: how the messages it makes write a moment in UTC, RFC 3339 with
+-- microseconds (callbacks.py counts on its fixed width).
+'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'
 
 -- schedule_retry --
 -- Put a failed attempt back in line for its next try, its backoff counted on the database's clock;

@@ -169,6 +169,8 @@ def replace_crons() -> Response:
             end_at=entry["end_at"],
             max_runs=entry["max_runs"],
             delete_after_end=entry["delete_after_end"],
+            http_options=http.checked_options(entry, index, "jobs"),
+            callback=http.callback_of(entry, index, "jobs"),
         )
         for index, (entry, spec) in enumerate(parsed)
     ]

@@ -145,6 +145,8 @@ def definition_of(cron_id: str, data: dict[str, Any]) -> jobs.CronDefinition:
         end_at=data["end_at"],
         max_runs=data["max_runs"],
         delete_after_end=data["delete_after_end"],
+        http_options=http.checked_options(data),
+        callback=http.callback_of(data),
     )
     warn_if_never_fires(cron_id, parsed)
     return definition

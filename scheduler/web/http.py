@@ -239,9 +239,40 @@ def new_jobs(items: list[dict[str, Any]], listed_in: str | None = None) -> list[
                 tracestate=tracestate,
                 flow=schemas.flow_of(item),
                 debounce=debounce,
+                http_options=checked_options(item, index, listed_in),
+                callback=callback_of(item, index, listed_in),
             )
         )
     return new
+
+
+def checked_options(
+    item: dict[str, Any], index: int | None = None, listed_in: str | None = None
+) -> jobs.HttpOptions | None:
+    """The HTTP options of a validated item, its timeout within SCHEDULER_MAX_TIMEOUT.
+
+    :raise RequestRejected: 400 naming `timeout` (or `<listed_in>.<index>.timeout`).
+    """
+    check_timeout(item.get("timeout"), index, listed_in)
+    return schemas.http_options_of(item)
+
+
+def check_timeout(
+    timeout: float | None, index: int | None = None, listed_in: str | None = None
+) -> None:
+    """:raise RequestRejected: `timeout` is beyond SCHEDULER_MAX_TIMEOUT."""
+    limit = settings().max_timeout
+    if timeout is not None and timeout > limit:
+        problem = [f"Must be at most {limit:g} seconds (SCHEDULER_MAX_TIMEOUT)."]
+        raise _invalid_field("timeout", problem, index, listed_in)
+
+
+def callback_of(
+    item: dict[str, Any], index: int | None = None, listed_in: str | None = None
+) -> str | None:
+    """The callback endpoint a validated item names, checked to be configured."""
+    name = item.get("callback")
+    return None if name is None else known_endpoint(name, index, listed_in, "callback")
 
 
 def job_edit(loaded: dict[str, Any]) -> jobs.JobEdit:
@@ -269,22 +300,39 @@ def job_edit(loaded: dict[str, Any]) -> jobs.JobEdit:
         endpoint=known_endpoint(loaded["endpoint"]) if "endpoint" in loaded else None,
         set_flow="flow" in loaded,
         flow=schemas.flow_of(loaded),
+        http_changes=_http_changes(loaded),
+        set_callback="callback" in loaded,
+        callback=callback_of(loaded),
     )
 
 
-def known_endpoint(name: str, index: int | None = None, listed_in: str | None = None) -> str:
+def _http_changes(loaded: dict[str, Any]) -> dict[str, Any]:
+    check_timeout(loaded.get("timeout"))
+    return schemas.http_changes_of(loaded)
+
+
+def known_endpoint(
+    name: str, index: int | None = None, listed_in: str | None = None, field: str = "endpoint"
+) -> str:
     """`name` if it names a configured endpoint.
 
-    :raise RequestRejected: 400 naming the field (`endpoint`, or `<listed_in>.<index>.endpoint`).
+    :raise RequestRejected: 400 naming the field (`endpoint`, or `<listed_in>.<index>.endpoint`;
+        `field` instead of `endpoint` when given).
     """
     known = settings().endpoints
     if name in known:
         return name
     problem = [f"Unknown endpoint {name!r}; configured: {', '.join(known)}."]
-    fields: dict[Any, Any] = {"endpoint": problem}
+    raise _invalid_field(field, problem, index, listed_in)
+
+
+def _invalid_field(
+    field: str, problem: list[str], index: int | None, listed_in: str | None
+) -> RequestRejected:
+    fields: dict[Any, Any] = {field: problem}
     if listed_in is not None:
         fields = {listed_in: {index: fields}}
-    raise RequestRejected(400, "invalid_request", "The request has invalid fields.", fields)
+    return RequestRejected(400, "invalid_request", "The request has invalid fields.", fields)
 
 
 def _too_large_as_stored(index: int, listed_in: str | None) -> RequestRejected:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from marshmallow import (
@@ -15,7 +16,7 @@ from marshmallow import (
     validates_schema,
 )
 
-from scheduler import config, cron, errors
+from scheduler import config, cron, errors, http_options
 from scheduler import jobs as jobs_module
 
 # Callers import the value formats from here too.
@@ -57,6 +58,8 @@ MAX_JITTER_SECONDS = 24 * 3600
 MAX_CATCHUP_WINDOW_SECONDS = 366 * 24 * 3600
 # A cron's max_runs fits the database's integer.
 MAX_CRON_RUNS = 2**31 - 1
+# A job's own retry backoff: up to a week, the longest a failing endpoint is waited for.
+MAX_RETRY_SECONDS = 7 * 24 * 3600
 MAX_BACKFILL_TICKS = 1000
 DEFAULT_PAGE = 50
 ERROR_KIND_DESCRIPTION = (
@@ -158,7 +161,133 @@ def debounce_of(item: dict[str, Any]) -> jobs_module.Debounce | None:
     return jobs_module.Debounce(debounce["key"], debounce["period"], debounce["max_wait"])
 
 
-class JobSpecSchema(Schema):
+def _checked(check: Callable[[str], str]) -> Callable[[str], None]:
+    """A marshmallow validator from one of http_options' checks, which raise ValueError."""
+
+    def validator(value: str) -> None:
+        try:
+            check(value)
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from None
+
+    return validator
+
+
+class RetrySchema(Schema):
+    """A job's own backoff (docs/api.md, "Per-job HTTP options")."""
+
+    base = Delay(
+        required=True,
+        above_zero=True,
+        maximum=MAX_RETRY_SECONDS,
+        metadata={"description": "Seconds (or ISO 8601): the first retry's backoff."},
+    )
+    cap = Delay(
+        required=True,
+        above_zero=True,
+        maximum=MAX_RETRY_SECONDS,
+        metadata={"description": "Seconds (or ISO 8601), at least `base`: the longest backoff."},
+    )
+
+    @validates_schema
+    def check_cap(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if data.get("cap", 0) < data.get("base", 0):
+            raise ValidationError("Must be at least base.", "cap")
+
+
+class HttpOptionsSchema(Schema):
+    """What a job (or every run of a cron) sets of its own request, and the endpoint told of
+    its end (docs/api.md, "Per-job HTTP options" and "Callbacks"). Null, or left out, is the
+    default; none takes a load_default, so a request without them digests as before."""
+
+    path = fields.String(
+        allow_none=True,
+        validate=_checked(http_options.check_path),
+        metadata={
+            "description": "Appended to the endpoint's URL (one `/` between them), with an "
+            "optional `?query`; it cannot change the scheme, host or port: `..`, `//`, `@`, "
+            "`\\`, encoded `/ \\ . %`, control characters and spaces are refused."
+        },
+    )
+    method = fields.String(
+        allow_none=True,
+        validate=_checked(http_options.check_method),
+        metadata={"enum": list(http_options.METHODS), "description": "Default POST."},
+    )
+    headers = fields.Dict(
+        keys=fields.String(),
+        values=fields.String(),
+        allow_none=True,
+        metadata={
+            "description": f"At most {http_options.MAX_HEADERS} headers sent as given. Hop-by-hop "
+            "headers, Host, Content-Length, Content-Type, Accept-Encoding, Expect, traceparent, "
+            "tracestate and Scheduler-* are refused. Shown with the values of Authorization, "
+            "Proxy-Authorization, Cookie and names containing key, token or secret redacted."
+        },
+    )
+    timeout = Delay(
+        allow_none=True,
+        above_zero=True,
+        maximum=int(config.MAX_TIMEOUT_LIMIT),
+        metadata={
+            "description": "Seconds (or ISO 8601) the whole attempt may take, up to "
+            "SCHEDULER_MAX_TIMEOUT (300 unless set); default SCHEDULER_CONNECT_TIMEOUT + "
+            "SCHEDULER_READ_TIMEOUT."
+        },
+    )
+    retry = fields.Nested(
+        RetrySchema,
+        allow_none=True,
+        metadata={"description": "Its own backoff instead of SCHEDULER_RETRY_BASE and _CAP."},
+    )
+    callback = EndpointName(
+        load_default=missing,
+        allow_none=True,
+        metadata={
+            "description": "A configured endpoint told when the job ends `delivered` or "
+            '`failed` (docs/api.md, "Callbacks").'
+        },
+    )
+
+    @validates_schema
+    def check_headers(self, data: dict[str, Any], **kwargs: Any) -> None:
+        headers = data.get("headers")
+        if headers is None:
+            return
+        try:
+            http_options.check_headers(headers)
+        except http_options.HeaderRefused as exc:
+            where = (
+                {"headers": [str(exc)]} if exc.name is None else {"headers": {exc.name: [str(exc)]}}
+            )
+            raise ValidationError(where) from None
+
+
+OPTION_FIELDS = tuple(HttpOptionsSchema._declared_fields)
+
+
+def http_options_of(item: dict[str, Any]) -> jobs_module.HttpOptions | None:
+    """The jobs.HttpOptions of a validated item (None when it sets none)."""
+    changes = http_changes_of(item)
+    return jobs_module.HttpOptions.from_json({k: v for k, v in changes.items() if v is not None})
+
+
+def http_changes_of(item: dict[str, Any]) -> dict[str, Any]:
+    """The HTTP options a validated item names, as HttpOptions.to_json stores them; None for
+    one it names as null."""
+    changes: dict[str, Any] = {}
+    for name in ("path", "method", "timeout", "retry"):
+        if name in item:
+            changes[name] = item[name]
+    if changes.get("method") is not None:
+        changes["method"] = http_options.check_method(changes["method"])
+    if "headers" in item:
+        headers = item["headers"]
+        changes["headers"] = [[n, v] for n, v in headers.items()] if headers else None
+    return changes
+
+
+class JobSpecSchema(HttpOptionsSchema):
     """One job to schedule: when (`timestamp`, `delay` or `debounce`), what, and how hard to
     try."""
 
@@ -187,7 +316,7 @@ class JobSpecSchema(Schema):
     def drop_null_keys(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         # A job without a key is the same request however it says so: its idempotency digest
         # is the one it had before keys existed.
-        for name in ("flow", "debounce"):
+        for name in ("flow", "debounce", *OPTION_FIELDS):
             if data.get(name, False) is None:
                 del data[name]
         return data
@@ -233,7 +362,56 @@ class AttemptSchema(Schema):
     error_kind = fields.String(allow_none=True, metadata={"description": ERROR_KIND_DESCRIPTION})
 
 
-class JobSchema(Schema):
+def _stored_options(obj: Any) -> jobs_module.HttpOptions:
+    """The HTTP options of a job or cron being shown (a record, or a dict of its fields)."""
+    options = obj.get("http_options") if isinstance(obj, dict) else obj.http_options
+    return options or jobs_module.HttpOptions()
+
+
+def _retry_shown(options: jobs_module.HttpOptions) -> dict[str, float | None] | None:
+    if options.retry_base is None:
+        return None
+    return {"base": options.retry_base, "cap": options.retry_cap}
+
+
+class HttpOptionsShown(Schema):
+    """A job's or a cron's HTTP options and callback as the API shows them: secret header values
+    redacted (http_options.redact)."""
+
+    path = fields.Function(
+        lambda obj: _stored_options(obj).path,
+        allow_none=True,
+        metadata={"description": "Appended to the endpoint's URL; null: none."},
+    )
+    method = fields.Function(
+        lambda obj: _stored_options(obj).method or http_options.DEFAULT_METHOD,
+        metadata={"enum": list(http_options.METHODS)},
+    )
+    headers = fields.Function(
+        lambda obj: http_options.redact(dict(_stored_options(obj).headers)),
+        metadata={
+            "type": "object",
+            "additionalProperties": {"type": "string"},
+            "description": "Its own headers; the values of Authorization, Proxy-Authorization, "
+            f"Cookie and names containing key, token or secret read {http_options.REDACTED!r}.",
+        },
+    )
+    timeout = fields.Function(
+        lambda obj: _stored_options(obj).timeout,
+        allow_none=True,
+        metadata={"type": "number", "description": "Seconds; null: the dispatcher's default."},
+    )
+    retry = fields.Function(
+        lambda obj: _retry_shown(_stored_options(obj)),
+        allow_none=True,
+        metadata={"type": "object", "description": "Its own backoff; null: the dispatcher's."},
+    )
+    callback = fields.String(
+        allow_none=True, metadata={"description": "The endpoint told of its end; null: none."}
+    )
+
+
+class JobSchema(HttpOptionsShown):
     id = fields.String()
     cron_id = fields.String(allow_none=True)
     state = fields.String(metadata={"enum": list(jobs_module.JOB_STATES)})
@@ -312,8 +490,9 @@ class InsertedJobResponse(JobIdResponse):
     )
 
 
-class PatchJobSchema(Schema):
-    """What an edit changes; a field left out stays as it is."""
+class PatchJobSchema(HttpOptionsSchema):
+    """What an edit changes; a field left out stays as it is (an HTTP option or the callback
+    given as null goes back to its default)."""
 
     timestamp = Timestamp()
     delay = Delay(metadata={"description": "Seconds from now, or ISO 8601 (PT90S)."})
@@ -337,7 +516,7 @@ class PatchJobSchema(Schema):
     @validates_schema
     def check_fields(self, data: dict[str, Any], **kwargs: Any) -> None:
         if not data:
-            message = "Give at least one of timestamp, delay, body, max_attempts, endpoint, flow."
+            message = f"Give at least one of {', '.join(self.fields)}."
             raise ValidationError({name: [message] for name in self.fields})
         if "timestamp" in data and "delay" in data:
             message = "Give at most one of timestamp and delay."
@@ -348,7 +527,7 @@ class DeleteJobSchema(Schema):
     id = JobId(required=True)
 
 
-class CronPoliciesSchema(Schema):
+class CronPoliciesSchema(HttpOptionsSchema):
     """What a cron's ticks do besides firing; a field left out takes its default, so a cron is
     exactly what was sent."""
 
@@ -511,7 +690,7 @@ def zoned_spec(spec: str, timezone: str | None) -> str:
     return spec if timezone is None else f"CRON_TZ={timezone} {spec}"
 
 
-class CronJobResponse(Schema):
+class CronJobResponse(HttpOptionsShown):
     id = fields.String()
     spec = fields.String()
     timezone = fields.String()

@@ -17,12 +17,13 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterator
+import urllib.parse
+from collections.abc import Iterable, Iterator
 
 import requests
 import urllib3.exceptions
 
-from scheduler import config, jobs, policy, signing, tracing
+from scheduler import callbacks, config, http_options, jobs, policy, signing, tracing
 from scheduler.worker import metrics, watchdog
 
 EXCERPT_LENGTH = 512
@@ -37,6 +38,7 @@ RETRY_AFTER_QUOTED = 40
 # codecs such as utf-7 or unicode_escape produce from bytes an endpoint chose.
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 _local = threading.local()
+_NO_OPTIONS = jobs.HttpOptions()
 # The headers every attempt starts with, in the order a requests Session sent them: its
 # defaults (Accept, Connection) with ours over them.
 _FIXED_HEADERS = {
@@ -68,6 +70,8 @@ class Outcome:
     error_kind: str | None = None
     # Seconds late, as scheduler_firing_lateness_seconds observes it (firing_lateness).
     lateness: float | None = None
+    # The answer as a callback tells it: only for a job with a callback that was answered.
+    answer: callbacks.Answer | None = None
 
     @property
     def ok(self) -> bool:
@@ -92,13 +96,27 @@ def build_headers(
     delivery: jobs.Delivery,
     payload: bytes,
     endpoint: config.Endpoint | None = None,
+    target: str | None = None,
 ) -> dict[str, str]:
     """Headers of one attempt, as sent and in their order, signed with the endpoint's secrets;
-    the signature covers `payload` and the moment it is sent. Only the default endpoint may get
-    the raw secret: a named endpoint must not learn what would let it act as another service."""
+    the signature covers `payload` and the moment it is sent, and for a job whose method or
+    path is its own (HttpOptions.binds_request) the method and the request `target` too
+    (signing's v2). The job's own headers replace ours of the same name (User-Agent, Accept);
+    those it may not set were refused when it was stored. Only the default endpoint may get the
+    raw secret: a named endpoint must not learn what would let it act as another service."""
     endpoint = endpoint or settings.endpoints[config.DEFAULT_ENDPOINT]
     headers = dict(_FIXED_HEADERS)
-    headers[signing.HEADER] = signing.sign(payload, endpoint.secrets)
+    options = delivery.http_options
+    if options is not None and options.headers:
+        own = {name.lower() for name, _ in options.headers}
+        headers = {name: value for name, value in headers.items() if name.lower() not in own}
+        headers.update(options.headers)
+    if options is not None and options.binds_request:
+        method = options.method or http_options.DEFAULT_METHOD
+        assert target is not None, "a request of its own is signed with its target"
+        headers[signing.HEADER] = signing.sign_request(method, target, payload, endpoint.secrets)
+    else:
+        headers[signing.HEADER] = signing.sign(payload, endpoint.secrets)
     headers["Scheduler-Delivery-Id"] = delivery.id
     headers["Scheduler-Attempt"] = str(delivery.attempts)
     headers["Scheduler-Scheduled-At"] = jobs.format_utc(delivery.run_at)
@@ -125,7 +143,7 @@ class _Sender:
     3xx) only to follow none. The adapter alone does what is left: it picks the connection pool
     (through a proxy or not), verifies TLS, sends, and turns urllib3's errors into requests'."""
 
-    def __init__(self, default_url: str) -> None:
+    def __init__(self, default_url: str, endpoint_urls: Iterable[str] = ()) -> None:
         # requests reads the proxy variables and looks for the CA bundle on disk for each
         # request; a running dispatcher's environment does not change, so read them once.
         environment = requests.Session().merge_environment_settings(
@@ -136,48 +154,86 @@ class _Sender:
             ca_bundle=verify if isinstance(verify, str) else None
         )
         self.proxies = dict(environment["proxies"])
+        self._endpoint_urls = frozenset(endpoint_urls)
         self._urls: dict[str, str] = {}
 
     def send(
-        self, url: str, payload: bytes, headers: dict[str, str], timeout: tuple[float, float]
+        self,
+        url: str,
+        payload: bytes,
+        headers: dict[str, str],
+        timeout: tuple[float, float],
+        method: str = http_options.DEFAULT_METHOD,
+        own_headers: tuple[tuple[str, str], ...] = (),
     ) -> requests.Response:
-        """POST `payload` with exactly `headers`; the answer is streamed, never redirected."""
+        """Send `payload` to `url` (as prepared_url prepares it) with exactly `headers`; the
+        answer is streamed, never redirected."""
         request = requests.PreparedRequest()
-        request.method = "POST"
-        request.url = self._prepared_url(url)
+        request.method = method
+        request.url = self.prepared_url(url)
         for name in _CHECKED_HEADERS:
             value = headers.get(name)
             if value is not None:
                 requests.utils.check_header_validity((name, value))
+        # A job's own headers were checked when stored; again here, as requests checks them.
+        for pair in own_headers:
+            requests.utils.check_header_validity(pair)
         request.headers = requests.structures.CaseInsensitiveDict(headers)
         request.body = payload
         return self.adapter.send(
             request, stream=True, timeout=timeout, verify=True, proxies=self.proxies
         )
 
-    def _prepared_url(self, url: str) -> str:
+    def prepared_url(self, url: str) -> str:
+        """`url` as requests sends it (quoted as it quotes). An endpoint's own URL is prepared
+        once; one with a job's path is prepared each time (remembering them would grow without
+        bound)."""
         prepared = self._urls.get(url)
-        if prepared is None:
-            request = requests.PreparedRequest()
-            request.prepare_url(url, None)
-            assert request.url is not None
-            prepared = self._urls[url] = request.url
-        return prepared
+        if prepared is not None:
+            return prepared
+        request = requests.PreparedRequest()
+        request.prepare_url(url, None)
+        assert request.url is not None
+        if url in self._endpoint_urls:
+            self._urls[url] = request.url
+        return request.url
 
 
 def _sender(settings: config.Settings) -> _Sender:
     # One per sending thread: a pool of connections per thread, as with one Session each.
     sender: _Sender | None = getattr(_local, "sender", None)
     if sender is None:
-        sender = _local.sender = _Sender(settings.endpoints[config.DEFAULT_ENDPOINT].url)
+        sender = _local.sender = _Sender(
+            settings.endpoints[config.DEFAULT_ENDPOINT].url,
+            [endpoint.url for endpoint in settings.endpoints.values()],
+        )
     return sender
+
+
+def deadline(settings: config.Settings, delivery: jobs.Delivery) -> float:
+    """Seconds the whole attempt may take: the job's own timeout (never beyond this dispatcher's
+    SCHEDULER_MAX_TIMEOUT), else settings.attempt_deadline."""
+    options = delivery.http_options
+    if options is None or options.timeout is None:
+        return settings.attempt_deadline
+    return min(options.timeout, settings.max_timeout)
+
+
+def _timeouts(settings: config.Settings, delivery: jobs.Delivery) -> tuple[float, float]:
+    """urllib3's connect and read timeouts: the settings', or within a job's own timeout."""
+    options = delivery.http_options
+    if options is None or options.timeout is None:
+        return settings.connect_timeout, settings.read_timeout
+    whole = deadline(settings, delivery)
+    return min(settings.connect_timeout, whole), whole
 
 
 def deliver(
     settings: config.Settings, delivery: jobs.Delivery, guard: watchdog.Watchdog
 ) -> Outcome:
-    """POST the delivery to its endpoint; `guard` ends it at settings.attempt_deadline. A job
-    whose endpoint is not configured here is not sent (`attempted` false)."""
+    """Send the delivery to its endpoint (with the job's own method, path, headers and
+    timeout); `guard` ends it at its deadline. A job whose endpoint is not configured here is
+    not sent (`attempted` false). A job with a callback keeps what its answer said."""
     started_at = dt.datetime.now(dt.UTC)
     start = time.monotonic()
     endpoint = settings.endpoints.get(delivery.endpoint)
@@ -191,14 +247,22 @@ def deliver(
     kind: str | None = None
     retry_after: float | None = None
     ignored: str | None = None
+    answer: callbacks.Answer | None = None
     payload = build_payload(delivery)
-    with guard.watch(settings.attempt_deadline) as watch:
+    options = delivery.http_options or _NO_OPTIONS
+    sender = _sender(settings)
+    url = sender.prepared_url(http_options.join_url(endpoint.url, options.path))
+    target = _target(url) if options.binds_request else None
+    limit = deadline(settings, delivery)
+    with guard.watch(limit) as watch:
         try:
-            with _sender(settings).send(
-                endpoint.url,
+            with sender.send(
+                url,
                 payload,
-                build_headers(settings, delivery, payload, endpoint),
-                (settings.connect_timeout, settings.read_timeout),
+                build_headers(settings, delivery, payload, endpoint, target),
+                _timeouts(settings, delivery),
+                options.method or http_options.DEFAULT_METHOD,
+                options.headers,
             ) as response:
                 status_code = response.status_code
                 if status_code in RETRY_AFTER_STATUSES:
@@ -206,13 +270,22 @@ def deliver(
                     retry_after = policy.parse_retry_after(header, dt.datetime.now(dt.UTC))
                     if header is not None and retry_after is None:
                         ignored = header
-                excerpt = _excerpt(response)
+                wanted = callbacks.BODY_BYTES + 1 if delivery.callback else EXCERPT_BYTES
+                head = _read_head(response, wanted)
+                excerpt = _excerpt(head, response.encoding)
+                if delivery.callback:
+                    answer = callbacks.Answer(
+                        status_code,
+                        tuple(response.headers.items()),
+                        head[: callbacks.BODY_BYTES],
+                        more=len(head) > callbacks.BODY_BYTES,
+                    )
         except requests.Timeout as exc:
             error, kind = f"timeout: {type(exc).__name__}", "timeout"
         except requests.RequestException as exc:
             error, kind = f"connection failed: {_short(exc)}", classify_error(exc)
         if watch.expired and status_code is None:
-            error = f"timeout: no answer within {settings.attempt_deadline:g}s"
+            error = f"timeout: no answer within {limit:g}s"
             kind = "timeout"
     if status_code is not None and not 200 <= status_code < 300:
         error, kind = f"HTTP {status_code}", jobs.http_error_kind(status_code)
@@ -231,7 +304,14 @@ def deliver(
         retry_after,
         error_kind=kind,
         lateness=lateness,
+        answer=answer,
     )
+
+
+def _target(url: str) -> str:
+    """The request target of `url` as sent: its path, and its query when it has one."""
+    parts = urllib.parse.urlsplit(url)
+    return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
 
 
 def classify_error(exc: BaseException) -> str:
@@ -294,16 +374,16 @@ def _observe_lateness(delivery: jobs.Delivery, started_at: dt.datetime) -> float
     return lateness
 
 
-def _excerpt(response: requests.Response) -> str | None:
-    """The start of the answer's body as text; at most EXCERPT_BYTES are read, whatever its
-    size, and a body cut off (or ended by the deadline) keeps what arrived. The status line has
-    already answered for the delivery, so no failure to read or decode the body is raised."""
+def _read_head(response: requests.Response, limit: int) -> bytes:
+    """The start of the answer's body, at most `limit` bytes whatever its size; a body cut off
+    (or ended by the deadline) keeps what arrived. The status line has already answered for the
+    delivery, so no failure to read the body is raised."""
     head = b""
     try:
         # read1 returns what has arrived, so what came before a failure is kept; the rest of an
         # answer stays unread: closing the response drops the connection instead.
-        while len(head) < EXCERPT_BYTES:
-            piece = response.raw.read1(EXCERPT_BYTES - len(head), decode_content=True)
+        while len(head) < limit:
+            piece = response.raw.read1(limit - len(head), decode_content=True)
             if not piece:
                 break
             head += piece
@@ -314,9 +394,14 @@ def _excerpt(response: requests.Response) -> str | None:
         ValueError,
     ):
         pass
+    return head
+
+
+def _excerpt(head: bytes, charset: str | None) -> str | None:
+    """The start of the answer's body as text (at most EXCERPT_LENGTH characters)."""
     if not head:
         return None
-    return decode_excerpt(head[:EXCERPT_BYTES], response.encoding)[:EXCERPT_LENGTH]
+    return decode_excerpt(head[:EXCERPT_BYTES], charset)[:EXCERPT_LENGTH]
 
 
 def decode_excerpt(head: bytes, charset: str | None) -> str:

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from scheduler import config, errors, jobs, policy, tuning
+from scheduler import callbacks, config, errors, jobs, policy, tuning
 from scheduler.storage import db, deliveries, outcomes
 from scheduler.worker import attempt, metrics, planner, supervisor, watchdog
 
@@ -32,8 +32,16 @@ logger = logging.getLogger(__name__)
 
 
 def lease_seconds(settings: config.Settings) -> float:
-    """How long a claim is held: a delivery may wait for one full attempt before its own."""
+    """How long a claim is held: a delivery may wait for one full attempt before its own. A job
+    with its own timeout holds it that much longer (deliveries.sql `claim`)."""
     return tuning.SLOTS_PER_THREAD * settings.attempt_deadline + tuning.LEASE_MARGIN_SECONDS
+
+
+def granted_lease(settings: config.Settings, delivery: jobs.Delivery) -> float:
+    """The lease its claim gave `delivery`, as deliveries.sql `claim` computes it."""
+    options = delivery.http_options
+    own = options.timeout if options is not None and options.timeout is not None else 0.0
+    return lease_seconds(settings) + own
 
 
 class Senders:
@@ -144,6 +152,7 @@ class Senders:
             self._closing.is_set()
             or not self._may_send()
             or (queued and self._cancelled_while_queued(item, claimed))
+            or not self._lease_covers(item, claimed)
         ):
             self._attempt_ended(item)
             self._results.put((item, None))
@@ -175,6 +184,22 @@ class Senders:
             self._ended.setdefault(item.endpoint, set()).add(item.id)
         self.planner.attempt_ended(flow)
         self._on_room()
+
+    def _lease_covers(self, item: jobs.Delivery, claimed: float) -> bool:
+        """Whether its lease outlasts the attempt about to start, and the recording of its
+        outcome: a delivery that waited behind a long attempt (a job's own timeout) has it
+        renewed first, or is not started when its claim is gone or a cancel came meanwhile, so
+        that it is never re-sent by another dispatcher while this attempt runs. The claim's
+        lease began before `claimed` (when its answer arrived), so counting from there errs
+        on the side of renewing."""
+        needed = attempt.deadline(self.settings, item) + tuning.LEASE_MARGIN_SECONDS
+        if claimed + granted_lease(self.settings, item) - time.monotonic() >= needed:
+            return True
+        try:
+            asked = deliveries.renew_lease(self.database, item.id, item.claim_token, needed)
+        except errors.StoreUnavailable:
+            return False  # unable to renew: not started, and due again after the lease
+        return asked is False
 
     def _cancelled_while_queued(self, item: jobs.Delivery, claimed: float) -> bool:
         """A delivery claimed ahead into a busy thread's second slot starts only if no cancel
@@ -258,6 +283,7 @@ class Senders:
                     [(item.id, item.claim_token) for item in unsent],
                     self._notices,
                     self.dispatcher_id,
+                    callback_attempts=self.settings.max_attempts,
                 )
                 break
             except errors.StoreUnavailable:
@@ -285,20 +311,51 @@ class Senders:
         )
         late = outcome.lateness
         if outcome.ok:
-            return outcomes.Settlement(record, item.claim_token, "delivered", lateness=late)
+            return self._finished(item, outcome, record, "delivered", lateness=late)
         if not outcome.attempted:
-            return outcomes.Settlement(record, item.claim_token, "failed", attempted=False)
+            return self._finished(item, outcome, record, "failed", attempted=False)
+        base, cap = self.settings.retry_base, self.settings.retry_cap
+        options = item.http_options
+        if options is not None and options.retry_base is not None and options.retry_cap:
+            base, cap = options.retry_base, options.retry_cap
         delay = policy.next_try_in(
-            item.attempts,
-            item.max_attempts,
-            self.settings.retry_base,
-            self.settings.retry_cap,
-            outcome.retry_after,
-            random.uniform,
+            item.attempts, item.max_attempts, base, cap, outcome.retry_after, random.uniform
         )
         if delay is None:
-            return outcomes.Settlement(record, item.claim_token, "failed", lateness=late)
+            return self._finished(item, outcome, record, "failed", lateness=late)
         return outcomes.Settlement(record, item.claim_token, "scheduled", delay, lateness=late)
+
+    def _finished(
+        self,
+        item: jobs.Delivery,
+        outcome: attempt.Outcome,
+        record: outcomes.AttemptRecord,
+        state: str,
+        **more: Any,
+    ) -> outcomes.Settlement:
+        """The settlement of a job that ends `state`; with its callback when it has one (a
+        notification or a callback has none)."""
+        if item.callback is None or item.event is not None:
+            return outcomes.Settlement(record, item.claim_token, state, **more)
+        finished = callbacks.Finished(
+            id=item.id,
+            cron_id=item.cron_id,
+            endpoint=item.endpoint,
+            state=state,
+            attempts=item.attempts if outcome.attempted else item.attempts - 1,
+            last_status=outcome.status_code,
+            last_error=outcome.error,
+            last_error_kind=outcome.error_kind,
+        )
+        response = callbacks.response_of(outcome.answer, finished, self.settings.max_body_bytes)
+        return outcomes.Settlement(
+            record,
+            item.claim_token,
+            state,
+            callback_id=jobs.new_job_id(),
+            response=response,
+            **more,
+        )
 
     def _report(
         self, item: jobs.Delivery, outcome: attempt.Outcome, settlement: outcomes.Settlement

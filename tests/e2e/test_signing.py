@@ -76,3 +76,33 @@ def test_demo_receiver_accepts_only_signed_deliveries() -> None:
     printed = output.getvalue()
     assert "delivery #1 of job j1" in printed and '{"a": 1}' in printed
     assert printed.count("rejected a delivery") == 2
+
+
+def test_demo_receiver_checks_the_method_and_target_of_v2_deliveries() -> None:
+    server = receiver.make_server("127.0.0.1", 0, ("demo-secret-123",))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    body = b'{"id": "j2", "cron_id": "", "body": null}'
+    target = "/orders/42%2Fb?src=x"
+
+    def send(method: str, path: str, header: str) -> int:
+        headers = {signing.HEADER: header}
+        return requests.request(
+            method, base + path, data=body, headers=headers, timeout=5
+        ).status_code
+
+    put = signing.sign_request("PUT", target, body, ["demo-secret-123"])
+    delete = signing.sign_request("DELETE", "/orders/42", body, ["demo-secret-123"])
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output):
+        thread.start()
+        assert send("PUT", target, put) == 200
+        assert send("PATCH", target, put) == 401
+        assert send("PUT", "/orders/42/b?src=x", put) == 401
+        assert send("DELETE", "/orders/42", delete) == 200
+        assert send("POST", "/orders/42", delete) == 401
+        server.shutdown()
+        server.server_close()
+    printed = output.getvalue()
+    assert f"of job j2 (PUT {target}, " in printed and "of job j2 (DELETE /orders/42, " in printed
+    assert printed.count("rejected a delivery") == 3

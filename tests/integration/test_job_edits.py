@@ -186,7 +186,11 @@ def test_a_cron_s_run_and_an_unknown_job_cannot_be_edited(
 @pytest.mark.parametrize(
     ("payload", "fields"),
     [
-        ({}, {"timestamp", "delay", "body", "max_attempts", "endpoint", "flow"}),
+        (
+            {},
+            {"timestamp", "delay", "body", "max_attempts", "endpoint", "flow"}
+            | {"path", "method", "headers", "timeout", "retry", "callback"},
+        ),
         ({"timestamp": FUTURE, "delay": 5}, {"timestamp", "delay"}),
         ({"timestamp": "tomorrow"}, {"timestamp"}),
         ({"timestamp": None}, {"timestamp"}),
