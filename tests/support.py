@@ -229,6 +229,9 @@ class Receiver:
                 except OSError:
                     pass
 
+            # A job may choose its method; each is recorded and answered alike.
+            do_PUT = do_PATCH = do_DELETE = do_POST
+
             def handle(self) -> None:
                 # A dispatcher killed mid-request resets its connection; that is the point.
                 with contextlib.suppress(ConnectionError):

@@ -44,6 +44,14 @@ def granted_lease(settings: config.Settings, delivery: jobs.Delivery) -> float:
     return lease_seconds(settings) + own
 
 
+def lease_needed(settings: config.Settings, delivery: jobs.Delivery, waited: float) -> float | None:
+    """Seconds of lease from now that `delivery`'s attempt needs (its deadline, then the
+    recording of its outcome) when what is left of the lease its claim granted, `waited`
+    seconds ago, is shorter; None when that lease covers it."""
+    needed = attempt.deadline(settings, delivery) + tuning.LEASE_MARGIN_SECONDS
+    return None if granted_lease(settings, delivery) - waited >= needed else needed
+
+
 class Senders:
     """The sending threads, their slots and the recorder.
 
@@ -107,9 +115,15 @@ class Senders:
         with self._lock:
             return list(self._ended.get(endpoint, ()))
 
-    def submit(self, claimed: list[jobs.Delivery], flow: str = planner.SHARED) -> None:
+    def submit(
+        self,
+        claimed: list[jobs.Delivery],
+        flow: str = planner.SHARED,
+        answered_at: float | None = None,
+    ) -> None:
         """Send each delivery claimed for `flow`, none before its `starts_in` has passed on this
-        host's monotonic clock (counted from now, when its claim has been answered)."""
+        host's monotonic clock, counted from `answered_at`, when its claim was answered (now when
+        None)."""
         with self._lock:
             for item in claimed:
                 self._flows[(item.id, item.claim_token)] = flow
@@ -117,7 +131,7 @@ class Senders:
         idle = self.planner.idle_threads()
         self.planner.claimed(flow, [item.endpoint for item in claimed])
         metrics.IN_FLIGHT.set(self.planner.holding())
-        now = time.monotonic()
+        now = time.monotonic() if answered_at is None else answered_at
         for n, item in enumerate(claimed):
             self._pool.submit(
                 self._supervisor.call,
@@ -189,11 +203,10 @@ class Senders:
         """Whether its lease outlasts the attempt about to start, and the recording of its
         outcome: a delivery that waited behind a long attempt (a job's own timeout) has it
         renewed first, or is not started when its claim is gone or a cancel came meanwhile, so
-        that it is never re-sent by another dispatcher while this attempt runs. The claim's
-        lease began before `claimed` (when its answer arrived), so counting from there errs
-        on the side of renewing."""
-        needed = attempt.deadline(self.settings, item) + tuning.LEASE_MARGIN_SECONDS
-        if claimed + granted_lease(self.settings, item) - time.monotonic() >= needed:
+        that it is never re-sent by another dispatcher while this attempt runs. (The claim's
+        lease began a round trip before `claimed`, its answer's arrival: the margin covers it.)"""
+        needed = lease_needed(self.settings, item, time.monotonic() - claimed)
+        if needed is None:
             return True
         try:
             asked = deliveries.renew_lease(self.database, item.id, item.claim_token, needed)
