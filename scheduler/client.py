@@ -27,10 +27,16 @@ TRACESTATE_HEADER = "tracestate"
 DEFAULT_TIMEOUT = 10.0
 _EXCERPT = 200
 T = TypeVar("T")
-_JOB_KEYS = frozenset({"body", "at", "delay", "max_attempts", "endpoint", "flow", "debounce"})
+# A job's (or a cron's) own request and callback (docs/api.md, "Per-job HTTP options").
+_OPTION_KEYS = ("path", "method", "headers", "timeout", "retry", "callback")
+_JOB_KEYS = frozenset(
+    {"body", "at", "delay", "max_attempts", "endpoint", "flow", "debounce", *_OPTION_KEYS}
+)
 _DEBOUNCE_KEYS = frozenset({"key", "period", "max_wait"})
+_RETRY_KEYS = frozenset({"base", "cap"})
 _CRON_KEYS = frozenset(
     {
+        *_OPTION_KEYS,
         "spec",
         "jitter",
         "overlap",
@@ -149,6 +155,15 @@ class Attempt:
 
 
 @dataclasses.dataclass(frozen=True)
+class Retry:
+    """A job's (or a cron's) own backoff in seconds, instead of the dispatcher's: the wait
+    before retry n is drawn from [0, min(cap, base * 2 ** (n - 1))]."""
+
+    base: float
+    cap: float
+
+
+@dataclasses.dataclass(frozen=True)
 class Job:
     """A job as the scheduler reports it; `timestamp` is when it is (or was) due.
 
@@ -178,6 +193,16 @@ class Job:
     # A debounced job's key and deadline (None for others, and from a server that does not say).
     debounce_key: str | None = None
     debounce_until: dt.datetime | None = None
+    # Its own request (docs/api.md, "Per-job HTTP options"): a path after the endpoint's URL, a
+    # method, headers as the server shows them (a secret one's value reads "[redacted]"), the
+    # attempt's timeout in seconds (None: the dispatcher's), its own backoff (None: the
+    # dispatcher's), and the endpoint told when it ends (docs/api.md, "Callbacks").
+    path: str | None = None
+    method: str = "POST"
+    headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    timeout: float | None = None
+    retry: Retry | None = None
+    callback: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -225,6 +250,13 @@ class Cron:
     runs_left: int | None = None
     ended_at: dt.datetime | None = None
     delete_after_end: bool = False
+    # What each of its runs carries, as a job's (see Job).
+    path: str | None = None
+    method: str = "POST"
+    headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    timeout: float | None = None
+    retry: Retry | None = None
+    callback: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -346,6 +378,12 @@ class Client:
         flow: Mapping[str, Any] | None = None,
         traceparent: str | None = None,
         tracestate: str | None = None,
+        path: str | None = None,
+        method: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | dt.timedelta | None = None,
+        retry: Retry | Mapping[str, Any] | None = None,
+        callback: str | None = None,
     ) -> str:
         """Schedule one delivery of `body` at `at` or after `delay` (exactly one); its job id.
 
@@ -355,6 +393,12 @@ class Client:
         `tracestate` (W3C Trace Context) are sent as headers and passed on to the deliveries.
         `flow` is a flow-control key with its limits: `{"key": ..., "rate": ...,
         "max_in_flight": ...}`.
+
+        The job's own request, each left to the default when None: `path` is appended to the
+        endpoint's URL, `method` is POST, PUT, PATCH or DELETE, `headers` are sent as given,
+        `timeout` (seconds) bounds each attempt, `retry` (a `Retry`, or `{"base": ..., "cap":
+        ...}` in seconds) replaces the dispatcher's backoff, and `callback` names an endpoint
+        told when the job ends delivered or failed (docs/api.md, "Per-job HTTP options").
         """
         payload = _job_payload(
             body=body,
@@ -363,6 +407,12 @@ class Client:
             max_attempts=max_attempts,
             endpoint=endpoint,
             flow=flow,
+            path=path,
+            method=method,
+            headers=headers,
+            timeout=timeout,
+            retry=retry,
+            callback=callback,
         )
         if idempotency_key is not None:
             payload["idempotency_key"] = idempotency_key
@@ -384,18 +434,34 @@ class Client:
         idempotency_key: str | None = None,
         traceparent: str | None = None,
         tracestate: str | None = None,
+        path: str | None = None,
+        method: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | dt.timedelta | None = None,
+        retry: Retry | Mapping[str, Any] | None = None,
+        callback: str | None = None,
     ) -> Debounced:
         """Schedule `body` `period` after now, debounced by `key` (within its endpoint): while a
         job inserted with the key waits and was never claimed, this call updates it instead (its
-        body, attempts, flow key and trace context become this call's, and it is due `period`
-        from now), though never later than `max_wait` after the call that made it. The answer
-        says which happened. Other arguments as for `insert`.
+        body, attempts, flow key, trace context, request options and callback become this
+        call's, and it is due `period` from now), though never later than `max_wait` after the
+        call that made it. The answer says which happened. Other arguments as for `insert`.
         """
         debounce: dict[str, Any] = {"key": key, "period": period}
         if max_wait is not None:
             debounce["max_wait"] = max_wait
         payload = _job_payload(
-            body=body, max_attempts=max_attempts, endpoint=endpoint, flow=flow, debounce=debounce
+            body=body,
+            max_attempts=max_attempts,
+            endpoint=endpoint,
+            flow=flow,
+            debounce=debounce,
+            path=path,
+            method=method,
+            headers=headers,
+            timeout=timeout,
+            retry=retry,
+            callback=callback,
         )
         if idempotency_key is not None:
             payload["idempotency_key"] = idempotency_key
@@ -415,9 +481,10 @@ class Client:
         """Schedule several jobs atomically; their ids, in order.
 
         Each item takes the keys of `insert`'s arguments: `body`, `at` or `delay`, `max_attempts`,
-        `endpoint`, `flow`; or, instead of `at` and `delay`, `debounce`: `{"key": ..., "period":
-        ..., "max_wait": ...}` as `debounce` takes them (an item that joins a waiting job gets its
-        id). The trace context, as for `insert`, applies to every job of the batch.
+        `endpoint`, `flow`, `path`, `method`, `headers`, `timeout`, `retry`, `callback`; or,
+        instead of `at` and `delay`, `debounce`: `{"key": ..., "period": ..., "max_wait": ...}`
+        as `debounce` takes them (an item that joins a waiting job gets its id). The trace
+        context, as for `insert`, applies to every job of the batch.
         """
         items = []
         for index, item in enumerate(jobs):
@@ -446,13 +513,22 @@ class Client:
         max_attempts: int | None = UNCHANGED,
         endpoint: str | None = None,
         flow: Mapping[str, Any] | None = UNCHANGED,
+        path: str | None = UNCHANGED,
+        method: str | None = UNCHANGED,
+        headers: Mapping[str, str] | None = UNCHANGED,
+        timeout: float | dt.timedelta | None = UNCHANGED,
+        retry: Retry | Mapping[str, Any] | None = UNCHANGED,
+        callback: str | None = UNCHANGED,
     ) -> Job:
         """Change a scheduled job in place (waiting for its time or for a retry); the job as
         edited. What is left out stays as it is: `body` (None is a null body), the due time (`at`
         or `delay` from now, not both), `max_attempts` (the whole budget, more than the attempts
-        made so far; None: the server's default), `endpoint`, and `flow` (None: no key). The job
-        keeps its id, idempotency key, attempts and history. `Conflict` if the job is in flight
-        or finished (the message gives its state), or is a cron's run; `NotFound` if unknown.
+        made so far; None: the server's default), `endpoint`, `flow` (None: no key), and the
+        request options of `insert` (None: back to the default). `headers` replaces the whole
+        set, secret values included: the job shows them redacted, so send every one again. The
+        job keeps its id, idempotency key, attempts and history. `Conflict` if the job is in
+        flight or finished (the message gives its state), or is a cron's run; `NotFound` if
+        unknown.
         """
         if at is not None and delay is not None:
             raise ValueError("Give at most one of at and delay.")
@@ -469,6 +545,17 @@ class Client:
             payload["endpoint"] = endpoint
         if flow is not UNCHANGED:
             payload["flow"] = None if flow is None else dict(flow)
+        given = {
+            "path": path,
+            "method": method,
+            "headers": headers,
+            "timeout": timeout,
+            "retry": retry,
+            "callback": callback,
+        }
+        for name, value in given.items():
+            if value is not UNCHANGED:
+                payload[name] = None if value is None else _option(name, value)
         if not payload:
             raise ValueError("Give something to change.")
         answer = self._request("PATCH", _path("jobs", job_id), json_body=payload)
@@ -535,14 +622,13 @@ class Client:
         crons: Mapping[str, str | Mapping[str, Any]]
         | Iterable[tuple[str, str | Mapping[str, Any]]],
     ) -> None:
-        """Replace the whole set of crons with `{id: spec}` (or `(id, spec)` pairs), atomically;
-        instead of a spec, a mapping of the entry's fields (`spec`, `jitter`, `overlap`,
-        `endpoint`, `catchup_window`).
+        """Replace the whole set of crons with `{id: spec}` (or `(id, spec)` pairs), atomically.
 
-        A spec may also be a mapping with the keys `spec`, `jitter`, `overlap` and
-        `catchup_window` (those of `put_cron`): `{"report": {"spec": "@hourly", "jitter": 60}}`.
-        A key left out takes its default. An empty set removes every cron. If any entry is
-        invalid, nothing changes.
+        A spec may also be a mapping of the entry's fields, the keyword arguments of `put_cron`
+        (`spec`, `jitter`, `overlap`, `endpoint`, `catchup_window`, the lifecycle bounds, the
+        request options and `callback`): `{"report": {"spec": "@hourly", "jitter": 60}}`. A key
+        left out takes its default. An empty set removes every cron. If any entry is invalid,
+        nothing changes.
         """
         pairs = crons.items() if isinstance(crons, Mapping) else crons
         entries = [_cron_entry(cron_id, spec) for cron_id, spec in pairs]
@@ -570,6 +656,12 @@ class Client:
         end_at: dt.datetime | None = None,
         max_runs: int | None = None,
         delete_after_end: bool = False,
+        path: str | None = None,
+        method: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | dt.timedelta | None = None,
+        retry: Retry | Mapping[str, Any] | None = None,
+        callback: str | None = None,
     ) -> Cron:
         """Create or redefine one cron, leaving the others alone.
 
@@ -580,8 +672,10 @@ class Client:
         (seconds) is how late a missed tick is still delivered, older ones being recorded
         missed (default: the dispatcher's). `start_at`, `end_at` and `max_runs` bound its
         life: no tick before the first or after the second, none after that many runs; then
-        it is `ended` for good, or removed with `delete_after_end`. Left out, each takes its
-        default: the cron is exactly what this call says. `endpoint` names where it goes.
+        it is `ended` for good, or removed with `delete_after_end`. `endpoint` names where it
+        goes, and `path`, `method`, `headers`, `timeout`, `retry` and `callback` are each run's,
+        as `insert` takes them. Left out, each takes its default: the cron is exactly what this
+        call says.
         """
         payload: dict[str, Any] = {"spec": spec}
         if timezone is not None:
@@ -590,6 +684,16 @@ class Client:
         payload.update(_cron_bounds(start_at, end_at, max_runs, delete_after_end))
         if endpoint is not None:
             payload["endpoint"] = endpoint
+        payload.update(
+            _options(
+                path=path,
+                method=method,
+                headers=headers,
+                timeout=timeout,
+                retry=retry,
+                callback=callback,
+            )
+        )
         return _parse(self._request("PUT", _path("cron", cron_id), json_body=payload), _cron)
 
     def delete_cron(self, cron_id: str) -> None:
@@ -861,6 +965,7 @@ def _job_payload(
     endpoint: str | None = None,
     flow: Mapping[str, Any] | None = None,
     debounce: Mapping[str, Any] | None = None,
+    **options: Any,
 ) -> dict[str, Any]:
     if debounce is not None:
         if at is not None or delay is not None:
@@ -882,7 +987,35 @@ def _job_payload(
         payload["endpoint"] = endpoint
     if flow is not None:
         payload["flow"] = dict(flow)
+    payload.update(_options(**options))
     return payload
+
+
+def _options(**given: Any) -> dict[str, Any]:
+    """The request options given (not None), as the API takes them."""
+    return {name: _option(name, value) for name, value in given.items() if value is not None}
+
+
+def _option(name: str, value: Any) -> Any:
+    if name == "headers":
+        return dict(value)
+    if name == "timeout":
+        return _seconds(value)
+    if name == "retry":
+        return _retry(value)
+    return value
+
+
+def _retry(retry: Retry | Mapping[str, Any]) -> dict[str, Any]:
+    if isinstance(retry, Retry):
+        return {"base": _seconds(retry.base), "cap": _seconds(retry.cap)}
+    unknown = set(retry) - _RETRY_KEYS
+    if unknown:
+        raise ValueError(f"retry: unknown keys {sorted(unknown)}")
+    return {
+        name: _seconds(value) if isinstance(value, dt.timedelta) else value
+        for name, value in retry.items()
+    }
 
 
 def _debounce(debounce: Mapping[str, Any]) -> dict[str, Any]:
@@ -924,6 +1057,7 @@ def _cron_entry(cron_id: str, spec: str | Mapping[str, Any]) -> dict[str, Any]:
     )
     if spec.get("endpoint") is not None:
         policies["endpoint"] = spec["endpoint"]
+    policies.update(_options(**{name: spec.get(name) for name in _OPTION_KEYS}))
     return {"id": cron_id, "spec": spec["spec"], **policies}
 
 
@@ -1030,7 +1164,23 @@ def _job(data: dict[str, Any]) -> Job:
         flow_key=data.get("flow_key"),
         debounce_key=data.get("debounce_key"),
         debounce_until=_optional_time(data.get("debounce_until")),
+        **_shown_options(data),
     )
+
+
+def _shown_options(data: dict[str, Any]) -> dict[str, Any]:
+    """A job's or a cron's request options as the server shows them (its defaults from a server
+    that shows none)."""
+    retry = data.get("retry")
+    timeout = data.get("timeout")
+    return {
+        "path": data.get("path"),
+        "method": str(data.get("method") or "POST"),
+        "headers": dict(data.get("headers") or {}),
+        "timeout": None if timeout is None else float(timeout),
+        "retry": None if retry is None else Retry(float(retry["base"]), float(retry["cap"])),
+        "callback": data.get("callback"),
+    }
 
 
 def _flow(data: dict[str, Any]) -> Flow:
@@ -1067,4 +1217,5 @@ def _cron(data: dict[str, Any]) -> Cron:
         runs_left=data.get("runs_left"),
         ended_at=_optional_time(data.get("ended_at")),
         delete_after_end=bool(data.get("delete_after_end", False)),
+        **_shown_options(data),
     )

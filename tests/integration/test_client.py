@@ -573,3 +573,213 @@ def test_cron_lifecycles_and_catch_up_windows(api: client.Client) -> None:
     with pytest.raises(client.InvalidRequest) as refused:
         api.put_cron("report", "@daily", start_at=start, end_at=start)
     assert "end_at" in refused.value.fields
+
+
+def test_a_job_s_own_request_goes_in_and_comes_back_with_secrets_redacted(
+    api: client.Client, db: psycopg.Connection
+) -> None:
+    job_id = api.insert(
+        {"order": 42},
+        delay=60,
+        path="/orders/42?src=x",
+        method="put",
+        headers={"Authorization": "Bearer abc", "X-Tenant": "t1", "X-Api-Key": "k"},
+        timeout=dt.timedelta(minutes=2),
+        retry={"base": 5, "cap": dt.timedelta(hours=1)},
+        callback="default",
+        idempotency_key="order-42",
+    )
+    job = api.get(job_id)
+    assert (job.path, job.method, job.timeout, job.retry, job.callback) == (
+        "/orders/42?src=x",
+        "PUT",
+        120.0,
+        client.Retry(5.0, 3600.0),
+        "default",
+    )
+    assert job.headers == {
+        "Authorization": "[redacted]",
+        "X-Tenant": "t1",
+        "X-Api-Key": "[redacted]",
+    }
+    (listed,) = api.list().jobs
+    assert (listed.headers, listed.retry) == (job.headers, job.retry)
+    stored = db.execute("SELECT http_options -> 'headers' FROM jobs").fetchone()
+    assert stored == ([["Authorization", "Bearer abc"], ["X-Tenant", "t1"], ["X-Api-Key", "k"]],)
+    again = api.insert(
+        {"order": 42},
+        delay=60,
+        path="/orders/42?src=x",
+        method="put",
+        headers={"Authorization": "Bearer abc", "X-Tenant": "t1", "X-Api-Key": "k"},
+        timeout=120,
+        retry=client.Retry(5, 3600),
+        callback="default",
+        idempotency_key="order-42",
+    )
+    assert again == job_id, "the same request, however its durations are written"
+    with pytest.raises(client.Conflict):
+        api.insert({"order": 42}, delay=60, method="PATCH", idempotency_key="order-42")
+    plain = api.get(api.insert(None, delay=60))
+    assert (plain.path, plain.method, plain.headers, plain.timeout, plain.retry) == (
+        None,
+        "POST",
+        {},
+        None,
+        None,
+    )
+    assert plain.callback is None
+
+
+def test_batch_items_and_debounced_inserts_take_request_options(api: client.Client) -> None:
+    first, second = api.insert_batch(
+        [
+            {"body": 1, "delay": 60, "path": "a/b", "timeout": 30},
+            {"body": 2, "delay": 60, "method": "DELETE", "retry": {"base": 1, "cap": 2}},
+        ]
+    )
+    assert (api.get(first).path, api.get(first).timeout, api.get(first).method) == (
+        "a/b",
+        30.0,
+        "POST",
+    )
+    assert (api.get(second).method, api.get(second).retry) == ("DELETE", client.Retry(1.0, 2.0))
+    made = api.debounce("digest", 1, period=60, headers={"X-Digest": "1"}, callback="default")
+    joined = api.debounce("digest", 2, period=60, headers={"X-Digest": "2"})
+    assert joined == client.Debounced(made.id, True)
+    job = api.get(made.id)
+    assert (job.headers, job.callback) == ({"X-Digest": "2"}, None), "the latest insert's"
+    with pytest.raises(ValueError, match="unknown keys"):
+        api.insert_batch([{"delay": 1, "headers": {}, "verb": "PUT"}])
+
+
+def test_update_sets_request_options_and_null_resets_one(api: client.Client) -> None:
+    job_id = api.insert(1, at=FUTURE, headers={"Authorization": "Bearer abc"}, callback="default")
+    job = api.update(job_id, path="v2/hooks", method="PATCH", timeout=dt.timedelta(seconds=45))
+    assert (job.path, job.method, job.timeout, job.callback) == (
+        "v2/hooks",
+        "PATCH",
+        45.0,
+        "default",
+    )
+    assert job.headers == {"Authorization": "[redacted]"}, "what is left out stays"
+    job = api.update(job_id, retry=client.Retry(base=2, cap=dt.timedelta(minutes=10)))
+    assert (job.retry, job.path) == (client.Retry(2.0, 600.0), "v2/hooks")
+    job = api.update(job_id, path=None, callback=None)
+    assert (job.path, job.callback, job.method, job.timeout) == (None, None, "PATCH", 45.0)
+    job = api.update(job_id, headers={"X-Tenant": "t2"})
+    assert job.headers == {"X-Tenant": "t2"}, "headers replace the whole set"
+    job = api.update(job_id, method=None, headers=None, timeout=None, retry=None)
+    assert (job.method, job.headers, job.timeout, job.retry) == ("POST", {}, None, None)
+    assert api.get(job_id).history == ()
+
+
+def test_bad_request_options_are_refused_by_field_and_write_nothing(
+    api: client.Client, db: psycopg.Connection
+) -> None:
+    for options, fields in [
+        ({"path": "../admin"}, {"path": ["Must not contain '..' in the path."]}),
+        ({"path": "//evil.example/x"}, {"path": ["Must not contain '//'."]}),
+        ({"method": "GET"}, {"method": ["Must be one of POST, PUT, PATCH, DELETE."]}),
+        (
+            {"headers": {"Host": "evil"}},
+            {"headers": {"Host": ["The endpoint's URL sets the host."]}},
+        ),
+        (
+            {"headers": {"Scheduler-Attempt": "9"}},
+            {"headers": {"Scheduler-Attempt": ["Scheduler-* headers are the scheduler's own."]}},
+        ),
+        ({"timeout": 301}, {"timeout": ["Must be at most 300 seconds (SCHEDULER_MAX_TIMEOUT)."]}),
+        ({"retry": {"base": 10, "cap": 5}}, {"retry": {"cap": ["Must be at least base."]}}),
+        (
+            {"callback": "nowhere"},
+            {"callback": ["Unknown endpoint 'nowhere'; configured: default."]},
+        ),
+    ]:
+        with pytest.raises(client.InvalidRequest) as refused:
+            api.insert(1, delay=60, **options)
+        assert refused.value.fields == fields, options
+    with pytest.raises(client.InvalidRequest) as in_batch:
+        api.insert_batch([{"delay": 1}, {"delay": 1, "headers": {"Connection": "close"}}])
+    assert in_batch.value.fields is not None and set(
+        in_batch.value.fields["jobs"]["1"]["headers"]
+    ) == {"Connection"}
+    with pytest.raises(ValueError, match="retry: unknown keys"):
+        api.insert(1, delay=60, retry={"base": 1, "max": 2})
+    assert count_jobs(db) == 0
+    job_id = api.insert(1, at=FUTURE, timeout=60)
+    with pytest.raises(client.InvalidRequest) as edit:
+        api.update(job_id, timeout=dt.timedelta(hours=1))
+    assert edit.value.fields == {
+        "timeout": ["Must be at most 300 seconds (SCHEDULER_MAX_TIMEOUT)."]
+    }
+    assert api.get(job_id).timeout == 60.0
+
+
+def test_crons_carry_request_options_and_a_redefinition_without_them_drops_them(
+    api: client.Client,
+) -> None:
+    made = api.put_cron(
+        "report",
+        "@hourly",
+        path="reports/hourly",
+        method="PUT",
+        headers={"X-Secret-Thing": "s", "X-Kind": "report"},
+        timeout=90,
+        retry={"base": 1, "cap": 60},
+        callback="default",
+    )
+    assert (made.path, made.method, made.timeout, made.retry, made.callback) == (
+        "reports/hourly",
+        "PUT",
+        90.0,
+        client.Retry(1.0, 60.0),
+        "default",
+    )
+    assert made.headers == {"X-Secret-Thing": "[redacted]", "X-Kind": "report"}
+    run = api.get(api.run_cron("report"))
+    assert (run.path, run.method, run.headers, run.callback) == (
+        "reports/hourly",
+        "PUT",
+        made.headers,
+        "default",
+    )
+    api.set_crons(
+        {
+            "report": {"spec": "@hourly", "method": "DELETE", "timeout": dt.timedelta(seconds=5)},
+            "plain": "@daily",
+        }
+    )
+    report, plain = api.get_cron("report"), api.get_cron("plain")
+    assert (report.method, report.timeout, report.path, report.headers, report.callback) == (
+        "DELETE",
+        5.0,
+        None,
+        {},
+        None,
+    )
+    assert (plain.method, plain.headers, plain.retry) == ("POST", {}, None)
+    with pytest.raises(client.InvalidRequest) as refused:
+        api.set_crons({"report": {"spec": "@hourly", "path": "a\\b"}})
+    assert refused.value.fields == {"jobs": {"0": {"path": ["Must not contain '\\'."]}}}
+    with pytest.raises(ValueError, match="unknown keys"):
+        api.set_crons({"report": {"spec": "@hourly", "verb": "PUT"}})
+
+
+def test_a_cron_from_a_server_without_request_options_has_the_defaults(
+    receiver: support.Receiver,
+) -> None:
+    shown = {"id": "report", "spec": "@hourly", "timezone": "UTC", "paused": True}
+    shown["updated_at"] = "2030-01-01T00:00:00Z"
+    base = receiver.url.removesuffix("/hook")
+    with client.Client(base, support.SECRET) as older:
+        receiver.answer = (json.dumps(shown).encode(), "application/json")
+        cron = older.pause_cron("report")
+    assert (cron.path, cron.method, cron.headers, cron.timeout, cron.retry, cron.callback) == (
+        None,
+        "POST",
+        {},
+        None,
+        None,
+        None,
+    )

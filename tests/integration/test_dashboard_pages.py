@@ -514,9 +514,13 @@ def job_form(page: bytes) -> dict[str, str]:
     }
     body = re.search(r'<textarea name="body"[^>]*>(.*?)</textarea>', text, re.DOTALL)
     assert body, "the page has the edit form"
-    chosen = re.search(r'<option value="([^"]+)" selected>', text)
-    assert chosen
-    return {**values, "body": html.unescape(body.group(1)), "endpoint": chosen.group(1)}
+    chosen = dict(
+        re.findall(
+            r'<select name="([a-z_]+)">.*?<option value="([^"]+)" selected>', text, re.DOTALL
+        )
+    )
+    assert set(chosen) == {"endpoint", "method"}
+    return {**values, "body": html.unescape(body.group(1)), **chosen}
 
 
 def test_editing_a_job_saves_only_what_changed(
@@ -630,3 +634,129 @@ def test_a_cron_page_shows_its_lifecycle_and_an_edit_keeps_it(
     post_form(client, "/ui/crons/report/edit", {"spec": "0 0 13 * * *"}, "/ui/crons/report")
     kept = db.execute("SELECT spec, max_runs, end_at IS NOT NULL FROM crons").fetchone()
     assert kept == ("0 0 13 * * *", 3, True), "what the form does not show is kept"
+
+
+OPTIONS = {
+    "path": "/orders/42?src=x",
+    "method": "PUT",
+    "headers": {"Authorization": "Bearer abc", "X-Tenant": "t1"},
+    "timeout": 120,
+    "retry": {"base": 5, "cap": 3600},
+    "callback": "default",
+}
+
+
+def test_a_job_page_shows_how_the_job_is_sent_with_secrets_redacted(
+    settings: config.Settings, client: FlaskClient
+) -> None:
+    (job_id,) = insert(client, 1, **OPTIONS)
+    page = html.unescape(client.get(f"/ui/jobs/{job_id}").data.decode())
+    assert "<code>PUT</code>" in page
+    assert '<code class="target">http://127.0.0.1:9/hook/orders/42?src=x</code>' in page
+    assert "<code>X-Tenant: t1</code>" in page
+    assert "<code>Authorization: [redacted]</code>" in page and "Bearer abc" not in page
+    assert "120 s per attempt" in page and "base 5 s, cap 3600 s" in page
+    assert "default <span" in page.split("<dt>Callback</dt>")[1][:20]
+    (plain,) = insert(client, 1)
+    page = client.get(f"/ui/jobs/{plain}").data.decode()
+    assert (
+        "<code>POST</code>" in page
+        and '<code class="target">http://127.0.0.1:9/hook</code>' in page
+    )
+    shown = page.split('<dl class="details">')[1].split("</dl>")[0]
+    assert "none of its own" in shown and shown.count("the dispatcher's default") == 2
+    # An endpoint's URL may hold a password: the page never shows it.
+    billing = config.Endpoint(
+        "billing", "https://app:hunter2@billing.example/in", (support.SECRET,)
+    )
+    with test_dashboard_auth.started(
+        dataclasses.replace(settings, named_endpoints=(billing,))
+    ) as flask_app:
+        reader = flask_app.test_client()
+        test_dashboard_auth.log_in(reader)
+        (billed,) = insert(reader, 1, endpoint="billing", path="v2")
+        page = html.unescape(reader.get(f"/ui/jobs/{billed}").data.decode())
+    assert "https://app:[redacted]@billing.example/in/v2" in page and "hunter2" not in page
+
+
+def test_callbacks_and_failure_notifications_are_marked_as_the_scheduler_s(
+    client: FlaskClient, db: psycopg.Connection[Any]
+) -> None:
+    (about,) = insert(client, 1, callback="default")
+    callback = {"event": "job.failed", "job": {"id": about}, "response": None}
+    notice = {"event": "job.failed", "job": {"id": about}}
+    for job_id, body in (("0" * 25 + "1", callback), ("0" * 25 + "2", notice)):
+        db.execute(
+            "INSERT INTO jobs (id, body, run_at, next_attempt_at, max_attempts, event)"
+            " VALUES (%s, %s, now(), now(), 8, 'job.failed')",
+            (job_id, json.dumps(body)),
+        )
+    page = client.get(f"/ui/jobs/{'0' * 25}1").data.decode()
+    assert "A callback (<code>job.failed</code>)" in page
+    assert f'about job <a href="/ui/jobs/{about}">' in page
+    page = client.get(f"/ui/jobs/{'0' * 25}2").data.decode()
+    assert "A failure notification (<code>job.failed</code>)" in page
+    plain = client.get(f"/ui/jobs/{about}").data.decode()
+    assert "sent by the scheduler" not in plain
+    listed = client.get("/ui/jobs").data.decode()
+    assert listed.count("(job.failed)</span>") == 2
+
+
+def test_editing_a_job_s_path_method_and_timeout_keeps_what_the_form_does_not_show(
+    client: FlaskClient, db: psycopg.Connection[Any]
+) -> None:
+    (job_id,) = insert(client, 1, **OPTIONS)
+    page = f"/ui/jobs/{job_id}"
+    form = job_form(client.get(page).data)
+    assert (form["path"], form["method"], form["timeout"]) == ("/orders/42?src=x", "PUT", "120")
+    saved = client.post(
+        f"/ui/jobs/{job_id}/edit",
+        data={**form, "path": "v2/orders/42", "method": "PATCH", "timeout": "PT1M"},
+    )
+    assert saved.status_code == 303
+    stored = db.execute("SELECT http_options, callback FROM jobs").fetchone()
+    assert stored == (
+        {
+            "path": "v2/orders/42",
+            "method": "PATCH",
+            "headers": [["Authorization", "Bearer abc"], ["X-Tenant", "t1"]],
+            "timeout": 60,
+            "retry": {"base": 5, "cap": 3600},
+        },
+        "default",
+    ), "the headers keep their secret value, and the backoff and callback stay"
+    form = job_form(client.get(page).data)
+    assert client.post(f"/ui/jobs/{job_id}/edit", data={**form, "body": "2"}).status_code == 303
+    assert db.execute("SELECT http_options ->> 'path' FROM jobs").fetchone() == ("v2/orders/42",)
+    emptied = client.post(f"/ui/jobs/{job_id}/edit", data={**form, "path": "", "timeout": ""})
+    assert emptied.status_code == 303
+    options = db.execute("SELECT http_options FROM jobs").fetchone()
+    assert options is not None and set(options[0]) == {"method", "headers", "retry"}
+    form = job_form(client.get(page).data)
+    for changes, problem in [
+        ({"path": "../admin"}, "Must not contain '..' in the path."),
+        ({"timeout": "301"}, "Must be at most 300 seconds (SCHEDULER_MAX_TIMEOUT)."),
+        ({"timeout": "soon"}, "Not a number of seconds or an ISO 8601 duration"),
+        ({"method": "GET"}, "Must be one of POST, PUT, PATCH, DELETE."),
+    ]:
+        refused = client.post(f"/ui/jobs/{job_id}/edit", data={**form, **changes})
+        assert refused.status_code == 400, changes
+        text = html.unescape(refused.data.decode())
+        assert problem in text, (changes, text[-3000:])
+    assert db.execute("SELECT http_options FROM jobs").fetchone() == options
+
+
+def test_a_cron_page_shows_its_request_options_and_an_edit_keeps_them(
+    client: FlaskClient, db: psycopg.Connection[Any]
+) -> None:
+    put_cron(client, "report", "0 0 12 * * *", **{**OPTIONS, "path": "reports"})
+    page = html.unescape(client.get("/ui/crons/report").data.decode())
+    assert '<code>PUT</code> <code class="target">http://127.0.0.1:9/hook/reports</code>' in page
+    assert "<code>Authorization: [redacted]</code>" in page and "Bearer abc" not in page
+    assert "120 s per attempt" in page and "base 5 s, cap 3600 s" in page
+    before = db.execute("SELECT http_options, callback FROM crons").fetchone()
+    saved = post_form(client, "/ui/crons/report/edit", {"spec": "0 0 13 * * *"}, "/ui/crons/report")
+    assert saved.status_code == 303
+    after = db.execute("SELECT spec, http_options, callback FROM crons").fetchone()
+    assert after is not None and before is not None
+    assert after == ("0 0 13 * * *", *before), "what the form does not show is kept"

@@ -290,6 +290,8 @@ def edit_cron(cron_id: str) -> tuple[str, int] | Response:
         end_at=kept.end_at,
         max_runs=kept.max_runs,
         delete_after_end=kept.delete_after_end,
+        http_options=kept.http_options,
+        callback=kept.callback,
     )
     crons.put_cron(http.database(), definition)
     auth.audit("edit_cron", 1, cron_id=cron_id, spec=definition.spec)

@@ -115,6 +115,9 @@ JOB_EDIT_INPUTS = (
     "flow_key",
     "flow_rate",
     "flow_max_in_flight",
+    "path",
+    "method",
+    "timeout",
 )
 FLOW_INPUTS = ("flow_key", "flow_rate", "flow_max_in_flight")
 
@@ -156,9 +159,27 @@ def job_changes(values: dict[str, str]) -> dict[str, Any]:
         changes["endpoint"] = _typed(values.get("endpoint", ""))
     if changed & set(FLOW_INPUTS):
         changes["flow"] = _flow({name: _typed(values.get(name, "")) for name in FLOW_INPUTS})
+    # An emptied path or timeout goes back to the default, as null does in the API.
+    if "path" in changed:
+        changes["path"] = _typed(values.get("path", "")) or None
+    if "method" in changed:
+        changes["method"] = _typed(values.get("method", ""))
+    if "timeout" in changed:
+        changes["timeout"] = _seconds_or_text(_typed(values.get("timeout", "")))
     if problems:
         raise ValidationError(problems)
     return changes
+
+
+def _seconds_or_text(text: str) -> float | str | None:
+    """A number of seconds as a number; other text (ISO 8601, or a mistake the schema names) as
+    it is; nothing as None."""
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def _body(text: str) -> Any:

@@ -13,7 +13,7 @@ from flask import abort, redirect, render_template, request, url_for
 from marshmallow import ValidationError
 from werkzeug.wrappers import Response
 
-from scheduler import config, cron, errors, jobs, jsonb
+from scheduler import config, cron, errors, http_options, jobs, jsonb
 from scheduler.storage import cluster, crons, endpoints, flows, outcomes
 from scheduler.storage import jobs as job_rows
 from scheduler.web import http, schemas
@@ -154,7 +154,60 @@ def render_job(job_id: str, given: dict[str, str], problems: dict[str, Any]) -> 
         problems=problems,
         endpoints=list(http.settings().endpoints),
         max_attempts_limit=config.MAX_ATTEMPTS_LIMIT,
+        outgoing=request_view(job.endpoint, job.http_options, job.callback),
+        message=message_view(job),
+        methods=http_options.METHODS,
     )
+
+
+def request_view(
+    endpoint: str, options: jobs.HttpOptions | None, callback: str | None
+) -> dict[str, Any]:
+    """How a job (or each run of a cron) is sent, as GET /jobs/<id> shows it: secret header
+    values redacted, and no password of the endpoint's URL."""
+    options = options or jobs.HttpOptions()
+    configured = http.settings().endpoints.get(endpoint)
+    target = None
+    if configured is not None:
+        target = _without_password(http_options.join_url(configured.url, options.path))
+    retry = None
+    if options.retry_base is not None and options.retry_cap is not None:
+        retry = (options.retry_base, options.retry_cap)
+    return {
+        "method": options.method or http_options.DEFAULT_METHOD,
+        "target": target,
+        "path": options.path,
+        "headers": http_options.redact(dict(options.headers)),
+        "timeout": options.timeout,
+        "retry": retry,
+        "callback": callback,
+    }
+
+
+def _without_password(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    netloc = f"{parts.username}:{http_options.REDACTED}@{host}"
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def message_view(job: jobs.JobRecord) -> dict[str, Any] | None:
+    """What a job the scheduler made says, and of which job: a callback (its body has a
+    `response`, outcomes.sql) or a failure notification; None for any other job."""
+    if job.event is None:
+        return None
+    body = job.body if isinstance(job.body, dict) else {}
+    about = body.get("job")
+    about_id = about.get("id") if isinstance(about, dict) else None
+    if not isinstance(about_id, str) or not schemas.ID_PATTERN.match(about_id):
+        about_id = None
+    return {
+        "event": job.event,
+        "kind": "callback" if "response" in body else "failure notification",
+        "about": about_id,
+    }
 
 
 def _job_form(job: jobs.JobRecord, body: str) -> dict[str, str]:
@@ -164,6 +217,7 @@ def _job_form(job: jobs.JobRecord, body: str) -> dict[str, str]:
         flow = flows.flow_limits(http.database(), job.endpoint, job.flow_key)
     rate = None if flow is None else flow.rate_limit
     in_flight = None if flow is None else flow.max_in_flight
+    options = job.http_options
     return {
         "timestamp": schemas.format_timestamp(job.next_attempt_at),
         "body": body,
@@ -172,6 +226,9 @@ def _job_form(job: jobs.JobRecord, body: str) -> dict[str, str]:
         "flow_key": job.flow_key or "",
         "flow_rate": "" if rate is None else f"{rate:g}",
         "flow_max_in_flight": "" if in_flight is None else str(in_flight),
+        "path": (options.path if options else None) or "",
+        "method": (options.method if options else None) or http_options.DEFAULT_METHOD,
+        "timeout": "" if options is None or options.timeout is None else f"{options.timeout:g}",
     }
 
 
@@ -267,6 +324,7 @@ def render_cron(cron_id: str, given: dict[str, Any], problems: dict[str, Any]) -
         problems=problems,
         endpoints=list(http.settings().endpoints),
         overlaps=jobs.OVERLAP_POLICIES,
+        outgoing=request_view(current.endpoint, current.http_options, current.callback),
     )
 
 
