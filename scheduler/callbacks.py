@@ -34,7 +34,7 @@ _CUT_STEP = 64
 @dataclasses.dataclass(frozen=True)
 class Answer:
     """What an endpoint answered: its status, its headers in order, the first BODY_BYTES of its
-    body, and whether more followed (or the read ended early)."""
+    body, and whether more followed."""
 
     status: int
     headers: tuple[tuple[str, str], ...]
