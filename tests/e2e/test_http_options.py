@@ -5,14 +5,18 @@ own jobs."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import itertools
+import json
+import pathlib
 import threading
 from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 import pytest
+import requests
 
 from scheduler import signing
 from tests import support
@@ -21,9 +25,12 @@ from tests.e2e.conftest import System
 pytestmark = pytest.mark.e2e
 
 HOOKS_SECRET = "hooks-secret-0123456789"
+TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 # An answer longer than a callback carries (16 KiB), its lines numbered.
 BIG_BODY = b"".join(b"%07d\n" % n for n in range(3000))
 NOT_UTF8 = b"\xff\xfe\x00\x81 not text \xc3"
+# An answer whose characters each take more bytes in JSON than in the answer.
+ESCAPED_BODY = ('"\\\n\x01\u00e9\u2028<' * 400).encode()
 SECRET_ANSWER_HEADERS = {"Set-Cookie": "session=answer-cookie", "X-Api-Key": "answer-key"}
 # The fields of a callback's `job`: no body, no history.
 JOB_FIELDS = {
@@ -42,8 +49,8 @@ JOB_FIELDS = {
 # The endpoints of the system, each with its own receiver. `main` is the default endpoint; `deep`
 # has credentials, a base path and a query in its URL; `hooks` takes callbacks (with a secret of
 # its own), `badhooks` refuses them; `notices` takes failure notifications; `big`, `binary` and
-# `flaky` answer as their names say.
-NAMED = ("deep", "hooks", "badhooks", "notices", "big", "binary", "flaky")
+# `flaky` answer as their names say, and `escaped` with characters JSON escapes.
+NAMED = ("deep", "hooks", "badhooks", "notices", "big", "binary", "flaky", "escaped")
 # Answers the default endpoint holds until a test sets their event (`.../held/<name>`).
 HELD: dict[str, threading.Event] = {}
 
@@ -82,9 +89,38 @@ def receivers() -> Iterator[dict[str, support.Receiver]]:
     made["big"].headers_for = lambda request: {**SECRET_ANSWER_HEADERS, "X-Request-Id": "r-1"}
     made["binary"].respond = lambda request: (500, 0.0)
     made["binary"].answer = (NOT_UTF8, "application/octet-stream")
+    made["escaped"].answer = (ESCAPED_BODY, "text/plain; charset=utf-8")
     yield made
     for receiver in made.values():
         receiver.close()
+
+
+@contextlib.contextmanager
+def running_system(
+    server_url: str,
+    template_db: str,
+    receivers: dict[str, support.Receiver],
+    logs: pathlib.Path,
+    **env: str,
+) -> Iterator[System]:
+    """The web and a dispatcher on a fresh database, with the endpoints NAMED."""
+    urls = {name: receivers[name].url for name in NAMED}
+    # Credentials in an endpoint's URL are the operator's: never copied into a callback.
+    urls["deep"] = urls["deep"].replace("http://", "http://user:deep-password@") + "/v1?src=sched"
+    with support.fresh_database(server_url, template_db) as db_url:
+        running = System(db_url, receivers["main"], logs)
+        running.env.update(
+            SCHEDULER_ENDPOINTS=" ".join(f"{name}={url}" for name, url in urls.items()),
+            SCHEDULER_ENDPOINT_SECRET_HOOKS=HOOKS_SECRET,
+            SCHEDULER_FAILURE_ENDPOINT="notices",
+            **env,
+        )
+        running.start("web")
+        running.start("worker")
+        try:
+            yield running
+        finally:
+            running.stop_all()
 
 
 @pytest.fixture(scope="module")
@@ -94,29 +130,22 @@ def system(
     receivers: dict[str, support.Receiver],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[System]:
-    urls = {name: receivers[name].url for name in NAMED}
-    # Credentials in an endpoint's URL are the operator's: never copied into a callback.
-    urls["deep"] = urls["deep"].replace("http://", "http://user:deep-password@") + "/v1?src=sched"
-    with support.fresh_database(server_url, template_db) as db_url:
-        running = System(db_url, receivers["main"], tmp_path_factory.mktemp("logs"))
-        running.env.update(
-            SCHEDULER_ENDPOINTS=" ".join(f"{name}={url}" for name, url in urls.items()),
-            SCHEDULER_ENDPOINT_SECRET_HOOKS=HOOKS_SECRET,
-            SCHEDULER_FAILURE_ENDPOINT="notices",
-            # The default attempt: 2 s in all, a 1 s wait for any read.
-            SCHEDULER_CONNECT_TIMEOUT="1",
-            SCHEDULER_READ_TIMEOUT="1",
-            SCHEDULER_MAX_TIMEOUT="10",
-            # One attempt unless a job asks for more (callbacks and notices included), and a
-            # default backoff far longer than any test waits.
-            SCHEDULER_MAX_ATTEMPTS="1",
-            SCHEDULER_RETRY_BASE="600",
-            SCHEDULER_RETRY_CAP="600",
-        )
-        running.start("web")
-        running.start("worker")
+    with running_system(
+        server_url,
+        template_db,
+        receivers,
+        tmp_path_factory.mktemp("logs"),
+        # The default attempt: 2 s in all, a 1 s wait for any read.
+        SCHEDULER_CONNECT_TIMEOUT="1",
+        SCHEDULER_READ_TIMEOUT="1",
+        SCHEDULER_MAX_TIMEOUT="10",
+        # One attempt unless a job asks for more (callbacks and notices included), and a
+        # default backoff far longer than any test waits.
+        SCHEDULER_MAX_ATTEMPTS="1",
+        SCHEDULER_RETRY_BASE="600",
+        SCHEDULER_RETRY_CAP="600",
+    ) as running:
         yield running
-        running.stop_all()
 
 
 def insert(system: System, **job: Any) -> str:
@@ -388,14 +417,22 @@ def check_job_part(system: System, job: dict[str, Any], job_id: str) -> dict[str
 def test_a_delivered_job_s_callback_tells_its_answer_signed_for_the_callback_endpoint(
     system: System, receivers: dict[str, support.Receiver]
 ) -> None:
-    job_id = insert(
-        system,
-        endpoint="deep",
-        body={"n": 1},
-        path="answer",
-        headers={"Authorization": "Bearer never-copied"},
-        callback="hooks",
+    job = {
+        "delay": 0,
+        "endpoint": "deep",
+        "body": {"n": 1},
+        "path": "answer",
+        "headers": {"Authorization": "Bearer never-copied"},
+        "callback": "hooks",
+    }
+    trace = {"traceparent": f"00-{TRACE_ID}-b7ad6b7169203331-01", "tracestate": "vendor=1"}
+    response = requests.post(
+        system.url + "/insert",
+        json=job,
+        headers={"Scheduler-Secret": support.SECRET, **trace},
+        timeout=10,
     )
+    job_id = response.json()["id"]
     callback = wait_for_message(receivers["hooks"], job_id)
     message = callback.json
     assert set(message) == {"event", "job", "response"}
@@ -417,6 +454,9 @@ def test_a_delivered_job_s_callback_tells_its_answer_signed_for_the_callback_end
     assert "Scheduler-Secret" not in callback.headers
     sent = str(callback.headers) + callback.body.decode()
     assert "never-copied" not in sent and "deep-password" not in sent
+    # In the job's trace: a child of its context, as each of its own attempts is.
+    assert callback.headers["traceparent"].split("-")[1] == TRACE_ID
+    assert callback.headers["tracestate"] == "vendor=1"
     made = row(system, callback.headers["Scheduler-Delivery-Id"])
     assert (made["event"], made["endpoint"], made["max_attempts"]) == ("job.delivered", "hooks", 1)
     assert len(messages_about(receivers["hooks"], job_id)) == 1
@@ -543,3 +583,27 @@ def test_a_cron_with_options_and_a_callback_delivers_its_runs_with_them(
     assert callback["event"] == "job.delivered"
     assert (callback["job"]["cron_id"], callback["job"]["state"]) == ("with-options", "delivered")
     assert callback["response"]["status"] == 200
+
+
+@pytest.mark.parametrize("endpoint", ["big", "escaped"])
+def test_a_callback_stays_within_scheduler_max_body_bytes(
+    server_url: str,
+    template_db: str,
+    receivers: dict[str, support.Receiver],
+    tmp_path: pathlib.Path,
+    endpoint: str,
+) -> None:
+    limit = 2048
+    env = {"SCHEDULER_MAX_BODY_BYTES": str(limit)}
+    with running_system(server_url, template_db, receivers, tmp_path, **env) as small:
+        job_id = insert(small, endpoint=endpoint, callback="hooks")
+        callback = wait_for_message(receivers["hooks"], job_id)
+    assert len(callback.body) <= limit
+    message = json.loads(callback.body)
+    assert message["job"]["id"] == job_id and message["job"]["state"] == "delivered"
+    response = message["response"]
+    assert response["status"] == 200 and response["truncated"] is True
+    answer = receivers[endpoint].answer
+    assert answer is not None
+    # Cut, not mangled or dropped: the start of the answer, as text.
+    assert response["body"] and answer[0].decode().startswith(response["body"])
