@@ -262,6 +262,14 @@ class HttpOptionsSchema(Schema):
             )
             raise ValidationError(where) from None
 
+    @post_load
+    def upper_case_method(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        # `put` and `PUT` ask for the same job: loaded alike, they digest alike for an
+        # idempotency key.
+        if data.get("method") is not None:
+            data["method"] = http_options.check_method(data["method"])
+        return data
+
 
 OPTION_FIELDS = tuple(HttpOptionsSchema._declared_fields)
 
@@ -279,8 +287,6 @@ def http_changes_of(item: dict[str, Any]) -> dict[str, Any]:
     for name in ("path", "method", "timeout", "retry"):
         if name in item:
             changes[name] = item[name]
-    if changes.get("method") is not None:
-        changes["method"] = http_options.check_method(changes["method"])
     if "headers" in item:
         headers = item["headers"]
         changes["headers"] = [[n, v] for n, v in headers.items()] if headers else None
