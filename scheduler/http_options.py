@@ -65,6 +65,7 @@ _REFUSED_HEADERS = {
     "host": "The endpoint's URL sets the host.",
     "content-length": "The scheduler sets it from the body.",
     "content-type": "The body is always JSON: the scheduler sets it.",
+    "content-encoding": "The body is sent as it is, never encoded: the scheduler sends none.",
     # A compressed answer could inflate far beyond the excerpt the scheduler reads of it.
     "accept-encoding": "Answers are read identity-encoded: the scheduler sets it.",
     "expect": "The scheduler sends the body without waiting for 100 Continue.",

@@ -104,14 +104,20 @@ def parse_duration(value: str) -> float:
 
 class Delay(fields.Field):
     """Seconds (from now, for a job's delay): a non-negative number, or an ISO 8601 duration
-    string; at most `maximum`, and more than 0 when `above_zero`."""
+    string; at most `maximum`, and more than 0 when `above_zero`. Its messages name the
+    maximum as `maximum_named` when it is a setting's (its value is checked apart)."""
 
     def __init__(
-        self, maximum: int = MAX_DELAY_SECONDS, above_zero: bool = False, **kwargs: Any
+        self,
+        maximum: int = MAX_DELAY_SECONDS,
+        above_zero: bool = False,
+        maximum_named: str | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.maximum = maximum
         self.above_zero = above_zero
+        self.maximum_named = maximum_named or str(maximum)
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> float:
         # Request numbers arrive exact: an int, or a Decimal (jsonb.loads).
@@ -120,13 +126,15 @@ class Delay(fields.Field):
         try:
             seconds = parse_duration(value) if isinstance(value, str) else float(value)
         except OverflowError:
-            raise ValidationError(f"Must be between 0 and {self.maximum} seconds.") from None
+            raise ValidationError(f"Must be between 0 and {self.maximum_named} seconds.") from None
         except ValueError as exc:
             raise ValidationError(str(exc)) from None
         if not 0 <= seconds <= self.maximum:
-            raise ValidationError(f"Must be between 0 and {self.maximum} seconds.")
+            raise ValidationError(f"Must be between 0 and {self.maximum_named} seconds.")
         if self.above_zero and seconds == 0:
-            raise ValidationError(f"Must be more than 0 seconds (and at most {self.maximum}).")
+            raise ValidationError(
+                f"Must be more than 0 seconds (and at most {self.maximum_named})."
+            )
         return seconds
 
 

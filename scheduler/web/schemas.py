@@ -220,7 +220,8 @@ class HttpOptionsSchema(Schema):
         allow_none=True,
         metadata={
             "description": f"At most {http_options.MAX_HEADERS} headers sent as given. Hop-by-hop "
-            "headers, Host, Content-Length, Content-Type, Accept-Encoding, Expect, traceparent, "
+            "headers, Host, Content-Length, Content-Type, Content-Encoding, Accept-Encoding, Expect, "
+            "traceparent, "
             "tracestate and Scheduler-* are refused. Shown with the values of Authorization, "
             "Proxy-Authorization, Cookie and names containing key, token or secret redacted."
         },
@@ -229,6 +230,7 @@ class HttpOptionsSchema(Schema):
         allow_none=True,
         above_zero=True,
         maximum=int(config.MAX_TIMEOUT_LIMIT),
+        maximum_named="SCHEDULER_MAX_TIMEOUT",
         metadata={
             "description": "Seconds (or ISO 8601) the whole attempt may take, up to "
             "SCHEDULER_MAX_TIMEOUT (300 unless set); default SCHEDULER_CONNECT_TIMEOUT + "
@@ -387,11 +389,11 @@ class HttpOptionsShown(Schema):
     path = fields.Function(
         lambda obj: _stored_options(obj).path,
         allow_none=True,
-        metadata={"description": "Appended to the endpoint's URL; null: none."},
+        metadata={"type": "string", "description": "Appended to the endpoint's URL; null: none."},
     )
     method = fields.Function(
         lambda obj: _stored_options(obj).method or http_options.DEFAULT_METHOD,
-        metadata={"enum": list(http_options.METHODS)},
+        metadata={"type": "string", "enum": list(http_options.METHODS)},
     )
     headers = fields.Function(
         lambda obj: http_options.redact(dict(_stored_options(obj).headers)),

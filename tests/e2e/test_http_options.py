@@ -70,18 +70,9 @@ def route_by_path(request: support.Received) -> tuple[int, float]:
     return status, stall
 
 
-def accept_every_method(receiver: support.Receiver) -> None:
-    """Record PUT, PATCH and DELETE requests as the receiver records POSTs."""
-    handler = receiver.server.RequestHandlerClass
-    for method in ("PUT", "PATCH", "DELETE"):
-        setattr(handler, f"do_{method}", handler.do_POST)  # type: ignore[attr-defined]
-
-
 @pytest.fixture(scope="module")
 def receivers() -> Iterator[dict[str, support.Receiver]]:
     made = {name: support.Receiver() for name in ("main", *NAMED)}
-    for receiver in made.values():
-        accept_every_method(receiver)
     made["main"].respond = route_by_path
     made["badhooks"].respond = lambda request: (500, 0.0)
     made["flaky"].respond = lambda request: (500, 0.0)

@@ -190,6 +190,7 @@ REFUSED_HEADERS = [
     ("host", "evil.example", "endpoint's URL"),
     ("Content-Length", "0", "from the body"),
     ("Content-Type", "text/plain", "always JSON"),
+    ("Content-Encoding", "gzip", "never encoded"),
     ("Accept-Encoding", "gzip", "identity"),
     ("Expect", "100-continue", "100 Continue"),
     ("traceparent", "00-" + "1" * 32 + "-" + "2" * 16 + "-01", "trace context"),
