@@ -221,8 +221,9 @@ class HttpOptionsSchema(Schema):
         metadata={
             "description": f"At most {http_options.MAX_HEADERS} headers sent as given. Hop-by-hop "
             "headers, Host, Content-Length, Content-Type, Content-Encoding, Accept-Encoding, "
-            "Expect, traceparent, tracestate and Scheduler-* are refused. Shown with the values of Authorization, "
-            "Proxy-Authorization, Cookie and names containing key, token or secret redacted."
+            "Expect, traceparent, tracestate and Scheduler-* are refused. Shown with the values "
+            "of Authorization, Proxy-Authorization, Cookie and names containing key, token or "
+            "secret redacted."
         },
     )
     timeout = Delay(
