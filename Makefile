@@ -20,8 +20,9 @@ install: $(STAMP)  ## create .venv and install the project with its dev and test
 run: $(STAMP)  ## run the whole system locally (embedded PostgreSQL unless DATABASE_URL is set)
 	$(BIN)/scheduler dev
 
+# Three workers on two cores: most tests wait on processes, PostgreSQL and the network.
 test: $(STAMP)  ## run the whole test suite
-	$(BIN)/python -m pytest -n 2 --dist loadfile
+	$(BIN)/python -m pytest -n 3 --dist loadfile
 
 lint: $(STAMP)  ## ruff, formatting, mypy and the import layering contracts
 	$(BIN)/ruff check scheduler tests

@@ -30,6 +30,17 @@ def pytest_report_header() -> list[str]:
     ]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The longest files first (those marked `long`, then those that start processes): with
+    `-n`, the short ones then fill in at the end, instead of one long file running alone."""
+    items.sort(
+        key=lambda item: (
+            item.get_closest_marker("long") is None,
+            item.get_closest_marker("e2e") is None,
+        )
+    )
+
+
 @pytest.fixture(scope="session")
 def server_url() -> str:
     return _DATABASE_URL or support.embedded_server_url()

@@ -10,7 +10,7 @@ import pytest
 
 from tests.chaos import checker, faults, runner
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.long]
 
 SEED = 22
 DURATION = 18.0

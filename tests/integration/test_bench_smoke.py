@@ -15,7 +15,7 @@ import pytest
 from tests import support
 from tests.bench import compare, history, plot, postgres, report, run, scenarios, targets
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.long]
 
 NUMBER = re.compile(r"^-?[\d,]+(\.\d+)?%?$")
 
