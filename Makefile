@@ -20,9 +20,10 @@ install: $(STAMP)  ## create .venv and install the project with its dev and test
 run: $(STAMP)  ## run the whole system locally (embedded PostgreSQL unless DATABASE_URL is set)
 	$(BIN)/scheduler dev
 
-# Three workers on two cores: most tests wait on processes, PostgreSQL and the network.
+# Three workers on two cores: most tests wait on processes, PostgreSQL and the network. Files go
+# out in the order tests/conftest.py sorts them (the longest first), not by their number of tests.
 test: $(STAMP)  ## run the whole test suite
-	$(BIN)/python -m pytest -n 3 --dist loadfile
+	$(BIN)/python -m pytest -n 3 --dist loadfile --no-loadscope-reorder
 
 lint: $(STAMP)  ## ruff, formatting, mypy and the import layering contracts
 	$(BIN)/ruff check scheduler tests
