@@ -482,6 +482,15 @@ def check_rescues(run: Run) -> _Tally:
     return tally
 
 
+def _database_down(run: Run, start: float, end: float) -> float:
+    """Seconds between `start` and `end` during which the soak had PostgreSQL restarting."""
+    return sum(
+        max(0.0, min(end, fault.ended) - max(start, fault.started))
+        for fault in run.faults
+        if fault.kind == "restart_postgres"
+    )
+
+
 def check_ticks(run: Run) -> _Tally:
     """Every fire time of a running cron has exactly one jobs row, in any state: those of its
     spec since its creation, last spec change or resume (crons.updated_at) up to the window's
@@ -507,8 +516,10 @@ def check_ticks(run: Run) -> _Tally:
             # A span ended by a spec change or a pause: a tick of it still unrecorded then (no
             # leader held the lease, a leader killed or cut) is the old schedule's, which the
             # scheduler does not carry over (it owes ticks from the last change on); one a
-            # leader had time to record must have its row.
+            # leader had time to record must have its row. While PostgreSQL was down no leader
+            # could record, so that time does not count toward it.
             end -= run.timing.leader_timeout + TICK_RECORD_SECONDS
+            end -= _database_down(run, span.start, span.end)
         owed[span.cron_id] |= _ticks(span.spec, span.start, end)
     for cron_id, ticks in sorted(owed.items()):
         for tick in sorted(ticks):

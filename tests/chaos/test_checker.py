@@ -299,6 +299,22 @@ def test_ticks_are_owed_over_every_span_the_harness_ran_a_cron() -> None:
     assert found.examples == ("cron c: tick 2030-01-01T00:00:11.000+00:00 has 0 records",)
 
 
+def test_an_ended_span_owes_less_by_the_time_postgresql_was_down_in_it() -> None:
+    crons = (Cron("c", "*/2 * * * * *", paused=False, updated_at=T0 + 50.5),)
+    spans = (
+        CronSpan("c", "* * * * * *", T0 + 10.2, T0 + 40.7),
+        CronSpan("c", "*/2 * * * * *", T0 + 50.5, T0 + 100),
+    )
+    records = [tick("c", s) for s in range(11, 29)] + [tick("c", s) for s in range(52, 101, 2)]
+    restart = Fault("restart_postgres", "postgres", T0 + 27.5, T0 + 31.5)
+    run = make_run(crons=crons, cron_spans=spans, jobs=tuple(records), faults=(restart,))
+    found = verdict(run, "ticks")
+    # 4 s without PostgreSQL inside the first span: 11 to 40 - 6 - 2 - 4 are owed.
+    assert (found.checked, found.violations) == (len(range(11, 29)) + 25, 0)
+    found = verdict(dataclasses.replace(run, faults=()), "ticks")
+    assert found.violations == 4
+
+
 def test_missing_ticks_fail_a_run() -> None:
     run = make_run(crons=(Cron("c", "* * * * * *", paused=False, updated_at=T0 + 98.5),))
     found = verdict(run, "ticks")
