@@ -48,11 +48,15 @@ def test_a_tick_missed_while_down_is_caught_up_late(system: System) -> None:
     missed, ticks = miss_one_tick(system, "3600")
     assert [t.timestamp() for t in ticks] == [missed - 6, missed, missed + 6]
     stamp = dt.datetime.fromtimestamp(missed, dt.UTC).isoformat(timespec="milliseconds")
-    (late,) = [
-        r
-        for r in system.receiver.received()
-        if r.headers["Scheduler-Scheduled-At"] == stamp.replace("+00:00", "Z")
-    ]
+    # Recorded is not yet delivered: wait for its arrival.
+    (late,) = support.wait_until(
+        lambda: [
+            r
+            for r in system.receiver.received()
+            if r.headers["Scheduler-Scheduled-At"] == stamp.replace("+00:00", "Z")
+        ],
+        timeout=10,
+    )
     assert late.arrived_at > missed + 2, "the missed tick was delivered when the worker returned"
 
 
