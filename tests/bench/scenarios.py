@@ -218,7 +218,7 @@ QUICK = Plan(
     mixed_slow_seconds=2,
     mixed_slow_jobs=4,
     mixed_quiet_interval=0.1,
-    mixed_quiet_seconds=5,
+    mixed_quiet_seconds=3,
     mixed_flow_keys=100,
     mixed_flow_rate=2,
     # Enough for the keys to take three 1 s windows at their rate, so one is judged.
@@ -229,7 +229,7 @@ QUICK = Plan(
     cron_boundary_spec="*/5 * * * * *",
     cron_boundary_lead=1,
     cron_seconds_count=100,
-    cron_seconds_window=5,
+    cron_seconds_window=3,
     cron_failover_after=2,
     cron_catch_up=20,
     due_now_seconds=3,

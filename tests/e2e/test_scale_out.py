@@ -231,6 +231,9 @@ def test_a_dispatcher_cut_off_from_postgresql_loses_nothing(system: System) -> N
             lambda: cut_id in {d.id for d in system.client.dispatchers()}, timeout=20
         )
         assert cut.proc is not None and cut.proc.poll() is None
+        # Stopped while it still reaches the database: once the proxy is gone, its stop would
+        # wait out its recorder's retries and the harness's 20 s before a SIGKILL.
+        cut.stop()
     finally:
         proxy.close()
     received = deliveries_by_job(system)
